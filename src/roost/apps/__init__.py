@@ -1,0 +1,1 @@
+"""Ready-to-run federated applications (the bundled demo)."""

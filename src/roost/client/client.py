@@ -1,0 +1,110 @@
+"""The client contract: any object with `get_parameters`, `fit` and `evaluate`.
+
+Clients are built on demand by a `client_fn(context)`, so a simulation of thousands of clients keeps
+only the ones currently working alive.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from roost.core.types import (
+    Config,
+    EvaluateIns,
+    EvaluateRes,
+    FitIns,
+    FitRes,
+    GetParametersIns,
+    GetParametersRes,
+    Instruction,
+    Metrics,
+    Parameters,
+    Result,
+)
+from roost.errors import InvalidMessageError
+
+
+@dataclass
+class Context:
+    """What a `client_fn` knows about the client it builds.
+
+    `node_config` mirrors the same facts under the hyphenated keys Flower users know
+    (`"partition-id"`, `"num-partitions"`).
+    """
+
+    partition_id: int
+    num_partitions: int
+    node_id: str = ""
+    run_config: Config = field(default_factory=dict)
+    node_config: Config = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.node_id:
+            self.node_id = str(self.partition_id)
+        self.node_config.setdefault("partition-id", self.partition_id)
+        self.node_config.setdefault("num-partitions", self.num_partitions)
+
+
+@runtime_checkable
+class ClientLike(Protocol):
+    """What roost needs from a client. No base class is required."""
+
+    def get_parameters(self, config: Config) -> Parameters: ...
+
+    def fit(self, parameters: Parameters, config: Config) -> tuple[Parameters, int, Metrics]: ...
+
+    def evaluate(self, parameters: Parameters, config: Config) -> tuple[float, int, Metrics]: ...
+
+
+ClientFn = Callable[[Context], ClientLike]
+
+
+class Client:
+    """Optional base class for clients; subclass it and override what your client supports."""
+
+    def get_parameters(self, config: Config) -> Parameters:
+        """Return the current local parameters as a list of NumPy arrays."""
+        raise NotImplementedError(
+            f"{type(self).__name__} does not implement get_parameters; give the strategy "
+            "initial_parameters or implement get_parameters"
+        )
+
+    def fit(self, parameters: Parameters, config: Config) -> tuple[Parameters, int, Metrics]:
+        """Train on local data from `parameters`; return (new parameters, num_examples, metrics)."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement fit")
+
+    def evaluate(self, parameters: Parameters, config: Config) -> tuple[float, int, Metrics]:
+        """Evaluate `parameters` on local data; return (loss, num_examples, metrics)."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement evaluate")
+
+
+def _unpack(value: object, names: tuple[str, ...], method: str) -> tuple:
+    if not isinstance(value, tuple | list) or len(value) != len(names):
+        raise InvalidMessageError(
+            f"{method} must return a tuple ({', '.join(names)}), got {type(value).__name__}"
+            + (f" of length {len(value)}" if isinstance(value, tuple | list) else "")
+        )
+    return tuple(value)
+
+
+def call_client(client: ClientLike, instruction: Instruction) -> Result:
+    """Run one instruction on a client object and wrap what it returns (not yet validated)."""
+    if isinstance(instruction, FitIns):
+        parameters, num_examples, metrics = _unpack(
+            client.fit(instruction.parameters, dict(instruction.config)),
+            ("parameters", "num_examples", "metrics"),
+            "fit",
+        )
+        return FitRes(parameters, num_examples, metrics)
+    if isinstance(instruction, EvaluateIns):
+        loss, num_examples, metrics = _unpack(
+            client.evaluate(instruction.parameters, dict(instruction.config)),
+            ("loss", "num_examples", "metrics"),
+            "evaluate",
+        )
+        return EvaluateRes(loss, num_examples, metrics)
+    if isinstance(instruction, GetParametersIns):
+        return GetParametersRes(client.get_parameters(dict(instruction.config)))
+    raise TypeError(f"unknown instruction {type(instruction).__name__}")

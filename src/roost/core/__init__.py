@@ -1,0 +1,1 @@
+"""Core value types and validation; no ML framework is imported here."""

@@ -1,0 +1,82 @@
+"""The values that cross every boundary in roost: parameters, configs, metrics, instructions, results.
+
+Parameters are an ordered list of NumPy arrays everywhere; config and metric values are scalars.
+These types carry no behaviour beyond construction so that every transport (in-process, process pool,
+vectorized, gRPC) can move them without knowing anything about training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TypeAlias
+
+import numpy as np
+
+Scalar: TypeAlias = bool | int | float | str | bytes
+Config: TypeAlias = dict[str, Scalar]
+Metrics: TypeAlias = dict[str, Scalar]
+Parameters: TypeAlias = list[np.ndarray]
+ClientId: TypeAlias = str
+
+
+@dataclass(frozen=True)
+class GetParametersIns:
+    """Ask a client for its current parameters (used when the strategy has no initial model)."""
+
+    config: Config = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GetParametersRes:
+    parameters: Parameters
+
+
+@dataclass(frozen=True)
+class FitIns:
+    """Train locally, starting from `parameters`, as `config` says."""
+
+    parameters: Parameters
+    config: Config = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FitRes:
+    """What a client sends back after local training."""
+
+    parameters: Parameters
+    num_examples: int
+    metrics: Metrics = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EvaluateIns:
+    """Evaluate `parameters` on the client's local data."""
+
+    parameters: Parameters
+    config: Config = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EvaluateRes:
+    loss: float
+    num_examples: int
+    metrics: Metrics = field(default_factory=dict)
+
+
+Instruction: TypeAlias = GetParametersIns | FitIns | EvaluateIns
+Result: TypeAlias = GetParametersRes | FitRes | EvaluateRes
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A client that did not deliver a usable result this round, and why (one line)."""
+
+    client_id: ClientId
+    reason: str
+    kind: str = "error"  # "error" | "timeout" | "invalid" | "disconnected"
+
+    def __str__(self) -> str:
+        return f"client {self.client_id}: {self.kind}: {self.reason}"
+
+
+Outcome: TypeAlias = tuple[ClientId, Result | Failure]

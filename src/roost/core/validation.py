@@ -1,0 +1,168 @@
+"""Validation of everything a client sends back, before it can touch the global model.
+
+One place, used by every transport: the round loop passes each result through
+`validate_result`, which turns anything malformed into a `Failure` with a one-line reason
+naming the client and the mismatch.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from roost.core.types import (
+    EvaluateIns,
+    EvaluateRes,
+    Failure,
+    FitIns,
+    FitRes,
+    GetParametersIns,
+    GetParametersRes,
+    Instruction,
+    Metrics,
+    Parameters,
+    Result,
+    Scalar,
+)
+from roost.errors import InvalidMessageError
+
+# A single client reporting more examples than this is almost certainly lying or broken;
+# it would otherwise dominate an example-weighted mean.
+MAX_NUM_EXAMPLES = 10**12
+
+
+def check_parameters(
+    parameters: object, template: Parameters | None = None, *, check_finite: bool = True
+) -> Parameters:
+    """Return `parameters` as a list of arrays, or raise `InvalidMessageError` saying what is wrong.
+
+    With a `template` (the global model), the count, every shape and every dtype must match it.
+    """
+    if isinstance(parameters, np.ndarray) or not isinstance(parameters, Sequence):
+        raise InvalidMessageError(
+            f"parameters must be a list of NumPy arrays, got {type(parameters).__name__}"
+        )
+    arrays = list(parameters)
+    for index, array in enumerate(arrays):
+        if not isinstance(array, np.ndarray):
+            raise InvalidMessageError(
+                f"parameter {index} is a {type(array).__name__}, not a NumPy array"
+            )
+        if array.dtype.kind not in "iuf":
+            raise InvalidMessageError(
+                f"parameter {index} has dtype {array.dtype}; only integer and float "
+                "arrays are accepted"
+            )
+    if template is not None:
+        if len(arrays) != len(template):
+            raise InvalidMessageError(
+                f"expected {len(template)} arrays like the global model, got {len(arrays)}"
+            )
+        for index, (array, reference) in enumerate(zip(arrays, template, strict=True)):
+            if array.shape != reference.shape:
+                raise InvalidMessageError(
+                    f"parameter {index} has shape {array.shape}, the global model has "
+                    f"{reference.shape}"
+                )
+            if array.dtype != reference.dtype:
+                raise InvalidMessageError(
+                    f"parameter {index} has dtype {array.dtype}, the global model has "
+                    f"{reference.dtype}; cast it before returning it"
+                )
+    if check_finite:
+        for index, array in enumerate(arrays):
+            if array.dtype.kind == "f" and not np.isfinite(array).all():
+                raise InvalidMessageError(f"parameter {index} contains NaN or Inf")
+    return arrays
+
+
+def check_scalar_dict(values: object, what: str) -> dict[str, Scalar]:
+    """Return a copy of `values` with plain Python scalars, or raise `InvalidMessageError`."""
+    if values is None:
+        return {}
+    if not isinstance(values, Mapping):
+        raise InvalidMessageError(f"{what} must be a dict, got {type(values).__name__}")
+    checked: dict[str, Scalar] = {}
+    for key, value in values.items():
+        if not isinstance(key, str):
+            raise InvalidMessageError(f"{what} keys must be strings, got {key!r}")
+        checked[key] = to_scalar(value, f"{what}[{key!r}]")
+    return checked
+
+
+def to_scalar(value: object, what: str) -> Scalar:
+    """Convert NumPy scalars to Python ones; reject anything that is not bool/int/float/str/bytes."""
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, str | bytes):
+        return value
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        return to_scalar(value.item(), what)
+    raise InvalidMessageError(
+        f"{what} is a {type(value).__name__}; values must be bool, int, float, str or bytes"
+    )
+
+
+def check_num_examples(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise InvalidMessageError(
+            f"num_examples must be an int, got {type(value).__name__} {value!r}"
+        )
+    value = int(value)
+    if not 0 <= value <= MAX_NUM_EXAMPLES:
+        raise InvalidMessageError(f"num_examples={value} is outside [0, {MAX_NUM_EXAMPLES}]")
+    return value
+
+
+def check_loss(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InvalidMessageError(f"loss must be a number, got {type(value).__name__}")
+    loss = float(value)
+    if not math.isfinite(loss):
+        raise InvalidMessageError(f"loss is {loss}; it must be finite")
+    return loss
+
+
+def validate_result(
+    client_id: str, instruction: Instruction, result: object, template: Parameters | None
+) -> Result | Failure:
+    """Check a client's `result` for `instruction`; return it cleaned, or a `Failure` saying why."""
+    try:
+        if isinstance(result, Failure):
+            return result
+        if isinstance(instruction, FitIns):
+            if not isinstance(result, FitRes):
+                raise InvalidMessageError(f"fit returned {type(result).__name__}, not FitRes")
+            return FitRes(
+                parameters=check_parameters(result.parameters, template),
+                num_examples=check_num_examples(result.num_examples),
+                metrics=check_scalar_dict(result.metrics, "metrics"),
+            )
+        if isinstance(instruction, EvaluateIns):
+            if not isinstance(result, EvaluateRes):
+                raise InvalidMessageError(
+                    f"evaluate returned {type(result).__name__}, not EvaluateRes"
+                )
+            return EvaluateRes(
+                loss=check_loss(result.loss),
+                num_examples=check_num_examples(result.num_examples),
+                metrics=check_scalar_dict(result.metrics, "metrics"),
+            )
+        if isinstance(instruction, GetParametersIns):
+            if not isinstance(result, GetParametersRes):
+                raise InvalidMessageError(
+                    f"get_parameters returned {type(result).__name__}, not GetParametersRes"
+                )
+            return GetParametersRes(parameters=check_parameters(result.parameters, template))
+        raise InvalidMessageError(f"unknown instruction {type(instruction).__name__}")
+    except InvalidMessageError as error:
+        return Failure(client_id, str(error), kind="invalid")
+
+

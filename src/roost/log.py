@@ -1,0 +1,25 @@
+"""Logging set-up: roost logs through `logging`; this shows those logs when nobody else does."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+_HANDLER_NAME = "roost-default"
+
+
+def ensure_logging(level: int = logging.INFO, console: Console | None = None) -> None:
+    """Show roost's INFO logs (rich-formatted) unless the application configured logging itself."""
+    logger = logging.getLogger("roost")
+    if logger.handlers or logging.getLogger().handlers:
+        return
+    from rich.logging import RichHandler  # imported here so `import roost` stays light
+
+    handler = RichHandler(console=console, show_path=False, markup=False, rich_tracebacks=False)
+    handler.set_name(_HANDLER_NAME)
+    handler.setFormatter(logging.Formatter("%(message)s", datefmt="[%X]"))
+    logger.addHandler(handler)
+    logger.setLevel(level)

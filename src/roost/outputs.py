@@ -1,0 +1,52 @@
+"""Writing a run's results: `history.json` and `model.npz`, each atomically."""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from roost.core.types import Parameters
+from roost.server.history import History
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that a crash leaves either the old file or the new one, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def save_parameters(path: Path, parameters: Parameters) -> None:
+    """Save arrays as `arr_0, arr_1, …` in an .npz that loads with `allow_pickle=False`."""
+    buffer = io.BytesIO()
+    np.savez(buffer, *parameters)
+    atomic_write_bytes(Path(path), buffer.getvalue())
+
+
+def load_parameters(path: Path) -> Parameters:
+    """Load what `save_parameters` wrote, in order."""
+    with np.load(path, allow_pickle=False) as archive:
+        return [archive[f"arr_{index}"] for index in range(len(archive.files))]
+
+
+def save_run(out_dir: Path | str, history: History) -> list[Path]:
+    """Write `history.json` and (when the run produced one) `model.npz` into `out_dir`."""
+    out = Path(out_dir)
+    written = [out / "history.json"]
+    atomic_write_bytes(written[0], history.to_json().encode())
+    if history.parameters is not None:
+        written.append(out / "model.npz")
+        save_parameters(written[1], history.parameters)
+    return written

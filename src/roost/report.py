@@ -1,0 +1,57 @@
+"""Human-readable summaries of a run (rich tables)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from roost.server.history import History
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+
+def _by_round(pairs: list[tuple[int, object]]) -> dict[int, object]:
+    return dict(pairs)
+
+
+def _format(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def history_table(history: History, accuracy_key: str = "accuracy") -> Table:
+    """One row per round: results/failures, and distributed vs centralized loss and accuracy."""
+    from rich.table import Table
+
+    table = Table(title="roost run summary (dist = clients, central = server)")
+    for column in (
+        "round",
+        "fit ok/fail",
+        "eval ok/fail",
+        "loss dist",
+        "loss central",
+        f"{accuracy_key[:3]} dist",
+        f"{accuracy_key[:3]} central",
+    ):
+        table.add_column(column, justify="right")
+    loss_d = _by_round(history.losses_distributed)
+    loss_c = _by_round(history.losses_centralized)
+    acc_d = _by_round(history.metrics_distributed.get(accuracy_key, []))
+    acc_c = _by_round(history.metrics_centralized.get(accuracy_key, []))
+    records = {record.server_round: record for record in history.rounds}
+    rounds = sorted(set(loss_c) | set(records))
+    for server_round in rounds:
+        record = records.get(server_round)
+        table.add_row(
+            str(server_round),
+            f"{record.fit_results}/{record.fit_failures}" if record else "-",
+            f"{record.evaluate_results}/{record.evaluate_failures}" if record else "-",
+            _format(loss_d.get(server_round)),
+            _format(loss_c.get(server_round)),
+            _format(acc_d.get(server_round)),
+            _format(acc_c.get(server_round)),
+        )
+    return table

@@ -1,0 +1,141 @@
+"""History: what a run measured, round by round, with Flower's field names."""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from roost.core.types import Metrics, Parameters, Scalar
+
+MetricSeries = dict[str, list[tuple[int, Scalar]]]
+
+
+@dataclass
+class RoundRecord:
+    """How many clients delivered in one round, and which failed."""
+
+    server_round: int
+    fit_results: int = 0
+    fit_failures: int = 0
+    evaluate_results: int = 0
+    evaluate_failures: int = 0
+    failed_clients: list[str] = field(default_factory=list)
+
+
+@dataclass
+class History:
+    """Losses and metrics per round.
+
+    `losses_*` are lists of `(round, value)`; `metrics_*` map a metric name to such a list.
+    Centralized entries include round 0 (the initial model) when the strategy has an `evaluate_fn`.
+    """
+
+    losses_distributed: list[tuple[int, float]] = field(default_factory=list)
+    losses_centralized: list[tuple[int, float]] = field(default_factory=list)
+    metrics_distributed_fit: MetricSeries = field(default_factory=dict)
+    metrics_distributed: MetricSeries = field(default_factory=dict)
+    metrics_centralized: MetricSeries = field(default_factory=dict)
+    rounds: list[RoundRecord] = field(default_factory=list)
+    # The final global model. Kept out of to_dict()/JSON: it is saved as model.npz instead.
+    parameters: Parameters | None = field(default=None, repr=False, compare=False)
+
+    def add_loss_distributed(self, server_round: int, loss: float) -> None:
+        self.losses_distributed.append((server_round, loss))
+
+    def add_loss_centralized(self, server_round: int, loss: float) -> None:
+        self.losses_centralized.append((server_round, loss))
+
+    def add_metrics_distributed_fit(self, server_round: int, metrics: Metrics) -> None:
+        _append(self.metrics_distributed_fit, server_round, metrics)
+
+    def add_metrics_distributed(self, server_round: int, metrics: Metrics) -> None:
+        _append(self.metrics_distributed, server_round, metrics)
+
+    def add_metrics_centralized(self, server_round: int, metrics: Metrics) -> None:
+        _append(self.metrics_centralized, server_round, metrics)
+
+    # -- serialization -------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready data; pairs become `[round, value]` lists, bytes become base64 text."""
+        return {
+            "losses_distributed": [[r, v] for r, v in self.losses_distributed],
+            "losses_centralized": [[r, v] for r, v in self.losses_centralized],
+            "metrics_distributed_fit": _series_to_lists(self.metrics_distributed_fit),
+            "metrics_distributed": _series_to_lists(self.metrics_distributed),
+            "metrics_centralized": _series_to_lists(self.metrics_centralized),
+            "rounds": [vars(record).copy() for record in self.rounds],
+        }
+
+    def to_json(self) -> str:
+        """JSON text with one line per series, so files diff and read well."""
+        lines = []
+        for key, value in self.to_dict().items():
+            if isinstance(value, dict):
+                inner = [f"    {json.dumps(k)}: {_dumps(v)}" for k, v in value.items()]
+                body = "{\n" + ",\n".join(inner) + "\n  }" if inner else "{}"
+            elif key == "rounds":
+                body = "[\n" + ",\n".join(f"    {_dumps(r)}" for r in value) + "\n  ]" if value else "[]"
+            else:
+                body = _dumps(value)
+            lines.append(f"  {json.dumps(key)}: {body}")
+        return "{\n" + ",\n".join(lines) + "\n}\n"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> History:
+        return cls(
+            losses_distributed=[(int(r), float(v)) for r, v in data.get("losses_distributed", [])],
+            losses_centralized=[(int(r), float(v)) for r, v in data.get("losses_centralized", [])],
+            metrics_distributed_fit=_series_from_lists(data.get("metrics_distributed_fit", {})),
+            metrics_distributed=_series_from_lists(data.get("metrics_distributed", {})),
+            metrics_centralized=_series_from_lists(data.get("metrics_centralized", {})),
+            rounds=[RoundRecord(**record) for record in data.get("rounds", [])],
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> History:
+        return cls.from_dict(json.loads(text))
+
+    def __str__(self) -> str:
+        lines = ["History"]
+        for title, values in (
+            ("loss, distributed", self.losses_distributed),
+            ("loss, centralized", self.losses_centralized),
+        ):
+            if values:
+                lines.append(f"  {title}:")
+                lines.extend(f"    round {r}: {v:.6g}" for r, v in values)
+        for title, series in (
+            ("metrics, distributed, fit", self.metrics_distributed_fit),
+            ("metrics, distributed, evaluate", self.metrics_distributed),
+            ("metrics, centralized", self.metrics_centralized),
+        ):
+            if series:
+                lines.append(f"  {title}:")
+                lines.extend(f"    {name}: {values}" for name, values in series.items())
+        return "\n".join(lines)
+
+
+def _append(series: MetricSeries, server_round: int, metrics: Metrics) -> None:
+    for name, value in metrics.items():
+        series.setdefault(name, []).append((server_round, value))
+
+
+def _series_to_lists(series: MetricSeries) -> dict[str, list[list[Any]]]:
+    return {name: [[r, v] for r, v in values] for name, values in series.items()}
+
+
+def _series_from_lists(data: dict[str, list[list[Any]]]) -> MetricSeries:
+    return {name: [(int(r), v) for r, v in values] for name, values in data.items()}
+
+
+def _dumps(value: object) -> str:
+    return json.dumps(value, default=_json_default, allow_nan=False)
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    raise TypeError(f"cannot write {type(value).__name__} to history.json")

@@ -1,0 +1,58 @@
+"""Run a whole federation on one machine, in a script or a notebook."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from roost.client.client import ClientFn
+from roost.core.types import Config
+from roost.log import ensure_logging
+from roost.outputs import save_run
+from roost.server.history import History
+from roost.server.loop import RoundCallback, ServerConfig, run_rounds
+from roost.strategy.presets import FedAvg
+from roost.strategy.strategy import Strategy
+from roost.transport.inprocess import InProcessTransport
+
+
+def run_simulation(
+    client_fn: ClientFn,
+    num_clients: int,
+    *,
+    strategy: Strategy | None = None,
+    config: ServerConfig | None = None,
+    seed: int | None = None,
+    run_config: Config | None = None,
+    out_dir: str | Path | None = None,
+    on_round_end: RoundCallback | None = None,
+) -> History:
+    """Simulate `num_clients` clients built by `client_fn` and return the run's History.
+
+    Args:
+        client_fn: builds the client for a `Context` (its `partition_id`, `num_partitions`, …);
+            called each time a client is needed, so only working clients are in memory.
+        num_clients: how many clients (partitions) exist.
+        strategy: defaults to `FedAvg()`.
+        config: defaults to `ServerConfig(num_rounds=1)`.
+        seed: makes client sampling reproducible.
+        run_config: passed to every client in `context.run_config`.
+        out_dir: when given, `history.json` and `model.npz` are written there at the end.
+        on_round_end: called with the `ServerState` after each round.
+
+    The final global model is `history.parameters`.
+    """
+    ensure_logging()
+    transport = InProcessTransport(client_fn, num_clients, run_config=run_config)
+    try:
+        history = run_rounds(
+            strategy if strategy is not None else FedAvg(),
+            transport,
+            config if config is not None else ServerConfig(num_rounds=1),
+            seed=seed,
+            on_round_end=on_round_end,
+        )
+    finally:
+        transport.close()
+    if out_dir is not None:
+        save_run(out_dir, history)
+    return history

@@ -1,0 +1,107 @@
+"""Run clients in this process, one after another: the reference engine."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+
+from roost.client.client import ClientFn, Context, call_client
+from roost.core.types import ClientId, Failure, Instruction, Outcome, Result
+from roost.errors import ConfigurationError, NotEnoughClientsError
+
+log = logging.getLogger(__name__)
+
+
+def simulation_client_ids(num_clients: int) -> list[ClientId]:
+    """Client ids of a simulation: the partition ids as strings, "0" … "N-1"."""
+    return [str(index) for index in range(num_clients)]
+
+
+def run_instruction(
+    client_fn: ClientFn, context: Context, instruction: Instruction
+) -> Result | Failure:
+    """Build a client with `client_fn`, run one instruction on it, and turn exceptions into failures.
+
+    The client gets private copies of the arrays so that in-place updates cannot reach the global
+    model, and is dropped afterwards so only working clients hold memory.
+    """
+    client_id = context.node_id
+    try:
+        client = client_fn(context)
+        return call_client(client, _with_copied_arrays(instruction))
+    except Exception as error:  # a client's bug must not stop the federation
+        return Failure(client_id, f"{type(error).__name__}: {error}", kind="error")
+
+
+def _with_copied_arrays(instruction: Instruction) -> Instruction:
+    parameters = getattr(instruction, "parameters", None)
+    if parameters is None:
+        return instruction
+    return type(instruction)([array.copy() for array in parameters], dict(instruction.config))
+
+
+class InProcessTransport:
+    """Build and run each sampled client in this process, one at a time.
+
+    With a `timeout`, each client runs in a helper thread and gets `timeout` seconds from its own
+    start, as it would if all clients ran in parallel. A client past its time is a failure; its
+    thread cannot be killed and finishes in the background, and its result is discarded.
+    """
+
+    def __init__(
+        self, client_fn: ClientFn, num_clients: int, run_config: dict | None = None
+    ) -> None:
+        if num_clients < 1:
+            raise ConfigurationError(f"num_clients must be at least 1, got {num_clients}")
+        self.client_fn = client_fn
+        self.num_clients = num_clients
+        self.run_config = dict(run_config or {})
+        self._ids = simulation_client_ids(num_clients)
+
+    def context(self, client_id: ClientId) -> Context:
+        return Context(
+            partition_id=int(client_id),
+            num_partitions=self.num_clients,
+            node_id=client_id,
+            run_config=dict(self.run_config),
+        )
+
+    def wait_for_clients(self, count: int, timeout: float | None = None) -> list[ClientId]:
+        if count > self.num_clients:
+            raise NotEnoughClientsError(
+                f"the strategy needs at least {count} clients but the simulation has "
+                f"{self.num_clients}; raise num_clients or lower min_available_clients / "
+                "min_fit_clients / min_evaluate_clients"
+            )
+        return list(self._ids)
+
+    def run(
+        self, cohort: Sequence[tuple[ClientId, Instruction]], timeout: float | None
+    ) -> Iterator[Outcome]:
+        for client_id, instruction in cohort:
+            context = self.context(client_id)
+            if timeout is None:
+                yield client_id, run_instruction(self.client_fn, context, instruction)
+            else:
+                yield client_id, self._run_with_timeout(context, instruction, timeout)
+
+    def _run_with_timeout(
+        self, context: Context, instruction: Instruction, timeout: float
+    ) -> Result | Failure:
+        box: list[Result | Failure] = []
+        worker = threading.Thread(
+            target=lambda: box.append(run_instruction(self.client_fn, context, instruction)),
+            name=f"roost-client-{context.node_id}",
+            daemon=True,
+        )
+        worker.start()
+        worker.join(timeout)
+        if worker.is_alive() or not box:
+            return Failure(
+                context.node_id, f"no result within the round timeout of {timeout:g} s", "timeout"
+            )
+        return box[0]
+
+    def close(self) -> None:
+        pass
