@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _simulate(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from roost.apps.digits import DemoSettings, make_client_fn, make_strategy
+    from roost.apps.digits import DemoSettings, check_settings, make_client_fn, make_strategy
     from roost.log import ensure_logging
     from roost.outputs import save_run
     from roost.report import history_table
@@ -95,6 +95,7 @@ def _simulate(args: argparse.Namespace) -> int:
         learning_rate=args.lr,
         seed=args.seed,
     )
+    check_settings(settings)
     history = run_simulation(
         make_client_fn(settings.seed),
         settings.num_clients,

@@ -14,6 +14,7 @@ from roost.client.client import Client, Context
 from roost.core.types import Config, Metrics, Parameters
 from roost.data.digits import Split, load_digits_split
 from roost.data.partition import iid_partition
+from roost.errors import ConfigurationError
 from roost.metrics import weighted_average
 from roost.strategy.presets import FedAvg
 
@@ -34,6 +35,18 @@ class DemoSettings:
     batch_size: int = 16
     learning_rate: float = 0.5
     seed: int = 0
+
+
+def check_settings(settings: DemoSettings) -> None:
+    """Refuse settings the demo cannot run, before any client is built."""
+    train, _ = load_digits_split(seed=settings.seed)
+    # Each client keeps 10 % of its share for validation and must still have something to train on.
+    most = len(train.y) // 2
+    if not 1 <= settings.num_clients <= most:
+        raise ConfigurationError(
+            f"the digits demo has {len(train.y)} training samples, enough for 1 to {most} "
+            f"clients; got {settings.num_clients}: use fewer clients"
+        )
 
 
 def client_data(partition_id: int, num_partitions: int, seed: int) -> tuple[Split, Split]:
