@@ -156,7 +156,9 @@ def test_metrics_and_losses_land_in_history() -> None:
     )
     # Steps 1 and 2 weighted by 1 and 2 examples: each round adds 5/3.
     assert history.losses_centralized == [
-        (0, 0.0), (1, pytest.approx(5 / 3)), (2, pytest.approx(10 / 3))
+        (0, 0.0),
+        (1, pytest.approx(5 / 3)),
+        (2, pytest.approx(10 / 3)),
     ]
     assert history.metrics_centralized == {"central": [(0, 0), (1, 10), (2, 20)]}
     assert history.metrics_distributed_fit == {"steps": [(1, 3), (2, 3)]}
@@ -253,7 +255,10 @@ class MalformedClient(ToyClient):
     [
         (lambda p: ([p[0], p[0]], 1, {}), "expected 1 arrays like the global model, got 2"),
         (lambda p: ([np.zeros(3)], 1, {}), "parameter 0 has shape (3,), the global model has (2,)"),
-        (lambda p: ([np.zeros(2, np.float32)], 1, {}), "dtype float32, the global model has float64"),
+        (
+            lambda p: ([np.zeros(2, np.float32)], 1, {}),
+            "dtype float32, the global model has float64",
+        ),
         (lambda p: ([np.array([np.nan, 0.0])], 1, {}), "NaN or Inf"),
         (lambda p: (p, -5, {}), "num_examples=-5"),
         (lambda p: (p, 1.5, {}), "num_examples must be an int"),
@@ -315,8 +320,12 @@ def test_clients_are_built_on_demand_and_released() -> None:
     roost.run_simulation(
         lambda context: CountedClient(context.partition_id),
         num_clients=50,
-        strategy=roost.FedAvg(initial_parameters=zeros(), fraction_fit=0.2, fraction_evaluate=0.1,
-                              min_evaluate_clients=1),
+        strategy=roost.FedAvg(
+            initial_parameters=zeros(),
+            fraction_fit=0.2,
+            fraction_evaluate=0.1,
+            min_evaluate_clients=1,
+        ),
         config=roost.ServerConfig(num_rounds=3),
     )
     assert alive["built"] == 3 * (10 + 5)

@@ -48,14 +48,47 @@ def test_demo_reaches_accuracy_and_is_byte_identical_by_seed(tmp_path: Path) -> 
 
 def test_a_different_seed_gives_a_different_run(tmp_path: Path) -> None:
     for seed in ("1", "2"):
-        assert main(["simulate", "--quiet", "--rounds", "1", "--seed", seed,
-                     "--out", str(tmp_path / seed)]) == 0
-    assert (tmp_path / "1" / "model.npz").read_bytes() != (tmp_path / "2" / "model.npz").read_bytes()
+        assert (
+            main(
+                [
+                    "simulate",
+                    "--quiet",
+                    "--rounds",
+                    "1",
+                    "--seed",
+                    seed,
+                    "--out",
+                    str(tmp_path / seed),
+                ]
+            )
+            == 0
+        )
+    assert (tmp_path / "1" / "model.npz").read_bytes() != (
+        tmp_path / "2" / "model.npz"
+    ).read_bytes()
 
 
 def test_partial_cohorts_and_options(tmp_path: Path) -> None:
-    code = main(["simulate", "--quiet", "--clients", "20", "--rounds", "2", "--fraction-fit", "0.25",
-                 "--local-epochs", "2", "--batch-size", "8", "--lr", "0.3", "--out", str(tmp_path)])
+    code = main(
+        [
+            "simulate",
+            "--quiet",
+            "--clients",
+            "20",
+            "--rounds",
+            "2",
+            "--fraction-fit",
+            "0.25",
+            "--local-epochs",
+            "2",
+            "--batch-size",
+            "8",
+            "--lr",
+            "0.3",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert code == 0
     history = json.loads((tmp_path / "history.json").read_text())
     assert [r["fit_results"] for r in history["rounds"]] == [5, 5]

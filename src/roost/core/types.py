@@ -1,8 +1,8 @@
-"""The values that cross every boundary in roost: parameters, configs, metrics, instructions, results.
+"""The values that cross every boundary: parameters, configs, metrics, instructions, results.
 
 Parameters are an ordered list of NumPy arrays everywhere; config and metric values are scalars.
-These types carry no behaviour beyond construction so that every transport (in-process, process pool,
-vectorized, gRPC) can move them without knowing anything about training.
+These types carry no behaviour beyond construction so that every transport (in-process, process
+pool, vectorized, gRPC) can move them without knowing anything about training.
 """
 
 from __future__ import annotations

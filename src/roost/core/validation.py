@@ -22,7 +22,6 @@ from roost.core.types import (
     GetParametersIns,
     GetParametersRes,
     Instruction,
-    Metrics,
     Parameters,
     Result,
     Scalar,
@@ -94,7 +93,7 @@ def check_scalar_dict(values: object, what: str) -> dict[str, Scalar]:
 
 
 def to_scalar(value: object, what: str) -> Scalar:
-    """Convert NumPy scalars to Python ones; reject anything that is not bool/int/float/str/bytes."""
+    """Convert NumPy scalars to Python ones; refuse anything but bool, int, float, str, bytes."""
     if isinstance(value, bool | np.bool_):
         return bool(value)
     if isinstance(value, numbers.Integral):
@@ -164,5 +163,3 @@ def validate_result(
         raise InvalidMessageError(f"unknown instruction {type(instruction).__name__}")
     except InvalidMessageError as error:
         return Failure(client_id, str(error), kind="invalid")
-
-

@@ -77,7 +77,11 @@ class History:
                 inner = [f"    {json.dumps(k)}: {_dumps(v)}" for k, v in value.items()]
                 body = "{\n" + ",\n".join(inner) + "\n  }" if inner else "{}"
             elif key == "rounds":
-                body = "[\n" + ",\n".join(f"    {_dumps(r)}" for r in value) + "\n  ]" if value else "[]"
+                body = (
+                    "[\n" + ",\n".join(f"    {_dumps(r)}" for r in value) + "\n  ]"
+                    if value
+                    else "[]"
+                )
             else:
                 body = _dumps(value)
             lines.append(f"  {json.dumps(key)}: {body}")

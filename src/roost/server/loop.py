@@ -119,9 +119,7 @@ def run_rounds(
             )
 
     history.parameters = parameters
-    log.info(
-        "run finished %d round(s) in %.2f s", config.num_rounds, time.perf_counter() - started
-    )
+    log.info("run finished %d round(s) in %.2f s", config.num_rounds, time.perf_counter() - started)
     return history
 
 

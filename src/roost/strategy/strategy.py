@@ -1,4 +1,4 @@
-"""A strategy = client selection + weighting + update transforms + an aggregator + a server optimizer.
+"""A strategy = client selection + weighting + update transforms + aggregator + server optimizer.
 
 `Strategy` is the one composable implementation the round loop drives; named strategies such as
 `FedAvg` are presets of its parts. To change one behaviour, pass a different part; to change the
@@ -41,8 +41,9 @@ WeightFn = Callable[[ClientId, int, Metrics], float]
 class UpdateTransform(Protocol):
     """Rewrites one client's update (for example clipping) before it is aggregated."""
 
-    def __call__(self, update: Parameters, client_id: ClientId, server_round: int) -> Parameters:
-        ...
+    def __call__(
+        self, update: Parameters, client_id: ClientId, server_round: int
+    ) -> Parameters: ...
 
 
 def weight_by_num_examples(client_id: ClientId, num_examples: int, metrics: Metrics) -> float:
@@ -268,7 +269,7 @@ class Strategy:
         return float(loss), dict(metrics)
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything the strategy must remember across rounds (arrays and scalars), for checkpoints."""
+        """What the strategy must remember across rounds (arrays and scalars), for checkpoints."""
         return {"optimizer": self._optimizer_state}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

@@ -21,7 +21,7 @@ def simulation_client_ids(num_clients: int) -> list[ClientId]:
 def run_instruction(
     client_fn: ClientFn, context: Context, instruction: Instruction
 ) -> Result | Failure:
-    """Build a client with `client_fn`, run one instruction on it, and turn exceptions into failures.
+    """Build a client with `client_fn`, run one instruction, and turn exceptions into failures.
 
     The client gets private copies of the arrays so that in-place updates cannot reach the global
     model, and is dropped afterwards so only working clients hold memory.
