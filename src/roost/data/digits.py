@@ -26,7 +26,7 @@ def load_digits_split(test_fraction: float = 0.2, seed: int = 0) -> tuple[Split,
     test_mask = np.zeros(len(y), dtype=bool)
     for label in np.unique(y):
         members = rng.permutation(np.flatnonzero(y == label))
-        test_mask[members[: int(round(len(members) * test_fraction))]] = True
+        test_mask[members[: round(len(members) * test_fraction)]] = True
     train = Split(x[~test_mask], y[~test_mask])
     test = Split(x[test_mask], y[test_mask])
     for array in (train.x, train.y, test.x, test.y):

@@ -1,0 +1,101 @@
+"""Finding data set files on disk and downloading them, shared by the CIFAR-10 and MNIST loaders."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tarfile
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+
+from roost.errors import RoostError
+
+log = logging.getLogger(__name__)
+
+
+class DatasetUnavailableError(RoostError, FileNotFoundError):
+    """A data set is neither on disk nor downloadable; the message lists where roost looked."""
+
+
+def default_roots() -> list[Path]:
+    """Where loaders look when no `root` is given, in order.
+
+    `$ROOST_DATA`, then `~/.cache/roost/datasets` (where downloads go), then `~/.keras/datasets`
+    (where Keras' own loaders keep their files).
+    """
+    roots = []
+    if os.environ.get("ROOST_DATA"):
+        roots.append(Path(os.environ["ROOST_DATA"]).expanduser())
+    roots.append(download_root())
+    roots.append(Path.home() / ".keras" / "datasets")
+    return roots
+
+
+def download_root() -> Path:
+    """The folder downloads are written to: `$ROOST_DATA` if set, else `~/.cache/roost/datasets`."""
+    if os.environ.get("ROOST_DATA"):
+        return Path(os.environ["ROOST_DATA"]).expanduser()
+    return Path.home() / ".cache" / "roost" / "datasets"
+
+
+def search_roots(root: str | Path | None) -> list[Path]:
+    return [Path(root).expanduser()] if root is not None else default_roots()
+
+
+def download(url: str, destination: Path, timeout: float = 60.0) -> Path:
+    """Fetch `url` into `destination` atomically (a failed download leaves nothing behind)."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(
+        dir=destination.parent, prefix=f".{destination.name}.", suffix=".part"
+    )
+    try:
+        log.info("downloading %s", url)
+        with (
+            os.fdopen(handle, "wb") as file,
+            urllib.request.urlopen(url, timeout=timeout) as response,
+        ):
+            shutil.copyfileobj(response, file)
+        os.replace(temporary, destination)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return destination
+
+
+def extract_tar(archive: Path, into: Path) -> None:
+    """Extract a .tar.gz, refusing members that would land outside `into` or are links/devices."""
+    with tarfile.open(archive, "r:*") as tar:
+        members = tar.getmembers()
+        base = into.resolve()
+        for member in members:
+            target = (into / member.name).resolve()
+            if not (member.isfile() or member.isdir()) or not target.is_relative_to(base):
+                raise DatasetUnavailableError(
+                    f"{archive} contains an unsafe entry {member.name!r}; delete the file and "
+                    "download it again"
+                )
+        tar.extractall(into, members=members, filter="data")
+
+
+def unavailable(
+    name: str, looked_in: Sequence[Path], wanted: str, reason: str
+) -> DatasetUnavailableError:
+    places = ", ".join(str(path) for path in looked_in)
+    return DatasetUnavailableError(
+        f"{name} is not on disk and could not be downloaded ({reason}). Looked for {wanted} in: "
+        f"{places}. Put the files in one of those folders (or pass root=...), or call again with "
+        "download=True on a machine that is online."
+    )
+
+
+def try_download(url: str, destination: Path) -> str | None:
+    """Download `url`; return None on success or a one-line reason on failure."""
+    try:
+        download(url, destination)
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        return f"download of {url} failed: {error}"
+    return None
