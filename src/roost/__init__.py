@@ -7,6 +7,7 @@
     )
 """
 
+from roost.apps.loading import App
 from roost.client import Client, ClientFn, ClientLike, Context
 from roost.core.types import (
     Config,
@@ -20,10 +21,12 @@ from roost.core.types import (
     Scalar,
 )
 from roost.errors import (
+    ClientRefusedError,
     ConfigurationError,
     InvalidMessageError,
     NotEnoughClientsError,
     RoostError,
+    ServerUnreachableError,
 )
 from roost.server import History, ServerConfig, ServerState, run_rounds
 from roost.simulation import run_simulation
@@ -31,10 +34,23 @@ from roost.strategy import FedAvg, Strategy
 
 __version__ = "0.1.0"
 
+# Deployment needs grpc; it is imported on first use so that `import roost` stays light.
+_LAZY = {"start_server": "roost.deploy", "start_client": "roost.deploy"}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'roost' has no attribute {name!r}")
+
 __all__ = [
+    "App",
     "Client",
     "ClientFn",
     "ClientLike",
+    "ClientRefusedError",
     "Config",
     "ConfigurationError",
     "Context",
@@ -53,7 +69,10 @@ __all__ = [
     "Scalar",
     "ServerConfig",
     "ServerState",
+    "ServerUnreachableError",
     "Strategy",
     "run_rounds",
     "run_simulation",
+    "start_client",
+    "start_server",
 ]

@@ -70,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="write DIR/history.json and DIR/model.npz")
     simulate.add_argument("--quiet", action="store_true", help="only print the final summary")
     simulate.set_defaults(handler=_simulate)
+    _add_deploy_commands(commands, defaults)
     return parser
 
 
@@ -107,6 +108,184 @@ def _simulate(args: argparse.Namespace) -> int:
     if args.out:
         for path in save_run(args.out, history):
             console.print(f"wrote {path}")
+    return 0
+
+
+# -- roost server / roost client: deployment over gRPC ---------------------------------------------
+
+
+def _add_deploy_commands(commands: argparse._SubParsersAction, defaults) -> None:
+    server = commands.add_parser(
+        "server",
+        help="serve a federated run over the network (default: the bundled digits demo)",
+        description="Serve a federated run over gRPC. Clients started with `roost client` "
+        "connect to it; the run starts once --min-clients are connected.",
+    )
+    server.add_argument("--address", default="0.0.0.0:8080",
+                        help="host:port to listen on (default: %(default)s)")
+    server.add_argument("--rounds", type=_positive_int, default=defaults.num_rounds,
+                        help="number of federated rounds (default: %(default)s)")
+    server.add_argument("--min-clients", type=_positive_int, default=None,
+                        help="clients that must be connected before a round starts "
+                        "(default: 2, or the app's strategy setting)")
+    server.add_argument("--out", metavar="DIR", default=None,
+                        help="write DIR/history.json and DIR/model.npz")
+    server.add_argument("--state", metavar="DIR", default=None,
+                        help="record every completed round in DIR so the run survives a restart")
+    server.add_argument("--resume", action="store_true",
+                        help="continue the run recorded in --state DIR")
+    server.add_argument("--certificates", nargs=2, metavar=("CERT", "KEY"), default=None,
+                        help="serve TLS with this PEM certificate chain and private key")
+    server.add_argument("--auth-tokens", metavar="FILE", default=None,
+                        help="admit only clients with a token from FILE ('node-id token' lines)")
+    server.add_argument("--round-timeout", type=_positive_float, default=None,
+                        help="seconds a client may take per instruction (default: no limit)")
+    server.add_argument("--wait-timeout", type=_positive_float, default=None,
+                        help="give up after waiting this many seconds for enough clients "
+                        "(default: wait forever)")
+    server.add_argument("--max-message-mb", type=_positive_float, default=1024,
+                        help="largest result accepted from a client, in MiB (default: %(default)s)")
+    server.add_argument("--seed", type=int, default=defaults.seed,
+                        help="seed for client sampling and the demo's data (default: %(default)s)")
+    _add_app_arguments(server)
+    server.add_argument("--fraction-fit", type=_fraction, default=defaults.fraction_fit,
+                        help="demo: share of clients trained per round (default: %(default)s)")
+    server.add_argument("--fraction-evaluate", type=_fraction,
+                        default=defaults.fraction_evaluate,
+                        help="demo: share of clients evaluating per round (default: %(default)s)")
+    server.add_argument("--local-epochs", type=_positive_int, default=defaults.local_epochs,
+                        help="demo: local epochs per round (default: %(default)s)")
+    server.add_argument("--batch-size", type=_positive_int, default=defaults.batch_size,
+                        help="demo: local mini-batch size (default: %(default)s)")
+    server.add_argument("--lr", type=_positive_float, default=defaults.learning_rate,
+                        help="demo: local SGD learning rate (default: %(default)s)")
+    server.add_argument("--quiet", action="store_true", help="only print the final summary")
+    server.set_defaults(handler=_server)
+
+    client = commands.add_parser(
+        "client",
+        help="join a federated run served by `roost server`",
+        description="Connect to a roost server, train on this partition when asked, and exit "
+        "when the server ends the run. Reconnects when the server restarts.",
+    )
+    client.add_argument("--server", default="127.0.0.1:8080",
+                        help="host:port of the server (default: %(default)s)")
+    client.add_argument("--partition-id", type=int, required=True,
+                        help="which data partition this client holds (0-based)")
+    client.add_argument("--num-partitions", type=_positive_int, required=True,
+                        help="how many partitions the data is split into")
+    client.add_argument("--node-id", default=None,
+                        help="the name this client joins under (default: the partition id)")
+    client.add_argument("--root-certificate", metavar="PEM", default=None,
+                        help="connect with TLS, trusting the server certificate this CA signed")
+    client.add_argument("--token", default=None,
+                        help="this node's token (default: the ROOST_TOKEN environment variable)")
+    client.add_argument("--reconnect-timeout", type=_positive_float, default=600.0,
+                        help="give up after this many seconds without a connection "
+                        "(default: %(default)s)")
+    client.add_argument("--max-message-mb", type=_positive_float, default=1024,
+                        help="largest instruction accepted, in MiB (default: %(default)s)")
+    client.add_argument("--seed", type=int, default=defaults.seed,
+                        help="demo: seed of the data split, same as the server's "
+                        "(default: %(default)s)")
+    _add_app_arguments(client)
+    client.add_argument("--quiet", action="store_true", help="log warnings and errors only")
+    client.set_defaults(handler=_client)
+
+
+def _add_app_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--app", metavar="MODULE:ATTR", default=None,
+                        help="run your roost.App (or client_fn) instead of the digits demo; "
+                        "the demo options below are then ignored")
+
+
+def _server(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from roost.apps.loading import load_app
+    from roost.deploy import start_server
+    from roost.errors import ConfigurationError
+    from roost.log import ensure_logging
+    from roost.report import history_table
+    from roost.server.loop import ServerConfig
+
+    console = Console(stderr=False)
+    ensure_logging(logging.WARNING if args.quiet else logging.INFO, console=console)
+    if args.resume and not args.state:
+        raise ConfigurationError("--resume needs --state DIR, the directory of the run to resume")
+    if args.app:
+        strategy = load_app(args.app).make_strategy()
+        if strategy is None:
+            raise ConfigurationError(
+                f"{args.app} names no strategy; roost server needs roost.App(strategy=...)"
+            )
+    else:
+        from roost.apps.digits import DemoSettings, make_strategy
+
+        min_clients = args.min_clients if args.min_clients is not None else 2
+        strategy = make_strategy(
+            DemoSettings(
+                num_clients=min_clients,
+                num_rounds=args.rounds,
+                fraction_fit=args.fraction_fit,
+                fraction_evaluate=args.fraction_evaluate,
+                local_epochs=args.local_epochs,
+                batch_size=args.batch_size,
+                learning_rate=args.lr,
+                seed=args.seed,
+            )
+        )
+    if args.min_clients is not None or not args.app:
+        strategy.min_available_clients = args.min_clients or 2
+    history = start_server(
+        server_address=args.address,
+        config=ServerConfig(num_rounds=args.rounds, round_timeout=args.round_timeout),
+        strategy=strategy,
+        seed=args.seed,
+        certificates=args.certificates,
+        auth_tokens=args.auth_tokens,
+        state_dir=args.state,
+        resume=args.resume,
+        out_dir=args.out,
+        max_message_bytes=int(args.max_message_mb * (1 << 20)),
+        client_wait_timeout=args.wait_timeout,
+    )
+    console.print(history_table(history))
+    return 0
+
+
+def _client(args: argparse.Namespace) -> int:
+    import os
+
+    from roost.apps.loading import load_app
+    from roost.deploy import start_client
+    from roost.errors import ConfigurationError
+    from roost.log import ensure_logging
+
+    ensure_logging(logging.WARNING if args.quiet else logging.INFO)
+    if not 0 <= args.partition_id < args.num_partitions:
+        raise ConfigurationError(
+            f"--partition-id must be in [0, {args.num_partitions - 1}], got {args.partition_id}"
+        )
+    if args.app:
+        client_fn = load_app(args.app).client_fn
+        if client_fn is None:
+            raise ConfigurationError(f"{args.app} names no client_fn; set roost.App(client_fn=...)")
+    else:
+        from roost.apps.digits import make_client_fn
+
+        client_fn = make_client_fn(args.seed)
+    start_client(
+        server_address=args.server,
+        client_fn=client_fn,
+        partition_id=args.partition_id,
+        num_partitions=args.num_partitions,
+        node_id=args.node_id,
+        root_certificates=args.root_certificate,
+        token=args.token or os.environ.get("ROOST_TOKEN") or None,
+        max_message_bytes=int(args.max_message_mb * (1 << 20)),
+        reconnect_timeout=args.reconnect_timeout,
+    )
     return 0
 
 

@@ -15,3 +15,11 @@ class InvalidMessageError(RoostError, ValueError):
 
 class NotEnoughClientsError(RoostError):
     """Fewer clients are available than the strategy requires."""
+
+
+class ClientRefusedError(RoostError):
+    """The server refused this client: wrong credentials, protocol version or node id."""
+
+
+class ServerUnreachableError(RoostError):
+    """A client could not reach its server within its reconnection time limit."""

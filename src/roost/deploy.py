@@ -1,0 +1,186 @@
+"""Deployment: a real server and real clients on other machines, talking gRPC.
+
+    # on the server
+    history = roost.start_server(
+        server_address="0.0.0.0:8080", config=roost.ServerConfig(num_rounds=3), strategy=strategy
+    )
+
+    # on each client
+    roost.start_client(server_address="server.example:8080", client=MyClient())
+
+The server runs the same round loop as `roost.run_simulation`; only the transport differs.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from roost.client.client import ClientFn, ClientLike, Context
+from roost.core.types import Config
+from roost.errors import ConfigurationError
+from roost.log import ensure_logging
+from roost.outputs import save_run
+from roost.server.history import History
+from roost.server.loop import RoundCallback, ServerConfig, ServerState, run_rounds
+from roost.server.state import StateStore
+from roost.strategy.presets import FedAvg
+from roost.strategy.strategy import Strategy
+from roost.transport.grpc.runtime import GrpcClientRuntime
+from roost.transport.grpc.security import PemSource
+from roost.transport.grpc.server import GrpcServerTransport
+from roost.transport.grpc.wire import DEFAULT_MAX_MESSAGE_BYTES
+
+log = logging.getLogger("roost")
+
+__all__ = ["start_client", "start_server"]
+
+
+def start_server(
+    *,
+    server_address: str = "0.0.0.0:8080",
+    config: ServerConfig | None = None,
+    strategy: Strategy | None = None,
+    seed: int | None = None,
+    certificates: Sequence[PemSource] | None = None,
+    auth_tokens: Mapping[str, str] | str | Path | None = None,
+    state_dir: str | Path | None = None,
+    resume: bool = False,
+    out_dir: str | Path | None = None,
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    client_wait_timeout: float | None = None,
+    on_round_end: RoundCallback | None = None,
+) -> History:
+    """Serve a federated run over gRPC until `config.num_rounds` rounds are done; return History.
+
+    Args:
+        server_address: `host:port` to listen on (`0.0.0.0:8080` listens on every interface).
+        config: number of rounds and the per-client `round_timeout` (default: 1 round, no limit).
+        strategy: defaults to `FedAvg()`; the server waits for `strategy.min_available_clients`
+            before every round.
+        seed: seeds client sampling; with `state_dir`, a resumed run samples as the original would.
+        certificates: `(certificate_chain, private_key)` or `(ca_certificate, chain, key)`, as
+            PEM bytes or paths; serves TLS. Clients then need the CA certificate as
+            `root_certificates`.
+        auth_tokens: `{node_id: token}` or a file of `node-id token` lines; only clients with one of
+            these tokens may join, each under its token's node id.
+        state_dir: record every completed round there (SQLite + model files) so the run survives a
+            restart of the server.
+        resume: continue the run recorded in `state_dir` after its last completed round.
+        out_dir: write `history.json` and `model.npz` there at the end, as `roost simulate` does.
+        max_message_bytes: largest result accepted from a client, counting its arrays
+            (default 1 GiB).
+        client_wait_timeout: seconds to wait for enough clients before giving up (default: forever).
+        on_round_end: also called with the `ServerState` after every round.
+
+    The final global model is `history.parameters`.
+    """
+    ensure_logging()
+    config = config if config is not None else ServerConfig(num_rounds=1)
+    strategy = strategy if strategy is not None else FedAvg()
+    store = None if state_dir is None else StateStore(state_dir)
+    resume_from: ServerState | None = None
+    if resume and store is None:
+        raise ConfigurationError("resume needs a state directory: pass state_dir (--state DIR)")
+    if store is not None:
+        saved = store.load()
+        if saved is not None and not resume:
+            raise ConfigurationError(
+                f"{state_dir} already records a run (up to round {saved.server_round}); pass "
+                "resume=True (--resume) to continue it, or choose an empty state directory"
+            )
+        if resume and saved is None:
+            log.info("no recorded round in %s: starting a new run", state_dir)
+        resume_from = saved
+
+    def round_end(state: ServerState) -> None:
+        if store is not None:
+            store.save(state)
+        if on_round_end is not None:
+            on_round_end(state)
+
+    transport = GrpcServerTransport(
+        server_address,
+        certificates=certificates,
+        auth_tokens=auth_tokens,
+        max_message_bytes=max_message_bytes,
+        client_wait_timeout=client_wait_timeout,
+    )
+    try:
+        history = run_rounds(
+            strategy,
+            transport,
+            config,
+            seed=seed,
+            resume_from=resume_from,
+            on_round_end=round_end if store is not None or on_round_end is not None else None,
+        )
+    finally:
+        transport.close()
+    if out_dir is not None:
+        for path in save_run(out_dir, history):
+            log.info("wrote %s", path)
+    return history
+
+
+def start_client(
+    *,
+    server_address: str,
+    client: ClientLike | None = None,
+    client_fn: ClientFn | None = None,
+    partition_id: int | None = None,
+    num_partitions: int | None = None,
+    node_id: str | None = None,
+    run_config: Config | None = None,
+    root_certificates: PemSource | None = None,
+    token: str | None = None,
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    reconnect_timeout: float | None = 600.0,
+) -> None:
+    """Connect to a roost server and serve its instructions until it ends the run.
+
+    Give either `client` (an object with `get_parameters` / `fit` / `evaluate`) or `client_fn`
+    (called once with a `Context` built from `partition_id`, `num_partitions` and `run_config`).
+    When the connection is lost (for example because the server restarts) the client reconnects
+    with exponential backoff; it returns when the server says the run is over.
+
+    Args:
+        server_address: `host:port` of the server.
+        node_id: the name this client joins under; defaults to the partition id, or a random name.
+            With token authentication it must be the node id the token was issued for.
+        root_certificates: PEM bytes or path of the CA certificate that signed the server's
+            certificate; enables TLS.
+        token: this node's token, when the server authenticates clients.
+        max_message_bytes: largest instruction accepted, counting its arrays (default 1 GiB).
+        reconnect_timeout: give up after this many seconds without a connection (None: never).
+
+    Raises:
+        ClientRefusedError: the server refused this client (credentials, node id, version).
+        ServerUnreachableError: no connection for `reconnect_timeout` seconds.
+    """
+    ensure_logging()
+    if (client is None) == (client_fn is None):
+        raise ConfigurationError("pass exactly one of client= or client_fn=")
+    if node_id is None:
+        node_id = str(partition_id) if partition_id is not None else f"node-{secrets.token_hex(4)}"
+    if client is not None:
+        make_client = lambda: client  # noqa: E731
+    else:
+        context = Context(
+            partition_id=partition_id if partition_id is not None else 0,
+            num_partitions=num_partitions if num_partitions is not None else 1,
+            node_id=node_id,
+            run_config=dict(run_config or {}),
+        )
+        make_client = lambda: client_fn(context)  # noqa: E731
+    GrpcClientRuntime(
+        server_address,
+        make_client,
+        node_id,
+        root_certificates=root_certificates,
+        token=token,
+        max_message_bytes=max_message_bytes,
+        reconnect_timeout=reconnect_timeout,
+    ).run()

@@ -1,0 +1,246 @@
+"""Durable server state: every completed round recorded so that a restarted server resumes the run.
+
+A state directory holds `state.sqlite` and one `round-NNNNNN.npz` per kept round. Each `.npz` holds
+the global parameters and every array of the strategy's state; the SQLite row beside it holds the
+round number, the rest of the strategy state (JSON with references to those arrays), the sampler's
+RNG state, the History so far, and the `.npz`'s SHA-256.
+
+A round is recorded in two steps, each atomic: the `.npz` is written to a temporary file and renamed
+into place, then the row is committed in one SQLite transaction. A server killed at any moment
+leaves either the previous round as the latest complete one or the new one, never a half of it.
+Nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import logging
+import math
+import sqlite3
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from roost.errors import ConfigurationError, RoostError
+from roost.outputs import atomic_write_bytes
+from roost.server.history import History
+from roost.server.loop import ServerState
+
+log = logging.getLogger(__name__)
+
+DATABASE_NAME = "state.sqlite"
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS rounds (
+    server_round INTEGER PRIMARY KEY,
+    arrays_file TEXT NOT NULL,
+    arrays_sha256 TEXT NOT NULL,
+    num_parameters INTEGER NOT NULL,
+    strategy_state TEXT NOT NULL,
+    rng_state TEXT NOT NULL,
+    history TEXT NOT NULL,
+    saved_at REAL NOT NULL
+);
+"""
+
+
+class StateError(RoostError):
+    """A state directory cannot be used (wrong version, or no intact round to resume from)."""
+
+
+# -- strategy state as JSON + arrays --------------------------------------------------------------
+
+
+def encode_tree(value: Any, arrays: list[np.ndarray], where: str = "state") -> Any:
+    """JSON-ready form of nested dicts/lists/tuples of arrays and scalars; arrays go to `arrays`."""
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, int | np.integer):
+        return int(value)
+    if isinstance(value, float | np.floating):
+        number = float(value)
+        return number if math.isfinite(number) else {"$float": repr(number)}
+    if isinstance(value, bytes):
+        return {"$bytes": base64.b64encode(value).decode("ascii")}
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind not in "biuf":
+            raise ConfigurationError(
+                f"{where} is an array of dtype {value.dtype}; only bool, integer and float "
+                "arrays can be saved"
+            )
+        arrays.append(value)
+        return {"$array": len(arrays) - 1}
+    if isinstance(value, tuple):
+        return {"$tuple": [encode_tree(v, arrays, f"{where}[{i}]") for i, v in enumerate(value)]}
+    if isinstance(value, list):
+        return [encode_tree(v, arrays, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, Mapping):
+        encoded = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ConfigurationError(f"{where} has a key {key!r}; state dict keys must be str")
+            encoded[key] = encode_tree(item, arrays, f"{where}[{key!r}]")
+        # A user key that looks like one of our markers is wrapped, so decoding stays unambiguous.
+        return {"$dict": encoded} if any(k.startswith("$") for k in encoded) else encoded
+    raise ConfigurationError(
+        f"{where} is a {type(value).__name__}; a strategy's state_dict() may hold only arrays, "
+        "scalars, None, and lists, tuples or dicts of them"
+    )
+
+
+def decode_tree(value: Any, arrays: list[np.ndarray]) -> Any:
+    """Inverse of `encode_tree`."""
+    if isinstance(value, list):
+        return [decode_tree(v, arrays) for v in value]
+    if isinstance(value, dict):
+        if len(value) == 1:
+            ((key, item),) = value.items()
+            if key == "$array":
+                return arrays[item]
+            if key == "$float":
+                return float(item)
+            if key == "$bytes":
+                return base64.b64decode(item)
+            if key == "$tuple":
+                return tuple(decode_tree(v, arrays) for v in item)
+            if key == "$dict":
+                return {k: decode_tree(v, arrays) for k, v in item.items()}
+        return {k: decode_tree(v, arrays) for k, v in value.items()}
+    return value
+
+
+# -- the store -----------------------------------------------------------------------------------
+
+
+class StateStore:
+    """Records completed rounds in `directory` and loads the latest intact one.
+
+    Args:
+        directory: created if missing.
+        keep: how many of the latest rounds keep their `.npz` (older ones are deleted).
+    """
+
+    def __init__(self, directory: str | Path, keep: int = 2) -> None:
+        if not isinstance(keep, int) or keep < 1:
+            raise ConfigurationError(f"keep must be an int >= 1, got {keep!r}")
+        self.directory = Path(directory)
+        self.keep = keep
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ConfigurationError(
+                f"cannot create the state directory {self.directory}: {error.strerror}"
+            ) from None
+        for leftover in self.directory.glob(".round-*.tmp"):  # a write cut short by a crash
+            leftover.unlink(missing_ok=True)
+        with self._connect() as db:
+            db.executescript(_SCHEMA)
+            row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            if row is None:
+                db.execute(
+                    "INSERT INTO meta (key, value) VALUES ('schema_version', ?)",
+                    (str(SCHEMA_VERSION),),
+                )
+            elif int(row[0]) != SCHEMA_VERSION:
+                raise StateError(
+                    f"{self.directory} holds state of schema version {row[0]}; this roost "
+                    f"reads version {SCHEMA_VERSION}"
+                )
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        """A connection whose statements commit together when the block ends without error."""
+        db = sqlite3.connect(self.directory / DATABASE_NAME, timeout=30.0)
+        try:
+            db.execute("PRAGMA synchronous = FULL")
+            with db:
+                yield db
+        finally:
+            db.close()
+
+    def rounds(self) -> list[int]:
+        """The recorded rounds, oldest first."""
+        with self._connect() as db:
+            return [
+                r for (r,) in db.execute("SELECT server_round FROM rounds ORDER BY server_round")
+            ]
+
+    def save(self, state: ServerState) -> None:
+        """Record one completed round (usable as the loop's `on_round_end`)."""
+        parameters = [np.asarray(p) for p in state.parameters]
+        state_arrays: list[np.ndarray] = []
+        strategy_json = json.dumps(
+            encode_tree(state.strategy_state, state_arrays, "strategy state")
+        )
+        buffer = io.BytesIO()
+        np.savez(buffer, *parameters, *state_arrays)
+        data = buffer.getvalue()
+        name = f"round-{state.server_round:06d}.npz"
+        atomic_write_bytes(self.directory / name, data)
+        with self._connect() as db:  # one transaction: the row is there entirely or not at all
+            db.execute(
+                "INSERT OR REPLACE INTO rounds VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    state.server_round,
+                    name,
+                    hashlib.sha256(data).hexdigest(),
+                    len(parameters),
+                    strategy_json,
+                    json.dumps(state.rng_state),
+                    state.history.to_json(),
+                    time.time(),
+                ),
+            )
+            db.execute(
+                "DELETE FROM rounds WHERE server_round <= ? OR server_round > ?",
+                (state.server_round - self.keep, state.server_round),
+            )
+            kept = {name for (name,) in db.execute("SELECT arrays_file FROM rounds")}
+        for path in self.directory.glob("round-*.npz"):
+            if path.name not in kept:
+                path.unlink(missing_ok=True)
+        log.debug("saved the state after round %d in %s", state.server_round, self.directory)
+
+    def load(self) -> ServerState | None:
+        """The latest round whose files are intact, or None when nothing was recorded."""
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT server_round, arrays_file, arrays_sha256, num_parameters, strategy_state, "
+                "rng_state, history FROM rounds ORDER BY server_round DESC"
+            ).fetchall()
+        if not rows:
+            return None
+        for server_round, name, digest, num_parameters, strategy_json, rng_json, history in rows:
+            path = self.directory / name
+            try:
+                data = path.read_bytes()
+            except OSError as error:
+                log.warning("state of round %d unusable: %s", server_round, error)
+                continue
+            if hashlib.sha256(data).hexdigest() != digest:
+                log.warning("state of round %d unusable: %s is corrupted", server_round, path)
+                continue
+            with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+                arrays = [archive[f"arr_{i}"] for i in range(len(archive.files))]
+            return ServerState(
+                server_round=server_round,
+                parameters=arrays[:num_parameters],
+                strategy_state=decode_tree(json.loads(strategy_json), arrays[num_parameters:]),
+                rng_state=json.loads(rng_json),
+                history=History.from_json(history),
+            )
+        raise StateError(
+            f"no recorded round in {self.directory} is intact; start a new run with an empty "
+            "state directory"
+        )

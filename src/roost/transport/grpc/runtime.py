@@ -1,0 +1,261 @@
+"""The client side of deployment: connect, carry out instructions, reconnect, stop when told.
+
+A client keeps one `Join` stream open to the server. It carries out instructions one at a time, in
+the order they arrive, and sends each result back on the same stream. When the connection is lost
+(the server restarted, the network failed) it reconnects with exponential backoff; when the server
+says the run is over it returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import time
+from collections.abc import Callable, Iterable, Iterator
+
+import grpc
+
+from roost.client.client import ClientLike, call_client
+from roost.core.types import Failure, FitIns, Instruction
+from roost.core.validation import validate_result
+from roost.errors import (
+    ClientRefusedError,
+    ConfigurationError,
+    InvalidMessageError,
+    ServerUnreachableError,
+)
+from roost.transport.grpc import roost_pb2 as pb
+from roost.transport.grpc import wire
+from roost.transport.grpc.security import (
+    PemSource,
+    channel_credentials,
+    check_node_id,
+    token_metadata,
+)
+
+log = logging.getLogger(__name__)
+
+
+class _Lost(Exception):
+    """The connection ended without the server ending the run: try again."""
+
+    def __init__(self, reason: str, welcomed: bool) -> None:
+        super().__init__(reason)
+        self.welcomed = welcomed
+
+
+def _requests(outbox: queue.Queue[Iterable[bytes] | None]) -> Iterator[bytes]:
+    while True:
+        frames = outbox.get()
+        if frames is None:
+            return
+        yield from frames
+
+
+def _client_error(message_id: int, reason: str) -> list[bytes]:
+    return [wire.frame_bytes(client_error=pb.ClientError(message_id=message_id, reason=reason))]
+
+
+class GrpcClientRuntime:
+    """Serve one client to a roost server until the server ends the run.
+
+    Args:
+        server_address: `host:port` of the server.
+        make_client: returns the client object; called once, when the first instruction arrives.
+        node_id: the name this client joins under (with tokens: the node id its token names).
+        root_certificates: PEM bytes or path of the certificate that signed the server's; enables
+            TLS. None connects without TLS.
+        token: the token the server issued for `node_id`, if it authenticates clients.
+        max_message_bytes: largest instruction accepted, counting its array bytes.
+        chunk_bytes: array bytes per frame sent.
+        keepalive_s: seconds between HTTP/2 pings while the stream is idle (for example during a
+            long `fit`), which keep the connection known to be alive in both directions.
+        reconnect_timeout: give up after this many seconds without a connection (None: never).
+        initial_backoff / max_backoff: first and longest wait between connection attempts.
+    """
+
+    def __init__(
+        self,
+        server_address: str,
+        make_client: Callable[[], ClientLike],
+        node_id: str,
+        *,
+        root_certificates: PemSource | None = None,
+        token: str | None = None,
+        max_message_bytes: int = wire.DEFAULT_MAX_MESSAGE_BYTES,
+        chunk_bytes: int = wire.DEFAULT_CHUNK_BYTES,
+        keepalive_s: float = 30.0,
+        reconnect_timeout: float | None = 600.0,
+        initial_backoff: float = 0.5,
+        max_backoff: float = 10.0,
+    ) -> None:
+        if not 0 < chunk_bytes <= wire.FRAME_LIMIT_BYTES - 1024:
+            raise ConfigurationError(
+                f"chunk_bytes must be in (0, {wire.FRAME_LIMIT_BYTES - 1024}], got {chunk_bytes}"
+            )
+        if not isinstance(max_message_bytes, int) or max_message_bytes < 1:
+            raise ConfigurationError(
+                f"max_message_bytes must be an int >= 1, got {max_message_bytes!r}"
+            )
+        self.server_address = server_address
+        self.node_id = check_node_id(node_id)
+        self._make_client = make_client
+        self._client: ClientLike | None = None
+        self._credentials = (
+            None if root_certificates is None else channel_credentials(root_certificates)
+        )
+        self._metadata = token_metadata(token) if token else ()
+        self.max_message_bytes = max_message_bytes
+        self.chunk_bytes = chunk_bytes
+        self.reconnect_timeout = reconnect_timeout
+        self.initial_backoff = initial_backoff
+        self.max_backoff = max_backoff
+        keepalive_ms = int(keepalive_s * 1000)
+        self._options = [
+            ("grpc.max_receive_message_length", wire.FRAME_LIMIT_BYTES),
+            ("grpc.max_send_message_length", wire.FRAME_LIMIT_BYTES),
+            ("grpc.keepalive_time_ms", keepalive_ms),
+            ("grpc.keepalive_timeout_ms", max(keepalive_ms, 10_000)),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.max_pings_without_data", 0),
+        ]
+
+    def run(self) -> None:
+        """Serve until the server ends the run.
+
+        Raises `ClientRefusedError` when the server refuses this client, and
+        `ServerUnreachableError` after `reconnect_timeout` seconds without a connection.
+        """
+        backoff = self.initial_backoff
+        lost_since = time.monotonic()
+        while True:
+            try:
+                self._serve_once()
+                return
+            except _Lost as lost:
+                now = time.monotonic()
+                if lost.welcomed:
+                    lost_since, backoff = now, self.initial_backoff
+                waited = now - lost_since
+                if self.reconnect_timeout is not None and waited >= self.reconnect_timeout:
+                    raise ServerUnreachableError(
+                        f"no connection to the server at {self.server_address} for "
+                        f"{waited:.0f} s (last error: {lost}); check the address, that the "
+                        "server is running and, with TLS, the root certificate"
+                    ) from None
+                delay = min(backoff, self.max_backoff) * random.uniform(0.8, 1.2)
+                if self.reconnect_timeout is not None:
+                    delay = min(delay, self.reconnect_timeout - waited)
+                log.warning("%s; reconnecting in %.1f s", lost, delay)
+                time.sleep(max(delay, 0.0))
+                backoff *= 2
+
+    def _channel(self) -> grpc.Channel:
+        if self._credentials is None:
+            return grpc.insecure_channel(self.server_address, options=self._options)
+        return grpc.secure_channel(self.server_address, self._credentials, options=self._options)
+
+    def _serve_once(self) -> None:
+        outbox: queue.Queue[Iterable[bytes] | None] = queue.Queue()
+        outbox.put(
+            [
+                wire.frame_bytes(
+                    hello=pb.Hello(protocol_version=wire.PROTOCOL_VERSION, node_id=self.node_id)
+                )
+            ]
+        )
+        welcomed = False
+        channel = self._channel()
+        call = None
+        try:
+            # No serializers: frames are bytes, parsed here with roost's checks and errors.
+            call = channel.stream_stream(wire.JOIN_METHOD)(
+                _requests(outbox), metadata=self._metadata
+            )
+            assembly: wire.Assembly | None = None
+            for raw in call:
+                frame = wire.parse_frame(raw)
+                body = frame.WhichOneof("body")
+                if assembly is not None and body != "chunk":
+                    raise InvalidMessageError(
+                        f"a {body} frame arrived in the middle of an instruction's chunks"
+                    )
+                if body == "welcome":
+                    welcomed = True
+                    log.info("connected to %s as node %s", self.server_address, self.node_id)
+                elif body == "instruction":
+                    header = frame.instruction
+                    layout = wire.check_specs(header.arrays, self.max_message_bytes)
+                    assembly = wire.Assembly(header, layout, keep=True)
+                elif body == "chunk":
+                    if assembly is None:
+                        raise InvalidMessageError("a chunk frame outside of any instruction")
+                    assembly.add(frame.chunk.data)
+                elif body == "rejection":
+                    log.error(
+                        "the server rejected the result of instruction %d: %s",
+                        frame.rejection.message_id,
+                        frame.rejection.reason,
+                    )
+                elif body == "refusal":
+                    raise ClientRefusedError(
+                        f"the server refused this client: {frame.refusal.reason}"
+                    )
+                elif body == "run_end":
+                    log.info("the server ended the run (%s)", frame.run_end.reason or "done")
+                    return
+                else:
+                    raise InvalidMessageError(f"servers do not send {body} frames")
+                if assembly is not None and assembly.complete:
+                    outbox.put(self._carry_out(assembly))
+                    assembly = None
+            raise _Lost("the server closed the connection", welcomed)
+        except grpc.RpcError as error:
+            code, details = error.code(), error.details()
+            if code == grpc.StatusCode.UNAUTHENTICATED:
+                raise ClientRefusedError(
+                    f"the server refused this client's credentials ({details}); pass the token "
+                    f"the server's operator issued for node {self.node_id!r}"
+                ) from None
+            raise _Lost(
+                f"connection to {self.server_address} failed: {code.name}: {details}", welcomed
+            ) from None
+        finally:
+            outbox.put(None)
+            if call is not None:
+                call.cancel()
+            channel.close()
+
+    def _carry_out(self, assembly: wire.Assembly) -> Iterable[bytes]:
+        """Run one instruction on the client; return the frames of its result (or of an error)."""
+        message_id = assembly.header.message_id
+        instruction: Instruction = wire.decode_instruction(assembly.header, assembly.arrays())
+        kind = type(instruction).__name__
+        started = time.perf_counter()
+        try:
+            if self._client is None:
+                self._client = self._make_client()
+            result = call_client(self._client, instruction)
+        except Exception as error:  # the user's code failed: tell the server, keep serving
+            log.exception("%s (instruction %d) raised", kind, message_id)
+            return _client_error(message_id, f"{type(error).__name__}: {error}")
+        template = instruction.parameters if isinstance(instruction, FitIns) else None
+        checked = validate_result(self.node_id, instruction, result, template)
+        if isinstance(checked, Failure):
+            log.error(
+                "not sending the result of %s (instruction %d): %s",
+                kind,
+                message_id,
+                checked.reason,
+            )
+            return _client_error(message_id, checked.reason)
+        try:
+            encoded = wire.encode_result(checked, self.chunk_bytes)
+        except InvalidMessageError as error:
+            log.error("cannot send the result of %s (instruction %d): %s", kind, message_id, error)
+            return _client_error(message_id, str(error))
+        log.info(
+            "%s (instruction %d) done in %.2f s", kind, message_id, time.perf_counter() - started
+        )
+        return encoded.frames("result", message_id)
