@@ -1,24 +1,94 @@
 """Strategies by composition: selection, weighting, transforms, aggregators, server optimizers."""
 
-from roost.strategy.aggregators import Accumulator, Aggregator, WeightedMean
-from roost.strategy.optimizers import ServerOptimizer, ServerSGD
-from roost.strategy.presets import FedAvg
+from roost.strategy.aggregators import (
+    Accumulator,
+    Aggregator,
+    BulyanAggregator,
+    CoordinateMedian,
+    KrumAggregator,
+    Mean,
+    NotEnoughUpdatesError,
+    QFFLAggregator,
+    TrimmedMean,
+    WeightedMean,
+)
+from roost.strategy.optimizers import (
+    ServerAdagrad,
+    ServerAdam,
+    ServerOptimizer,
+    ServerSGD,
+    ServerYogi,
+)
+from roost.strategy.presets import (
+    PRESETS,
+    Bulyan,
+    FedAdagrad,
+    FedAdam,
+    FedAvg,
+    FedAvgM,
+    FedMedian,
+    FedProx,
+    FedSGD,
+    FedTrimmedAvg,
+    FedWeightedAvg,
+    FedYogi,
+    Krum,
+    MultiKrum,
+    QFedAvg,
+)
 from roost.strategy.strategy import (
     Strategy,
     UpdateTransform,
+    negative_gradient,
+    parameter_delta,
     sample_uniformly,
+)
+from roost.strategy.transforms import AdaptiveClipL2, ClipL2
+from roost.strategy.weighting import (
+    uniform_weight,
+    weight_by_metric,
     weight_by_num_examples,
 )
 
 __all__ = [
+    "PRESETS",
     "Accumulator",
+    "AdaptiveClipL2",
     "Aggregator",
+    "Bulyan",
+    "BulyanAggregator",
+    "ClipL2",
+    "CoordinateMedian",
+    "FedAdagrad",
+    "FedAdam",
     "FedAvg",
+    "FedAvgM",
+    "FedMedian",
+    "FedProx",
+    "FedSGD",
+    "FedTrimmedAvg",
+    "FedWeightedAvg",
+    "FedYogi",
+    "Krum",
+    "KrumAggregator",
+    "Mean",
+    "MultiKrum",
+    "NotEnoughUpdatesError",
+    "QFFLAggregator",
+    "QFedAvg",
+    "ServerAdagrad",
+    "ServerAdam",
     "ServerOptimizer",
     "ServerSGD",
+    "ServerYogi",
     "Strategy",
+    "TrimmedMean",
     "UpdateTransform",
     "WeightedMean",
+    "negative_gradient",
+    "parameter_delta",
     "sample_uniformly",
+    "uniform_weight",
+    "weight_by_metric",
     "weight_by_num_examples",
 ]

@@ -2,8 +2,19 @@
 
 An aggregator starts an accumulator for each round; the round loop feeds it one client update at a
 time as results stream in. Mean-type aggregators keep a running weighted sum, so server memory is
-O(model) however many clients report. Aggregators that need every update (median, Krum) buffer them
-and say so with `buffers_updates = True`.
+O(model) however many clients report. Aggregators that need every update (median, trimmed mean,
+Krum, Bulyan) buffer them and say so with `buffers_updates = True`.
+
+One rule holds for every aggregator: an update with weight 0 takes no part in the round (a client
+with no examples under the default weighting, for example). The robust aggregators otherwise ignore
+the size of the weights, as in their papers; Multi-Krum averages the updates it keeps with them.
+
+Every aggregator can be used on its own, outside any strategy::
+
+    acc = TrimmedMean(beta=0.2).start(template)   # template: arrays shaped like the model
+    for update in updates:
+        acc.add(update, weight=1.0)
+    aggregate = acc.result()
 """
 
 from __future__ import annotations
@@ -13,6 +24,11 @@ from typing import Protocol
 import numpy as np
 
 from roost.core.types import Parameters
+from roost.errors import ConfigurationError, RoostError
+
+
+class NotEnoughUpdatesError(RoostError, ValueError):
+    """A robust aggregator received fewer updates than it needs to tolerate its attackers."""
 
 
 class Accumulator(Protocol):
@@ -21,7 +37,10 @@ class Accumulator(Protocol):
         ...
 
     def result(self) -> Parameters | None:
-        """The aggregate, or None when nothing with positive weight was added."""
+        """The aggregate, or None when nothing with positive weight was added.
+
+        Raises `NotEnoughUpdatesError` when the aggregator cannot work with what it received.
+        """
         ...
 
 
@@ -34,23 +53,39 @@ class Aggregator(Protocol):
 
 
 def accumulation_dtype(dtype: np.dtype) -> np.dtype:
-    """Sum in float64 whatever the model's float width, so thousands of clients lose no precision."""
+    """Sum in float64 whatever the float width, so thousands of clients lose no precision."""
     return np.dtype(np.float64) if dtype.itemsize <= 8 else dtype
 
 
+def min_updates(aggregator: object) -> int:
+    """The fewest updates `aggregator` can aggregate (1 unless it declares `min_updates`)."""
+    return int(getattr(aggregator, "min_updates", 1))
+
+
+def _check_weight(weight: float) -> None:
+    if not (weight >= 0 and np.isfinite(weight)):
+        raise ValueError(f"aggregation weight must be finite and >= 0, got {weight}")
+
+
+# -- streaming means ----------------------------------------------------------------------------
+
+
 class _WeightedSum:
-    def __init__(self, template: Parameters) -> None:
+    def __init__(self, template: Parameters, uniform: bool = False) -> None:
         self._template = template
+        self._uniform = uniform
         self._sums = [np.zeros(a.shape, accumulation_dtype(a.dtype)) for a in template]
         self._total = 0.0
 
     def add(self, update: Parameters, weight: float) -> None:
-        if weight < 0 or not np.isfinite(weight):
-            raise ValueError(f"aggregation weight must be finite and >= 0, got {weight}")
+        _check_weight(weight)
         if weight == 0:
             return
+        if self._uniform:
+            weight = 1.0
         for running, array in zip(self._sums, update, strict=True):
-            running += weight * array.astype(running.dtype, copy=False)
+            # One temporary in the accumulation dtype; the running sum is updated in place.
+            running += np.multiply(array, weight, dtype=running.dtype)
         self._total += weight
 
     def result(self) -> Parameters | None:
@@ -76,3 +111,297 @@ class WeightedMean:
 
     def __repr__(self) -> str:
         return "WeightedMean()"
+
+
+class Mean:
+    """The plain (uniform) mean of the updates with positive weight, as a running sum."""
+
+    buffers_updates = False
+
+    def start(self, template: Parameters) -> Accumulator:
+        return _WeightedSum(template, uniform=True)
+
+    def __repr__(self) -> str:
+        return "Mean()"
+
+
+# -- buffering aggregators ----------------------------------------------------------------------
+
+
+class _Buffer:
+    """Keeps every update with positive weight; `combine` turns them into the aggregate."""
+
+    def __init__(self, template: Parameters, combine, needed: int, name: str) -> None:
+        self._template = template
+        self._combine = combine
+        self._needed = needed
+        self._name = name
+        self.updates: list[Parameters] = []
+        self.weights: list[float] = []
+
+    def add(self, update: Parameters, weight: float) -> None:
+        _check_weight(weight)
+        if weight == 0:
+            return
+        self.updates.append(list(update))
+        self.weights.append(float(weight))
+
+    def result(self) -> Parameters | None:
+        if not self.updates:
+            return None
+        if len(self.updates) < self._needed:
+            raise NotEnoughUpdatesError(
+                f"{self._name} needs at least {self._needed} updates, got {len(self.updates)}; "
+                "sample more clients per round or lower num_malicious_clients"
+            )
+        combined = self._combine(self.updates, np.asarray(self.weights))
+        return [
+            np.asarray(array).astype(reference.dtype, copy=False)
+            for array, reference in zip(combined, self._template, strict=True)
+        ]
+
+
+def _layer(updates: list[Parameters], index: int) -> np.ndarray:
+    """Stack layer `index` of every update along a new first axis, in float64."""
+    return np.stack([np.asarray(u[index], dtype=np.float64) for u in updates])
+
+
+class CoordinateMedian:
+    """The coordinate-wise median of the updates (Yin et al., 2018). Buffers the cohort."""
+
+    buffers_updates = True
+    min_updates = 1
+
+    def start(self, template: Parameters) -> Accumulator:
+        return _Buffer(template, self._combine, 1, "the coordinate-wise median")
+
+    @staticmethod
+    def _combine(updates: list[Parameters], weights: np.ndarray) -> Parameters:
+        return [np.median(_layer(updates, i), axis=0) for i in range(len(updates[0]))]
+
+    def __repr__(self) -> str:
+        return "CoordinateMedian()"
+
+
+class TrimmedMean:
+    """Coordinate-wise β-trimmed mean (Yin et al., 2018). Buffers the cohort.
+
+    For each coordinate the ⌊β·n⌋ largest and ⌊β·n⌋ smallest of the n values are dropped and the
+    rest averaged. `beta` must be in [0, 0.5).
+    """
+
+    buffers_updates = True
+    min_updates = 1
+
+    def __init__(self, beta: float = 0.2) -> None:
+        if not 0 <= beta < 0.5:
+            raise ConfigurationError(f"TrimmedMean beta must be in [0, 0.5), got {beta}")
+        self.beta = beta
+
+    def start(self, template: Parameters) -> Accumulator:
+        return _Buffer(template, self._combine, 1, "the trimmed mean")
+
+    def _combine(self, updates: list[Parameters], weights: np.ndarray) -> Parameters:
+        n = len(updates)
+        cut = int(self.beta * n)
+        return [
+            np.sort(_layer(updates, i), axis=0)[cut : n - cut].mean(axis=0)
+            for i in range(len(updates[0]))
+        ]
+
+    def __repr__(self) -> str:
+        return f"TrimmedMean(beta={self.beta})"
+
+
+def pairwise_squared_distances(updates: list[Parameters]) -> np.ndarray:
+    """n×n matrix of squared L2 distances between whole updates (all arrays together), float64."""
+    n = len(updates)
+    distances = np.zeros((n, n))
+    for i in range(n):
+        for j in range(i + 1, n):
+            total = 0.0
+            for a, b in zip(updates[i], updates[j], strict=True):
+                diff = np.subtract(a, b, dtype=np.float64)
+                total += float(np.vdot(diff, diff))
+            distances[i, j] = distances[j, i] = total
+    return distances
+
+
+def krum_scores(distances: np.ndarray, num_malicious: int) -> np.ndarray:
+    """Krum score of each update: the sum of squared distances to its n − f − 2 nearest others."""
+    n = len(distances)
+    neighbours = min(max(1, n - num_malicious - 2), n - 1)
+    if neighbours <= 0:
+        return np.zeros(n)
+    scores = np.empty(n)
+    for i in range(n):
+        others = np.delete(distances[i], i)
+        scores[i] = np.sort(others)[:neighbours].sum()
+    return scores
+
+
+def _check_malicious(num_malicious_clients: int) -> None:
+    if (
+        isinstance(num_malicious_clients, bool)
+        or not isinstance(num_malicious_clients, int)
+        or num_malicious_clients < 0
+    ):
+        raise ConfigurationError(
+            f"num_malicious_clients must be an int >= 0, got {num_malicious_clients!r}"
+        )
+
+
+class KrumAggregator:
+    """Krum and Multi-Krum (Blanchard et al., 2017). Buffers the cohort.
+
+    Each update is scored by the sum of squared distances to its n − f − 2 nearest neighbours;
+    the `num_selected` lowest-scoring updates are kept and averaged with their weights. With
+    `num_selected=1` this is Krum; with `num_selected=None` it keeps n − f (Multi-Krum).
+    Needs n ≥ 2f + 3 updates.
+    """
+
+    buffers_updates = True
+
+    def __init__(self, num_malicious_clients: int = 0, num_selected: int | None = 1) -> None:
+        _check_malicious(num_malicious_clients)
+        if num_selected is not None and (not isinstance(num_selected, int) or num_selected < 1):
+            raise ConfigurationError(
+                f"num_selected must be an int >= 1 or None, got {num_selected}"
+            )
+        self.num_malicious_clients = num_malicious_clients
+        self.num_selected = num_selected
+
+    @property
+    def min_updates(self) -> int:
+        return max(2 * self.num_malicious_clients + 3, self.num_selected or 1)
+
+    def start(self, template: Parameters) -> Accumulator:
+        name = f"Krum with num_malicious_clients={self.num_malicious_clients}"
+        return _Buffer(template, self._combine, self.min_updates, name)
+
+    def select(self, updates: list[Parameters]) -> np.ndarray:
+        """Indices of the updates Krum keeps, best first."""
+        scores = krum_scores(pairwise_squared_distances(updates), self.num_malicious_clients)
+        keep = self.num_selected or len(updates) - self.num_malicious_clients
+        return np.argsort(scores, kind="stable")[:keep]
+
+    def _combine(self, updates: list[Parameters], weights: np.ndarray) -> Parameters:
+        chosen = self.select(updates)
+        w = weights[chosen] / weights[chosen].sum()
+        return [
+            np.tensordot(w, _layer([updates[k] for k in chosen], i), axes=1)
+            for i in range(len(updates[0]))
+        ]
+
+    def __repr__(self) -> str:
+        return (
+            f"KrumAggregator(num_malicious_clients={self.num_malicious_clients}, "
+            f"num_selected={self.num_selected})"
+        )
+
+
+class BulyanAggregator:
+    """Bulyan (El Mhamdi et al., 2018). Buffers the cohort; needs n ≥ 4f + 3 updates.
+
+    Krum is applied repeatedly to pick θ = n − 2f updates (each pick leaves the candidate set);
+    then, coordinate by coordinate, the β = θ − 2f values closest to the median of the θ are
+    averaged.
+    """
+
+    buffers_updates = True
+
+    def __init__(self, num_malicious_clients: int = 0) -> None:
+        _check_malicious(num_malicious_clients)
+        self.num_malicious_clients = num_malicious_clients
+
+    @property
+    def min_updates(self) -> int:
+        return 4 * self.num_malicious_clients + 3
+
+    def start(self, template: Parameters) -> Accumulator:
+        name = f"Bulyan with num_malicious_clients={self.num_malicious_clients} (n >= 4f + 3)"
+        return _Buffer(template, self._combine, self.min_updates, name)
+
+    def select(self, updates: list[Parameters]) -> list[int]:
+        """Indices of the θ = n − 2f updates chosen by repeated Krum, in the order picked."""
+        f = self.num_malicious_clients
+        distances = pairwise_squared_distances(updates)
+        remaining = list(range(len(updates)))
+        chosen: list[int] = []
+        for _ in range(len(updates) - 2 * f):
+            sub = distances[np.ix_(remaining, remaining)]
+            best = int(np.argmin(krum_scores(sub, f)))
+            chosen.append(remaining.pop(best))
+        return chosen
+
+    def _combine(self, updates: list[Parameters], weights: np.ndarray) -> Parameters:
+        chosen = self.select(updates)
+        beta = len(chosen) - 2 * self.num_malicious_clients
+        result = []
+        for i in range(len(updates[0])):
+            values = _layer([updates[k] for k in chosen], i)
+            median = np.median(values, axis=0)
+            order = np.argsort(np.abs(values - median), axis=0, kind="stable")[:beta]
+            result.append(np.take_along_axis(values, order, axis=0).mean(axis=0))
+        return result
+
+    def __repr__(self) -> str:
+        return f"BulyanAggregator(num_malicious_clients={self.num_malicious_clients})"
+
+
+# -- q-FFL --------------------------------------------------------------------------------------
+
+
+class _QFFLSum:
+    def __init__(self, template: Parameters, q: float, lipschitz: float) -> None:
+        self._template = template
+        self._q = q
+        self._lipschitz = lipschitz
+        self._sums = [np.zeros(a.shape, accumulation_dtype(a.dtype)) for a in template]
+        self._h = 0.0
+
+    def add(self, update: Parameters, weight: float) -> None:
+        # Here the weight is the client's loss F_k; q-FFL reweights by F_k^q itself.
+        _check_weight(weight)
+        loss = weight + 1e-10  # keeps F^(q-1) finite for a client with zero loss
+        scale = loss**self._q
+        squared_norm = sum(float(np.vdot(u, u)) for u in update)
+        lipschitz = self._lipschitz
+        # Δw_k = L·(w − w_k) = −L·update;  Δ_k = F^q·Δw_k;  h_k = q·F^(q−1)·‖Δw_k‖² + L·F^q
+        for running, array in zip(self._sums, update, strict=True):
+            running -= np.multiply(array, scale * lipschitz, dtype=running.dtype)
+        self._h += self._q * loss ** (self._q - 1) * lipschitz**2 * squared_norm + lipschitz * scale
+
+    def result(self) -> Parameters | None:
+        if self._h <= 0:
+            return None
+        # w_next = w − ΣΔ_k / Σh_k, returned as an update for the server optimizer.
+        return [
+            (-running / self._h).astype(reference.dtype, copy=False)
+            for running, reference in zip(self._sums, self._template, strict=True)
+        ]
+
+
+class QFFLAggregator:
+    """q-FFL's aggregation (Li et al., 2020, q-FedAvg), as a running sum (O(model) memory).
+
+    The weight passed with each update must be that client's loss F_k (see `QFedAvg`, which
+    reads it from the client's fit metrics). `learning_rate` is the clients' learning rate; its
+    inverse L estimates the Lipschitz constant. With q = 0 this is the uniform mean.
+    """
+
+    buffers_updates = False
+
+    def __init__(self, q_param: float = 0.2, learning_rate: float = 0.1) -> None:
+        if not q_param >= 0:
+            raise ConfigurationError(f"q_param must be >= 0, got {q_param}")
+        if not learning_rate > 0:
+            raise ConfigurationError(f"qffl_learning_rate must be > 0, got {learning_rate}")
+        self.q_param = q_param
+        self.learning_rate = learning_rate
+
+    def start(self, template: Parameters) -> Accumulator:
+        return _QFFLSum(template, self.q_param, 1.0 / self.learning_rate)
+
+    def __repr__(self) -> str:
+        return f"QFFLAggregator(q_param={self.q_param}, learning_rate={self.learning_rate})"

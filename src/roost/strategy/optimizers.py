@@ -1,8 +1,19 @@
 """Server optimizers: turn the aggregated pseudo-gradient into the next global model.
 
 The pseudo-gradient is Δ = aggregate − global (Reddi et al., 2020). A server optimizer maps
-(global parameters, Δ, state) to (new global parameters, new state); its state is plain arrays and
-scalars so the server can checkpoint it.
+(global parameters, Δ, state) to (new global parameters, new state). It never changes its inputs
+in place, and its state is a dict of lists of float64 arrays and Python scalars, so the server can
+checkpoint it and a restored run continues exactly as an uninterrupted one.
+
+The adaptive optimizers follow Algorithm 2 of Reddi et al. (2020), without bias correction:
+
+    m ← β₁·m + (1 − β₁)·Δ
+    v ← v + Δ²                                  (Adagrad)
+    v ← β₂·v + (1 − β₂)·Δ²                      (Adam)
+    v ← v − (1 − β₂)·Δ²·sign(v − Δ²)            (Yogi)
+    x ← x + η·m / (√v + τ)
+
+with m starting at 0 and v at τ².
 """
 
 from __future__ import annotations
@@ -12,6 +23,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from roost.core.types import Parameters
+from roost.errors import ConfigurationError
 
 OptimizerState = dict[str, Any]
 
@@ -28,27 +40,157 @@ class ServerOptimizer(Protocol):
         ...
 
 
-class ServerSGD:
-    """x ← x + η·Δ. With η = 1 (the default) the new model is the aggregate itself: plain FedAvg."""
+def _positive(name: str, value: float) -> float:
+    if not value > 0:
+        raise ConfigurationError(f"{name} must be > 0, got {value}")
+    return float(value)
 
-    def __init__(self, learning_rate: float = 1.0) -> None:
-        if not learning_rate > 0:
-            raise ValueError(f"server learning_rate must be > 0, got {learning_rate}")
-        self.learning_rate = learning_rate
+
+def _unit_interval(name: str, value: float) -> float:
+    if not 0 <= value < 1:
+        raise ConfigurationError(f"{name} must be in [0, 1), got {value}")
+    return float(value)
+
+
+def _step(parameters: Parameters, direction: list[np.ndarray], scale: float) -> Parameters:
+    """x + scale·direction, in each parameter's dtype."""
+    return [
+        (p + scale * d).astype(p.dtype, copy=False)
+        for p, d in zip(parameters, direction, strict=True)
+    ]
+
+
+def _float64(arrays: Parameters) -> list[np.ndarray]:
+    return [np.asarray(a, dtype=np.float64) for a in arrays]
+
+
+class ServerSGD:
+    """x ← x + η·v with v ← μ·v + Δ (heavy-ball momentum; with μ = 0, v = Δ).
+
+    With η = 1 and μ = 0 (the defaults) the new model is the aggregate itself: plain FedAvg.
+    With μ > 0 this is FedAvgM (Hsu et al., 2019).
+    """
+
+    def __init__(self, learning_rate: float = 1.0, momentum: float = 0.0) -> None:
+        self.learning_rate = _positive("server learning_rate", learning_rate)
+        self.momentum = _unit_interval("server momentum", momentum)
 
     def init(self, parameters: Parameters) -> OptimizerState:
-        return {}
+        if self.momentum == 0:
+            return {}
+        return {"momentum": [np.zeros(p.shape) for p in parameters]}
 
     def apply(
         self, parameters: Parameters, delta: Parameters, state: OptimizerState
     ) -> tuple[Parameters, OptimizerState]:
-        return [
-            (p + self.learning_rate * d).astype(p.dtype, copy=False)
-            for p, d in zip(parameters, delta, strict=True)
-        ], state
+        if self.momentum == 0:
+            return _step(parameters, list(delta), self.learning_rate), state
+        velocity = [
+            self.momentum * v + d for v, d in zip(state["momentum"], _float64(delta), strict=True)
+        ]
+        return _step(parameters, velocity, self.learning_rate), {"momentum": velocity}
 
     def __repr__(self) -> str:
-        return f"ServerSGD(learning_rate={self.learning_rate})"
+        return f"ServerSGD(learning_rate={self.learning_rate}, momentum={self.momentum})"
+
+
+class _Adaptive:
+    """Shared shape of the three adaptive optimizers; subclasses define `_second_moment`."""
+
+    name = "adaptive"
+
+    def __init__(self, learning_rate: float, beta_1: float, beta_2: float, tau: float) -> None:
+        self.learning_rate = _positive(f"{self.name} learning_rate (eta)", learning_rate)
+        self.beta_1 = _unit_interval("beta_1", beta_1)
+        self.beta_2 = _unit_interval("beta_2", beta_2)
+        self.tau = _positive("tau", tau)
+
+    def init(self, parameters: Parameters) -> OptimizerState:
+        return {
+            "m": [np.zeros(p.shape) for p in parameters],
+            "v": [np.full(p.shape, self.tau**2) for p in parameters],
+        }
+
+    def _second_moment(self, v: np.ndarray, squared: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def apply(
+        self, parameters: Parameters, delta: Parameters, state: OptimizerState
+    ) -> tuple[Parameters, OptimizerState]:
+        m_new, v_new, direction = [], [], []
+        for m, v, d in zip(state["m"], state["v"], _float64(delta), strict=True):
+            m = self.beta_1 * m + (1 - self.beta_1) * d
+            v = self._second_moment(v, d * d)
+            m_new.append(m)
+            v_new.append(v)
+            direction.append(m / (np.sqrt(v) + self.tau))
+        return _step(parameters, direction, self.learning_rate), {"m": m_new, "v": v_new}
+
+
+class ServerAdagrad(_Adaptive):
+    """Adagrad on the server (FedAdagrad): v ← v + Δ²."""
+
+    name = "Adagrad"
+
+    def __init__(self, learning_rate: float = 0.1, beta_1: float = 0.0, tau: float = 1e-9) -> None:
+        super().__init__(learning_rate, beta_1, 0.0, tau)
+
+    def _second_moment(self, v: np.ndarray, squared: np.ndarray) -> np.ndarray:
+        return v + squared
+
+    def __repr__(self) -> str:
+        return (
+            f"ServerAdagrad(learning_rate={self.learning_rate}, beta_1={self.beta_1}, "
+            f"tau={self.tau})"
+        )
+
+
+class ServerAdam(_Adaptive):
+    """Adam on the server (FedAdam): v ← β₂·v + (1 − β₂)·Δ²."""
+
+    name = "Adam"
+
+    def __init__(
+        self,
+        learning_rate: float = 0.1,
+        beta_1: float = 0.9,
+        beta_2: float = 0.99,
+        tau: float = 1e-9,
+    ) -> None:
+        super().__init__(learning_rate, beta_1, beta_2, tau)
+
+    def _second_moment(self, v: np.ndarray, squared: np.ndarray) -> np.ndarray:
+        return self.beta_2 * v + (1 - self.beta_2) * squared
+
+    def __repr__(self) -> str:
+        return (
+            f"ServerAdam(learning_rate={self.learning_rate}, beta_1={self.beta_1}, "
+            f"beta_2={self.beta_2}, tau={self.tau})"
+        )
+
+
+class ServerYogi(_Adaptive):
+    """Yogi on the server (FedYogi): v ← v − (1 − β₂)·Δ²·sign(v − Δ²)."""
+
+    name = "Yogi"
+
+    def __init__(
+        self,
+        learning_rate: float = 0.01,
+        beta_1: float = 0.9,
+        beta_2: float = 0.99,
+        tau: float = 1e-3,
+    ) -> None:
+        super().__init__(learning_rate, beta_1, beta_2, tau)
+
+    def _second_moment(self, v: np.ndarray, squared: np.ndarray) -> np.ndarray:
+        return v - (1 - self.beta_2) * squared * np.sign(v - squared)
+
+    def __repr__(self) -> str:
+        return (
+            f"ServerYogi(learning_rate={self.learning_rate}, beta_1={self.beta_1}, "
+            f"beta_2={self.beta_2}, tau={self.tau})"
+        )
 
 
 def subtract(a: Parameters, b: Parameters) -> Parameters:

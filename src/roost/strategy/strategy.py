@@ -26,29 +26,44 @@ from roost.core.types import (
     Parameters,
 )
 from roost.core.validation import check_parameters
-from roost.errors import ConfigurationError
-from roost.strategy.aggregators import Aggregator, WeightedMean
+from roost.errors import ConfigurationError, InvalidMessageError
+from roost.strategy.aggregators import (
+    Aggregator,
+    NotEnoughUpdatesError,
+    WeightedMean,
+    min_updates,
+)
 from roost.strategy.optimizers import OptimizerState, ServerOptimizer, ServerSGD, subtract
+from roost.strategy.weighting import WeightFn, weight_by_num_examples
 
 log = logging.getLogger(__name__)
 
 MetricsAggregationFn = Callable[[list[tuple[int, Metrics]]], Metrics]
 ConfigFn = Callable[[int], Config]
 EvaluateFn = Callable[[int, Parameters, Config], "tuple[float, Metrics] | None"]
-WeightFn = Callable[[ClientId, int, Metrics], float]
+UpdateFn = Callable[[Parameters, Parameters], Parameters]
 
 
 class UpdateTransform(Protocol):
-    """Rewrites one client's update (for example clipping) before it is aggregated."""
+    """Rewrites one client's update (for example clipping) before it is aggregated.
+
+    A transform that learns across rounds may also define `end_round(server_round)`,
+    `state_dict()` and `load_state_dict(state)`; see `roost.strategy.transforms`.
+    """
 
     def __call__(
         self, update: Parameters, client_id: ClientId, server_round: int
     ) -> Parameters: ...
 
 
-def weight_by_num_examples(client_id: ClientId, num_examples: int, metrics: Metrics) -> float:
-    """FedAvg's weighting: each client counts as many times as it has training examples."""
-    return float(num_examples)
+def parameter_delta(result: Parameters, global_parameters: Parameters) -> Parameters:
+    """A client's update when it returns trained parameters: result − global."""
+    return subtract(result, global_parameters)
+
+
+def negative_gradient(result: Parameters, global_parameters: Parameters) -> Parameters:
+    """A client's update when it returns a gradient (FedSGD): −gradient, a descent direction."""
+    return [np.negative(gradient) for gradient in result]
 
 
 def sample_uniformly(
@@ -90,6 +105,9 @@ class Strategy:
         server_optimizer: turns the pseudo-gradient into the next model (default: plain replace).
         update_transforms: applied, in order, to each client's update before aggregation.
         sample_fn: `(client_ids, count, rng) -> chosen ids` (default: uniform without replacement).
+        update_fn: `(client result parameters, global parameters) -> update`; the default,
+            `parameter_delta`, is result − global; `negative_gradient` is for clients that
+            return gradients (FedSGD).
     """
 
     def __init__(
@@ -114,6 +132,7 @@ class Strategy:
         sample_fn: Callable[[Sequence[ClientId], int, np.random.Generator], list[ClientId]] = (
             sample_uniformly
         ),
+        update_fn: UpdateFn = parameter_delta,
     ) -> None:
         _check_fraction("fraction_fit", fraction_fit)
         _check_fraction("fraction_evaluate", fraction_evaluate)
@@ -141,6 +160,7 @@ class Strategy:
         self.server_optimizer: ServerOptimizer = server_optimizer or ServerSGD()
         self.update_transforms = tuple(update_transforms)
         self.sample_fn = sample_fn
+        self.update_fn = update_fn
         self._optimizer_state: OptimizerState | None = None
 
     def __repr__(self) -> str:
@@ -177,6 +197,13 @@ class Strategy:
         config = self.on_fit_config_fn(server_round) if self.on_fit_config_fn else {}
         count = min(self.num_fit_clients(len(client_ids)), len(client_ids))
         chosen = self.sample_fn(client_ids, count, rng)
+        needed = min_updates(self.aggregator)
+        if len(chosen) < needed:
+            raise ConfigurationError(
+                f"{self.aggregator!r} needs at least {needed} updates per round but this round "
+                f"samples {len(chosen)} of {len(client_ids)} clients; raise min_fit_clients and "
+                "min_available_clients (or fraction_fit), or lower num_malicious_clients"
+            )
         instruction = FitIns(parameters, dict(config))
         return [(client_id, instruction) for client_id in chosen]
 
@@ -185,22 +212,43 @@ class Strategy:
     ) -> tuple[Parameters | None, Metrics]:
         """Consume the cohort's outcomes as they stream in; return the next model (or None).
 
-        Each result must already be validated against `parameters`. Can also be called directly on
-        a list of `(client_id, FitRes)` pairs, outside any loop, for testing and research.
+        This is also the way to run a strategy's aggregation directly, outside any loop, for
+        testing and research::
+
+            new_parameters, metrics = strategy.aggregate_fit(
+                server_round, global_parameters,
+                [("0", FitRes(params_0, 120, {})), ("1", FitRes(params_1, 80, {}))],
+            )
+
+        Each result is checked against `parameters` (arrays, shapes, dtypes, finite values) and
+        weighted with `weight_fn`; a result that fails either is left out with a warning and
+        counts as a failure. Returns `(None, {})`, leaving the model unchanged, when nothing usable
+        arrived, when a failure occurred and `accept_failures` is False, or when a robust
+        aggregator got fewer updates than it needs (logged). The server optimizer's state
+        advances only when a new model is returned.
         """
         accumulator = self.aggregator.start(parameters)
         fit_metrics: list[tuple[int, Metrics]] = []
         failures = 0
-        for client_id, result in outcomes:
-            if isinstance(result, Failure):
-                failures += 1
-                continue
-            assert isinstance(result, FitRes)
-            update = subtract(result.parameters, parameters)
-            for transform in self.update_transforms:
-                update = transform(update, client_id, server_round)
-            accumulator.add(update, self.weight_fn(client_id, result.num_examples, result.metrics))
-            fit_metrics.append((result.num_examples, result.metrics))
+        try:
+            for client_id, result in outcomes:
+                if isinstance(result, Failure):
+                    failures += 1
+                    continue
+                try:
+                    update, weight = self._prepare_update(
+                        server_round, parameters, client_id, result
+                    )
+                except InvalidMessageError as error:
+                    log.warning(
+                        "fit_round %d: client %s left out: %s", server_round, client_id, error
+                    )
+                    failures += 1
+                    continue
+                accumulator.add(update, weight)
+                fit_metrics.append((result.num_examples, result.metrics))
+        finally:
+            self._end_round(server_round)
         if failures and not self.accept_failures:
             log.warning(
                 "fit_round %d: %d failure(s) and accept_failures=False: global model unchanged",
@@ -208,7 +256,11 @@ class Strategy:
                 failures,
             )
             return None, {}
-        delta = accumulator.result()
+        try:
+            delta = accumulator.result()
+        except NotEnoughUpdatesError as error:
+            log.warning("fit_round %d: %s: global model unchanged", server_round, error)
+            return None, {}
         if delta is None:
             log.warning(
                 "fit_round %d: no result with positive weight: global model unchanged", server_round
@@ -220,6 +272,37 @@ class Strategy:
             parameters, delta, self._optimizer_state
         )
         return new_parameters, self._aggregate_metrics(self.fit_metrics_aggregation_fn, fit_metrics)
+
+    def _prepare_update(
+        self, server_round: int, parameters: Parameters, client_id: ClientId, result: object
+    ) -> tuple[Parameters, float]:
+        """Check one result, compute its weight and its transformed update."""
+        if not isinstance(result, FitRes):
+            raise InvalidMessageError(f"expected a FitRes, got {type(result).__name__}")
+        client_parameters = check_parameters(result.parameters, parameters)
+        try:
+            weight = self.weight_fn(client_id, result.num_examples, result.metrics)
+        except InvalidMessageError:
+            raise
+        except Exception as error:  # a weighting that cannot handle this client drops it only
+            raise InvalidMessageError(
+                f"weight_fn raised {type(error).__name__}: {error}"
+            ) from error
+        if isinstance(weight, bool) or not isinstance(weight, int | float | np.number):
+            raise InvalidMessageError(f"weight_fn returned {weight!r}, not a number")
+        weight = float(weight)
+        if not (np.isfinite(weight) and weight >= 0):
+            raise InvalidMessageError(f"weight_fn returned {weight}; weights must be finite, >= 0")
+        update = self.update_fn(client_parameters, parameters)
+        for transform in self.update_transforms:
+            update = transform(update, client_id, server_round)
+        return update, weight
+
+    def _end_round(self, server_round: int) -> None:
+        for transform in self.update_transforms:
+            end_round = getattr(transform, "end_round", None)
+            if end_round is not None:
+                end_round(server_round)
 
     def configure_evaluate(
         self,
@@ -269,12 +352,37 @@ class Strategy:
         return float(loss), dict(metrics)
 
     def state_dict(self) -> dict[str, Any]:
-        """What the strategy must remember across rounds (arrays and scalars), for checkpoints."""
-        return {"optimizer": self._optimizer_state}
+        """What the strategy must remember across rounds, for checkpoints.
+
+        Nested dicts and lists of NumPy arrays and Python scalars only: `"transforms"` (one dict
+        per update transform, empty for stateless ones; the adaptive clipping bound lives here)
+        and `"optimizer"` (the server optimizer's state, once it has one). Nothing in it is
+        changed in place later, so a saved state stays valid.
+        """
+        state: dict[str, Any] = {
+            "transforms": [
+                dict(transform.state_dict()) if hasattr(transform, "state_dict") else {}
+                for transform in self.update_transforms
+            ]
+        }
+        if self._optimizer_state is not None:
+            state["optimizer"] = self._optimizer_state
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what `state_dict` returned."""
+        """Restore what `state_dict` returned; the strategy then continues exactly from there."""
         self._optimizer_state = state.get("optimizer")
+        transforms = state.get("transforms")
+        if transforms is None:
+            return
+        if len(transforms) != len(self.update_transforms):
+            raise ConfigurationError(
+                f"the saved state has {len(transforms)} update transform(s), this strategy has "
+                f"{len(self.update_transforms)}; restore into a strategy built the same way"
+            )
+        for transform, transform_state in zip(self.update_transforms, transforms, strict=True):
+            if hasattr(transform, "load_state_dict"):
+                transform.load_state_dict(transform_state)
 
     # -- helpers -------------------------------------------------------------------------------
 
