@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import queue
 import random
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 
@@ -111,6 +112,8 @@ class GrpcClientRuntime:
         self.reconnect_timeout = reconnect_timeout
         self.initial_backoff = initial_backoff
         self.max_backoff = max_backoff
+        self._stopped = threading.Event()
+        self._call: grpc.Future | None = None
         keepalive_ms = int(keepalive_s * 1000)
         self._options = [
             ("grpc.max_receive_message_length", wire.FRAME_LIMIT_BYTES),
@@ -129,11 +132,13 @@ class GrpcClientRuntime:
         """
         backoff = self.initial_backoff
         lost_since = time.monotonic()
-        while True:
+        while not self._stopped.is_set():
             try:
                 self._serve_once()
                 return
             except _Lost as lost:
+                if self._stopped.is_set():
+                    return
                 now = time.monotonic()
                 if lost.welcomed:
                     lost_since, backoff = now, self.initial_backoff
@@ -148,8 +153,15 @@ class GrpcClientRuntime:
                 if self.reconnect_timeout is not None:
                     delay = min(delay, self.reconnect_timeout - waited)
                 log.warning("%s; reconnecting in %.1f s", lost, delay)
-                time.sleep(max(delay, 0.0))
+                self._stopped.wait(max(delay, 0.0))
                 backoff *= 2
+
+    def stop(self) -> None:
+        """Disconnect and make `run` return (from another thread), whatever the server does."""
+        self._stopped.set()
+        call = self._call
+        if call is not None:
+            call.cancel()
 
     def _channel(self) -> grpc.Channel:
         if self._credentials is None:
@@ -173,6 +185,9 @@ class GrpcClientRuntime:
             call = channel.stream_stream(wire.JOIN_METHOD)(
                 _requests(outbox), metadata=self._metadata
             )
+            self._call = call
+            if self._stopped.is_set():
+                call.cancel()
             assembly: wire.Assembly | None = None
             for raw in call:
                 frame = wire.parse_frame(raw)
@@ -222,6 +237,7 @@ class GrpcClientRuntime:
                 f"connection to {self.server_address} failed: {code.name}: {details}", welcomed
             ) from None
         finally:
+            self._call = None
             outbox.put(None)
             if call is not None:
                 call.cancel()

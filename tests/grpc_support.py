@@ -1,0 +1,308 @@
+"""Helpers for the gRPC tests: a light app, test certificates, processes and a raw test client."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+import roost
+from roost.transport.grpc import roost_pb2 as pb
+from roost.transport.grpc import wire
+from roost.transport.grpc.security import token_metadata
+
+TESTS_DIR = Path(__file__).resolve().parent
+NUM_FEATURES = 5
+
+# -- a light app: linear least squares on generated data (no scikit-learn import, fast start) ----
+
+
+def partition_data(partition_id: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng([seed, partition_id])
+    x = rng.normal(size=(40 + 10 * partition_id, NUM_FEATURES))
+    true_w = np.arange(1.0, NUM_FEATURES + 1)
+    return x, x @ true_w + 0.1 * rng.normal(size=len(x))
+
+
+def local_sgd(
+    weights: np.ndarray, x: np.ndarray, y: np.ndarray, server_round: int, partition_id: int
+) -> np.ndarray:
+    """Deterministic given (round, partition): the property that makes resumed runs reproducible."""
+    rng = np.random.default_rng([server_round, partition_id])
+    w = weights.copy()
+    for index in rng.permutation(len(y)):
+        w -= 0.01 * (x[index] @ w - y[index]) * x[index]
+    return w
+
+
+class LinearClient(roost.Client):
+    """Least squares by SGD. `ROOST_TEST_FIT_SLEEP` slows fit; `ROOST_TEST_MARKERS` records fits."""
+
+    def __init__(self, partition_id: int) -> None:
+        self.partition_id = partition_id
+        self.x, self.y = partition_data(partition_id)
+
+    def get_parameters(self, config):
+        return [np.zeros(NUM_FEATURES)]
+
+    def fit(self, parameters, config):
+        server_round = int(config.get("server_round", 0))
+        markers = os.environ.get("ROOST_TEST_MARKERS")
+        if markers:
+            Path(markers, f"fit-{self.partition_id}-{server_round}").touch()
+        time.sleep(float(os.environ.get("ROOST_TEST_FIT_SLEEP", "0")))
+        w = local_sgd(parameters[0], self.x, self.y, server_round, self.partition_id)
+        return [w], len(self.y), {"partition": self.partition_id}
+
+    def evaluate(self, parameters, config):
+        loss = float(np.mean((self.x @ parameters[0] - self.y) ** 2))
+        return loss, len(self.y), {"mse": loss}
+
+
+def client_fn(context: roost.Context) -> LinearClient:
+    return LinearClient(context.partition_id)
+
+
+def make_strategy(min_clients: int = 2) -> roost.FedAvg:
+    return roost.FedAvg(
+        min_fit_clients=min_clients,
+        min_evaluate_clients=min_clients,
+        min_available_clients=min_clients,
+        initial_parameters=[np.zeros(NUM_FEATURES)],
+        on_fit_config_fn=lambda server_round: {"server_round": server_round},
+    )
+
+
+app = roost.App(client_fn=client_fn, strategy=make_strategy)
+
+
+def simulate(num_rounds: int, num_clients: int = 2, seed: int = 0) -> roost.History:
+    """The same app, in-process: the reference every deployed run must reproduce."""
+    return roost.run_simulation(
+        client_fn,
+        num_clients,
+        strategy=make_strategy(num_clients),
+        config=roost.ServerConfig(num_rounds=num_rounds),
+        seed=seed,
+    )
+
+
+# -- ports, processes ---------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Processes:
+    """Start `roost` commands as real processes; `stop_all` kills whatever is still running."""
+
+    def __init__(self, workdir: Path, env: dict[str, str] | None = None) -> None:
+        self.workdir = workdir
+        paths = [str(TESTS_DIR), *filter(None, [os.environ.get("PYTHONPATH")])]
+        self.env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths), **(env or {})}
+        self.env.pop("ROOST_TOKEN", None)
+        self.running: list[subprocess.Popen] = []
+
+    def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+        log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
+        process = subprocess.Popen(
+            [sys.executable, "-m", "roost.cli", *args],
+            cwd=self.workdir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**self.env, "COLUMNS": "200", **(env or {})},
+        )
+        process.log_file = log  # type: ignore[attr-defined]
+        process.log_path = self.workdir / f"{name}.log"  # type: ignore[attr-defined]
+        self.running.append(process)
+        return process
+
+    def wait(self, process: subprocess.Popen, timeout: float = 60) -> int:
+        try:
+            return process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"process did not finish:\n{self.log(process)}") from None
+
+    @staticmethod
+    def log(process: subprocess.Popen) -> str:
+        process.log_file.flush()
+        return Path(process.log_path).read_text(errors="replace")
+
+    def kill(self, process: subprocess.Popen) -> None:
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            process.wait(10)
+
+    def stop_all(self) -> None:
+        for process in self.running:
+            self.kill(process)
+            process.log_file.close()
+
+
+@contextmanager
+def processes(workdir: Path, env: dict[str, str] | None = None):
+    group = Processes(workdir, env)
+    try:
+        yield group
+    finally:
+        group.stop_all()
+
+
+def wait_for(predicate, timeout: float = 30, interval: float = 0.02, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+# -- test certificates ---------------------------------------------------------------------------
+
+
+def make_certificates(directory: Path, common_name: str = "roost test CA") -> dict[str, Path]:
+    """A CA, and a server certificate it signed for 127.0.0.1 / localhost, as PEM files."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def certificate(subject, issuer, public_key, signing_key, *, ca: bool, names=()):
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if names:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName(list(names)), critical=False
+            )
+        return builder.sign(signing_key, hashes.SHA256())
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_cert = certificate(common_name, common_name, ca_key.public_key(), ca_key, ca=True)
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    server_cert = certificate(
+        "localhost",
+        common_name,
+        server_key.public_key(),
+        ca_key,
+        ca=False,
+        names=[x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
+    )
+    paths = {name: directory / f"{name}.pem" for name in ("ca", "server", "server-key")}
+    paths["ca"].write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    paths["server"].write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
+    paths["server-key"].write_bytes(
+        server_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return paths
+
+
+# -- a raw client that can send anything ---------------------------------------------------------
+
+
+class RawClient:
+    """Speaks the wire protocol frame by frame, so tests can send what no honest client would."""
+
+    def __init__(
+        self,
+        address: str,
+        node_id: str | None = "raw",
+        token: str | None = None,
+        hello: bool = True,
+    ) -> None:
+        self.channel = grpc.insecure_channel(
+            address,
+            options=[
+                ("grpc.max_receive_message_length", 64 << 20),
+                ("grpc.max_send_message_length", 64 << 20),
+            ],
+        )
+        self._outbox: queue.Queue = queue.Queue()
+        self.frames: queue.Queue = queue.Queue()
+        self.error: grpc.RpcError | None = None
+        self.ended = threading.Event()
+        self.call = self.channel.stream_stream(wire.JOIN_METHOD)(
+            iter(self._outbox.get, None), metadata=token_metadata(token) if token else ()
+        )
+        threading.Thread(target=self._read, daemon=True).start()
+        if hello:
+            self.send(
+                wire.frame_bytes(
+                    hello=pb.Hello(protocol_version=wire.PROTOCOL_VERSION, node_id=node_id)
+                )
+            )
+            assert self.next("welcome").welcome.node_id == node_id
+
+    def _read(self) -> None:
+        try:
+            for raw in self.call:
+                self.frames.put(wire.parse_frame(raw))
+        except grpc.RpcError as error:
+            self.error = error
+        finally:
+            self.ended.set()
+            self.frames.put(None)
+
+    def send(self, *frames: bytes) -> None:
+        for frame in frames:
+            self._outbox.put(frame)
+
+    def next(self, body: str, timeout: float = 10) -> pb.Frame:
+        """The next frame, which must be of kind `body`."""
+        frame = self.frames.get(timeout=timeout)
+        assert frame is not None, f"stream ended ({self.error}) while waiting for {body}"
+        assert frame.WhichOneof("body") == body, f"expected {body}, got {frame}"
+        return frame
+
+    def instruction(self, timeout: float = 10) -> tuple[pb.Header, list[np.ndarray]]:
+        header = self.next("instruction", timeout).instruction
+        assembly = wire.Assembly(header, wire.check_specs(header.arrays, 1 << 30), keep=True)
+        while not assembly.complete:
+            assembly.add(self.next("chunk", timeout).chunk.data)
+        return header, assembly.arrays()
+
+    def send_result(
+        self, message_id: int, arrays, num_examples: int = 10, kind: int = pb.FIT, metrics=None
+    ) -> None:
+        result = roost.FitRes(list(arrays), num_examples, metrics or {})
+        encoded = wire.encode_result(result, 1 << 16)
+        encoded.header.kind = kind
+        self.send(*encoded.frames("result", message_id))
+
+    def wait_closed(self, timeout: float = 10) -> grpc.RpcError | None:
+        assert self.ended.wait(timeout), "the server did not close the stream"
+        return self.error
+
+    def close(self) -> None:
+        self._outbox.put(None)
+        self.call.cancel()
+        self.channel.close()
