@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--out", metavar="DIR", default=None,
                           help="write DIR/history.json and DIR/model.npz")
     simulate.add_argument("--quiet", action="store_true", help="only print the final summary")
+    from roost.strategy.options import add_strategy_arguments
+
+    add_strategy_arguments(simulate)
     simulate.set_defaults(handler=_simulate)
     _add_deploy_commands(commands, defaults)
     return parser
@@ -77,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _simulate(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from roost.apps.digits import DemoSettings, check_settings, make_client_fn, make_strategy
+    from roost.apps.digits import DemoSettings, check_settings
+    from roost.apps.strategies import demo_client_fn_and_strategy
     from roost.log import ensure_logging
     from roost.outputs import save_run
     from roost.report import history_table
@@ -97,10 +101,11 @@ def _simulate(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     check_settings(settings)
+    client_fn, strategy = demo_client_fn_and_strategy(args, settings)
     history = run_simulation(
-        make_client_fn(settings.seed),
+        client_fn,
         settings.num_clients,
-        strategy=make_strategy(settings),
+        strategy=strategy,
         config=ServerConfig(num_rounds=settings.num_rounds, round_timeout=args.round_timeout),
         seed=settings.seed,
     )

@@ -65,9 +65,9 @@ class _Preset(Strategy):
 
 
 def _robust_minimums(kwargs: dict[str, Any], needed: int) -> dict[str, Any]:
-    """Default min_fit_clients / min_available_clients to what a robust aggregator needs."""
-    kwargs.setdefault("min_fit_clients", max(2, needed))
-    kwargs.setdefault("min_available_clients", max(2, needed))
+    """Raise min_fit_clients / min_available_clients to what a robust aggregator needs."""
+    for knob in ("min_fit_clients", "min_available_clients"):
+        kwargs[knob] = max(kwargs.get(knob, 2), needed)
     return kwargs
 
 
@@ -271,7 +271,7 @@ class Krum(_Preset):
         num_malicious_clients: f, the attackers to tolerate (default 0); needs n ≥ 2f + 3.
         num_clients_to_keep: 0 (default) is Krum; m > 0 averages the m best (Multi-Krum).
 
-    `min_fit_clients` and `min_available_clients` default to 2f + 3.
+    `min_fit_clients` and `min_available_clients` are raised to at least 2f + 3.
     """
 
     def __init__(
@@ -295,7 +295,7 @@ class MultiKrum(_Preset):
         num_malicious_clients: f (default 0); needs n ≥ 2f + 3.
         num_clients_to_keep: m; 0 (default) keeps n − f.
 
-    `min_fit_clients` and `min_available_clients` default to 2f + 3.
+    `min_fit_clients` and `min_available_clients` are raised to at least 2f + 3.
     """
 
     def __init__(
@@ -318,7 +318,7 @@ class Bulyan(_Preset):
     Args:
         num_malicious_clients: f (default 0); needs n ≥ 4f + 3 updates, refused otherwise.
 
-    `min_fit_clients` and `min_available_clients` default to 4f + 3.
+    `min_fit_clients` and `min_available_clients` are raised to at least 4f + 3.
     """
 
     def __init__(self, *, num_malicious_clients: int = 0, **kwargs: Any) -> None:
@@ -380,3 +380,37 @@ PRESETS: dict[str, type[Strategy]] = {
     )
 }
 """Every named preset by lower-case name, as `roost simulate --strategy NAME` knows them."""
+
+STRATEGY_KNOBS = (
+    "fraction_fit",
+    "fraction_evaluate",
+    "min_fit_clients",
+    "min_evaluate_clients",
+    "min_available_clients",
+    "initial_parameters",
+    "evaluate_fn",
+    "on_fit_config_fn",
+    "on_evaluate_config_fn",
+    "fit_metrics_aggregation_fn",
+    "evaluate_metrics_aggregation_fn",
+    "accept_failures",
+)
+"""The FedAvg knobs every preset accepts."""
+
+
+def preset(name: str, *, like: Strategy | None = None, **options: Any) -> Strategy:
+    """Build the preset called `name` (any case, e.g. "FedAdam" or "fedadam").
+
+    Args:
+        name: a key of `PRESETS`.
+        like: copy the FedAvg knobs (`STRATEGY_KNOBS`) from this strategy, e.g. an app's FedAvg.
+        **options: the preset's own parameters and any `Strategy` knob; they win over `like`.
+    """
+    key = name.lower().replace("-", "").replace("_", "")
+    if key not in PRESETS:
+        raise ConfigurationError(
+            f"unknown strategy {name!r}; choose one of: {', '.join(sorted(PRESETS))}"
+        )
+    kwargs = {knob: getattr(like, knob) for knob in STRATEGY_KNOBS} if like is not None else {}
+    kwargs.update(options)
+    return PRESETS[key](**kwargs)

@@ -1,0 +1,75 @@
+"""The digits demo under any named strategy, optionally with simulated attackers.
+
+`roost simulate --strategy NAME [--attack ...]` builds its clients and strategy here. For FedSGD
+the demo client answers `fit` with its full-batch gradient: `FedSGD` puts
+`"return_gradients": True` in every fit config.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from roost.apps import softmax
+from roost.apps.digits import DemoSettings, DigitsClient, make_client_fn, make_strategy
+from roost.client.client import ClientFn, Context
+from roost.core.types import Config, Metrics, Parameters
+from roost.errors import ConfigurationError
+from roost.strategy.aggregators import min_updates
+from roost.strategy.options import attacked_client_fn, strategy_from_args
+from roost.strategy.strategy import Strategy
+
+# Presets whose own parameters include the clients' learning rate: the demo passes its --lr.
+_CLIENT_LEARNING_RATE = {
+    "fedadagrad": "eta_l",
+    "fedadam": "eta_l",
+    "fedyogi": "eta_l",
+    "qfedavg": "qffl_learning_rate",
+}
+
+
+class DigitsGradientClient(DigitsClient):
+    """`DigitsClient` that sends its full-batch gradient when the config asks for it."""
+
+    def fit(self, parameters: Parameters, config: Config) -> tuple[Parameters, int, Metrics]:
+        if not config.get("return_gradients"):
+            return super().fit(parameters, config)
+        gradient = softmax.gradients(parameters, self.train.x, self.train.y)
+        loss, accuracy = softmax.loss_and_accuracy(parameters, self.train.x, self.train.y)
+        return gradient, len(self.train.y), {"train_loss": loss, "train_accuracy": accuracy}
+
+
+class _GradientClientFn:
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def __call__(self, context: Context) -> DigitsGradientClient:
+        return DigitsGradientClient(context.partition_id, context.num_partitions, self.seed)
+
+
+def make_gradient_client_fn(seed: int = 0) -> _GradientClientFn:
+    """A `client_fn` building `DigitsGradientClient`s (picklable, for worker pools)."""
+    return _GradientClientFn(seed)
+
+
+def demo_client_fn_and_strategy(
+    args: argparse.Namespace, settings: DemoSettings
+) -> tuple[ClientFn, Strategy]:
+    """The demo's `client_fn` (with any `--attack`) and the `--strategy` with the demo's knobs."""
+    name = getattr(args, "strategy", "fedavg")
+    overrides: dict[str, Any] = {}
+    if name in _CLIENT_LEARNING_RATE:
+        overrides[_CLIENT_LEARNING_RATE[name]] = settings.learning_rate
+    strategy = strategy_from_args(args, like=make_strategy(settings), **overrides)
+    needed = min_updates(strategy.aggregator)
+    if needed > settings.num_clients:
+        raise ConfigurationError(
+            f"{strategy.aggregator!r} needs at least {needed} clients per round but the demo has "
+            f"{settings.num_clients}; raise --clients or lower --num-malicious"
+        )
+    client_fn: ClientFn = (
+        make_gradient_client_fn(settings.seed)
+        if name == "fedsgd"
+        else make_client_fn(settings.seed)
+    )
+    return attacked_client_fn(args, client_fn, settings.num_clients), strategy

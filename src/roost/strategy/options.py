@@ -1,0 +1,242 @@
+"""Command-line options for choosing a strategy (and simulated attackers) in `roost simulate`.
+
+`add_strategy_arguments(parser)` adds `--strategy NAME` with the presets' parameters and the attack
+options; `strategy_from_args(args, like=...)` builds the chosen preset with an app's FedAvg knobs;
+`attacked_client_fn(args, client_fn)` wraps the clients chosen as attackers.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from roost.errors import ConfigurationError
+from roost.strategy.presets import PRESETS, preset
+from roost.strategy.strategy import Strategy
+from roost.strategy.transforms import AdaptiveClipL2, ClipL2
+
+# CLI option (argparse dest) -> {preset: keyword of that preset}
+_PRESET_OPTIONS: dict[str, dict[str, str]] = {
+    "server_lr": {
+        "fedavgm": "server_learning_rate",
+        "fedadagrad": "eta",
+        "fedadam": "eta",
+        "fedyogi": "eta",
+        "fedsgd": "learning_rate",
+    },
+    "server_momentum": {"fedavgm": "server_momentum"},
+    "beta1": {"fedadagrad": "beta_1", "fedadam": "beta_1", "fedyogi": "beta_1"},
+    "beta2": {"fedadam": "beta_2", "fedyogi": "beta_2"},
+    "tau": {"fedadagrad": "tau", "fedadam": "tau", "fedyogi": "tau"},
+    "proximal_mu": {"fedprox": "proximal_mu"},
+    "trim_beta": {"fedtrimmedavg": "beta"},
+    "num_malicious": {
+        "krum": "num_malicious_clients",
+        "multikrum": "num_malicious_clients",
+        "bulyan": "num_malicious_clients",
+    },
+    "num_keep": {"krum": "num_clients_to_keep", "multikrum": "num_clients_to_keep"},
+    "q": {"qfedavg": "q_param"},
+    "weight_metric": {"fedweightedavg": "weight_metric"},
+}
+
+ATTACKS = ("signflip", "scale", "noise", "labelflip")
+
+
+def _flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def add_strategy_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add `--strategy NAME`, its parameters, clipping and attack options to `parser`."""
+    group = parser.add_argument_group(
+        "strategy", "the aggregation strategy; unset parameters keep the preset's defaults"
+    )
+    group.add_argument(
+        "--strategy",
+        choices=sorted(PRESETS),
+        default="fedavg",
+        metavar="NAME",
+        help=f"one of: {', '.join(sorted(PRESETS))} (default: %(default)s)",
+    )
+    group.add_argument(
+        "--server-lr",
+        type=float,
+        default=None,
+        help="server learning rate (fedavgm, fedadagrad, fedadam, fedyogi, fedsgd)",
+    )
+    group.add_argument(
+        "--server-momentum",
+        type=_non_negative_float,
+        default=None,
+        help="server momentum (fedavgm)",
+    )
+    group.add_argument(
+        "--beta1",
+        type=_non_negative_float,
+        default=None,
+        help="first-moment decay β₁ (fedadagrad, fedadam, fedyogi)",
+    )
+    group.add_argument(
+        "--beta2",
+        type=_non_negative_float,
+        default=None,
+        help="second-moment decay β₂ (fedadam, fedyogi)",
+    )
+    group.add_argument(
+        "--tau", type=float, default=None, help="adaptivity τ (fedadagrad, fedadam, fedyogi)"
+    )
+    group.add_argument(
+        "--proximal-mu",
+        type=_non_negative_float,
+        default=None,
+        help="proximal term μ (fedprox; required there)",
+    )
+    group.add_argument(
+        "--trim-beta",
+        type=_non_negative_float,
+        default=None,
+        help="share trimmed from each end (fedtrimmedavg)",
+    )
+    group.add_argument(
+        "--num-malicious",
+        type=_non_negative_int,
+        default=None,
+        help="attackers to tolerate, f (krum, multikrum, bulyan)",
+    )
+    group.add_argument(
+        "--num-keep",
+        type=_non_negative_int,
+        default=None,
+        help="updates averaged after selection (krum, multikrum)",
+    )
+    group.add_argument(
+        "--q", type=_non_negative_float, default=None, help="fairness parameter q (qfedavg)"
+    )
+    group.add_argument(
+        "--weight-metric",
+        default=None,
+        metavar="NAME",
+        help="weight clients by this fit metric (fedweightedavg)",
+    )
+    group.add_argument(
+        "--clip-norm",
+        type=float,
+        default=None,
+        help="clip every client update to this L2 norm (any strategy)",
+    )
+    group.add_argument(
+        "--clip-quantile",
+        type=_non_negative_float,
+        default=None,
+        help="adapt the clip norm (starting at --clip-norm) so this share of "
+        "updates stays unclipped",
+    )
+
+    attacks = parser.add_argument_group("attack", "simulate malicious clients")
+    attacks.add_argument(
+        "--attack", choices=ATTACKS, default=None, help="what the attackers do (default: no attack)"
+    )
+    attacks.add_argument(
+        "--attackers",
+        type=_non_negative_int,
+        default=None,
+        help="number of malicious clients, chosen with --seed (default: 0)",
+    )
+    attacks.add_argument(
+        "--attack-scale",
+        type=float,
+        default=None,
+        help="k for signflip (send −k·update, default 1) and scale (send k·update, default 10)",
+    )
+    attacks.add_argument(
+        "--attack-std",
+        type=_non_negative_float,
+        default=None,
+        help="noise standard deviation (noise, default 1)",
+    )
+
+
+def strategy_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The chosen preset's keyword arguments from `args`; options for other presets are errors."""
+    name = args.strategy
+    options: dict[str, Any] = {}
+    for dest, by_preset in _PRESET_OPTIONS.items():
+        value = getattr(args, dest, None)
+        if value is None:
+            continue
+        if name not in by_preset:
+            raise ConfigurationError(
+                f"{_flag(dest)} does not apply to --strategy {name}; it sets "
+                f"{', '.join(sorted(by_preset))}"
+            )
+        options[by_preset[name]] = value
+    if name == "fedprox" and "proximal_mu" not in options:
+        raise ConfigurationError("--strategy fedprox needs --proximal-mu (e.g. 0.1)")
+    clip_norm, clip_quantile = (
+        getattr(args, "clip_norm", None),
+        getattr(args, "clip_quantile", None),
+    )
+    if clip_quantile is not None and clip_norm is None:
+        raise ConfigurationError("--clip-quantile needs --clip-norm (the starting bound)")
+    if clip_norm is not None:
+        options["update_transforms"] = [
+            ClipL2(clip_norm)
+            if clip_quantile is None
+            else AdaptiveClipL2(initial_norm=clip_norm, target_quantile=clip_quantile)
+        ]
+    return options
+
+
+def strategy_from_args(
+    args: argparse.Namespace, *, like: Strategy | None = None, **overrides: Any
+) -> Strategy:
+    """Build `--strategy` with the FedAvg knobs of `like` (an app's strategy) and the options."""
+    return preset(args.strategy, like=like, **{**strategy_options(args), **overrides})
+
+
+def attacked_client_fn(args: argparse.Namespace, client_fn: Any, num_clients: int) -> Any:
+    """`client_fn` with `--attackers` of the clients running `--attack` (unchanged without)."""
+    from roost.attacks import (
+        GaussianNoise,
+        LabelFlip,
+        Scale,
+        SignFlip,
+        choose_malicious,
+        with_attackers,
+    )
+
+    attack, count = getattr(args, "attack", None), getattr(args, "attackers", None)
+    if attack is None:
+        if count or args.attack_scale is not None or args.attack_std is not None:
+            raise ConfigurationError("--attackers/--attack-scale/--attack-std need --attack")
+        return client_fn
+    if not count:
+        raise ConfigurationError("--attack needs --attackers N (N >= 1)")
+    if count > num_clients:
+        raise ConfigurationError(f"--attackers {count} exceeds the {num_clients} clients")
+    scale = args.attack_scale
+    if attack == "signflip":
+        chosen: Any = SignFlip(scale if scale is not None else 1.0)
+    elif attack == "scale":
+        chosen = Scale(scale if scale is not None else 10.0)
+    elif attack == "noise":
+        chosen = GaussianNoise(args.attack_std if args.attack_std is not None else 1.0)
+    else:
+        chosen = LabelFlip(num_classes=10)  # the digits demo's ten classes
+    malicious = choose_malicious(num_clients, count, seed=args.seed)
+    return with_attackers(client_fn, chosen, malicious, seed=args.seed)
