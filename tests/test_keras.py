@@ -1,0 +1,160 @@
+"""The Keras adapter, run in a fresh process per backend (Keras picks its backend at import time).
+
+The worker below runs every check once in a subprocess with `KERAS_BACKEND` set and prints JSON;
+the tests assert on those numbers. Torch is the default backend here; one TensorFlow run is marked
+slow and needs `tensorflow` installed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("keras")
+
+
+def _worker() -> None:  # runs in the subprocess
+    import logging
+
+    import keras
+    import numpy as np
+
+    import roost
+    from roost.client.keras import KerasClient
+    from roost.data import iid_partition
+    from roost.data.digits import load_digits_split
+
+    logging.getLogger("roost").setLevel(logging.WARNING)
+    keras.utils.set_random_seed(0)
+    train, test = load_digits_split(seed=0)
+
+    def make_model() -> keras.Model:
+        # The tutorial's network, sized for 8×8 digits instead of 32×32×3 images.
+        model = keras.Sequential([
+            keras.Input(shape=(64,)),
+            keras.layers.Dense(64, activation="relu"),
+            keras.layers.Dense(64, activation="relu"),
+            keras.layers.Dense(10, activation="softmax"),
+        ])
+        model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+        return model
+
+    out: dict = {"backend": keras.backend.backend()}
+    x, y = train.x[:256].astype("float32"), train.y[:256]
+
+    # 1. Parameters are get_weights(), in order.
+    model = make_model()
+    client = KerasClient(model, x, y, shuffle=False)
+    params = client.get_parameters({})
+    out["param_shapes"] = [list(p.shape) for p in params]
+    out["param_dtypes"] = sorted({str(p.dtype) for p in params})
+
+    # 2. fit == a plain Keras fit from the same weights with the same schedule.
+    start = [p.copy() for p in params]
+    updated, n, fit_metrics = client.fit(start, {"local_epochs": 2, "batch_size": 16})
+    reference = make_model()
+    reference.set_weights(start)
+    history = reference.fit(x, y, epochs=2, batch_size=16, shuffle=False, verbose=0)
+    out["fit_max_diff"] = max(
+        float(np.abs(a - b).max()) for a, b in zip(updated, reference.get_weights(), strict=True)
+    )
+    out["fit_moved"] = max(float(np.abs(a - b).max()) for a, b in zip(updated, start, strict=True))
+    out["fit_n"] = n
+    out["fit_metrics"] = fit_metrics
+    out["reference_last_loss"] = float(history.history["loss"][-1])
+    steps_model = make_model()
+    KerasClient(steps_model, x, y).fit(start, {"epochs": 3, "batch_size": 8, "steps_per_epoch": 5})
+    out["optimizer_steps"] = int(steps_model.optimizer.iterations.numpy()
+                                 if hasattr(steps_model.optimizer.iterations, "numpy")
+                                 else steps_model.optimizer.iterations)
+
+    # 3. evaluate == cross-entropy and accuracy computed with NumPy from predicted probabilities.
+    xv, yv = train.x[256:356].astype("float32"), train.y[256:356]
+    loss, n_val, metrics = KerasClient(make_model(), x, y, xv, yv).evaluate(updated, {})
+    probe = make_model()
+    probe.set_weights(updated)
+    p = np.clip(np.asarray(probe.predict(xv, verbose=0), dtype=np.float64), 1e-7, 1 - 1e-7)
+    out["eval"] = {"loss": loss, "n": n_val, "metrics": metrics,
+                   "numpy_loss": float(-np.log(p[np.arange(len(yv)), yv]).mean()),
+                   "numpy_accuracy": float((p.argmax(axis=1) == yv).mean())}
+
+    # 4. Federated: 5 clients, FedAvg, centralized accuracy on the held-out digits.
+    parts = iid_partition(len(train.y), 5, 0)
+
+    def client_fn(context: roost.Context) -> KerasClient:
+        part = parts[context.partition_id]
+        return KerasClient(make_model(), train.x[part].astype("float32"), train.y[part],
+                           epochs=3, batch_size=32)
+
+    evaluator = make_model()
+
+    def evaluate(server_round, parameters, config):
+        evaluator.set_weights(parameters)
+        result = evaluator.evaluate(test.x.astype("float32"), test.y, verbose=0, return_dict=True)
+        return float(result["loss"]), {"accuracy": float(result["accuracy"])}
+
+    strategy = roost.FedAvg(initial_parameters=make_model().get_weights(), evaluate_fn=evaluate,
+                            min_fit_clients=5, min_available_clients=5)
+    fed = roost.run_simulation(client_fn, 5, strategy=strategy,
+                               config=roost.ServerConfig(num_rounds=5), seed=0)
+    out["federated_accuracy"] = fed.metrics_centralized["accuracy"]
+    out["federated_loss_distributed"] = fed.losses_distributed
+    print("RESULT " + json.dumps(out))
+
+
+def _run(backend: str, timeout: float) -> dict:
+    # One thread per framework: tiny models on a shared machine are much faster without contention.
+    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3",
+           "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1",
+           "TF_NUM_INTEROP_THREADS": "1"}
+    code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+            "import test_keras; test_keras._worker()")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    assert done.returncode == 0 and lines, done.stderr[-4000:]
+    return json.loads(lines[-1].removeprefix("RESULT "))
+
+
+@pytest.fixture(scope="module")
+def torch_run() -> dict:
+    pytest.importorskip("torch")
+    return _run("torch", timeout=300)
+
+
+def _check(out: dict, backend: str) -> None:
+    assert out["backend"] == backend
+    assert out["param_shapes"] == [[64, 64], [64], [64, 64], [64], [64, 10], [10]]
+    assert out["param_dtypes"] == ["float32"]
+    # The adapter trains exactly like Keras does from the same start.
+    assert out["fit_moved"] > 1e-3
+    assert out["fit_max_diff"] < 1e-5
+    assert out["fit_n"] == 256
+    assert out["fit_metrics"]["train_loss"] == pytest.approx(out["reference_last_loss"], rel=1e-4)
+    assert 0.0 <= out["fit_metrics"]["train_accuracy"] <= 1.0
+    assert out["optimizer_steps"] == 15  # 3 epochs × steps_per_epoch 5
+    ev = out["eval"]
+    assert ev["n"] == 100
+    assert ev["loss"] == pytest.approx(ev["numpy_loss"], rel=1e-3)
+    assert ev["metrics"]["accuracy"] == pytest.approx(ev["numpy_accuracy"])
+    accuracy = out["federated_accuracy"]
+    assert [r for r, _ in accuracy] == [0, 1, 2, 3, 4, 5]
+    assert accuracy[0][1] < 0.3
+    assert accuracy[-1][1] >= 0.85
+
+
+def test_keras_adapter_on_torch_backend(torch_run: dict) -> None:
+    _check(torch_run, "torch")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None,
+                    reason="tensorflow is not installed (pip install tensorflow-cpu)")
+def test_keras_adapter_on_tensorflow_backend() -> None:
+    _check(_run("tensorflow", timeout=600), "tensorflow")
