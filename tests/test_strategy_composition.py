@@ -1,0 +1,185 @@
+"""Update transforms, weightings, and composing parts into a strategy without a new class."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+from roost.core.types import FitRes
+from roost.errors import ConfigurationError
+from roost.strategy import (
+    AdaptiveClipL2,
+    ClipL2,
+    FedAvg,
+    FedWeightedAvg,
+    ServerAdam,
+    Strategy,
+    TrimmedMean,
+    uniform_weight,
+    weight_by_metric,
+)
+
+# -- clipping -----------------------------------------------------------------------------------
+
+
+def test_clip_l2_by_hand() -> None:
+    clip = ClipL2(max_norm=1.0)
+    # ‖(3, 4)‖ = 5 over both arrays -> scaled by 1/5.
+    clipped = clip([np.array([3.0]), np.array([[4.0]])], "a", 1)
+    np.testing.assert_allclose(clipped[0], [0.6])
+    np.testing.assert_allclose(clipped[1], [[0.8]])
+    short = [np.array([0.3, 0.4])]
+    np.testing.assert_array_equal(clip(short, "a", 1)[0], short[0])
+
+
+def test_clip_l2_keeps_float32() -> None:
+    clipped = ClipL2(1.0)([np.full(4, 10.0, np.float32)], "a", 1)
+    assert clipped[0].dtype == np.float32
+    assert np.linalg.norm(clipped[0]) == pytest.approx(1.0, rel=1e-6)
+
+
+def test_adaptive_clip_one_round_by_hand() -> None:
+    clip = AdaptiveClipL2(initial_norm=1.0, target_quantile=0.5, learning_rate=0.2)
+    norms = [0.5, 2.0, 3.0, 4.0]  # one of four at or under the bound: b = 0.25
+    out = [clip([np.array([n])], str(i), 1) for i, n in enumerate(norms)]
+    np.testing.assert_allclose([o[0][0] for o in out], [0.5, 1.0, 1.0, 1.0])
+    clip.end_round(1)
+    assert clip.clip_norm == pytest.approx(np.exp(-0.2 * (0.25 - 0.5)))
+
+
+def test_adaptive_clip_settles_on_the_target_quantile() -> None:
+    clip = AdaptiveClipL2(initial_norm=0.1, target_quantile=0.8, learning_rate=0.2)
+    rng = np.random.default_rng(0)
+    for server_round in range(1, 300):
+        for k, norm in enumerate(rng.uniform(0.0, 10.0, size=50)):
+            clip([np.array([norm])], str(k), server_round)
+        clip.end_round(server_round)
+    # The 0.8-quantile of U(0, 10) is 8.
+    assert clip.clip_norm == pytest.approx(8.0, rel=0.1)
+
+
+def test_clip_settings_are_checked() -> None:
+    with pytest.raises(ConfigurationError):
+        ClipL2(0.0)
+    with pytest.raises(ConfigurationError):
+        AdaptiveClipL2(target_quantile=1.5)
+
+
+# -- weighting ----------------------------------------------------------------------------------
+
+
+def results(*triples):
+    return [
+        (cid, FitRes([np.array([float(value)])], n, metrics)) for cid, value, n, metrics in triples
+    ]
+
+
+def test_weight_by_quality_metric() -> None:
+    strategy = FedWeightedAvg(weight_metric="quality")
+    outcomes = results(("a", 1.0, 100, {"quality": 0.9}), ("b", 10.0, 1, {"quality": 0.1}))
+    new, _ = strategy.aggregate_fit(1, [np.zeros(1)], outcomes)
+    np.testing.assert_allclose(new[0], [(0.9 * 1 + 0.1 * 10) / 1.0])
+
+
+def test_weight_by_quality_times_num_examples() -> None:
+    strategy = FedWeightedAvg(weight_metric="quality", times_num_examples=True)
+    outcomes = results(("a", 1.0, 100, {"quality": 0.9}), ("b", 10.0, 10, {"quality": 0.1}))
+    new, _ = strategy.aggregate_fit(1, [np.zeros(1)], outcomes)
+    np.testing.assert_allclose(new[0], [(90 * 1 + 1 * 10) / 91])
+
+
+def test_without_a_metric_fedweightedavg_is_fedavg() -> None:
+    outcomes = results(("a", 1.0, 1, {}), ("b", 4.0, 3, {}))
+    new, _ = FedWeightedAvg().aggregate_fit(1, [np.zeros(1)], outcomes)
+    np.testing.assert_allclose(new[0], [(1 + 12) / 4])
+
+
+def test_user_weight_function_of_id_examples_and_metrics() -> None:
+    def weight(client_id, num_examples, metrics):
+        return 0.0 if client_id == "untrusted" else num_examples * metrics["trust"]
+
+    outcomes = results(
+        ("a", 2.0, 10, {"trust": 1.0}),
+        ("b", 5.0, 10, {"trust": 0.5}),
+        ("untrusted", 1000.0, 10, {"trust": 1.0}),
+    )
+    new, _ = FedWeightedAvg(weight_fn=weight).aggregate_fit(1, [np.zeros(1)], outcomes)
+    np.testing.assert_allclose(new[0], [(10 * 2 + 5 * 5) / 15])
+
+
+def test_uniform_weight_counts_every_client_once() -> None:
+    outcomes = results(("a", 1.0, 1000, {}), ("b", 3.0, 0, {}))
+    new, _ = FedAvg(weight_fn=uniform_weight).aggregate_fit(1, [np.zeros(1)], outcomes)
+    np.testing.assert_allclose(new[0], [2.0])
+
+
+def test_clients_without_a_usable_weight_are_left_out(caplog) -> None:
+    outcomes = results(
+        ("missing", 100.0, 1, {}),
+        ("negative", 100.0, 1, {"quality": -1.0}),
+        ("text", 100.0, 1, {"quality": "high"}),
+        ("ok", 3.0, 1, {"quality": 0.5}),
+    )
+    with caplog.at_level(logging.WARNING):
+        new, _ = FedWeightedAvg(weight_metric="quality").aggregate_fit(1, [np.zeros(1)], outcomes)
+    np.testing.assert_allclose(new[0], [3.0])
+    assert "client missing left out: fit metrics have no 'quality'" in caplog.text
+    assert "client negative left out: weight_fn returned -1.0" in caplog.text
+    assert "client text left out: metric 'quality' is 'high', not a number" in caplog.text
+
+
+def test_a_weight_function_that_raises_drops_only_that_client(caplog) -> None:
+    outcomes = results(("a", 1.0, 1, {"w": 2.0}), ("b", 9.0, 1, {}))
+    strategy = FedAvg(weight_fn=lambda cid, n, m: m["w"])
+    new, _ = strategy.aggregate_fit(1, [np.zeros(1)], outcomes)
+    np.testing.assert_allclose(new[0], [1.0])
+    assert "client b left out: weight_fn raised KeyError" in caplog.text
+
+
+def test_weight_metric_and_weight_fn_together_are_refused() -> None:
+    with pytest.raises(ConfigurationError, match="not both"):
+        FedWeightedAvg(weight_metric="q", weight_fn=uniform_weight)
+    assert weight_by_metric("q")("a", 3, {"q": 2}) == 2.0
+
+
+# -- composition: trimmed mean + server Adam + clipping, no new class ---------------------------
+
+
+def test_trimmed_mean_with_adam_and_clipping_composes() -> None:
+    strategy = Strategy(
+        aggregator=TrimmedMean(beta=0.2),
+        server_optimizer=ServerAdam(learning_rate=0.1, beta_1=0.9, beta_2=0.99, tau=1e-3),
+        update_transforms=[ClipL2(max_norm=1.0)],
+    )
+    rng = np.random.default_rng(7)
+    x = np.zeros(3)
+    m, v = np.zeros(3), np.full(3, 1e-6)
+    parameters = [x.copy()]
+    for server_round in range(1, 4):
+        updates = rng.normal(0.0, 2.0, size=(5, 3))
+        updates[4] = 100.0  # one attacker
+        outcomes = [(str(k), FitRes([parameters[0] + u], 1)) for k, u in enumerate(updates)]
+        parameters, _ = strategy.aggregate_fit(server_round, parameters, outcomes)
+
+        # The same round in plain NumPy: clip, trimmed mean (cut 1 each end), Adam.
+        norms = np.linalg.norm(updates, axis=1, keepdims=True)
+        clipped = updates * np.minimum(1.0, 1.0 / norms)
+        delta = np.sort(clipped, axis=0)[1:4].mean(axis=0)
+        m = 0.9 * m + 0.1 * delta
+        v = 0.99 * v + 0.01 * delta**2
+        x = x + 0.1 * m / (np.sqrt(v) + 1e-3)
+        np.testing.assert_allclose(parameters[0], x, rtol=1e-12)
+
+
+def test_presets_take_other_parts_and_refuse_their_own() -> None:
+    from roost.strategy import FedAdam, FedMedian
+
+    strategy = FedAdam(aggregator=TrimmedMean(0.1), update_transforms=[ClipL2(2.0)])
+    assert isinstance(strategy.aggregator, TrimmedMean)
+    assert isinstance(strategy.server_optimizer, ServerAdam)
+    with pytest.raises(ConfigurationError, match="FedAdam sets server_optimizer"):
+        FedAdam(server_optimizer=ServerAdam())
+    with pytest.raises(ConfigurationError, match="FedMedian sets aggregator"):
+        FedMedian(aggregator=TrimmedMean())
