@@ -473,3 +473,25 @@ def test_a_100_mb_model_completes_a_round(pool):
     np.testing.assert_array_equal(outcome.parameters[0], model[0] + 1)
     np.testing.assert_array_equal(outcome.parameters[1], model[1])
     print(f"100 MB model round trip: {elapsed:.2f} s")
+
+
+def test_a_client_stalling_mid_upload_cannot_block_other_uploads(pool):
+    # One upload slot, taken by a client that declares a result and then sends nothing.
+    with (
+        serving(max_concurrent_uploads=1) as transport,
+        clients(transport.address, {"0": lambda: LinearClient(0)}),
+    ):
+        raw = RawClient(transport.address)
+        try:
+            transport.wait_for_clients(2, timeout=10)
+            future = start_round(pool, transport, [("raw", fit_ins())], timeout=0.5)
+            header, _ = raw.instruction()
+            _declare(raw, header.message_id, [pb.ArraySpec(dtype="<f8", shape=[NUM_FEATURES])], 1)
+            [(_, outcome)] = future.result(10)
+            assert isinstance(outcome, Failure) and outcome.kind == "timeout"
+            assert raw.wait_closed().code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            ins = fit_ins(1.0, 2)
+            [(_, outcome)] = start_round(pool, transport, [("0", ins)], timeout=10).result(20)
+            np.testing.assert_array_equal(outcome.parameters[0], honest_update(0, ins))
+        finally:
+            raw.close()

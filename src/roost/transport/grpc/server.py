@@ -114,6 +114,7 @@ class _Awaited:
 
     connection: _Connection
     client_id: ClientId
+    message_id: int
     instruction: Instruction
     sink: queue.Queue
 
@@ -291,7 +292,9 @@ class GrpcServerTransport:
                         )
                         continue
                     message_id = next(self._ids)
-                    self._awaited[message_id] = _Awaited(connection, client_id, instruction, sink)
+                    self._awaited[message_id] = _Awaited(
+                        connection, client_id, message_id, instruction, sink
+                    )
                     expected += 1
                 connection.send(encoded[key].frames("instruction", message_id))
             yield from absent
@@ -320,6 +323,7 @@ class GrpcServerTransport:
                         slot.release()
                     yield client_id, outcome
                 for awaited in late:
+                    self._stop_upload(awaited)
                     yield (
                         awaited.client_id,
                         Failure(
@@ -368,6 +372,18 @@ class GrpcServerTransport:
             return sorted(self._clients)
 
     # -- bookkeeping --------------------------------------------------------------------------
+
+    def _stop_upload(self, awaited: _Awaited) -> None:
+        """Close a timed-out client still sending its result: it holds an upload slot."""
+        assembly = awaited.connection.assembly
+        if (
+            assembly is not None
+            and assembly.keep
+            and assembly.header.message_id == awaited.message_id
+        ):
+            reason = "still sending its result when the round timed out"
+            log.warning("closing the connection of %s: %s", awaited.connection.name, reason)
+            awaited.connection.end([], (grpc.StatusCode.DEADLINE_EXCEEDED, reason))
 
     def _forget(self, sink: queue.Queue) -> list[_Awaited]:
         """Stop awaiting every instruction of one `run`; late answers will be dropped as stale."""
