@@ -1,0 +1,90 @@
+"""`flwr.client` names: NumPyClient, Client, ClientApp, start_client, start_numpy_client."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from roost.client.client import Client, ClientFn, ClientLike, Context
+from roost.core.types import Config, Scalar
+from roost.errors import ConfigurationError
+
+
+class NumPyClient(Client):
+    """Subclass it and implement `get_parameters`, `fit` and `evaluate` with NumPy arrays.
+
+    roost calls these methods directly; `to_client()` returns the client itself, so code written
+    as `FlowerClient(...).to_client()` keeps working.
+    """
+
+    context: Context | None = None
+
+    def get_properties(self, config: Config) -> dict[str, Scalar]:
+        """Flower's optional property hook; roost never asks for it."""
+        return {}
+
+    def to_client(self) -> NumPyClient:
+        """Return this client (roost needs no wrapper around a NumPy client)."""
+        return self
+
+
+class ClientApp:
+    """Holds the `client_fn(context) -> client` that builds a client for each partition."""
+
+    def __init__(self, client_fn: ClientFn | None = None, mods: list[Any] | None = None) -> None:
+        if client_fn is None:
+            raise ConfigurationError(
+                "ClientApp needs client_fn=...; roost does not support the @app.train() / "
+                "@app.evaluate() message API, write a NumPyClient instead"
+            )
+        if mods:
+            raise ConfigurationError("ClientApp mods are not supported by roost; remove mods=")
+        self.client_fn = client_fn
+
+    def __call__(self, context: Context) -> ClientLike:
+        return self.client_fn(context)
+
+
+def start_client(
+    *,
+    server_address: str,
+    client: ClientLike | None = None,
+    client_fn: ClientFn | None = None,
+    root_certificates: bytes | str | None = None,
+    insecure: bool | None = None,
+    max_wait_time: float | None = None,
+    **options: Any,
+) -> None:
+    """Connect to a roost server (see `roost.start_client`) and serve it until the run ends.
+
+    `max_wait_time` becomes roost's `reconnect_timeout`; other keyword arguments are passed on to
+    `roost.deploy.start_client` (e.g. `token=`, `partition_id=`).
+    """
+    from roost.deploy import start_client as roost_start_client
+
+    if insecure is False and root_certificates is None:
+        raise ConfigurationError("insecure=False needs root_certificates= (the server's CA)")
+    if max_wait_time is not None:
+        options.setdefault("reconnect_timeout", max_wait_time)
+    options.pop("transport", None)  # roost speaks one protocol: gRPC
+    options.pop("grpc_max_message_length", None)
+    roost_start_client(
+        server_address=server_address,
+        client=client,
+        client_fn=client_fn,
+        root_certificates=root_certificates,
+        **options,
+    )
+
+
+def start_numpy_client(*, server_address: str, client: NumPyClient, **options: Any) -> None:
+    """The older spelling of `start_client(server_address=..., client=client)`."""
+    start_client(server_address=server_address, client=client, **options)
+
+
+__all__ = [
+    "Client",
+    "ClientApp",
+    "NumPyClient",
+    "start_client",
+    "start_numpy_client",
+]
