@@ -67,13 +67,17 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--round-timeout", type=_positive_float, default=None,
                           help="seconds a client may take per instruction (default: no limit)")
     simulate.add_argument("--out", metavar="DIR", default=None,
-                          help="write DIR/history.json and DIR/model.npz")
+                          help="write DIR/history.json, model.npz, history.csv and plot.png")
     simulate.add_argument("--quiet", action="store_true", help="only print the final summary")
+    simulate.add_argument("--config", metavar="FILE", default=None,
+                          help="read options from a TOML file (keys as the long options, e.g. "
+                          "rounds = 10); flags given on the command line override it")
     from roost.strategy.options import add_strategy_arguments
 
     add_strategy_arguments(simulate)
     simulate.set_defaults(handler=_simulate)
     _add_deploy_commands(commands, defaults)
+    _add_plot_command(commands)
     return parser
 
 
@@ -294,11 +298,114 @@ def _client(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- roost plot, and option files for roost simulate --------------------------------------------
+
+
+def _add_plot_command(commands: argparse._SubParsersAction) -> None:
+    plot = commands.add_parser(
+        "plot",
+        help="draw accuracy and loss per round from a run's history.json",
+        description="Draw plot.png from history.json (written by `roost simulate --out DIR`): "
+        "accuracy and loss per round, distributed (clients) vs centralized (server).",
+    )
+    plot.add_argument("history", metavar="HISTORY",
+                      help="a history.json, or the directory that holds one")
+    plot.add_argument("-o", "--out", metavar="PNG", default=None,
+                      help="where to write the chart (default: plot.png next to history.json)")
+    plot.add_argument("--metric", default="accuracy",
+                      help="metric to draw in the accuracy panel (default: %(default)s)")
+    plot.add_argument("--title", default=None, help="a title above both panels")
+    plot.set_defaults(handler=_plot)
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from roost.plotting import plot_history
+
+    source = Path(args.history)
+    if source.is_dir():
+        source = source / "history.json"
+    target = Path(args.out) if args.out else source.with_name("plot.png")
+    print(f"wrote {plot_history(source, target, accuracy_key=args.metric, title=args.title)}")
+    return 0
+
+
+def _reparse_with_config_file(
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None, args: argparse.Namespace
+) -> argparse.Namespace:
+    """Use the TOML file's values as the command's defaults, then parse the flags again on top."""
+    import tomllib
+
+    from roost.errors import ConfigurationError
+
+    subparser = next(
+        action.choices[args.command]
+        for action in parser._actions
+        if isinstance(action, argparse._SubParsersAction)
+    )
+    try:
+        with open(args.config, "rb") as file:
+            data = tomllib.load(file)
+    except OSError as error:
+        raise ConfigurationError(f"cannot read --config {args.config}: {error}") from error
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigurationError(f"--config {args.config} is not valid TOML: {error}") from error
+    if isinstance(data.get(args.command), dict):  # a [simulate] table, or top-level keys
+        data = data[args.command]
+    options = {
+        option[2:]: action
+        for action in subparser._actions
+        for option in action.option_strings
+        if option.startswith("--") and option not in ("--help", "--config")
+    }
+    defaults = {}
+    for key, value in data.items():
+        action = options.get(key.replace("_", "-"))
+        if action is None:
+            raise ConfigurationError(
+                f"{args.config}: unknown option {key!r}; known: {', '.join(sorted(options))}"
+            )
+        defaults[action.dest] = _config_value(action, value, f"{args.config}: {key}")
+    subparser.set_defaults(**defaults)
+    return parser.parse_args(argv)
+
+
+def _config_value(action: argparse.Action, value: object, where: str) -> object:
+    from roost.errors import ConfigurationError
+
+    if isinstance(action, argparse._StoreTrueAction | argparse._StoreFalseAction):
+        if not isinstance(value, bool):
+            raise ConfigurationError(f"{where} must be true or false, got {value!r}")
+        return value
+    many = action.nargs not in (None, "?")
+    if not many and isinstance(value, list):
+        raise ConfigurationError(f"{where} takes one value, got a list")
+    items = value if isinstance(value, list) else [value]
+    converted = []
+    for item in items:
+        if isinstance(item, dict | list):
+            raise ConfigurationError(f"{where} must be a number or a string, got {item!r}")
+        text = str(item).lower() if isinstance(item, bool) else str(item)
+        try:
+            result = action.type(text) if action.type else text
+        except (argparse.ArgumentTypeError, ValueError) as error:
+            raise ConfigurationError(f"{where}: {error}") from error
+        if action.choices is not None and result not in action.choices:
+            raise ConfigurationError(
+                f"{where} must be one of {', '.join(map(str, action.choices))}, got {item!r}"
+            )
+        converted.append(result)
+    return converted if many else converted[0]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `roost` command."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if getattr(args, "config", None):
+            args = _reparse_with_config_file(parser, argv, args)
         return args.handler(args)
     except RoostError as error:
         print(f"roost: error: {error}", file=sys.stderr)

@@ -1,8 +1,9 @@
-"""Writing a run's results: `history.json` and `model.npz`, each atomically."""
+"""Writing a run's results (`history.json`, `model.npz`, `history.csv`, `plot.png`), atomically."""
 
 from __future__ import annotations
 
 import io
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -41,12 +42,27 @@ def load_parameters(path: Path) -> Parameters:
         return [archive[f"arr_{index}"] for index in range(len(archive.files))]
 
 
-def save_run(out_dir: Path | str, history: History) -> list[Path]:
-    """Write `history.json` and (when the run produced one) `model.npz` into `out_dir`."""
+def save_run(out_dir: Path | str, history: History, *, plot: bool = True) -> list[Path]:
+    """Write `history.json`, `model.npz` (when the run produced one) and `history.csv` into
+    `out_dir`, and `plot.png` when `plot` is true and matplotlib is installed."""
+    from roost.plotting import history_csv, render_plot  # plotting imports this module
+
     out = Path(out_dir)
     written = [out / "history.json"]
     atomic_write_bytes(written[0], history.to_json().encode())
     if history.parameters is not None:
         written.append(out / "model.npz")
-        save_parameters(written[1], history.parameters)
+        save_parameters(written[-1], history.parameters)
+    written.append(out / "history.csv")
+    atomic_write_bytes(written[-1], history_csv(history).encode())
+    if plot:
+        try:
+            image = render_plot(history)
+        except ImportError:
+            logging.getLogger(__name__).warning(
+                "plot.png not written: matplotlib is not installed (pip install matplotlib)"
+            )
+        else:
+            written.append(out / "plot.png")
+            atomic_write_bytes(written[-1], image)
     return written
