@@ -62,6 +62,27 @@ def min_updates(aggregator: object) -> int:
     return int(getattr(aggregator, "min_updates", 1))
 
 
+# Accumulate in blocks of this many elements: the float64 temporary stays a few MB however large
+# the model, so the server's peak memory is the running sum plus the update being added.
+_BLOCK = 1 << 20
+
+
+def accumulate(running: np.ndarray, array: np.ndarray, weight: float) -> None:
+    """running += weight · array, in place, computed in running's dtype, block by block."""
+    flat_sum = running.reshape(-1)  # a view: running is always a fresh contiguous array
+    flat = np.asarray(array).reshape(-1)
+    for start in range(0, flat.size, _BLOCK):
+        stop = start + _BLOCK
+        flat_sum[start:stop] += np.multiply(flat[start:stop], weight, dtype=flat_sum.dtype)
+
+
+def divided(running: np.ndarray, total: float, dtype: np.dtype) -> np.ndarray:
+    """running / total, written straight into a new array of `dtype` (no float64 temporary)."""
+    out = np.empty(running.shape, dtype)
+    np.divide(running, total, out=out, casting="unsafe")
+    return out
+
+
 def _check_weight(weight: float) -> None:
     if not (weight >= 0 and np.isfinite(weight)):
         raise ValueError(f"aggregation weight must be finite and >= 0, got {weight}")
@@ -84,15 +105,14 @@ class _WeightedSum:
         if self._uniform:
             weight = 1.0
         for running, array in zip(self._sums, update, strict=True):
-            # One temporary in the accumulation dtype; the running sum is updated in place.
-            running += np.multiply(array, weight, dtype=running.dtype)
+            accumulate(running, array, weight)
         self._total += weight
 
     def result(self) -> Parameters | None:
         if self._total <= 0:
             return None
         return [
-            (running / self._total).astype(reference.dtype, copy=False)
+            divided(running, self._total, reference.dtype)
             for running, reference in zip(self._sums, self._template, strict=True)
         ]
 
@@ -369,7 +389,7 @@ class _QFFLSum:
         lipschitz = self._lipschitz
         # Δw_k = L·(w − w_k) = −L·update;  Δ_k = F^q·Δw_k;  h_k = q·F^(q−1)·‖Δw_k‖² + L·F^q
         for running, array in zip(self._sums, update, strict=True):
-            running -= np.multiply(array, scale * lipschitz, dtype=running.dtype)
+            accumulate(running, array, -scale * lipschitz)
         self._h += self._q * loss ** (self._q - 1) * lipschitz**2 * squared_norm + lipschitz * scale
 
     def result(self) -> Parameters | None:
@@ -377,7 +397,7 @@ class _QFFLSum:
             return None
         # w_next = w − ΣΔ_k / Σh_k, returned as an update for the server optimizer.
         return [
-            (-running / self._h).astype(reference.dtype, copy=False)
+            divided(running, -self._h, reference.dtype)
             for running, reference in zip(self._sums, self._template, strict=True)
         ]
 

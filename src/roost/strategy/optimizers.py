@@ -53,11 +53,13 @@ def _unit_interval(name: str, value: float) -> float:
 
 
 def _step(parameters: Parameters, direction: list[np.ndarray], scale: float) -> Parameters:
-    """x + scale·direction, in each parameter's dtype."""
-    return [
-        (p + scale * d).astype(p.dtype, copy=False)
-        for p, d in zip(parameters, direction, strict=True)
-    ]
+    """x + scale·direction, in each parameter's dtype (one new array per parameter)."""
+    stepped = []
+    for p, d in zip(parameters, direction, strict=True):
+        new = np.multiply(d, scale)
+        new += p
+        stepped.append(new.astype(p.dtype, copy=False))
+    return stepped
 
 
 def _float64(arrays: Parameters) -> list[np.ndarray]:

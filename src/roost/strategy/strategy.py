@@ -247,6 +247,8 @@ class Strategy:
                     continue
                 accumulator.add(update, weight)
                 fit_metrics.append((result.num_examples, result.metrics))
+                # Let this client's arrays go before the next result arrives (O(model) memory).
+                del update, result
         finally:
             self._end_round(server_round)
         if failures and not self.accept_failures:
@@ -261,6 +263,7 @@ class Strategy:
         except NotEnoughUpdatesError as error:
             log.warning("fit_round %d: %s: global model unchanged", server_round, error)
             return None, {}
+        del accumulator  # frees the running sums (or buffered updates) before the server step
         if delta is None:
             log.warning(
                 "fit_round %d: no result with positive weight: global model unchanged", server_round
