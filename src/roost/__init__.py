@@ -30,7 +30,23 @@ from roost.errors import (
 )
 from roost.server import History, ServerConfig, ServerState, run_rounds
 from roost.simulation import run_simulation
-from roost.strategy import FedAvg, Strategy
+from roost.strategy import (
+    Bulyan,
+    FedAdagrad,
+    FedAdam,
+    FedAvg,
+    FedAvgM,
+    FedMedian,
+    FedProx,
+    FedSGD,
+    FedTrimmedAvg,
+    FedWeightedAvg,
+    FedYogi,
+    Krum,
+    MultiKrum,
+    QFedAvg,
+    Strategy,
+)
 
 __version__ = "0.1.0"
 
@@ -47,6 +63,7 @@ def __getattr__(name: str) -> object:
 
 __all__ = [
     "App",
+    "Bulyan",
     "Client",
     "ClientFn",
     "ClientLike",
@@ -57,14 +74,26 @@ __all__ = [
     "EvaluateIns",
     "EvaluateRes",
     "Failure",
+    "FedAdagrad",
+    "FedAdam",
     "FedAvg",
+    "FedAvgM",
+    "FedMedian",
+    "FedProx",
+    "FedSGD",
+    "FedTrimmedAvg",
+    "FedWeightedAvg",
+    "FedYogi",
     "FitIns",
     "FitRes",
     "History",
     "InvalidMessageError",
+    "Krum",
     "Metrics",
+    "MultiKrum",
     "NotEnoughClientsError",
     "Parameters",
+    "QFedAvg",
     "RoostError",
     "Scalar",
     "ServerConfig",
