@@ -289,7 +289,7 @@ class Krum(_Preset):
 
 
 class MultiKrum(_Preset):
-    """Multi-Krum (El Mhamdi et al., 2018): average the m updates with the best Krum scores.
+    """Multi-Krum (Blanchard et al., 2017): average the m updates with the best Krum scores.
 
     Args:
         num_malicious_clients: f (default 0); needs n ≥ 2f + 3.
