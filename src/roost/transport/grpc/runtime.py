@@ -190,8 +190,9 @@ class GrpcClientRuntime:
                 call.cancel()
             assembly: wire.Assembly | None = None
             for raw in call:
-                frame = wire.parse_frame(raw)
-                body = frame.WhichOneof("body")
+                data = wire.chunk_data(raw)  # the bulk of the bytes: read in place
+                frame = wire.parse_frame(raw) if data is None else None
+                body = "chunk" if frame is None else frame.WhichOneof("body")
                 if assembly is not None and body != "chunk":
                     raise InvalidMessageError(
                         f"a {body} frame arrived in the middle of an instruction's chunks"
@@ -206,7 +207,7 @@ class GrpcClientRuntime:
                 elif body == "chunk":
                     if assembly is None:
                         raise InvalidMessageError("a chunk frame outside of any instruction")
-                    assembly.add(frame.chunk.data)
+                    assembly.add(frame.chunk.data if frame is not None else data)
                 elif body == "rejection":
                     log.error(
                         "the server rejected the result of instruction %d: %s",

@@ -135,8 +135,12 @@ class GrpcServerTransport:
         max_message_bytes: largest result accepted, counting its array bytes.
         chunk_bytes: array bytes per frame sent.
         max_clients: most simultaneous connections.
-        max_concurrent_uploads: results received at once; bounds server memory to about
-            (this + 1) × model size however many clients answer.
+        max_concurrent_uploads: results received at once; bounds the server's buffers of received
+            models to about (this + 1) × model size however many clients answer.
+        receive_window_bytes: HTTP/2 flow-control window of each client's stream: what gRPC may
+            buffer per client beyond roost's own buffers. A fixed window (instead of gRPC's
+            growing one) keeps that at clients × this rather than clients × model size; raise it
+            for fast uploads over links with a long round-trip time.
         keepalive_s: seconds between HTTP/2 pings on an idle stream, so that a dead peer is noticed
             while a live client trains for as long as it needs.
         client_wait_timeout: seconds `wait_for_clients` waits by default; None waits forever.
@@ -153,6 +157,7 @@ class GrpcServerTransport:
         chunk_bytes: int = wire.DEFAULT_CHUNK_BYTES,
         max_clients: int = 1000,
         max_concurrent_uploads: int = 8,
+        receive_window_bytes: int = 1 << 20,
         keepalive_s: float = 30.0,
         client_wait_timeout: float | None = None,
         hello_timeout: float = 10.0,
@@ -165,6 +170,7 @@ class GrpcServerTransport:
             ("max_message_bytes", max_message_bytes),
             ("max_clients", max_clients),
             ("max_concurrent_uploads", max_concurrent_uploads),
+            ("receive_window_bytes", receive_window_bytes),
         ):
             if not isinstance(value, int) or value < 1:
                 raise ConfigurationError(f"{name} must be an int >= 1, got {value!r}")
@@ -189,6 +195,8 @@ class GrpcServerTransport:
             ("grpc.keepalive_time_ms", keepalive_ms),
             ("grpc.keepalive_timeout_ms", max(keepalive_ms, 10_000)),
             ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.bdp_probe", 0),
+            ("grpc.http2.lookahead_bytes", receive_window_bytes),
             ("grpc.http2.max_pings_without_data", 0),
             # Clients ping as often as every second while they train; that is not abuse.
             ("grpc.http2.min_recv_ping_interval_without_data_ms", 1000),
@@ -492,7 +500,11 @@ class GrpcServerTransport:
             for raw in requests:
                 if connection.closed.is_set():
                     break
-                self._on_frame(connection, wire.parse_frame(raw))
+                data = wire.chunk_data(raw)
+                if data is not None:
+                    self._on_chunk(connection, data)
+                else:
+                    self._on_frame(connection, wire.parse_frame(raw))
         except _Refused as refusal:
             reason = f"refused: {refusal}"
             log.warning("refused %s: %s", connection.name, refusal)
@@ -529,11 +541,7 @@ class GrpcServerTransport:
         elif body == "result":
             self._on_result_header(connection, frame.result)
         elif body == "chunk":
-            if connection.assembly is None:
-                raise InvalidMessageError("a chunk frame outside of any result")
-            connection.assembly.add(frame.chunk.data)
-            if connection.assembly.complete:
-                self._on_result_complete(connection)
+            self._on_chunk(connection, frame.chunk.data)
         elif body == "client_error":
             error = frame.client_error
             client_id = connection.node_id
@@ -546,6 +554,13 @@ class GrpcServerTransport:
                 )
         else:
             raise InvalidMessageError(f"clients do not send {body} frames")
+
+    def _on_chunk(self, connection: _Connection, data: bytes | memoryview) -> None:
+        if connection.node_id is None or connection.assembly is None:
+            raise InvalidMessageError("a chunk frame outside of any result")
+        connection.assembly.add(data)
+        if connection.assembly.complete:
+            self._on_result_complete(connection)
 
     def _on_hello(self, connection: _Connection, hello: pb.Hello) -> None:
         if hello.protocol_version != wire.PROTOCOL_VERSION:

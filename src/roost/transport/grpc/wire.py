@@ -109,6 +109,34 @@ def chunk_frame(data: memoryview | bytes) -> bytes:
     return b"".join((_FRAME_CHUNK_TAG, _varint(len(inner_prefix) + len(data)), inner_prefix, data))
 
 
+def _read_varint(raw: bytes, position: int) -> tuple[int, int]:
+    value = shift = 0
+    for index in range(position, min(position + 10, len(raw))):
+        value |= (raw[index] & 0x7F) << shift
+        if raw[index] < 0x80:
+            return value, index + 1
+        shift += 7
+    return -1, len(raw)
+
+
+def chunk_data(raw: bytes) -> memoryview | None:
+    """The data of a serialized `Frame(chunk=...)`, without copying or parsing it.
+
+    Chunk frames carry nearly all the bytes of a run; reading them in place saves a copy of every
+    model received. Returns None for anything not laid out exactly as `chunk_frame` writes it;
+    such frames go through `parse_frame`, which then decides.
+    """
+    if not raw.startswith(_FRAME_CHUNK_TAG):
+        return None
+    outer, position = _read_varint(raw, 1)
+    if position + outer != len(raw) or raw[position : position + 1] != _CHUNK_DATA_TAG:
+        return None
+    inner, position = _read_varint(raw, position + 1)
+    if inner <= 0 or position + inner != len(raw):
+        return None
+    return memoryview(raw)[position:]
+
+
 # -- config and metric values ---------------------------------------------------------------------
 
 
@@ -262,7 +290,7 @@ class Assembly:
     def complete(self) -> bool:
         return self._chunks == self.header.num_chunks
 
-    def add(self, data: bytes) -> None:
+    def add(self, data: bytes | memoryview) -> None:
         if not data:
             raise InvalidMessageError("empty chunk")
         end = self._received + len(data)
