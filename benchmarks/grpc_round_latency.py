@@ -1,6 +1,6 @@
 """Round latency, throughput and server memory of gRPC deployment on loopback.
 
-    python benchmarks/grpc_round_latency.py                      # 1M parameters; 10, 50, 100 clients
+    python benchmarks/grpc_round_latency.py               # 1M parameters; 10, 50, 100 clients
     python benchmarks/grpc_round_latency.py --clients 10 --rounds 5 --parameters 250000
 
 For each cohort size, a fresh server process runs FedAvg rounds (every client trains every round,
@@ -16,13 +16,19 @@ Columns:
   vs in-process   gRPC round time / in-process round time
   server peak MB  the server process's peak resident memory (ru_maxrss)
   peak - idle     peak minus the memory it had with the model loaded, before clients connected
-  ÷ model         that difference in model sizes: stays flat as clients grow when aggregation
-                  streams (server memory O(model), not O(clients × model))
+  ÷ model         that difference in model sizes
+
+Aggregation streams (a running sum, at most `max_concurrent_uploads` received models buffered),
+so what still grows with the cohort is per-connection: gRPC's buffers (bounded by the fixed
+receive window per client), one thread pair per client, and what the C allocator keeps in its
+per-thread arenas after the round. Running the server with MALLOC_ARENA_MAX=2 in its environment
+returns part of the last one.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import resource
@@ -75,7 +81,7 @@ def _round_times(run) -> list[float]:
     """Run rounds with `run(on_round_end)`; return the duration of each round after the first."""
     ends: list[float] = []
     run(lambda state: ends.append(time.perf_counter()))
-    return [b - a for a, b in zip(ends, ends[1:], strict=False)]
+    return [b - a for a, b in itertools.pairwise(ends)]
 
 
 def serve(port: int, num_clients: int, num_parameters: int, rounds: int) -> None:
@@ -89,7 +95,10 @@ def serve(port: int, num_clients: int, num_parameters: int, rounds: int) -> None
     try:
         times = _round_times(
             lambda callback: run_rounds(
-                strategy, transport, ServerConfig(num_rounds=rounds), seed=0,
+                strategy,
+                transport,
+                ServerConfig(num_rounds=rounds),
+                seed=0,
                 on_round_end=callback,
             )
         )
@@ -141,15 +150,26 @@ def measure(num_clients: int, num_parameters: int, rounds: int, processes: int) 
     port = _free_port()
     environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
     server = subprocess.Popen(
-        [sys.executable, HERE, "--serve", str(port), str(num_clients), str(num_parameters),
-         str(rounds)],
-        stdout=subprocess.PIPE, env=environment, text=True,
+        [
+            sys.executable,
+            HERE,
+            "--serve",
+            str(port),
+            str(num_clients),
+            str(num_parameters),
+            str(rounds),
+        ],
+        stdout=subprocess.PIPE,
+        env=environment,
+        text=True,
     )
     ids = [f"c{index:03d}" for index in range(num_clients)]
     hosts = [
         subprocess.Popen(
             [sys.executable, HERE, "--host", str(port), *ids[part::processes]],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=environment,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=environment,
         )
         for part in range(min(processes, num_clients))
     ]
