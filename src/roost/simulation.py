@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from roost.client.client import ClientFn
 from roost.core.types import Config
+from roost.engines import make_transport
 from roost.log import ensure_logging
 from roost.outputs import save_run
 from roost.server.history import History
 from roost.server.loop import RoundCallback, ServerConfig, run_rounds
 from roost.strategy.presets import FedAvg
 from roost.strategy.strategy import Strategy
-from roost.transport.inprocess import InProcessTransport
 
 
 def run_simulation(
@@ -25,6 +27,8 @@ def run_simulation(
     run_config: Config | None = None,
     out_dir: str | Path | None = None,
     on_round_end: RoundCallback | None = None,
+    engine: str = "sequential",
+    engine_options: Mapping[str, Any] | None = None,
 ) -> History:
     """Simulate `num_clients` clients built by `client_fn` and return the run's History.
 
@@ -38,11 +42,17 @@ def run_simulation(
         run_config: passed to every client in `context.run_config`.
         out_dir: when given, `history.json` and `model.npz` are written there at the end.
         on_round_end: called with the `ServerState` after each round.
+        engine: how clients run: "sequential" (one by one, in this process), "process" (a pool
+            of worker processes), "ray" (Ray actors) or "vectorized" (a `roost.Task`'s whole
+            cohort as one batched computation). Every engine gives the same model.
+        engine_options: the engine's settings (see `roost.engines.make_transport`).
 
     The final global model is `history.parameters`.
     """
     ensure_logging()
-    transport = InProcessTransport(client_fn, num_clients, run_config=run_config)
+    transport = make_transport(
+        engine, client_fn, num_clients, run_config=run_config, **dict(engine_options or {})
+    )
     try:
         history = run_rounds(
             strategy if strategy is not None else FedAvg(),

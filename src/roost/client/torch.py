@@ -1,0 +1,156 @@
+"""The PyTorch client adapter: an `nn.Module`, a loss, a local optimizer recipe and a client's data.
+
+    client = TorchClient(Net(), (x_train, y_train), optimizer=roost.SGD(lr=0.1, momentum=0.9),
+                         epochs=1, batch_size=32, eval_data=(x_val, y_val))
+
+It is the per-client form of a `roost.Task` (`task(context)` builds one), and it trains with the
+task's one training code path (`roost.tasks.training`), so a task gives the same model whichever
+engine runs it. Requires torch (imported when this module is).
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from roost.client.client import Client
+from roost.core.types import Config, Metrics, Parameters
+from roost.tasks.recipe import (
+    LocalOptimizer,
+    LossFn,
+    MetricFn,
+    Task,
+    accuracy,
+    cross_entropy,
+)
+from roost.tasks.training import (
+    Runtime,
+    evaluate_tensors,
+    order_rng,
+    round_of,
+    train_client,
+)
+
+_local = threading.local()
+
+
+def runtime_for(task: Task) -> Runtime:
+    """This thread's runtime (functional model) for `task`, built once and reused by its clients.
+
+    Per thread, because a functional call swaps tensors into the shared module while it runs.
+    """
+    cache = getattr(_local, "runtimes", None)
+    if cache is None:
+        cache = _local.runtimes = weakref.WeakKeyDictionary()
+    runtime = cache.get(task)
+    if runtime is None:
+        runtime = cache[task] = Runtime(task)
+    return runtime
+
+
+def _no_data(partition_id: int, num_partitions: int) -> tuple[Any, Any]:
+    raise RuntimeError("a TorchClient holds its data itself")
+
+
+class TorchClient(Client):
+    """A client that trains a PyTorch model on its own data.
+
+    Args:
+        model: the `nn.Module` (copied; used as the initial model) or a factory returning one.
+        train_data: `(x, y)` training examples (NumPy arrays or tensors).
+        optimizer: `roost.SGD(...)` (default `SGD(lr=0.01)`) or `roost.Adam(...)`; fresh each round.
+        loss: `(outputs, targets) -> per-example losses` (default: cross-entropy on logits).
+        epochs, batch_size: local epochs and mini-batch size.
+        proximal_mu: FedProx's μ; adds (μ/2)·‖w − w_global‖² to the local loss.
+        eval_data: `(x, y)` for `evaluate`; None evaluates on the training data.
+        metrics: name → per-example metric function (default: accuracy).
+        fit_metrics: also report `train_loss` / `train_<metric>` after local training.
+        seed: with the round number and `partition_id`, fixes the batch order.
+        partition_id: this client's partition (selects its batch order).
+        dtype: "float32" or "float64".
+
+    The fit config may override `lr`, `local_epochs`, `batch_size` and `proximal_mu` for a round;
+    `server_round` in it selects the round's batch order.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        train_data: tuple[Any, Any],
+        *,
+        optimizer: LocalOptimizer | None = None,
+        loss: LossFn = cross_entropy,
+        epochs: int = 1,
+        batch_size: int = 32,
+        proximal_mu: float = 0.0,
+        eval_data: tuple[Any, Any] | None = None,
+        metrics: Mapping[str, MetricFn] | None = None,
+        fit_metrics: bool = False,
+        seed: int = 0,
+        partition_id: int = 0,
+        dtype: str = "float32",
+    ) -> None:
+        task = Task(
+            model=model,
+            data=_no_data,
+            **({"optimizer": optimizer} if optimizer is not None else {}),
+            loss=loss,
+            epochs=epochs,
+            batch_size=batch_size,
+            proximal_mu=proximal_mu,
+            metrics=dict(metrics) if metrics is not None else {"accuracy": accuracy},
+            fit_metrics=fit_metrics,
+            seed=seed,
+            dtype=dtype,
+        )
+        self._setup(Runtime(task), train_data, eval_data, partition_id)
+
+    @classmethod
+    def from_task(cls, task: Task, partition_id: int, num_partitions: int) -> TorchClient:
+        """The client of `task` for one partition (what `task(context)` returns)."""
+        client = cls.__new__(cls)
+        eval_data = task.eval_data(partition_id, num_partitions) if task.eval_data else None
+        client._setup(
+            runtime_for(task), task.data(partition_id, num_partitions), eval_data, partition_id
+        )
+        return client
+
+    def _setup(
+        self,
+        runtime: Runtime,
+        train_data: tuple[Any, Any],
+        eval_data: tuple[Any, Any] | None,
+        partition_id: int,
+    ) -> None:
+        self.runtime = runtime
+        self.task = runtime.task
+        self.partition_id = partition_id
+        self.x, self.y = runtime.data_tensors(*train_data)
+        if eval_data is None:
+            self.x_eval, self.y_eval = self.x, self.y
+        else:
+            self.x_eval, self.y_eval = runtime.data_tensors(*eval_data)
+
+    def get_parameters(self, config: Config) -> Parameters:
+        """The task's initial model (built under its seed)."""
+        return self.runtime.to_arrays(self.runtime.initial_state(), None)
+
+    def fit(self, parameters: Parameters, config: Config) -> tuple[Parameters, int, Metrics]:
+        recipe = self.task.recipe(config)
+        rng = order_rng(self.task.seed, round_of(config), self.partition_id)
+        state = train_client(self.runtime, parameters, self.x, self.y, recipe, rng)
+        metrics: Metrics = {}
+        if self.task.fit_metrics:
+            loss, named = evaluate_tensors(self.runtime, state, self.x, self.y, prefix="train_")
+            metrics = {"train_loss": loss, **named}
+        return self.runtime.to_arrays(state, parameters), len(self.y), metrics
+
+    def evaluate(self, parameters: Parameters, config: Config) -> tuple[float, int, Metrics]:
+        with torch.no_grad():
+            state = self.runtime.from_arrays(parameters)
+        loss, metrics = evaluate_tensors(self.runtime, state, self.x_eval, self.y_eval)
+        return loss, len(self.y_eval), metrics

@@ -1,0 +1,234 @@
+"""A PyTorch training task: a model, a loss, a local optimizer recipe and each client's data.
+
+These classes import no ML framework, so `roost.Task` is available without torch installed; torch is
+imported only when a task actually trains (`roost.tasks.training`).
+
+A `Task` is also a `client_fn`: `task(context)` builds the ordinary client (`roost.client.torch.
+TorchClient`) for that partition, so every engine can run it. The vectorized engine recognises a
+task and trains the whole cohort as one batched computation instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from roost.core.types import Config
+from roost.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from roost.client.client import Context
+    from roost.client.torch import TorchClient
+
+DataFn = Callable[[int, int], tuple[Any, Any]]
+"""`(partition_id, num_partitions) -> (x, y)`: one client's examples (NumPy arrays or tensors)."""
+
+LossFn = Callable[[Any, Any], Any]
+"""`(outputs, targets) -> per-example losses` (a tensor of shape `[batch]`, not their mean)."""
+
+MetricFn = Callable[[Any, Any], Any]
+"""`(outputs, targets) -> per-example values` (shape `[batch]`); roost averages them."""
+
+
+def cross_entropy(outputs: Any, targets: Any) -> Any:
+    """Per-example cross-entropy of logits `outputs` against integer class `targets`."""
+    import torch.nn.functional as F
+
+    return F.cross_entropy(outputs, targets, reduction="none")
+
+
+def squared_error(outputs: Any, targets: Any) -> Any:
+    """Per-example squared error summed over output dimensions (for regression tasks)."""
+    difference = (outputs - targets.reshape(outputs.shape)).reshape(outputs.shape[0], -1)
+    return (difference * difference).sum(dim=1)
+
+
+def accuracy(outputs: Any, targets: Any) -> Any:
+    """Per-example 1.0/0.0: is the arg-max of the logits the target class?"""
+    return (outputs.argmax(dim=-1) == targets).to(outputs.dtype)
+
+
+def _check_positive(name: str, value: float) -> None:
+    if not value > 0:
+        raise ConfigurationError(f"{name} must be > 0, got {value!r}")
+
+
+def _check_non_negative(name: str, value: float) -> None:
+    if not value >= 0:
+        raise ConfigurationError(f"{name} must be >= 0, got {value!r}")
+
+
+@dataclass(frozen=True)
+class SGD:
+    """Local SGD, with PyTorch's `torch.optim.SGD` semantics.
+
+    Weight decay adds `weight_decay * w` to the gradient; momentum keeps `buf = momentum * buf + g`
+    (the first step sets `buf = g`) and steps by `buf` (or `g + momentum * buf` with `nesterov`).
+    """
+
+    lr: float = 0.01
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    nesterov: bool = False
+
+    def __post_init__(self) -> None:
+        _check_positive("SGD lr", self.lr)
+        _check_non_negative("SGD momentum", self.momentum)
+        _check_non_negative("SGD weight_decay", self.weight_decay)
+        if self.nesterov and self.momentum == 0:
+            raise ConfigurationError("SGD nesterov=True needs momentum > 0")
+
+
+@dataclass(frozen=True)
+class Adam:
+    """Local Adam, with `torch.optim.Adam` semantics (L2 weight decay, bias correction)."""
+
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check_positive("Adam lr", self.lr)
+        _check_positive("Adam eps", self.eps)
+        _check_non_negative("Adam weight_decay", self.weight_decay)
+        if len(self.betas) != 2 or not all(0 <= beta < 1 for beta in self.betas):
+            raise ConfigurationError(f"Adam betas must be two numbers in [0, 1), got {self.betas}")
+
+
+LocalOptimizer = SGD | Adam
+
+# Keys of a FitIns config that override the recipe for one round (the demo's fit_config sends them).
+CONFIG_ROUND = "server_round"
+CONFIG_EPOCHS = "local_epochs"
+CONFIG_BATCH_SIZE = "batch_size"
+CONFIG_LR = "lr"
+CONFIG_PROXIMAL_MU = "proximal_mu"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The local training settings of one round, after applying the round's config overrides."""
+
+    optimizer: LocalOptimizer
+    epochs: int
+    batch_size: int
+    proximal_mu: float
+
+    def key(self) -> tuple:
+        """Clients with equal keys can be trained together in one batched computation."""
+        return (self.optimizer, self.epochs, self.batch_size, self.proximal_mu)
+
+
+@dataclass(frozen=True, eq=False)
+class Task:
+    """A federated training task in PyTorch: what every client trains, and on what.
+
+    Args:
+        model: a zero-argument factory returning a fresh `torch.nn.Module` (a class works), built
+            under `seed`; or a module instance, copied as it is. For the process engine it must be
+            picklable (a module-level function or class, or an instance).
+        data: `(partition_id, num_partitions) -> (x, y)`, a client's training examples.
+        optimizer: the local optimizer recipe, `SGD(...)` or `Adam(...)`; a fresh optimizer state
+            is created for every round, as a client that builds its optimizer in `fit` would.
+        loss: `(outputs, targets) -> per-example losses`; a batch's loss is their mean.
+        epochs: local epochs per round.
+        batch_size: local mini-batch size; each client's last batch of an epoch may be smaller.
+        proximal_mu: FedProx's μ: adds (μ/2)·‖w − w_global‖² to every local loss (0 disables it).
+        eval_data: like `data`, for distributed evaluation; None evaluates on the training data.
+        metrics: name → `(outputs, targets) -> per-example values`, averaged over examples and
+            reported by `evaluate` (and by `fit` as `train_<name>` when `fit_metrics` is True).
+        fit_metrics: after local training, also report `train_loss` and `train_<metric>` of the
+            new local model on the client's training data (one extra forward pass).
+        seed: seeds the initial model and each client's batch order. The batch order of a round
+            is a function of (seed, server_round, partition_id) only, the same on every engine.
+        dtype: "float32" or "float64"; the model is cast to it and inputs are converted to it.
+
+    A round's FitIns config may override the recipe with the keys `lr`, `local_epochs`,
+    `batch_size` and `proximal_mu`; `server_round` selects the round's batch order. Use
+    `task.fit_config` as the strategy's `on_fit_config_fn` to send the round number.
+    """
+
+    model: Callable[[], Any]
+    data: DataFn
+    optimizer: LocalOptimizer = field(default_factory=SGD)
+    loss: LossFn = cross_entropy
+    epochs: int = 1
+    batch_size: int = 32
+    proximal_mu: float = 0.0
+    eval_data: DataFn | None = None
+    metrics: Mapping[str, MetricFn] = field(default_factory=lambda: {"accuracy": accuracy})
+    fit_metrics: bool = False
+    seed: int = 0
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        if not callable(self.model):
+            raise ConfigurationError(
+                "Task.model must be an nn.Module or a zero-argument factory returning one "
+                "(e.g. a module-level function or the module's class), got "
+                f"{type(self.model).__name__}"
+            )
+        if not callable(self.data):
+            raise ConfigurationError("Task.data must be a function (partition_id, num_partitions)")
+        if not isinstance(self.optimizer, SGD | Adam):
+            raise ConfigurationError(
+                f"Task.optimizer must be roost.SGD(...) or roost.Adam(...), got {self.optimizer!r}"
+            )
+        if not isinstance(self.epochs, int) or self.epochs < 1:
+            raise ConfigurationError(f"Task.epochs must be an int >= 1, got {self.epochs!r}")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ConfigurationError(
+                f"Task.batch_size must be an int >= 1, got {self.batch_size!r}"
+            )
+        _check_non_negative("Task.proximal_mu", self.proximal_mu)
+        if self.dtype not in ("float32", "float64"):
+            raise ConfigurationError(
+                f"Task.dtype must be 'float32' or 'float64', got {self.dtype!r}"
+            )
+
+    def recipe(self, config: Config | None = None) -> Recipe:
+        """The round's recipe: the task's settings with `config` overrides applied."""
+        config = config or {}
+        optimizer = self.optimizer
+        if CONFIG_LR in config:
+            lr = float(config[CONFIG_LR])
+            _check_positive("config 'lr'", lr)
+            optimizer = replace(optimizer, lr=lr)
+        epochs = int(config.get(CONFIG_EPOCHS, self.epochs))
+        batch_size = int(config.get(CONFIG_BATCH_SIZE, self.batch_size))
+        if epochs < 1 or batch_size < 1:
+            raise ConfigurationError(
+                f"config local_epochs and batch_size must be >= 1, got {epochs} and {batch_size}"
+            )
+        mu = float(config.get(CONFIG_PROXIMAL_MU, self.proximal_mu))
+        _check_non_negative("config 'proximal_mu'", mu)
+        return Recipe(optimizer, epochs, batch_size, mu)
+
+    def fit_config(self, server_round: int) -> Config:
+        """An `on_fit_config_fn` that sends the round number (which selects the batch order)."""
+        return {CONFIG_ROUND: server_round}
+
+    def initial_parameters(self) -> list:
+        """The model built under `seed`, as a list of NumPy arrays (its `state_dict` order)."""
+        from roost.tasks.training import initial_parameters
+
+        return initial_parameters(self)
+
+    def evaluate_fn(self, x: Any, y: Any, batch_size: int = 1024) -> Callable:
+        """A centralized `evaluate_fn` for the strategy: loss and metrics of the global model on
+        `(x, y)`, computed on the server."""
+        from roost.tasks.training import make_evaluate_fn
+
+        return make_evaluate_fn(self, x, y, batch_size)
+
+    def client(self, partition_id: int, num_partitions: int) -> TorchClient:
+        """The ordinary per-client form of this task (used by every engine but `vectorized`)."""
+        from roost.client.torch import TorchClient
+
+        return TorchClient.from_task(self, partition_id, num_partitions)
+
+    def __call__(self, context: Context) -> TorchClient:
+        """A task is a `client_fn`: it builds the client for `context.partition_id`."""
+        return self.client(context.partition_id, context.num_partitions)

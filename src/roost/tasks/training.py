@@ -1,0 +1,334 @@
+"""How a task trains, in PyTorch: one functional local step, shared by every engine.
+
+`Runtime.step` is written for one client: gradient of the (optionally proximal) mini-batch loss via
+`torch.func.grad`, then the optimizer update (SGD with momentum / weight decay / Nesterov, or Adam,
+with `torch.optim` semantics). `train_client` applies it batch after batch: that loop is the
+sequential reference, and the `TorchClient` used by the sequential, process and Ray engines. The
+vectorized engine applies the very same `step` through `torch.func.vmap` to a whole cohort at once.
+
+Both paths draw the batch order from `batch_plan(n, recipe, order_rng(seed, round, client))`, so it
+depends on nothing else, and weight each example of a batch by 1/len(batch), so masked (padded)
+examples can take weight 0 without changing the arithmetic of the others.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch.func import functional_call, grad
+
+from roost.core.types import Config, Metrics, Parameters
+from roost.errors import ConfigurationError
+from roost.tasks.recipe import CONFIG_ROUND, SGD, Adam, LocalOptimizer, Recipe, Task
+
+TensorDict = dict[str, torch.Tensor]
+OptState = dict[str, Any]
+
+# Batches of this many examples are used for evaluation forward passes (no gradients kept).
+EVAL_BATCH_SIZE = 1024
+
+
+def order_rng(seed: int, server_round: int, partition_id: int) -> np.random.Generator:
+    """The generator of a client's batch order in one round: a function of these three only."""
+    return np.random.default_rng([int(seed), int(server_round), int(partition_id)])
+
+
+def batch_plan(num_examples: int, epochs: int, batch_size: int, rng: np.random.Generator) -> list:
+    """Index arrays of every local step: `epochs` reshuffles, each cut into `batch_size` pieces."""
+    plan = []
+    for _ in range(epochs):
+        order = rng.permutation(num_examples)
+        starts = range(0, num_examples, batch_size)
+        plan.extend(order[start : start + batch_size] for start in starts)
+    return plan
+
+
+def round_of(config: Config) -> int:
+    return int(config.get(CONFIG_ROUND, 0))
+
+
+def build_model(task: Task, device: torch.device | str = "cpu") -> torch.nn.Module:
+    """A fresh model from the task's factory, under the task's seed, dtype and device."""
+    if isinstance(task.model, torch.nn.Module):
+        model = copy.deepcopy(task.model)  # a module instance is the initial model as it is
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(task.seed)
+            model = task.model()
+    if not isinstance(model, torch.nn.Module):
+        raise ConfigurationError(
+            f"Task.model must be an nn.Module or return one, got {type(model).__name__}"
+        )
+    return model.to(device=device, dtype=getattr(torch, task.dtype))
+
+
+def initial_parameters(task: Task) -> Parameters:
+    """The task's initial model as NumPy arrays, in `state_dict` order."""
+    runtime = Runtime(task)
+    return runtime.to_arrays(runtime.initial_state(), None)
+
+
+class Runtime:
+    """A task's model made functional on one device: parameter names, conversions and `step`."""
+
+    def __init__(self, task: Task, device: torch.device | str = "cpu") -> None:
+        self.task = task
+        self.device = torch.device(device)
+        self.dtype = getattr(torch, task.dtype)
+        self.model = build_model(task, self.device)
+        parameter_names = {id(p): name for name, p in self.model.named_parameters()}
+        # state_dict order is the order of the arrays that cross every boundary.
+        self.entries: list[tuple[str, str, bool]] = []  # (state name, canonical name, is_param)
+        self._shapes: list[tuple[int, ...]] = []
+        for name, value in self.model.state_dict(keep_vars=True).items():
+            canonical = parameter_names.get(id(value), name)
+            self.entries.append((name, canonical, id(value) in parameter_names))
+            self._shapes.append(tuple(value.shape))
+        self.parameter_names = list(dict.fromkeys(c for _, c, p in self.entries if p))
+        self.buffer_names = [c for _, c, p in self.entries if not p]
+
+    # -- conversions ---------------------------------------------------------------------------
+
+    def initial_state(self) -> tuple[TensorDict, TensorDict]:
+        params = {n: p.detach().clone() for n, p in self.model.named_parameters()}
+        buffers = {n: b.detach().clone() for n, b in self.model.named_buffers()}
+        return params, buffers
+
+    def from_arrays(self, arrays: Parameters) -> tuple[TensorDict, TensorDict]:
+        """(parameters, buffers) tensors from the arrays of a FitIns / EvaluateIns."""
+        if len(arrays) != len(self.entries):
+            raise ConfigurationError(
+                f"received {len(arrays)} arrays but the task's model has {len(self.entries)} "
+                "state_dict entries; the strategy's initial_parameters do not fit this model"
+            )
+        params: TensorDict = {}
+        buffers: TensorDict = {}
+        for (name, canonical, is_param), shape, array in zip(
+            self.entries, self._shapes, arrays, strict=True
+        ):
+            if tuple(array.shape) != shape:
+                raise ConfigurationError(
+                    f"array for {name!r} has shape {tuple(array.shape)}, the task's model has "
+                    f"{shape}; the strategy's initial_parameters do not fit this model"
+                )
+            tensor = torch.as_tensor(np.asarray(array), device=self.device)
+            if tensor.is_floating_point():
+                tensor = tensor.to(self.dtype)
+            target = params if is_param else buffers
+            target.setdefault(canonical, tensor.clone())
+        return params, buffers
+
+    def to_arrays(
+        self, state: tuple[TensorDict, TensorDict], like: Parameters | None
+    ) -> Parameters:
+        """Arrays in `state_dict` order, in the dtypes of `like` (the arrays received)."""
+        params, buffers = state
+        arrays = []
+        for index, (_, canonical, is_param) in enumerate(self.entries):
+            tensor = (params if is_param else buffers)[canonical]
+            array = tensor.detach().to("cpu").numpy()
+            if like is not None:
+                array = array.astype(like[index].dtype, copy=False)
+            arrays.append(array)
+        return arrays
+
+    def data_tensors(self, x: Any, y: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """A client's (x, y) on this device; floating inputs in the task's dtype."""
+        x_t = torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x, device=self.device)
+        y_t = torch.as_tensor(np.asarray(y) if not torch.is_tensor(y) else y, device=self.device)
+        if x_t.is_floating_point():
+            x_t = x_t.to(self.dtype)
+        if y_t.is_floating_point():
+            y_t = y_t.to(self.dtype)
+        if len(x_t) != len(y_t):
+            raise ConfigurationError(
+                f"a client's data has {len(x_t)} inputs but {len(y_t)} targets; Task.data must "
+                "return (x, y) with one target per input"
+            )
+        return x_t, y_t
+
+    # -- the local step ------------------------------------------------------------------------
+
+    def forward(self, params: TensorDict, buffers: TensorDict, x: torch.Tensor) -> torch.Tensor:
+        return functional_call(self.model, (params, buffers), (x,))
+
+    def example_losses(self, outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        losses = self.task.loss(outputs, y)
+        if losses.dim() != 1 or losses.shape[0] != outputs.shape[0]:
+            raise ConfigurationError(
+                "Task.loss must return one loss per example (shape [batch]), got shape "
+                f"{tuple(losses.shape)}; use reduction='none'"
+            )
+        return losses
+
+    def init_opt_state(self, params: TensorDict, optimizer: LocalOptimizer) -> OptState:
+        """A fresh optimizer state, as a client that builds its optimizer in `fit` has."""
+        if isinstance(optimizer, Adam):
+            return {
+                "step": torch.zeros((), dtype=torch.float64, device=self.device),
+                "exp_avg": {n: torch.zeros_like(p) for n, p in params.items()},
+                "exp_avg_sq": {n: torch.zeros_like(p) for n, p in params.items()},
+            }
+        if optimizer.momentum:
+            return {"momentum": {n: torch.zeros_like(p) for n, p in params.items()}}
+        return {}
+
+    def make_step(
+        self, recipe: Recipe, buffers: TensorDict, *, batched: bool = False
+    ) -> Callable[..., tuple[TensorDict, OptState]]:
+        """One client's local step, `(params, state, x, y, weights, active, anchor)` to
+        `(params, state)`.
+
+        With `batched`, the gradient comes from `torch.func.grad`, so the step can be `vmap`-ed
+        over a cohort; otherwise from `torch.autograd.grad`, which is faster for one client. Both
+        differentiate the same loss, and the same update follows.
+
+        `weights` holds each example's share of the batch loss (1/len(batch), or 0 for padding).
+        `active` (a bool scalar tensor, or None) keeps params and state unchanged when False: the
+        vectorized engine uses it for clients that have no batch left at this step.
+        `anchor` is the round's global model, used by the proximal term.
+        """
+        mu = recipe.proximal_mu
+        optimizer = recipe.optimizer
+
+        def batch_loss(params, x, y, weights, anchor):
+            outputs = self.forward(params, buffers, x)
+            loss = (self.example_losses(outputs, y) * weights).sum()
+            if mu:
+                proximal = sum(((params[n] - anchor[n]) ** 2).sum() for n in params)
+                loss = loss + 0.5 * mu * proximal
+            return loss
+
+        def autograd_gradient(params, x, y, weights, anchor):
+            leaves = {n: p.detach().requires_grad_() for n, p in params.items()}
+            loss = batch_loss(leaves, x, y, weights, anchor)
+            grads = torch.autograd.grad(loss, list(leaves.values()))
+            return dict(zip(leaves, grads, strict=True))
+
+        gradient = grad(batch_loss) if batched else autograd_gradient
+
+        def step(params, state, x, y, weights, active, anchor):
+            grads = gradient(params, x, y, weights, anchor)
+            new_params, new_state = _apply_optimizer(optimizer, params, grads, state)
+            if active is None:
+                return new_params, new_state
+            keep = _select(active)
+            return keep(new_params, params), keep(new_state, state)
+
+        return step
+
+
+def _select(active: torch.Tensor) -> Callable:
+    def keep(new: Any, old: Any) -> Any:
+        if isinstance(new, dict):
+            return {key: keep(new[key], old[key]) for key in new}
+        return torch.where(active, new, old)
+
+    return keep
+
+
+def _apply_optimizer(
+    optimizer: LocalOptimizer, params: TensorDict, grads: TensorDict, state: OptState
+) -> tuple[TensorDict, OptState]:
+    """The update of `torch.optim.SGD` / `torch.optim.Adam`, written without in-place ops."""
+    if isinstance(optimizer, SGD):
+        new_params: TensorDict = {}
+        momentum_buffers: TensorDict = {}
+        for name, p in params.items():
+            g = grads[name]
+            if optimizer.weight_decay:
+                g = g + optimizer.weight_decay * p
+            if optimizer.momentum:
+                buf = optimizer.momentum * state["momentum"][name] + g
+                momentum_buffers[name] = buf
+                g = g + optimizer.momentum * buf if optimizer.nesterov else buf
+            new_params[name] = p - optimizer.lr * g
+        return new_params, ({"momentum": momentum_buffers} if optimizer.momentum else {})
+    beta1, beta2 = optimizer.betas
+    step = state["step"] + 1
+    bias_correction1 = 1 - beta1**step
+    bias_correction2_sqrt = torch.sqrt(1 - beta2**step)
+    step_size = optimizer.lr / bias_correction1
+    new_params, exp_avgs, exp_avg_sqs = {}, {}, {}
+    for name, p in params.items():
+        g = grads[name]
+        if optimizer.weight_decay:
+            g = g + optimizer.weight_decay * p
+        exp_avg = torch.lerp(state["exp_avg"][name], g, 1 - beta1)
+        exp_avg_sq = state["exp_avg_sq"][name] * beta2 + (1 - beta2) * g * g
+        denominator = torch.sqrt(exp_avg_sq) / bias_correction2_sqrt.to(p.dtype) + optimizer.eps
+        new_params[name] = p - step_size.to(p.dtype) * (exp_avg / denominator)
+        exp_avgs[name], exp_avg_sqs[name] = exp_avg, exp_avg_sq
+    return new_params, {"step": step, "exp_avg": exp_avgs, "exp_avg_sq": exp_avg_sqs}
+
+
+# -- the per-client reference --------------------------------------------------------------------
+
+
+def train_client(
+    runtime: Runtime,
+    arrays: Parameters,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    recipe: Recipe,
+    rng: np.random.Generator,
+) -> tuple[TensorDict, TensorDict]:
+    """Train one client from `arrays` on (x, y) with `recipe`; return (params, buffers).
+
+    This is the sequential reference: every other engine must produce the same model.
+    """
+    params, buffers = runtime.from_arrays(arrays)
+    anchor = {n: p.clone() for n, p in params.items()} if recipe.proximal_mu else None
+    state = runtime.init_opt_state(params, recipe.optimizer)
+    step = runtime.make_step(recipe, buffers)
+    runtime.model.train()
+    for batch in batch_plan(len(y), recipe.epochs, recipe.batch_size, rng):
+        index = torch.as_tensor(batch, device=runtime.device)
+        weights = torch.full((len(batch),), 1.0 / len(batch), dtype=runtime.dtype,
+                             device=runtime.device)
+        params, state = step(params, state, x[index], y[index], weights, None, anchor)
+    return params, buffers
+
+
+def evaluate_tensors(
+    runtime: Runtime,
+    state: tuple[TensorDict, TensorDict],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    prefix: str = "",
+) -> tuple[float, Metrics]:
+    """Mean loss and metrics of one model on (x, y), summed in float64."""
+    params, buffers = state
+    metric_fns: Mapping[str, Callable] = runtime.task.metrics
+    loss_sum = 0.0
+    sums = dict.fromkeys(metric_fns, 0.0)
+    runtime.model.eval()
+    with torch.no_grad():
+        for start in range(0, len(y), EVAL_BATCH_SIZE):
+            xb, yb = x[start : start + EVAL_BATCH_SIZE], y[start : start + EVAL_BATCH_SIZE]
+            outputs = runtime.forward(params, buffers, xb)
+            loss_sum += float(runtime.example_losses(outputs, yb).double().sum())
+            for name, fn in metric_fns.items():
+                sums[name] += float(fn(outputs, yb).double().sum())
+    count = max(len(y), 1)
+    metrics: Metrics = {f"{prefix}{name}": value / count for name, value in sums.items()}
+    return loss_sum / count, metrics
+
+
+def make_evaluate_fn(task: Task, x: Any, y: Any, batch_size: int = EVAL_BATCH_SIZE) -> Callable:
+    """A centralized `evaluate_fn(server_round, parameters, config) -> (loss, metrics)`."""
+    runtime = Runtime(task)
+    x_t, y_t = runtime.data_tensors(x, y)
+
+    def evaluate(server_round: int, parameters: Parameters, config: Config):
+        loss, metrics = evaluate_tensors(runtime, runtime.from_arrays(parameters), x_t, y_t)
+        if not math.isfinite(loss):
+            return None
+        return loss, metrics
+
+    return evaluate

@@ -1,0 +1,424 @@
+"""The vectorized engine: a task's whole cohort trained as one batched computation.
+
+The cohort's models are stacked along a new leading axis and every local step runs all of them at
+once: `torch.func.vmap` over the task's one-client step (`Runtime.make_step`: `functional_call` +
+`grad` + the optimizer update), each client taking its own next mini-batch. A client whose data runs
+out earlier (fewer examples, so fewer steps) is masked: its model and optimizer state stay exactly
+as they were, so every client ends where it would have ended alone. Padding examples weigh 0.
+
+Cohorts that do not fit the memory budget are split into chunks, trained one after another, and
+their results stream to the aggregator chunk by chunk. On a CUDA device (when asked and available)
+the whole computation stays on the GPU.
+
+Not supported (use another engine): models whose training changes buffers (BatchNorm running
+statistics) or draws random numbers (Dropout), since clients must not share them; and a per-client
+`round_timeout` (clients of one batched computation finish together, so it is not applied).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.func import vmap
+
+from roost.core.types import (
+    ClientId,
+    EvaluateIns,
+    EvaluateRes,
+    Failure,
+    FitIns,
+    FitRes,
+    GetParametersIns,
+    GetParametersRes,
+    Instruction,
+    Outcome,
+)
+from roost.errors import ConfigurationError, NotEnoughClientsError
+from roost.tasks.recipe import Recipe, Task
+from roost.tasks.training import (
+    EVAL_BATCH_SIZE,
+    Runtime,
+    TensorDict,
+    batch_plan,
+    order_rng,
+    round_of,
+)
+from roost.transport.inprocess import simulation_client_ids
+
+log = logging.getLogger(__name__)
+
+# Default memory budget: this share of the machine's RAM (CPU) or of the free GPU memory (CUDA).
+CPU_MEMORY_SHARE = 0.25
+GPU_MEMORY_SHARE = 0.5
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """`"cpu"`, `"cuda[:N]"` (falls back to the CPU with a warning when CUDA is unavailable), or
+    `"auto"` (CUDA when available)."""
+    name = str(device)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(name)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        log.warning("CUDA was asked for but is not available; the vectorized engine uses the CPU")
+        return torch.device("cpu")
+    return resolved
+
+
+def check_vectorizable(model: torch.nn.Module) -> None:
+    """Raise `ConfigurationError` for models the vectorized engine cannot train exactly."""
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and (
+            module.track_running_stats
+        ):
+            raise ConfigurationError(
+                f"the vectorized engine cannot train {name or 'the model'} "
+                f"({type(module).__name__}): its running statistics are buffers that training "
+                "changes per client. Use GroupNorm/LayerNorm, track_running_stats=False, or "
+                "engine='sequential' / 'process' / 'ray'"
+            )
+        if isinstance(module, torch.nn.modules.dropout._DropoutNd) and module.p > 0:
+            raise ConfigurationError(
+                f"the vectorized engine cannot train {name or 'the model'} "
+                f"({type(module).__name__}): it draws random numbers, which batched clients "
+                "would share. Use engine='sequential' / 'process' / 'ray' for this model"
+            )
+
+
+@dataclass
+class _Member:
+    client_id: ClientId
+    partition_id: int
+    instruction: Instruction
+
+
+class VectorizedTransport:
+    """Run a `Task`'s cohort as one batched computation per chunk of clients.
+
+    Args:
+        task: the task every client trains.
+        num_clients: how many clients (partitions) exist.
+        device: "cpu" (default), "cuda", "cuda:N" or "auto".
+        chunk_size: clients per batched computation; None derives it from `memory_budget`.
+        memory_budget: bytes one chunk may use; None uses a quarter of RAM on the CPU and half
+            of the free memory on a GPU.
+        cache_data: keep each client's data on the device after first use (faster later rounds).
+    """
+
+    def __init__(
+        self,
+        task: Task,
+        num_clients: int,
+        *,
+        device: str | torch.device = "cpu",
+        chunk_size: int | None = None,
+        memory_budget: int | None = None,
+        cache_data: bool = True,
+    ) -> None:
+        if not isinstance(task, Task):
+            raise ConfigurationError(
+                "the vectorized engine trains a roost Task (model + loss + optimizer recipe + "
+                f"data), got {type(task).__name__}; pass a Task, or use engine='sequential', "
+                "'process' or 'ray' for an arbitrary client_fn"
+            )
+        if num_clients < 1:
+            raise ConfigurationError(f"num_clients must be at least 1, got {num_clients}")
+        if chunk_size is not None and chunk_size < 1:
+            raise ConfigurationError(f"chunk_size must be >= 1 or None, got {chunk_size}")
+        self.task = task
+        self.num_clients = num_clients
+        self.device = resolve_device(device)
+        self.runtime = Runtime(task, self.device)
+        check_vectorizable(self.runtime.model)
+        self.chunk_size = chunk_size
+        self.memory_budget = memory_budget or self._default_budget()
+        self.cache_data = cache_data
+        self._ids = simulation_client_ids(num_clients)
+        self._train: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._eval: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._warned_timeout = False
+
+    # -- Transport -----------------------------------------------------------------------------
+
+    def wait_for_clients(self, count: int, timeout: float | None = None) -> list[ClientId]:
+        if count > self.num_clients:
+            raise NotEnoughClientsError(
+                f"the strategy needs at least {count} clients but the simulation has "
+                f"{self.num_clients}; raise num_clients or lower min_available_clients / "
+                "min_fit_clients / min_evaluate_clients"
+            )
+        return list(self._ids)
+
+    def run(
+        self, cohort: Sequence[tuple[ClientId, Instruction]], timeout: float | None
+    ) -> Iterator[Outcome]:
+        if timeout is not None and not self._warned_timeout:
+            log.info("the vectorized engine trains clients together; round_timeout is not applied")
+            self._warned_timeout = True
+        fit_groups: dict[tuple, list[_Member]] = {}
+        evaluate_groups: dict[int, list[_Member]] = {}
+        for client_id, instruction in cohort:
+            member = _Member(client_id, int(client_id), instruction)
+            try:
+                if isinstance(instruction, FitIns):
+                    recipe = self.task.recipe(instruction.config)
+                    key = (id(instruction.parameters), recipe.key())
+                    fit_groups.setdefault(key, []).append(member)
+                elif isinstance(instruction, EvaluateIns):
+                    evaluate_groups.setdefault(id(instruction.parameters), []).append(member)
+                elif isinstance(instruction, GetParametersIns):
+                    initial = self.runtime.to_arrays(self.runtime.initial_state(), None)
+                    yield client_id, GetParametersRes(initial)
+                else:
+                    yield client_id, Failure(
+                        client_id, f"unknown instruction {type(instruction).__name__}"
+                    )
+            except Exception as error:  # a bad config fails this client, not the run
+                yield client_id, Failure(client_id, f"{type(error).__name__}: {error}")
+        for members in fit_groups.values():
+            recipe = self.task.recipe(members[0].instruction.config)
+            yield from self._guarded(members, lambda m, r=recipe: self._fit_group(m, r))
+        for members in evaluate_groups.values():
+            yield from self._guarded(members, self._evaluate_group)
+
+    def close(self) -> None:
+        self._train.clear()
+        self._eval.clear()
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _guarded(self, members: list[_Member], work) -> Iterator[Outcome]:
+        """Run one group; if the batched computation fails, every unfinished member fails."""
+        done: set[ClientId] = set()
+        try:
+            for client_id, result in work(members):
+                done.add(client_id)
+                yield client_id, result
+        except Exception as error:
+            log.debug("vectorized computation failed", exc_info=True)
+            reason = (
+                f"the vectorized engine failed on this cohort ({type(error).__name__}: {error}); "
+                "if the task cannot be batched, use engine='sequential', 'process' or 'ray'"
+            )
+            for member in members:
+                if member.client_id not in done:
+                    yield member.client_id, Failure(member.client_id, reason)
+
+    def _data(self, partition_id: int, evaluation: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        cache = self._eval if evaluation else self._train
+        cached = cache.get(partition_id)
+        if cached is not None:
+            return cached
+        source = self.task.eval_data if evaluation and self.task.eval_data else self.task.data
+        if evaluation and self.task.eval_data is None:
+            tensors = self._data(partition_id, evaluation=False)
+        else:
+            tensors = self.runtime.data_tensors(*source(partition_id, self.num_clients))
+        if self.cache_data:
+            cache[partition_id] = tensors
+        return tensors
+
+    def _default_budget(self) -> int:
+        if self.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.device)
+            return int(free * GPU_MEMORY_SHARE)
+        try:
+            total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            total = 8 * 2**30
+        return int(total * CPU_MEMORY_SHARE)
+
+    def _chunk_clients(self, recipe: Recipe, example: torch.Tensor, max_examples: int) -> int:
+        """Clients per chunk: the explicit `chunk_size`, or as many as fit the memory budget."""
+        if self.chunk_size is not None:
+            return self.chunk_size
+        element = torch.finfo(self.runtime.dtype).bits // 8
+        numel = sum(p.numel() for p in self.runtime.model.parameters())
+        # params, new params, gradients, the proximal anchor share, optimizer slots (≤ 2)
+        per_client = numel * element * 6
+        per_client += _activation_bytes(self.runtime, example[: recipe.batch_size]) * 3
+        per_client += max_examples * example[:1].numel() * example.element_size()
+        return max(1, int(self.memory_budget // max(per_client, 1)))
+
+    def _fit_group(self, members: list[_Member], recipe: Recipe) -> Iterator[Outcome]:
+        runtime = self.runtime
+        arrays = members[0].instruction.parameters
+        params, buffers = runtime.from_arrays(arrays)
+        anchor = params if recipe.proximal_mu else None
+        step = runtime.make_step(recipe, buffers, batched=True)
+        # Steps where every client has a batch skip the masking (its cost grows with the model).
+        all_active = vmap(
+            lambda p, s, x, y, w, a: step(p, s, x, y, w, None, a), in_dims=(0, 0, 0, 0, 0, None)
+        )
+        some_active = vmap(step, in_dims=(0, 0, 0, 0, 0, 0, None))
+        first_x = self._data(members[0].partition_id, False)[0]
+        chunk = self._chunk_clients(recipe, first_x, max(len(first_x), 1))
+        runtime.model.train()
+        for start in range(0, len(members), chunk):
+            part = members[start : start + chunk]
+            xs, ys = zip(*(self._data(m.partition_id, False) for m in part), strict=True)
+            plans = [
+                batch_plan(
+                    len(y),
+                    recipe.epochs,
+                    recipe.batch_size,
+                    order_rng(self.task.seed, round_of(m.instruction.config), m.partition_id),
+                )
+                for m, y in zip(part, ys, strict=True)
+            ]
+            index, weights, active = self._schedule(plans, recipe.batch_size)
+            x_stack, y_stack = _pad_stack(xs), _pad_stack(ys)
+            count = len(part)
+            stacked = {n: p.unsqueeze(0).expand(count, *p.shape).clone() for n, p in params.items()}
+            state = _stack_state(runtime.init_opt_state(params, recipe.optimizer), count)
+            rows = torch.arange(count, device=self.device).unsqueeze(1)
+            for s in range(index.shape[1]):
+                xb, yb = x_stack[rows, index[:, s]], y_stack[rows, index[:, s]]
+                if bool(active[:, s].all()):
+                    stacked, state = all_active(stacked, state, xb, yb, weights[:, s], anchor)
+                else:
+                    stacked, state = some_active(
+                        stacked, state, xb, yb, weights[:, s], active[:, s], anchor
+                    )
+            metrics = self._fit_metrics(stacked, buffers, x_stack, y_stack, ys)
+            for position, member in enumerate(part):
+                client_params = {n: value[position] for n, value in stacked.items()}
+                yield member.client_id, FitRes(
+                    runtime.to_arrays((client_params, buffers), arrays),
+                    len(ys[position]),
+                    metrics[position],
+                )
+
+    def _schedule(
+        self, plans: list[list[np.ndarray]], batch_size: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per client and step: example indices, loss weights (0 for padding), and activity."""
+        steps = max((len(plan) for plan in plans), default=0)
+        index = np.zeros((len(plans), steps, batch_size), dtype=np.int64)
+        weights = np.zeros((len(plans), steps, batch_size))
+        active = np.zeros((len(plans), steps), dtype=bool)
+        for c, plan in enumerate(plans):
+            for s, batch in enumerate(plan):
+                index[c, s, : len(batch)] = batch
+                weights[c, s, : len(batch)] = 1.0 / len(batch)
+                active[c, s] = True
+        device, dtype = self.device, self.runtime.dtype
+        return (
+            torch.as_tensor(index, device=device),
+            torch.as_tensor(weights, dtype=dtype, device=device),
+            torch.as_tensor(active, device=device),
+        )
+
+    def _fit_metrics(
+        self,
+        stacked: TensorDict,
+        buffers: TensorDict,
+        x_stack: torch.Tensor,
+        y_stack: torch.Tensor,
+        ys: Sequence[torch.Tensor],
+    ) -> list[dict]:
+        """`train_loss` / `train_<metric>` of each client's new model (when the task asks)."""
+        if not self.task.fit_metrics:
+            return [{} for _ in ys]
+        runtime = self.runtime
+        count, width = x_stack.shape[0], x_stack.shape[1]
+        lengths = torch.as_tensor([len(y) for y in ys], device=self.device)
+        names = ["loss", *runtime.task.metrics]
+        sums = torch.zeros((len(names), count), dtype=torch.float64, device=self.device)
+
+        def per_example(p, x, y):
+            outputs = runtime.forward(p, buffers, x)
+            values = [runtime.example_losses(outputs, y)]
+            values += [fn(outputs, y) for fn in runtime.task.metrics.values()]
+            return torch.stack([v.to(outputs.dtype) for v in values])
+
+        batched = vmap(per_example)
+        runtime.model.eval()
+        step = max(1, EVAL_BATCH_SIZE // max(count, 1))
+        with torch.no_grad():
+            for begin in range(0, width, step):
+                end = min(begin + step, width)
+                values = batched(stacked, x_stack[:, begin:end], y_stack[:, begin:end])
+                valid = (torch.arange(begin, end, device=self.device) < lengths.unsqueeze(1))
+                sums += (values.double() * valid.unsqueeze(1)).sum(dim=2).T
+        runtime.model.train()
+        means = (sums / lengths.clamp(min=1)).T.tolist()
+        return [
+            {f"train_{n}": v for n, v in zip(names, row, strict=True)} for row in means
+        ]
+
+    def _evaluate_group(self, members: list[_Member]) -> Iterator[Outcome]:
+        """All members evaluate the same model: one forward over their examples, concatenated."""
+        runtime = self.runtime
+        params, buffers = runtime.from_arrays(members[0].instruction.parameters)
+        data = [self._data(m.partition_id, True) for m in members]
+        x_all = torch.cat([x for x, _ in data])
+        y_all = torch.cat([y for _, y in data])
+        lengths = [len(y) for _, y in data]
+        owner = torch.repeat_interleave(
+            torch.arange(len(members), device=self.device),
+            torch.as_tensor(lengths, device=self.device),
+        )
+        names = ["loss", *runtime.task.metrics]
+        sums = torch.zeros((len(names), len(members)), dtype=torch.float64, device=self.device)
+        runtime.model.eval()
+        with torch.no_grad():
+            for begin in range(0, len(y_all), EVAL_BATCH_SIZE):
+                end = begin + EVAL_BATCH_SIZE
+                xb, yb = x_all[begin:end], y_all[begin:end]
+                outputs = runtime.forward(params, buffers, xb)
+                values = [runtime.example_losses(outputs, yb)]
+                values += [fn(outputs, yb) for fn in runtime.task.metrics.values()]
+                rows = owner[begin : begin + EVAL_BATCH_SIZE]
+                for k, value in enumerate(values):
+                    sums[k].index_add_(0, rows, value.double())
+        runtime.model.train()
+        totals = sums.T.tolist()
+        for member, length, row in zip(members, lengths, totals, strict=True):
+            count = max(length, 1)
+            metrics = {name: value / count for name, value in zip(names[1:], row[1:], strict=True)}
+            yield member.client_id, EvaluateRes(row[0] / count, length, metrics)
+
+
+def _pad_stack(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Stack per-client tensors of unequal length into (clients, max_length, ...), zero-padded."""
+    width = max(1, max(len(t) for t in tensors))
+    first = tensors[0]
+    shape = (len(tensors), width, *first.shape[1:])
+    out = torch.zeros(shape, dtype=first.dtype, device=first.device)
+    for position, tensor in enumerate(tensors):
+        out[position, : len(tensor)] = tensor
+    return out
+
+
+def _stack_state(state, count: int):
+    if isinstance(state, dict):
+        return {key: _stack_state(value, count) for key, value in state.items()}
+    return state.unsqueeze(0).expand(count, *state.shape).clone()
+
+
+def _activation_bytes(runtime: Runtime, example: torch.Tensor) -> int:
+    """Bytes of every module output for one batch: a rough measure of what backward keeps."""
+    total = 0
+
+    def record(module, inputs, output):
+        nonlocal total
+        if torch.is_tensor(output):
+            total += output.numel() * output.element_size()
+
+    hooks = [m.register_forward_hook(record) for m in runtime.model.modules()]
+    try:
+        with torch.no_grad():
+            runtime.model(example)
+    except Exception:  # an estimate only; fall back to the input's size
+        total = example.numel() * example.element_size() * 8
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return total
+
