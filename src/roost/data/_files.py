@@ -27,12 +27,9 @@ def default_roots() -> list[Path]:
     `$ROOST_DATA`, then `~/.cache/roost/datasets` (where downloads go), then `~/.keras/datasets`
     (where Keras' own loaders keep their files).
     """
-    roots = []
-    if os.environ.get("ROOST_DATA"):
-        roots.append(Path(os.environ["ROOST_DATA"]).expanduser())
-    roots.append(download_root())
+    roots = [download_root(), Path.home() / ".cache" / "roost" / "datasets"]
     roots.append(Path.home() / ".keras" / "datasets")
-    return roots
+    return list(dict.fromkeys(roots))  # without repeats, in order
 
 
 def download_root() -> Path:
