@@ -495,3 +495,38 @@ def test_a_client_stalling_mid_upload_cannot_block_other_uploads(pool):
             np.testing.assert_array_equal(outcome.parameters[0], honest_update(0, ins))
         finally:
             raw.close()
+
+
+def test_hello_is_required_promptly_and_must_speak_our_protocol():
+    with serving(hello_timeout=0.3) as transport:
+        silent = RawClient(transport.address, hello=False)
+        try:
+            assert "no hello within 0.3 s" in silent.next("refusal").refusal.reason
+            assert silent.wait_closed().code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        finally:
+            silent.close()
+        future = RawClient(transport.address, hello=False)
+        try:
+            future.send(wire.frame_bytes(hello=pb.Hello(protocol_version=99, node_id="x")))
+            assert "protocol version 99" in future.next("refusal").refusal.reason
+            assert future.wait_closed().code() == grpc.StatusCode.PERMISSION_DENIED
+        finally:
+            future.close()
+        assert transport.connected() == []
+
+
+def test_a_node_connecting_again_replaces_its_old_connection(pool):
+    with serving() as transport:
+        old = RawClient(transport.address, node_id="n1")
+        new = RawClient(transport.address, node_id="n1")
+        try:
+            old.wait_closed()
+            assert transport.connected() == ["n1"]
+            future = start_round(pool, transport, [("n1", fit_ins(4.0))])
+            header, arrays = new.instruction()
+            new.send_result(header.message_id, arrays)
+            [(_, outcome)] = future.result(10)
+            np.testing.assert_array_equal(outcome.parameters[0], np.full(NUM_FEATURES, 4.0))
+        finally:
+            old.close()
+            new.close()
