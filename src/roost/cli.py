@@ -72,6 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--config", metavar="FILE", default=None,
                           help="read options from a TOML file (keys as the long options, e.g. "
                           "rounds = 10); flags given on the command line override it")
+    from roost.engines import ENGINES
+
+    simulate.add_argument("--engine", choices=ENGINES, default=None,
+                          help="how clients run (default: vectorized when torch is installed, "
+                          "else sequential)")
     from roost.strategy.options import add_strategy_arguments
 
     add_strategy_arguments(simulate)
@@ -106,12 +111,19 @@ def _simulate(args: argparse.Namespace) -> int:
     )
     check_settings(settings)
     client_fn, strategy = demo_client_fn_and_strategy(args, settings)
+    from roost.tasks.digits import demo_engine
+
+    plain = getattr(args, "attack", None) is None and getattr(args, "strategy", None) != "fedsgd"
+    engine, client_fn, notice = demo_engine(args.engine, client_fn, settings, plain=plain)
+    if notice:
+        console.print(notice)
     history = run_simulation(
         client_fn,
         settings.num_clients,
         strategy=strategy,
         config=ServerConfig(num_rounds=settings.num_rounds, round_timeout=args.round_timeout),
         seed=settings.seed,
+        engine=engine,
     )
     console.print(history_table(history))
     if args.out:

@@ -1,0 +1,77 @@
+"""The digits demo as a `Task`, so `roost simulate` can train it on the vectorized engine.
+
+Same model (softmax regression, NumPy layout), same data split, same local SGD recipe and the
+same batch order as the NumPy demo client (`roost.apps.digits.DigitsClient`), in float64: the two
+give the same model to float rounding. This module imports no ML framework; torch is needed once
+the task trains.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from roost.apps.digits import NUM_CLASSES, NUM_FEATURES, DemoSettings, client_data
+from roost.client.client import ClientFn
+from roost.engines import torch_available
+from roost.tasks.recipe import SGD, Task
+
+
+@dataclass(frozen=True)
+class DigitsData:
+    """`(partition_id, num_partitions) -> (x, y)`: a client's digits (training or validation)."""
+
+    seed: int = 0
+    validation: bool = False
+
+    def __call__(self, partition_id: int, num_partitions: int) -> tuple[Any, Any]:
+        train, validation = client_data(partition_id, num_partitions, self.seed)
+        split = validation if self.validation else train
+        return split.x, split.y
+
+
+def softmax_regression() -> Any:
+    """The demo's model as a torch module: weights (64, 10) and biases (10,), zeros."""
+    from roost.tasks.models import SoftmaxRegression
+
+    return SoftmaxRegression(NUM_FEATURES, NUM_CLASSES)
+
+
+def digits_task(settings: DemoSettings) -> Task:
+    """The digits demo's clients as one `Task` (local SGD, the demo's epochs, batch size and lr)."""
+    return Task(
+        model=softmax_regression,
+        data=DigitsData(settings.seed),
+        eval_data=DigitsData(settings.seed, validation=True),
+        optimizer=SGD(lr=settings.learning_rate),
+        epochs=settings.local_epochs,
+        batch_size=settings.batch_size,
+        fit_metrics=True,
+        seed=settings.seed,
+        dtype="float64",
+    )
+
+
+def demo_engine(
+    engine: str | None, client_fn: ClientFn, settings: DemoSettings, *, plain: bool
+) -> tuple[str, ClientFn, str | None]:
+    """The engine and client_fn `roost simulate` runs the demo with, and a notice to print.
+
+    `engine` None means the default: vectorized when torch is installed. The vectorized engine
+    trains the digits task; `plain` says the demo's clients are the ordinary ones (no attackers,
+    no gradient-returning clients), which the task reproduces. Otherwise the demo falls back to
+    the sequential engine with the NumPy clients, and says so in one line.
+    """
+    if engine not in (None, "vectorized"):
+        return engine, client_fn, None
+    if not torch_available():
+        return "sequential", client_fn, (
+            "torch is not installed: running the NumPy demo on the sequential engine "
+            "(pip install torch for the vectorized engine)"
+        )
+    if not plain:
+        return "sequential", client_fn, (
+            "the vectorized engine trains the plain demo clients only: running the attacked or "
+            "gradient-returning clients on the sequential engine"
+        )
+    return "vectorized", digits_task(settings), None
