@@ -105,8 +105,10 @@ def write_cifar_binary_files(folder: Path, images_per_batch: int) -> None:
 
     folder.mkdir(parents=True)
     names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    x_all, y_all = make_cifar_like(images_per_batch * len(names), seed=0)  # one set of classes
     for index, name in enumerate(names):
-        x, y = make_cifar_like(images_per_batch, seed=index)
+        batch = slice(index * images_per_batch, (index + 1) * images_per_batch)
+        x, y = x_all[batch], y_all[batch]
         pixels = x.transpose(0, 3, 1, 2).reshape(len(x), -1)
         records = np.concatenate([y[:, None].astype(np.uint8), pixels], axis=1)
         (folder / f"{name}.bin").write_bytes(records.tobytes())
@@ -122,25 +124,27 @@ def _free_port() -> int:
 def test_three_terminals_server_and_two_clients(tmp_path: Path, processes, backend: str) -> None:
     env = example_env(tmp_path, backend)
     # CIFAR-10 files on disk (small, made here): the example must use them, with no notice.
-    write_cifar_binary_files(Path(env["ROOST_DATA"]) / "cifar-10-batches-bin", 120)
+    write_cifar_binary_files(Path(env["ROOST_DATA"]) / "cifar-10-batches-bin", 400)
     address = f"127.0.0.1:{_free_port()}"
     out = tmp_path / "out"
     server_log = tmp_path / "server.log"
-    server = processes("server.py", "--address", address, "--rounds", "2", "--out", str(out),
+    server = processes("server.py", "--address", address, "--rounds", "3", "--out", str(out),
                        env=env, log=server_log)
     clients = [
         processes("client.py", "--server", address, "--partition-id", str(i),
-                  "--num-images", "600", env=env, log=tmp_path / f"client{i}.log")
+                  "--num-images", "1600", env=env, log=tmp_path / f"client{i}.log")
         for i in range(2)
     ]
     server_text = _wait(server, server_log, timeout=600)
     for i, client in enumerate(clients):
         client_text = _wait(client, tmp_path / f"client{i}.log", timeout=60)
-        assert "using CIFAR-10: the first 600 of 600 training images" in client_text
+        assert "using CIFAR-10: the first 1600 of 2000 training images" in client_text
         assert "NOTICE" not in client_text
-    assert "run finished 2 round(s)" in server_text
+    assert "run finished 3 round(s)" in server_text
     history = json.loads((out / "history.json").read_text())
-    assert [r["fit_results"] for r in history["rounds"]] == [2, 2]
-    assert [r["evaluate_results"] for r in history["rounds"]] == [2, 2]
+    assert [r["fit_results"] for r in history["rounds"]] == [2, 2, 2]
+    assert [r["evaluate_results"] for r in history["rounds"]] == [2, 2, 2]
     losses = [value for _, value in history["losses_distributed"]]
-    assert losses[1] < losses[0]
+    accuracy = [value for _, value in history["metrics_distributed"]["accuracy"]]
+    assert losses[-1] < losses[0]
+    assert accuracy[-1] > 0.3  # 10 classes: chance is 0.1
