@@ -1,0 +1,101 @@
+"""The Ray engine on a local Ray: the sequential model, actors reused, hung clients replaced."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import roost
+from roost.apps.digits import DemoSettings, make_client_fn, make_strategy
+
+ray = pytest.importorskip("ray")
+cloudpickle = pytest.importorskip("cloudpickle")
+
+pytestmark = pytest.mark.slow  # starting Ray takes several seconds
+
+# Ray workers cannot import this test module: send its classes by value.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def test_ray_engine_starts_and_stops_its_own_local_ray():
+    # Runs before the module's shared Ray starts (tests run in file order).
+    from roost.transport.ray import RayTransport
+
+    assert not ray.is_initialized()
+    transport = RayTransport(make_client_fn(0), 2, init_kwargs={"num_cpus": 1})
+    try:
+        assert ray.is_initialized() and transport.max_actors == 1
+        outcomes = dict(transport.run([("0", roost.EvaluateIns([np.zeros((64, 10)),
+                                                                 np.zeros(10)], {}))], None))
+        assert outcomes["0"].loss == pytest.approx(np.log(10))  # uniform over 10 classes
+    finally:
+        transport.close()
+    assert not ray.is_initialized()
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+class SlowOnce(roost.Client):
+    """Adds (1 + partition); partition 1 hangs in round 1."""
+
+    def __init__(self, partition_id: int) -> None:
+        self.partition_id = partition_id
+
+    def fit(self, parameters, config):
+        if self.partition_id == 1 and config.get("server_round") == 1:
+            time.sleep(60)
+        step = 1.0 + self.partition_id
+        return [p + step for p in parameters], self.partition_id + 1, {"pid": os.getpid()}
+
+
+def slow_once_client_fn(context: roost.Context) -> SlowOnce:
+    return SlowOnce(context.partition_id)
+
+
+def test_ray_engine_gives_the_sequential_model(local_ray):
+    settings = DemoSettings(num_clients=4, num_rounds=2)
+    histories = [
+        roost.run_simulation(
+            make_client_fn(0), 4, strategy=make_strategy(settings),
+            config=roost.ServerConfig(num_rounds=2), seed=0, engine=engine,
+        )
+        for engine in ("sequential", "ray")
+    ]
+    for a, b in zip(histories[0].parameters, histories[1].parameters, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-12, rtol=0)
+    assert ray.is_initialized()  # the engine leaves a Ray it did not start running
+
+
+def test_ray_engine_reuses_actors_and_replaces_a_hung_one(local_ray):
+    pids: list[int] = []
+
+    def collect(pairs):
+        pids.extend(metrics["pid"] for _, metrics in pairs)
+        return {}
+
+    strategy = roost.FedAvg(
+        fraction_evaluate=0.0, min_fit_clients=1, min_available_clients=1,
+        initial_parameters=[np.zeros(2)], fit_metrics_aggregation_fn=collect,
+        on_fit_config_fn=lambda server_round: {"server_round": server_round},
+    )
+    history = roost.run_simulation(
+        slow_once_client_fn, 4, strategy=strategy,
+        config=roost.ServerConfig(num_rounds=3, round_timeout=5.0), engine="ray",
+    )
+    first, *later = history.rounds
+    assert (first.fit_results, first.failed_clients) == (3, ["1"])
+    assert all(r.fit_results == 4 for r in later)
+    expected = (1 + 9 + 16) / 8 + 2 * (1 + 4 + 9 + 16) / 10
+    np.testing.assert_allclose(history.parameters[0], np.full(2, expected))
+    assert len(set(pids)) <= 3  # two actors, one of them replaced once
