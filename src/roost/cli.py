@@ -116,7 +116,7 @@ def _simulate(args: argparse.Namespace) -> int:
     plain = getattr(args, "attack", None) is None and getattr(args, "strategy", None) != "fedsgd"
     engine, client_fn, notice = demo_engine(args.engine, client_fn, settings, plain=plain)
     if notice:
-        console.print(notice)
+        console.print(notice, soft_wrap=True, markup=False)
     history = run_simulation(
         client_fn,
         settings.num_clients,

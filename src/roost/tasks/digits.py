@@ -66,12 +66,12 @@ def demo_engine(
         return engine, client_fn, None
     if not torch_available():
         return "sequential", client_fn, (
-            "torch is not installed: running the NumPy demo on the sequential engine "
+            "torch is not installed: the NumPy demo runs on the sequential engine "
             "(pip install torch for the vectorized engine)"
         )
     if not plain:
         return "sequential", client_fn, (
-            "the vectorized engine trains the plain demo clients only: running the attacked or "
-            "gradient-returning clients on the sequential engine"
+            "attacked and gradient-returning clients run on the sequential engine "
+            "(the vectorized engine trains the plain demo clients only)"
         )
     return "vectorized", digits_task(settings), None

@@ -1,0 +1,60 @@
+"""`roost simulate --engine`: the demo on every engine, its default, its fallback without torch."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from roost.cli import main
+
+pytest.importorskip("torch")
+
+
+def simulate(tmp_path: Path, name: str, *args: str) -> tuple[dict, list[np.ndarray], Path]:
+    out = tmp_path / name
+    assert main(["simulate", "--quiet", "--out", str(out), *args]) == 0
+    with np.load(out / "model.npz", allow_pickle=False) as model:
+        arrays = [model[f"arr_{i}"] for i in range(len(model.files))]
+    return json.loads((out / "history.json").read_text()), arrays, out
+
+
+def test_default_engine_is_vectorized_deterministic_and_accurate(tmp_path, capsys):
+    history, model, first = simulate(tmp_path, "a")
+    assert "sequential engine" not in capsys.readouterr().out  # no fallback notice
+    _, _, second = simulate(tmp_path, "b")
+    for name in ("history.json", "model.npz"):
+        assert (first / name).read_bytes() == (second / name).read_bytes()
+    assert history["metrics_centralized"]["accuracy"][-1][1] >= 0.85
+    assert [a.shape for a in model] == [(64, 10), (10,)]  # the NumPy demo's layout
+
+
+def test_every_engine_trains_the_same_demo_model(tmp_path):
+    args = ("--clients", "4", "--rounds", "2", "--fraction-fit", "0.5", "--local-epochs", "2")
+    reference_history, reference, _ = simulate(tmp_path, "sequential", *args,
+                                               "--engine", "sequential")
+    for engine in ("vectorized", "process"):
+        history, model, _ = simulate(tmp_path, engine, *args, "--engine", engine)
+        for a, b in zip(model, reference, strict=True):
+            np.testing.assert_allclose(a, b, atol=1e-10, rtol=0)
+        assert history["rounds"] == reference_history["rounds"]
+
+
+def test_without_torch_the_demo_falls_back_with_a_one_line_notice(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("roost.tasks.digits.torch_available", lambda: False)
+    history, _, _ = simulate(tmp_path, "fallback", "--rounds", "2")
+    notice = [line for line in capsys.readouterr().out.splitlines() if "torch is not" in line]
+    assert notice == [
+        "torch is not installed: the NumPy demo runs on the sequential engine (pip install "
+        "torch for the vectorized engine)"
+    ]
+    assert [r["fit_results"] for r in history["rounds"]] == [10, 10]
+
+
+def test_attacked_clients_run_on_the_sequential_engine(tmp_path, capsys):
+    simulate(tmp_path, "attack", "--rounds", "1", "--attack", "signflip", "--attackers", "1",
+             "--strategy", "fedmedian")
+    out = capsys.readouterr().out
+    assert "attacked and gradient-returning clients run on the sequential engine" in out
