@@ -156,6 +156,15 @@ def test_compat_run_equals_the_native_roost_run() -> None:
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
 
 
+def test_roost_engines_are_available_through_run_simulation() -> None:
+    app = ServerApp(config=ServerConfig(num_rounds=2), strategy=make_strategy())
+    sequential = run_simulation(server_app=app, client_app=client, num_supernodes=NUM_CLIENTS)
+    pooled = run_simulation(server_app=app, client_app=client, num_supernodes=NUM_CLIENTS,
+                            engine="process", engine_options={"max_workers": 2})
+    for a, b in zip(sequential.parameters, pooled.parameters, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
 def test_weighted_average_metric_matches_hand_computation() -> None:
     assert weighted_average([(10, {"accuracy": 0.5}), (30, {"accuracy": 0.9})]) == {
         "accuracy": pytest.approx((10 * 0.5 + 30 * 0.9) / 40)

@@ -26,12 +26,16 @@ def run_simulation(
     verbose_logging: bool = False,
     *,
     seed: int | None = None,
+    engine: str = "sequential",
+    engine_options: dict[str, Any] | None = None,
 ) -> History:
     """Simulate `num_supernodes` clients and return the run's History (Flower returns None).
 
-    Clients run one after another in this process, built on demand by the `ClientApp`, so it works
-    the same in a script and in a notebook. `backend_name` and `backend_config` (client resources)
-    are accepted and not needed; `seed` makes client sampling reproducible.
+    By default clients run one after another in this process, built on demand by the
+    `ClientApp`, so it works the same in a script and in a notebook. `backend_name` and
+    `backend_config` (client resources) are accepted and not used; roost's own `engine`
+    ("sequential", "process", "ray", "vectorized") and `engine_options` choose how clients run
+    (see `roost.run_simulation`). `seed` makes client sampling reproducible.
     """
     if not isinstance(server_app, ServerApp) or not isinstance(client_app, ClientApp):
         raise ConfigurationError(
@@ -51,6 +55,8 @@ def run_simulation(
         strategy=components.strategy if components.strategy is not None else FedAvg(),
         config=components.config,
         seed=seed,
+        engine=engine,
+        engine_options=engine_options,
     )
 
 
