@@ -1,8 +1,8 @@
 """The Keras adapter, run in a fresh process per backend (Keras picks its backend at import time).
 
 The worker below runs every check once in a subprocess with `KERAS_BACKEND` set and prints JSON;
-the tests assert on those numbers. Torch is the default backend here; one TensorFlow run is marked
-slow and needs `tensorflow` installed.
+the tests assert on those numbers. Torch is the default backend here; one run with TensorFlow's
+`tf.keras` is marked slow and needs `tensorflow` installed.
 """
 
 from __future__ import annotations
@@ -22,8 +22,14 @@ pytest.importorskip("keras")
 def _worker() -> None:  # runs in the subprocess
     import logging
 
-    import keras
     import numpy as np
+
+    if os.environ["KERAS_BACKEND"] == "tensorflow":
+        import tensorflow as tf
+
+        keras = tf.keras  # TensorFlow's own Keras, as a tf.keras user has it
+    else:
+        import keras
 
     import roost
     from roost.client.keras import KerasClient
@@ -45,7 +51,7 @@ def _worker() -> None:  # runs in the subprocess
         model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
         return model
 
-    out: dict = {"backend": keras.backend.backend()}
+    out: dict = {"backend": keras.backend.backend(), "keras_module": keras.__name__}
     x, y = train.x[:256].astype("float32"), train.y[:256]
 
     # 1. Parameters are get_weights(), in order.
@@ -130,6 +136,7 @@ def torch_run() -> dict:
 
 def _check(out: dict, backend: str) -> None:
     assert out["backend"] == backend
+    assert out["keras_module"].endswith("_tf_keras.keras" if backend == "tensorflow" else "keras")
     assert out["param_shapes"] == [[64, 64], [64], [64, 64], [64], [64, 10], [10]]
     assert out["param_dtypes"] == ["float32"]
     # The adapter trains exactly like Keras does from the same start.
