@@ -132,3 +132,19 @@ def test_bad_config_files_are_explained(tmp_path: Path, capsys, text: str, messa
     config.write_text(text)
     assert main(["simulate", "--config", str(config)]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_without_matplotlib_the_run_is_still_saved(tmp_path: Path, monkeypatch, caplog) -> None:
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_matplotlib(name, *args, **kwargs):
+        if name.startswith("matplotlib"):
+            raise ImportError("No module named 'matplotlib'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    written = save_run(tmp_path, make_history())
+    assert [p.name for p in written] == ["history.json", "model.npz", "history.csv"]
+    assert "matplotlib is not installed" in caplog.text

@@ -62,6 +62,8 @@ def save_run(out_dir: Path | str, history: History, *, plot: bool = True) -> lis
             logging.getLogger(__name__).warning(
                 "plot.png not written: matplotlib is not installed (pip install matplotlib)"
             )
+        except Exception as error:  # the run's results are saved; a chart must not undo that
+            logging.getLogger(__name__).warning("plot.png not written: %s", error)
         else:
             written.append(out / "plot.png")
             atomic_write_bytes(written[-1], image)
