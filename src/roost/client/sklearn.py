@@ -142,7 +142,8 @@ class SklearnClient(Client):
             the round config's `"local_epochs"` overrides it.
 
     `fit` reports `train_loss` and `train_accuracy`; `evaluate` returns the log-loss and reports
-    `accuracy`.
+    `accuracy` (a model without `predict_proba`, such as a hinge-loss `SGDClassifier`, reports its
+    error rate as the loss). FedProx's `proximal_mu` is not applied by this adapter.
     """
 
     def __init__(
