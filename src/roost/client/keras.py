@@ -48,7 +48,7 @@ class KerasClient(Client):
     `fit` returns the new weights, the number of training examples and the last epoch's training
     metrics prefixed `train_` (`train_loss`, `train_accuracy`, …). `evaluate` returns the loss,
     the number of evaluation examples and the compiled metrics (`accuracy`, …). FedProx's
-    `proximal_mu` is not applied by this adapter (Keras' `fit` has no hook for it).
+    `proximal_mu` is not applied by this adapter.
     """
 
     def __init__(
