@@ -1,10 +1,11 @@
 """How a task trains, in PyTorch: one functional local step, shared by every engine.
 
-`Runtime.step` is written for one client: gradient of the (optionally proximal) mini-batch loss via
-`torch.func.grad`, then the optimizer update (SGD with momentum / weight decay / Nesterov, or Adam,
-with `torch.optim` semantics). `train_client` applies it batch after batch: that loop is the
-sequential reference, and the `TorchClient` used by the sequential, process and Ray engines. The
-vectorized engine applies the very same `step` through `torch.func.vmap` to a whole cohort at once.
+A local step is the gradient of one client's (optionally proximal) mini-batch loss, computed with
+`functional_call`, then the optimizer update (SGD with momentum / weight decay / Nesterov, or
+Adam, with `torch.optim` semantics), written as a pure function. `train_client` applies it batch
+after batch: that loop is the sequential reference, and the `TorchClient` used by the sequential,
+process and Ray engines. The vectorized engine `vmap`s the very same loss and update over a whole
+cohort at once (`Runtime.make_cohort_step`).
 
 Both paths draw the batch order from `batch_plan(n, recipe, order_rng(seed, round, client))`, so it
 depends on nothing else, and weight each example of a batch by 1/len(batch), so masked (padded)
@@ -20,7 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.func import functional_call, grad
+from torch.func import functional_call, vmap
 
 from roost.core.types import Config, Metrics, Parameters
 from roost.errors import ConfigurationError
@@ -178,23 +179,9 @@ class Runtime:
             return {"momentum": {n: torch.zeros_like(p) for n, p in params.items()}}
         return {}
 
-    def make_step(
-        self, recipe: Recipe, buffers: TensorDict, *, batched: bool = False
-    ) -> Callable[..., tuple[TensorDict, OptState]]:
-        """One client's local step, `(params, state, x, y, weights, active, anchor)` to
-        `(params, state)`.
-
-        With `batched`, the gradient comes from `torch.func.grad`, so the step can be `vmap`-ed
-        over a cohort; otherwise from `torch.autograd.grad`, which is faster for one client. Both
-        differentiate the same loss, and the same update follows.
-
-        `weights` holds each example's share of the batch loss (1/len(batch), or 0 for padding).
-        `active` (a bool scalar tensor, or None) keeps params and state unchanged when False: the
-        vectorized engine uses it for clients that have no batch left at this step.
-        `anchor` is the round's global model, used by the proximal term.
-        """
+    def _batch_loss(self, recipe: Recipe, buffers: TensorDict) -> Callable[..., torch.Tensor]:
+        """One client's mini-batch loss: weighted per-example losses, plus the proximal term."""
         mu = recipe.proximal_mu
-        optimizer = recipe.optimizer
 
         def batch_loss(params, x, y, weights, anchor):
             outputs = self.forward(params, buffers, x)
@@ -204,21 +191,58 @@ class Runtime:
                 loss = loss + 0.5 * mu * proximal
             return loss
 
-        def autograd_gradient(params, x, y, weights, anchor):
+        return batch_loss
+
+    def make_step(
+        self, recipe: Recipe, buffers: TensorDict
+    ) -> Callable[..., tuple[TensorDict, OptState]]:
+        """One client's local step, `(params, state, x, y, weights, anchor)` to `(params, state)`.
+
+        `weights` holds each example's share of the batch loss (1/len(batch)); `anchor` is the
+        round's global model, used by the proximal term.
+        """
+        batch_loss = self._batch_loss(recipe, buffers)
+        optimizer = recipe.optimizer
+
+        def step(params, state, x, y, weights, anchor):
             leaves = {n: p.detach().requires_grad_() for n, p in params.items()}
             loss = batch_loss(leaves, x, y, weights, anchor)
-            grads = torch.autograd.grad(loss, list(leaves.values()))
-            return dict(zip(leaves, grads, strict=True))
+            grads = dict(zip(leaves, torch.autograd.grad(loss, list(leaves.values())), strict=True))
+            return _apply_optimizer(optimizer, params, grads, state)
 
-        gradient = grad(batch_loss) if batched else autograd_gradient
+        return step
 
-        def step(params, state, x, y, weights, active, anchor):
-            grads = gradient(params, x, y, weights, anchor)
+    def make_cohort_step(
+        self, recipe: Recipe, buffers: TensorDict
+    ) -> Callable[..., tuple[TensorDict, OptState]]:
+        """The same step for a cohort whose params and state are stacked along a leading axis.
+
+        `(params, state, x, y, weights, active, anchor) -> (params, state)`, every argument but
+        `anchor` (shared) with the cohort axis first. The forward pass of every client runs as one
+        `torch.func.vmap`-ed computation; since client c's loss depends on client c's parameters
+        only, the gradient of the summed losses holds each client's own gradient. The update is
+        `vmap`-ed too. `active[c]` False (client c has no batch left at this step) keeps its
+        params and state exactly as they were; `weights` are 0 for padding examples.
+        """
+        losses = vmap(self._batch_loss(recipe, buffers), in_dims=(0, 0, 0, 0, None))
+        optimizer = recipe.optimizer
+
+        def update(params, grads, state, active):
             new_params, new_state = _apply_optimizer(optimizer, params, grads, state)
-            if active is None:
-                return new_params, new_state
             keep = _select(active)
             return keep(new_params, params), keep(new_state, state)
+
+        update_all = vmap(lambda p, g, s: _apply_optimizer(optimizer, p, g, s))
+        update_some = vmap(update)
+
+        def step(params, state, x, y, weights, active, anchor):
+            leaves = {n: p.detach().requires_grad_() for n, p in params.items()}
+            total = losses(leaves, x, y, weights, anchor).sum()
+            gradients = torch.autograd.grad(total, list(leaves.values()))
+            grads = dict(zip(leaves, gradients, strict=True))
+            if active is None:
+                return update_all(params, grads, state)
+            return update_some(params, grads, state, active)
 
         return step
 
@@ -291,7 +315,7 @@ def train_client(
         index = torch.as_tensor(batch, device=runtime.device)
         weights = torch.full((len(batch),), 1.0 / len(batch), dtype=runtime.dtype,
                              device=runtime.device)
-        params, state = step(params, state, x[index], y[index], weights, None, anchor)
+        params, state = step(params, state, x[index], y[index], weights, anchor)
     return params, buffers
 
 

@@ -1,8 +1,8 @@
 """The vectorized engine: a task's whole cohort trained as one batched computation.
 
 The cohort's models are stacked along a new leading axis and every local step runs all of them at
-once: `torch.func.vmap` over the task's one-client step (`Runtime.make_step`: `functional_call` +
-`grad` + the optimizer update), each client taking its own next mini-batch. A client whose data runs
+once: `torch.func.vmap` over the task's one-client loss (`functional_call`) and optimizer update
+(`Runtime.make_cohort_step`), each client taking its own next mini-batch. A client whose data runs
 out earlier (fewer examples, so fewer steps) is masked: its model and optimizer state stay exactly
 as they were, so every client ends where it would have ended alone. Padding examples weigh 0.
 
@@ -250,12 +250,7 @@ class VectorizedTransport:
         arrays = members[0].instruction.parameters
         params, buffers = runtime.from_arrays(arrays)
         anchor = params if recipe.proximal_mu else None
-        step = runtime.make_step(recipe, buffers, batched=True)
-        # Steps where every client has a batch skip the masking (its cost grows with the model).
-        all_active = vmap(
-            lambda p, s, x, y, w, a: step(p, s, x, y, w, None, a), in_dims=(0, 0, 0, 0, 0, None)
-        )
-        some_active = vmap(step, in_dims=(0, 0, 0, 0, 0, 0, None))
+        step = runtime.make_cohort_step(recipe, buffers)
         first_x = self._data(members[0].partition_id, False)[0]
         chunk = self._chunk_clients(recipe, first_x, max(len(first_x), 1))
         runtime.model.train()
@@ -279,12 +274,9 @@ class VectorizedTransport:
             rows = torch.arange(count, device=self.device).unsqueeze(1)
             for s in range(index.shape[1]):
                 xb, yb = x_stack[rows, index[:, s]], y_stack[rows, index[:, s]]
-                if bool(active[:, s].all()):
-                    stacked, state = all_active(stacked, state, xb, yb, weights[:, s], anchor)
-                else:
-                    stacked, state = some_active(
-                        stacked, state, xb, yb, weights[:, s], active[:, s], anchor
-                    )
+                # Steps where every client has a batch skip the masking (it costs a model copy).
+                mask = None if bool(active[:, s].all()) else active[:, s]
+                stacked, state = step(stacked, state, xb, yb, weights[:, s], mask, anchor)
             metrics = self._fit_metrics(stacked, buffers, x_stack, y_stack, ys)
             for position, member in enumerate(part):
                 client_params = {n: value[position] for n, value in stacked.items()}
