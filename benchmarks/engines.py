@@ -1,0 +1,179 @@
+"""roost's engines against Flower 1.42 and a plain loop, side by side, in one invocation.
+
+    python benchmarks/engines.py                          # every scenario and runner (minutes)
+    python benchmarks/engines.py --scenarios digits-100 --runners vectorized,loop,flower
+    python benchmarks/engines.py --no-flower              # roost and the loop only
+
+Scenarios (see `workloads.py`; all FedAvg, local SGD, batch 10, lr 0.1, 1 epoch):
+  digits-100   softmax regression on scikit-learn's digits, 100 IID clients, all train, 5 rounds
+  digits-1000  the same with 1,000 clients
+  cnn          a CIFAR-shaped CNN on synthetic 3×32×32 data, 1,000 users × 50 samples,
+               cohort 50, 3 rounds
+
+Runners: roost's `vectorized`, `sequential`, `process` and `ray` engines training a `roost.Task`;
+`flower` (Flower 1.42's `run_simulation` on Ray, 1 CPU per client, its FedAvg and a NumPyClient);
+and `loop`, a plain single-process loop doing the same arithmetic (nn.Module + torch.optim, one
+client after another, FedAvg by hand): the compute limit. All runners start from the same model
+and train every client on the same data in the same batch order.
+
+Every run is a fresh process. Columns:
+  wall s      whole-process wall time: interpreter start, imports, Ray start-up, the run, exit
+  run s       the simulation call alone (inside the process)
+  peak MiB    peak memory of the process and all its children (PSS, sampled every 0.1 s)
+  accuracy    of the final global model on held-out data
+  ×flower     Flower's time / this runner's time (wall, then run)
+  ÷loop       this runner's run time / the loop's (1.0 = the compute limit)
+
+Flower is installed on first use into its own virtual environment (benchmarks/.flower-venv, with
+the CPU build of torch 2.13.0 installed first so no CUDA build is pulled). Needs psutil.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+HERE = Path(__file__).resolve().parent
+FLOWER_VENV = HERE / ".flower-venv"
+FLOWER_VERSION = "1.42.0"
+RUNNERS = ("vectorized", "sequential", "process", "ray", "flower", "loop")
+SCENARIOS = ("digits-100", "digits-1000", "cnn")
+
+
+def flower_python(venv: Path) -> Path:
+    """The Python of Flower's virtual environment, created and filled on first use."""
+    python = venv / "bin" / "python"
+    check = [str(python), "-c", "import flwr, torch, sklearn; print(flwr.__version__)"]
+    if python.exists():
+        done = subprocess.run(check, capture_output=True, text=True)
+        if done.returncode == 0 and done.stdout.strip() == FLOWER_VERSION:
+            return python
+    print(f"installing Flower {FLOWER_VERSION} into {venv} (first run only) ...", flush=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = [str(python), "-m", "pip", "install", "--quiet"]
+    subprocess.run([*pip, "torch==2.13.0"], check=True)  # the CPU build, before flwr's deps
+    subprocess.run([*pip, f"flwr[simulation]=={FLOWER_VERSION}", "scikit-learn"], check=True)
+    subprocess.run(check, check=True, capture_output=True)
+    return python
+
+
+def _tree_memory(process: psutil.Process) -> int:
+    total = 0
+    for member in [process, *process.children(recursive=True)]:
+        try:
+            info = member.memory_full_info()
+            total += getattr(info, "pss", info.rss)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return total
+
+
+def measure(command: list[str], timeout: float) -> dict:
+    """Run `command`; return its JSON line plus whole-process wall time and peak memory."""
+    # Ray's workers (the ray engine's and Flower's) import the workloads from here.
+    paths = [str(HERE), os.environ.get("PYTHONPATH", "")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+    started = time.perf_counter()
+    child = subprocess.Popen(command, cwd=HERE, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    watched = psutil.Process(child.pid)
+    peak = 0
+    try:
+        while child.poll() is None:
+            if time.perf_counter() - started > timeout:
+                raise TimeoutError(f"{' '.join(command)} ran longer than {timeout:g} s")
+            peak = max(peak, _tree_memory(watched))
+            time.sleep(0.1)
+    finally:
+        if child.poll() is None:
+            for member in [*watched.children(recursive=True), watched]:
+                member.kill()
+        stdout, stderr = child.communicate()
+    wall = time.perf_counter() - started
+    if child.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{stderr[-3000:]}")
+    result = json.loads(stdout.strip().splitlines()[-1])
+    return {**result, "wall_s": wall, "peak_mib": peak / 2**20}
+
+
+def run_matrix(scenarios: list[str], runners: list[str], flower: Path | None,
+               timeout: float) -> dict:
+    results: dict[tuple[str, str], dict] = {}
+    for scenario in scenarios:
+        for runner in runners:
+            if runner == "flower":
+                command = [str(flower), str(HERE / "flower_run.py"), scenario]
+            else:
+                command = [sys.executable, str(HERE / "engine_run.py"), scenario, runner]
+            print(f"  {scenario:<12} {runner:<11} ...", end=" ", flush=True)
+            try:
+                results[scenario, runner] = measure(command, timeout)
+                print(f"{results[scenario, runner]['wall_s']:.1f} s", flush=True)
+            except (RuntimeError, TimeoutError) as error:
+                print(f"failed: {str(error).splitlines()[-1]}", flush=True)
+    return results
+
+
+def table(results: dict, scenarios: list[str], runners: list[str]) -> str:
+    header = (f"{'scenario':<12} {'runner':<11} {'wall s':>8} {'run s':>8} {'peak MiB':>9} "
+              f"{'accuracy':>9} {'×flower wall':>13} {'×flower run':>12} {'÷loop run':>10}")
+    lines = [header, "-" * len(header)]
+    for scenario in scenarios:
+        flower = results.get((scenario, "flower"))
+        loop = results.get((scenario, "loop"))
+        for runner in runners:
+            row = results.get((scenario, runner))
+            if row is None:
+                lines.append(f"{scenario:<12} {runner:<11} {'(failed or skipped)':>27}")
+                continue
+            vs_wall = f"{flower['wall_s'] / row['wall_s']:.1f}" if flower else "-"
+            vs_run = f"{flower['run_s'] / row['run_s']:.1f}" if flower else "-"
+            vs_loop = f"{row['run_s'] / loop['run_s']:.2f}" if loop else "-"
+            lines.append(
+                f"{scenario:<12} {runner:<11} {row['wall_s']:>8.2f} {row['run_s']:>8.2f} "
+                f"{row['peak_mib']:>9.0f} {row['accuracy']:>9.4f} {vs_wall:>13} {vs_run:>12} "
+                f"{vs_loop:>10}"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS),
+                        help=f"comma-separated, from {', '.join(SCENARIOS)}")
+    parser.add_argument("--runners", default=",".join(RUNNERS),
+                        help=f"comma-separated, from {', '.join(RUNNERS)}")
+    parser.add_argument("--no-flower", action="store_true", help="skip Flower")
+    parser.add_argument("--flower-venv", type=Path, default=FLOWER_VENV,
+                        help="Flower's virtual environment (default: %(default)s)")
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds per run")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = parser.parse_args()
+    scenarios = [s for s in args.scenarios.split(",") if s]
+    runners = [r for r in args.runners.split(",") if r and not (args.no_flower and r == "flower")]
+    for name in scenarios:
+        if name not in SCENARIOS:
+            parser.error(f"unknown scenario {name!r}")
+    for name in runners:
+        if name not in RUNNERS:
+            parser.error(f"unknown runner {name!r}")
+    flower = flower_python(args.flower_venv) if "flower" in runners else None
+    print(f"{os.cpu_count()} CPU cores; each run in a fresh process:", flush=True)
+    results = run_matrix(scenarios, runners, flower, args.timeout)
+    print()
+    print(table(results, scenarios, runners))
+    if args.json:
+        args.json.write_text(json.dumps(
+            {f"{s}/{r}": row for (s, r), row in results.items()}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
