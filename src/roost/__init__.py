@@ -47,6 +47,7 @@ from roost.strategy import (
     QFedAvg,
     Strategy,
 )
+from roost.tasks import SGD, Adam, Task
 
 __version__ = "0.1.0"
 
@@ -62,6 +63,8 @@ def __getattr__(name: str) -> object:
     raise AttributeError(f"module 'roost' has no attribute {name!r}")
 
 __all__ = [
+    "SGD",
+    "Adam",
     "App",
     "Bulyan",
     "Client",
@@ -100,6 +103,7 @@ __all__ = [
     "ServerState",
     "ServerUnreachableError",
     "Strategy",
+    "Task",
     "run_rounds",
     "run_simulation",
     "start_client",
