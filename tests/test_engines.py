@@ -279,3 +279,24 @@ def test_process_engine_says_client_fn_must_be_picklable():
             list(transport.run([("0", roost.FitIns([np.zeros(1)], {}))], None))
     finally:
         transport.close()
+
+
+def small_cnn() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 4 * 4, 3))
+
+
+class Images:
+    def __call__(self, partition_id: int, num_partitions: int):
+        rng = np.random.default_rng(200 + partition_id)
+        n = SIZES[partition_id % len(SIZES)]
+        return rng.normal(size=(n, 1, 6, 6)).astype(np.float32), rng.integers(0, 3, n)
+
+
+def test_convolutions_give_the_sequential_model_batched_or_one_by_one():
+    task = Task(model=small_cnn, data=Images(), optimizer=SGD(lr=0.1, momentum=0.9),
+                epochs=2, batch_size=4)
+    transport = VectorizedTransport(task, 8)
+    assert transport._chunk_clients(task.recipe(), torch.zeros(4, 1, 6, 6), 4) == 1  # CPU
+    sequential = simulate(task, "sequential")
+    assert_same_model(sequential, simulate(task, "vectorized"), atol=0)  # the same code path
+    assert_same_model(sequential, simulate(task, "vectorized", chunk_size=8))  # grouped convs

@@ -10,6 +10,10 @@ Cohorts that do not fit the memory budget are split into chunks, trained one aft
 their results stream to the aggregator chunk by chunk. On a CUDA device (when asked and available)
 the whole computation stays on the GPU.
 
+On the CPU, models with convolutions train one client at a time (over the cached data, with the
+same step): CPU kernels run the grouped convolutions of batched clients slower than the clients'
+own convolutions one after another. Pass `chunk_size` to batch them anyway.
+
 Not supported (use another engine): models whose training changes buffers (BatchNorm running
 statistics) or draws random numbers (Dropout), since clients must not share them; and a per-client
 `round_timeout` (clients of one batched computation finish together, so it is not applied).
@@ -45,8 +49,10 @@ from roost.tasks.training import (
     Runtime,
     TensorDict,
     batch_plan,
+    evaluate_tensors,
     order_rng,
     round_of,
+    train_client,
 )
 from roost.transport.inprocess import simulation_client_ids
 
@@ -234,9 +240,18 @@ class VectorizedTransport:
         return int(total * CPU_MEMORY_SHARE)
 
     def _chunk_clients(self, recipe: Recipe, example: torch.Tensor, max_examples: int) -> int:
-        """Clients per chunk: the explicit `chunk_size`, or as many as fit the memory budget."""
+        """Clients per chunk: the explicit `chunk_size`, or as many as fit the memory budget.
+
+        On the CPU, a model with convolutions trains one client at a time: batched across
+        clients, a convolution becomes a grouped convolution, which CPU kernels run slower than
+        the clients' convolutions one after another (measured in benchmarks/engines.py).
+        """
         if self.chunk_size is not None:
             return self.chunk_size
+        if self.device.type == "cpu" and any(
+            isinstance(m, torch.nn.modules.conv._ConvNd) for m in self.runtime.model.modules()
+        ):
+            return 1
         element = torch.finfo(self.runtime.dtype).bits // 8
         numel = sum(p.numel() for p in self.runtime.model.parameters())
         # params, new params, gradients, the proximal anchor share, optimizer slots (≤ 2)
@@ -253,6 +268,9 @@ class VectorizedTransport:
         step = runtime.make_cohort_step(recipe, buffers)
         first_x = self._data(members[0].partition_id, False)[0]
         chunk = self._chunk_clients(recipe, first_x, max(len(first_x), 1))
+        if chunk == 1:  # nothing to batch: the per-client step, without vmap's overhead
+            yield from self._fit_one_by_one(members, recipe)
+            return
         runtime.model.train()
         for start in range(0, len(members), chunk):
             part = members[start : start + chunk]
@@ -285,6 +303,20 @@ class VectorizedTransport:
                     len(ys[position]),
                     metrics[position],
                 )
+
+    def _fit_one_by_one(self, members: list[_Member], recipe: Recipe) -> Iterator[Outcome]:
+        runtime = self.runtime
+        for member in members:
+            x, y = self._data(member.partition_id, False)
+            config = member.instruction.config
+            rng = order_rng(self.task.seed, round_of(config), member.partition_id)
+            arrays = member.instruction.parameters
+            state = train_client(runtime, arrays, x, y, recipe, rng)
+            metrics = {}
+            if self.task.fit_metrics:
+                loss, named = evaluate_tensors(runtime, state, x, y, prefix="train_")
+                metrics = {"train_loss": loss, **named}
+            yield member.client_id, FitRes(runtime.to_arrays(state, arrays), len(y), metrics)
 
     def _schedule(
         self, plans: list[list[np.ndarray]], batch_size: int
