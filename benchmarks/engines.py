@@ -19,7 +19,7 @@ and train every client on the same data in the same batch order.
 Every run is a fresh process. Columns:
   wall s      whole-process wall time: interpreter start, imports, Ray start-up, the run, exit
   run s       the simulation call alone (inside the process)
-  peak MiB    peak memory of the process and all its children (PSS, sampled every 0.1 s)
+  peak MiB    peak memory of the process and all its children (PSS, sampled every 0.5 s)
   accuracy    of the final global model on held-out data
   ×flower     Flower's time / this runner's time (wall, then run)
   ÷loop       this runner's run time / the loop's (1.0 = the compute limit)
@@ -90,7 +90,7 @@ def measure(command: list[str], timeout: float) -> dict:
             if time.perf_counter() - started > timeout:
                 raise TimeoutError(f"{' '.join(command)} ran longer than {timeout:g} s")
             peak = max(peak, _tree_memory(watched))
-            time.sleep(0.1)
+            time.sleep(0.5)  # reading PSS costs CPU: sample gently
     finally:
         if child.poll() is None:
             for member in [*watched.children(recursive=True), watched]:
