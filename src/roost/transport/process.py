@@ -16,6 +16,7 @@ import logging
 import multiprocessing
 import os
 import pickle
+import sys
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -67,6 +68,7 @@ def _worker_main(
     except BaseException as error:
         connection.send(("error", f"{type(error).__name__}: {error}"))
         return
+    _limit_torch_threads(threads)
     connection.send(("ready", os.getpid()))
     while True:
         try:
@@ -89,6 +91,14 @@ def _worker_main(
             connection.send(
                 (client_id, Failure(client_id, f"result could not be sent back: {error}"))
             )
+
+
+def _limit_torch_threads(threads: int) -> None:
+    """Set torch's thread count when torch is already imported (by the main script a spawned
+    worker re-imports, or by client_fn), which the environment variables came too late for."""
+    torch = sys.modules.get("torch")
+    if torch is not None and hasattr(torch, "set_num_threads"):
+        torch.set_num_threads(threads)
 
 
 class _Worker:
