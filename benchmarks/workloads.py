@@ -109,10 +109,10 @@ def class_templates() -> np.ndarray:
 
 
 def synthetic_images(rng: np.random.Generator, count: int) -> tuple[np.ndarray, np.ndarray]:
-    """CIFAR-shaped images: a class template, faded, under unit Gaussian noise."""
+    """CIFAR-shaped images: a fixed random template per class, under unit Gaussian noise."""
     y = rng.integers(0, 10, count)
     noise = rng.normal(size=(count, 3, 32, 32)).astype(np.float32)
-    return 0.3 * class_templates()[y] + noise, y.astype(np.int64)
+    return class_templates()[y] + noise, y.astype(np.int64)
 
 
 @dataclass(frozen=True)
