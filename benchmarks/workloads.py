@@ -1,7 +1,8 @@
 """The benchmark workloads: data, models and the plain client training, shared by every runner.
 
-Imports only NumPy, torch and scikit-learn (not roost), so the Flower runner can use it from its
-own virtual environment. Every runner (roost's engines, Flower, the plain loop) trains the same
+Imports only NumPy at module level (torch inside the functions that need it, never roost), so the
+Flower runner can use it from its own virtual environment and the NumPy runner never loads torch.
+Every runner (roost's engines, Flower, the plain loop) trains the same
 model from the same initial parameters, on the same data, in the same batch order: the batch
 order of a client in a round comes from `np.random.default_rng([seed, round, client])`.
 """
@@ -14,10 +15,10 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch import nn
 
 SEED = 0
+HERE = Path(__file__).resolve().parent
+CACHE = HERE / ".cache"
 
 
 @dataclass(frozen=True)
@@ -47,13 +48,17 @@ SCENARIOS = {
 # -- models ---------------------------------------------------------------------------------------
 
 
-def linear_model() -> nn.Module:
+def linear_model():
     """Softmax regression on the 8×8 digits."""
+    from torch import nn
+
     return nn.Linear(64, 10)
 
 
-def cnn_model() -> nn.Module:
+def cnn_model():
     """A CIFAR-shaped CNN: conv 3→32 3×3, conv 32→64 3×3, 2×2 max-pool, dense 128, dense 10."""
+    from torch import nn
+
     return nn.Sequential(
         nn.Conv2d(3, 32, 3),
         nn.ReLU(),
@@ -72,9 +77,26 @@ MODELS = {"linear": linear_model, "cnn": cnn_model}
 
 def initial_parameters(scenario: Scenario) -> list[np.ndarray]:
     """The model built under the seed, as arrays in `state_dict` order."""
+    import torch
+
     torch.manual_seed(SEED)
     model = MODELS[scenario.model]()
     return [v.detach().numpy().copy() for v in model.state_dict().values()]
+
+
+def initial_parameters_path(scenario: Scenario) -> Path:
+    return CACHE / f"initial-{scenario.model}.npz"
+
+
+def save_initial_parameters(scenario: Scenario) -> None:
+    """Write `initial_parameters` to the cache, for runners that must not import torch."""
+    CACHE.mkdir(exist_ok=True)
+    np.savez(initial_parameters_path(scenario), *initial_parameters(scenario))
+
+
+def cached_initial_parameters(scenario: Scenario) -> list[np.ndarray]:
+    with np.load(initial_parameters_path(scenario), allow_pickle=False) as archive:
+        return [archive[f"arr_{i}"] for i in range(len(archive.files))]
 
 
 # -- data -----------------------------------------------------------------------------------------
@@ -140,7 +162,9 @@ def test_data(scenario: Scenario) -> tuple[np.ndarray, np.ndarray]:
 # -- the plain client training (Flower's client and the compute-limit loop) -----------------------
 
 
-def load(model: nn.Module, parameters: list[np.ndarray]) -> None:
+def load(model, parameters: list[np.ndarray]) -> None:
+    import torch
+
     names = list(model.state_dict())
     model.load_state_dict(
         {name: torch.from_numpy(np.asarray(a)) for name, a in zip(names, parameters, strict=True)}
@@ -148,7 +172,7 @@ def load(model: nn.Module, parameters: list[np.ndarray]) -> None:
 
 
 def train_plain(
-    model: nn.Module,
+    model,
     parameters: list[np.ndarray],
     x: np.ndarray,
     y: np.ndarray,
@@ -157,6 +181,9 @@ def train_plain(
     partition_id: int,
 ) -> list[np.ndarray]:
     """Local SGD the usual way: nn.Module, torch.optim.SGD, loss.backward(), batch by batch."""
+    import torch
+    from torch import nn
+
     load(model, parameters)
     model.train()
     optimizer = torch.optim.SGD(model.parameters(), lr=scenario.lr)
@@ -174,6 +201,12 @@ def train_plain(
 
 def accuracy(scenario: Scenario, parameters: list[np.ndarray]) -> float:
     """Accuracy of a global model on the scenario's held-out data."""
+    if scenario.model == "linear":  # plain NumPy: the same argmax, without importing torch
+        weight, bias = parameters
+        x, y = test_data(scenario)
+        return float(((x @ weight.T + bias).argmax(1) == y).mean())
+    import torch
+
     model = MODELS[scenario.model]()
     load(model, parameters)
     model.eval()
