@@ -48,24 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     simulate.add_argument("--clients", type=_positive_int, default=defaults.num_clients,
                           help="number of clients (default: %(default)s)")
-    simulate.add_argument("--rounds", type=_positive_int, default=defaults.num_rounds,
-                          help="number of federated rounds (default: %(default)s)")
-    simulate.add_argument("--fraction-fit", type=_fraction, default=defaults.fraction_fit,
-                          help="share of clients trained per round (default: %(default)s)")
-    simulate.add_argument("--fraction-evaluate", type=_fraction,
-                          default=defaults.fraction_evaluate,
-                          help="share of clients evaluating per round (default: %(default)s)")
-    simulate.add_argument("--local-epochs", type=_positive_int, default=defaults.local_epochs,
-                          help="local epochs per round (default: %(default)s)")
-    simulate.add_argument("--batch-size", type=_positive_int, default=defaults.batch_size,
-                          help="local mini-batch size (default: %(default)s)")
-    simulate.add_argument("--lr", type=_positive_float, default=defaults.learning_rate,
-                          help="local SGD learning rate (default: %(default)s)")
+    _add_training_options(simulate, defaults)
     simulate.add_argument("--seed", type=int, default=defaults.seed,
                           help="seed for data split, sampling and local shuffling "
                           "(default: %(default)s)")
-    simulate.add_argument("--round-timeout", type=_positive_float, default=None,
-                          help="seconds a client may take per instruction (default: no limit)")
     simulate.add_argument("--out", metavar="DIR", default=None,
                           help="write DIR/history.json, model.npz, history.csv and plot.png")
     simulate.add_argument("--quiet", action="store_true", help="only print the final summary")
@@ -144,13 +130,11 @@ def _add_deploy_commands(commands: argparse._SubParsersAction, defaults) -> None
     )
     server.add_argument("--address", default="0.0.0.0:8080",
                         help="host:port to listen on (default: %(default)s)")
-    server.add_argument("--rounds", type=_positive_int, default=defaults.num_rounds,
-                        help="number of federated rounds (default: %(default)s)")
     server.add_argument("--min-clients", type=_positive_int, default=None,
                         help="clients that must be connected before a round starts "
                         "(default: 2, or the app's strategy setting)")
     server.add_argument("--out", metavar="DIR", default=None,
-                        help="write DIR/history.json and DIR/model.npz")
+                        help="write DIR/history.json, model.npz, history.csv and plot.png")
     server.add_argument("--state", metavar="DIR", default=None,
                         help="record every completed round in DIR so the run survives a restart")
     server.add_argument("--resume", action="store_true",
@@ -159,8 +143,6 @@ def _add_deploy_commands(commands: argparse._SubParsersAction, defaults) -> None
                         help="serve TLS with this PEM certificate chain and private key")
     server.add_argument("--auth-tokens", metavar="FILE", default=None,
                         help="admit only clients with a token from FILE ('node-id token' lines)")
-    server.add_argument("--round-timeout", type=_positive_float, default=None,
-                        help="seconds a client may take per instruction (default: no limit)")
     server.add_argument("--wait-timeout", type=_positive_float, default=None,
                         help="give up after waiting this many seconds for enough clients "
                         "(default: wait forever)")
@@ -169,17 +151,7 @@ def _add_deploy_commands(commands: argparse._SubParsersAction, defaults) -> None
     server.add_argument("--seed", type=int, default=defaults.seed,
                         help="seed for client sampling and the demo's data (default: %(default)s)")
     _add_app_arguments(server)
-    server.add_argument("--fraction-fit", type=_fraction, default=defaults.fraction_fit,
-                        help="demo: share of clients trained per round (default: %(default)s)")
-    server.add_argument("--fraction-evaluate", type=_fraction,
-                        default=defaults.fraction_evaluate,
-                        help="demo: share of clients evaluating per round (default: %(default)s)")
-    server.add_argument("--local-epochs", type=_positive_int, default=defaults.local_epochs,
-                        help="demo: local epochs per round (default: %(default)s)")
-    server.add_argument("--batch-size", type=_positive_int, default=defaults.batch_size,
-                        help="demo: local mini-batch size (default: %(default)s)")
-    server.add_argument("--lr", type=_positive_float, default=defaults.learning_rate,
-                        help="demo: local SGD learning rate (default: %(default)s)")
+    _add_training_options(server, defaults, demo_only=True)
     server.add_argument("--quiet", action="store_true", help="only print the final summary")
     server.set_defaults(handler=_server)
 
@@ -212,6 +184,27 @@ def _add_deploy_commands(commands: argparse._SubParsersAction, defaults) -> None
     _add_app_arguments(client)
     client.add_argument("--quiet", action="store_true", help="log warnings and errors only")
     client.set_defaults(handler=_client)
+
+
+def _add_training_options(
+    parser: argparse.ArgumentParser, defaults, *, demo_only: bool = False
+) -> None:
+    """The round and local-training options `roost simulate` and `roost server` share."""
+    demo = "demo: " if demo_only else ""
+    parser.add_argument("--rounds", type=_positive_int, default=defaults.num_rounds,
+                        help="number of federated rounds (default: %(default)s)")
+    parser.add_argument("--round-timeout", type=_positive_float, default=None,
+                        help="seconds a client may take per instruction (default: no limit)")
+    parser.add_argument("--fraction-fit", type=_fraction, default=defaults.fraction_fit,
+                        help=f"{demo}share of clients trained per round (default: %(default)s)")
+    parser.add_argument("--fraction-evaluate", type=_fraction, default=defaults.fraction_evaluate,
+                        help=f"{demo}share of clients evaluating per round (default: %(default)s)")
+    parser.add_argument("--local-epochs", type=_positive_int, default=defaults.local_epochs,
+                        help=f"{demo}local epochs per round (default: %(default)s)")
+    parser.add_argument("--batch-size", type=_positive_int, default=defaults.batch_size,
+                        help=f"{demo}local mini-batch size (default: %(default)s)")
+    parser.add_argument("--lr", type=_positive_float, default=defaults.learning_rate,
+                        help=f"{demo}local SGD learning rate (default: %(default)s)")
 
 
 def _add_app_arguments(parser: argparse.ArgumentParser) -> None:

@@ -243,6 +243,13 @@ class GrpcServerTransport:
         )
         if self._store and not self.tls:
             log.warning("tokens travel in clear text without TLS; pass certificates outside tests")
+        host = address.rsplit(":", 1)[0].strip("[]")
+        if not (self._store or self.tls) and host not in ("127.0.0.1", "localhost", "::1"):
+            log.warning(
+                "serving on %s without TLS or client authentication: anyone who can reach it can "
+                "join the run; pass certificates and auth tokens, or listen on 127.0.0.1",
+                self.address,
+            )
 
     # -- Transport ----------------------------------------------------------------------------
 
