@@ -173,6 +173,21 @@ def wait_for(predicate, timeout: float = 30, interval: float = 0.02, what: str =
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def wait_listening(address: str, timeout: float = 90) -> None:
+    """Block until something accepts TCP connections on `address` (a server still starting up
+    on a loaded machine must not make clients give up and fail a test for the wrong reason)."""
+    host, port = address.rsplit(":", 1)
+
+    def accepts() -> bool:
+        try:
+            with socket.create_connection((host, int(port)), timeout=1):
+                return True
+        except OSError:
+            return False
+
+    wait_for(accepts, timeout, interval=0.1, what=f"a server listening on {address}")
+
+
 # -- test certificates ---------------------------------------------------------------------------
 
 

@@ -8,7 +8,14 @@ import sqlite3
 
 import numpy as np
 import pytest
-from grpc_support import free_port, make_certificates, processes, simulate, wait_for
+from grpc_support import (
+    free_port,
+    make_certificates,
+    processes,
+    simulate,
+    wait_for,
+    wait_listening,
+)
 
 from roost.apps.digits import DemoSettings, make_client_fn
 from roost.apps.digits import make_strategy as make_demo_strategy
@@ -223,6 +230,9 @@ def test_tls_with_tokens_refuses_wrong_credentials_and_completes(tmp_path):
             "--auth-tokens",
             "tokens.txt",
         )
+        # The refused clients must fail on their credentials, not because the server was still
+        # starting (the no-TLS one gives up after 2 s without a connection).
+        wait_listening(address)
 
         def client(name, partition, *options, env=None):
             return run.start(
@@ -260,9 +270,9 @@ def test_tls_with_tokens_refuses_wrong_credentials_and_completes(tmp_path):
                 env={"ROOST_TOKEN": tokens["1"]},
             ),
         ]
-        assert run.wait(wrong_token, 30) != 0
+        assert run.wait(wrong_token, 90) != 0
         assert "refused this client's credentials" in run.log(wrong_token)
-        assert run.wait(no_tls, 30) != 0
+        assert run.wait(no_tls, 90) != 0
         assert "no connection to the server" in run.log(no_tls)
         assert run.wait(server, 120) == 0, run.log(server)
         for process in honest:
