@@ -193,10 +193,10 @@ def test_fedprox_reaches_the_demo_client_and_pulls_toward_the_global_model() -> 
 def test_every_preset_trains_the_digits_demo(name) -> None:
     options = REQUIRED.get(name, {})
     if name == "fedsgd":
-        from roost.apps.strategies import make_gradient_client_fn
+        from roost.apps.digits import make_client_fn
 
         history = digits_run(
-            preset(name, like=demo_knobs(), learning_rate=2.0), 3, make_gradient_client_fn(0)
+            preset(name, like=demo_knobs(), learning_rate=2.0), 3, make_client_fn(0)
         )
     else:
         history = digits_run(preset(name, like=demo_knobs(), **options), 3)
@@ -249,13 +249,12 @@ def test_fedsgd_is_full_batch_gradient_descent_on_the_union_of_the_data() -> Non
 
 
 def test_fedsgd_on_the_digits_demo_matches_central_gradient_descent() -> None:
-    from roost.apps.digits import client_data
-    from roost.apps.strategies import make_gradient_client_fn
+    from roost.apps.digits import client_data, make_client_fn
 
     strategy = FedSGD(
         learning_rate=0.5, initial_parameters=softmax.init_parameters(64, 10), fraction_evaluate=0.0
     )
-    history = digits_run(strategy, rounds=2, client_fn=make_gradient_client_fn(0), num_clients=4)
+    history = digits_run(strategy, rounds=2, client_fn=make_client_fn(0), num_clients=4)
     parts = [client_data(k, 4, 0)[0] for k in range(4)]
     x = np.vstack([p.x for p in parts])
     y = np.concatenate([p.y for p in parts])

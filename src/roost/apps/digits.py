@@ -73,6 +73,10 @@ class DigitsClient(Client):
         return softmax.init_parameters(NUM_FEATURES, NUM_CLASSES)
 
     def fit(self, parameters: Parameters, config: Config) -> tuple[Parameters, int, Metrics]:
+        if config.get("return_gradients"):  # FedSGD asks for the full-batch gradient instead
+            gradient = softmax.gradients(parameters, self.train.x, self.train.y)
+            loss, accuracy = softmax.loss_and_accuracy(parameters, self.train.x, self.train.y)
+            return gradient, len(self.train.y), {"train_loss": loss, "train_accuracy": accuracy}
         # One stream per (seed, round, client): reproducible, and independent across clients.
         rng = np.random.default_rng(
             [self.seed, int(config.get("server_round", 0)), self.partition_id]
@@ -95,13 +99,19 @@ class DigitsClient(Client):
         return loss, len(self.validation.y), {"accuracy": accuracy}
 
 
-def make_client_fn(seed: int = 0):
+@dataclass(frozen=True)
+class DigitsClientFn:
+    """A `client_fn` building the demo client for a context's partition (picklable)."""
+
+    seed: int = 0
+
+    def __call__(self, context: Context) -> DigitsClient:
+        return DigitsClient(context.partition_id, context.num_partitions, self.seed)
+
+
+def make_client_fn(seed: int = 0) -> DigitsClientFn:
     """A `client_fn` building the demo client for a context's partition."""
-
-    def client_fn(context: Context) -> DigitsClient:
-        return DigitsClient(context.partition_id, context.num_partitions, seed)
-
-    return client_fn
+    return DigitsClientFn(seed)
 
 
 def centralized_evaluate_fn(seed: int = 0):

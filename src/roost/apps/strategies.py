@@ -1,7 +1,7 @@
 """The digits demo under any named strategy, optionally with simulated attackers.
 
 `roost simulate --strategy NAME [--attack ...]` builds its clients and strategy here. For FedSGD
-the demo client answers `fit` with its full-batch gradient: `FedSGD` puts
+the demo client (`DigitsClient`) answers `fit` with its full-batch gradient: `FedSGD` puts
 `"return_gradients": True` in every fit config.
 """
 
@@ -10,10 +10,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from roost.apps import softmax
-from roost.apps.digits import DemoSettings, DigitsClient, make_client_fn, make_strategy
-from roost.client.client import ClientFn, Context
-from roost.core.types import Config, Metrics, Parameters
+from roost.apps.digits import DemoSettings, make_client_fn, make_strategy
+from roost.client.client import ClientFn
 from roost.errors import ConfigurationError
 from roost.strategy.aggregators import min_updates
 from roost.strategy.options import attacked_client_fn, strategy_from_args
@@ -26,30 +24,6 @@ _CLIENT_LEARNING_RATE = {
     "fedyogi": "eta_l",
     "qfedavg": "qffl_learning_rate",
 }
-
-
-class DigitsGradientClient(DigitsClient):
-    """`DigitsClient` that sends its full-batch gradient when the config asks for it."""
-
-    def fit(self, parameters: Parameters, config: Config) -> tuple[Parameters, int, Metrics]:
-        if not config.get("return_gradients"):
-            return super().fit(parameters, config)
-        gradient = softmax.gradients(parameters, self.train.x, self.train.y)
-        loss, accuracy = softmax.loss_and_accuracy(parameters, self.train.x, self.train.y)
-        return gradient, len(self.train.y), {"train_loss": loss, "train_accuracy": accuracy}
-
-
-class _GradientClientFn:
-    def __init__(self, seed: int) -> None:
-        self.seed = seed
-
-    def __call__(self, context: Context) -> DigitsGradientClient:
-        return DigitsGradientClient(context.partition_id, context.num_partitions, self.seed)
-
-
-def make_gradient_client_fn(seed: int = 0) -> _GradientClientFn:
-    """A `client_fn` building `DigitsGradientClient`s (picklable, for worker pools)."""
-    return _GradientClientFn(seed)
 
 
 def demo_client_fn_and_strategy(
@@ -67,9 +41,4 @@ def demo_client_fn_and_strategy(
             f"{strategy.aggregator!r} needs at least {needed} clients per round but the demo has "
             f"{settings.num_clients}; raise --clients or lower --num-malicious"
         )
-    client_fn: ClientFn = (
-        make_gradient_client_fn(settings.seed)
-        if name == "fedsgd"
-        else make_client_fn(settings.seed)
-    )
-    return attacked_client_fn(args, client_fn, settings.num_clients), strategy
+    return attacked_client_fn(args, make_client_fn(settings.seed), settings.num_clients), strategy
