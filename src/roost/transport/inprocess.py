@@ -13,8 +13,18 @@ from roost.errors import ConfigurationError, NotEnoughClientsError
 log = logging.getLogger(__name__)
 
 
-def simulation_client_ids(num_clients: int) -> list[ClientId]:
-    """Client ids of a simulation: the partition ids as strings, "0" … "N-1"."""
+def simulation_clients(num_clients: int, count: int) -> list[ClientId]:
+    """A simulation's client ids ("0" … "N-1", its partition ids), every one always available.
+
+    Raises `NotEnoughClientsError` at once when the strategy needs more than `num_clients`:
+    unlike a deployment, a simulation cannot wait for more clients to arrive.
+    """
+    if count > num_clients:
+        raise NotEnoughClientsError(
+            f"the strategy needs at least {count} clients but the simulation has "
+            f"{num_clients}; raise num_clients or lower min_available_clients / "
+            "min_fit_clients / min_evaluate_clients"
+        )
     return [str(index) for index in range(num_clients)]
 
 
@@ -57,7 +67,6 @@ class InProcessTransport:
         self.client_fn = client_fn
         self.num_clients = num_clients
         self.run_config = dict(run_config or {})
-        self._ids = simulation_client_ids(num_clients)
 
     def context(self, client_id: ClientId) -> Context:
         return Context(
@@ -68,13 +77,7 @@ class InProcessTransport:
         )
 
     def wait_for_clients(self, count: int, timeout: float | None = None) -> list[ClientId]:
-        if count > self.num_clients:
-            raise NotEnoughClientsError(
-                f"the strategy needs at least {count} clients but the simulation has "
-                f"{self.num_clients}; raise num_clients or lower min_available_clients / "
-                "min_fit_clients / min_evaluate_clients"
-            )
-        return list(self._ids)
+        return simulation_clients(self.num_clients, count)
 
     def run(
         self, cohort: Sequence[tuple[ClientId, Instruction]], timeout: float | None

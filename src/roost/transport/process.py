@@ -25,8 +25,8 @@ from typing import Any
 
 from roost.client.client import ClientFn, Context
 from roost.core.types import ClientId, Config, Failure, Instruction, Outcome
-from roost.errors import ConfigurationError, NotEnoughClientsError, RoostError
-from roost.transport.inprocess import run_instruction, simulation_client_ids
+from roost.errors import ConfigurationError, RoostError
+from roost.transport.inprocess import run_instruction, simulation_clients
 
 log = logging.getLogger(__name__)
 
@@ -158,19 +158,12 @@ class ProcessTransport:
         self.run_config = dict(run_config or {})
         self._payload = serialize_client_fn(client_fn)
         self._context = multiprocessing.get_context(start_method)
-        self._ids = simulation_client_ids(num_clients)
         self._workers: list[_Worker] = []
 
     # -- Transport -----------------------------------------------------------------------------
 
     def wait_for_clients(self, count: int, timeout: float | None = None) -> list[ClientId]:
-        if count > self.num_clients:
-            raise NotEnoughClientsError(
-                f"the strategy needs at least {count} clients but the simulation has "
-                f"{self.num_clients}; raise num_clients or lower min_available_clients / "
-                "min_fit_clients / min_evaluate_clients"
-            )
-        return list(self._ids)
+        return simulation_clients(self.num_clients, count)
 
     def run(
         self, cohort: Sequence[tuple[ClientId, Instruction]], timeout: float | None

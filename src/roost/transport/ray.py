@@ -19,8 +19,8 @@ from typing import Any
 
 from roost.client.client import ClientFn, Context
 from roost.core.types import ClientId, Config, Failure, Instruction, Outcome
-from roost.errors import ConfigurationError, NotEnoughClientsError
-from roost.transport.inprocess import run_instruction, simulation_client_ids
+from roost.errors import ConfigurationError
+from roost.transport.inprocess import run_instruction, simulation_clients
 from roost.transport.process import WORKER_START_TIMEOUT, serialize_client_fn
 
 log = logging.getLogger(__name__)
@@ -112,19 +112,12 @@ class RayTransport:
             ray, float(num_cpus_per_client), float(num_gpus_per_client)
         )
         self._payload_ref = ray.put(payload)
-        self._ids = simulation_client_ids(num_clients)
         self._actors: list[Any] = []
 
     # -- Transport -----------------------------------------------------------------------------
 
     def wait_for_clients(self, count: int, timeout: float | None = None) -> list[ClientId]:
-        if count > self.num_clients:
-            raise NotEnoughClientsError(
-                f"the strategy needs at least {count} clients but the simulation has "
-                f"{self.num_clients}; raise num_clients or lower min_available_clients / "
-                "min_fit_clients / min_evaluate_clients"
-            )
-        return list(self._ids)
+        return simulation_clients(self.num_clients, count)
 
     def run(
         self, cohort: Sequence[tuple[ClientId, Instruction]], timeout: float | None

@@ -42,7 +42,7 @@ from roost.core.types import (
     Instruction,
     Outcome,
 )
-from roost.errors import ConfigurationError, NotEnoughClientsError
+from roost.errors import ConfigurationError
 from roost.tasks.recipe import Recipe, Task
 from roost.tasks.training import (
     EVAL_BATCH_SIZE,
@@ -54,7 +54,7 @@ from roost.tasks.training import (
     round_of,
     train_client,
 )
-from roost.transport.inprocess import simulation_client_ids
+from roost.transport.inprocess import simulation_clients
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,6 @@ class VectorizedTransport:
         self.chunk_size = chunk_size
         self.memory_budget = memory_budget or self._default_budget()
         self.cache_data = cache_data
-        self._ids = simulation_client_ids(num_clients)
         self._train: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self._eval: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self._warned_timeout = False
@@ -152,13 +151,7 @@ class VectorizedTransport:
     # -- Transport -----------------------------------------------------------------------------
 
     def wait_for_clients(self, count: int, timeout: float | None = None) -> list[ClientId]:
-        if count > self.num_clients:
-            raise NotEnoughClientsError(
-                f"the strategy needs at least {count} clients but the simulation has "
-                f"{self.num_clients}; raise num_clients or lower min_available_clients / "
-                "min_fit_clients / min_evaluate_clients"
-            )
-        return list(self._ids)
+        return simulation_clients(self.num_clients, count)
 
     def run(
         self, cohort: Sequence[tuple[ClientId, Instruction]], timeout: float | None
