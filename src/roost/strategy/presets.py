@@ -283,12 +283,17 @@ class Krum(_Preset):
             )
         self.num_malicious_clients = num_malicious_clients
         self.num_clients_to_keep = num_clients_to_keep
-        aggregator = KrumAggregator(num_malicious_clients, max(1, num_clients_to_keep))
+        aggregator = KrumAggregator(num_malicious_clients, self._selected(num_clients_to_keep))
         kwargs = _robust_minimums(kwargs, aggregator.min_updates)
         super().__init__({"aggregator": aggregator}, kwargs)
 
+    @staticmethod
+    def _selected(num_clients_to_keep: int) -> int | None:
+        """How many of the best-scored updates to average (None: n − f)."""
+        return max(1, num_clients_to_keep)
 
-class MultiKrum(_Preset):
+
+class MultiKrum(Krum):
     """Multi-Krum (Blanchard et al., 2017): average the m updates with the best Krum scores.
 
     Args:
@@ -298,18 +303,9 @@ class MultiKrum(_Preset):
     `min_fit_clients` and `min_available_clients` are raised to at least 2f + 3.
     """
 
-    def __init__(
-        self, *, num_malicious_clients: int = 0, num_clients_to_keep: int = 0, **kwargs: Any
-    ) -> None:
-        if not isinstance(num_clients_to_keep, int) or num_clients_to_keep < 0:
-            raise ConfigurationError(
-                f"num_clients_to_keep must be an int >= 0, got {num_clients_to_keep!r}"
-            )
-        self.num_malicious_clients = num_malicious_clients
-        self.num_clients_to_keep = num_clients_to_keep
-        aggregator = KrumAggregator(num_malicious_clients, num_clients_to_keep or None)
-        kwargs = _robust_minimums(kwargs, aggregator.min_updates)
-        super().__init__({"aggregator": aggregator}, kwargs)
+    @staticmethod
+    def _selected(num_clients_to_keep: int) -> int | None:
+        return num_clients_to_keep or None
 
 
 class Bulyan(_Preset):
