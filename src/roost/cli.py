@@ -153,6 +153,9 @@ def _add_deploy_commands(commands: argparse._SubParsersAction, defaults) -> None
     _add_app_arguments(server)
     _add_training_options(server, defaults, demo_only=True)
     server.add_argument("--quiet", action="store_true", help="only print the final summary")
+    from roost.strategy.options import add_strategy_arguments
+
+    add_strategy_arguments(server, attacks=False)
     server.set_defaults(handler=_server)
 
     client = commands.add_parser(
@@ -228,16 +231,23 @@ def _server(args: argparse.Namespace) -> int:
     if args.resume and not args.state:
         raise ConfigurationError("--resume needs --state DIR, the directory of the run to resume")
     if args.app:
+        if args.strategy is not None:
+            raise ConfigurationError(
+                "--strategy configures the bundled demo; with --app, your roost.App's strategy "
+                "is used: set the strategy there"
+            )
         strategy = load_app(args.app).make_strategy()
         if strategy is None:
             raise ConfigurationError(
                 f"{args.app} names no strategy; roost server needs roost.App(strategy=...)"
             )
     else:
-        from roost.apps.digits import DemoSettings, make_strategy
+        from roost.apps.digits import DemoSettings
+        from roost.apps.strategies import demo_strategy
 
         min_clients = args.min_clients if args.min_clients is not None else 2
-        strategy = make_strategy(
+        strategy = demo_strategy(
+            args,
             DemoSettings(
                 num_clients=min_clients,
                 num_rounds=args.rounds,
@@ -247,7 +257,7 @@ def _server(args: argparse.Namespace) -> int:
                 batch_size=args.batch_size,
                 learning_rate=args.lr,
                 seed=args.seed,
-            )
+            ),
         )
     if args.min_clients is not None or not args.app:
         strategy.min_available_clients = args.min_clients or 2

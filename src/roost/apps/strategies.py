@@ -30,6 +30,12 @@ def demo_client_fn_and_strategy(
     args: argparse.Namespace, settings: DemoSettings
 ) -> tuple[ClientFn, Strategy]:
     """The demo's `client_fn` (with any `--attack`) and the `--strategy` with the demo's knobs."""
+    strategy = demo_strategy(args, settings)
+    return attacked_client_fn(args, make_client_fn(settings.seed), settings.num_clients), strategy
+
+
+def demo_strategy(args: argparse.Namespace, settings: DemoSettings) -> Strategy:
+    """The `--strategy` preset with the demo's knobs (`roost simulate` and `roost server`)."""
     name = getattr(args, "strategy", "fedavg")
     overrides: dict[str, Any] = {}
     if name in _CLIENT_LEARNING_RATE:
@@ -39,6 +45,6 @@ def demo_client_fn_and_strategy(
     if needed > settings.num_clients:
         raise ConfigurationError(
             f"{strategy.aggregator!r} needs at least {needed} clients per round but the demo has "
-            f"{settings.num_clients}; raise --clients or lower --num-malicious"
+            f"{settings.num_clients}; raise --clients (--min-clients) or lower --num-malicious"
         )
-    return attacked_client_fn(args, make_client_fn(settings.seed), settings.num_clients), strategy
+    return strategy

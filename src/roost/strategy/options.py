@@ -61,8 +61,9 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
-def add_strategy_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add `--strategy NAME`, its parameters, clipping and attack options to `parser`."""
+def add_strategy_arguments(parser: argparse.ArgumentParser, *, attacks: bool = True) -> None:
+    """Add `--strategy NAME`, its parameters, clipping and (unless `attacks` is False, as on a
+    server, which does not build clients) the attack options to `parser`."""
     group = parser.add_argument_group(
         "strategy", "the aggregation strategy; unset parameters keep the preset's defaults"
     )
@@ -147,23 +148,25 @@ def add_strategy_arguments(parser: argparse.ArgumentParser) -> None:
         "updates stays unclipped",
     )
 
-    attacks = parser.add_argument_group("attack", "simulate malicious clients")
-    attacks.add_argument(
+    if not attacks:
+        return
+    group = parser.add_argument_group("attack", "simulate malicious clients")
+    group.add_argument(
         "--attack", choices=ATTACKS, default=None, help="what the attackers do (default: no attack)"
     )
-    attacks.add_argument(
+    group.add_argument(
         "--attackers",
         type=_non_negative_int,
         default=None,
         help="number of malicious clients, chosen with --seed (default: 0)",
     )
-    attacks.add_argument(
+    group.add_argument(
         "--attack-scale",
         type=float,
         default=None,
         help="k for signflip (send −k·update, default 1) and scale (send k·update, default 10)",
     )
-    attacks.add_argument(
+    group.add_argument(
         "--attack-std",
         type=_non_negative_float,
         default=None,
