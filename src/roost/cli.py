@@ -231,7 +231,9 @@ def _server(args: argparse.Namespace) -> int:
     if args.resume and not args.state:
         raise ConfigurationError("--resume needs --state DIR, the directory of the run to resume")
     if args.app:
-        if args.strategy is not None:
+        from roost.strategy.options import strategy_options
+
+        if args.strategy != "fedavg" or strategy_options(args):
             raise ConfigurationError(
                 "--strategy configures the bundled demo; with --app, your roost.App's strategy "
                 "is used: set the strategy there"
