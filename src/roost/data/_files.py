@@ -9,12 +9,15 @@ import tarfile
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from roost.errors import RoostError
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class DatasetUnavailableError(RoostError, FileNotFoundError):
@@ -96,3 +99,35 @@ def try_download(url: str, destination: Path) -> str | None:
     except (urllib.error.URLError, OSError, ValueError) as error:
         return f"download of {url} failed: {error}"
     return None
+
+
+def find_or_download(
+    dataset: str,
+    root: str | Path | None,
+    *,
+    download: bool,
+    wanted: str,
+    load_from: Callable[[list[Path]], T | None],
+    fetch: Callable[[Path], str | None],
+    subfolder: str = "",
+) -> T:
+    """Load `dataset` from the first search root that has it; else download it and load that.
+
+    `load_from(folders)` returns the arrays or None; `fetch(folder)` downloads into `folder` and
+    returns None, or a one-line reason it failed. Every failure is a `DatasetUnavailableError`
+    that lists where roost looked and what to do.
+    """
+    roots = search_roots(root)
+    found = load_from(roots)
+    if found is not None:
+        return found
+    if not download:
+        raise unavailable(dataset, roots, wanted, "download=False")
+    target = (Path(root).expanduser() if root is not None else download_root()) / subfolder
+    reason = fetch(target)
+    if reason is not None:
+        raise unavailable(dataset, roots, wanted, reason)
+    found = load_from([target])
+    if found is None:
+        raise unavailable(dataset, [target], wanted, f"the download did not hold {dataset}'s files")
+    return found

@@ -20,11 +20,9 @@ import numpy as np
 
 from roost.data._files import (
     DatasetUnavailableError,
-    download_root,
     extract_tar,
-    search_roots,
+    find_or_download,
     try_download,
-    unavailable,
 )
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
@@ -55,21 +53,14 @@ def load_cifar10(
     Raises:
         DatasetUnavailableError: the files are not on disk and `download` is False or failed.
     """
-    roots = search_roots(root)
-    found = _load_from(roots)
-    if found is not None:
-        return found
-    wanted = f"{_BINARY_DIR}/, {_PYTHON_DIR}/ or {' / '.join(_TARBALLS)}"
-    if not download:
-        raise unavailable("CIFAR-10", roots, wanted, "download=False")
-    target = Path(root).expanduser() if root is not None else download_root()
-    reason = try_download(url, target / _TARBALLS[0])
-    if reason is not None:
-        raise unavailable("CIFAR-10", roots, wanted, reason)
-    found = _load_from([target])
-    if found is None:
-        raise unavailable("CIFAR-10", [target], wanted, f"{url} did not hold CIFAR-10's files")
-    return found
+    return find_or_download(
+        "CIFAR-10",
+        root,
+        download=download,
+        wanted=f"{_BINARY_DIR}/, {_PYTHON_DIR}/ or {' / '.join(_TARBALLS)}",
+        load_from=_load_from,
+        fetch=lambda target: try_download(url, target / _TARBALLS[0]),
+    )
 
 
 def _load_from(roots: list[Path]) -> Arrays | None:

@@ -16,10 +16,8 @@ import numpy as np
 
 from roost.data._files import (
     DatasetUnavailableError,
-    download_root,
-    search_roots,
+    find_or_download,
     try_download,
-    unavailable,
 )
 
 MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"
@@ -50,22 +48,22 @@ def load_mnist(
     Raises:
         DatasetUnavailableError: the files are not on disk and `download` is False or failed.
     """
-    roots = search_roots(root)
-    found = _load_from(roots)
-    if found is not None:
-        return found
-    wanted = "the four IDX files (train-images-idx3-ubyte[.gz], …) or mnist.npz"
-    if not download:
-        raise unavailable("MNIST", roots, wanted, "download=False")
-    target = (Path(root).expanduser() if root is not None else download_root()) / "mnist"
-    for name in FILES.values():
-        reason = try_download(f"{url}{name}.gz", target / f"{name}.gz")
-        if reason is not None:
-            raise unavailable("MNIST", roots, wanted, reason)
-    found = _load_from([target])
-    if found is None:
-        raise unavailable("MNIST", [target], wanted, f"{url} did not hold MNIST's files")
-    return found
+    def fetch(target: Path) -> str | None:
+        for name in FILES.values():
+            reason = try_download(f"{url}{name}.gz", target / f"{name}.gz")
+            if reason is not None:
+                return reason
+        return None
+
+    return find_or_download(
+        "MNIST",
+        root,
+        download=download,
+        wanted="the four IDX files (train-images-idx3-ubyte[.gz], …) or mnist.npz",
+        load_from=_load_from,
+        fetch=fetch,
+        subfolder="mnist",
+    )
 
 
 def _load_from(roots: list[Path]) -> Arrays | None:
