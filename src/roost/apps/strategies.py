@@ -13,7 +13,6 @@ from typing import Any
 from roost.apps.digits import DemoSettings, make_client_fn, make_strategy
 from roost.client.client import ClientFn
 from roost.errors import ConfigurationError
-from roost.strategy.aggregators import min_updates
 from roost.strategy.options import attacked_client_fn, strategy_from_args
 from roost.strategy.strategy import Strategy
 
@@ -41,7 +40,7 @@ def demo_strategy(args: argparse.Namespace, settings: DemoSettings) -> Strategy:
     if name in _CLIENT_LEARNING_RATE:
         overrides[_CLIENT_LEARNING_RATE[name]] = settings.learning_rate
     strategy = strategy_from_args(args, like=make_strategy(settings), **overrides)
-    needed = min_updates(strategy.aggregator)
+    needed = strategy.aggregator.min_updates
     if needed > settings.num_clients:
         raise ConfigurationError(
             f"{strategy.aggregator!r} needs at least {needed} clients per round but the demo has "

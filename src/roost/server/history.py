@@ -14,7 +14,11 @@ MetricSeries = dict[str, list[tuple[int, Scalar]]]
 
 @dataclass
 class RoundRecord:
-    """How many clients delivered in one round, and which failed."""
+    """How many clients delivered in one round's phases, and which failed to train.
+
+    Fit and evaluate have their own fields (Flower users look for them); any other phase (a line
+    search's probes, secure aggregation's steps) is counted in `phases` as `[results, failures]`.
+    """
 
     server_round: int
     fit_results: int = 0
@@ -22,6 +26,28 @@ class RoundRecord:
     evaluate_results: int = 0
     evaluate_failures: int = 0
     failed_clients: list[str] = field(default_factory=list)
+    phases: dict[str, list[int]] = field(default_factory=dict)
+
+    def count(self, phase: str, results: int, failed_clients: list[str]) -> None:
+        """Add one phase's outcome counts (a phase may run several times in a round)."""
+        if phase == "fit":
+            self.fit_results += results
+            self.fit_failures += len(failed_clients)
+            self.failed_clients.extend(failed_clients)
+        elif phase == "evaluate":
+            self.evaluate_results += results
+            self.evaluate_failures += len(failed_clients)
+        else:
+            counts = self.phases.setdefault(phase, [0, 0])
+            counts[0] += results
+            counts[1] += len(failed_clients)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready data; `phases` only when a phase other than fit/evaluate ran."""
+        data = vars(self).copy()
+        if not self.phases:
+            del data["phases"]
+        return data
 
 
 @dataclass
@@ -37,6 +63,8 @@ class History:
     metrics_distributed_fit: MetricSeries = field(default_factory=dict)
     metrics_distributed: MetricSeries = field(default_factory=dict)
     metrics_centralized: MetricSeries = field(default_factory=dict)
+    # What the strategy's parts measured per round (clip norms, line-search steps, privacy ε).
+    measurements: MetricSeries = field(default_factory=dict)
     rounds: list[RoundRecord] = field(default_factory=list)
     # The final global model. Kept out of to_dict()/JSON: it is saved as model.npz instead.
     parameters: Parameters | None = field(default=None, repr=False, compare=False)
@@ -56,18 +84,27 @@ class History:
     def add_metrics_centralized(self, server_round: int, metrics: Metrics) -> None:
         _append(self.metrics_centralized, server_round, metrics)
 
+    def add_measurements(self, server_round: int, measurements: Metrics) -> None:
+        _append(self.measurements, server_round, measurements)
+
     # -- serialization -------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready data; pairs become `[round, value]` lists, bytes become base64 text."""
-        return {
+        """Plain JSON-ready data; pairs become `[round, value]` lists, bytes become base64 text.
+
+        `measurements` appears only when some part measured something.
+        """
+        data: dict[str, Any] = {
             "losses_distributed": [[r, v] for r, v in self.losses_distributed],
             "losses_centralized": [[r, v] for r, v in self.losses_centralized],
             "metrics_distributed_fit": _series_to_lists(self.metrics_distributed_fit),
             "metrics_distributed": _series_to_lists(self.metrics_distributed),
             "metrics_centralized": _series_to_lists(self.metrics_centralized),
-            "rounds": [vars(record).copy() for record in self.rounds],
         }
+        if self.measurements:
+            data["measurements"] = _series_to_lists(self.measurements)
+        data["rounds"] = [record.to_dict() for record in self.rounds]
+        return data
 
     def to_json(self) -> str:
         """JSON text with one line per series, so files diff and read well."""
@@ -95,6 +132,7 @@ class History:
             metrics_distributed_fit=_series_from_lists(data.get("metrics_distributed_fit", {})),
             metrics_distributed=_series_from_lists(data.get("metrics_distributed", {})),
             metrics_centralized=_series_from_lists(data.get("metrics_centralized", {})),
+            measurements=_series_from_lists(data.get("measurements", {})),
             rounds=[RoundRecord(**record) for record in data.get("rounds", [])],
         )
 
@@ -115,6 +153,7 @@ class History:
             ("metrics, distributed, fit", self.metrics_distributed_fit),
             ("metrics, distributed, evaluate", self.metrics_distributed),
             ("metrics, centralized", self.metrics_centralized),
+            ("measurements", self.measurements),
         ):
             if series:
                 lines.append(f"  {title}:")

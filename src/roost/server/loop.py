@@ -1,31 +1,26 @@
-"""The one round loop: sample → dispatch → collect → aggregate → evaluate → record → next.
+"""The one round loop: phases (fit, …) → aggregate → evaluate → record → checkpoint → next.
 
-Every way of running roost (in-process simulation, worker pools, the vectorized engine, gRPC
-deployment) goes through `run_rounds`; they differ only in the transport they hand it.
+Every way of running roost (simulation engines, gRPC deployment) goes through `run_rounds`; they
+differ only in the transport they hand it. The loop owns one `ServerState` — the global model, the
+strategy's state tree, the sampling RNG, the round and the History — and a checkpoint is that
+state. The strategy runs each round's phases through a `roost.server.phases.Round`.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from roost.core.types import (
-    ClientId,
-    Failure,
-    GetParametersIns,
-    GetParametersRes,
-    Instruction,
-    Outcome,
-    Parameters,
-)
-from roost.core.validation import check_parameters, validate_result
+from roost.core.types import GetParametersIns, GetParametersRes, Parameters
+from roost.core.validation import check_parameters
 from roost.errors import ConfigurationError, RoostError
-from roost.server.history import History, RoundRecord
+from roost.server.history import History
+from roost.server.phases import PhaseOutcomes, Round
 from roost.strategy.strategy import Strategy
 from roost.transport.base import Transport
 
@@ -53,7 +48,11 @@ class ServerConfig:
 
 @dataclass
 class ServerState:
-    """Everything needed to continue a run after `server_round` completed rounds."""
+    """Everything needed to continue a run after `server_round` completed rounds.
+
+    `strategy_state` is the tree `Strategy.init` made and every round's steps advanced; it holds
+    plain data only, so `roost.server.state.StateStore` saves it without knowing what is in it.
+    """
 
     server_round: int
     parameters: Parameters
@@ -77,7 +76,7 @@ def run_rounds(
     """Run `config.num_rounds` federated rounds; return the History, final model included.
 
     Args:
-        strategy: decides who trains, what they receive, and how results combine.
+        strategy: decides who takes part in each phase, what they receive, how results combine.
         transport: delivers a cohort's instructions and streams back the outcomes.
         config: number of rounds and the per-client timeout.
         seed: seeds client sampling (and the choice of the client asked for initial parameters).
@@ -87,40 +86,83 @@ def run_rounds(
     started = time.perf_counter()
     rng = np.random.default_rng(seed)
     if resume_from is None:
-        history = History()
         parameters = _initial_parameters(strategy, transport, rng, config.round_timeout)
-        first_round = 1
-        _evaluate_centralized(strategy, 0, parameters, history)
+        state = ServerState(0, parameters, strategy.init(parameters), {}, History())
+        _evaluate_centralized(strategy, 0, parameters, state.history)
     else:
-        history = resume_from.history
-        parameters = check_parameters(resume_from.parameters)
-        strategy.load_state_dict(resume_from.strategy_state)
+        state = _resumed(strategy, resume_from, config)
         rng.bit_generator.state = resume_from.rng_state
-        first_round = resume_from.server_round + 1
-        log.info("resuming after round %d of %d", resume_from.server_round, config.num_rounds)
 
-    for server_round in range(first_round, config.num_rounds + 1):
-        record = RoundRecord(server_round)
-        parameters = _fit_round(
-            strategy, transport, config, server_round, parameters, rng, history, record
-        )
-        _evaluate_centralized(strategy, server_round, parameters, history)
-        _evaluate_round(strategy, transport, config, server_round, parameters, rng, history, record)
-        history.rounds.append(record)
+    for server_round in range(state.server_round + 1, config.num_rounds + 1):
+        state = _run_round(strategy, transport, config, server_round, state, rng)
         if on_round_end is not None:
-            on_round_end(
-                ServerState(
-                    server_round=server_round,
-                    parameters=parameters,
-                    strategy_state=strategy.state_dict(),
-                    rng_state=rng.bit_generator.state,
-                    history=history,
-                )
-            )
+            on_round_end(state)
 
-    history.parameters = parameters
+    history = state.history
+    history.parameters = state.parameters
     log.info("run finished %d round(s) in %.2f s", config.num_rounds, time.perf_counter() - started)
     return history
+
+
+def _run_round(
+    strategy: Strategy,
+    transport: Transport,
+    config: ServerConfig,
+    server_round: int,
+    state: ServerState,
+    rng: np.random.Generator,
+) -> ServerState:
+    """One round: the strategy's fit phases, centralized evaluation, its evaluate phases."""
+    history, parameters = state.history, state.parameters
+    context = Round(server_round, transport, config.round_timeout, rng)
+    fitted = strategy.fit_round(context, parameters, state.strategy_state)
+    context.close()
+    if fitted.metrics:
+        history.add_metrics_distributed_fit(server_round, fitted.metrics)
+    if fitted.measurements:
+        history.add_measurements(server_round, fitted.measurements)
+    if fitted.parameters is not None:
+        # The strategy's output becomes the global model: it must still look like the global model.
+        parameters = check_parameters(fitted.parameters, parameters)
+    _evaluate_centralized(strategy, server_round, parameters, history)
+    loss, metrics = strategy.evaluate_round(context, parameters, fitted.state)
+    context.close()
+    if loss is not None:
+        history.add_loss_distributed(server_round, loss)
+    if metrics:
+        history.add_metrics_distributed(server_round, metrics)
+    history.rounds.append(context.record)
+    return ServerState(server_round, parameters, fitted.state, rng.bit_generator.state, history)
+
+
+def _resumed(strategy: Strategy, saved: ServerState, config: ServerConfig) -> ServerState:
+    """The saved state, checked against what this strategy would start from."""
+    parameters = check_parameters(saved.parameters)
+    fresh = strategy.init(parameters)
+    if tree_structure(saved.strategy_state) != tree_structure(fresh):
+        raise ConfigurationError(
+            f"the saved state was made by a strategy built differently from {strategy!r}; "
+            "resume with the same strategy and options, or start a new state directory"
+        )
+    log.info("resuming after round %d of %d", saved.server_round, config.num_rounds)
+    return ServerState(
+        saved.server_round, parameters, saved.strategy_state, saved.rng_state, saved.history
+    )
+
+
+def tree_structure(tree: Any) -> Any:
+    """The shape of a state tree: its containers and keys, array shapes/dtypes, scalar types."""
+    if isinstance(tree, dict):
+        return {key: tree_structure(value) for key, value in tree.items()}
+    if isinstance(tree, list | tuple):
+        return [tree_structure(value) for value in tree]
+    if isinstance(tree, np.ndarray):
+        return ("array", tree.shape, tree.dtype.str)
+    if isinstance(tree, bool | np.bool_):
+        return "bool"
+    if isinstance(tree, int | float | np.number):
+        return "number"
+    return type(tree).__name__
 
 
 def _initial_parameters(
@@ -133,8 +175,8 @@ def _initial_parameters(
     client_ids = transport.wait_for_clients(strategy.min_available_clients)
     client_id = client_ids[int(rng.integers(len(client_ids)))]
     log.info("requesting initial parameters from one random client (client %s)", client_id)
-    instruction = GetParametersIns()
-    for _, result in _collect(transport, [(client_id, instruction)], timeout, None, "init"):
+    outcomes = PhaseOutcomes(transport, [(client_id, GetParametersIns())], timeout, None, "init")
+    for _, result in outcomes:
         if isinstance(result, GetParametersRes):
             log.info("received initial parameters from client %s", client_id)
             return result.parameters
@@ -143,94 +185,6 @@ def _initial_parameters(
             "pass initial_parameters to the strategy or fix the client's get_parameters"
         )
     raise RoostError(f"client {client_id} sent no initial parameters")
-
-
-def _fit_round(
-    strategy: Strategy,
-    transport: Transport,
-    config: ServerConfig,
-    server_round: int,
-    parameters: Parameters,
-    rng: np.random.Generator,
-    history: History,
-    record: RoundRecord,
-) -> Parameters:
-    available = transport.wait_for_clients(
-        max(strategy.min_available_clients, strategy.min_fit_clients)
-    )
-    cohort = strategy.configure_fit(server_round, parameters, available, rng)
-    if not cohort:
-        log.info("fit_round %d: no clients selected, skipping", server_round)
-        return parameters
-    log.info(
-        "fit_round %d: strategy sampled %d clients (out of %d)",
-        server_round,
-        len(cohort),
-        len(available),
-    )
-    outcomes = _collect(
-        transport, cohort, config.round_timeout, parameters, f"fit_round {server_round}"
-    )
-    tally = _Tally(outcomes)
-    new_parameters, metrics = strategy.aggregate_fit(server_round, parameters, tally)
-    tally.drain()
-    record.fit_results, record.fit_failures = tally.results, len(tally.failures)
-    record.failed_clients.extend(failure.client_id for failure in tally.failures)
-    log.info(
-        "fit_round %d received %d results and %d failures",
-        server_round,
-        tally.results,
-        len(tally.failures),
-    )
-    if metrics:
-        history.add_metrics_distributed_fit(server_round, metrics)
-    if new_parameters is None:
-        return parameters
-    # The strategy's output becomes the global model: it must still look like the global model.
-    return check_parameters(new_parameters, parameters)
-
-
-def _evaluate_round(
-    strategy: Strategy,
-    transport: Transport,
-    config: ServerConfig,
-    server_round: int,
-    parameters: Parameters,
-    rng: np.random.Generator,
-    history: History,
-    record: RoundRecord,
-) -> None:
-    if strategy.fraction_evaluate == 0:
-        return
-    available = transport.wait_for_clients(
-        max(strategy.min_available_clients, strategy.min_evaluate_clients)
-    )
-    cohort = strategy.configure_evaluate(server_round, parameters, available, rng)
-    if not cohort:
-        return
-    log.info(
-        "evaluate_round %d: strategy sampled %d clients (out of %d)",
-        server_round,
-        len(cohort),
-        len(available),
-    )
-    outcomes = _collect(
-        transport, cohort, config.round_timeout, parameters, f"evaluate_round {server_round}"
-    )
-    tally = _Tally(outcomes)
-    loss, metrics = strategy.aggregate_evaluate(server_round, tally)
-    tally.drain()
-    record.evaluate_results, record.evaluate_failures = tally.results, len(tally.failures)
-    log.info(
-        "evaluate_round %d received %d results and %d failures",
-        server_round,
-        tally.results,
-        len(tally.failures),
-    )
-    if loss is not None:
-        history.add_loss_distributed(server_round, loss)
-    if metrics:
-        history.add_metrics_distributed(server_round, metrics)
 
 
 def _evaluate_centralized(
@@ -244,51 +198,3 @@ def _evaluate_centralized(
     history.add_loss_centralized(server_round, loss)
     if metrics:
         history.add_metrics_centralized(server_round, metrics)
-
-
-def _collect(
-    transport: Transport,
-    cohort: Sequence[tuple[ClientId, Instruction]],
-    timeout: float | None,
-    template: Parameters | None,
-    label: str,
-) -> Iterator[Outcome]:
-    """Stream the cohort's outcomes, validated, exactly one per member, failures logged."""
-    pending = dict(cohort)
-    for client_id, result in transport.run(cohort, timeout):
-        instruction = pending.pop(client_id, None)
-        if instruction is None:
-            log.warning(
-                "%s: dropped an unexpected or repeated result from client %s", label, client_id
-            )
-            continue
-        outcome = validate_result(client_id, instruction, result, template)
-        if isinstance(outcome, Failure):
-            log.warning("%s: %s", label, outcome)
-        yield client_id, outcome
-    for client_id in pending:
-        failure = Failure(client_id, "the transport returned no result", kind="disconnected")
-        log.warning("%s: %s", label, failure)
-        yield client_id, failure
-
-
-class _Tally:
-    """Passes outcomes through to the strategy while counting results and failures."""
-
-    def __init__(self, outcomes: Iterable[Outcome]) -> None:
-        self._outcomes = iter(outcomes)
-        self.results = 0
-        self.failures: list[Failure] = []
-
-    def __iter__(self) -> Iterator[Outcome]:
-        for client_id, outcome in self._outcomes:
-            if isinstance(outcome, Failure):
-                self.failures.append(outcome)
-            else:
-                self.results += 1
-            yield client_id, outcome
-
-    def drain(self) -> None:
-        """Consume whatever a strategy left unread, so every client is accounted for."""
-        for _ in self:
-            pass

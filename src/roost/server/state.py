@@ -94,7 +94,7 @@ def encode_tree(value: Any, arrays: list[np.ndarray], where: str = "state") -> A
         # A user key that looks like one of our markers is wrapped, so decoding stays unambiguous.
         return {"$dict": encoded} if any(k.startswith("$") for k in encoded) else encoded
     raise ConfigurationError(
-        f"{where} is a {type(value).__name__}; a strategy's state_dict() may hold only arrays, "
+        f"{where} is a {type(value).__name__}; a strategy's state may hold only arrays, "
         "scalars, None, and lists, tuples or dicts of them"
     )
 

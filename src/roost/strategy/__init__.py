@@ -1,14 +1,13 @@
 """Strategies by composition: selection, weighting, transforms, aggregators, server optimizers."""
 
 from roost.strategy.aggregators import (
-    Accumulator,
     Aggregator,
-    BulyanAggregator,
+    BulyanMean,
     CoordinateMedian,
-    KrumAggregator,
+    KrumMean,
     Mean,
     NotEnoughUpdatesError,
-    QFFLAggregator,
+    QFFLMean,
     TrimmedMean,
     WeightedMean,
 )
@@ -52,11 +51,10 @@ from roost.strategy.weighting import (
 
 __all__ = [
     "PRESETS",
-    "Accumulator",
     "AdaptiveClipL2",
     "Aggregator",
     "Bulyan",
-    "BulyanAggregator",
+    "BulyanMean",
     "ClipL2",
     "CoordinateMedian",
     "FedAdagrad",
@@ -70,11 +68,11 @@ __all__ = [
     "FedWeightedAvg",
     "FedYogi",
     "Krum",
-    "KrumAggregator",
+    "KrumMean",
     "Mean",
     "MultiKrum",
     "NotEnoughUpdatesError",
-    "QFFLAggregator",
+    "QFFLMean",
     "QFedAvg",
     "ServerAdagrad",
     "ServerAdam",

@@ -1,9 +1,9 @@
 """Aggregators: combine the cohort's (transformed) updates into one.
 
-An aggregator starts an accumulator for each round; the round loop feeds it one client update at a
-time as results stream in. Mean-type aggregators keep a running weighted sum, so server memory is
-O(model) however many clients report. Aggregators that need every update (median, trimmed mean,
-Krum, Bulyan) buffer them and say so with `buffers_updates = True`.
+`aggregate(updates, template, state)` consumes `(update, weight)` pairs one at a time as results
+stream in. Mean-type aggregators keep a running weighted sum, so server memory is O(model) however
+many clients report. The median, trimmed mean, Krum and Bulyan need every update and keep them
+(O(cohort × model)), as their docstrings say.
 
 One rule holds for every aggregator: an update with weight 0 takes no part in the round (a client
 with no examples under the default weighting, for example). The robust aggregators otherwise ignore
@@ -11,55 +11,29 @@ the size of the weights, as in their papers; Multi-Krum averages the updates it 
 
 Every aggregator can be used on its own, outside any strategy::
 
-    acc = TrimmedMean(beta=0.2).start(template)   # template: arrays shaped like the model
-    for update in updates:
-        acc.add(update, weight=1.0)
-    aggregate = acc.result()
+    aggregate, state, _ = TrimmedMean(beta=0.2).aggregate(
+        [(update, 1.0) for update in updates], template, ()
+    )
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Iterable
 
 import numpy as np
 
 from roost.core.types import Parameters
 from roost.errors import ConfigurationError, RoostError
+from roost.strategy.base import Aggregator, Measurements, State
 
 
 class NotEnoughUpdatesError(RoostError, ValueError):
     """A robust aggregator received fewer updates than it needs to tolerate its attackers."""
 
 
-class Accumulator(Protocol):
-    def add(self, update: Parameters, weight: float) -> None:
-        """Take one client's update with its (non-negative) weight."""
-        ...
-
-    def result(self) -> Parameters | None:
-        """The aggregate, or None when nothing with positive weight was added.
-
-        Raises `NotEnoughUpdatesError` when the aggregator cannot work with what it received.
-        """
-        ...
-
-
-class Aggregator(Protocol):
-    buffers_updates: bool
-
-    def start(self, template: Parameters) -> Accumulator:
-        """Begin a round whose updates are shaped like `template`."""
-        ...
-
-
 def accumulation_dtype(dtype: np.dtype) -> np.dtype:
     """Sum in float64 whatever the float width, so thousands of clients lose no precision."""
     return np.dtype(np.float64) if dtype.itemsize <= 8 else dtype
-
-
-def min_updates(aggregator: object) -> int:
-    """The fewest updates `aggregator` can aggregate (1 unless it declares `min_updates`)."""
-    return int(getattr(aggregator, "min_updates", 1))
 
 
 # Accumulate in blocks of this many elements: the float64 temporary stays a few MB however large
@@ -88,58 +62,65 @@ def _check_weight(weight: float) -> None:
         raise ValueError(f"aggregation weight must be finite and >= 0, got {weight}")
 
 
+def _positive(updates: Iterable[tuple[Parameters, float]]) -> Iterable[tuple[Parameters, float]]:
+    """The pairs with positive weight (a weight of 0 takes no part); bad weights are errors."""
+    for update, weight in updates:
+        _check_weight(weight)
+        if weight > 0:
+            yield update, float(weight)
+
+
 # -- streaming means ----------------------------------------------------------------------------
 
 
-class _WeightedSum:
-    def __init__(self, template: Parameters, uniform: bool = False) -> None:
-        self._template = template
-        self._uniform = uniform
-        self._sums = [np.zeros(a.shape, accumulation_dtype(a.dtype)) for a in template]
-        self._total = 0.0
-
-    def add(self, update: Parameters, weight: float) -> None:
-        _check_weight(weight)
-        if weight == 0:
-            return
-        if self._uniform:
-            weight = 1.0
-        for running, array in zip(self._sums, update, strict=True):
+def weighted_sum(
+    updates: Iterable[tuple[Parameters, float]], template: Parameters
+) -> tuple[list[np.ndarray], float]:
+    """Σ wᵢ·updateᵢ (in float64, O(model) memory) and Σ wᵢ over the pairs with positive weight."""
+    sums = [np.zeros(a.shape, accumulation_dtype(a.dtype)) for a in template]
+    total = 0.0
+    for update, weight in _positive(updates):
+        for running, array in zip(sums, update, strict=True):
             accumulate(running, array, weight)
-        self._total += weight
-
-    def result(self) -> Parameters | None:
-        if self._total <= 0:
-            return None
-        return [
-            divided(running, self._total, reference.dtype)
-            for running, reference in zip(self._sums, self._template, strict=True)
-        ]
+        total += weight
+    return sums, total
 
 
-class WeightedMean:
+def _mean(sums: list[np.ndarray], total: float, template: Parameters) -> Parameters | None:
+    if total <= 0:
+        return None
+    return [
+        divided(running, total, reference.dtype)
+        for running, reference in zip(sums, template, strict=True)
+    ]
+
+
+class WeightedMean(Aggregator):
     """The weighted mean of updates, computed as a running sum (O(model) memory).
 
     Weights come from the strategy's weighting (by default each client's `num_examples`), which
     makes this the FedAvg aggregate of McMahan et al. (2017).
     """
 
-    buffers_updates = False
-
-    def start(self, template: Parameters) -> Accumulator:
-        return _WeightedSum(template)
+    def aggregate(
+        self, updates: Iterable[tuple[Parameters, float]], template: Parameters, state: State
+    ) -> tuple[Parameters | None, State, Measurements]:
+        sums, total = weighted_sum(updates, template)
+        return _mean(sums, total, template), state, {}
 
     def __repr__(self) -> str:
         return "WeightedMean()"
 
 
-class Mean:
+class Mean(Aggregator):
     """The plain (uniform) mean of the updates with positive weight, as a running sum."""
 
-    buffers_updates = False
-
-    def start(self, template: Parameters) -> Accumulator:
-        return _WeightedSum(template, uniform=True)
+    def aggregate(
+        self, updates: Iterable[tuple[Parameters, float]], template: Parameters, state: State
+    ) -> tuple[Parameters | None, State, Measurements]:
+        uniform = ((update, 1.0) for update, _ in _positive(updates))
+        sums, total = weighted_sum(uniform, template)
+        return _mean(sums, total, template), state, {}
 
     def __repr__(self) -> str:
         return "Mean()"
@@ -148,37 +129,33 @@ class Mean:
 # -- buffering aggregators ----------------------------------------------------------------------
 
 
-class _Buffer:
-    """Keeps every update with positive weight; `combine` turns them into the aggregate."""
+class _Buffering(Aggregator):
+    """Keeps every update with positive weight, then `_combine`s them (O(cohort × model))."""
 
-    def __init__(self, template: Parameters, combine, needed: int, name: str) -> None:
-        self._template = template
-        self._combine = combine
-        self._needed = needed
-        self._name = name
-        self.updates: list[Parameters] = []
-        self.weights: list[float] = []
+    def _combine(self, updates: list[Parameters], weights: np.ndarray) -> Parameters:
+        raise NotImplementedError
 
-    def add(self, update: Parameters, weight: float) -> None:
-        _check_weight(weight)
-        if weight == 0:
-            return
-        self.updates.append(list(update))
-        self.weights.append(float(weight))
-
-    def result(self) -> Parameters | None:
-        if not self.updates:
-            return None
-        if len(self.updates) < self._needed:
+    def aggregate(
+        self, updates: Iterable[tuple[Parameters, float]], template: Parameters, state: State
+    ) -> tuple[Parameters | None, State, Measurements]:
+        kept: list[Parameters] = []
+        weights: list[float] = []
+        for update, weight in _positive(updates):
+            kept.append(list(update))
+            weights.append(weight)
+        if not kept:
+            return None, state, {}
+        if len(kept) < self.min_updates:
             raise NotEnoughUpdatesError(
-                f"{self._name} needs at least {self._needed} updates, got {len(self.updates)}; "
+                f"{self!r} needs at least {self.min_updates} updates, got {len(kept)}; "
                 "sample more clients per round or lower num_malicious_clients"
             )
-        combined = self._combine(self.updates, np.asarray(self.weights))
-        return [
+        combined = self._combine(kept, np.asarray(weights))
+        aggregate = [
             np.asarray(array).astype(reference.dtype, copy=False)
-            for array, reference in zip(combined, self._template, strict=True)
+            for array, reference in zip(combined, template, strict=True)
         ]
+        return aggregate, state, {}
 
 
 def _layer(updates: list[Parameters], index: int) -> np.ndarray:
@@ -186,40 +163,27 @@ def _layer(updates: list[Parameters], index: int) -> np.ndarray:
     return np.stack([np.asarray(u[index], dtype=np.float64) for u in updates])
 
 
-class CoordinateMedian:
-    """The coordinate-wise median of the updates (Yin et al., 2018). Buffers the cohort."""
+class CoordinateMedian(_Buffering):
+    """The coordinate-wise median of the updates (Yin et al., 2018). Keeps every update."""
 
-    buffers_updates = True
-    min_updates = 1
-
-    def start(self, template: Parameters) -> Accumulator:
-        return _Buffer(template, self._combine, 1, "the coordinate-wise median")
-
-    @staticmethod
-    def _combine(updates: list[Parameters], weights: np.ndarray) -> Parameters:
+    def _combine(self, updates: list[Parameters], weights: np.ndarray) -> Parameters:
         return [np.median(_layer(updates, i), axis=0) for i in range(len(updates[0]))]
 
     def __repr__(self) -> str:
         return "CoordinateMedian()"
 
 
-class TrimmedMean:
-    """Coordinate-wise β-trimmed mean (Yin et al., 2018). Buffers the cohort.
+class TrimmedMean(_Buffering):
+    """Coordinate-wise β-trimmed mean (Yin et al., 2018). Keeps every update.
 
     For each coordinate the ⌊β·n⌋ largest and ⌊β·n⌋ smallest of the n values are dropped and the
     rest averaged. `beta` must be in [0, 0.5).
     """
 
-    buffers_updates = True
-    min_updates = 1
-
     def __init__(self, beta: float = 0.2) -> None:
         if not 0 <= beta < 0.5:
             raise ConfigurationError(f"TrimmedMean beta must be in [0, 0.5), got {beta}")
         self.beta = beta
-
-    def start(self, template: Parameters) -> Accumulator:
-        return _Buffer(template, self._combine, 1, "the trimmed mean")
 
     def _combine(self, updates: list[Parameters], weights: np.ndarray) -> Parameters:
         n = len(updates)
@@ -271,16 +235,14 @@ def _check_malicious(num_malicious_clients: int) -> None:
         )
 
 
-class KrumAggregator:
-    """Krum and Multi-Krum (Blanchard et al., 2017). Buffers the cohort.
+class KrumMean(_Buffering):
+    """Krum and Multi-Krum (Blanchard et al., 2017). Keeps every update.
 
     Each update is scored by the sum of squared distances to its n − f − 2 nearest neighbours;
     the `num_selected` lowest-scoring updates are kept and averaged with their weights. With
     `num_selected=1` this is Krum; with `num_selected=None` it keeps n − f (Multi-Krum).
     Needs n ≥ 2f + 3 updates.
     """
-
-    buffers_updates = True
 
     def __init__(self, num_malicious_clients: int = 0, num_selected: int | None = 1) -> None:
         _check_malicious(num_malicious_clients)
@@ -290,14 +252,7 @@ class KrumAggregator:
             )
         self.num_malicious_clients = num_malicious_clients
         self.num_selected = num_selected
-
-    @property
-    def min_updates(self) -> int:
-        return max(2 * self.num_malicious_clients + 3, self.num_selected or 1)
-
-    def start(self, template: Parameters) -> Accumulator:
-        name = f"Krum with num_malicious_clients={self.num_malicious_clients}"
-        return _Buffer(template, self._combine, self.min_updates, name)
+        self.min_updates = max(2 * num_malicious_clients + 3, num_selected or 1)
 
     def select(self, updates: list[Parameters]) -> np.ndarray:
         """Indices of the updates Krum keeps, best first."""
@@ -315,32 +270,23 @@ class KrumAggregator:
 
     def __repr__(self) -> str:
         return (
-            f"KrumAggregator(num_malicious_clients={self.num_malicious_clients}, "
+            f"KrumMean(num_malicious_clients={self.num_malicious_clients}, "
             f"num_selected={self.num_selected})"
         )
 
 
-class BulyanAggregator:
-    """Bulyan (El Mhamdi et al., 2018). Buffers the cohort; needs n ≥ 4f + 3 updates.
+class BulyanMean(_Buffering):
+    """Bulyan (El Mhamdi et al., 2018). Keeps every update; needs n ≥ 4f + 3 updates.
 
     Krum is applied repeatedly to pick θ = n − 2f updates (each pick leaves the candidate set);
     then, coordinate by coordinate, the β = θ − 2f values closest to the median of the θ are
     averaged.
     """
 
-    buffers_updates = True
-
     def __init__(self, num_malicious_clients: int = 0) -> None:
         _check_malicious(num_malicious_clients)
         self.num_malicious_clients = num_malicious_clients
-
-    @property
-    def min_updates(self) -> int:
-        return 4 * self.num_malicious_clients + 3
-
-    def start(self, template: Parameters) -> Accumulator:
-        name = f"Bulyan with num_malicious_clients={self.num_malicious_clients} (n >= 4f + 3)"
-        return _Buffer(template, self._combine, self.min_updates, name)
+        self.min_updates = 4 * num_malicious_clients + 3
 
     def select(self, updates: list[Parameters]) -> list[int]:
         """Indices of the θ = n − 2f updates chosen by repeated Krum, in the order picked."""
@@ -366,51 +312,19 @@ class BulyanAggregator:
         return result
 
     def __repr__(self) -> str:
-        return f"BulyanAggregator(num_malicious_clients={self.num_malicious_clients})"
+        return f"BulyanMean(num_malicious_clients={self.num_malicious_clients})"
 
 
 # -- q-FFL --------------------------------------------------------------------------------------
 
 
-class _QFFLSum:
-    def __init__(self, template: Parameters, q: float, lipschitz: float) -> None:
-        self._template = template
-        self._q = q
-        self._lipschitz = lipschitz
-        self._sums = [np.zeros(a.shape, accumulation_dtype(a.dtype)) for a in template]
-        self._h = 0.0
-
-    def add(self, update: Parameters, weight: float) -> None:
-        # Here the weight is the client's loss F_k; q-FFL reweights by F_k^q itself.
-        _check_weight(weight)
-        loss = weight + 1e-10  # keeps F^(q-1) finite for a client with zero loss
-        scale = loss**self._q
-        squared_norm = sum(float(np.vdot(u, u)) for u in update)
-        lipschitz = self._lipschitz
-        # Δw_k = L·(w − w_k) = −L·update;  Δ_k = F^q·Δw_k;  h_k = q·F^(q−1)·‖Δw_k‖² + L·F^q
-        for running, array in zip(self._sums, update, strict=True):
-            accumulate(running, array, -scale * lipschitz)
-        self._h += self._q * loss ** (self._q - 1) * lipschitz**2 * squared_norm + lipschitz * scale
-
-    def result(self) -> Parameters | None:
-        if self._h <= 0:
-            return None
-        # w_next = w − ΣΔ_k / Σh_k, returned as an update for the server optimizer.
-        return [
-            divided(running, -self._h, reference.dtype)
-            for running, reference in zip(self._sums, self._template, strict=True)
-        ]
-
-
-class QFFLAggregator:
+class QFFLMean(Aggregator):
     """q-FFL's aggregation (Li et al., 2020, q-FedAvg), as a running sum (O(model) memory).
 
     The weight passed with each update must be that client's loss F_k (see `QFedAvg`, which
     reads it from the client's fit metrics). `learning_rate` is the clients' learning rate; its
     inverse L estimates the Lipschitz constant. With q = 0 this is the uniform mean.
     """
-
-    buffers_updates = False
 
     def __init__(self, q_param: float = 0.2, learning_rate: float = 0.1) -> None:
         if not q_param >= 0:
@@ -420,8 +334,30 @@ class QFFLAggregator:
         self.q_param = q_param
         self.learning_rate = learning_rate
 
-    def start(self, template: Parameters) -> Accumulator:
-        return _QFFLSum(template, self.q_param, 1.0 / self.learning_rate)
+    def aggregate(
+        self, updates: Iterable[tuple[Parameters, float]], template: Parameters, state: State
+    ) -> tuple[Parameters | None, State, Measurements]:
+        q, lipschitz = self.q_param, 1.0 / self.learning_rate
+        sums = [np.zeros(a.shape, accumulation_dtype(a.dtype)) for a in template]
+        h = 0.0
+        for update, weight in updates:
+            # Here the weight is the client's loss F_k; q-FFL reweights by F_k^q itself.
+            _check_weight(weight)
+            loss = weight + 1e-10  # keeps F^(q-1) finite for a client with zero loss
+            scale = loss**q
+            squared_norm = sum(float(np.vdot(u, u)) for u in update)
+            # Δw_k = L·(w − w_k) = −L·update;  Δ_k = F^q·Δw_k;  h_k = q·F^(q−1)·‖Δw_k‖² + L·F^q
+            for running, array in zip(sums, update, strict=True):
+                accumulate(running, array, -scale * lipschitz)
+            h += q * loss ** (q - 1) * lipschitz**2 * squared_norm + lipschitz * scale
+        if h <= 0:
+            return None, state, {}
+        # w_next = w − ΣΔ_k / Σh_k, returned as an update for the server optimizer.
+        aggregate = [
+            divided(running, -h, reference.dtype)
+            for running, reference in zip(sums, template, strict=True)
+        ]
+        return aggregate, state, {}
 
     def __repr__(self) -> str:
-        return f"QFFLAggregator(q_param={self.q_param}, learning_rate={self.learning_rate})"
+        return f"QFFLMean(q_param={self.q_param}, learning_rate={self.learning_rate})"

@@ -18,26 +18,11 @@ with m starting at 0 and v at τ².
 
 from __future__ import annotations
 
-from typing import Any, Protocol
-
 import numpy as np
 
 from roost.core.types import Parameters
 from roost.errors import ConfigurationError
-
-OptimizerState = dict[str, Any]
-
-
-class ServerOptimizer(Protocol):
-    def init(self, parameters: Parameters) -> OptimizerState:
-        """The optimizer's state before the first round."""
-        ...
-
-    def apply(
-        self, parameters: Parameters, delta: Parameters, state: OptimizerState
-    ) -> tuple[Parameters, OptimizerState]:
-        """Return the next global parameters and state."""
-        ...
+from roost.strategy.base import ServerOptimizer, State
 
 
 def _positive(name: str, value: float) -> float:
@@ -66,7 +51,7 @@ def _float64(arrays: Parameters) -> list[np.ndarray]:
     return [np.asarray(a, dtype=np.float64) for a in arrays]
 
 
-class ServerSGD:
+class ServerSGD(ServerOptimizer):
     """x ← x + η·v with v ← μ·v + Δ (heavy-ball momentum; with μ = 0, v = Δ).
 
     With η = 1 and μ = 0 (the defaults) the new model is the aggregate itself: plain FedAvg.
@@ -77,14 +62,14 @@ class ServerSGD:
         self.learning_rate = _positive("server learning_rate", learning_rate)
         self.momentum = _unit_interval("server momentum", momentum)
 
-    def init(self, parameters: Parameters) -> OptimizerState:
+    def init(self, parameters: Parameters) -> State:
         if self.momentum == 0:
             return {}
         return {"momentum": [np.zeros(p.shape) for p in parameters]}
 
     def apply(
-        self, parameters: Parameters, delta: Parameters, state: OptimizerState
-    ) -> tuple[Parameters, OptimizerState]:
+        self, parameters: Parameters, delta: Parameters, state: State
+    ) -> tuple[Parameters, State]:
         if self.momentum == 0:
             return _step(parameters, list(delta), self.learning_rate), state
         velocity = [
@@ -96,7 +81,7 @@ class ServerSGD:
         return f"ServerSGD(learning_rate={self.learning_rate}, momentum={self.momentum})"
 
 
-class _Adaptive:
+class _Adaptive(ServerOptimizer):
     """Shared shape of the three adaptive optimizers; subclasses define `_second_moment`."""
 
     name = "adaptive"
@@ -107,7 +92,7 @@ class _Adaptive:
         self.beta_2 = _unit_interval("beta_2", beta_2)
         self.tau = _positive("tau", tau)
 
-    def init(self, parameters: Parameters) -> OptimizerState:
+    def init(self, parameters: Parameters) -> State:
         return {
             "m": [np.zeros(p.shape) for p in parameters],
             "v": [np.full(p.shape, self.tau**2) for p in parameters],
@@ -117,8 +102,8 @@ class _Adaptive:
         raise NotImplementedError
 
     def apply(
-        self, parameters: Parameters, delta: Parameters, state: OptimizerState
-    ) -> tuple[Parameters, OptimizerState]:
+        self, parameters: Parameters, delta: Parameters, state: State
+    ) -> tuple[Parameters, State]:
         m_new, v_new, direction = [], [], []
         for m, v, d in zip(state["m"], state["v"], _float64(delta), strict=True):
             m = self.beta_1 * m + (1 - self.beta_1) * d

@@ -9,18 +9,15 @@ is trimmed mean + server Adam + clipping, with no new class. Passing the part a 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
-from roost.core.types import ClientId, Config, FitIns, Parameters
+from roost.core.types import Config
 from roost.errors import ConfigurationError
 from roost.strategy.aggregators import (
-    BulyanAggregator,
+    BulyanMean,
     CoordinateMedian,
-    KrumAggregator,
-    QFFLAggregator,
+    KrumMean,
+    QFFLMean,
     TrimmedMean,
     WeightedMean,
 )
@@ -46,22 +43,7 @@ class _Preset(Strategy):
         kwargs.setdefault("weight_fn", weight_by_num_examples)
         kwargs.setdefault("server_optimizer", ServerSGD())
         super().__init__(**{**kwargs, **parts})
-        self.fit_config: Config = dict(fit_config or {})
-
-    def configure_fit(
-        self,
-        server_round: int,
-        parameters: Parameters,
-        client_ids: Sequence[ClientId],
-        rng: np.random.Generator,
-    ) -> list[tuple[ClientId, FitIns]]:
-        """As `Strategy.configure_fit`, with the preset's own entries (e.g. μ) in the config."""
-        cohort = super().configure_fit(server_round, parameters, client_ids, rng)
-        if not self.fit_config or not cohort:
-            return cohort
-        instruction = cohort[0][1]
-        merged = FitIns(instruction.parameters, {**instruction.config, **self.fit_config})
-        return [(client_id, merged) for client_id, _ in cohort]
+        self.extra_fit_config = dict(fit_config or {})
 
 
 def _robust_minimums(kwargs: dict[str, Any], needed: int) -> dict[str, Any]:
@@ -283,7 +265,7 @@ class Krum(_Preset):
             )
         self.num_malicious_clients = num_malicious_clients
         self.num_clients_to_keep = num_clients_to_keep
-        aggregator = KrumAggregator(num_malicious_clients, self._selected(num_clients_to_keep))
+        aggregator = KrumMean(num_malicious_clients, self._selected(num_clients_to_keep))
         kwargs = _robust_minimums(kwargs, aggregator.min_updates)
         super().__init__({"aggregator": aggregator}, kwargs)
 
@@ -319,7 +301,7 @@ class Bulyan(_Preset):
 
     def __init__(self, *, num_malicious_clients: int = 0, **kwargs: Any) -> None:
         self.num_malicious_clients = num_malicious_clients
-        aggregator = BulyanAggregator(num_malicious_clients)
+        aggregator = BulyanMean(num_malicious_clients)
         kwargs = _robust_minimums(kwargs, aggregator.min_updates)
         super().__init__({"aggregator": aggregator}, kwargs)
 
@@ -350,7 +332,7 @@ class QFedAvg(_Preset):
         self.qffl_learning_rate = qffl_learning_rate
         self.loss_metric = loss_metric
         parts = {
-            "aggregator": QFFLAggregator(q_param, qffl_learning_rate),
+            "aggregator": QFFLMean(q_param, qffl_learning_rate),
             "weight_fn": weight_by_metric(loss_metric),
         }
         super().__init__(parts, kwargs)

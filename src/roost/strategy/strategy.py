@@ -1,15 +1,18 @@
-"""A strategy = client selection + weighting + update transforms + aggregator + server optimizer.
+"""A strategy = client sampler + weighting + update transforms + aggregator + server optimizer.
 
 `Strategy` is the one composable implementation the round loop drives; named strategies such as
-`FedAvg` are presets of its parts. To change one behaviour, pass a different part; to change the
-protocol itself, subclass and override a method (the loop calls only the methods documented here).
+`FedAvg` are presets of its parts. It holds settings only: everything that changes from round to
+round lives in the state tree `init` returns, which every step takes and gives back (see
+`roost.strategy.base`). A round is a sequence of phases: `fit_round` and `evaluate_round` run
+theirs through the `RoundContext` the loop hands them; a strategy with more phases (for example
+`FedSGD(line_search_steps=...)`) overrides `fit_round`.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -21,19 +24,27 @@ from roost.core.types import (
     Failure,
     FitIns,
     FitRes,
+    Instruction,
     Metrics,
     Outcome,
     Parameters,
 )
 from roost.core.validation import check_parameters
 from roost.errors import ConfigurationError, InvalidMessageError
-from roost.strategy.aggregators import (
+from roost.strategy.aggregators import NotEnoughUpdatesError, WeightedMean
+from roost.strategy.base import (
     Aggregator,
-    NotEnoughUpdatesError,
-    WeightedMean,
-    min_updates,
+    FunctionSampler,
+    FunctionWeighting,
+    Measurements,
+    Sampler,
+    ServerOptimizer,
+    State,
+    UpdateTransform,
+    Weighting,
+    chain,
 )
-from roost.strategy.optimizers import OptimizerState, ServerOptimizer, ServerSGD, subtract
+from roost.strategy.optimizers import ServerSGD, subtract
 from roost.strategy.weighting import WeightFn, weight_by_num_examples
 
 log = logging.getLogger(__name__)
@@ -42,18 +53,40 @@ MetricsAggregationFn = Callable[[list[tuple[int, Metrics]]], Metrics]
 ConfigFn = Callable[[int], Config]
 EvaluateFn = Callable[[int, Parameters, Config], "tuple[float, Metrics] | None"]
 UpdateFn = Callable[[Parameters, Parameters], Parameters]
+SampleFn = Callable[[Sequence[ClientId], int, np.random.Generator], list[ClientId]]
 
 
-class UpdateTransform(Protocol):
-    """Rewrites one client's update (for example clipping) before it is aggregated.
+class RoundContext(Protocol):
+    """What a strategy's round sees of the loop: the clients, and one way to talk to them.
 
-    A transform that learns across rounds may also define `end_round(server_round)`,
-    `state_dict()` and `load_state_dict(state)`; see `roost.strategy.transforms`.
+    Every phase goes through `exchange`, so all phases share the transport, the timeouts, the
+    validation of results against `template` and the failure handling.
     """
 
-    def __call__(
-        self, update: Parameters, client_id: ClientId, server_round: int
-    ) -> Parameters: ...
+    server_round: int
+    rng: np.random.Generator
+
+    def available(self, count: int) -> list[ClientId]:
+        """The connected clients, once at least `count` are."""
+        ...
+
+    def exchange(
+        self,
+        phase: str,
+        cohort: Sequence[tuple[ClientId, Instruction]],
+        template: Parameters | None,
+    ) -> Iterable[Outcome]:
+        """Send each member its instruction; stream back one validated outcome per member."""
+        ...
+
+
+class FitAggregate(NamedTuple):
+    """What a round's training produced: the next model (None: unchanged) and what it measured."""
+
+    parameters: Parameters | None
+    metrics: Metrics
+    state: State
+    measurements: Measurements
 
 
 def parameter_delta(result: Parameters, global_parameters: Parameters) -> Parameters:
@@ -84,6 +117,15 @@ def _check_count(name: str, value: int, minimum: int) -> None:
         raise ConfigurationError(f"{name} must be an int >= {minimum}, got {value!r}")
 
 
+def _check_weight(weight: object) -> float:
+    if isinstance(weight, bool) or not isinstance(weight, int | float | np.number):
+        raise InvalidMessageError(f"the weighting returned {weight!r}, not a number")
+    weight = float(weight)
+    if not (np.isfinite(weight) and weight >= 0):
+        raise InvalidMessageError(f"the weighting returned {weight}; weights must be finite, >= 0")
+    return weight
+
+
 class Strategy:
     """The composable federated strategy.
 
@@ -101,10 +143,13 @@ class Strategy:
             `[(num_examples, metrics), ...]` of the round's clients and return aggregated metrics.
         accept_failures: when False, any failed client leaves the global model unchanged that round.
         aggregator: how the cohort's updates are combined (default: weighted mean, streaming).
-        weight_fn: `(client_id, num_examples, metrics) -> weight` (default: num_examples).
+        weight_fn: a `Weighting`, or a plain `(client_id, num_examples, metrics) -> weight`
+            function (default: num_examples).
         server_optimizer: turns the pseudo-gradient into the next model (default: plain replace).
-        update_transforms: applied, in order, to each client's update before aggregation.
-        sample_fn: `(client_ids, count, rng) -> chosen ids` (default: uniform without replacement).
+        update_transforms: applied, in order, to each client's update before aggregation (see
+            `roost.strategy.chain`).
+        sampler: a `Sampler`, or a plain `(client_ids, count, rng) -> chosen ids` function
+            (default: uniform without replacement).
         update_fn: `(client result parameters, global parameters) -> update`; the default,
             `parameter_delta`, is result − global; `negative_gradient` is for clients that
             return gradients (FedSGD).
@@ -126,12 +171,10 @@ class Strategy:
         evaluate_metrics_aggregation_fn: MetricsAggregationFn | None = None,
         accept_failures: bool = True,
         aggregator: Aggregator | None = None,
-        weight_fn: WeightFn = weight_by_num_examples,
+        weight_fn: Weighting | WeightFn = weight_by_num_examples,
         server_optimizer: ServerOptimizer | None = None,
         update_transforms: Sequence[UpdateTransform] = (),
-        sample_fn: Callable[[Sequence[ClientId], int, np.random.Generator], list[ClientId]] = (
-            sample_uniformly
-        ),
+        sampler: Sampler | SampleFn = sample_uniformly,
         update_fn: UpdateFn = parameter_delta,
     ) -> None:
         _check_fraction("fraction_fit", fraction_fit)
@@ -157,11 +200,19 @@ class Strategy:
         self.accept_failures = accept_failures
         self.aggregator: Aggregator = aggregator or WeightedMean()
         self.weight_fn = weight_fn
+        self.weighting: Weighting = (
+            weight_fn if isinstance(weight_fn, Weighting) else FunctionWeighting(weight_fn)
+        )
         self.server_optimizer: ServerOptimizer = server_optimizer or ServerSGD()
         self.update_transforms = tuple(update_transforms)
-        self.sample_fn = sample_fn
+        self.transform = chain(*self.update_transforms)
+        self.sampler: Sampler = (
+            sampler if isinstance(sampler, Sampler) else FunctionSampler(sampler)
+        )
         self.update_fn = update_fn
-        self._optimizer_state: OptimizerState | None = None
+        # Entries a preset adds to every fit config (e.g. FedProx's μ); they win over
+        # on_fit_config_fn's, since the preset's algorithm depends on them.
+        self.extra_fit_config: Config = {}
 
     def __repr__(self) -> str:
         return (
@@ -170,11 +221,54 @@ class Strategy:
             f"server_optimizer={self.server_optimizer!r}, accept_failures={self.accept_failures})"
         )
 
-    # -- what the round loop calls -------------------------------------------------------------
+    # -- state ---------------------------------------------------------------------------------
 
     def initialize_parameters(self) -> Parameters | None:
         """The starting global model, or None to let the loop ask one client."""
         return self.initial_parameters
+
+    def init(self, parameters: Parameters) -> dict[str, State]:
+        """The state of every part before round 1, as one tree."""
+        return {
+            "sampler": self.sampler.init(),
+            "weighting": self.weighting.init(),
+            "transforms": self.transform.init(parameters),
+            "aggregator": self.aggregator.init(parameters),
+            "optimizer": self.server_optimizer.init(parameters),
+        }
+
+    # -- phases of a round ---------------------------------------------------------------------
+
+    def fit_round(
+        self, context: RoundContext, parameters: Parameters, state: dict[str, State]
+    ) -> FitAggregate:
+        """The round's training: one fit phase with a sampled cohort, then aggregation."""
+        available = context.available(max(self.min_available_clients, self.min_fit_clients))
+        cohort, state = self.configure_fit(
+            context.server_round, parameters, available, context.rng, state
+        )
+        if not cohort:
+            log.info("fit_round %d: no clients selected, skipping", context.server_round)
+            return FitAggregate(None, {}, state, {})
+        outcomes = context.exchange("fit", cohort, parameters)
+        return self.aggregate_fit(context.server_round, parameters, outcomes, state)
+
+    def evaluate_round(
+        self, context: RoundContext, parameters: Parameters, state: dict[str, State]
+    ) -> tuple[float | None, Metrics]:
+        """The round's distributed evaluation: one evaluate phase (skipped at fraction 0)."""
+        if self.fraction_evaluate == 0:
+            return None, {}
+        available = context.available(max(self.min_available_clients, self.min_evaluate_clients))
+        cohort, _ = self.configure_evaluate(
+            context.server_round, parameters, available, context.rng, state
+        )
+        if not cohort:
+            return None, {}
+        outcomes = context.exchange("evaluate", cohort, parameters)
+        return self.aggregate_evaluate(context.server_round, outcomes)
+
+    # -- steps ---------------------------------------------------------------------------------
 
     def num_fit_clients(self, num_available: int) -> int:
         """How many clients to sample for training out of `num_available`."""
@@ -192,120 +286,81 @@ class Strategy:
         parameters: Parameters,
         client_ids: Sequence[ClientId],
         rng: np.random.Generator,
-    ) -> list[tuple[ClientId, FitIns]]:
+        state: dict[str, State],
+    ) -> tuple[list[tuple[ClientId, FitIns]], dict[str, State]]:
         """Choose the round's training cohort and what each member receives."""
         config = self.on_fit_config_fn(server_round) if self.on_fit_config_fn else {}
         count = min(self.num_fit_clients(len(client_ids)), len(client_ids))
-        chosen = self.sample_fn(client_ids, count, rng)
-        needed = min_updates(self.aggregator)
+        chosen, sampler_state = self.sampler.sample(client_ids, count, rng, state["sampler"])
+        needed = self.aggregator.min_updates
         if len(chosen) < needed:
             raise ConfigurationError(
                 f"{self.aggregator!r} needs at least {needed} updates per round but this round "
                 f"samples {len(chosen)} of {len(client_ids)} clients; raise min_fit_clients and "
                 "min_available_clients (or fraction_fit), or lower num_malicious_clients"
             )
-        instruction = FitIns(parameters, dict(config))
-        return [(client_id, instruction) for client_id in chosen]
+        instruction = FitIns(parameters, {**config, **self.extra_fit_config})
+        return [(client_id, instruction) for client_id in chosen], {
+            **state,
+            "sampler": sampler_state,
+        }
 
     def aggregate_fit(
-        self, server_round: int, parameters: Parameters, outcomes: Iterable[Outcome]
-    ) -> tuple[Parameters | None, Metrics]:
+        self,
+        server_round: int,
+        parameters: Parameters,
+        outcomes: Iterable[Outcome],
+        state: dict[str, State] | None = None,
+    ) -> FitAggregate:
         """Consume the cohort's outcomes as they stream in; return the next model (or None).
 
-        This is also the way to run a strategy's aggregation directly, outside any loop, for
-        testing and research::
+        Results must already be validated against `parameters` (the round loop does that at its
+        boundary). This is also the way to run a strategy's aggregation directly, for tests and
+        research (`state` defaults to `init(parameters)`)::
 
-            new_parameters, metrics = strategy.aggregate_fit(
+            new_parameters, metrics, state, measurements = strategy.aggregate_fit(
                 server_round, global_parameters,
                 [("0", FitRes(params_0, 120, {})), ("1", FitRes(params_1, 80, {}))],
             )
 
-        Each result is checked against `parameters` (arrays, shapes, dtypes, finite values) and
-        weighted with `weight_fn`; a result that fails either is left out with a warning and
-        counts as a failure. Returns `(None, {})`, leaving the model unchanged, when nothing usable
-        arrived, when a failure occurred and `accept_failures` is False, or when a robust
-        aggregator got fewer updates than it needs (logged). The server optimizer's state
-        advances only when a new model is returned.
+        A result whose weight cannot be computed is left out with a warning. The model stays
+        unchanged (`parameters` None) when nothing usable arrived, when a failure occurred and
+        `accept_failures` is False, or when a robust aggregator got fewer updates than it needs.
         """
-        accumulator = self.aggregator.start(parameters)
-        fit_metrics: list[tuple[int, Metrics]] = []
-        failures = 0
+        if state is None:
+            state = self.init(parameters)
+        tally = _FitTally(self, server_round, parameters, state)
         try:
-            for client_id, result in outcomes:
-                if isinstance(result, Failure):
-                    failures += 1
-                    continue
-                try:
-                    update, weight = self._prepare_update(
-                        server_round, parameters, client_id, result
-                    )
-                except InvalidMessageError as error:
-                    log.warning(
-                        "fit_round %d: client %s left out: %s", server_round, client_id, error
-                    )
-                    failures += 1
-                    continue
-                accumulator.add(update, weight)
-                fit_metrics.append((result.num_examples, result.metrics))
-                # Let this client's arrays go before the next result arrives (O(model) memory).
-                del update, result
-        finally:
-            self._end_round(server_round)
-        if failures and not self.accept_failures:
+            aggregate, aggregator_state, measurements = self.aggregator.aggregate(
+                tally.updates(outcomes), parameters, state["aggregator"]
+            )
+        except NotEnoughUpdatesError as error:
+            log.warning("fit_round %d: %s: global model unchanged", server_round, error)
+            aggregate, aggregator_state, measurements = None, state["aggregator"], {}
+        aggregate, transforms_state, measured = self.transform.finish(
+            aggregate, tally.state["transforms"]
+        )
+        state = {**tally.state, "aggregator": aggregator_state, "transforms": transforms_state}
+        measurements = {**measurements, **measured}
+        if tally.failures and not self.accept_failures:
             log.warning(
                 "fit_round %d: %d failure(s) and accept_failures=False: global model unchanged",
                 server_round,
-                failures,
+                tally.failures,
             )
-            return None, {}
-        try:
-            delta = accumulator.result()
-        except NotEnoughUpdatesError as error:
-            log.warning("fit_round %d: %s: global model unchanged", server_round, error)
-            return None, {}
-        del accumulator  # frees the running sums (or buffered updates) before the server step
-        if delta is None:
+            return FitAggregate(None, {}, state, measurements)
+        if aggregate is None:
             log.warning(
                 "fit_round %d: no result with positive weight: global model unchanged", server_round
             )
-            return None, {}
-        if self._optimizer_state is None:
-            self._optimizer_state = self.server_optimizer.init(parameters)
-        new_parameters, self._optimizer_state = self.server_optimizer.apply(
-            parameters, delta, self._optimizer_state
+            return FitAggregate(None, {}, state, measurements)
+        new_parameters, optimizer_state = self.server_optimizer.apply(
+            parameters, aggregate, state["optimizer"]
         )
-        return new_parameters, self._aggregate_metrics(self.fit_metrics_aggregation_fn, fit_metrics)
-
-    def _prepare_update(
-        self, server_round: int, parameters: Parameters, client_id: ClientId, result: object
-    ) -> tuple[Parameters, float]:
-        """Check one result, compute its weight and its transformed update."""
-        if not isinstance(result, FitRes):
-            raise InvalidMessageError(f"expected a FitRes, got {type(result).__name__}")
-        client_parameters = check_parameters(result.parameters, parameters)
-        try:
-            weight = self.weight_fn(client_id, result.num_examples, result.metrics)
-        except InvalidMessageError:
-            raise
-        except Exception as error:  # a weighting that cannot handle this client drops it only
-            raise InvalidMessageError(
-                f"weight_fn raised {type(error).__name__}: {error}"
-            ) from error
-        if isinstance(weight, bool) or not isinstance(weight, int | float | np.number):
-            raise InvalidMessageError(f"weight_fn returned {weight!r}, not a number")
-        weight = float(weight)
-        if not (np.isfinite(weight) and weight >= 0):
-            raise InvalidMessageError(f"weight_fn returned {weight}; weights must be finite, >= 0")
-        update = self.update_fn(client_parameters, parameters)
-        for transform in self.update_transforms:
-            update = transform(update, client_id, server_round)
-        return update, weight
-
-    def _end_round(self, server_round: int) -> None:
-        for transform in self.update_transforms:
-            end_round = getattr(transform, "end_round", None)
-            if end_round is not None:
-                end_round(server_round)
+        metrics = self._aggregate_metrics(self.fit_metrics_aggregation_fn, tally.metrics)
+        return FitAggregate(
+            new_parameters, metrics, {**state, "optimizer": optimizer_state}, measurements
+        )
 
     def configure_evaluate(
         self,
@@ -313,15 +368,19 @@ class Strategy:
         parameters: Parameters,
         client_ids: Sequence[ClientId],
         rng: np.random.Generator,
-    ) -> list[tuple[ClientId, EvaluateIns]]:
+        state: dict[str, State],
+    ) -> tuple[list[tuple[ClientId, EvaluateIns]], dict[str, State]]:
         """Choose the round's evaluation cohort (empty when fraction_evaluate is 0)."""
         count = min(self.num_evaluate_clients(len(client_ids)), len(client_ids))
         if count == 0:
-            return []
+            return [], state
         config = self.on_evaluate_config_fn(server_round) if self.on_evaluate_config_fn else {}
-        chosen = self.sample_fn(client_ids, count, rng)
+        chosen, sampler_state = self.sampler.sample(client_ids, count, rng, state["sampler"])
         instruction = EvaluateIns(parameters, dict(config))
-        return [(client_id, instruction) for client_id in chosen]
+        return [(client_id, instruction) for client_id in chosen], {
+            **state,
+            "sampler": sampler_state,
+        }
 
     def aggregate_evaluate(
         self, server_round: int, outcomes: Iterable[Outcome]
@@ -354,41 +413,6 @@ class Strategy:
         loss, metrics = outcome
         return float(loss), dict(metrics)
 
-    def state_dict(self) -> dict[str, Any]:
-        """What the strategy must remember across rounds, for checkpoints.
-
-        Nested dicts and lists of NumPy arrays and Python scalars only: `"transforms"` (one dict
-        per update transform, empty for stateless ones; the adaptive clipping bound lives here)
-        and `"optimizer"` (the server optimizer's state, once it has one). Nothing in it is
-        changed in place later, so a saved state stays valid.
-        """
-        state: dict[str, Any] = {
-            "transforms": [
-                dict(transform.state_dict()) if hasattr(transform, "state_dict") else {}
-                for transform in self.update_transforms
-            ]
-        }
-        if self._optimizer_state is not None:
-            state["optimizer"] = self._optimizer_state
-        return state
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what `state_dict` returned; the strategy then continues exactly from there."""
-        self._optimizer_state = state.get("optimizer")
-        transforms = state.get("transforms")
-        if transforms is None:
-            return
-        if len(transforms) != len(self.update_transforms):
-            raise ConfigurationError(
-                f"the saved state has {len(transforms)} update transform(s), this strategy has "
-                f"{len(self.update_transforms)}; restore into a strategy built the same way"
-            )
-        for transform, transform_state in zip(self.update_transforms, transforms, strict=True):
-            if hasattr(transform, "load_state_dict"):
-                transform.load_state_dict(transform_state)
-
-    # -- helpers -------------------------------------------------------------------------------
-
     @staticmethod
     def _aggregate_metrics(
         function: MetricsAggregationFn | None, pairs: list[tuple[int, Metrics]]
@@ -396,3 +420,53 @@ class Strategy:
         if function is None or not pairs:
             return {}
         return dict(function(pairs))
+
+
+class _FitTally:
+    """Turns a stream of fit outcomes into weighted, transformed updates, threading the state."""
+
+    def __init__(
+        self, strategy: Strategy, server_round: int, parameters: Parameters, state: dict[str, Any]
+    ) -> None:
+        self.strategy = strategy
+        self.server_round = server_round
+        self.parameters = parameters
+        self.state = state
+        self.failures = 0
+        self.metrics: list[tuple[int, Metrics]] = []
+
+    def updates(self, outcomes: Iterable[Outcome]) -> Iterable[tuple[Parameters, float]]:
+        strategy = self.strategy
+        for client_id, result in outcomes:
+            if isinstance(result, Failure):
+                self.failures += 1
+                continue
+            if not isinstance(result, FitRes):
+                raise TypeError(f"aggregate_fit got a {type(result).__name__}, not a FitRes")
+            try:
+                weight, weighting_state = strategy.weighting.weigh(
+                    client_id, result, self.state["weighting"]
+                )
+                weight = _check_weight(weight)
+            except Exception as error:  # a weighting that cannot handle this client drops it only
+                reason = (
+                    error
+                    if isinstance(error, InvalidMessageError)
+                    else f"the weighting raised {type(error).__name__}: {error}"
+                )
+                log.warning(
+                    "fit_round %d: client %s left out: %s", self.server_round, client_id, reason
+                )
+                self.failures += 1
+                continue
+            update = strategy.update_fn(result.parameters, self.parameters)
+            update, transforms_state = strategy.transform.apply(update, self.state["transforms"])
+            self.state = {
+                **self.state,
+                "weighting": weighting_state,
+                "transforms": transforms_state,
+            }
+            self.metrics.append((result.num_examples, result.metrics))
+            yield update, weight
+            # Let this client's arrays go before the next result arrives (O(model) memory).
+            del update, result

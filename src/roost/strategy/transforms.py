@@ -1,19 +1,17 @@
 """Update transforms: rewrite each client's update before it is aggregated.
 
-A transform is called as `transform(update, client_id, server_round) -> update`. A transform that
-learns across rounds may also define `end_round(server_round)` (called once the round's updates
-were all seen) and `state_dict()` / `load_state_dict(state)`; the strategy then checkpoints its
-state with the server optimizer's.
+Each is a `roost.strategy.UpdateTransform`: `init(template) -> state`, `apply(update, state) ->
+(update, state)` per client, `finish(aggregate, state) -> (aggregate, state, measurements)` once per
+round. Compose them with `roost.strategy.chain`.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
-from roost.core.types import ClientId, Parameters
+from roost.core.types import Parameters
 from roost.errors import ConfigurationError
+from roost.strategy.base import Measurements, State, UpdateTransform
 
 
 def l2_norm(update: Parameters) -> float:
@@ -34,7 +32,7 @@ def clip_to_norm(update: Parameters, max_norm: float) -> tuple[Parameters, float
     return [np.multiply(a, scale).astype(a.dtype, copy=False) for a in update], norm
 
 
-class ClipL2:
+class ClipL2(UpdateTransform):
     """Clip every client's update to L2 norm at most `max_norm` (fixed bound)."""
 
     def __init__(self, max_norm: float) -> None:
@@ -42,14 +40,14 @@ class ClipL2:
             raise ConfigurationError(f"ClipL2 max_norm must be > 0, got {max_norm}")
         self.max_norm = float(max_norm)
 
-    def __call__(self, update: Parameters, client_id: ClientId, server_round: int) -> Parameters:
-        return clip_to_norm(update, self.max_norm)[0]
+    def apply(self, update: Parameters, state: State) -> tuple[Parameters, State]:
+        return clip_to_norm(update, self.max_norm)[0], state
 
     def __repr__(self) -> str:
         return f"ClipL2(max_norm={self.max_norm})"
 
 
-class AdaptiveClipL2:
+class AdaptiveClipL2(UpdateTransform):
     """Clip to an L2 bound C that follows a target quantile of the update norms.
 
     Andrew et al. (2021), "Differentially Private Learning with Adaptive Clipping", geometric rule
@@ -58,8 +56,9 @@ class AdaptiveClipL2:
 
         C ← C · exp(−learning_rate · (b − target_quantile))
 
-    so C settles where a `target_quantile` share of updates is left unclipped. The current bound
-    is `clip_norm` and is part of the strategy's checkpointed state.
+    so C settles where a `target_quantile` share of updates is left unclipped. The state is
+    `{"clip_norm": C, "seen": n, "unclipped": u}`; the counts cover the round in progress and are
+    zero between rounds. Each round measures `clip_norm` (the bound it used) and `unclipped_share`.
     """
 
     def __init__(
@@ -77,37 +76,32 @@ class AdaptiveClipL2:
         self.initial_norm = float(initial_norm)
         self.target_quantile = float(target_quantile)
         self.learning_rate = float(learning_rate)
-        self.clip_norm = float(initial_norm)
-        self._round: int | None = None
-        self._seen = 0
-        self._unclipped = 0
 
-    def __call__(self, update: Parameters, client_id: ClientId, server_round: int) -> Parameters:
-        if server_round != self._round:
-            self._round, self._seen, self._unclipped = server_round, 0, 0
-        clipped, norm = clip_to_norm(update, self.clip_norm)
-        self._seen += 1
-        self._unclipped += int(norm <= self.clip_norm)
-        return clipped
+    def init(self, template: Parameters) -> State:
+        return {"clip_norm": self.initial_norm, "seen": 0, "unclipped": 0}
 
-    def end_round(self, server_round: int) -> None:
+    def apply(self, update: Parameters, state: State) -> tuple[Parameters, State]:
+        clipped, norm = clip_to_norm(update, state["clip_norm"])
+        return clipped, {
+            "clip_norm": state["clip_norm"],
+            "seen": state["seen"] + 1,
+            "unclipped": state["unclipped"] + int(norm <= state["clip_norm"]),
+        }
+
+    def finish(
+        self, aggregate: Parameters | None, state: State
+    ) -> tuple[Parameters | None, State, Measurements]:
         """Move the bound toward the target quantile using the round's updates."""
-        if self._round == server_round and self._seen:
-            share = self._unclipped / self._seen
-            self.clip_norm = float(
-                self.clip_norm * np.exp(-self.learning_rate * (share - self.target_quantile))
-            )
-        self._round, self._seen, self._unclipped = None, 0, 0
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"clip_norm": self.clip_norm}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.clip_norm = float(state["clip_norm"])
-        self._round, self._seen, self._unclipped = None, 0, 0
+        clip_norm, seen = state["clip_norm"], state["seen"]
+        if not seen:
+            return aggregate, state, {}
+        share = state["unclipped"] / seen
+        next_norm = float(clip_norm * np.exp(-self.learning_rate * (share - self.target_quantile)))
+        measurements = {"clip_norm": clip_norm, "unclipped_share": share}
+        return aggregate, {"clip_norm": next_norm, "seen": 0, "unclipped": 0}, measurements
 
     def __repr__(self) -> str:
         return (
-            f"AdaptiveClipL2(clip_norm={self.clip_norm:g}, target_quantile={self.target_quantile}, "
-            f"learning_rate={self.learning_rate})"
+            f"AdaptiveClipL2(initial_norm={self.initial_norm:g}, "
+            f"target_quantile={self.target_quantile}, learning_rate={self.learning_rate})"
         )

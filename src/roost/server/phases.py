@@ -1,0 +1,137 @@
+"""Phases: every exchange of a round with its cohort goes through `Round.exchange`.
+
+A phase sends each member of a cohort one instruction and streams back one outcome per member.
+Fit, evaluate, a line search's probes and secure aggregation's steps are all phases: they share
+the transport, the per-client timeout, the validation of every result at this boundary (a bad
+result becomes that client's `Failure`, logged once) and the per-phase counts in the round's
+record. Strategies see `Round` through the `roost.strategy.RoundContext` protocol.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+from roost.core.types import ClientId, Failure, Instruction, Outcome, Parameters
+from roost.core.validation import validate_result
+from roost.server.history import RoundRecord
+from roost.transport.base import Transport
+
+log = logging.getLogger("roost")
+
+
+class PhaseOutcomes:
+    """One phase's validated outcomes, streamed; counted into the round's record once read."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        cohort: Sequence[tuple[ClientId, Instruction]],
+        timeout: float | None,
+        template: Parameters | None,
+        label: str,
+    ) -> None:
+        self._stream = self._collect(transport, cohort, timeout, template, label)
+        self.label = label
+        self.results = 0
+        self.failures: list[Failure] = []
+        self.done = False
+
+    def __iter__(self) -> Iterator[Outcome]:
+        for client_id, outcome in self._stream:
+            if isinstance(outcome, Failure):
+                self.failures.append(outcome)
+            else:
+                self.results += 1
+            yield client_id, outcome
+        self.done = True
+
+    def drain(self) -> None:
+        """Read whatever the strategy left unread, so every member is accounted for."""
+        for _ in self:
+            pass
+
+    @staticmethod
+    def _collect(
+        transport: Transport,
+        cohort: Sequence[tuple[ClientId, Instruction]],
+        timeout: float | None,
+        template: Parameters | None,
+        label: str,
+    ) -> Iterator[Outcome]:
+        pending = dict(cohort)
+        for client_id, result in transport.run(cohort, timeout):
+            instruction = pending.pop(client_id, None)
+            if instruction is None:
+                log.warning(
+                    "%s: dropped an unexpected or repeated result from client %s", label, client_id
+                )
+                continue
+            outcome = validate_result(client_id, instruction, result, template)
+            if isinstance(outcome, Failure):
+                log.warning("%s: %s", label, outcome)
+            yield client_id, outcome
+        for client_id in pending:
+            failure = Failure(client_id, "the transport returned no result", kind="disconnected")
+            log.warning("%s: %s", label, failure)
+            yield client_id, failure
+
+
+class Round:
+    """One round's view of the transport, handed to the strategy (`RoundContext`)."""
+
+    def __init__(
+        self,
+        server_round: int,
+        transport: Transport,
+        timeout: float | None,
+        rng: np.random.Generator,
+    ) -> None:
+        self.server_round = server_round
+        self.rng = rng
+        self.record = RoundRecord(server_round)
+        self._transport = transport
+        self._timeout = timeout
+        self._num_available = 0
+        self._open: list[tuple[str, PhaseOutcomes]] = []
+
+    def available(self, count: int) -> list[ClientId]:
+        """The connected clients, once at least `count` are."""
+        client_ids = self._transport.wait_for_clients(count)
+        self._num_available = len(client_ids)
+        return client_ids
+
+    def exchange(
+        self,
+        phase: str,
+        cohort: Sequence[tuple[ClientId, Instruction]],
+        template: Parameters | None,
+    ) -> PhaseOutcomes:
+        """Run one phase: `cohort`'s instructions out, validated outcomes streamed back.
+
+        `template` is the model results must match (None when the phase returns no arrays that
+        must be shaped like the model).
+        """
+        self.close()
+        label = f"{phase}_round {self.server_round}"
+        log.info(
+            "%s: strategy sampled %d clients (out of %d)", label, len(cohort), self._num_available
+        )
+        outcomes = PhaseOutcomes(self._transport, cohort, self._timeout, template, label)
+        self._open.append((phase, outcomes))
+        return outcomes
+
+    def close(self) -> None:
+        """Finish the phases still open: read what is left, count and log them."""
+        for phase, outcomes in self._open:
+            outcomes.drain()
+            self.record.count(phase, outcomes.results, [f.client_id for f in outcomes.failures])
+            log.info(
+                "%s received %d results and %d failures",
+                outcomes.label,
+                outcomes.results,
+                len(outcomes.failures),
+            )
+        self._open.clear()

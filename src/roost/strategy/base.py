@@ -1,0 +1,211 @@
+"""The one convention every server-side part follows: settings in the object, state outside it.
+
+A part (client sampler, weighting, update transform, aggregator, server optimizer) is built with its
+settings and keeps nothing else. `init(...)` returns its state and every step takes a state and
+returns the next one, never changing its inputs, so that
+
+- the round loop holds all state in one tree (`roost.server.loop.ServerState`) and a checkpoint is
+  that tree: anything that learns across rounds resumes exactly, with no save/load code of its own;
+- parts compose: `chain(ClipL2(1.0), AdaptiveClipL2(...))` is one transform whose state is the
+  tuple of its members' states.
+
+State is plain data: nested dicts, tuples and lists of NumPy arrays and Python scalars. A step may
+also return measurements (name -> number, e.g. a clip rate) that the round loop records in
+`History.measurements`.
+
+Parts are classes with defaults for the steps they do not need; whether a part "has" a step is never
+discovered with `hasattr`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from roost.core.types import ClientId, FitRes, Parameters
+
+State = Any
+"""A part's state: nested dicts/tuples/lists of NumPy arrays and Python scalars (or `()`)."""
+
+Measurements = dict[str, float]
+"""What a step measured this round, by name (recorded per round in `History.measurements`)."""
+
+NO_STATE: State = ()
+
+
+class Sampler:
+    """Chooses a round's cohort from the available clients."""
+
+    def init(self) -> State:
+        """The sampler's state before the first round."""
+        return NO_STATE
+
+    def sample(
+        self,
+        client_ids: Sequence[ClientId],
+        count: int,
+        rng: np.random.Generator,
+        state: State,
+    ) -> tuple[list[ClientId], State]:
+        """`count` of `client_ids` (the strategy's fraction/minimum rule), and the next state."""
+        raise NotImplementedError
+
+
+class FunctionSampler(Sampler):
+    """A stateless sampler from a plain `(client_ids, count, rng) -> chosen ids` function."""
+
+    def __init__(
+        self, function: Callable[[Sequence[ClientId], int, np.random.Generator], list[ClientId]]
+    ) -> None:
+        self.function = function
+
+    def sample(
+        self,
+        client_ids: Sequence[ClientId],
+        count: int,
+        rng: np.random.Generator,
+        state: State,
+    ) -> tuple[list[ClientId], State]:
+        return list(self.function(client_ids, count, rng)), state
+
+    def __repr__(self) -> str:
+        return f"FunctionSampler({getattr(self.function, '__name__', self.function)!r})"
+
+
+class Weighting:
+    """Gives each client's update its weight in the aggregate (finite, >= 0)."""
+
+    def init(self) -> State:
+        """The weighting's state before the first round."""
+        return NO_STATE
+
+    def weigh(self, client_id: ClientId, result: FitRes, state: State) -> tuple[float, State]:
+        """The weight of `result`, and the next state."""
+        raise NotImplementedError
+
+
+class FunctionWeighting(Weighting):
+    """A stateless weighting from a plain `(client_id, num_examples, metrics) -> weight`."""
+
+    def __init__(self, function: Callable[..., float]) -> None:
+        self.function = function
+
+    def weigh(self, client_id: ClientId, result: FitRes, state: State) -> tuple[float, State]:
+        return self.function(client_id, result.num_examples, result.metrics), state
+
+    def __repr__(self) -> str:
+        return f"FunctionWeighting({getattr(self.function, '__name__', self.function)!r})"
+
+
+class UpdateTransform:
+    """Rewrites each client's update before aggregation, and may act on the aggregate after it.
+
+    `apply` runs once per client (clipping, compression, local noise); `finish` runs once per round
+    with the aggregate (noise on the sum, moving an adaptive bound) and returns the next state and
+    measurements. Per-round tallies (how many updates were clipped) live in the state between
+    `apply` calls and are reset by `finish`, so a state saved after a round is always clean.
+    """
+
+    def init(self, template: Parameters) -> State:
+        """The transform's state before the first round (`template` is shaped like the model)."""
+        return NO_STATE
+
+    def apply(self, update: Parameters, state: State) -> tuple[Parameters, State]:
+        """One client's transformed update, and the next state."""
+        return update, state
+
+    def finish(
+        self, aggregate: Parameters | None, state: State
+    ) -> tuple[Parameters | None, State, Measurements]:
+        """The round's (possibly transformed) aggregate, the next state, and measurements."""
+        return aggregate, state, {}
+
+
+class Chain(UpdateTransform):
+    """Transforms applied in order to each update; their `finish` steps run in reverse order.
+
+    Reverse order makes a chain behave like nested wrappers: the transform closest to the
+    aggregator (the last to see each update) is the first to see the aggregate.
+    """
+
+    def __init__(self, *transforms: UpdateTransform) -> None:
+        for transform in transforms:
+            if not isinstance(transform, UpdateTransform):
+                raise TypeError(
+                    f"{transform!r} is not an UpdateTransform; subclass "
+                    "roost.strategy.UpdateTransform and define apply (and finish if needed)"
+                )
+        self.transforms = tuple(transforms)
+
+    def init(self, template: Parameters) -> State:
+        return tuple(transform.init(template) for transform in self.transforms)
+
+    def apply(self, update: Parameters, state: State) -> tuple[Parameters, State]:
+        states = list(state)
+        for index, transform in enumerate(self.transforms):
+            update, states[index] = transform.apply(update, states[index])
+        return update, tuple(states)
+
+    def finish(
+        self, aggregate: Parameters | None, state: State
+    ) -> tuple[Parameters | None, State, Measurements]:
+        states = list(state)
+        measurements: Measurements = {}
+        for index in reversed(range(len(self.transforms))):
+            aggregate, states[index], measured = self.transforms[index].finish(
+                aggregate, states[index]
+            )
+            measurements.update(measured)
+        return aggregate, tuple(states), measurements
+
+    def __repr__(self) -> str:
+        return f"chain({', '.join(repr(t) for t in self.transforms)})"
+
+
+def chain(*transforms: UpdateTransform) -> Chain:
+    """Compose update transforms into one (state: the tuple of their states)."""
+    return Chain(*transforms)
+
+
+class Aggregator:
+    """Combines the round's weighted updates into one.
+
+    `aggregate` consumes the updates one by one as they stream in: mean-type aggregators keep a
+    running sum (O(model) memory); robust ones keep every update (O(cohort × model)) and say so in
+    their docstrings. An update with weight 0 takes no part in the round.
+    """
+
+    min_updates: int = 1
+    """The fewest updates this aggregator can work with."""
+
+    def init(self, template: Parameters) -> State:
+        """The aggregator's state before the first round."""
+        return NO_STATE
+
+    def aggregate(
+        self,
+        updates: Iterable[tuple[Parameters, float]],
+        template: Parameters,
+        state: State,
+    ) -> tuple[Parameters | None, State, Measurements]:
+        """The aggregate of `(update, weight)` pairs (None when none had positive weight).
+
+        Raises `NotEnoughUpdatesError` when fewer than `min_updates` updates arrived.
+        """
+        raise NotImplementedError
+
+
+class ServerOptimizer:
+    """Turns the round's pseudo-gradient Δ = aggregate − global into the next global model."""
+
+    def init(self, parameters: Parameters) -> State:
+        """The optimizer's state before the first round."""
+        return NO_STATE
+
+    def apply(
+        self, parameters: Parameters, delta: Parameters, state: State
+    ) -> tuple[Parameters, State]:
+        """The next global parameters and state."""
+        raise NotImplementedError
