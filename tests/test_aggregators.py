@@ -8,16 +8,17 @@ import numpy as np
 import pytest
 
 import roost
-from roost.core.types import Failure, FitRes
+from roost.core.types import Failure, FitIns, FitRes
+from roost.core.validation import validate_result
 from roost.errors import ConfigurationError
 from roost.strategy import (
-    BulyanAggregator,
+    BulyanMean,
     CoordinateMedian,
     FedAvg,
-    KrumAggregator,
+    KrumMean,
     Mean,
     NotEnoughUpdatesError,
-    QFFLAggregator,
+    QFFLMean,
     Strategy,
     TrimmedMean,
     WeightedMean,
@@ -27,10 +28,10 @@ from roost.strategy import (
 def aggregate(aggregator, updates, weights=None):
     """Feed updates (lists of arrays) one by one and return the aggregate."""
     weights = [1.0] * len(updates) if weights is None else weights
-    accumulator = aggregator.start([np.zeros_like(a) for a in updates[0]])
-    for update, weight in zip(updates, weights, strict=True):
-        accumulator.add(update, weight)
-    return accumulator.result()
+    template = [np.zeros_like(a) for a in updates[0]]
+    pairs = zip(updates, weights, strict=True)
+    result, _, _ = aggregator.aggregate(pairs, template, aggregator.init(template))
+    return result
 
 
 def scalars(*values):
@@ -51,10 +52,8 @@ def test_weighted_mean_by_hand() -> None:
 def test_weighted_mean_keeps_float32_and_sums_in_float64() -> None:
     # 10,001 float32 updates of 1e-4 around a large offset: float32 running sums would drift.
     template = [np.zeros(3, np.float32)]
-    accumulator = WeightedMean().start(template)
-    for _ in range(10_001):
-        accumulator.add([np.full(3, 1e-4, np.float32)], 1.0)
-    result = accumulator.result()
+    updates = [[np.full(3, 1e-4, np.float32)]] * 10_001
+    result = aggregate(WeightedMean(), updates)
     assert result[0].dtype == np.float32
     np.testing.assert_allclose(result[0], np.float32(1e-4), rtol=1e-6)
 
@@ -65,28 +64,29 @@ def test_mean_ignores_weight_size_but_skips_zero_weight() -> None:
 
 
 def test_streaming_mean_consumes_a_generator_without_buffering() -> None:
-    accumulator = WeightedMean().start([np.zeros(4)])
-    produced = []
+    import gc
+    import weakref
+
+    alive = []
 
     def updates():
         for k in range(1, 6):
+            gc.collect()
+            # The mean keeps a running sum only: the update before the one it holds is gone.
+            assert len(alive) < 2 or alive[-2]() is None
             array = np.full(4, float(k))
-            produced.append(array)
-            yield [array]
+            alive.append(weakref.ref(array))
+            yield [array], 1.0
+            del array
 
-    for update in updates():
-        accumulator.add(update, 1.0)
-    assert not WeightedMean.buffers_updates
-    assert not hasattr(accumulator, "updates")
-    np.testing.assert_allclose(accumulator.result()[0], np.full(4, 3.0))
+    result, _, _ = WeightedMean().aggregate(updates(), [np.zeros(4)], ())
+    np.testing.assert_allclose(result[0], np.full(4, 3.0))
 
 
 def test_negative_or_nan_weight_is_refused() -> None:
-    accumulator = WeightedMean().start([np.zeros(1)])
-    with pytest.raises(ValueError, match="finite and >= 0"):
-        accumulator.add([np.ones(1)], -1.0)
-    with pytest.raises(ValueError, match="finite and >= 0"):
-        accumulator.add([np.ones(1)], float("nan"))
+    for weight in (-1.0, float("nan")):
+        with pytest.raises(ValueError, match="finite and >= 0"):
+            aggregate(WeightedMean(), [[np.ones(1)]], [weight])
 
 
 # -- median and trimmed mean --------------------------------------------------------------------
@@ -104,7 +104,6 @@ def test_median_is_coordinate_wise() -> None:
     for layer in range(2):
         expected = np.median(np.array([u[layer] for u in updates]), axis=0)
         np.testing.assert_allclose(result[layer], expected)
-    assert CoordinateMedian.buffers_updates
 
 
 def test_trimmed_mean_by_hand() -> None:
@@ -133,15 +132,15 @@ def test_trimmed_mean_beta_must_be_below_half() -> None:
 def test_krum_by_hand() -> None:
     # f = 1, n = 5: scores use n - f - 2 = 2 neighbours.
     # 0: 1+4=5, 1: 1+1=2, 2: 1+1=2, 3: 1+4=5, 100: large -> Krum keeps update 1 (first of the tie).
-    np.testing.assert_allclose(aggregate(KrumAggregator(1), scalars(0, 1, 2, 3, 100))[0], [1.0])
+    np.testing.assert_allclose(aggregate(KrumMean(1), scalars(0, 1, 2, 3, 100))[0], [1.0])
 
 
 def test_multi_krum_by_hand_averages_the_kept_updates_with_their_weights() -> None:
     # Best three scores: updates 1 and 2 (score 2), then 0 (score 5, first of the tie with 3).
-    result = aggregate(KrumAggregator(1, 3), scalars(0, 1, 2, 3, 100), [1, 1, 2, 1, 1])
+    result = aggregate(KrumMean(1, 3), scalars(0, 1, 2, 3, 100), [1, 1, 2, 1, 1])
     np.testing.assert_allclose(result[0], [(0 * 1 + 1 * 1 + 2 * 2) / 4])
     # num_selected=None keeps n - f = 4: everything but the outlier.
-    result = aggregate(KrumAggregator(1, None), scalars(0, 1, 2, 3, 100))
+    result = aggregate(KrumMean(1, None), scalars(0, 1, 2, 3, 100))
     np.testing.assert_allclose(result[0], [1.5])
 
 
@@ -159,17 +158,17 @@ def test_krum_matches_a_brute_force_reference_on_random_models() -> None:
     updates = [[rng.normal(size=3), rng.normal(size=(2, 2))] for _ in range(9)]
     flat = np.array([np.concatenate([a.ravel() for a in u]) for u in updates])
     best = int(np.argmin(reference_krum_scores(flat, 2)))
-    result = aggregate(KrumAggregator(2), updates)
+    result = aggregate(KrumMean(2), updates)
     np.testing.assert_allclose(result[0], updates[best][0])
     np.testing.assert_allclose(result[1], updates[best][1])
 
 
 def test_krum_refuses_fewer_than_2f_plus_3_updates() -> None:
     with pytest.raises(NotEnoughUpdatesError, match="at least 7 updates, got 6"):
-        aggregate(KrumAggregator(2), scalars(*range(6)))
-    assert KrumAggregator(2).min_updates == 7
+        aggregate(KrumMean(2), scalars(*range(6)))
+    assert KrumMean(2).min_updates == 7
     # 0..6 with 3 neighbours: 1, 2, 3, 4, 5 all score 1 + 1 + 4 = 6; the first of the tie wins.
-    np.testing.assert_allclose(aggregate(KrumAggregator(2), scalars(*range(7)))[0], [1.0])
+    np.testing.assert_allclose(aggregate(KrumMean(2), scalars(*range(7)))[0], [1.0])
 
 
 def reference_bulyan(points: np.ndarray, f: int) -> np.ndarray:
@@ -193,7 +192,7 @@ def reference_bulyan(points: np.ndarray, f: int) -> np.ndarray:
 
 def test_bulyan_by_hand() -> None:
     # f = 1, n = 7: repeated Krum keeps 0..4, then the β = 3 values nearest the median 2: 1, 2, 3.
-    result = aggregate(BulyanAggregator(1), scalars(0, 1, 2, 3, 4, 5, 100))
+    result = aggregate(BulyanMean(1), scalars(0, 1, 2, 3, 4, 5, 100))
     np.testing.assert_allclose(result[0], [2.0])
 
 
@@ -201,34 +200,35 @@ def test_bulyan_matches_a_reference_on_random_models() -> None:
     rng = np.random.default_rng(3)
     points = rng.normal(size=(11, 5))
     points[:2] += 50.0  # two attackers far away
-    result = aggregate(BulyanAggregator(2), [[p] for p in points])
+    result = aggregate(BulyanMean(2), [[p] for p in points])
     np.testing.assert_allclose(result[0], reference_bulyan(points, 2))
 
 
 def test_bulyan_with_no_attackers_is_the_mean() -> None:
-    np.testing.assert_allclose(aggregate(BulyanAggregator(0), scalars(1, 2, 9))[0], [4.0])
+    np.testing.assert_allclose(aggregate(BulyanMean(0), scalars(1, 2, 9))[0], [4.0])
 
 
 def test_bulyan_refuses_n_below_4f_plus_3_with_a_clear_error() -> None:
-    expected = r"n >= 4f \+ 3\) needs at least 11 updates, got 10"
+    expected = r"BulyanMean\(num_malicious_clients=2\) needs at least 11 updates, got 10"
     with pytest.raises(NotEnoughUpdatesError, match=expected):
-        aggregate(BulyanAggregator(2), scalars(*range(10)))
+        aggregate(BulyanMean(2), scalars(*range(10)))
 
 
 def test_a_strategy_with_too_small_a_cohort_refuses_before_training() -> None:
-    strategy = Strategy(aggregator=BulyanAggregator(1), min_fit_clients=2)
+    strategy = Strategy(aggregator=BulyanMean(1), min_fit_clients=2)
     ids = [str(i) for i in range(10)]
     with pytest.raises(ConfigurationError, match="needs at least 7 updates per round"):
         strategy.configure_fit(1, [np.zeros(1)], ids[:5], np.random.default_rng(0))
-    assert len(strategy.configure_fit(1, [np.zeros(1)], ids, np.random.default_rng(0))) == 10
+    cohort, _ = strategy.configure_fit(1, [np.zeros(1)], ids, np.random.default_rng(0))
+    assert len(cohort) == 10
 
 
 def test_too_few_results_after_failures_leave_the_model_unchanged(caplog) -> None:
-    strategy = Strategy(aggregator=BulyanAggregator(1))
+    strategy = Strategy(aggregator=BulyanMean(1))
     outcomes = [(str(i), FitRes([np.array([float(i)])], 1)) for i in range(6)]
     outcomes.append(("6", Failure("6", "timed out", "timeout")))
     with caplog.at_level(logging.WARNING):
-        new, _ = strategy.aggregate_fit(1, [np.zeros(1)], outcomes)
+        new, *_ = strategy.aggregate_fit(1, [np.zeros(1)], outcomes)
     assert new is None
     assert "needs at least 7 updates, got 6" in caplog.text
 
@@ -236,11 +236,11 @@ def test_too_few_results_after_failures_leave_the_model_unchanged(caplog) -> Non
 def test_robust_aggregators_refuse_bad_settings() -> None:
     for bad in (-1, 1.5, True):
         with pytest.raises(ConfigurationError, match="num_malicious_clients"):
-            KrumAggregator(bad)
+            KrumMean(bad)
         with pytest.raises(ConfigurationError, match="num_malicious_clients"):
-            BulyanAggregator(bad)
+            BulyanMean(bad)
     with pytest.raises(ConfigurationError, match="num_selected"):
-        KrumAggregator(0, 0)
+        KrumMean(0, 0)
 
 
 # -- q-FFL --------------------------------------------------------------------------------------
@@ -250,13 +250,13 @@ def test_qffl_by_hand() -> None:
     # w = 0; updates +1 (loss 1) and −1 (loss 4); q = 1, lr = 0.5 so L = 2.
     # Δw = L·(w − w_k): −2 and 2; Δ_k = F^q·Δw: −2 and 8; h_k = q·F^(q−1)·Δw² + L·F^q: 6 and 12.
     # w_next = 0 − (−2 + 8) / (6 + 12) = −1/3.
-    result = aggregate(QFFLAggregator(1.0, 0.5), scalars(1, -1), [1.0, 4.0])
+    result = aggregate(QFFLMean(1.0, 0.5), scalars(1, -1), [1.0, 4.0])
     np.testing.assert_allclose(result[0], [-1 / 3], rtol=1e-8)
 
 
 def test_qffl_with_q_zero_is_the_uniform_mean() -> None:
     updates = scalars(1, 2, 9)
-    result = aggregate(QFFLAggregator(0.0, 0.01), updates, [0.5, 3.0, 1.0])
+    result = aggregate(QFFLMean(0.0, 0.01), updates, [0.5, 3.0, 1.0])
     np.testing.assert_allclose(result[0], [4.0])
 
 
@@ -267,7 +267,7 @@ def test_aggregate_fit_called_directly_one_client_is_that_client() -> None:
     global_model = [np.array([1.0, 1.0])]
     for aggregator in (WeightedMean(), Mean(), CoordinateMedian(), TrimmedMean(0.2)):
         strategy = Strategy(aggregator=aggregator)
-        new, _ = strategy.aggregate_fit(3, global_model, [("a", FitRes([np.array([2.0, 5.0])], 7))])
+        new, *_ = strategy.aggregate_fit(3, global_model, [("a", FitRes([np.array([2.0, 5.0])], 7))])
         np.testing.assert_allclose(new[0], [2.0, 5.0])
 
 
@@ -275,43 +275,51 @@ def test_zero_example_clients_take_no_part() -> None:
     global_model = [np.zeros(1)]
     results = [("a", FitRes([np.array([100.0])], 0)), ("b", FitRes([np.array([2.0])], 5))]
     for aggregator in (WeightedMean(), CoordinateMedian(), TrimmedMean(0.2)):
-        new, _ = Strategy(aggregator=aggregator).aggregate_fit(1, global_model, results)
+        new, *_ = Strategy(aggregator=aggregator).aggregate_fit(1, global_model, results)
         np.testing.assert_allclose(new[0], [2.0])
 
 
 def test_all_zero_examples_or_all_failures_leave_the_model_unchanged(caplog) -> None:
     global_model = [np.zeros(1)]
     with caplog.at_level(logging.WARNING):
-        new, metrics = FedAvg().aggregate_fit(1, global_model, [("a", FitRes([np.ones(1)], 0))])
+        new, metrics, *_ = FedAvg().aggregate_fit(1, global_model, [("a", FitRes([np.ones(1)], 0))])
     assert new is None and metrics == {}
     assert "no result with positive weight" in caplog.text
     failures = [(c, Failure(c, "boom")) for c in "abc"]
-    for aggregator in (WeightedMean(), CoordinateMedian(), KrumAggregator(0), BulyanAggregator(0)):
-        new, _ = Strategy(aggregator=aggregator).aggregate_fit(1, global_model, failures)
+    for aggregator in (WeightedMean(), CoordinateMedian(), KrumMean(0), BulyanMean(0)):
+        new, *_ = Strategy(aggregator=aggregator).aggregate_fit(1, global_model, failures)
         assert new is None
+
+
+def checked(results, template):
+    """Results as the round loop hands them to the strategy: validated at its boundary."""
+    instruction = FitIns(template, {})
+    return [(cid, validate_result(cid, instruction, result, template)) for cid, result in results]
 
 
 def test_nan_results_are_refused_and_the_rest_aggregated(caplog) -> None:
     global_model = [np.zeros(2)]
-    results = [
+    raw = [
         ("bad", FitRes([np.array([np.nan, 1.0])], 10)),
         ("inf", FitRes([np.array([np.inf, 1.0])], 10)),
         ("good", FitRes([np.array([3.0, 4.0])], 10)),
     ]
+    results = checked(raw, global_model)
     for aggregator in (WeightedMean(), CoordinateMedian(), TrimmedMean(0.1)):
-        new, _ = Strategy(aggregator=aggregator).aggregate_fit(1, global_model, results)
+        new, *_ = Strategy(aggregator=aggregator).aggregate_fit(1, global_model, results)
         np.testing.assert_allclose(new[0], [3.0, 4.0])
-    assert "client bad left out: parameter 0 contains NaN or Inf" in caplog.text
+    assert "parameter 0 contains NaN or Inf" in str(results[0][1])
     # With accept_failures=False a refused result stops the round like a failure.
-    new, _ = FedAvg(accept_failures=False).aggregate_fit(1, global_model, results)
+    new, *_ = FedAvg(accept_failures=False).aggregate_fit(1, global_model, results)
     assert new is None
 
 
-def test_mismatched_shapes_are_refused_when_called_directly(caplog) -> None:
-    results = [("odd", FitRes([np.zeros(3)], 1)), ("ok", FitRes([np.ones(2)], 1))]
-    new, _ = FedAvg().aggregate_fit(1, [np.zeros(2)], results)
+def test_mismatched_shapes_are_refused_at_the_boundary() -> None:
+    raw = [("odd", FitRes([np.zeros(3)], 1)), ("ok", FitRes([np.ones(2)], 1))]
+    results = checked(raw, [np.zeros(2)])
+    new, *_ = FedAvg().aggregate_fit(1, [np.zeros(2)], results)
     np.testing.assert_allclose(new[0], [1.0, 1.0])
-    assert "client odd left out: parameter 0 has shape (3,)" in caplog.text
+    assert "parameter 0 has shape (3,)" in str(results[0][1])
 
 
 def test_package_exports_the_parts() -> None:

@@ -15,7 +15,7 @@ from roost.server.loop import run_rounds
 from roost.strategy import (
     PRESETS,
     AdaptiveClipL2,
-    BulyanAggregator,
+    BulyanMean,
     CoordinateMedian,
     FedAdagrad,
     FedAdam,
@@ -26,7 +26,7 @@ from roost.strategy import (
     FedTrimmedAvg,
     FedYogi,
     Krum,
-    KrumAggregator,
+    KrumMean,
     MultiKrum,
     QFedAvg,
     ServerAdagrad,
@@ -118,7 +118,7 @@ def test_documented_defaults() -> None:
     assert isinstance(FedYogi().server_optimizer, ServerYogi)
     assert isinstance(PRESETS["fedmedian"]().aggregator, CoordinateMedian)
     assert isinstance(FedTrimmedAvg().aggregator, TrimmedMean)
-    assert isinstance(PRESETS["bulyan"]().aggregator, BulyanAggregator)
+    assert isinstance(PRESETS["bulyan"]().aggregator, BulyanMean)
     assert MultiKrum(num_malicious_clients=1).aggregator.num_selected is None
     assert Krum(num_clients_to_keep=3).aggregator.num_selected == 3
     with pytest.raises(TypeError):
@@ -135,15 +135,15 @@ def test_robust_presets_raise_their_minimums() -> None:
 def test_fedavgm_without_momentum_is_fedavg_and_with_momentum_by_hand() -> None:
     start = [np.zeros(2)]
     round_1 = [("a", FitRes([np.array([1.0, 2.0])], 1)), ("b", FitRes([np.array([3.0, 0.0])], 3))]
-    fedavg, _ = FedAvg().aggregate_fit(1, start, round_1)
-    fedavgm, _ = FedAvgM().aggregate_fit(1, start, round_1)
+    fedavg, _, *_ = FedAvg().aggregate_fit(1, start, round_1)
+    fedavgm, _, *_ = FedAvgM().aggregate_fit(1, start, round_1)
     np.testing.assert_array_equal(fedavg[0], fedavgm[0])
 
     strategy = FedAvgM(server_learning_rate=0.5, server_momentum=0.9)
-    x1, _ = strategy.aggregate_fit(1, start, round_1)  # Δ1 = (2.5, 0.5); x1 = 0.5·Δ1
+    x1, _, *_ = strategy.aggregate_fit(1, start, round_1)  # Δ1 = (2.5, 0.5); x1 = 0.5·Δ1
     np.testing.assert_allclose(x1[0], [1.25, 0.25])
     round_2 = [("a", FitRes([x1[0] + 1.0], 1))]  # Δ2 = (1, 1); v2 = 0.9·Δ1 + Δ2
-    x2, _ = strategy.aggregate_fit(2, x1, round_2)
+    x2, _, *_ = strategy.aggregate_fit(2, x1, round_2)
     np.testing.assert_allclose(x2[0], x1[0] + 0.5 * (0.9 * np.array([2.5, 0.5]) + 1.0))
 
 
@@ -275,9 +275,9 @@ def test_qfedavg_reads_the_loss_from_fit_metrics() -> None:
         ("b", FitRes([np.array([-1.0])], 10, {"train_loss": 4.0})),
         ("c", FitRes([np.array([50.0])], 10, {})),  # no loss: left out
     ]
-    new, _ = QFedAvg(q_param=1.0, qffl_learning_rate=0.5).aggregate_fit(1, start, outcomes)
+    new, *_ = QFedAvg(q_param=1.0, qffl_learning_rate=0.5).aggregate_fit(1, start, outcomes)
     np.testing.assert_allclose(new[0], [-1 / 3], rtol=1e-8)  # worked out in test_aggregators
-    uniform, _ = QFedAvg(q_param=0.0).aggregate_fit(1, start, outcomes[:2])
+    uniform, _, *_ = QFedAvg(q_param=0.0).aggregate_fit(1, start, outcomes[:2])
     np.testing.assert_allclose(uniform[0], [0.0], atol=1e-12)
 
 
@@ -296,7 +296,7 @@ def test_preset_by_name_copies_knobs_and_refuses_unknown_names() -> None:
     ):
         preset("fedfoo")
     krum = preset("multi-krum", like=base, num_malicious_clients=1)
-    assert isinstance(krum.aggregator, KrumAggregator)
+    assert isinstance(krum.aggregator, KrumMean)
     assert krum.min_fit_clients == 5
 
 

@@ -191,7 +191,7 @@ def synthetic_round(server_round: int, parameters):
 
 def drive(strategy, parameters, rounds):
     for server_round in rounds:
-        new, _ = strategy.aggregate_fit(
+        new, *_ = strategy.aggregate_fit(
             server_round, parameters, synthetic_round(server_round, parameters)
         )
         parameters = new if new is not None else parameters

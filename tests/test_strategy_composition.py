@@ -79,20 +79,20 @@ def results(*triples):
 def test_weight_by_quality_metric() -> None:
     strategy = FedWeightedAvg(weight_metric="quality")
     outcomes = results(("a", 1.0, 100, {"quality": 0.9}), ("b", 10.0, 1, {"quality": 0.1}))
-    new, _ = strategy.aggregate_fit(1, [np.zeros(1)], outcomes)
+    new, *_ = strategy.aggregate_fit(1, [np.zeros(1)], outcomes)
     np.testing.assert_allclose(new[0], [(0.9 * 1 + 0.1 * 10) / 1.0])
 
 
 def test_weight_by_quality_times_num_examples() -> None:
     strategy = FedWeightedAvg(weight_metric="quality", times_num_examples=True)
     outcomes = results(("a", 1.0, 100, {"quality": 0.9}), ("b", 10.0, 10, {"quality": 0.1}))
-    new, _ = strategy.aggregate_fit(1, [np.zeros(1)], outcomes)
+    new, *_ = strategy.aggregate_fit(1, [np.zeros(1)], outcomes)
     np.testing.assert_allclose(new[0], [(90 * 1 + 1 * 10) / 91])
 
 
 def test_without_a_metric_fedweightedavg_is_fedavg() -> None:
     outcomes = results(("a", 1.0, 1, {}), ("b", 4.0, 3, {}))
-    new, _ = FedWeightedAvg().aggregate_fit(1, [np.zeros(1)], outcomes)
+    new, *_ = FedWeightedAvg().aggregate_fit(1, [np.zeros(1)], outcomes)
     np.testing.assert_allclose(new[0], [(1 + 12) / 4])
 
 
@@ -105,13 +105,13 @@ def test_user_weight_function_of_id_examples_and_metrics() -> None:
         ("b", 5.0, 10, {"trust": 0.5}),
         ("untrusted", 1000.0, 10, {"trust": 1.0}),
     )
-    new, _ = FedWeightedAvg(weight_fn=weight).aggregate_fit(1, [np.zeros(1)], outcomes)
+    new, *_ = FedWeightedAvg(weight_fn=weight).aggregate_fit(1, [np.zeros(1)], outcomes)
     np.testing.assert_allclose(new[0], [(10 * 2 + 5 * 5) / 15])
 
 
 def test_uniform_weight_counts_every_client_once() -> None:
     outcomes = results(("a", 1.0, 1000, {}), ("b", 3.0, 0, {}))
-    new, _ = FedAvg(weight_fn=uniform_weight).aggregate_fit(1, [np.zeros(1)], outcomes)
+    new, *_ = FedAvg(weight_fn=uniform_weight).aggregate_fit(1, [np.zeros(1)], outcomes)
     np.testing.assert_allclose(new[0], [2.0])
 
 
@@ -123,7 +123,7 @@ def test_clients_without_a_usable_weight_are_left_out(caplog) -> None:
         ("ok", 3.0, 1, {"quality": 0.5}),
     )
     with caplog.at_level(logging.WARNING):
-        new, _ = FedWeightedAvg(weight_metric="quality").aggregate_fit(1, [np.zeros(1)], outcomes)
+        new, *_ = FedWeightedAvg(weight_metric="quality").aggregate_fit(1, [np.zeros(1)], outcomes)
     np.testing.assert_allclose(new[0], [3.0])
     assert "client missing left out: fit metrics have no 'quality'" in caplog.text
     assert "client negative left out: weight_fn returned -1.0" in caplog.text
@@ -133,7 +133,7 @@ def test_clients_without_a_usable_weight_are_left_out(caplog) -> None:
 def test_a_weight_function_that_raises_drops_only_that_client(caplog) -> None:
     outcomes = results(("a", 1.0, 1, {"w": 2.0}), ("b", 9.0, 1, {}))
     strategy = FedAvg(weight_fn=lambda cid, n, m: m["w"])
-    new, _ = strategy.aggregate_fit(1, [np.zeros(1)], outcomes)
+    new, *_ = strategy.aggregate_fit(1, [np.zeros(1)], outcomes)
     np.testing.assert_allclose(new[0], [1.0])
     assert "client b left out: weight_fn raised KeyError" in caplog.text
 
@@ -161,7 +161,7 @@ def test_trimmed_mean_with_adam_and_clipping_composes() -> None:
         updates = rng.normal(0.0, 2.0, size=(5, 3))
         updates[4] = 100.0  # one attacker
         outcomes = [(str(k), FitRes([parameters[0] + u], 1)) for k, u in enumerate(updates)]
-        parameters, _ = strategy.aggregate_fit(server_round, parameters, outcomes)
+        parameters, _, *_ = strategy.aggregate_fit(server_round, parameters, outcomes)
 
         # The same round in plain NumPy: clip, trimmed mean (cut 1 each end), Adam.
         norms = np.linalg.norm(updates, axis=1, keepdims=True)

@@ -119,10 +119,10 @@ def _check_count(name: str, value: int, minimum: int) -> None:
 
 def _check_weight(weight: object) -> float:
     if isinstance(weight, bool) or not isinstance(weight, int | float | np.number):
-        raise InvalidMessageError(f"the weighting returned {weight!r}, not a number")
+        raise InvalidMessageError(f"weight_fn returned {weight!r}, not a number")
     weight = float(weight)
     if not (np.isfinite(weight) and weight >= 0):
-        raise InvalidMessageError(f"the weighting returned {weight}; weights must be finite, >= 0")
+        raise InvalidMessageError(f"weight_fn returned {weight}; weights must be finite, >= 0")
     return weight
 
 
@@ -286,9 +286,10 @@ class Strategy:
         parameters: Parameters,
         client_ids: Sequence[ClientId],
         rng: np.random.Generator,
-        state: dict[str, State],
+        state: dict[str, State] | None = None,
     ) -> tuple[list[tuple[ClientId, FitIns]], dict[str, State]]:
-        """Choose the round's training cohort and what each member receives."""
+        """Choose the round's training cohort and what each member receives (and the next state)."""
+        state = self.init(parameters) if state is None else state
         config = self.on_fit_config_fn(server_round) if self.on_fit_config_fn else {}
         count = min(self.num_fit_clients(len(client_ids)), len(client_ids))
         chosen, sampler_state = self.sampler.sample(client_ids, count, rng, state["sampler"])
@@ -368,9 +369,10 @@ class Strategy:
         parameters: Parameters,
         client_ids: Sequence[ClientId],
         rng: np.random.Generator,
-        state: dict[str, State],
+        state: dict[str, State] | None = None,
     ) -> tuple[list[tuple[ClientId, EvaluateIns]], dict[str, State]]:
         """Choose the round's evaluation cohort (empty when fraction_evaluate is 0)."""
+        state = self.init(parameters) if state is None else state
         count = min(self.num_evaluate_clients(len(client_ids)), len(client_ids))
         if count == 0:
             return [], state
@@ -452,7 +454,7 @@ class _FitTally:
                 reason = (
                     error
                     if isinstance(error, InvalidMessageError)
-                    else f"the weighting raised {type(error).__name__}: {error}"
+                    else f"weight_fn raised {type(error).__name__}: {error}"
                 )
                 log.warning(
                     "fit_round %d: client %s left out: %s", self.server_round, client_id, reason
