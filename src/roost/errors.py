@@ -23,3 +23,11 @@ class ClientRefusedError(RoostError):
 
 class ServerUnreachableError(RoostError):
     """A client could not reach its server within its reconnection time limit."""
+
+
+class RunFinished(RoostError):
+    """A part ended the run early on purpose (e.g. its privacy budget would be exceeded).
+
+    Raised before a round's cohort is chosen; the round loop stops there, keeps every completed
+    round, and logs the message.
+    """

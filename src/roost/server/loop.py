@@ -18,7 +18,7 @@ import numpy as np
 
 from roost.core.types import GetParametersIns, GetParametersRes, Parameters
 from roost.core.validation import check_parameters
-from roost.errors import ConfigurationError, RoostError
+from roost.errors import ConfigurationError, RoostError, RunFinished
 from roost.server.history import History
 from roost.server.phases import PhaseOutcomes, Round
 from roost.strategy.strategy import Strategy
@@ -94,7 +94,11 @@ def run_rounds(
         rng.bit_generator.state = resume_from.rng_state
 
     for server_round in range(state.server_round + 1, config.num_rounds + 1):
-        state = _run_round(strategy, transport, config, server_round, state, rng)
+        try:
+            state = _run_round(strategy, transport, config, server_round, state, rng)
+        except RunFinished as reason:
+            log.warning("stopping before round %d: %s", server_round, reason)
+            break
         if on_round_end is not None:
             on_round_end(state)
 

@@ -112,6 +112,10 @@ class UpdateTransform:
         """The transform's state before the first round (`template` is shaped like the model)."""
         return NO_STATE
 
+    def start_round(self, state: State) -> State:
+        """Called before each round's cohort is chosen; may raise `roost.errors.RunFinished`."""
+        return state
+
     def apply(self, update: Parameters, state: State) -> tuple[Parameters, State]:
         """One client's transformed update, and the next state."""
         return update, state
@@ -141,6 +145,9 @@ class Chain(UpdateTransform):
 
     def init(self, template: Parameters) -> State:
         return tuple(transform.init(template) for transform in self.transforms)
+
+    def start_round(self, state: State) -> State:
+        return tuple(t.start_round(s) for t, s in zip(self.transforms, state, strict=True))
 
     def apply(self, update: Parameters, state: State) -> tuple[Parameters, State]:
         states = list(state)

@@ -243,6 +243,7 @@ class Strategy:
         self, context: RoundContext, parameters: Parameters, state: dict[str, State]
     ) -> FitAggregate:
         """The round's training: one fit phase with a sampled cohort, then aggregation."""
+        state = {**state, "transforms": self.transform.start_round(state["transforms"])}
         available = context.available(max(self.min_available_clients, self.min_fit_clients))
         cohort, state = self.configure_fit(
             context.server_round, parameters, available, context.rng, state
