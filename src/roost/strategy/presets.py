@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from roost.core.types import Config
+from roost.core import config_keys
+from roost.core.types import Config, Parameters
 from roost.errors import ConfigurationError
 from roost.strategy.aggregators import (
     BulyanMean,
@@ -21,8 +22,9 @@ from roost.strategy.aggregators import (
     TrimmedMean,
     WeightedMean,
 )
+from roost.strategy.line_search import backtracking_fit_round
 from roost.strategy.optimizers import ServerAdagrad, ServerAdam, ServerSGD, ServerYogi
-from roost.strategy.strategy import Strategy, negative_gradient
+from roost.strategy.strategy import FitAggregate, RoundContext, Strategy, negative_gradient
 from roost.strategy.weighting import weight_by_metric, weight_by_num_examples
 
 
@@ -202,7 +204,7 @@ class FedProx(_Preset):
         if not proximal_mu >= 0:
             raise ConfigurationError(f"proximal_mu must be >= 0, got {proximal_mu}")
         self.proximal_mu = float(proximal_mu)
-        super().__init__({}, kwargs, {"proximal_mu": self.proximal_mu})
+        super().__init__({}, kwargs, {config_keys.PROXIMAL_MU: self.proximal_mu})
 
 
 class FedSGD(_Preset):
@@ -214,17 +216,54 @@ class FedSGD(_Preset):
     all clients' data when each sends its full-batch gradient) and steps
     x ← x − learning_rate · mean gradient.
 
+    With `line_search_probes` > 0 each round has more phases: the server backtracks the step
+    (1, ½, ¼, … of it) until the cohort's training loss decreases enough (Armijo's rule), asking
+    the same clients for their loss at each probe; see `roost.strategy.line_search`.
+
     Args:
         learning_rate: the server's step size (default 0.1).
+        line_search_probes: the most probes per round (0, the default: no line search).
+        loss_metric: the fit metric holding a client's training loss at the model it received
+            (default "train_loss"); used by the line search only.
     """
 
-    def __init__(self, *, learning_rate: float = 0.1, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        learning_rate: float = 0.1,
+        line_search_probes: int = 0,
+        loss_metric: str = "train_loss",
+        **kwargs: Any,
+    ) -> None:
+        if not isinstance(line_search_probes, int) or line_search_probes < 0:
+            raise ConfigurationError(
+                f"line_search_probes must be an int >= 0, got {line_search_probes!r}"
+            )
         self.learning_rate = learning_rate
+        self.line_search_probes = line_search_probes
+        self.loss_metric = loss_metric
         parts = {
             "server_optimizer": ServerSGD(learning_rate=learning_rate),
             "update_fn": negative_gradient,
         }
-        super().__init__(parts, kwargs, {"return_gradients": True})
+        super().__init__(parts, kwargs, {config_keys.RETURN_GRADIENTS: True})
+
+    def fit_round(
+        self, context: RoundContext, parameters: Parameters, state: dict[str, Any]
+    ) -> FitAggregate:
+        """One fit phase, then (with `line_search_probes`) the line search's probe phases."""
+        if not self.line_search_probes:
+            return super().fit_round(context, parameters, state)
+        state = {**state, "transforms": self.transform.start_round(state["transforms"])}
+        return backtracking_fit_round(
+            self,
+            context,
+            parameters,
+            state,
+            learning_rate=self.learning_rate,
+            max_probes=self.line_search_probes,
+            loss_metric=self.loss_metric,
+        )
 
 
 class FedMedian(_Preset):
