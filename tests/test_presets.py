@@ -140,10 +140,10 @@ def test_fedavgm_without_momentum_is_fedavg_and_with_momentum_by_hand() -> None:
     np.testing.assert_array_equal(fedavg[0], fedavgm[0])
 
     strategy = FedAvgM(server_learning_rate=0.5, server_momentum=0.9)
-    x1, _, *_ = strategy.aggregate_fit(1, start, round_1)  # Δ1 = (2.5, 0.5); x1 = 0.5·Δ1
+    x1, _, state, _ = strategy.aggregate_fit(1, start, round_1)  # Δ1 = (2.5, 0.5); x1 = 0.5·Δ1
     np.testing.assert_allclose(x1[0], [1.25, 0.25])
     round_2 = [("a", FitRes([x1[0] + 1.0], 1))]  # Δ2 = (1, 1); v2 = 0.9·Δ1 + Δ2
-    x2, _, *_ = strategy.aggregate_fit(2, x1, round_2)
+    x2, _, *_ = strategy.aggregate_fit(2, x1, round_2, state)
     np.testing.assert_allclose(x2[0], x1[0] + 0.5 * (0.9 * np.array([2.5, 0.5]) + 1.0))
 
 
@@ -152,7 +152,7 @@ def test_fedavgm_without_momentum_is_fedavg_and_with_momentum_by_hand() -> None:
 
 def test_fedprox_sends_mu_in_every_fit_config_with_the_users_entries() -> None:
     strategy = FedProx(proximal_mu=0.25, on_fit_config_fn=lambda r: {"lr": 0.1, "server_round": r})
-    cohort = strategy.configure_fit(4, [np.zeros(1)], ["0", "1", "2"], np.random.default_rng(0))
+    cohort, _ = strategy.configure_fit(4, [np.zeros(1)], ["0", "1", "2"], np.random.default_rng(0))
     assert len(cohort) == 3
     for _, instruction in cohort:
         assert instruction.config == {"lr": 0.1, "server_round": 4, "proximal_mu": 0.25}
@@ -161,7 +161,7 @@ def test_fedprox_sends_mu_in_every_fit_config_with_the_users_entries() -> None:
 
 
 def test_adaptive_presets_send_eta_l() -> None:
-    cohort = FedYogi().configure_fit(1, [np.zeros(1)], ["0", "1"], np.random.default_rng(0))
+    cohort, _ = FedYogi().configure_fit(1, [np.zeros(1)], ["0", "1"], np.random.default_rng(0))
     assert cohort[0][1].config == {"eta_l": 0.0316}
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from roost.core.types import FitRes
 from roost.errors import ConfigurationError
+from roost.server.loop import ServerConfig, ServerState, run_rounds
 from roost.strategy import (
     AdaptiveClipL2,
     FedAdagrad,
@@ -24,6 +25,7 @@ from roost.strategy import (
     Strategy,
     TrimmedMean,
 )
+from roost.transport.inprocess import InProcessTransport
 
 DELTAS = [np.array([0.5, -2.0, 0.0, 1e-3]), np.array([-0.25, -1.0, 3.0, 1e-3])]
 X0 = np.array([1.0, 2.0, -1.0, 0.0])
@@ -140,7 +142,7 @@ def test_bad_settings_are_refused(make) -> None:
 
 def roundtrip(state):
     """Save a state the way a checkpoint store may (JSON + an .npz of arrays, no pickle) and load
-    it back; fails on anything that is not a dict/list of arrays and Python scalars."""
+    it back; fails on anything that is not a dict/list/tuple of arrays and Python scalars."""
     arrays: dict[str, np.ndarray] = {}
 
     def encode(value):
@@ -149,6 +151,8 @@ def roundtrip(state):
             return {"dict": {k: encode(v) for k, v in value.items()}}
         if isinstance(value, list):
             return {"list": [encode(v) for v in value]}
+        if isinstance(value, tuple):
+            return {"tuple": [encode(v) for v in value]}
         if isinstance(value, np.ndarray):
             key = f"a{len(arrays)}"
             arrays[key] = value
@@ -167,6 +171,8 @@ def roundtrip(state):
             return {k: decode(v) for k, v in node["dict"].items()}
         if "list" in node:
             return [decode(v) for v in node["list"]]
+        if "tuple" in node:
+            return tuple(decode(v) for v in node["tuple"])
         if "array" in node:
             return loaded[node["array"]]
         return node["scalar"]
@@ -189,13 +195,17 @@ def synthetic_round(server_round: int, parameters):
     ]
 
 
-def drive(strategy, parameters, rounds):
+def drive(strategy, parameters, rounds, state=None):
+    """Run `rounds` of aggregation from `state` (None: the strategy's initial state), threading
+    the state from round to round; return the final parameters and state."""
+    if state is None:
+        state = strategy.init(parameters)
     for server_round in rounds:
-        new, *_ = strategy.aggregate_fit(
-            server_round, parameters, synthetic_round(server_round, parameters)
+        new, _, state, _ = strategy.aggregate_fit(
+            server_round, parameters, synthetic_round(server_round, parameters), state
         )
         parameters = new if new is not None else parameters
-    return parameters
+    return parameters, state
 
 
 STRATEGIES = {
@@ -214,43 +224,43 @@ STRATEGIES = {
 @pytest.mark.parametrize("name", sorted(STRATEGIES))
 def test_a_restored_strategy_continues_exactly_like_an_uninterrupted_one(name) -> None:
     start = [np.zeros((3, 2)), np.zeros(2, np.float32)]
-    uninterrupted = drive(STRATEGIES[name](), start, range(1, 7))
+    uninterrupted, _ = drive(STRATEGIES[name](), start, range(1, 7))
 
-    first = STRATEGIES[name]()
-    halfway = drive(first, start, range(1, 4))
-    saved = roundtrip(first.state_dict())
+    halfway, state = drive(STRATEGIES[name](), start, range(1, 4))
+    saved = roundtrip(state)
     assert "optimizer" in saved
-    restored = STRATEGIES[name]()
-    restored.load_state_dict(saved)
-    resumed = drive(restored, halfway, range(4, 7))
+    restored = STRATEGIES[name]()  # a new strategy object, continued from the saved tree
+    resumed, _ = drive(restored, halfway, range(4, 7), saved)
 
     for a, b in zip(uninterrupted, resumed, strict=True):
         np.testing.assert_array_equal(a, b)  # bit for bit
     # Without the saved state the continuation differs: the state really matters.
-    fresh = drive(STRATEGIES[name](), halfway, range(4, 7))
+    fresh, _ = drive(STRATEGIES[name](), halfway, range(4, 7))
     assert not np.array_equal(fresh[0], uninterrupted[0])
 
 
 def test_saved_state_stays_valid_while_the_strategy_moves_on() -> None:
     strategy = FedAdam()
     start = [np.zeros(3)]
-    drive(strategy, start, [1])
-    saved = strategy.state_dict()
+    _, saved = drive(strategy, start, [1])
     copy = roundtrip(saved)
-    drive(strategy, start, [2, 3])
+    _, later = drive(strategy, start, [2, 3], saved)  # steps take the saved state, never change it
     for key in ("m", "v"):
         np.testing.assert_array_equal(saved["optimizer"][key][0], copy["optimizer"][key][0])
+        assert not np.array_equal(later["optimizer"][key][0], saved["optimizer"][key][0])
 
 
 def test_adaptive_clip_bound_is_in_the_state() -> None:
     strategy = FedAvgM(update_transforms=[AdaptiveClipL2(initial_norm=0.1)])
-    drive(strategy, [np.zeros(4)], [1])
-    state = strategy.state_dict()
+    _, state = drive(strategy, [np.zeros(4)], [1])
     # Every update is longer than 0.1, so the bound grew by exp(0.2 · 0.5).
     assert state["transforms"][0]["clip_norm"] == pytest.approx(0.1 * np.exp(0.1))
 
 
 def test_state_from_a_differently_built_strategy_is_refused() -> None:
-    saved = FedAdam(update_transforms=[AdaptiveClipL2()]).state_dict()
-    with pytest.raises(ConfigurationError, match="built the same way"):
-        FedAdam().load_state_dict(saved)
+    parameters = [np.zeros(3)]
+    _, saved = drive(FedAdam(update_transforms=[AdaptiveClipL2()]), parameters, [1])
+    resume_from = ServerState(1, parameters, saved, np.random.default_rng(0).bit_generator.state)
+    transport = InProcessTransport(lambda context: None, 2)  # never reached: refused first
+    with pytest.raises(ConfigurationError, match="built differently"):
+        run_rounds(FedAdam(), transport, ServerConfig(num_rounds=2), resume_from=resume_from)

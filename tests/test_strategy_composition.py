@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 import logging
 
 import numpy as np
@@ -9,7 +11,10 @@ import pytest
 
 from roost.core.types import FitRes
 from roost.errors import ConfigurationError
+from roost.server.loop import tree_structure
+from roost.server.state import decode_tree, encode_tree
 from roost.strategy import (
+    PRESETS,
     AdaptiveClipL2,
     ClipL2,
     FedAvg,
@@ -26,38 +31,48 @@ from roost.strategy import (
 
 def test_clip_l2_by_hand() -> None:
     clip = ClipL2(max_norm=1.0)
+    update = [np.array([3.0]), np.array([[4.0]])]
+    state = clip.init(update)
     # ‖(3, 4)‖ = 5 over both arrays -> scaled by 1/5.
-    clipped = clip([np.array([3.0]), np.array([[4.0]])], "a", 1)
+    clipped, state = clip.apply(update, state)
     np.testing.assert_allclose(clipped[0], [0.6])
     np.testing.assert_allclose(clipped[1], [[0.8]])
     short = [np.array([0.3, 0.4])]
-    np.testing.assert_array_equal(clip(short, "a", 1)[0], short[0])
+    np.testing.assert_array_equal(clip.apply(short, state)[0][0], short[0])
 
 
 def test_clip_l2_keeps_float32() -> None:
-    clipped = ClipL2(1.0)([np.full(4, 10.0, np.float32)], "a", 1)
+    clip = ClipL2(1.0)
+    update = [np.full(4, 10.0, np.float32)]
+    clipped, _ = clip.apply(update, clip.init(update))
     assert clipped[0].dtype == np.float32
     assert np.linalg.norm(clipped[0]) == pytest.approx(1.0, rel=1e-6)
 
 
 def test_adaptive_clip_one_round_by_hand() -> None:
     clip = AdaptiveClipL2(initial_norm=1.0, target_quantile=0.5, learning_rate=0.2)
+    state = clip.init([np.zeros(1)])
     norms = [0.5, 2.0, 3.0, 4.0]  # one of four at or under the bound: b = 0.25
-    out = [clip([np.array([n])], str(i), 1) for i, n in enumerate(norms)]
+    out = []
+    for n in norms:
+        clipped, state = clip.apply([np.array([n])], state)
+        out.append(clipped)
     np.testing.assert_allclose([o[0][0] for o in out], [0.5, 1.0, 1.0, 1.0])
-    clip.end_round(1)
-    assert clip.clip_norm == pytest.approx(np.exp(-0.2 * (0.25 - 0.5)))
+    _, state, measurements = clip.finish(None, state)
+    assert state["clip_norm"] == pytest.approx(np.exp(-0.2 * (0.25 - 0.5)))
+    assert measurements == {"clip_norm": 1.0, "unclipped_share": 0.25}
 
 
 def test_adaptive_clip_settles_on_the_target_quantile() -> None:
     clip = AdaptiveClipL2(initial_norm=0.1, target_quantile=0.8, learning_rate=0.2)
+    state = clip.init([np.zeros(1)])
     rng = np.random.default_rng(0)
-    for server_round in range(1, 300):
-        for k, norm in enumerate(rng.uniform(0.0, 10.0, size=50)):
-            clip([np.array([norm])], str(k), server_round)
-        clip.end_round(server_round)
+    for _server_round in range(1, 300):
+        for norm in rng.uniform(0.0, 10.0, size=50):
+            _, state = clip.apply([np.array([norm])], state)
+        _, state, _ = clip.finish(None, state)
     # The 0.8-quantile of U(0, 10) is 8.
-    assert clip.clip_norm == pytest.approx(8.0, rel=0.1)
+    assert state["clip_norm"] == pytest.approx(8.0, rel=0.1)
 
 
 def test_clip_settings_are_checked() -> None:
@@ -157,11 +172,12 @@ def test_trimmed_mean_with_adam_and_clipping_composes() -> None:
     x = np.zeros(3)
     m, v = np.zeros(3), np.full(3, 1e-6)
     parameters = [x.copy()]
+    state = strategy.init(parameters)
     for server_round in range(1, 4):
         updates = rng.normal(0.0, 2.0, size=(5, 3))
         updates[4] = 100.0  # one attacker
         outcomes = [(str(k), FitRes([parameters[0] + u], 1)) for k, u in enumerate(updates)]
-        parameters, _, *_ = strategy.aggregate_fit(server_round, parameters, outcomes)
+        parameters, _, state, _ = strategy.aggregate_fit(server_round, parameters, outcomes, state)
 
         # The same round in plain NumPy: clip, trimmed mean (cut 1 each end), Adam.
         norms = np.linalg.norm(updates, axis=1, keepdims=True)
@@ -183,3 +199,70 @@ def test_presets_take_other_parts_and_refuse_their_own() -> None:
         FedAdam(server_optimizer=ServerAdam())
     with pytest.raises(ConfigurationError, match="FedMedian sets aggregator"):
         FedMedian(aggregator=TrimmedMean())
+
+
+# -- every preset resumes exactly from a serialised state tree ------------------------------------
+
+PRESET_OPTIONS = {"fedprox": {"proximal_mu": 0.1}}
+
+
+def preset_round(server_round: int, parameters):
+    """Fixed results for a round: 5 clients around the global model, with a loss for q-FedAvg."""
+    rng = np.random.default_rng(100 + server_round)
+    return [
+        (
+            str(k),
+            FitRes(
+                [(p + rng.normal(0.3, 1.0 + k, size=p.shape)).astype(p.dtype) for p in parameters],
+                10 + 3 * k,
+                {"train_loss": float(0.5 + k)},
+            ),
+        )
+        for k in range(5)
+    ]
+
+
+def serialised(state):
+    """`state` through JSON and an .npz of its arrays (no pickle), and back."""
+    arrays: list[np.ndarray] = []
+    text = json.dumps(encode_tree(state, arrays))
+    buffer = io.BytesIO()
+    np.savez(buffer, *arrays)
+    buffer.seek(0)
+    with np.load(buffer, allow_pickle=False) as archive:
+        loaded = [archive[f"arr_{i}"] for i in range(len(archive.files))]
+    return decode_tree(json.loads(text), loaded)
+
+
+@pytest.mark.parametrize("adaptive_clip", [False, True], ids=["plain", "adaptive-clip"])
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_resumes_bit_for_bit_from_a_serialised_state(name, adaptive_clip) -> None:
+    def build():
+        options = dict(PRESET_OPTIONS.get(name, {}))
+        if adaptive_clip:
+            options["update_transforms"] = [AdaptiveClipL2(initial_norm=0.5)]
+        return PRESETS[name](**options)
+
+    def rounds(strategy, parameters, state, server_rounds):
+        for server_round in server_rounds:
+            new, _, state, _ = strategy.aggregate_fit(
+                server_round, parameters, preset_round(server_round, parameters), state
+            )
+            assert new is not None
+            parameters = new
+        return parameters, state
+
+    start = [np.zeros((3, 2)), np.zeros(4, np.float32)]
+    strategy = build()
+    after_1, state_1 = rounds(strategy, start, strategy.init(start), [1])
+    uninterrupted, _ = rounds(strategy, after_1, state_1, [2, 3])
+
+    restored_state = serialised(state_1)
+    assert tree_structure(restored_state) == tree_structure(state_1)
+    if adaptive_clip:
+        assert restored_state["transforms"][0]["clip_norm"] != 0.5  # the bound really moved
+    resumed, _ = rounds(build(), after_1, restored_state, [2, 3])
+
+    for a, b in zip(uninterrupted, resumed, strict=True):
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(a, b)  # bit for bit
