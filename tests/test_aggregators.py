@@ -51,7 +51,6 @@ def test_weighted_mean_by_hand() -> None:
 
 def test_weighted_mean_keeps_float32_and_sums_in_float64() -> None:
     # 10,001 float32 updates of 1e-4 around a large offset: float32 running sums would drift.
-    template = [np.zeros(3, np.float32)]
     updates = [[np.full(3, 1e-4, np.float32)]] * 10_001
     result = aggregate(WeightedMean(), updates)
     assert result[0].dtype == np.float32
@@ -267,7 +266,9 @@ def test_aggregate_fit_called_directly_one_client_is_that_client() -> None:
     global_model = [np.array([1.0, 1.0])]
     for aggregator in (WeightedMean(), Mean(), CoordinateMedian(), TrimmedMean(0.2)):
         strategy = Strategy(aggregator=aggregator)
-        new, *_ = strategy.aggregate_fit(3, global_model, [("a", FitRes([np.array([2.0, 5.0])], 7))])
+        new, *_ = strategy.aggregate_fit(
+            3, global_model, [("a", FitRes([np.array([2.0, 5.0])], 7))]
+        )
         np.testing.assert_allclose(new[0], [2.0, 5.0])
 
 

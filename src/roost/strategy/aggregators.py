@@ -19,6 +19,7 @@ Every aggregator can be used on its own, outside any strategy::
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -95,6 +96,7 @@ def _mean(sums: list[np.ndarray], total: float, template: Parameters) -> Paramet
     ]
 
 
+@dataclass(frozen=True)
 class WeightedMean(Aggregator):
     """The weighted mean of updates, computed as a running sum (O(model) memory).
 
@@ -108,10 +110,8 @@ class WeightedMean(Aggregator):
         sums, total = weighted_sum(updates, template)
         return _mean(sums, total, template), state, {}
 
-    def __repr__(self) -> str:
-        return "WeightedMean()"
 
-
+@dataclass(frozen=True)
 class Mean(Aggregator):
     """The plain (uniform) mean of the updates with positive weight, as a running sum."""
 
@@ -121,9 +121,6 @@ class Mean(Aggregator):
         uniform = ((update, 1.0) for update, _ in _positive(updates))
         sums, total = weighted_sum(uniform, template)
         return _mean(sums, total, template), state, {}
-
-    def __repr__(self) -> str:
-        return "Mean()"
 
 
 # -- buffering aggregators ----------------------------------------------------------------------
@@ -163,16 +160,15 @@ def _layer(updates: list[Parameters], index: int) -> np.ndarray:
     return np.stack([np.asarray(u[index], dtype=np.float64) for u in updates])
 
 
+@dataclass(frozen=True)
 class CoordinateMedian(_Buffering):
     """The coordinate-wise median of the updates (Yin et al., 2018). Keeps every update."""
 
     def _combine(self, updates: list[Parameters], weights: np.ndarray) -> Parameters:
         return [np.median(_layer(updates, i), axis=0) for i in range(len(updates[0]))]
 
-    def __repr__(self) -> str:
-        return "CoordinateMedian()"
 
-
+@dataclass(frozen=True)
 class TrimmedMean(_Buffering):
     """Coordinate-wise β-trimmed mean (Yin et al., 2018). Keeps every update.
 
@@ -180,10 +176,11 @@ class TrimmedMean(_Buffering):
     rest averaged. `beta` must be in [0, 0.5).
     """
 
-    def __init__(self, beta: float = 0.2) -> None:
-        if not 0 <= beta < 0.5:
-            raise ConfigurationError(f"TrimmedMean beta must be in [0, 0.5), got {beta}")
-        self.beta = beta
+    beta: float = 0.2
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.beta < 0.5:
+            raise ConfigurationError(f"TrimmedMean beta must be in [0, 0.5), got {self.beta}")
 
     def _combine(self, updates: list[Parameters], weights: np.ndarray) -> Parameters:
         n = len(updates)
@@ -192,9 +189,6 @@ class TrimmedMean(_Buffering):
             np.sort(_layer(updates, i), axis=0)[cut : n - cut].mean(axis=0)
             for i in range(len(updates[0]))
         ]
-
-    def __repr__(self) -> str:
-        return f"TrimmedMean(beta={self.beta})"
 
 
 def pairwise_squared_distances(updates: list[Parameters]) -> np.ndarray:
@@ -235,6 +229,7 @@ def _check_malicious(num_malicious_clients: int) -> None:
         )
 
 
+@dataclass(frozen=True)
 class KrumMean(_Buffering):
     """Krum and Multi-Krum (Blanchard et al., 2017). Keeps every update.
 
@@ -244,15 +239,18 @@ class KrumMean(_Buffering):
     Needs n ≥ 2f + 3 updates.
     """
 
-    def __init__(self, num_malicious_clients: int = 0, num_selected: int | None = 1) -> None:
-        _check_malicious(num_malicious_clients)
-        if num_selected is not None and (not isinstance(num_selected, int) or num_selected < 1):
-            raise ConfigurationError(
-                f"num_selected must be an int >= 1 or None, got {num_selected}"
-            )
-        self.num_malicious_clients = num_malicious_clients
-        self.num_selected = num_selected
-        self.min_updates = max(2 * num_malicious_clients + 3, num_selected or 1)
+    num_malicious_clients: int = 0
+    num_selected: int | None = 1
+
+    def __post_init__(self) -> None:
+        _check_malicious(self.num_malicious_clients)
+        selected = self.num_selected
+        if selected is not None and (not isinstance(selected, int) or selected < 1):
+            raise ConfigurationError(f"num_selected must be an int >= 1 or None, got {selected}")
+
+    @property
+    def min_updates(self) -> int:  # type: ignore[override]
+        return max(2 * self.num_malicious_clients + 3, self.num_selected or 1)
 
     def select(self, updates: list[Parameters]) -> np.ndarray:
         """Indices of the updates Krum keeps, best first."""
@@ -268,13 +266,8 @@ class KrumMean(_Buffering):
             for i in range(len(updates[0]))
         ]
 
-    def __repr__(self) -> str:
-        return (
-            f"KrumMean(num_malicious_clients={self.num_malicious_clients}, "
-            f"num_selected={self.num_selected})"
-        )
 
-
+@dataclass(frozen=True)
 class BulyanMean(_Buffering):
     """Bulyan (El Mhamdi et al., 2018). Keeps every update; needs n ≥ 4f + 3 updates.
 
@@ -283,10 +276,14 @@ class BulyanMean(_Buffering):
     averaged.
     """
 
-    def __init__(self, num_malicious_clients: int = 0) -> None:
-        _check_malicious(num_malicious_clients)
-        self.num_malicious_clients = num_malicious_clients
-        self.min_updates = 4 * num_malicious_clients + 3
+    num_malicious_clients: int = 0
+
+    def __post_init__(self) -> None:
+        _check_malicious(self.num_malicious_clients)
+
+    @property
+    def min_updates(self) -> int:  # type: ignore[override]
+        return 4 * self.num_malicious_clients + 3
 
     def select(self, updates: list[Parameters]) -> list[int]:
         """Indices of the θ = n − 2f updates chosen by repeated Krum, in the order picked."""
@@ -311,13 +308,11 @@ class BulyanMean(_Buffering):
             result.append(np.take_along_axis(values, order, axis=0).mean(axis=0))
         return result
 
-    def __repr__(self) -> str:
-        return f"BulyanMean(num_malicious_clients={self.num_malicious_clients})"
-
 
 # -- q-FFL --------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
 class QFFLMean(Aggregator):
     """q-FFL's aggregation (Li et al., 2020, q-FedAvg), as a running sum (O(model) memory).
 
@@ -326,13 +321,14 @@ class QFFLMean(Aggregator):
     inverse L estimates the Lipschitz constant. With q = 0 this is the uniform mean.
     """
 
-    def __init__(self, q_param: float = 0.2, learning_rate: float = 0.1) -> None:
-        if not q_param >= 0:
-            raise ConfigurationError(f"q_param must be >= 0, got {q_param}")
-        if not learning_rate > 0:
-            raise ConfigurationError(f"qffl_learning_rate must be > 0, got {learning_rate}")
-        self.q_param = q_param
-        self.learning_rate = learning_rate
+    q_param: float = 0.2
+    learning_rate: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not self.q_param >= 0:
+            raise ConfigurationError(f"q_param must be >= 0, got {self.q_param}")
+        if not self.learning_rate > 0:
+            raise ConfigurationError(f"qffl_learning_rate must be > 0, got {self.learning_rate}")
 
     def aggregate(
         self, updates: Iterable[tuple[Parameters, float]], template: Parameters, state: State
@@ -358,6 +354,3 @@ class QFFLMean(Aggregator):
             for running, reference in zip(sums, template, strict=True)
         ]
         return aggregate, state, {}
-
-    def __repr__(self) -> str:
-        return f"QFFLMean(q_param={self.q_param}, learning_rate={self.learning_rate})"

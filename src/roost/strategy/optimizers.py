@@ -18,6 +18,8 @@ with m starting at 0 and v at τ².
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from roost.core.types import Parameters
@@ -51,6 +53,7 @@ def _float64(arrays: Parameters) -> list[np.ndarray]:
     return [np.asarray(a, dtype=np.float64) for a in arrays]
 
 
+@dataclass(frozen=True)
 class ServerSGD(ServerOptimizer):
     """x ← x + η·v with v ← μ·v + Δ (heavy-ball momentum; with μ = 0, v = Δ).
 
@@ -58,9 +61,12 @@ class ServerSGD(ServerOptimizer):
     With μ > 0 this is FedAvgM (Hsu et al., 2019).
     """
 
-    def __init__(self, learning_rate: float = 1.0, momentum: float = 0.0) -> None:
-        self.learning_rate = _positive("server learning_rate", learning_rate)
-        self.momentum = _unit_interval("server momentum", momentum)
+    learning_rate: float = 1.0
+    momentum: float = 0.0
+
+    def __post_init__(self) -> None:
+        _positive("server learning_rate", self.learning_rate)
+        _unit_interval("server momentum", self.momentum)
 
     def init(self, parameters: Parameters) -> State:
         if self.momentum == 0:
@@ -77,20 +83,21 @@ class ServerSGD(ServerOptimizer):
         ]
         return _step(parameters, velocity, self.learning_rate), {"momentum": velocity}
 
-    def __repr__(self) -> str:
-        return f"ServerSGD(learning_rate={self.learning_rate}, momentum={self.momentum})"
-
 
 class _Adaptive(ServerOptimizer):
-    """Shared shape of the three adaptive optimizers; subclasses define `_second_moment`."""
+    """Shared shape of the three adaptive optimizers; subclasses are dataclasses of their
+    settings and define `_second_moment`."""
 
-    name = "adaptive"
+    learning_rate: float
+    beta_1: float
+    beta_2: float
+    tau: float
 
-    def __init__(self, learning_rate: float, beta_1: float, beta_2: float, tau: float) -> None:
-        self.learning_rate = _positive(f"{self.name} learning_rate (eta)", learning_rate)
-        self.beta_1 = _unit_interval("beta_1", beta_1)
-        self.beta_2 = _unit_interval("beta_2", beta_2)
-        self.tau = _positive("tau", tau)
+    def __post_init__(self) -> None:
+        _positive(f"{type(self).__name__} learning_rate (eta)", self.learning_rate)
+        _unit_interval("beta_1", self.beta_1)
+        _unit_interval("beta_2", self.beta_2)
+        _positive("tau", self.tau)
 
     def init(self, parameters: Parameters) -> State:
         return {
@@ -114,70 +121,43 @@ class _Adaptive(ServerOptimizer):
         return _step(parameters, direction, self.learning_rate), {"m": m_new, "v": v_new}
 
 
+@dataclass(frozen=True)
 class ServerAdagrad(_Adaptive):
-    """Adagrad on the server (FedAdagrad): v ← v + Δ²."""
+    """Adagrad on the server (FedAdagrad): v ← v + Δ² (β₂ is unused)."""
 
-    name = "Adagrad"
-
-    def __init__(self, learning_rate: float = 0.1, beta_1: float = 0.0, tau: float = 1e-9) -> None:
-        super().__init__(learning_rate, beta_1, 0.0, tau)
+    learning_rate: float = 0.1
+    beta_1: float = 0.0
+    tau: float = 1e-9
+    beta_2 = 0.0  # not a setting of Adagrad: its second moment is a plain sum
 
     def _second_moment(self, v: np.ndarray, squared: np.ndarray) -> np.ndarray:
         return v + squared
 
-    def __repr__(self) -> str:
-        return (
-            f"ServerAdagrad(learning_rate={self.learning_rate}, beta_1={self.beta_1}, "
-            f"tau={self.tau})"
-        )
 
-
+@dataclass(frozen=True)
 class ServerAdam(_Adaptive):
     """Adam on the server (FedAdam): v ← β₂·v + (1 − β₂)·Δ²."""
 
-    name = "Adam"
-
-    def __init__(
-        self,
-        learning_rate: float = 0.1,
-        beta_1: float = 0.9,
-        beta_2: float = 0.99,
-        tau: float = 1e-9,
-    ) -> None:
-        super().__init__(learning_rate, beta_1, beta_2, tau)
+    learning_rate: float = 0.1
+    beta_1: float = 0.9
+    beta_2: float = 0.99
+    tau: float = 1e-9
 
     def _second_moment(self, v: np.ndarray, squared: np.ndarray) -> np.ndarray:
         return self.beta_2 * v + (1 - self.beta_2) * squared
 
-    def __repr__(self) -> str:
-        return (
-            f"ServerAdam(learning_rate={self.learning_rate}, beta_1={self.beta_1}, "
-            f"beta_2={self.beta_2}, tau={self.tau})"
-        )
 
-
+@dataclass(frozen=True)
 class ServerYogi(_Adaptive):
     """Yogi on the server (FedYogi): v ← v − (1 − β₂)·Δ²·sign(v − Δ²)."""
 
-    name = "Yogi"
-
-    def __init__(
-        self,
-        learning_rate: float = 0.01,
-        beta_1: float = 0.9,
-        beta_2: float = 0.99,
-        tau: float = 1e-3,
-    ) -> None:
-        super().__init__(learning_rate, beta_1, beta_2, tau)
+    learning_rate: float = 0.01
+    beta_1: float = 0.9
+    beta_2: float = 0.99
+    tau: float = 1e-3
 
     def _second_moment(self, v: np.ndarray, squared: np.ndarray) -> np.ndarray:
         return v - (1 - self.beta_2) * squared * np.sign(v - squared)
-
-    def __repr__(self) -> str:
-        return (
-            f"ServerYogi(learning_rate={self.learning_rate}, beta_1={self.beta_1}, "
-            f"beta_2={self.beta_2}, tau={self.tau})"
-        )
 
 
 def subtract(a: Parameters, b: Parameters) -> Parameters:

@@ -7,6 +7,8 @@ round. Compose them with `roost.strategy.chain`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from roost.core.types import Parameters
@@ -32,21 +34,21 @@ def clip_to_norm(update: Parameters, max_norm: float) -> tuple[Parameters, float
     return [np.multiply(a, scale).astype(a.dtype, copy=False) for a in update], norm
 
 
+@dataclass(frozen=True)
 class ClipL2(UpdateTransform):
     """Clip every client's update to L2 norm at most `max_norm` (fixed bound)."""
 
-    def __init__(self, max_norm: float) -> None:
-        if not max_norm > 0:
-            raise ConfigurationError(f"ClipL2 max_norm must be > 0, got {max_norm}")
-        self.max_norm = float(max_norm)
+    max_norm: float
+
+    def __post_init__(self) -> None:
+        if not self.max_norm > 0:
+            raise ConfigurationError(f"ClipL2 max_norm must be > 0, got {self.max_norm}")
 
     def apply(self, update: Parameters, state: State) -> tuple[Parameters, State]:
         return clip_to_norm(update, self.max_norm)[0], state
 
-    def __repr__(self) -> str:
-        return f"ClipL2(max_norm={self.max_norm})"
 
-
+@dataclass(frozen=True)
 class AdaptiveClipL2(UpdateTransform):
     """Clip to an L2 bound C that follows a target quantile of the update norms.
 
@@ -61,21 +63,19 @@ class AdaptiveClipL2(UpdateTransform):
     zero between rounds. Each round measures `clip_norm` (the bound it used) and `unclipped_share`.
     """
 
-    def __init__(
-        self,
-        initial_norm: float = 0.1,
-        target_quantile: float = 0.5,
-        learning_rate: float = 0.2,
-    ) -> None:
-        if not initial_norm > 0:
-            raise ConfigurationError(f"initial_norm must be > 0, got {initial_norm}")
-        if not 0 <= target_quantile <= 1:
-            raise ConfigurationError(f"target_quantile must be in [0, 1], got {target_quantile}")
-        if not learning_rate > 0:
-            raise ConfigurationError(f"learning_rate must be > 0, got {learning_rate}")
-        self.initial_norm = float(initial_norm)
-        self.target_quantile = float(target_quantile)
-        self.learning_rate = float(learning_rate)
+    initial_norm: float = 0.1
+    target_quantile: float = 0.5
+    learning_rate: float = 0.2
+
+    def __post_init__(self) -> None:
+        if not self.initial_norm > 0:
+            raise ConfigurationError(f"initial_norm must be > 0, got {self.initial_norm}")
+        if not 0 <= self.target_quantile <= 1:
+            raise ConfigurationError(
+                f"target_quantile must be in [0, 1], got {self.target_quantile}"
+            )
+        if not self.learning_rate > 0:
+            raise ConfigurationError(f"learning_rate must be > 0, got {self.learning_rate}")
 
     def init(self, template: Parameters) -> State:
         return {"clip_norm": self.initial_norm, "seen": 0, "unclipped": 0}
@@ -99,9 +99,3 @@ class AdaptiveClipL2(UpdateTransform):
         next_norm = float(clip_norm * np.exp(-self.learning_rate * (share - self.target_quantile)))
         measurements = {"clip_norm": clip_norm, "unclipped_share": share}
         return aggregate, {"clip_norm": next_norm, "seen": 0, "unclipped": 0}, measurements
-
-    def __repr__(self) -> str:
-        return (
-            f"AdaptiveClipL2(initial_norm={self.initial_norm:g}, "
-            f"target_quantile={self.target_quantile}, learning_rate={self.learning_rate})"
-        )
