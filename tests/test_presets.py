@@ -160,9 +160,13 @@ def test_fedprox_sends_mu_in_every_fit_config_with_the_users_entries() -> None:
         FedProx(proximal_mu=-1.0)
 
 
-def test_adaptive_presets_send_eta_l() -> None:
+def test_adaptive_presets_send_eta_l_as_the_clients_learning_rate() -> None:
     cohort, _ = FedYogi().configure_fit(1, [np.zeros(1)], ["0", "1"], np.random.default_rng(0))
-    assert cohort[0][1].config == {"eta_l": 0.0316}
+    assert cohort[0][1].config == {"lr": 0.0316}
+    # The user's own on_fit_config_fn wins: a preset default never overrides their choice.
+    own = FedAdam(eta_l=0.5, on_fit_config_fn=lambda r: {"lr": 0.01})
+    cohort, _ = own.configure_fit(1, [np.zeros(1)], ["0", "1"], np.random.default_rng(0))
+    assert cohort[0][1].config == {"lr": 0.01}
 
 
 def digits_run(strategy, rounds=2, client_fn=None, num_clients=5):

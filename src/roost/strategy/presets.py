@@ -45,7 +45,7 @@ class _Preset(Strategy):
         kwargs.setdefault("weight_fn", weight_by_num_examples)
         kwargs.setdefault("server_optimizer", ServerSGD())
         super().__init__(**{**kwargs, **parts})
-        self.extra_fit_config = dict(fit_config or {})
+        self.fit_config_defaults = dict(fit_config or {})
 
 
 def _robust_minimums(kwargs: dict[str, Any], needed: int) -> dict[str, Any]:
@@ -114,7 +114,9 @@ class _FedOpt(_Preset):
             raise ConfigurationError(f"eta_l must be > 0, got {eta_l}")
         self.eta = eta
         self.eta_l = eta_l
-        super().__init__({"server_optimizer": optimizer}, kwargs, {"eta_l": float(eta_l)})
+        super().__init__(
+            {"server_optimizer": optimizer}, kwargs, {config_keys.LEARNING_RATE: float(eta_l)}
+        )
 
 
 class FedAdagrad(_FedOpt):
@@ -122,7 +124,8 @@ class FedAdagrad(_FedOpt):
 
     Args:
         eta: server learning rate (default 1e-1).
-        eta_l: client learning rate, sent to clients as `config["eta_l"]` (default 1e-1).
+        eta_l: client learning rate, sent to clients as `config["lr"]` unless
+            `on_fit_config_fn` sends its own `"lr"` (default 1e-1).
         beta_1: momentum of the first moment (default 0.0).
         tau: adaptivity τ (default 1e-9).
     """
@@ -145,7 +148,8 @@ class FedAdam(_FedOpt):
 
     Args:
         eta: server learning rate (default 1e-1).
-        eta_l: client learning rate, sent to clients as `config["eta_l"]` (default 1e-1).
+        eta_l: client learning rate, sent to clients as `config["lr"]` unless
+            `on_fit_config_fn` sends its own `"lr"` (default 1e-1).
         beta_1, beta_2: moment decay rates (defaults 0.9, 0.99).
         tau: adaptivity τ (default 1e-9).
     """
@@ -170,7 +174,8 @@ class FedYogi(_FedOpt):
 
     Args:
         eta: server learning rate (default 1e-2).
-        eta_l: client learning rate, sent to clients as `config["eta_l"]` (default 0.0316).
+        eta_l: client learning rate, sent to clients as `config["lr"]` unless
+            `on_fit_config_fn` sends its own `"lr"` (default 0.0316).
         beta_1, beta_2: moment decay rates (defaults 0.9, 0.99).
         tau: adaptivity τ (default 1e-3).
     """

@@ -210,9 +210,9 @@ class Strategy:
             sampler if isinstance(sampler, Sampler) else FunctionSampler(sampler)
         )
         self.update_fn = update_fn
-        # Entries a preset adds to every fit config (e.g. FedProx's μ); they win over
-        # on_fit_config_fn's, since the preset's algorithm depends on them.
-        self.extra_fit_config: Config = {}
+        # Entries a preset adds to every fit config (FedProx's μ, FedAdam's client learning rate);
+        # what on_fit_config_fn sends wins, so a preset default never overrides the user's choice.
+        self.fit_config_defaults: Config = {}
 
     def __repr__(self) -> str:
         return (
@@ -301,7 +301,7 @@ class Strategy:
                 f"samples {len(chosen)} of {len(client_ids)} clients; raise min_fit_clients and "
                 "min_available_clients (or fraction_fit), or lower num_malicious_clients"
             )
-        instruction = FitIns(parameters, {**config, **self.extra_fit_config})
+        instruction = FitIns(parameters, {**self.fit_config_defaults, **config})
         return [(client_id, instruction) for client_id in chosen], {
             **state,
             "sampler": sampler_state,
