@@ -1,8 +1,8 @@
-"""Command-line options for choosing a strategy (and simulated attackers) in `roost simulate`.
+"""The command line's strategy options: `--strategy NAME`, the presets' parameters, clipping.
 
-`add_strategy_arguments(parser)` adds `--strategy NAME` with the presets' parameters and the attack
-options; `strategy_from_args(args, like=...)` builds the chosen preset with an app's FedAvg knobs;
-`attacked_client_fn(args, client_fn)` wraps the clients chosen as attackers.
+`add_strategy_arguments(parser)` adds them; `strategy_options(args)` turns the given ones into the
+chosen preset's keyword arguments; `strategy_from_args(args, like=...)` builds that preset with an
+app's FedAvg knobs.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from roost.cli.options import non_negative_float, non_negative_int
 from roost.errors import ConfigurationError
 from roost.strategy.presets import PRESETS, preset
 from roost.strategy.strategy import Strategy
@@ -40,30 +41,13 @@ _PRESET_OPTIONS: dict[str, dict[str, str]] = {
     "weight_metric": {"fedweightedavg": "weight_metric"},
 }
 
-ATTACKS = ("signflip", "scale", "noise", "labelflip")
-
 
 def _flag(dest: str) -> str:
     return "--" + dest.replace("_", "-")
 
 
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def add_strategy_arguments(parser: argparse.ArgumentParser, *, attacks: bool = True) -> None:
-    """Add `--strategy NAME`, its parameters, clipping and (unless `attacks` is False, as on a
-    server, which does not build clients) the attack options to `parser`."""
+def add_strategy_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add `--strategy NAME`, the presets' parameters and the clipping options to `parser`."""
     group = parser.add_argument_group(
         "strategy", "the aggregation strategy; unset parameters keep the preset's defaults"
     )
@@ -82,19 +66,19 @@ def add_strategy_arguments(parser: argparse.ArgumentParser, *, attacks: bool = T
     )
     group.add_argument(
         "--server-momentum",
-        type=_non_negative_float,
+        type=non_negative_float,
         default=None,
         help="server momentum (fedavgm)",
     )
     group.add_argument(
         "--beta1",
-        type=_non_negative_float,
+        type=non_negative_float,
         default=None,
         help="first-moment decay β₁ (fedadagrad, fedadam, fedyogi)",
     )
     group.add_argument(
         "--beta2",
-        type=_non_negative_float,
+        type=non_negative_float,
         default=None,
         help="second-moment decay β₂ (fedadam, fedyogi)",
     )
@@ -103,30 +87,30 @@ def add_strategy_arguments(parser: argparse.ArgumentParser, *, attacks: bool = T
     )
     group.add_argument(
         "--proximal-mu",
-        type=_non_negative_float,
+        type=non_negative_float,
         default=None,
         help="proximal term μ (fedprox; required there)",
     )
     group.add_argument(
         "--trim-beta",
-        type=_non_negative_float,
+        type=non_negative_float,
         default=None,
         help="share trimmed from each end (fedtrimmedavg)",
     )
     group.add_argument(
         "--num-malicious",
-        type=_non_negative_int,
+        type=non_negative_int,
         default=None,
         help="attackers to tolerate, f (krum, multikrum, bulyan)",
     )
     group.add_argument(
         "--num-keep",
-        type=_non_negative_int,
+        type=non_negative_int,
         default=None,
         help="updates averaged after selection (krum, multikrum)",
     )
     group.add_argument(
-        "--q", type=_non_negative_float, default=None, help="fairness parameter q (qfedavg)"
+        "--q", type=non_negative_float, default=None, help="fairness parameter q (qfedavg)"
     )
     group.add_argument(
         "--weight-metric",
@@ -142,35 +126,10 @@ def add_strategy_arguments(parser: argparse.ArgumentParser, *, attacks: bool = T
     )
     group.add_argument(
         "--clip-quantile",
-        type=_non_negative_float,
+        type=non_negative_float,
         default=None,
         help="adapt the clip norm (starting at --clip-norm) so this share of "
         "updates stays unclipped",
-    )
-
-    if not attacks:
-        return
-    group = parser.add_argument_group("attack", "simulate malicious clients")
-    group.add_argument(
-        "--attack", choices=ATTACKS, default=None, help="what the attackers do (default: no attack)"
-    )
-    group.add_argument(
-        "--attackers",
-        type=_non_negative_int,
-        default=None,
-        help="number of malicious clients, chosen with --seed (default: 0)",
-    )
-    group.add_argument(
-        "--attack-scale",
-        type=float,
-        default=None,
-        help="k for signflip (send −k·update, default 1) and scale (send k·update, default 10)",
-    )
-    group.add_argument(
-        "--attack-std",
-        type=_non_negative_float,
-        default=None,
-        help="noise standard deviation (noise, default 1)",
     )
 
 
@@ -210,36 +169,3 @@ def strategy_from_args(
 ) -> Strategy:
     """Build `--strategy` with the FedAvg knobs of `like` (an app's strategy) and the options."""
     return preset(args.strategy, like=like, **{**strategy_options(args), **overrides})
-
-
-def attacked_client_fn(args: argparse.Namespace, client_fn: Any, num_clients: int) -> Any:
-    """`client_fn` with `--attackers` of the clients running `--attack` (unchanged without)."""
-    from roost.attacks import (
-        GaussianNoise,
-        LabelFlip,
-        Scale,
-        SignFlip,
-        choose_malicious,
-        with_attackers,
-    )
-
-    attack, count = getattr(args, "attack", None), getattr(args, "attackers", None)
-    if attack is None:
-        if count or args.attack_scale is not None or args.attack_std is not None:
-            raise ConfigurationError("--attackers/--attack-scale/--attack-std need --attack")
-        return client_fn
-    if not count:
-        raise ConfigurationError("--attack needs --attackers N (N >= 1)")
-    if count > num_clients:
-        raise ConfigurationError(f"--attackers {count} exceeds the {num_clients} clients")
-    scale = args.attack_scale
-    if attack == "signflip":
-        chosen: Any = SignFlip(scale if scale is not None else 1.0)
-    elif attack == "scale":
-        chosen = Scale(scale if scale is not None else 10.0)
-    elif attack == "noise":
-        chosen = GaussianNoise(args.attack_std if args.attack_std is not None else 1.0)
-    else:
-        chosen = LabelFlip(num_classes=10)  # the digits demo's ten classes
-    malicious = choose_malicious(num_clients, count, seed=args.seed)
-    return with_attackers(client_fn, chosen, malicious, seed=args.seed)
