@@ -41,7 +41,6 @@ class RunSettings:
 def add_run_options(parser: argparse.ArgumentParser, *, app_only: bool = False) -> None:
     """Add the round and local-training options; `app_only` marks those only the app reads."""
     defaults = RunSettings()
-    mark = "demo: " if app_only else ""
     parser.add_argument(
         "--rounds",
         type=positive_int,
@@ -54,36 +53,22 @@ def add_run_options(parser: argparse.ArgumentParser, *, app_only: bool = False) 
         default=None,
         help="seconds a client may take per instruction (default: no limit)",
     )
-    parser.add_argument(
-        "--fraction-fit",
-        type=fraction,
-        default=defaults.fraction_fit,
-        help=f"{mark}share of clients trained per round (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--fraction-evaluate",
-        type=fraction,
-        default=defaults.fraction_evaluate,
-        help=f"{mark}share of clients evaluating per round (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--local-epochs",
-        type=positive_int,
-        default=defaults.local_epochs,
-        help=f"{mark}local epochs per round (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--batch-size",
-        type=positive_int,
-        default=defaults.batch_size,
-        help=f"{mark}local mini-batch size (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--lr",
-        type=positive_float,
-        default=defaults.learning_rate,
-        help=f"{mark}local SGD learning rate (default: %(default)s)",
-    )
+    mark = "demo: " if app_only else ""
+    for flag, kind, default, text in (
+        ("--fraction-fit", fraction, defaults.fraction_fit, "share of clients trained per round"),
+        (
+            "--fraction-evaluate",
+            fraction,
+            defaults.fraction_evaluate,
+            "share of clients evaluating per round",
+        ),
+        ("--local-epochs", positive_int, defaults.local_epochs, "local epochs per round"),
+        ("--batch-size", positive_int, defaults.batch_size, "local mini-batch size"),
+        ("--lr", positive_float, defaults.learning_rate, "local SGD learning rate"),
+    ):
+        parser.add_argument(
+            flag, type=kind, default=default, help=f"{mark}{text} (default: %(default)s)"
+        )
 
 
 def add_app_option(parser: argparse.ArgumentParser, default_title: str) -> None:

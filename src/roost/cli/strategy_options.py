@@ -8,6 +8,7 @@ app's FedAvg knobs.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from typing import Any
 
 from roost.cli.options import non_negative_float, non_negative_int
@@ -46,6 +47,28 @@ def _flag(dest: str) -> str:
     return "--" + dest.replace("_", "-")
 
 
+# --option: (type, help); the preset parameters among them set what _PRESET_OPTIONS says.
+_FLAGS: dict[str, tuple[Callable[[str], Any], str]] = {
+    "server_lr": (float, "server learning rate (fedavgm, fedadagrad, fedadam, fedyogi, fedsgd)"),
+    "server_momentum": (non_negative_float, "server momentum (fedavgm)"),
+    "beta1": (non_negative_float, "first-moment decay β₁ (fedadagrad, fedadam, fedyogi)"),
+    "beta2": (non_negative_float, "second-moment decay β₂ (fedadam, fedyogi)"),
+    "tau": (float, "adaptivity τ (fedadagrad, fedadam, fedyogi)"),
+    "proximal_mu": (non_negative_float, "proximal term μ (fedprox; required there)"),
+    "trim_beta": (non_negative_float, "share trimmed from each end (fedtrimmedavg)"),
+    "num_malicious": (non_negative_int, "attackers to tolerate, f (krum, multikrum, bulyan)"),
+    "num_keep": (non_negative_int, "updates averaged after selection (krum, multikrum)"),
+    "q": (non_negative_float, "fairness parameter q (qfedavg)"),
+    "weight_metric": (str, "weight clients by this fit metric (fedweightedavg)"),
+    "clip_norm": (float, "clip every client update to this L2 norm (any strategy)"),
+    "clip_quantile": (
+        non_negative_float,
+        "adapt the clip norm (starting at --clip-norm) so this share of updates stays unclipped",
+    ),
+}
+_METAVARS = {"weight_metric": "NAME"}
+
+
 def add_strategy_arguments(parser: argparse.ArgumentParser) -> None:
     """Add `--strategy NAME`, the presets' parameters and the clipping options to `parser`."""
     group = parser.add_argument_group(
@@ -58,79 +81,10 @@ def add_strategy_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help=f"one of: {', '.join(sorted(PRESETS))} (default: %(default)s)",
     )
-    group.add_argument(
-        "--server-lr",
-        type=float,
-        default=None,
-        help="server learning rate (fedavgm, fedadagrad, fedadam, fedyogi, fedsgd)",
-    )
-    group.add_argument(
-        "--server-momentum",
-        type=non_negative_float,
-        default=None,
-        help="server momentum (fedavgm)",
-    )
-    group.add_argument(
-        "--beta1",
-        type=non_negative_float,
-        default=None,
-        help="first-moment decay β₁ (fedadagrad, fedadam, fedyogi)",
-    )
-    group.add_argument(
-        "--beta2",
-        type=non_negative_float,
-        default=None,
-        help="second-moment decay β₂ (fedadam, fedyogi)",
-    )
-    group.add_argument(
-        "--tau", type=float, default=None, help="adaptivity τ (fedadagrad, fedadam, fedyogi)"
-    )
-    group.add_argument(
-        "--proximal-mu",
-        type=non_negative_float,
-        default=None,
-        help="proximal term μ (fedprox; required there)",
-    )
-    group.add_argument(
-        "--trim-beta",
-        type=non_negative_float,
-        default=None,
-        help="share trimmed from each end (fedtrimmedavg)",
-    )
-    group.add_argument(
-        "--num-malicious",
-        type=non_negative_int,
-        default=None,
-        help="attackers to tolerate, f (krum, multikrum, bulyan)",
-    )
-    group.add_argument(
-        "--num-keep",
-        type=non_negative_int,
-        default=None,
-        help="updates averaged after selection (krum, multikrum)",
-    )
-    group.add_argument(
-        "--q", type=non_negative_float, default=None, help="fairness parameter q (qfedavg)"
-    )
-    group.add_argument(
-        "--weight-metric",
-        default=None,
-        metavar="NAME",
-        help="weight clients by this fit metric (fedweightedavg)",
-    )
-    group.add_argument(
-        "--clip-norm",
-        type=float,
-        default=None,
-        help="clip every client update to this L2 norm (any strategy)",
-    )
-    group.add_argument(
-        "--clip-quantile",
-        type=non_negative_float,
-        default=None,
-        help="adapt the clip norm (starting at --clip-norm) so this share of "
-        "updates stays unclipped",
-    )
+    for dest, (kind, text) in _FLAGS.items():
+        group.add_argument(
+            _flag(dest), type=kind, default=None, metavar=_METAVARS.get(dest), help=text
+        )
 
 
 def strategy_options(args: argparse.Namespace) -> dict[str, Any]:
