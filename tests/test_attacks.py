@@ -11,7 +11,7 @@ import pytest
 
 import roost
 from roost.apps.digits import DemoSettings, DigitsClient, make_client_fn, make_strategy
-from roost.attacks import (
+from roost.client.attacks import (
     GaussianNoise,
     LabelFlip,
     MaliciousClient,

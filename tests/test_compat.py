@@ -10,7 +10,7 @@ import pytest
 
 import roost
 import roost.compat.flwr as fl
-from roost.apps import softmax
+from roost.apps.digits import softmax
 from roost.compat.flwr.client import ClientApp, NumPyClient
 from roost.compat.flwr.common import (
     Context,
@@ -23,7 +23,7 @@ from roost.compat.flwr.server import ServerApp, ServerAppComponents, ServerConfi
 from roost.compat.flwr.server.strategy import FedAvg
 from roost.compat.flwr.simulation import run_simulation
 from roost.data import iid_partition
-from roost.data.digits import load_digits_split
+from roost.data.bundled_digits import load_digits_split
 from roost.errors import ConfigurationError, InvalidMessageError
 
 NUM_CLIENTS = 5

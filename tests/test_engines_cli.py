@@ -43,7 +43,7 @@ def test_every_engine_trains_the_same_demo_model(tmp_path):
 
 
 def test_without_torch_the_demo_falls_back_with_a_one_line_notice(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("roost.tasks.digits.torch_available", lambda: False)
+    monkeypatch.setattr("roost.apps.digits.task.torch_available", lambda: False)
     history, _, _ = simulate(tmp_path, "fallback", "--rounds", "2")
     notice = [line for line in capsys.readouterr().out.splitlines() if "torch is not" in line]
     assert notice == [

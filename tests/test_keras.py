@@ -34,7 +34,7 @@ def _worker() -> None:  # runs in the subprocess
     import roost
     from roost.client.keras import KerasClient
     from roost.data import iid_partition
-    from roost.data.digits import load_digits_split
+    from roost.data.bundled_digits import load_digits_split
 
     logging.getLogger("roost").setLevel(logging.WARNING)
     keras.utils.set_random_seed(0)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -62,3 +64,47 @@ def test_history_json_round_trip() -> None:
     text = history.to_json()
     assert History.from_json(text) == history
     assert '"losses_distributed": [[1, 0.5]]' in text
+
+
+SRC = Path(__file__).resolve().parent.parent / "src" / "roost"
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module `path` imports, at the top or inside functions."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def test_nothing_below_the_apps_imports_them() -> None:
+    below = [path for path in SRC.rglob("*.py") if "apps" not in path.relative_to(SRC).parts]
+    assert len(below) > 30
+    offenders = {
+        str(path.relative_to(SRC)): sorted(
+            name for name in imported_modules(path) if name.startswith("roost.apps")
+        )
+        for path in below
+    }
+    assert {path: names for path, names in offenders.items() if names} == {}
+
+
+def test_strategies_know_nothing_of_the_command_line() -> None:
+    for path in (SRC / "strategy").rglob("*.py"):
+        names = imported_modules(path)
+        assert "argparse" not in names, path
+        assert not any(name.startswith("roost.cli") for name in names), path
+
+
+def test_config_files_see_options_added_in_groups() -> None:
+    from roost.cli import build_parser
+
+    simulate = build_parser().commands["simulate"]
+    assert {"rounds", "strategy", "clip-quantile", "attack", "app", "help"} <= set(
+        simulate.long_options
+    )
+    assert simulate.long_options["server-lr"].dest == "server_lr"

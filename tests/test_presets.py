@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 import roost
-from roost.apps import softmax
-from roost.apps.digits import DemoSettings, make_client_fn, make_strategy
+from roost.apps.digits import DemoSettings, make_client_fn, make_strategy, softmax
 from roost.core.types import FitRes
 from roost.errors import ConfigurationError
 from roost.metrics import weighted_average

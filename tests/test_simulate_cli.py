@@ -108,3 +108,60 @@ def test_bad_options_are_refused_with_a_message(args: list[str], capsys) -> None
 def test_more_clients_than_samples_is_a_clear_error(capsys) -> None:
     assert main(["simulate", "--quiet", "--clients", "5000", "--rounds", "1"]) == 2
     assert "use fewer clients" in capsys.readouterr().err
+
+
+def test_version_comes_from_the_package_metadata(capsys) -> None:
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"roost {version('roost')}"
+
+
+APP_MODULE = """
+import numpy as np
+import roost
+
+
+class Constant(roost.Client):
+    def __init__(self, partition_id):
+        self.partition_id = partition_id
+
+    def get_parameters(self, config):
+        return [np.zeros(2)]
+
+    def fit(self, parameters, config):
+        return [parameters[0] + self.partition_id], 1, {}
+
+    def evaluate(self, parameters, config):
+        return float(parameters[0].sum()), 1, {}
+
+
+def client_fn(context):
+    return Constant(context.partition_id)
+
+
+app = roost.App(client_fn=client_fn, strategy=lambda: roost.FedAvg(min_available_clients=2))
+"""
+
+
+def test_simulate_runs_your_app(tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "cli_test_app.py").write_text(APP_MODULE)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for spec in ("cli_test_app:app", "cli_test_app:client_fn"):
+        out = tmp_path / spec.replace(":", "-")
+        args = ["simulate", "--quiet", "--app", spec, "--clients", "3", "--rounds", "2"]
+        assert main([*args, "--out", str(out)]) == 0
+        with np.load(out / "model.npz", allow_pickle=False) as model:
+            # FedAvg of partitions 0, 1, 2 adding their id, twice: 2 × mean(0, 1, 2) = 2.
+            np.testing.assert_allclose(model["arr_0"], [2.0, 2.0])
+
+
+def test_simulate_refuses_strategy_flags_with_an_app(tmp_path: Path, monkeypatch, capsys) -> None:
+    (tmp_path / "cli_test_app.py").write_text(APP_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    args = ["simulate", "--quiet", "--app", "cli_test_app:app", "--strategy", "fedmedian"]
+    assert main(args) == 2
+    assert "your roost.App's strategy" in capsys.readouterr().err

@@ -15,7 +15,7 @@ from roost.client.sklearn import (
     set_model_parameters,
 )
 from roost.data import dirichlet_partition, iid_partition
-from roost.data.digits import load_digits_split
+from roost.data.bundled_digits import load_digits_split
 from roost.errors import ConfigurationError
 from roost.metrics import weighted_average
 

@@ -10,8 +10,8 @@ import pytest
 from grpc_support import NUM_FEATURES, client_fn
 
 import roost
+from roost.core.files import atomic_write_bytes
 from roost.errors import ConfigurationError
-from roost.outputs import atomic_write_bytes
 from roost.server.history import History, RoundRecord
 from roost.server.loop import ServerConfig, ServerState, run_rounds
 from roost.server.state import StateError, StateStore, decode_tree, encode_tree

@@ -11,10 +11,13 @@ torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
 from roost import ConfigurationError  # noqa: E402
-from roost.apps.digits import DigitsClient  # noqa: E402
+from roost.apps.digits import (  # noqa: E402
+    DigitsClient,
+    DigitsData,
+    digits_task,
+)
 from roost.client.torch import TorchClient  # noqa: E402
 from roost.tasks import SGD, Adam, Task  # noqa: E402
-from roost.tasks.digits import DigitsData, digits_task  # noqa: E402
 from roost.tasks.training import batch_plan, order_rng  # noqa: E402
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import roost
-from roost.data.digits import load_digits_split
+from roost.data.bundled_digits import load_digits_split
 from roost.data.partition import iid_partition
 from roost.metrics import weighted_average
 

@@ -7,7 +7,7 @@
     )
 """
 
-from roost.apps.loading import App
+from roost.cli.app import App
 from roost.client import Client, ClientFn, ClientLike, Context
 from roost.core.types import (
     Config,

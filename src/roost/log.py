@@ -13,6 +13,7 @@ _HANDLER_NAME = "roost-default"
 
 def ensure_logging(level: int = logging.INFO, console: Console | None = None) -> None:
     """Show roost's INFO logs (rich-formatted) unless the application configured logging itself."""
+    # The package's logger: every module logs to logging.getLogger(__name__), a child of it.
     logger = logging.getLogger("roost")
     if logger.handlers or logging.getLogger().handlers:
         return

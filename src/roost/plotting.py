@@ -14,8 +14,8 @@ import json
 import math
 from pathlib import Path
 
+from roost.core.files import atomic_write_bytes
 from roost.errors import ConfigurationError
-from roost.outputs import atomic_write_bytes
 from roost.server.history import History
 
 
@@ -141,8 +141,13 @@ def render_plot(
             axes.legend()
         else:
             axes.text(
-                0.5, 0.5, "nothing recorded", ha="center", va="center",
-                transform=axes.transAxes, color="gray",
+                0.5,
+                0.5,
+                "nothing recorded",
+                ha="center",
+                va="center",
+                transform=axes.transAxes,
+                color="gray",
             )
     if title:
         figure.suptitle(title)

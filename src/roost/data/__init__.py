@@ -1,7 +1,7 @@
 """Data sets and partitioners for simulations.
 
 Partitioners split sample indices across clients (seeded; every sample exactly once). Loaders
-return NumPy arrays: scikit-learn's digits (`roost.data.digits`), data made by code
+return NumPy arrays: scikit-learn's digits (`roost.data.bundled_digits`), data made by code
 (`roost.data.synthetic`), and CIFAR-10 / MNIST from disk or a one-time download.
 """
 

@@ -6,13 +6,13 @@ import logging
 import os
 import shutil
 import tarfile
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+from roost.core.files import atomic_output
 from roost.errors import RoostError
 
 log = logging.getLogger(__name__)
@@ -48,21 +48,12 @@ def search_roots(root: str | Path | None) -> list[Path]:
 
 def download(url: str, destination: Path, timeout: float = 60.0) -> Path:
     """Fetch `url` into `destination` atomically (a failed download leaves nothing behind)."""
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(
-        dir=destination.parent, prefix=f".{destination.name}.", suffix=".part"
-    )
-    try:
-        log.info("downloading %s", url)
-        with (
-            os.fdopen(handle, "wb") as file,
-            urllib.request.urlopen(url, timeout=timeout) as response,
-        ):
-            shutil.copyfileobj(response, file)
-        os.replace(temporary, destination)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    log.info("downloading %s", url)
+    with (
+        atomic_output(destination, suffix=".part") as file,
+        urllib.request.urlopen(url, timeout=timeout) as response,
+    ):
+        shutil.copyfileobj(response, file)
     return destination
 
 

@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from roost.core.files import atomic_write_bytes
 from roost.errors import ConfigurationError, RoostError
-from roost.outputs import atomic_write_bytes
 from roost.server.history import History
 from roost.server.loop import ServerState
 

@@ -1,13 +1,37 @@
-"""Human-readable summaries of a run (rich tables)."""
+"""What a command shows and writes: progress logs, the summary table, `--out` and `--quiet`."""
 
 from __future__ import annotations
 
+import argparse
+import logging
 from typing import TYPE_CHECKING
 
+from roost.log import ensure_logging
 from roost.server.history import History
 
 if TYPE_CHECKING:
+    from rich.console import Console
     from rich.table import Table
+
+
+def add_output_options(parser: argparse.ArgumentParser) -> None:
+    """`--out DIR` and `--quiet`, as `roost simulate` and `roost server` take them."""
+    parser.add_argument(
+        "--out",
+        metavar="DIR",
+        default=None,
+        help="write DIR/history.json, model.npz, history.csv and plot.png",
+    )
+    parser.add_argument("--quiet", action="store_true", help="only print the final summary")
+
+
+def start_console(quiet: bool) -> Console:
+    """The console a command prints to; roost's progress logs go there too (not with `quiet`)."""
+    from rich.console import Console
+
+    console = Console(stderr=False)
+    ensure_logging(logging.WARNING if quiet else logging.INFO, console=console)
+    return console
 
 
 def _by_round(pairs: list[tuple[int, object]]) -> dict[int, object]:

@@ -1,4 +1,4 @@
-"""scikit-learn's handwritten digits (8×8 images, 10 classes), shipped with scikit-learn."""
+"""scikit-learn's handwritten digits (8×8 images, 10 classes), from the copy scikit-learn ships."""
 
 from __future__ import annotations
 
@@ -39,8 +39,8 @@ def _read_digits() -> tuple[np.ndarray, np.ndarray]:
     """(pixels float64 (1797, 64), labels int64) from the CSV file scikit-learn ships.
 
     The file is read directly, without importing scikit-learn: that import costs about a second,
-    more than the whole demo's arithmetic. If the file is not where scikit-learn keeps it, fall
-    back to `sklearn.datasets.load_digits`.
+    more than training a small model on the digits. If the file is not where scikit-learn keeps
+    it, fall back to `sklearn.datasets.load_digits`.
     """
     spec = importlib.util.find_spec("sklearn")
     locations = list(spec.submodule_search_locations or []) if spec else []
@@ -55,7 +55,7 @@ def _read_digits() -> tuple[np.ndarray, np.ndarray]:
         from sklearn.datasets import load_digits
     except ImportError as error:
         raise ImportError(
-            "the digits demo needs scikit-learn's copy of the digits: pip install scikit-learn"
+            "loading the digits needs scikit-learn's copy of them: pip install scikit-learn"
         ) from error
     data = load_digits()
     return data.data.astype(np.float64), data.target.astype(np.int64)

@@ -1,6 +1,6 @@
 """Simulated attackers for robustness experiments: wrap any client to behave maliciously.
 
-    from roost.attacks import SignFlip, with_attackers
+    from roost.client.attacks import SignFlip, with_attackers
 
     client_fn = with_attackers(make_client_fn(), SignFlip(scale=10), malicious=[0, 1])
     history = roost.run_simulation(client_fn, num_clients=10, strategy=roost.FedMedian())
@@ -10,7 +10,7 @@ model it received): `SignFlip`, `Scale`, `GaussianNoise`. Data poisoning changes
 training data before it trains: `LabelFlip`. The wrapped clients still evaluate honestly.
 
 Randomness (the noise of `GaussianNoise`) is seeded by (seed, server round, partition id), with the
-round read from the fit config's `"server_round"` when the server sends one, so runs repeat.
+round read from the fit config's `SERVER_ROUND` key when the server sends one, so runs repeat.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from roost.client.client import ClientFn, ClientLike, Context
+from roost.core.config_keys import SERVER_ROUND
+from roost.core.rng import client_rng
 from roost.core.types import Config, Metrics, Parameters
 from roost.errors import ConfigurationError
 
@@ -93,9 +95,9 @@ class LabelFlip:
     Args:
         num_classes: with no `mapping`, label y becomes num_classes − 1 − y.
         mapping: explicit `{old label: new label}`; labels not in it stay.
-        labels: attribute path of the client's training labels (default `"train.y"`, the layout
-            of the bundled demo; `"y_train"` for a client that keeps `self.y_train`). Frozen
-            dataclasses on the path are replaced, not mutated.
+        labels: attribute path of the client's training labels: `"train.y"` (the default) for a
+            client that keeps `self.train.y`, `"y_train"` for one that keeps `self.y_train`.
+            Frozen dataclasses on the path are replaced, not mutated.
     """
 
     def __init__(
@@ -173,9 +175,7 @@ class MaliciousClient:
         model_attacks = [a for a in self.attacks if hasattr(a, "poison_update")]
         if not model_attacks:
             return trained, num_examples, metrics
-        rng = np.random.default_rng(
-            [self.seed, int(config.get("server_round", 0)), self.partition_id]
-        )
+        rng = client_rng(self.seed, int(config.get(SERVER_ROUND, 0)), self.partition_id)
         update = [
             np.subtract(t, g, dtype=np.float64) for t, g in zip(trained, parameters, strict=True)
         ]

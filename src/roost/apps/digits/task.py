@@ -1,9 +1,9 @@
 """The digits demo as a `Task`, so `roost simulate` can train it on the vectorized engine.
 
 Same model (softmax regression, NumPy layout), same data split, same local SGD recipe and the
-same batch order as the NumPy demo client (`roost.apps.digits.DigitsClient`), in float64: the two
-give the same model to float rounding. This module imports no ML framework; torch is needed once
-the task trains.
+same batch order as the NumPy demo client (`DigitsClient`), in float64: the two give the same
+model to float rounding. This module imports no ML framework; torch is needed once the task
+trains.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from roost.apps.digits import NUM_CLASSES, NUM_FEATURES, DemoSettings, client_data
+from roost.apps.digits.client import client_data
+from roost.apps.digits.settings import NUM_CLASSES, NUM_FEATURES, DemoSettings
 from roost.client.client import ClientFn
 from roost.engines import torch_available
 from roost.tasks.recipe import SGD, Task
@@ -65,13 +66,21 @@ def demo_engine(
     if engine not in (None, "vectorized"):
         return engine, client_fn, None
     if not torch_available():
-        return "sequential", client_fn, (
-            "torch is not installed: the NumPy demo runs on the sequential engine "
-            "(pip install torch for the vectorized engine)"
+        return (
+            "sequential",
+            client_fn,
+            (
+                "torch is not installed: the NumPy demo runs on the sequential engine "
+                "(pip install torch for the vectorized engine)"
+            ),
         )
     if not plain:
-        return "sequential", client_fn, (
-            "attacked and gradient-returning clients run on the sequential engine "
-            "(the vectorized engine trains the plain demo clients only)"
+        return (
+            "sequential",
+            client_fn,
+            (
+                "attacked and gradient-returning clients run on the sequential engine "
+                "(the vectorized engine trains the plain demo clients only)"
+            ),
         )
     return "vectorized", digits_task(settings), None

@@ -1,0 +1,52 @@
+"""The demo as the app `roost simulate | server | client` run when no `--app` is given."""
+
+from __future__ import annotations
+
+import argparse
+
+from roost.apps.digits.attacks import add_attack_arguments, attacked_client_fn
+from roost.apps.digits.client import make_client_fn
+from roost.apps.digits.settings import check_settings
+from roost.apps.digits.strategy import demo_strategy
+from roost.apps.digits.task import demo_engine
+from roost.cli.app import App, Simulation
+from roost.cli.settings import RunSettings
+from roost.client.client import ClientFn
+from roost.strategy.strategy import Strategy
+
+
+class DigitsApp(App):
+    """Softmax regression on scikit-learn's digits, split IID, under any `--strategy`."""
+
+    title = "the bundled digits demo"
+    description = (
+        "Simulate FedAvg over softmax regression on scikit-learn's digits, split IID across "
+        "clients, with centralized evaluation on a held-out test split."
+    )
+
+    def add_arguments(self, parser: argparse.ArgumentParser, command: str) -> None:
+        """`roost simulate` gets the attack options (a server builds no clients)."""
+        if command == "simulate":
+            add_attack_arguments(parser)
+
+    def simulation(self, args: argparse.Namespace, settings: RunSettings) -> Simulation:
+        """The demo's clients (some attacking, with `--attack`) and `--strategy`, on `--engine`.
+
+        Without `--engine`, the vectorized engine trains the plain demo when torch is installed.
+        """
+        check_settings(settings)
+        strategy = demo_strategy(args, settings)
+        client_fn = attacked_client_fn(args, make_client_fn(settings.seed), settings.num_clients)
+        plain = args.attack is None and args.strategy != "fedsgd"
+        engine, client_fn, notice = demo_engine(args.engine, client_fn, settings, plain=plain)
+        return Simulation(client_fn, strategy, engine, notice)
+
+    def server_strategy(self, args: argparse.Namespace, settings: RunSettings) -> Strategy:
+        """`--strategy` with the demo's knobs, waiting for `settings.num_clients` clients."""
+        strategy = demo_strategy(args, settings)
+        strategy.min_available_clients = settings.num_clients
+        return strategy
+
+    def make_client_fn(self, seed: int) -> ClientFn:
+        """The demo client of a partition, with the data split of `seed`."""
+        return make_client_fn(seed)

@@ -1,0 +1,27 @@
+"""The demo's sizes and knobs, and the check that refuses settings it cannot run."""
+
+from __future__ import annotations
+
+from roost.cli.settings import RunSettings
+from roost.data.bundled_digits import load_digits_split
+from roost.errors import ConfigurationError
+
+NUM_FEATURES = 64
+NUM_CLASSES = 10
+VALIDATION_FRACTION = 0.1
+
+DemoSettings = RunSettings
+"""The demo's knobs are the command line's run settings: clients, rounds, fractions, epochs,
+batch size, learning rate and seed (`DemoSettings()` gives the defaults `roost simulate` runs)."""
+
+
+def check_settings(settings: DemoSettings) -> None:
+    """Refuse settings the demo cannot run, before any client is built."""
+    train, _ = load_digits_split(seed=settings.seed)
+    # Each client keeps 10 % of its share for validation and must still have something to train on.
+    most = len(train.y) // 2
+    if not 1 <= settings.num_clients <= most:
+        raise ConfigurationError(
+            f"the digits demo has {len(train.y)} training samples, enough for 1 to {most} "
+            f"clients; got {settings.num_clients}: use fewer clients"
+        )

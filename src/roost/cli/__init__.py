@@ -1,0 +1,61 @@
+"""The `roost` command: `roost simulate | server | client | plot`.
+
+Each command is a module here (`roost.cli.simulate`, ...). Without `--app`, `simulate`, `server`
+and `client` run the app named by `DEFAULT_APP`, loaded by name like any `--app`; this layer does
+not import the applications above it.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from importlib import metadata
+
+from roost.cli import client, plot, server, simulate
+from roost.cli.app import App, load_app
+from roost.cli.config_file import parse_with_config_file
+from roost.cli.options import CommandParser
+from roost.errors import RoostError
+
+__all__ = ["DEFAULT_APP", "build_parser", "main", "package_version"]
+
+DEFAULT_APP = "roost.apps.digits:app"
+"""The `--app` that `roost simulate | server | client` run when none is given."""
+
+
+def package_version() -> str:
+    """roost's version from the installed package's metadata."""
+    try:
+        return metadata.version("roost")
+    except metadata.PackageNotFoundError:  # imported from a source tree that was never installed
+        return "unknown (not installed)"
+
+
+def build_parser(default_app: App | None = None) -> CommandParser:
+    """The `roost` argument parser; `default_app` (else `DEFAULT_APP`) runs without `--app`."""
+    app = default_app if default_app is not None else load_app(DEFAULT_APP)
+    parser = CommandParser(
+        prog="roost", description="roost: federated learning, simulated or deployed."
+    )
+    parser.add_argument("--version", action="version", version=f"roost {package_version()}")
+    simulate.add_command(parser, app)
+    server.add_command(parser, app)
+    client.add_command(parser, app)
+    plot.add_command(parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `roost` command; returns the exit status (2: a refused setting)."""
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if getattr(args, "config", None):  # only `roost simulate` reads option files
+            args = parse_with_config_file(parser, argv, args)
+        return args.handler(args)
+    except RoostError as error:
+        print(f"roost: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("roost: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,97 @@
+"""`roost client`: join a run served by `roost server`, training one data partition."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from functools import partial
+
+from roost.cli.app import App, load_app
+from roost.cli.options import CommandParser, positive_float, positive_int
+from roost.cli.server import add_message_size_option
+from roost.cli.settings import RunSettings, add_app_option
+from roost.errors import ConfigurationError
+from roost.log import ensure_logging
+
+
+def add_command(root: CommandParser, default_app: App) -> None:
+    """Add `roost client` to `root`; `default_app` runs unless `--app` names another."""
+    parser = root.add_command(
+        "client",
+        help="join a federated run served by `roost server`",
+        description="Connect to a roost server, train on this partition when asked, and exit "
+        "when the server ends the run. Reconnects when the server restarts.",
+    )
+    parser.add_argument(
+        "--server", default="127.0.0.1:8080", help="host:port of the server (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--partition-id",
+        type=int,
+        required=True,
+        help="which data partition this client holds (0-based)",
+    )
+    parser.add_argument(
+        "--num-partitions",
+        type=positive_int,
+        required=True,
+        help="how many partitions the data is split into",
+    )
+    parser.add_argument(
+        "--node-id",
+        default=None,
+        help="the name this client joins under (default: the partition id)",
+    )
+    parser.add_argument(
+        "--root-certificate",
+        metavar="PEM",
+        default=None,
+        help="connect with TLS, trusting the server certificate this CA signed",
+    )
+    parser.add_argument(
+        "--token",
+        default=None,
+        help="this node's token (default: the ROOST_TOKEN environment variable)",
+    )
+    parser.add_argument(
+        "--reconnect-timeout",
+        type=positive_float,
+        default=600.0,
+        help="give up after this many seconds without a connection (default: %(default)s)",
+    )
+    add_message_size_option(parser, "largest instruction accepted")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=RunSettings().seed,
+        help="demo: seed of the data split, same as the server's (default: %(default)s)",
+    )
+    add_app_option(parser, default_app.title)
+    parser.add_argument("--quiet", action="store_true", help="log warnings and errors only")
+    default_app.add_arguments(parser, "client")
+    parser.set_defaults(handler=partial(run, default_app=default_app))
+
+
+def run(args: argparse.Namespace, default_app: App) -> int:
+    """Connect, train when asked, and return once the server ends the run."""
+    from roost.deploy import start_client
+
+    ensure_logging(logging.WARNING if args.quiet else logging.INFO)
+    if not 0 <= args.partition_id < args.num_partitions:
+        raise ConfigurationError(
+            f"--partition-id must be in [0, {args.num_partitions - 1}], got {args.partition_id}"
+        )
+    app = load_app(args.app) if args.app else default_app
+    start_client(
+        server_address=args.server,
+        client_fn=app.make_client_fn(args.seed),
+        partition_id=args.partition_id,
+        num_partitions=args.num_partitions,
+        node_id=args.node_id,
+        root_certificates=args.root_certificate,
+        token=args.token or os.environ.get("ROOST_TOKEN") or None,
+        max_message_bytes=int(args.max_message_mb * (1 << 20)),
+        reconnect_timeout=args.reconnect_timeout,
+    )
+    return 0

@@ -1,0 +1,121 @@
+"""`roost server`: serve a federated run over gRPC to clients started with `roost client`."""
+
+from __future__ import annotations
+
+import argparse
+from functools import partial
+
+from roost.cli.app import App, load_app
+from roost.cli.options import CommandParser, positive_float, positive_int
+from roost.cli.report import add_output_options, history_table, start_console
+from roost.cli.settings import (
+    RunSettings,
+    add_app_option,
+    add_run_options,
+    server_config,
+    settings_from_args,
+)
+from roost.cli.strategy_options import add_strategy_arguments
+from roost.errors import ConfigurationError
+
+DEFAULT_MIN_CLIENTS = 2
+
+
+def add_command(root: CommandParser, default_app: App) -> None:
+    """Add `roost server` to `root`; `default_app` runs unless `--app` names another."""
+    parser = root.add_command(
+        "server",
+        help=f"serve a federated run over the network (default: {default_app.title})",
+        description="Serve a federated run over gRPC. Clients started with `roost client` "
+        "connect to it; the run starts once --min-clients are connected.",
+    )
+    parser.add_argument(
+        "--address", default="0.0.0.0:8080", help="host:port to listen on (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--min-clients",
+        type=positive_int,
+        default=None,
+        help="clients that must be connected before a round starts "
+        f"(default: {DEFAULT_MIN_CLIENTS}, or the app's strategy setting)",
+    )
+    add_output_options(parser)
+    parser.add_argument(
+        "--state",
+        metavar="DIR",
+        default=None,
+        help="record every completed round in DIR so the run survives a restart",
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="continue the run recorded in --state DIR"
+    )
+    parser.add_argument(
+        "--certificates",
+        nargs=2,
+        metavar=("CERT", "KEY"),
+        default=None,
+        help="serve TLS with this PEM certificate chain and private key",
+    )
+    parser.add_argument(
+        "--auth-tokens",
+        metavar="FILE",
+        default=None,
+        help="admit only clients with a token from FILE ('node-id token' lines)",
+    )
+    parser.add_argument(
+        "--wait-timeout",
+        type=positive_float,
+        default=None,
+        help="give up after waiting this many seconds for enough clients (default: wait forever)",
+    )
+    add_message_size_option(parser, "largest result accepted from a client")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=RunSettings().seed,
+        help="seed for client sampling and the demo's data (default: %(default)s)",
+    )
+    add_app_option(parser, default_app.title)
+    add_run_options(parser, app_only=True)
+    add_strategy_arguments(parser)
+    default_app.add_arguments(parser, "server")
+    parser.set_defaults(handler=partial(run, default_app=default_app))
+
+
+def add_message_size_option(parser: argparse.ArgumentParser, what: str) -> None:
+    """`--max-message-mb`: the largest message this end accepts (`what` says which)."""
+    parser.add_argument(
+        "--max-message-mb",
+        type=positive_float,
+        default=1024,
+        help=f"{what}, in MiB (default: %(default)s)",
+    )
+
+
+def run(args: argparse.Namespace, default_app: App) -> int:
+    """Serve the run `args` describe until its last round; print the summary."""
+    from roost.deploy import start_server
+
+    console = start_console(args.quiet)
+    if args.resume and not args.state:
+        raise ConfigurationError("--resume needs --state DIR, the directory of the run to resume")
+    app = load_app(args.app) if args.app else default_app
+    settings = settings_from_args(args, num_clients=args.min_clients or DEFAULT_MIN_CLIENTS)
+    strategy = app.server_strategy(args, settings)
+    if args.min_clients is not None:
+        strategy.min_available_clients = args.min_clients
+    history = start_server(
+        server_address=args.address,
+        config=server_config(args),
+        strategy=strategy,
+        seed=args.seed,
+        certificates=args.certificates,
+        auth_tokens=args.auth_tokens,
+        state_dir=args.state,
+        resume=args.resume,
+        out_dir=args.out,
+        max_message_bytes=int(args.max_message_mb * (1 << 20)),
+        client_wait_timeout=args.wait_timeout,
+    )
+    console.print(history_table(history))
+    return 0

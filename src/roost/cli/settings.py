@@ -1,0 +1,101 @@
+"""The round and local-training options `roost simulate` and `roost server` share.
+
+`add_run_options` adds them to a command; `settings_from_args` reads them back as one
+`RunSettings`, which the command hands to its app; `server_config` is the round loop's part of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+from roost.cli.options import fraction, positive_float, positive_int
+from roost.server.loop import ServerConfig
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What the command line asks of a run; an app maps these onto its clients and strategy.
+
+    Args:
+        num_clients: clients in the federation (`roost server`: the clients it waits for).
+        num_rounds: federated rounds.
+        fraction_fit: share of the clients trained per round.
+        fraction_evaluate: share of the clients evaluating per round.
+        local_epochs: local epochs per round.
+        batch_size: local mini-batch size.
+        learning_rate: the clients' local learning rate.
+        seed: seed of client sampling, the data split and local shuffling.
+    """
+
+    num_clients: int = 10
+    num_rounds: int = 5
+    fraction_fit: float = 1.0
+    fraction_evaluate: float = 1.0
+    local_epochs: int = 1
+    batch_size: int = 16
+    learning_rate: float = 0.5
+    seed: int = 0
+
+
+def add_run_options(parser: argparse.ArgumentParser, *, app_only: bool = False) -> None:
+    """Add the round and local-training options; `app_only` marks those only the app reads."""
+    defaults = RunSettings()
+    parser.add_argument(
+        "--rounds",
+        type=positive_int,
+        default=defaults.num_rounds,
+        help="number of federated rounds (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--round-timeout",
+        type=positive_float,
+        default=None,
+        help="seconds a client may take per instruction (default: no limit)",
+    )
+    mark = "demo: " if app_only else ""
+    for flag, kind, default, text in (
+        ("--fraction-fit", fraction, defaults.fraction_fit, "share of clients trained per round"),
+        (
+            "--fraction-evaluate",
+            fraction,
+            defaults.fraction_evaluate,
+            "share of clients evaluating per round",
+        ),
+        ("--local-epochs", positive_int, defaults.local_epochs, "local epochs per round"),
+        ("--batch-size", positive_int, defaults.batch_size, "local mini-batch size"),
+        ("--lr", positive_float, defaults.learning_rate, "local SGD learning rate"),
+    ):
+        parser.add_argument(
+            flag, type=kind, default=default, help=f"{mark}{text} (default: %(default)s)"
+        )
+
+
+def add_app_option(parser: argparse.ArgumentParser, default_title: str) -> None:
+    """Add `--app MODULE:ATTR`; `default_title` names the app run without it."""
+    parser.add_argument(
+        "--app",
+        metavar="MODULE:ATTR",
+        default=None,
+        help=f"run your roost.App (or client_fn) instead of {default_title}; "
+        "the demo options below are then ignored",
+    )
+
+
+def settings_from_args(args: argparse.Namespace, *, num_clients: int) -> RunSettings:
+    """The `RunSettings` a command's parsed options describe, for `num_clients` clients."""
+    return RunSettings(
+        num_clients=num_clients,
+        num_rounds=args.rounds,
+        fraction_fit=args.fraction_fit,
+        fraction_evaluate=args.fraction_evaluate,
+        local_epochs=args.local_epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        seed=args.seed,
+    )
+
+
+def server_config(args: argparse.Namespace) -> ServerConfig:
+    """The round loop's settings: the number of rounds and the per-instruction timeout."""
+    return ServerConfig(num_rounds=args.rounds, round_timeout=args.round_timeout)

@@ -1,0 +1,85 @@
+"""`roost simulate`: a federation on this machine (without `--app`: the default app)."""
+
+from __future__ import annotations
+
+import argparse
+from functools import partial
+
+from roost.cli.app import App, load_app
+from roost.cli.options import CommandParser, positive_int
+from roost.cli.report import add_output_options, history_table, start_console
+from roost.cli.settings import (
+    RunSettings,
+    add_app_option,
+    add_run_options,
+    server_config,
+    settings_from_args,
+)
+from roost.cli.strategy_options import add_strategy_arguments
+from roost.engines import ENGINES
+
+
+def add_command(root: CommandParser, default_app: App) -> None:
+    """Add `roost simulate` to `root`; `default_app` runs unless `--app` names another."""
+    parser = root.add_command(
+        "simulate",
+        help=f"simulate a federation on this machine (default: {default_app.title})",
+        description=default_app.description,
+    )
+    parser.add_argument(
+        "--clients",
+        type=positive_int,
+        default=RunSettings().num_clients,
+        help="number of clients (default: %(default)s)",
+    )
+    add_app_option(parser, default_app.title)
+    add_run_options(parser)
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=RunSettings().seed,
+        help="seed for data split, sampling and local shuffling (default: %(default)s)",
+    )
+    add_output_options(parser)
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        default=None,
+        help="read options from a TOML file (keys as the long options, e.g. rounds = 10); "
+        "flags given on the command line override it",
+    )
+    parser.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default=None,
+        help="how clients run (default: vectorized when torch is installed, else sequential)",
+    )
+    add_strategy_arguments(parser)
+    default_app.add_arguments(parser, "simulate")
+    parser.set_defaults(handler=partial(run, default_app=default_app))
+
+
+def run(args: argparse.Namespace, default_app: App) -> int:
+    """Run `roost simulate` as `args` say; print the summary and write `--out`."""
+    from roost.outputs import save_run
+    from roost.simulation import run_simulation
+
+    console = start_console(args.quiet)
+    app = load_app(args.app) if args.app else default_app
+    settings = settings_from_args(args, num_clients=args.clients)
+    simulation = app.simulation(args, settings)
+    if simulation.notice:
+        console.print(simulation.notice, soft_wrap=True, markup=False)
+    history = run_simulation(
+        simulation.client_fn,
+        settings.num_clients,
+        strategy=simulation.strategy,
+        config=server_config(args),
+        seed=settings.seed,
+        engine=simulation.engine,
+    )
+    console.print(history_table(history))
+    if args.out:
+        for path in save_run(args.out, history):
+            console.print(f"wrote {path}")
+    return 0
