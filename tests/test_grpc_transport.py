@@ -12,6 +12,7 @@ import grpc
 import numpy as np
 import pytest
 from grpc_support import (
+    wait_for,
     NUM_FEATURES,
     LinearClient,
     RawClient,
@@ -530,3 +531,44 @@ def test_a_node_connecting_again_replaces_its_old_connection(pool):
         finally:
             old.close()
             new.close()
+
+
+# -- upload slots ---------------------------------------------------------------------------------
+
+SPEC = [pb.ArraySpec(dtype="<f8", shape=[NUM_FEATURES])]
+
+
+def test_upload_slots_come_back_from_clients_that_leave_while_waiting_or_uploading(pool):
+    """One slot; one client leaves mid-upload, two leave while waiting for the slot. Every later
+    round still gets the results of all remaining clients (a leaked slot would block them)."""
+    honest = {str(p): (lambda p=p: LinearClient(p)) for p in (0, 1)}
+    with serving(max_concurrent_uploads=1) as transport, clients(transport.address, honest):
+        leaving = [RawClient(transport.address, node_id=f"leaving{i}") for i in range(3)]
+        try:
+            transport.wait_for_clients(5, timeout=10)
+            cohort = [(f"leaving{i}", fit_ins()) for i in range(3)]
+            future = start_round(pool, transport, cohort, timeout=30)
+            headers = [raw.instruction()[0] for raw in leaving]
+            # The first one takes the slot and sends half of its result ...
+            _declare(leaving[0], headers[0].message_id, SPEC, 2)
+            leaving[0].send(wire.chunk_frame(b"\0" * 16))
+            time.sleep(0.3)
+            # ... the others declare theirs and wait for the slot.
+            for raw, header in zip(leaving[1:], headers[1:], strict=True):
+                _declare(raw, header.message_id, SPEC, 1)
+            time.sleep(0.3)
+            for raw in [*leaving[1:], leaving[0]]:  # the waiting ones leave first
+                raw.close()
+                wait_for(lambda raw=raw: raw.ended.is_set(), 10, what="the stream to end")
+            outcomes = dict(future.result(20))
+            assert {outcome.kind for outcome in outcomes.values()} == {"disconnected"}
+        finally:
+            for raw in leaving:
+                raw.close()
+        for server_round in (2, 3, 4):
+            ins = fit_ins(float(server_round), server_round)
+            outcomes = dict(
+                start_round(pool, transport, [("0", ins), ("1", ins)], timeout=10).result(30)
+            )
+            for partition in (0, 1):
+                assert isinstance(outcomes[str(partition)], FitRes), outcomes
