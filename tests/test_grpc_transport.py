@@ -27,7 +27,7 @@ from roost.errors import ClientRefusedError, NotEnoughClientsError, ServerUnreac
 from roost.server.loop import ServerConfig, run_rounds
 from roost.transport.grpc import roost_pb2 as pb
 from roost.transport.grpc import wire
-from roost.transport.grpc.runtime import GrpcClientRuntime
+from roost.transport.grpc.client import GrpcClient
 from roost.transport.grpc.server import GrpcServerTransport
 
 MAX_MESSAGE = 1 << 20
@@ -53,26 +53,26 @@ def serving(**options):
 
 @contextmanager
 def clients(address: str, make_clients: dict, **options):
-    """Client runtimes in threads, keyed by node id; each is stopped and joined at the end."""
-    runtimes, threads, errors = [], [], []
+    """gRPC clients in threads, keyed by node id; each is stopped and joined at the end."""
+    grpc_clients, threads, errors = [], [], []
     for node_id, make_client in make_clients.items():
-        runtime = GrpcClientRuntime(address, make_client, node_id, reconnect_timeout=10, **options)
+        grpc_client = GrpcClient(address, make_client, node_id, reconnect_timeout=10, **options)
 
-        def serve(runtime=runtime):
+        def serve(grpc_client=grpc_client):
             try:
-                runtime.run()
+                grpc_client.run()
             except Exception as error:  # surfaced to the test below
                 errors.append(error)
 
         thread = threading.Thread(target=serve, daemon=True)
         thread.start()
-        runtimes.append(runtime)
+        grpc_clients.append(grpc_client)
         threads.append(thread)
     try:
         yield errors
     finally:
-        for runtime in runtimes:
-            runtime.stop()
+        for grpc_client in grpc_clients:
+            grpc_client.stop()
         for thread in threads:
             thread.join(10)
 
@@ -403,7 +403,7 @@ def test_tokens_admit_their_node_and_refuse_everything_else(pool):
         assert error is not None and error.code() == grpc.StatusCode.UNAUTHENTICATED
 
         def refused(node_id, token):
-            runtime = GrpcClientRuntime(
+            grpc_client = GrpcClient(
                 transport.address,
                 lambda: LinearClient(0),
                 node_id,
@@ -411,7 +411,7 @@ def test_tokens_admit_their_node_and_refuse_everything_else(pool):
                 reconnect_timeout=5,
             )
             with pytest.raises(ClientRefusedError) as info:
-                runtime.run()
+                grpc_client.run()
             return str(info.value)
 
         assert "credentials" in refused("0", "a-wrong-token-0123456789")
@@ -433,11 +433,11 @@ def test_tls_serves_clients_that_trust_its_certificate(tmp_path, pool):
     with serving(certificates=(certificates["server"], certificates["server-key"])) as transport:
         address = f"localhost:{transport.port}"
         for root in (None, untrusted_ca):  # no TLS at all, or a CA that did not sign the server
-            runtime = GrpcClientRuntime(
+            grpc_client = GrpcClient(
                 address, lambda: LinearClient(0), "0", root_certificates=root, reconnect_timeout=1.0
             )
             with pytest.raises(ServerUnreachableError):
-                runtime.run()
+                grpc_client.run()
         assert transport.connected() == []
         with clients(
             address,

@@ -28,7 +28,7 @@ from roost.server.loop import RoundCallback, ServerConfig, ServerState, run_roun
 from roost.server.state import StateStore
 from roost.strategy.presets import FedAvg
 from roost.strategy.strategy import Strategy
-from roost.transport.grpc.runtime import GrpcClientRuntime
+from roost.transport.grpc.client import GrpcClient
 from roost.transport.grpc.security import PemSource
 from roost.transport.grpc.server import GrpcServerTransport
 from roost.transport.grpc.wire import DEFAULT_MAX_MESSAGE_BYTES
@@ -175,7 +175,7 @@ def start_client(
             run_config=dict(run_config or {}),
         )
         make_client = lambda: client_fn(context)  # noqa: E731
-    GrpcClientRuntime(
+    GrpcClient(
         server_address,
         make_client,
         node_id,
