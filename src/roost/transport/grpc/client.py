@@ -28,13 +28,13 @@ from roost.errors import (
 )
 from roost.transport.grpc import roost_pb2 as pb
 from roost.transport.grpc import wire
-from roost.transport.grpc.dispatch import dispatch_frame
 from roost.transport.grpc.security import (
     PemSource,
     channel_credentials,
     check_node_id,
     token_metadata,
 )
+from roost.transport.grpc.stream import check_chunk_bytes, dispatch_frame, stream_options
 
 log = logging.getLogger(__name__)
 
@@ -92,10 +92,7 @@ class GrpcClient:
         initial_backoff: float = 0.5,
         max_backoff: float = 10.0,
     ) -> None:
-        if not 0 < chunk_bytes <= wire.FRAME_LIMIT_BYTES - 1024:
-            raise ConfigurationError(
-                f"chunk_bytes must be in (0, {wire.FRAME_LIMIT_BYTES - 1024}], got {chunk_bytes}"
-            )
+        check_chunk_bytes(chunk_bytes)
         if not isinstance(max_message_bytes, int) or max_message_bytes < 1:
             raise ConfigurationError(
                 f"max_message_bytes must be an int >= 1, got {max_message_bytes!r}"
@@ -115,15 +112,7 @@ class GrpcClient:
         self.max_backoff = max_backoff
         self._stopped = threading.Event()
         self._call: grpc.Future | None = None
-        keepalive_ms = int(keepalive_s * 1000)
-        self._options = [
-            ("grpc.max_receive_message_length", wire.FRAME_LIMIT_BYTES),
-            ("grpc.max_send_message_length", wire.FRAME_LIMIT_BYTES),
-            ("grpc.keepalive_time_ms", keepalive_ms),
-            ("grpc.keepalive_timeout_ms", max(keepalive_ms, 10_000)),
-            ("grpc.keepalive_permit_without_calls", 1),
-            ("grpc.http2.max_pings_without_data", 0),
-        ]
+        self._options = stream_options(keepalive_s)
 
     def run(self) -> None:
         """Serve until the server ends the run.

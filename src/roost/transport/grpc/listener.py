@@ -16,6 +16,7 @@ from roost.transport.grpc.security import (
     TokenStore,
     server_credentials,
 )
+from roost.transport.grpc.stream import stream_options
 
 log = logging.getLogger(__name__)
 
@@ -24,16 +25,10 @@ _LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 def server_options(receive_window_bytes: int, keepalive_s: float) -> list[tuple[str, int]]:
     """gRPC channel options of the server (see `GrpcServerTransport` for what they bound)."""
-    keepalive_ms = int(keepalive_s * 1000)
     return [
-        ("grpc.max_receive_message_length", wire.FRAME_LIMIT_BYTES),
-        ("grpc.max_send_message_length", wire.FRAME_LIMIT_BYTES),
-        ("grpc.keepalive_time_ms", keepalive_ms),
-        ("grpc.keepalive_timeout_ms", max(keepalive_ms, 10_000)),
-        ("grpc.keepalive_permit_without_calls", 1),
+        *stream_options(keepalive_s),
         ("grpc.http2.bdp_probe", 0),
         ("grpc.http2.lookahead_bytes", receive_window_bytes),
-        ("grpc.http2.max_pings_without_data", 0),
         # Clients ping as often as every second while they train; that is not abuse.
         ("grpc.http2.min_recv_ping_interval_without_data_ms", 1000),
         ("grpc.http2.max_ping_strikes", 0),

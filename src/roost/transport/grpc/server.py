@@ -26,6 +26,7 @@ from roost.transport.grpc.listener import Listener, server_options
 from roost.transport.grpc.registry import Awaited, Connection, Registry, Sink
 from roost.transport.grpc.security import PemSource, TokenStore
 from roost.transport.grpc.session import RUN_END, SessionSettings, StreamHandler
+from roost.transport.grpc.stream import check_chunk_bytes
 from roost.transport.grpc.uploads import UploadSlots
 
 log = logging.getLogger(__name__)
@@ -258,10 +259,7 @@ def _take_all(sink: Sink) -> list[Outcome]:
 def _check_settings(
     *, chunk_bytes: int, upload_idle_timeout: float | None, **positive_ints: int
 ) -> None:
-    if not 0 < chunk_bytes <= wire.FRAME_LIMIT_BYTES - 1024:
-        raise ConfigurationError(
-            f"chunk_bytes must be in (0, {wire.FRAME_LIMIT_BYTES - 1024}], got {chunk_bytes}"
-        )
+    check_chunk_bytes(chunk_bytes)
     for name, value in positive_ints.items():
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ConfigurationError(f"{name} must be an int >= 1, got {value!r}")

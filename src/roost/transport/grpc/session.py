@@ -27,8 +27,8 @@ from roost.core.validation import validate_result
 from roost.errors import InvalidMessageError
 from roost.transport.grpc import roost_pb2 as pb
 from roost.transport.grpc import wire
-from roost.transport.grpc.dispatch import dispatch_frame
 from roost.transport.grpc.registry import Connection, Refused, Registry
+from roost.transport.grpc.stream import dispatch_frame
 from roost.transport.grpc.uploads import Slot, Upload, UploadSlots
 
 log = logging.getLogger(__name__)

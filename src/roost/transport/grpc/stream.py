@@ -1,6 +1,6 @@
-"""Route each received frame to the handler of its kind; shared by server and client streams.
+"""What both ends of a `Join` stream share: gRPC options, the chunk size, and frame dispatch.
 
-Both ends of a stream receive the same way: chunk frames (nearly all the bytes) are read in
+Both ends receive the same way: chunk frames (nearly all the bytes) are read in
 place and go to the message being assembled; every other frame is parsed and looked up in a table
 of `frame kind -> handler`. A kind missing from the table, or any frame other than a chunk in the
 middle of a message's chunks, is a protocol error.
@@ -10,12 +10,33 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from roost.errors import InvalidMessageError
+from roost.errors import ConfigurationError, InvalidMessageError
 from roost.transport.grpc import roost_pb2 as pb
 from roost.transport.grpc import wire
 
 FrameHandler = Callable[[pb.Frame], None]
 ChunkHandler = Callable[[bytes | memoryview], None]
+
+
+def stream_options(keepalive_s: float) -> list[tuple[str, int]]:
+    """gRPC options of both ends of a stream: frame size limits and keepalive pings."""
+    keepalive_ms = int(keepalive_s * 1000)
+    return [
+        ("grpc.max_receive_message_length", wire.FRAME_LIMIT_BYTES),
+        ("grpc.max_send_message_length", wire.FRAME_LIMIT_BYTES),
+        ("grpc.keepalive_time_ms", keepalive_ms),
+        ("grpc.keepalive_timeout_ms", max(keepalive_ms, 10_000)),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+    ]
+
+
+def check_chunk_bytes(chunk_bytes: int) -> None:
+    """Array bytes per chunk frame must leave room in the frame for its framing."""
+    if not 0 < chunk_bytes <= wire.FRAME_LIMIT_BYTES - 1024:
+        raise ConfigurationError(
+            f"chunk_bytes must be in (0, {wire.FRAME_LIMIT_BYTES - 1024}], got {chunk_bytes}"
+        )
 
 
 def dispatch_frame(
