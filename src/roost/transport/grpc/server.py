@@ -104,11 +104,6 @@ class GrpcServerTransport:
             max_clients=max_clients,
             options=server_options(receive_window_bytes, keepalive_s),
         )
-        self.tls, self.port, self.address = (
-            self._listener.tls,
-            self._listener.port,
-            self._listener.address,
-        )
         self._stopped = threading.Event()
         if upload_idle_timeout is not None:
             threading.Thread(
@@ -160,6 +155,20 @@ class GrpcServerTransport:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    @property
+    def address(self) -> str:
+        """`host:port` the server listens on, with the port it got for port 0."""
+        return self._listener.address
+
+    @property
+    def port(self) -> int:
+        return self._listener.port
+
+    @property
+    def tls(self) -> bool:
+        """Whether clients must connect with TLS."""
+        return self._listener.tls
 
     def connected(self) -> list[ClientId]:
         """Ids of the clients connected now, sorted."""
