@@ -1,4 +1,5 @@
-"""Helpers for the gRPC tests: a light app, test certificates, processes and a raw test client."""
+"""Helpers for the gRPC tests: a light app, test certificates, processes, a raw test client, and
+a server with clients in this process."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import Future
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -19,9 +21,12 @@ import grpc
 import numpy as np
 
 import roost
+from roost.core.types import FitIns
 from roost.transport.grpc import roost_pb2 as pb
 from roost.transport.grpc import wire
+from roost.transport.grpc.client import GrpcClient
 from roost.transport.grpc.security import token_metadata
+from roost.transport.grpc.server import GrpcServerTransport
 
 TESTS_DIR = Path(__file__).resolve().parent
 NUM_FEATURES = 5
@@ -321,3 +326,60 @@ class RawClient:
         self._outbox.put(None)
         self.call.cancel()
         self.channel.close()
+
+
+def declare(raw: RawClient, message_id: int, specs, num_chunks: int, kind: int = pb.FIT) -> None:
+    """Send only the header of a result: `num_chunks` chunks are then expected."""
+    header = pb.Header(message_id=message_id, kind=kind, arrays=specs, num_chunks=num_chunks)
+    raw.send(wire.frame_bytes(result=header))
+
+
+# -- a server and clients in this process ------------------------------------------------------
+
+
+@contextmanager
+def serving(**options):
+    transport = GrpcServerTransport("127.0.0.1:0", **options)
+    try:
+        yield transport
+    finally:
+        transport.close(grace=1.0)
+
+
+@contextmanager
+def clients(address: str, make_clients: dict, **options):
+    """gRPC clients in threads, keyed by node id; each is stopped and joined at the end."""
+    grpc_clients, threads, errors = [], [], []
+    for node_id, make_client in make_clients.items():
+        grpc_client = GrpcClient(address, make_client, node_id, reconnect_timeout=10, **options)
+
+        def serve(grpc_client=grpc_client):
+            try:
+                grpc_client.run()
+            except Exception as error:  # surfaced to the test below
+                errors.append(error)
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        grpc_clients.append(grpc_client)
+        threads.append(thread)
+    try:
+        yield errors
+    finally:
+        for grpc_client in grpc_clients:
+            grpc_client.stop()
+        for thread in threads:
+            thread.join(10)
+
+
+def start_round(pool, transport, cohort, timeout=10.0) -> Future:
+    return pool.submit(lambda: list(transport.run(cohort, timeout)))
+
+
+def fit_ins(value: float = 0.0, server_round: int = 1) -> FitIns:
+    return FitIns([np.full(NUM_FEATURES, value)], {"server_round": server_round})
+
+
+def honest_update(partition_id: int, ins: FitIns) -> np.ndarray:
+    client = LinearClient(partition_id)
+    return client.fit([a.copy() for a in ins.parameters], ins.config)[0][0]

@@ -5,8 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import numpy as np
@@ -15,19 +14,32 @@ from grpc_support import (
     NUM_FEATURES,
     LinearClient,
     RawClient,
+    clients,
+    declare,
+    fit_ins,
+    honest_update,
     make_certificates,
     make_strategy,
+    serving,
     simulate,
+    start_round,
 )
 
 import roost
-from roost.core.types import EvaluateIns, EvaluateRes, Failure, FitIns, FitRes
+from roost.core.types import (
+    EvaluateIns,
+    EvaluateRes,
+    Failure,
+    FitIns,
+    FitRes,
+    GetParametersIns,
+    GetParametersRes,
+)
 from roost.errors import ClientRefusedError, NotEnoughClientsError, ServerUnreachableError
 from roost.server.loop import ServerConfig, run_rounds
 from roost.transport.grpc import roost_pb2 as pb
 from roost.transport.grpc import wire
-from roost.transport.grpc.runtime import GrpcClientRuntime
-from roost.transport.grpc.server import GrpcServerTransport
+from roost.transport.grpc.client import GrpcClient
 
 MAX_MESSAGE = 1 << 20
 
@@ -39,54 +51,6 @@ def pool():
         yield executor
     finally:
         executor.shutdown(wait=False, cancel_futures=True)
-
-
-@contextmanager
-def serving(**options):
-    transport = GrpcServerTransport("127.0.0.1:0", **options)
-    try:
-        yield transport
-    finally:
-        transport.close(grace=1.0)
-
-
-@contextmanager
-def clients(address: str, make_clients: dict, **options):
-    """Client runtimes in threads, keyed by node id; each is stopped and joined at the end."""
-    runtimes, threads, errors = [], [], []
-    for node_id, make_client in make_clients.items():
-        runtime = GrpcClientRuntime(address, make_client, node_id, reconnect_timeout=10, **options)
-
-        def serve(runtime=runtime):
-            try:
-                runtime.run()
-            except Exception as error:  # surfaced to the test below
-                errors.append(error)
-
-        thread = threading.Thread(target=serve, daemon=True)
-        thread.start()
-        runtimes.append(runtime)
-        threads.append(thread)
-    try:
-        yield errors
-    finally:
-        for runtime in runtimes:
-            runtime.stop()
-        for thread in threads:
-            thread.join(10)
-
-
-def start_round(pool, transport, cohort, timeout=10.0) -> Future:
-    return pool.submit(lambda: list(transport.run(cohort, timeout)))
-
-
-def fit_ins(value: float = 0.0, server_round: int = 1) -> FitIns:
-    return FitIns([np.full(NUM_FEATURES, value)], {"server_round": server_round})
-
-
-def honest_update(partition_id: int, ins: FitIns) -> np.ndarray:
-    client = LinearClient(partition_id)
-    return client.fit([a.copy() for a in ins.parameters], ins.config)[0][0]
 
 
 # -- the round loop over gRPC -------------------------------------------------------------------
@@ -159,6 +123,45 @@ def test_a_long_fit_outlives_many_keepalive_pings(pool):
     np.testing.assert_array_equal(outcome.parameters[0], honest_update(0, ins))
 
 
+def test_any_number_of_phases_per_round_on_the_same_clients(pool):
+    """The loop may run one exchange after another with the same clients (a round's phases):
+    get_parameters, fit, evaluate, evaluate, fit, each answered by every client."""
+    partitions = (0, 1)
+    with (
+        serving() as transport,
+        clients(transport.address, {str(p): (lambda p=p: LinearClient(p)) for p in partitions}),
+    ):
+        transport.wait_for_clients(2, timeout=10)
+
+        def phase(instruction):
+            cohort = [(str(p), instruction) for p in partitions]
+            outcomes = dict(start_round(pool, transport, cohort).result(20))
+            assert sorted(outcomes) == ["0", "1"]
+            return outcomes
+
+        for outcome in phase(GetParametersIns()).values():
+            assert isinstance(outcome, GetParametersRes), outcome
+            np.testing.assert_array_equal(outcome.parameters[0], np.zeros(NUM_FEATURES))
+        for instruction in (
+            fit_ins(1.0),
+            EvaluateIns([np.full(NUM_FEATURES, 2.0)], {}),
+            EvaluateIns([np.full(NUM_FEATURES, 3.0)], {}),
+            fit_ins(4.0, server_round=2),
+        ):
+            for partition, outcome in phase(instruction).items():
+                client = LinearClient(int(partition))
+                if isinstance(instruction, FitIns):
+                    assert isinstance(outcome, FitRes), outcome
+                    expected = honest_update(int(partition), instruction)
+                    np.testing.assert_array_equal(outcome.parameters[0], expected)
+                else:
+                    assert isinstance(outcome, EvaluateRes), outcome
+                    w = instruction.parameters[0]
+                    mse = np.mean((client.x @ w - client.y) ** 2)
+                    assert outcome.loss == pytest.approx(mse)
+                    assert outcome.num_examples == len(client.y)
+
+
 def test_disconnect_mid_instruction_is_a_failure_at_once(pool):
     with serving() as transport:
         raw = RawClient(transport.address)
@@ -177,17 +180,12 @@ def test_disconnect_mid_instruction_is_a_failure_at_once(pool):
 # -- hostile or broken clients --------------------------------------------------------------------
 
 
-def _declare(raw, message_id, specs, num_chunks, kind=pb.FIT):
-    header = pb.Header(message_id=message_id, kind=kind, arrays=specs, num_chunks=num_chunks)
-    raw.send(wire.frame_bytes(result=header))
-
-
 def _malformed(raw, message_id, arrays):
     raw.send(b"\x0a\xff\xff\xff\xff\x0f")
 
 
 def _oversized_declaration(raw, message_id, arrays):
-    _declare(raw, message_id, [pb.ArraySpec(dtype="<f8", shape=[10**9])], 10**6)
+    declare(raw, message_id, [pb.ArraySpec(dtype="<f8", shape=[10**9])], 10**6)
 
 
 def _oversized_frame(raw, message_id, arrays):
@@ -195,7 +193,7 @@ def _oversized_frame(raw, message_id, arrays):
 
 
 def _chunks_overflow(raw, message_id, arrays):
-    _declare(raw, message_id, [pb.ArraySpec(dtype="<f8", shape=[NUM_FEATURES])], 1)
+    declare(raw, message_id, [pb.ArraySpec(dtype="<f8", shape=[NUM_FEATURES])], 1)
     raw.send(wire.chunk_frame(b"\0" * (8 * NUM_FEATURES + 8)))
 
 
@@ -204,7 +202,7 @@ def _chunk_outside_message(raw, message_id, arrays):
 
 
 def _object_dtype(raw, message_id, arrays):
-    _declare(raw, message_id, [pb.ArraySpec(dtype="|O", shape=[NUM_FEATURES])], 1)
+    declare(raw, message_id, [pb.ArraySpec(dtype="|O", shape=[NUM_FEATURES])], 1)
 
 
 def _result(parameters, **options):
@@ -402,7 +400,7 @@ def test_tokens_admit_their_node_and_refuse_everything_else(pool):
         assert error is not None and error.code() == grpc.StatusCode.UNAUTHENTICATED
 
         def refused(node_id, token):
-            runtime = GrpcClientRuntime(
+            grpc_client = GrpcClient(
                 transport.address,
                 lambda: LinearClient(0),
                 node_id,
@@ -410,7 +408,7 @@ def test_tokens_admit_their_node_and_refuse_everything_else(pool):
                 reconnect_timeout=5,
             )
             with pytest.raises(ClientRefusedError) as info:
-                runtime.run()
+                grpc_client.run()
             return str(info.value)
 
         assert "credentials" in refused("0", "a-wrong-token-0123456789")
@@ -432,11 +430,11 @@ def test_tls_serves_clients_that_trust_its_certificate(tmp_path, pool):
     with serving(certificates=(certificates["server"], certificates["server-key"])) as transport:
         address = f"localhost:{transport.port}"
         for root in (None, untrusted_ca):  # no TLS at all, or a CA that did not sign the server
-            runtime = GrpcClientRuntime(
+            grpc_client = GrpcClient(
                 address, lambda: LinearClient(0), "0", root_certificates=root, reconnect_timeout=1.0
             )
             with pytest.raises(ServerUnreachableError):
-                runtime.run()
+                grpc_client.run()
         assert transport.connected() == []
         with clients(
             address,
@@ -473,28 +471,6 @@ def test_a_100_mb_model_completes_a_round(pool):
     np.testing.assert_array_equal(outcome.parameters[0], model[0] + 1)
     np.testing.assert_array_equal(outcome.parameters[1], model[1])
     print(f"100 MB model round trip: {elapsed:.2f} s")
-
-
-def test_a_client_stalling_mid_upload_cannot_block_other_uploads(pool):
-    # One upload slot, taken by a client that declares a result and then sends nothing.
-    with (
-        serving(max_concurrent_uploads=1) as transport,
-        clients(transport.address, {"0": lambda: LinearClient(0)}),
-    ):
-        raw = RawClient(transport.address)
-        try:
-            transport.wait_for_clients(2, timeout=10)
-            future = start_round(pool, transport, [("raw", fit_ins())], timeout=0.5)
-            header, _ = raw.instruction()
-            _declare(raw, header.message_id, [pb.ArraySpec(dtype="<f8", shape=[NUM_FEATURES])], 1)
-            [(_, outcome)] = future.result(10)
-            assert isinstance(outcome, Failure) and outcome.kind == "timeout"
-            assert raw.wait_closed().code() == grpc.StatusCode.DEADLINE_EXCEEDED
-            ins = fit_ins(1.0, 2)
-            [(_, outcome)] = start_round(pool, transport, [("0", ins)], timeout=10).result(20)
-            np.testing.assert_array_equal(outcome.parameters[0], honest_update(0, ins))
-        finally:
-            raw.close()
 
 
 def test_hello_is_required_promptly_and_must_speak_our_protocol():

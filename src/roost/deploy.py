@@ -28,7 +28,7 @@ from roost.server.loop import RoundCallback, ServerConfig, ServerState, run_roun
 from roost.server.state import StateStore
 from roost.strategy.presets import FedAvg
 from roost.strategy.strategy import Strategy
-from roost.transport.grpc.runtime import GrpcClientRuntime
+from roost.transport.grpc.client import GrpcClient
 from roost.transport.grpc.security import PemSource
 from roost.transport.grpc.server import GrpcServerTransport
 from roost.transport.grpc.wire import DEFAULT_MAX_MESSAGE_BYTES
@@ -50,6 +50,8 @@ def start_server(
     resume: bool = False,
     out_dir: str | Path | None = None,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    max_concurrent_uploads: int = 8,
+    upload_idle_timeout: float | None = 60.0,
     client_wait_timeout: float | None = None,
     on_round_end: RoundCallback | None = None,
 ) -> History:
@@ -62,8 +64,7 @@ def start_server(
             before every round.
         seed: seeds client sampling; with `state_dir`, a resumed run samples as the original would.
         certificates: `(certificate_chain, private_key)` or `(ca_certificate, chain, key)`, as
-            PEM bytes or paths; serves TLS. Clients then need the CA certificate as
-            `root_certificates`.
+            PEM bytes or paths; serves TLS. Clients then need the CA as `root_certificates`.
         auth_tokens: `{node_id: token}` or a file of `node-id token` lines; only clients with one of
             these tokens may join, each under its token's node id.
         state_dir: record every completed round there (SQLite + model files) so the run survives a
@@ -72,50 +73,34 @@ def start_server(
         out_dir: write `history.json` and `model.npz` there at the end, as `roost simulate` does.
         max_message_bytes: largest result accepted from a client, counting its arrays
             (default 1 GiB).
+        max_concurrent_uploads: upload slots: results received at once, which bounds the memory
+            of received models to about this + 1 models (default 8).
+        upload_idle_timeout: seconds an upload may go without data before it is that client's
+            failure (default 60; None: never).
         client_wait_timeout: seconds to wait for enough clients before giving up (default: forever).
         on_round_end: also called with the `ServerState` after every round.
 
     The final global model is `history.parameters`.
     """
     ensure_logging()
-    config = config if config is not None else ServerConfig(num_rounds=1)
-    strategy = strategy if strategy is not None else FedAvg()
-    store = None if state_dir is None else StateStore(state_dir)
-    resume_from: ServerState | None = None
-    if resume and store is None:
-        raise ConfigurationError("resume needs a state directory: pass state_dir (--state DIR)")
-    if store is not None:
-        saved = store.load()
-        if saved is not None and not resume:
-            raise ConfigurationError(
-                f"{state_dir} already records a run (up to round {saved.server_round}); pass "
-                "resume=True (--resume) to continue it, or choose an empty state directory"
-            )
-        if resume and saved is None:
-            log.info("no recorded round in %s: starting a new run", state_dir)
-        resume_from = saved
-
-    def round_end(state: ServerState) -> None:
-        if store is not None:
-            store.save(state)
-        if on_round_end is not None:
-            on_round_end(state)
-
+    store, resume_from = _open_state(state_dir, resume)
     transport = GrpcServerTransport(
         server_address,
         certificates=certificates,
         auth_tokens=auth_tokens,
         max_message_bytes=max_message_bytes,
+        max_concurrent_uploads=max_concurrent_uploads,
+        upload_idle_timeout=upload_idle_timeout,
         client_wait_timeout=client_wait_timeout,
     )
     try:
         history = run_rounds(
-            strategy,
+            strategy if strategy is not None else FedAvg(),
             transport,
-            config,
+            config if config is not None else ServerConfig(num_rounds=1),
             seed=seed,
             resume_from=resume_from,
-            on_round_end=round_end if store is not None or on_round_end is not None else None,
+            on_round_end=_round_end_callback(store, on_round_end),
         )
     finally:
         transport.close()
@@ -123,6 +108,42 @@ def start_server(
         for path in save_run(out_dir, history):
             log.info("wrote %s", path)
     return history
+
+
+def _open_state(
+    state_dir: str | Path | None, resume: bool
+) -> tuple[StateStore | None, ServerState | None]:
+    """The state store of `state_dir` (if any), and the recorded state to resume from (if any)."""
+    if state_dir is None:
+        if resume:
+            raise ConfigurationError("resume needs a state directory: pass state_dir (--state DIR)")
+        return None, None
+    store = StateStore(state_dir)
+    saved = store.load()
+    if saved is not None and not resume:
+        raise ConfigurationError(
+            f"{state_dir} already records a run (up to round {saved.server_round}); pass "
+            "resume=True (--resume) to continue it, or choose an empty state directory"
+        )
+    if resume and saved is None:
+        log.info("no recorded round in %s: starting a new run", state_dir)
+    return store, saved
+
+
+def _round_end_callback(
+    store: StateStore | None, on_round_end: RoundCallback | None
+) -> RoundCallback | None:
+    """Record each round in `store`, then call `on_round_end`; None when there is neither."""
+    if store is None and on_round_end is None:
+        return None
+
+    def round_end(state: ServerState) -> None:
+        if store is not None:
+            store.save(state)
+        if on_round_end is not None:
+            on_round_end(state)
+
+    return round_end
 
 
 def start_client(
@@ -175,7 +196,7 @@ def start_client(
             run_config=dict(run_config or {}),
         )
         make_client = lambda: client_fn(context)  # noqa: E731
-    GrpcClientRuntime(
+    GrpcClient(
         server_address,
         make_client,
         node_id,

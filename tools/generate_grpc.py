@@ -1,10 +1,11 @@
 """Regenerate `roost_pb2.py` / `roost_pb2.pyi` from `roost.proto` (needs `grpcio-tools`).
 
-    python -m roost.transport.grpc.generate
+    python tools/generate_grpc.py
 
 The generated files are committed, so installing or running roost never needs a protobuf compiler.
-The gRPC service is registered by hand with raw-bytes handlers (see `server.py`), so that nothing a
-client sends is parsed before it is authenticated; no `_pb2_grpc.py` servicer is generated.
+The gRPC service is registered by hand with raw-bytes handlers (see
+`roost/transport/grpc/listener.py`), so that nothing a client sends is parsed before it is
+authenticated; no `_pb2_grpc.py` servicer is generated.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-SOURCE_ROOT = HERE.parents[2]  # the directory holding the `roost` package
-PROTO = HERE.relative_to(SOURCE_ROOT) / "roost.proto"
+SOURCE_ROOT = Path(__file__).resolve().parents[1] / "src"  # the directory holding `roost`
+PACKAGE_DIR = SOURCE_ROOT / "roost" / "transport" / "grpc"
+# Relative to SOURCE_ROOT: protoc records this path in the generated descriptor.
+PROTO = PACKAGE_DIR.relative_to(SOURCE_ROOT) / "roost.proto"
 
 
 def main() -> int:
@@ -29,16 +31,16 @@ def main() -> int:
             f"-I{SOURCE_ROOT}",
             f"--python_out={SOURCE_ROOT}",
             f"--pyi_out={SOURCE_ROOT}",
-            str(PROTO),
+            PROTO.as_posix(),
         ]
     )
     if status != 0:
         return status
     for suffix in (".py", ".pyi"):
-        path = HERE / f"roost_pb2{suffix}"
+        path = PACKAGE_DIR / f"roost_pb2{suffix}"
         # Generated code follows protoc's style, not ours.
         path.write_text("# ruff: noqa\n" + path.read_text())
-    print(f"regenerated {HERE / 'roost_pb2.py'} and .pyi")
+    print(f"regenerated {PACKAGE_DIR / 'roost_pb2.py'} and .pyi")
     return 0
 
 

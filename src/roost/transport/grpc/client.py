@@ -34,6 +34,7 @@ from roost.transport.grpc.security import (
     check_node_id,
     token_metadata,
 )
+from roost.transport.grpc.stream import check_chunk_bytes, dispatch_frame, stream_options
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ def _client_error(message_id: int, reason: str) -> list[bytes]:
     return [wire.frame_bytes(client_error=pb.ClientError(message_id=message_id, reason=reason))]
 
 
-class GrpcClientRuntime:
+class GrpcClient:
     """Serve one client to a roost server until the server ends the run.
 
     Args:
@@ -91,10 +92,7 @@ class GrpcClientRuntime:
         initial_backoff: float = 0.5,
         max_backoff: float = 10.0,
     ) -> None:
-        if not 0 < chunk_bytes <= wire.FRAME_LIMIT_BYTES - 1024:
-            raise ConfigurationError(
-                f"chunk_bytes must be in (0, {wire.FRAME_LIMIT_BYTES - 1024}], got {chunk_bytes}"
-            )
+        check_chunk_bytes(chunk_bytes)
         if not isinstance(max_message_bytes, int) or max_message_bytes < 1:
             raise ConfigurationError(
                 f"max_message_bytes must be an int >= 1, got {max_message_bytes!r}"
@@ -114,15 +112,7 @@ class GrpcClientRuntime:
         self.max_backoff = max_backoff
         self._stopped = threading.Event()
         self._call: grpc.Future | None = None
-        keepalive_ms = int(keepalive_s * 1000)
-        self._options = [
-            ("grpc.max_receive_message_length", wire.FRAME_LIMIT_BYTES),
-            ("grpc.max_send_message_length", wire.FRAME_LIMIT_BYTES),
-            ("grpc.keepalive_time_ms", keepalive_ms),
-            ("grpc.keepalive_timeout_ms", max(keepalive_ms, 10_000)),
-            ("grpc.keepalive_permit_without_calls", 1),
-            ("grpc.http2.max_pings_without_data", 0),
-        ]
+        self._options = stream_options(keepalive_s)
 
     def run(self) -> None:
         """Serve until the server ends the run.
@@ -169,64 +159,22 @@ class GrpcClientRuntime:
         return grpc.secure_channel(self.server_address, self._credentials, options=self._options)
 
     def _serve_once(self) -> None:
-        outbox: queue.Queue[Iterable[bytes] | None] = queue.Queue()
-        outbox.put(
-            [
-                wire.frame_bytes(
-                    hello=pb.Hello(protocol_version=wire.PROTOCOL_VERSION, node_id=self.node_id)
-                )
-            ]
-        )
-        welcomed = False
+        """One connection: serve it until the run ends (return) or the connection is lost."""
+        stream = _Stream(self.server_address, self.node_id, self.max_message_bytes, self._carry_out)
         channel = self._channel()
         call = None
         try:
             # No serializers: frames are bytes, parsed here with roost's checks and errors.
             call = channel.stream_stream(wire.JOIN_METHOD)(
-                _requests(outbox), metadata=self._metadata
+                _requests(stream.outbox), metadata=self._metadata
             )
             self._call = call
             if self._stopped.is_set():
                 call.cancel()
-            assembly: wire.Assembly | None = None
             for raw in call:
-                data = wire.chunk_data(raw)  # the bulk of the bytes: read in place
-                frame = wire.parse_frame(raw) if data is None else None
-                body = "chunk" if frame is None else frame.WhichOneof("body")
-                if assembly is not None and body != "chunk":
-                    raise InvalidMessageError(
-                        f"a {body} frame arrived in the middle of an instruction's chunks"
-                    )
-                if body == "welcome":
-                    welcomed = True
-                    log.info("connected to %s as node %s", self.server_address, self.node_id)
-                elif body == "instruction":
-                    header = frame.instruction
-                    layout = wire.check_specs(header.arrays, self.max_message_bytes)
-                    assembly = wire.Assembly(header, layout, keep=True)
-                elif body == "chunk":
-                    if assembly is None:
-                        raise InvalidMessageError("a chunk frame outside of any instruction")
-                    assembly.add(frame.chunk.data if frame is not None else data)
-                elif body == "rejection":
-                    log.error(
-                        "the server rejected the result of instruction %d: %s",
-                        frame.rejection.message_id,
-                        frame.rejection.reason,
-                    )
-                elif body == "refusal":
-                    raise ClientRefusedError(
-                        f"the server refused this client: {frame.refusal.reason}"
-                    )
-                elif body == "run_end":
-                    log.info("the server ended the run (%s)", frame.run_end.reason or "done")
+                if stream.receive(raw):
                     return
-                else:
-                    raise InvalidMessageError(f"servers do not send {body} frames")
-                if assembly is not None and assembly.complete:
-                    outbox.put(self._carry_out(assembly))
-                    assembly = None
-            raise _Lost("the server closed the connection", welcomed)
+            raise _Lost("the server closed the connection", stream.welcomed)
         except grpc.RpcError as error:
             code, details = error.code(), error.details()
             if code == grpc.StatusCode.UNAUTHENTICATED:
@@ -235,11 +183,12 @@ class GrpcClientRuntime:
                     f"the server's operator issued for node {self.node_id!r}"
                 ) from None
             raise _Lost(
-                f"connection to {self.server_address} failed: {code.name}: {details}", welcomed
+                f"connection to {self.server_address} failed: {code.name}: {details}",
+                stream.welcomed,
             ) from None
         finally:
             self._call = None
-            outbox.put(None)
+            stream.outbox.put(None)
             if call is not None:
                 call.cancel()
             channel.close()
@@ -276,3 +225,79 @@ class GrpcClientRuntime:
             "%s (instruction %d) done in %.2f s", kind, message_id, time.perf_counter() - started
         )
         return encoded.frames("result", message_id)
+
+
+class _Stream:
+    """One connection's frames from the server, handled by kind; results go out via `outbox`."""
+
+    def __init__(
+        self,
+        server_address: str,
+        node_id: str,
+        max_message_bytes: int,
+        carry_out: Callable[[wire.Assembly], Iterable[bytes]],
+    ) -> None:
+        self._server_address = server_address
+        self._node_id = node_id
+        self._max_message_bytes = max_message_bytes
+        self._carry_out = carry_out
+        self.outbox: queue.Queue[Iterable[bytes] | None] = queue.Queue()
+        hello = pb.Hello(protocol_version=wire.PROTOCOL_VERSION, node_id=node_id)
+        self.outbox.put([wire.frame_bytes(hello=hello)])
+        self.welcomed = False
+        self.run_over = False
+        self._assembly: wire.Assembly | None = None
+        self._handlers = {
+            "welcome": self._on_welcome,
+            "instruction": self._on_instruction,
+            "rejection": self._on_rejection,
+            "refusal": self._on_refusal,
+            "run_end": self._on_run_end,
+        }
+
+    def receive(self, raw: bytes) -> bool:
+        """Handle one frame; True once the server has ended the run."""
+        dispatch_frame(
+            raw,
+            self._handlers,
+            self._on_chunk,
+            assembling="an instruction" if self._assembly is not None else None,
+            sender="servers",
+        )
+        return self.run_over
+
+    def _on_welcome(self, frame: pb.Frame) -> None:
+        self.welcomed = True
+        log.info("connected to %s as node %s", self._server_address, self._node_id)
+
+    def _on_instruction(self, frame: pb.Frame) -> None:
+        header = frame.instruction
+        layout = wire.check_specs(header.arrays, self._max_message_bytes)
+        self._assembly = wire.Assembly(header, layout, keep=True)
+        self._carry_out_if_complete()
+
+    def _on_chunk(self, data: bytes | memoryview) -> None:
+        if self._assembly is None:
+            raise InvalidMessageError("a chunk frame outside of any instruction")
+        self._assembly.add(data)
+        self._carry_out_if_complete()
+
+    def _carry_out_if_complete(self) -> None:
+        assembly = self._assembly
+        if assembly is not None and assembly.complete:
+            self._assembly = None
+            self.outbox.put(self._carry_out(assembly))
+
+    def _on_rejection(self, frame: pb.Frame) -> None:
+        log.error(
+            "the server rejected the result of instruction %d: %s",
+            frame.rejection.message_id,
+            frame.rejection.reason,
+        )
+
+    def _on_refusal(self, frame: pb.Frame) -> None:
+        raise ClientRefusedError(f"the server refused this client: {frame.refusal.reason}")
+
+    def _on_run_end(self, frame: pb.Frame) -> None:
+        log.info("the server ended the run (%s)", frame.run_end.reason or "done")
+        self.run_over = True

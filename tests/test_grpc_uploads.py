@@ -1,0 +1,183 @@
+"""Upload slots of the gRPC server: bounded, bound to live uploads, and always given back."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import numpy as np
+import pytest
+from grpc_support import (
+    NUM_FEATURES,
+    LinearClient,
+    RawClient,
+    clients,
+    declare,
+    fit_ins,
+    honest_update,
+    serving,
+    start_round,
+    wait_for,
+)
+
+import roost
+from roost.core.types import Failure, FitRes
+from roost.errors import ConfigurationError
+from roost.transport.grpc import roost_pb2 as pb
+from roost.transport.grpc import wire
+from roost.transport.grpc.server import GrpcServerTransport
+
+SPEC = [pb.ArraySpec(dtype="<f8", shape=[NUM_FEATURES])]
+HONEST = {str(p): (lambda p=p: LinearClient(p)) for p in (0, 1)}
+
+
+@pytest.fixture
+def pool():
+    executor = ThreadPoolExecutor(4)
+    yield executor
+    executor.shutdown(wait=False, cancel_futures=True)
+
+
+def assert_honest_rounds_complete(pool, transport, rounds=(2, 3, 4)) -> None:
+    """Rounds of the two honest clients: each needs the (single) slot twice over."""
+    for server_round in rounds:
+        ins = fit_ins(float(server_round), server_round)
+        cohort = [("0", ins), ("1", ins)]
+        outcomes = dict(start_round(pool, transport, cohort, timeout=10).result(30))
+        for partition in (0, 1):
+            outcome = outcomes[str(partition)]
+            assert isinstance(outcome, FitRes), outcomes
+            np.testing.assert_array_equal(outcome.parameters[0], honest_update(partition, ins))
+
+
+def test_a_client_stalling_mid_upload_cannot_block_other_uploads(pool):
+    # One upload slot, taken by a client that declares a result and then sends nothing.
+    with (
+        serving(max_concurrent_uploads=1) as transport,
+        clients(transport.address, {"0": lambda: LinearClient(0)}),
+    ):
+        raw = RawClient(transport.address)
+        try:
+            transport.wait_for_clients(2, timeout=10)
+            future = start_round(pool, transport, [("raw", fit_ins())], timeout=0.5)
+            header, _ = raw.instruction()
+            declare(raw, header.message_id, SPEC, 1)
+            [(_, outcome)] = future.result(10)
+            assert isinstance(outcome, Failure) and outcome.kind == "timeout"
+            assert raw.wait_closed().code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            ins = fit_ins(1.0, 2)
+            [(_, outcome)] = start_round(pool, transport, [("0", ins)], timeout=10).result(20)
+            np.testing.assert_array_equal(outcome.parameters[0], honest_update(0, ins))
+        finally:
+            raw.close()
+
+
+def test_slots_come_back_from_clients_that_leave_while_waiting_or_uploading(pool):
+    """One slot; one client leaves mid-upload, two leave while waiting for the slot. Every later
+    round still gets the results of all remaining clients (a leaked slot would block them)."""
+    with serving(max_concurrent_uploads=1) as transport, clients(transport.address, HONEST):
+        leaving = [RawClient(transport.address, node_id=f"leaving{i}") for i in range(3)]
+        try:
+            transport.wait_for_clients(5, timeout=10)
+            cohort = [(f"leaving{i}", fit_ins()) for i in range(3)]
+            future = start_round(pool, transport, cohort, timeout=30)
+            headers = [raw.instruction()[0] for raw in leaving]
+            # The first one takes the slot and sends half of its result ...
+            declare(leaving[0], headers[0].message_id, SPEC, 2)
+            leaving[0].send(wire.chunk_frame(b"\0" * 16))
+            wait_for(lambda: transport.free_upload_slots == 0, 10, what="the slot to be taken")
+            # ... the others declare theirs and wait for the slot.
+            for raw, header in zip(leaving[1:], headers[1:], strict=True):
+                declare(raw, header.message_id, SPEC, 1)
+            time.sleep(0.3)
+            for raw in [*leaving[1:], leaving[0]]:  # the waiting ones leave first
+                raw.close()
+                wait_for(raw.ended.is_set, 10, what="the stream to end")
+            outcomes = dict(future.result(20))
+            assert {outcome.kind for outcome in outcomes.values()} == {"disconnected"}
+        finally:
+            for raw in leaving:
+                raw.close()
+        assert_honest_rounds_complete(pool, transport)
+        assert transport.free_upload_slots == 1
+
+
+def test_an_upload_without_data_for_the_idle_timeout_is_that_clients_failure(pool):
+    """The round's own timeout is long; the stalled upload fails after the idle timeout, its
+    slot goes to the honest client of the same round, and the next rounds are served."""
+    with (
+        serving(max_concurrent_uploads=1, upload_idle_timeout=0.5) as transport,
+        clients(transport.address, HONEST),
+    ):
+        stalled = RawClient(transport.address, node_id="stalled")
+        try:
+            transport.wait_for_clients(3, timeout=10)
+            ins = fit_ins(1.0)
+            started = time.monotonic()
+            future = start_round(pool, transport, [("0", ins), ("stalled", ins)], timeout=60)
+            header, _ = stalled.instruction()
+            declare(stalled, header.message_id, SPEC, 2)
+            stalled.send(wire.chunk_frame(b"\0" * 8))
+            outcomes = dict(future.result(30))
+            assert time.monotonic() - started < 20
+            failure = outcomes["stalled"]
+            assert isinstance(failure, Failure) and failure.kind == "timeout", failure
+            assert "no chunk of its result for 0.5 s" in failure.reason
+            np.testing.assert_array_equal(outcomes["0"].parameters[0], honest_update(0, ins))
+            assert stalled.wait_closed().code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        finally:
+            stalled.close()
+        assert_honest_rounds_complete(pool, transport)
+        assert transport.free_upload_slots == 1
+
+
+def test_a_client_waiting_for_a_slot_stops_waiting_when_its_round_times_out(pool):
+    """The waiting client is told at once that its result is no longer awaited; it stays
+    connected, and its next result is received as usual."""
+    with serving(max_concurrent_uploads=1, upload_idle_timeout=None) as transport:
+        holder = RawClient(transport.address, node_id="holder")
+        waiter = RawClient(transport.address, node_id="waiter")
+        try:
+            cohort = [("holder", fit_ins()), ("waiter", fit_ins())]
+            future = start_round(pool, transport, cohort, timeout=1.0)
+            holder_header, _ = holder.instruction()
+            waiter_header, arrays = waiter.instruction()
+            declare(holder, holder_header.message_id, SPEC, 1)
+            wait_for(lambda: transport.free_upload_slots == 0, 10, what="the slot to be taken")
+            declare(waiter, waiter_header.message_id, SPEC, 1)
+            outcomes = dict(future.result(10))
+            assert {outcome.kind for outcome in outcomes.values()} == {"timeout"}
+            # Told before sending a single chunk: it no longer waits for the slot.
+            rejection = waiter.next("rejection").rejection
+            assert rejection.message_id == waiter_header.message_id
+            assert "waited to upload" in rejection.reason
+            assert holder.wait_closed().code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            waiter.send(wire.chunk_frame(np.zeros(NUM_FEATURES).tobytes()))  # ends its message
+
+            future = start_round(pool, transport, [("waiter", fit_ins(7.0, 2))])
+            header, arrays = waiter.instruction()
+            waiter.send_result(header.message_id, arrays)
+            [(_, outcome)] = future.result(10)
+            np.testing.assert_array_equal(outcome.parameters[0], np.full(NUM_FEATURES, 7.0))
+            assert transport.free_upload_slots == 1
+        finally:
+            holder.close()
+            waiter.close()
+
+
+@pytest.mark.parametrize(
+    "options, fragment",
+    [
+        ({"max_concurrent_uploads": 0}, "max_concurrent_uploads must be an int >= 1"),
+        ({"max_concurrent_uploads": 2.5}, "max_concurrent_uploads must be an int >= 1"),
+        ({"upload_idle_timeout": 0}, "upload_idle_timeout must be a number of seconds > 0"),
+        ({"upload_idle_timeout": "1"}, "upload_idle_timeout must be a number of seconds > 0"),
+    ],
+)
+def test_upload_settings_are_checked(options, fragment):
+    with pytest.raises(ConfigurationError, match=fragment):
+        GrpcServerTransport("127.0.0.1:0", **options)
+    # start_server passes them to its transport, so they are refused there too.
+    with pytest.raises(ConfigurationError, match=fragment):
+        roost.start_server(server_address="127.0.0.1:0", **options)
