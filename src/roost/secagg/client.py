@@ -32,8 +32,8 @@ _PHASES = ("advertise_keys", "share_keys", "masked_input", "unmask", "done")
 
 @dataclass(frozen=True)
 class _Neighbour:
-    encryption_key: bytes
-    masking_key: bytes
+    share_key: bytes  # AES-GCM key for shares between this client and the neighbour
+    mask_seed: bytes  # seed of the pairwise mask
 
 
 class SecAggClient:
@@ -81,13 +81,7 @@ class SecAggClient:
         for node, encryption, masking in zip(
             ids, ins.encryption_keys, ins.masking_keys, strict=True
         ):
-            try:
-                self._neighbours[node] = _Neighbour(
-                    crypto.check_public_key(encryption.tobytes()),
-                    crypto.check_public_key(masking.tobytes()),
-                )
-            except CryptoError as error:
-                raise SecAggInstructionError(f"neighbour {node}: {error}") from error
+            self._neighbours[node] = self._agree(node, encryption.tobytes(), masking.tobytes())
         holders = [*ids, me]
         key_shares = shamir.split(
             crypto.private_bytes(self._masking_key), settings.threshold, holders
@@ -98,16 +92,13 @@ class SecAggClient:
         for row, (node, key_share, seed_share) in enumerate(
             zip(ids, key_shares, seed_shares, strict=False)
         ):
-            key = crypto.share_encryption_key(
-                self._encryption_key,
-                self._neighbours[node].encryption_key,
-                settings.server_round,
-                me,
-                node,
-            )
             plaintext = key_share.value_bytes() + seed_share.value_bytes()
             sealed = crypto.encrypt_share(
-                key, plaintext, server_round=settings.server_round, sender=me, receiver=node
+                self._neighbours[node].share_key,
+                plaintext,
+                server_round=settings.server_round,
+                sender=me,
+                receiver=node,
             )
             ciphertexts[row] = np.frombuffer(sealed, dtype=np.uint8)
         commitment = crypto.commit_seed(self._seed, settings.server_round, me)
@@ -130,14 +121,9 @@ class SecAggClient:
         ]
         masked = vector + crypto.expand_mask(self._seed, vector.size, settings.bits)
         for node in senders:
-            seed = crypto.pairwise_seed(
-                self._masking_key,
-                self._neighbours[node].masking_key,
-                settings.server_round,
-                me,
-                node,
+            crypto.add_pairwise_mask(
+                masked, self._neighbours[node].mask_seed, me, node, settings.bits
             )
-            crypto.add_pairwise_mask(masked, seed, me, node, settings.bits)
         if settings.bits < 64:
             masked &= np.uint64((1 << settings.bits) - 1)
         return MaskedInputRes(masked, np.array(rejected, dtype=np.int64))
@@ -190,19 +176,35 @@ class SecAggClient:
             raise SecAggInstructionError(f"malformed {phase} instruction: {error}") from error
         raise SecAggInstructionError("this round is over; create a new SecAggClient per round")
 
+    def _agree(self, node: int, encryption_key: bytes, masking_key: bytes) -> _Neighbour:
+        """Derive the share key and the pairwise mask seed with one neighbour's public keys."""
+        settings = self._round_settings()
+        try:
+            return _Neighbour(
+                crypto.share_encryption_key(
+                    self._encryption_key,
+                    encryption_key,
+                    settings.server_round,
+                    settings.node_id,
+                    node,
+                ),
+                crypto.pairwise_seed(
+                    self._masking_key, masking_key, settings.server_round, settings.node_id, node
+                ),
+            )
+        except CryptoError as error:
+            raise SecAggInstructionError(f"neighbour {node}'s public key: {error}") from error
+
     def _accept_share(self, sender: int, sealed: bytes) -> bool:
         settings = self._round_settings()
         me = settings.node_id
-        key = crypto.share_encryption_key(
-            self._encryption_key,
-            self._neighbours[sender].encryption_key,
-            settings.server_round,
-            me,
-            sender,
-        )
         try:
             plaintext = crypto.decrypt_share(
-                key, sealed, server_round=settings.server_round, sender=sender, receiver=me
+                self._neighbours[sender].share_key,
+                sealed,
+                server_round=settings.server_round,
+                sender=sender,
+                receiver=me,
             )
             size = shamir.SHARE_VALUE_BYTES
             self._held[sender] = (

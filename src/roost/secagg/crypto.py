@@ -58,15 +58,16 @@ def load_private_key(raw: bytes) -> X25519PrivateKey:
     return X25519PrivateKey.from_private_bytes(raw)
 
 
-def check_public_key(raw: object) -> bytes:
+def check_public_key(raw: object, probe: X25519PrivateKey | None = None) -> bytes:
     """Return `raw` if it is a usable X25519 public key, else raise `CryptoError` saying why.
 
-    Low-order points make every agreed secret zero; they are caught by one trial agreement.
+    Low-order points make every agreed secret zero; one trial agreement with `probe` (a fresh
+    key when not given) catches them.
     """
     if not isinstance(raw, bytes) or len(raw) != KEY_BYTES:
         size = len(raw) if isinstance(raw, bytes) else type(raw).__name__
         raise CryptoError(f"an X25519 public key has {KEY_BYTES} raw bytes, got {size}")
-    agree(generate_private_key(), raw)
+    agree(probe or generate_private_key(), raw)
     return raw
 
 

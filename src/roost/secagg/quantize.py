@@ -175,10 +175,10 @@ class WeightedQuantizer:
             raise QuantizationError("a weighted sum is a 1-D vector ending with the weight")
         weighted_sum = self.values.dequantize_sum(integers[:-1], num_clients)
         total_weight = float(self.weights.dequantize_sum(integers[-1:], num_clients)[0])
-        if total_weight <= 0:
+        if total_weight <= num_clients * self.weights.step:
             raise QuantizationError(
-                f"the decoded total weight is {total_weight:.3g}; a weighted mean needs a positive "
-                "total weight"
+                f"the decoded total weight {total_weight:.3g} is indistinguishable from zero at "
+                "this resolution; a weighted mean needs a positive total weight"
             )
         return weighted_sum / total_weight, total_weight
 

@@ -121,6 +121,7 @@ class SecAggServer:
         self._survivors: frozenset[int] = frozenset()
         self._needed_keys: frozenset[int] = frozenset()  # dropped nodes survivors masked with
         self._result: SecAggResult | None = None
+        self._probe_key = crypto.generate_private_key()  # for trial agreements with client keys
         self._instructions = {
             node: self._advertise_instruction(node) for node in self._node_of.values()
         }
@@ -215,8 +216,8 @@ class SecAggServer:
 
     def _receive_keys(self, node: int, arrays: object, values: object) -> None:
         reply = AdvertiseKeysRes.from_wire(arrays, values)
-        crypto.check_public_key(reply.encryption_key)
-        crypto.check_public_key(reply.masking_key)
+        crypto.check_public_key(reply.encryption_key, self._probe_key)
+        crypto.check_public_key(reply.masking_key, self._probe_key)
         taken = set(self._encryption_keys.values()) | set(self._masking_keys.values())
         if reply.encryption_key in taken or reply.masking_key in taken:
             raise _Rejected("advertised a public key another client already uses")
