@@ -269,6 +269,7 @@ class SecAggServer:
     def _keep_well_connected(self, live: set[int]) -> set[int]:
         """Drop clients with fewer than t − 1 live neighbours (their secrets could not be rebuilt),
         repeatedly, since each drop thins its neighbours' neighbourhoods; then check the count."""
+        self._require(len(live), f"after {self.phase.value}")
         shrinking = True
         while shrinking:
             thin = {n for n in live if len(self.graph[n] & live) + 1 < self.threshold}
