@@ -7,8 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from roost.secagg import CryptoError
-from roost.secagg import crypto
+from roost.secagg import CryptoError, crypto
 
 
 def test_both_sides_of_a_pair_derive_the_same_keys_and_seeds() -> None:

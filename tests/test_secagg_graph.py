@@ -10,7 +10,9 @@ from roost.secagg import SecAggConfigError, SecAggParameters, default_parameters
 from roost.secagg.graph import harary_graph, is_connected, random_graph, smallest_secure_threshold
 
 
-@pytest.mark.parametrize(("n", "k"), [(5, 2), (10, 4), (10, 3), (11, 6), (20, 19), (21, 20), (7, 6)])
+@pytest.mark.parametrize(
+    ("n", "k"), [(5, 2), (10, 4), (10, 3), (11, 6), (20, 19), (21, 20), (7, 6)]
+)
 def test_harary_graphs_are_k_regular_and_symmetric(n: int, k: int) -> None:
     graph = harary_graph(list(range(1, n + 1)), k)
     assert set(graph) == set(range(1, n + 1))
@@ -24,7 +26,9 @@ def test_harary_graphs_are_k_regular_and_symmetric(n: int, k: int) -> None:
 def test_degree_n_minus_1_is_the_complete_graph_of_plain_secagg() -> None:
     for n in (5, 6):
         graph = random_graph(range(1, n + 1), n - 1)
-        assert all(neighbours == set(range(1, n + 1)) - {node} for node, neighbours in graph.items())
+        assert all(
+            neighbours == set(range(1, n + 1)) - {node} for node, neighbours in graph.items()
+        )
 
 
 def test_the_ring_order_is_a_random_permutation() -> None:

@@ -1,4 +1,4 @@
-"""The whole protocol in memory: exact sums, dropouts in every phase, masked vectors look uniform."""
+"""The whole protocol in memory: exact sums, dropouts in every phase, uniform-looking masks."""
 
 from __future__ import annotations
 
@@ -64,10 +64,14 @@ def _dropped(clients, fraction: float, seed: int) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    ("num_clients", "degree"), [(20, 19), (50, 49), (50, 24)], ids=["20-complete", "50-complete", "50-k24"]
+    ("num_clients", "degree"),
+    [(20, 19), (50, 49), (50, 24)],
+    ids=["20-complete", "50-complete", "50-k24"],
 )
 @pytest.mark.parametrize("phase", [Phase.MASKED_INPUT, Phase.UNMASK])
-def test_thirty_percent_dropouts_leave_exactly_the_survivors_sum(num_clients, degree, phase) -> None:
+def test_thirty_percent_dropouts_leave_exactly_the_survivors_sum(
+    num_clients, degree, phase
+) -> None:
     inputs = _inputs(num_clients, 200, seed=3)
     gone = _dropped(inputs, 0.3, seed=num_clients + degree)
     trace = run_in_memory(
@@ -143,7 +147,11 @@ def test_a_secret_with_too_few_live_holders_aborts_before_anything_is_revealed()
     silent = {Phase.MASKED_INPUT: [clients[1], clients[2], clients[3]]}
     with pytest.raises(SecAggAbortedError, match="live holders, fewer than the threshold 3"):
         run_in_memory(
-            inputs, parameters=_parameters(4), shuffle=lambda o: None, silent=silent, intercept=watch
+            inputs,
+            parameters=_parameters(4),
+            shuffle=lambda o: None,
+            silent=silent,
+            intercept=watch,
         )
     assert revealed == []
 

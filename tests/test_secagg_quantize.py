@@ -76,7 +76,10 @@ def test_rounding_randomness_comes_from_the_os_not_numpy(monkeypatch) -> None:
     for name in ("default_rng", "random", "rand", "uniform", "random_sample"):
         monkeypatch.setattr(np.random, name, forbidden)
     quantizer = Quantizer(clip=1.0, max_clients=3)
-    first, second = quantizer.quantize(np.full(1000, 0.1234)), quantizer.quantize(np.full(1000, 0.1234))
+    first, second = (
+        quantizer.quantize(np.full(1000, 0.1234)),
+        quantizer.quantize(np.full(1000, 0.1234)),
+    )
     assert not np.array_equal(first, second)
 
 

@@ -9,7 +9,14 @@ import random
 import pytest
 
 from roost.secagg import ShamirError
-from roost.secagg.shamir import MAX_SECRET_BYTES, PRIME, SHARE_VALUE_BYTES, Share, reconstruct, split
+from roost.secagg.shamir import (
+    MAX_SECRET_BYTES,
+    PRIME,
+    SHARE_VALUE_BYTES,
+    Share,
+    reconstruct,
+    split,
+)
 
 
 def test_the_field_prime_passes_fermat_tests_and_fits_a_64_byte_secret() -> None:

@@ -92,9 +92,14 @@ class SecAggClient:
         for row, (node, key_share, seed_share) in enumerate(
             zip(ids, key_shares, seed_shares, strict=False)
         ):
-            plaintext = key_share.value_bytes() + seed_share.value_bytes()
+            neighbour = self._neighbours[node]
+            plaintext = (
+                key_share.value_bytes()
+                + seed_share.value_bytes()
+                + crypto.confirm_seed(neighbour.mask_seed)
+            )
             sealed = crypto.encrypt_share(
-                self._neighbours[node].share_key,
+                neighbour.share_key,
                 plaintext,
                 server_round=settings.server_round,
                 sender=me,
@@ -105,7 +110,11 @@ class SecAggClient:
         return ShareKeysRes(np.array(ids, dtype=np.int64), ciphertexts, commitment)
 
     def masked_input(self, ins: MaskedInputIns, quantized_input: np.ndarray) -> MaskedInputRes:
-        """Phase 3: keep the shares received, return input + self mask ± pairwise masks."""
+        """Phase 3: keep the shares received, return input + self mask ± pairwise masks.
+
+        Senders whose shares fail authentication or key confirmation are rejected: no mask with
+        them, and they are reported so that the server drops them (or this client).
+        """
         self._enter("masked_input")
         settings = self._check_round(ins.server_round)
         vector = self._check_input(quantized_input)
@@ -120,7 +129,7 @@ class SecAggClient:
             if not self._accept_share(node, sealed.tobytes())
         ]
         masked = vector + crypto.expand_mask(self._seed, vector.size, settings.bits)
-        for node in senders:
+        for node in sorted(set(senders) - set(rejected)):
             crypto.add_pairwise_mask(
                 masked, self._neighbours[node].mask_seed, me, node, settings.bits
             )
@@ -207,12 +216,15 @@ class SecAggClient:
                 receiver=me,
             )
             size = shamir.SHARE_VALUE_BYTES
-            self._held[sender] = (
+            shares = (
                 shamir.Share.from_bytes(me, plaintext[:size]),
-                shamir.Share.from_bytes(me, plaintext[size:]),
+                shamir.Share.from_bytes(me, plaintext[size : 2 * size]),
             )
         except (CryptoError, shamir.ShamirError):
             return False
+        if plaintext[2 * size :] != crypto.confirm_seed(self._neighbours[sender].mask_seed):
+            return False
+        self._held[sender] = shares
         return True
 
     def _check_input(self, quantized_input: np.ndarray) -> np.ndarray:

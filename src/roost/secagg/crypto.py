@@ -28,6 +28,7 @@ from roost.secagg.errors import CryptoError
 KEY_BYTES = 32  # X25519 public and private keys, seeds and derived keys
 NONCE_BYTES = 12
 TAG_BYTES = 16
+CONFIRMATION_BYTES = 32
 PROTOCOL_LABEL = b"roost-secagg-v1"
 _MAX_NODE_ID = (1 << 32) - 1
 
@@ -137,6 +138,15 @@ def commit_seed(seed: bytes, server_round: int, node_id: int) -> bytes:
     return hashlib.sha256(
         PROTOCOL_LABEL + b"/seed" + _context(server_round, node_id, 0) + seed
     ).digest()
+
+
+def confirm_seed(seed: bytes) -> bytes:
+    """A one-way confirmation of a pairwise seed, sent inside the encrypted shares.
+
+    The receiver compares it with its own view of the seed: a mismatch means the two nodes did
+    not agree on one mask (for instance a tampered public key), which would not cancel.
+    """
+    return hashlib.sha256(PROTOCOL_LABEL + b"/confirm" + seed).digest()
 
 
 def _share_context(server_round: int, sender: int, receiver: int) -> bytes:

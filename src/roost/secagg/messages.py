@@ -17,15 +17,16 @@ from typing import ClassVar, Self
 import numpy as np
 
 from roost.core.types import Scalar
-from roost.secagg.crypto import KEY_BYTES, NONCE_BYTES, TAG_BYTES
+from roost.secagg.crypto import CONFIRMATION_BYTES, KEY_BYTES, NONCE_BYTES, TAG_BYTES
 from roost.secagg.errors import MessageFormatError
 from roost.secagg.shamir import SHARE_VALUE_BYTES
 
 WireMessage = tuple[list[np.ndarray], dict[str, Scalar]]
 
 KIND_KEY = "secagg.message"
-# A share plaintext holds the two share values: of the masking key and of the self-mask seed.
-SHARE_PLAINTEXT_BYTES = 2 * SHARE_VALUE_BYTES
+# A share plaintext holds the two share values (of the masking key and of the self-mask seed)
+# and the sender's confirmation of the pairwise mask seed it agreed with the receiver.
+SHARE_PLAINTEXT_BYTES = 2 * SHARE_VALUE_BYTES + CONFIRMATION_BYTES
 CIPHERTEXT_BYTES = NONCE_BYTES + SHARE_PLAINTEXT_BYTES + TAG_BYTES
 _ID_DTYPE = np.dtype(np.int64)
 _BYTE_DTYPE = np.dtype(np.uint8)
@@ -204,7 +205,11 @@ class MaskedInputIns(_Message):
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class MaskedInputRes(_Message):
-    """Phase 3, client -> server: y = input + masks mod 2^bits, and senders whose shares failed."""
+    """Phase 3, client -> server: y = input + masks mod 2^bits, and the senders it rejected.
+
+    A sender is rejected when its encrypted shares fail authentication or its key confirmation
+    does not match; the client holds no shares of a rejected sender and did not mask with it.
+    """
 
     KIND: ClassVar[str] = "secagg.masked_input.res"
     ARRAYS: ClassVar = (

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import enum
 import logging
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -46,7 +47,7 @@ from roost.secagg.messages import (
     UnmaskRes,
     WireMessage,
 )
-from roost.secagg.unmasking import MaskedSum, recover_secret, remove_masks
+from roost.secagg.unmasking import MaskedSum, recover_secret, remove_masks, resolve_rejections
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +121,7 @@ class SecAggServer:
         self._key_shares: dict[int, list[shamir.Share]] = {}
         self._survivors: frozenset[int] = frozenset()
         self._needed_keys: frozenset[int] = frozenset()  # dropped nodes survivors masked with
+        self._mask_partners: dict[int, frozenset[int]] = {}  # dropped -> survivors masked with it
         self._result: SecAggResult | None = None
         self._probe_key = crypto.generate_private_key()  # for trial agreements with client keys
         self._instructions = {
@@ -300,28 +302,32 @@ class SecAggServer:
     def _close_masked_input(self) -> None:
         assert self._masked_sum is not None
         masked_sum = self._masked_sum
-        masked_sum.close()
-        for sender, receiver in masked_sum.rejected_by.items():
-            self._fail(sender, f"masked_input: node {receiver} could not authenticate its shares")
-        survivors = frozenset(masked_sum.included)
+        reported = set(masked_sum.rejections)
+        for node, partners in resolve_rejections(masked_sum.rejections, reported).items():
+            self._fail(
+                node,
+                f"masked_input: shares between it and nodes {partners} failed authentication "
+                "or key confirmation",
+            )
+        survivors = frozenset(reported - set(self._failures))
+        masked_sum.close(survivors)
         self._require(len(survivors), "after masked_input")
         if not graph.is_connected(self.graph, survivors):
             raise SecAggAbortedError(
                 "the survivors' masking graph is split; unmasking would reveal partial sums"
             )
+        # Who masked with whom: a node masked with every sender it did not reject.
+        masked_with = {n: self._senders[n] - masked_sum.rejections[n] for n in survivors}
         dropped = frozenset(self._senders) - survivors
-        rejected_by: dict[int, set[int]] = {}
-        for sender, receiver in masked_sum.rejected_by.items():
-            rejected_by.setdefault(receiver, set()).add(sender)
+        self._mask_partners = {
+            gone: frozenset(n for n in survivors if gone in masked_with[n]) for gone in dropped
+        }
+        needed_keys = frozenset(gone for gone, partners in self._mask_partners.items() if partners)
         self._unmask_requests = {
-            node: (
-                (self.graph[node] & survivors) | {node},
-                (self.graph[node] & dropped) - rejected_by.get(node, set()),
-            )
+            node: ((masked_with[node] & survivors) | {node}, masked_with[node] & needed_keys)
             for node in survivors
         }
-        self._needed_keys = frozenset(d for d in dropped if self.graph[d] & survivors)
-        self._check_recoverable(survivors)
+        self._check_recoverable(survivors | needed_keys)
         self._instructions = {
             node: UnmaskIns(
                 np.array(sorted(seeds), dtype=np.int64),
@@ -331,19 +337,18 @@ class SecAggServer:
             )
             for node, (seeds, keys) in self._unmask_requests.items()
         }
-        self._survivors = survivors
+        self._survivors, self._needed_keys = survivors, needed_keys
         self.phase = Phase.UNMASK
 
-    def _check_recoverable(self, survivors: frozenset[int]) -> None:
+    def _check_recoverable(self, owners: frozenset[int]) -> None:
         """Abort before anyone reveals a share if some needed secret has < t holders left."""
-        holders: dict[int, int] = {}
+        holders: Counter[int] = Counter()
         for seeds, keys in self._unmask_requests.values():
-            for owner in seeds | keys:
-                holders[owner] = holders.get(owner, 0) + 1
-        for owner in sorted(survivors | self._needed_keys):
-            if holders.get(owner, 0) < self.threshold:
+            holders.update(seeds | keys)
+        for owner in sorted(owners):
+            if holders[owner] < self.threshold:
                 raise SecAggAbortedError(
-                    f"node {owner}'s secret has {holders.get(owner, 0)} live holders, fewer than "
+                    f"node {owner}'s secret has {holders[owner]} live holders, fewer than "
                     f"the threshold {self.threshold}; the sum cannot be unmasked"
                 )
 
@@ -381,7 +386,7 @@ class SecAggServer:
             self._masked_sum.total,
             seeds=seeds,
             dropped_keys=dropped_keys,
-            dropped_neighbours={d: self.graph[d] & self._survivors for d in dropped_keys},
+            dropped_neighbours=self._mask_partners,
             masking_keys=self._masking_keys,
             server_round=self.server_round,
             bits=self.bits,

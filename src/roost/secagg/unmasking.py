@@ -1,15 +1,16 @@
 """Server-side arithmetic of the last two phases: summing masked vectors and removing masks.
 
 `MaskedSum` keeps a running sum of masked vectors (memory O(vector), not O(clients × vector)). A
-vector is held back only while a neighbour of its sender could still report that the sender's
-encrypted shares failed authentication, since such a sender is then treated as dropped and its
-vector must stay out of the sum.
+vector is held back only while its sender might still be dropped: until all its neighbours have
+reported, and until the end of the phase if it is part of a failed pair (one side rejected the
+other's shares), since one side of every failed pair is dropped and its vector must stay out.
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -22,49 +23,76 @@ MAX_RECOVERY_ATTEMPTS = 2000
 
 
 class MaskedSum:
-    """The modular sum of the masked vectors of the clients that may still be in the sum.
+    """The modular sum of the masked vectors of the nodes that are sure to stay in the sum.
 
-    `share_receivers[u]` are the nodes that received u's encrypted shares, i.e. the nodes that
-    might still reject them.
+    `neighbours[u]`: the nodes u exchanged shares with (who may reject u, and whom u may reject).
     """
 
-    def __init__(self, length: int, share_receivers: Mapping[int, Iterable[int]]) -> None:
+    def __init__(self, length: int, neighbours: Mapping[int, Collection[int]]) -> None:
         self.total = np.zeros(length, dtype=np.uint64)
         self.included: set[int] = set()
-        self.rejected_by: dict[int, int] = {}  # sender -> first node that rejected its shares
+        self.rejections: dict[int, frozenset[int]] = {}  # reporter -> senders it rejected
+        self._neighbours = neighbours
         self._pending: dict[int, np.ndarray] = {}
-        self._waiting_on = {node: set(receivers) for node, receivers in share_receivers.items()}
+        self._unreported = set(neighbours)
 
     def add(self, node: int, masked: np.ndarray, rejected_senders: Iterable[int]) -> None:
-        """Take `node`'s masked vector and the senders whose shares it could not decrypt."""
-        for sender in rejected_senders:
-            self.rejected_by.setdefault(sender, node)
-            self._pending.pop(sender, None)
+        """Take `node`'s masked vector and the senders whose shares it rejected."""
+        self.rejections[node] = frozenset(rejected_senders)
         self._pending[node] = masked
         self.settle(node)
 
     def settle(self, reporter: int) -> None:
-        """`reporter` has answered or dropped: it can no longer reject anyone's shares."""
-        for node, waiting in self._waiting_on.items():
-            if reporter in waiting:
-                waiting.discard(reporter)
-                self._fold_if_final(node)
-        self._fold_if_final(reporter)
+        """`reporter` has answered or dropped: it will reject nobody else."""
+        self._unreported.discard(reporter)
+        for node in {reporter, *self._neighbours[reporter]}:
+            if node in self._pending and not self._may_be_dropped(node):
+                self._fold(node)
 
-    def close(self) -> None:
-        """End of the phase: nobody can reject anything any more; fold what is still held back."""
+    def close(self, survivors: Collection[int]) -> None:
+        """End of the phase: fold the held-back vectors of `survivors`, discard the rest."""
         for node in list(self._pending):
-            self._waiting_on[node] = set()
-            self._fold_if_final(node)
+            if node in survivors:
+                self._fold(node)
+        self._pending.clear()
 
-    def _fold_if_final(self, node: int) -> None:
-        if (
-            node in self._pending
-            and not self._waiting_on.get(node)
-            and node not in self.rejected_by
-        ):
-            self.total += self._pending.pop(node)
-            self.included.add(node)
+    def _may_be_dropped(self, node: int) -> bool:
+        neighbours = self._neighbours[node]
+        return bool(
+            neighbours & self._unreported
+            or self.rejections.get(node)
+            or any(node in self.rejections.get(other, ()) for other in neighbours)
+        )
+
+    def _fold(self, node: int) -> None:
+        self.total += self._pending.pop(node)
+        self.included.add(node)
+
+
+def resolve_rejections(
+    rejections: Mapping[int, Collection[int]], candidates: Collection[int]
+) -> dict[int, list[int]]:
+    """Whom to drop so that no failed pair has both sides in the sum: node -> its failed partners.
+
+    A rejection says the pair (reporter, sender) failed, not which side is at fault. Greedily
+    dropping the node in the most failed pairs (ties: the one rejected most, then the lowest id)
+    blames a node with a bad public key (all its pairs fail), spares the neighbours of a node
+    that rejects everyone, and otherwise blames the sender of an unreadable share.
+    """
+    pairs = {
+        (reporter, sender)
+        for reporter, rejected in rejections.items()
+        for sender in rejected
+        if reporter in candidates and sender in candidates
+    }
+    blamed: dict[int, list[int]] = {}
+    while pairs:
+        involved = Counter(node for pair in pairs for node in pair)
+        rejected = Counter(sender for _, sender in pairs)
+        worst = max(involved, key=lambda node: (involved[node], rejected[node], -node))
+        blamed[worst] = sorted({a if b == worst else b for a, b in pairs if worst in (a, b)})
+        pairs = {pair for pair in pairs if worst not in pair}
+    return blamed
 
 
 def recover_secret(
