@@ -102,15 +102,16 @@ def run_in_memory(
     return trace
 
 
-def wire_size(arrays: list[np.ndarray], values: Mapping[str, object]) -> int:
-    """Payload bytes of a wire message (see `RoundTrace`)."""
-    size = sum(array.nbytes for array in arrays)
-    for key, value in values.items():
-        size += len(key) + (len(value) if isinstance(value, str | bytes) else 8)
+def wire_size(arrays: object, values: object) -> int:
+    """Payload bytes of a wire message (see `RoundTrace`); what is not a message counts 0."""
+    size = 0
+    if isinstance(arrays, list | tuple):
+        size += sum(array.nbytes for array in arrays if isinstance(array, np.ndarray))
+    if isinstance(values, Mapping):
+        for key, value in values.items():
+            size += len(str(key)) + (len(value) if isinstance(value, str | bytes) else 8)
     return size
 
 
-def _count(
-    counter: dict[str, int], client_id: str, arrays: list[np.ndarray], values: Mapping
-) -> None:
+def _count(counter: dict[str, int], client_id: str, arrays: object, values: object) -> None:
     counter[client_id] = counter.get(client_id, 0) + wire_size(arrays, values)
