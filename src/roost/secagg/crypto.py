@@ -29,6 +29,7 @@ KEY_BYTES = 32  # X25519 public and private keys, seeds and derived keys
 NONCE_BYTES = 12
 TAG_BYTES = 16
 CONFIRMATION_BYTES = 32
+COMMITMENT_BYTES = 32
 PROTOCOL_LABEL = b"roost-secagg-v1"
 _MAX_NODE_ID = (1 << 32) - 1
 

@@ -17,7 +17,13 @@ from typing import ClassVar, Self
 import numpy as np
 
 from roost.core.types import Scalar
-from roost.secagg.crypto import CONFIRMATION_BYTES, KEY_BYTES, NONCE_BYTES, TAG_BYTES
+from roost.secagg.crypto import (
+    COMMITMENT_BYTES,
+    CONFIRMATION_BYTES,
+    KEY_BYTES,
+    NONCE_BYTES,
+    TAG_BYTES,
+)
 from roost.secagg.errors import MessageFormatError
 from roost.secagg.shamir import SHARE_VALUE_BYTES
 
@@ -70,25 +76,32 @@ class _Message:
         return cls(**fields)
 
     def __post_init__(self) -> None:
+        # Node-id arrays (int64) hold distinct positive ids, no id in two of them; each 2-D array
+        # has one row per id of the id array declared before it.
+        seen: set[int] = set()
+        ids_name, ids = "", np.zeros(0, dtype=_ID_DTYPE)
         for name, dtype, width in self.ARRAYS:
-            _check_array(self.KIND, name, getattr(self, name), dtype, width)
+            array = _check_array(self.KIND, name, getattr(self, name), dtype, width)
+            if dtype == _ID_DTYPE:
+                nodes = {int(node) for node in array}
+                if (nodes and min(nodes) < 1) or len(nodes) != array.size or nodes & seen:
+                    raise MessageFormatError(
+                        f"{self.KIND}: {name} must be distinct positive node ids, none of them "
+                        "in another id list of the message"
+                    )
+                seen |= nodes
+                ids_name, ids = name, array
+            elif width is not None and len(array) != len(ids):
+                raise MessageFormatError(
+                    f"{self.KIND}: {name} needs one row per entry of {ids_name} "
+                    f"({len(ids)}), got {len(array)}"
+                )
         for name, kind in self.VALUES:
             _check_value(self.KIND, name, getattr(self, name), kind)
         self.check()
 
     def check(self) -> None:
         """Consistency between fields; subclasses override."""
-
-
-def _same_length(kind: str, *named: tuple[str, np.ndarray]) -> None:
-    lengths = {name: len(array) for name, array in named}
-    if len(set(lengths.values())) > 1:
-        raise MessageFormatError(f"{kind}: {lengths} must have the same length")
-
-
-def _distinct_positive(kind: str, name: str, ids: np.ndarray) -> None:
-    if ids.size and (int(ids.min()) < 1 or len(np.unique(ids)) != ids.size):
-        raise MessageFormatError(f"{kind}: {name} must be distinct positive node ids")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -151,15 +164,6 @@ class ShareKeysIns(_Message):
     masking_keys: np.ndarray
     server_round: int
 
-    def check(self) -> None:
-        _same_length(
-            self.KIND,
-            ("neighbour_ids", self.neighbour_ids),
-            ("encryption_keys", self.encryption_keys),
-            ("masking_keys", self.masking_keys),
-        )
-        _distinct_positive(self.KIND, "neighbour_ids", self.neighbour_ids)
-
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class ShareKeysRes(_Message):
@@ -176,12 +180,10 @@ class ShareKeysRes(_Message):
     seed_commitment: bytes
 
     def check(self) -> None:
-        _same_length(
-            self.KIND, ("receiver_ids", self.receiver_ids), ("ciphertexts", self.ciphertexts)
-        )
-        _distinct_positive(self.KIND, "receiver_ids", self.receiver_ids)
-        if len(self.seed_commitment) != 32:
-            raise MessageFormatError(f"{self.KIND}: seed_commitment must have 32 bytes")
+        if len(self.seed_commitment) != COMMITMENT_BYTES:
+            raise MessageFormatError(
+                f"{self.KIND}: seed_commitment must have {COMMITMENT_BYTES} bytes"
+            )
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -197,10 +199,6 @@ class MaskedInputIns(_Message):
     sender_ids: np.ndarray
     ciphertexts: np.ndarray
     server_round: int
-
-    def check(self) -> None:
-        _same_length(self.KIND, ("sender_ids", self.sender_ids), ("ciphertexts", self.ciphertexts))
-        _distinct_positive(self.KIND, "sender_ids", self.sender_ids)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -219,9 +217,6 @@ class MaskedInputRes(_Message):
     masked_input: np.ndarray
     rejected_senders: np.ndarray
 
-    def check(self) -> None:
-        _distinct_positive(self.KIND, "rejected_senders", self.rejected_senders)
-
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class UnmaskIns(_Message):
@@ -237,12 +232,6 @@ class UnmaskIns(_Message):
     dropped_ids: np.ndarray
     server_round: int
     num_survivors: int
-
-    def check(self) -> None:
-        _distinct_positive(self.KIND, "survivor_ids", self.survivor_ids)
-        _distinct_positive(self.KIND, "dropped_ids", self.dropped_ids)
-        if np.intersect1d(self.survivor_ids, self.dropped_ids).size:
-            raise MessageFormatError(f"{self.KIND}: a node cannot both survive and drop")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -260,20 +249,6 @@ class UnmaskRes(_Message):
     seed_shares: np.ndarray
     key_share_owners: np.ndarray
     key_shares: np.ndarray
-
-    def check(self) -> None:
-        _same_length(
-            self.KIND,
-            ("seed_share_owners", self.seed_share_owners),
-            ("seed_shares", self.seed_shares),
-        )
-        _same_length(
-            self.KIND, ("key_share_owners", self.key_share_owners), ("key_shares", self.key_shares)
-        )
-        _distinct_positive(self.KIND, "seed_share_owners", self.seed_share_owners)
-        _distinct_positive(self.KIND, "key_share_owners", self.key_share_owners)
-        if np.intersect1d(self.seed_share_owners, self.key_share_owners).size:
-            raise MessageFormatError(f"{self.KIND}: never both shares of one owner")
 
 
 def _check_array(

@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from roost.secagg import crypto, graph, shamir
+from roost.secagg import messages as wire
 from roost.secagg.errors import (
     CryptoError,
     MessageFormatError,
@@ -36,18 +36,14 @@ from roost.secagg.errors import (
     SecAggConfigError,
     ShamirError,
 )
-from roost.secagg.messages import (
-    AdvertiseKeysIns,
-    AdvertiseKeysRes,
-    MaskedInputIns,
-    MaskedInputRes,
-    ShareKeysIns,
-    ShareKeysRes,
-    UnmaskIns,
-    UnmaskRes,
-    WireMessage,
+from roost.secagg.unmasking import (
+    MaskedSum,
+    UnmaskPlan,
+    plan_unmask,
+    recover_secret,
+    remove_masks,
+    resolve_rejections,
 )
-from roost.secagg.unmasking import MaskedSum, recover_secret, remove_masks, resolve_rejections
 
 logger = logging.getLogger(__name__)
 
@@ -116,12 +112,10 @@ class SecAggServer:
         self._ciphertexts: dict[int, dict[int, np.ndarray]] = {}  # sender -> receiver -> bytes
         self._senders: dict[int, frozenset[int]] = {}  # receiver -> whose shares it got
         self._masked_sum: MaskedSum | None = None
-        self._unmask_requests: dict[int, tuple[frozenset[int], frozenset[int]]] = {}
+        self._plan = UnmaskPlan({}, {}, frozenset())
         self._seed_shares: dict[int, list[shamir.Share]] = {}
         self._key_shares: dict[int, list[shamir.Share]] = {}
         self._survivors: frozenset[int] = frozenset()
-        self._needed_keys: frozenset[int] = frozenset()  # dropped nodes survivors masked with
-        self._mask_partners: dict[int, frozenset[int]] = {}  # dropped -> survivors masked with it
         self._result: SecAggResult | None = None
         self._probe_key = crypto.generate_private_key()  # for trial agreements with client keys
         self._instructions = {
@@ -142,7 +136,7 @@ class SecAggServer:
         """The node id of `client_id` in this round."""
         return self._node_of[client_id]
 
-    def instructions(self) -> dict[str, WireMessage]:
+    def instructions(self) -> dict[str, wire.WireMessage]:
         """This phase's instruction for every client still in the round, as wire messages."""
         return {self._clients[node - 1]: ins.to_wire() for node, ins in self._instructions.items()}
 
@@ -211,13 +205,13 @@ class SecAggServer:
 
     # Phase 1: advertise keys.
 
-    def _advertise_instruction(self, node: int) -> AdvertiseKeysIns:
-        return AdvertiseKeysIns(
+    def _advertise_instruction(self, node: int) -> wire.AdvertiseKeysIns:
+        return wire.AdvertiseKeysIns(
             self.server_round, node, self.vector_length, self.bits, self.threshold
         )
 
     def _receive_keys(self, node: int, arrays: object, values: object) -> None:
-        reply = AdvertiseKeysRes.from_wire(arrays, values)
+        reply = wire.AdvertiseKeysRes.from_wire(arrays, values)
         crypto.check_public_key(reply.encryption_key, self._probe_key)
         crypto.check_public_key(reply.masking_key, self._probe_key)
         taken = set(self._encryption_keys.values()) | set(self._masking_keys.values())
@@ -231,7 +225,7 @@ class SecAggServer:
         self._instructions = {}
         for node in sorted(live):
             neighbours = sorted(self.graph[node] & live)
-            self._instructions[node] = ShareKeysIns(
+            self._instructions[node] = wire.ShareKeysIns(
                 np.array(neighbours, dtype=np.int64),
                 _key_rows([self._encryption_keys[n] for n in neighbours]),
                 _key_rows([self._masking_keys[n] for n in neighbours]),
@@ -242,9 +236,9 @@ class SecAggServer:
     # Phase 2: share keys.
 
     def _receive_shares(self, node: int, arrays: object, values: object) -> None:
-        reply = ShareKeysRes.from_wire(arrays, values)
+        reply = wire.ShareKeysRes.from_wire(arrays, values)
         expected = self._instructions[node]
-        assert isinstance(expected, ShareKeysIns)
+        assert isinstance(expected, wire.ShareKeysIns)
         receivers = [int(r) for r in reply.receiver_ids]
         if sorted(receivers) != sorted(int(n) for n in expected.neighbour_ids):
             raise _Rejected(
@@ -261,7 +255,7 @@ class SecAggServer:
         self._instructions = {}
         for node in sorted(live):
             senders = sorted(self._senders[node])
-            self._instructions[node] = MaskedInputIns(
+            self._instructions[node] = wire.MaskedInputIns(
                 np.array(senders, dtype=np.int64),
                 np.stack([self._ciphertexts[s][node] for s in senders]).astype(np.uint8),
                 self.server_round,
@@ -285,7 +279,7 @@ class SecAggServer:
     # Phase 3: masked input.
 
     def _receive_masked_input(self, node: int, arrays: object, values: object) -> None:
-        reply = MaskedInputRes.from_wire(arrays, values)
+        reply = wire.MaskedInputRes.from_wire(arrays, values)
         masked = reply.masked_input
         if masked.shape != (self.vector_length,):
             raise _Rejected(
@@ -316,47 +310,24 @@ class SecAggServer:
             raise SecAggAbortedError(
                 "the survivors' masking graph is split; unmasking would reveal partial sums"
             )
-        # Who masked with whom: a node masked with every sender it did not reject.
-        masked_with = {n: self._senders[n] - masked_sum.rejections[n] for n in survivors}
-        dropped = frozenset(self._senders) - survivors
-        self._mask_partners = {
-            gone: frozenset(n for n in survivors if gone in masked_with[n]) for gone in dropped
-        }
-        needed_keys = frozenset(gone for gone, partners in self._mask_partners.items() if partners)
-        self._unmask_requests = {
-            node: ((masked_with[node] & survivors) | {node}, masked_with[node] & needed_keys)
-            for node in survivors
-        }
-        self._check_recoverable(survivors | needed_keys)
+        self._plan = plan_unmask(self._senders, masked_sum.rejections, survivors, self.threshold)
         self._instructions = {
-            node: UnmaskIns(
+            node: wire.UnmaskIns(
                 np.array(sorted(seeds), dtype=np.int64),
                 np.array(sorted(keys), dtype=np.int64),
                 self.server_round,
                 len(survivors),
             )
-            for node, (seeds, keys) in self._unmask_requests.items()
+            for node, (seeds, keys) in self._plan.requests.items()
         }
-        self._survivors, self._needed_keys = survivors, needed_keys
+        self._survivors = survivors
         self.phase = Phase.UNMASK
-
-    def _check_recoverable(self, owners: frozenset[int]) -> None:
-        """Abort before anyone reveals a share if some needed secret has < t holders left."""
-        holders: Counter[int] = Counter()
-        for seeds, keys in self._unmask_requests.values():
-            holders.update(seeds | keys)
-        for owner in sorted(owners):
-            if holders[owner] < self.threshold:
-                raise SecAggAbortedError(
-                    f"node {owner}'s secret has {holders[owner]} live holders, fewer than "
-                    f"the threshold {self.threshold}; the sum cannot be unmasked"
-                )
 
     # Phase 4: unmask.
 
     def _receive_unmask(self, node: int, arrays: object, values: object) -> None:
-        reply = UnmaskRes.from_wire(arrays, values)
-        seed_owners, key_owners = self._unmask_requests[node]
+        reply = wire.UnmaskRes.from_wire(arrays, values)
+        seed_owners, key_owners = self._plan.requests[node]
         got_seeds = {int(o) for o in reply.seed_share_owners}
         got_keys = {int(o) for o in reply.key_share_owners}
         if got_seeds != seed_owners or got_keys != key_owners:
@@ -372,21 +343,21 @@ class SecAggServer:
             self._key_shares.setdefault(owner, []).append(share)
 
     def _close_unmask(self) -> None:
-        self._require(len(set(self._unmask_requests) - set(self._failures)), "after unmask")
+        self._require(len(set(self._plan.requests) - set(self._failures)), "after unmask")
         seeds = {
             owner: self._recover(owner, self._seed_shares, self._seed_matches)
             for owner in sorted(self._survivors)
         }
         dropped_keys = {
             owner: self._recover(owner, self._key_shares, self._key_matches)
-            for owner in sorted(self._needed_keys)
+            for owner in sorted(self._plan.needed_keys)
         }
         assert self._masked_sum is not None
         total = remove_masks(
             self._masked_sum.total,
             seeds=seeds,
             dropped_keys=dropped_keys,
-            dropped_neighbours=self._mask_partners,
+            dropped_neighbours=self._plan.mask_partners,
             masking_keys=self._masking_keys,
             server_round=self.server_round,
             bits=self.bits,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import secrets
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -93,6 +94,54 @@ def resolve_rejections(
         blamed[worst] = sorted({a if b == worst else b for a, b in pairs if worst in (a, b)})
         pairs = {pair for pair in pairs if worst not in pair}
     return blamed
+
+
+@dataclass(frozen=True)
+class UnmaskPlan:
+    """Who reveals which shares in the unmask phase, and which masks the server then removes.
+
+    `requests[v]` = (owners of the seed shares v reveals, owners of the key shares v reveals);
+    `mask_partners[u]` = the survivors that masked with dropped node u; `needed_keys` = the dropped
+    nodes whose masking keys must be rebuilt (those with any such partner).
+    """
+
+    requests: dict[int, tuple[frozenset[int], frozenset[int]]]
+    mask_partners: dict[int, frozenset[int]]
+    needed_keys: frozenset[int]
+
+
+def plan_unmask(
+    senders: Mapping[int, frozenset[int]],
+    rejections: Mapping[int, Collection[int]],
+    survivors: frozenset[int],
+    threshold: int,
+) -> UnmaskPlan:
+    """Ask each survivor only for what it holds and what is needed; abort (before anything is
+    revealed) if some needed secret has fewer than `threshold` holders among the survivors.
+
+    `senders[v]`: whose shares v received; `rejections[v]`: which of them v rejected (and so
+    neither holds shares of nor masked with).
+    """
+    masked_with = {node: senders[node] - frozenset(rejections[node]) for node in survivors}
+    mask_partners = {
+        gone: frozenset(node for node in survivors if gone in masked_with[node])
+        for gone in frozenset(senders) - survivors
+    }
+    needed_keys = frozenset(gone for gone, partners in mask_partners.items() if partners)
+    requests = {
+        node: ((masked_with[node] & survivors) | {node}, masked_with[node] & needed_keys)
+        for node in survivors
+    }
+    holders: Counter[int] = Counter()
+    for seeds, keys in requests.values():
+        holders.update(seeds | keys)
+    for owner in sorted(survivors | needed_keys):
+        if holders[owner] < threshold:
+            raise SecAggAbortedError(
+                f"node {owner}'s secret has {holders[owner]} live holders, fewer than the "
+                f"threshold {threshold}; the sum cannot be unmasked"
+            )
+    return UnmaskPlan(requests, mask_partners, needed_keys)
 
 
 def recover_secret(
