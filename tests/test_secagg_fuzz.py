@@ -140,15 +140,12 @@ REJECTED_AT_RECEIPT = {
     "masked vector as int64": (
         Phase.MASKED_INPUT,
         lambda a, v, s: ([a[0].astype(np.int64), a[1]], v),
-        "masked_input must have dtype uint64",
+        "masked_input must have dtype uint32 or uint64",
     ),
-    "masked value out of range": (
+    "masked vector wider than the round": (
         Phase.MASKED_INPUT,
-        lambda a, v, s: (
-            [np.where(np.arange(LENGTH) == 0, 2**40, a[0]).astype(np.uint64), a[1]],
-            v,
-        ),
-        "values >= 2",
+        lambda a, v, s: ([a[0].astype(np.uint64), a[1]], v),
+        "32-bit rounds use uint32",
     ),
     "masked vector as a matrix": (
         Phase.MASKED_INPUT,
@@ -191,6 +188,19 @@ def test_a_bad_reply_is_charged_to_its_sender_and_the_sum_stays_exact(case: str)
     # Out of the sum unless it failed only after its masked input was in.
     assert ("client-3" in result.survivors) == (phase is Phase.UNMASK)
     assert np.array_equal(result.total, _sum_of(inputs, result.survivors))
+
+
+def test_a_masked_value_beyond_the_rounds_bits_is_rejected() -> None:
+    quantizer = Quantizer(clip=1.0, max_clients=NUM_CLIENTS, bits=20)
+    inputs = {f"client-{i}": quantizer.quantize(np.zeros(LENGTH)) for i in range(NUM_CLIENTS)}
+
+    def too_big(arrays, values, seen):
+        arrays[0][0] = 1 << 21
+        return arrays, values
+
+    trace = run_in_memory(inputs, bits=20, intercept=_tamper(Phase.MASKED_INPUT, too_big))
+    assert "values >= 2^20" in trace.rejected["client-3"]
+    assert np.array_equal(trace.result.total, _sum_of(inputs, trace.result.survivors))
 
 
 def _flip_ciphertext(arrays, values, seen):

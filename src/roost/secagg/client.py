@@ -25,6 +25,7 @@ from roost.secagg.messages import (
     UnmaskIns,
     UnmaskRes,
     WireMessage,
+    masked_dtype,
 )
 
 _PHASES = ("advertise_keys", "share_keys", "masked_input", "unmask", "done")
@@ -135,7 +136,8 @@ class SecAggClient:
             )
         if settings.bits < 64:
             masked &= np.uint64((1 << settings.bits) - 1)
-        return MaskedInputRes(masked, np.array(rejected, dtype=np.int64))
+        wire_vector = masked.astype(masked_dtype(settings.bits))
+        return MaskedInputRes(wire_vector, np.array(rejected, dtype=np.int64))
 
     def unmask(self, ins: UnmaskIns) -> UnmaskRes:
         """Phase 4: seed shares of the survivors named, key shares of the dropped named."""

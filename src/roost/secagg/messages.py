@@ -43,8 +43,8 @@ class _Message:
     """Shared wire conversion; subclasses declare KIND, ARRAYS and VALUES."""
 
     KIND: ClassVar[str]
-    # (field, dtype, width of the second dimension, or None for a 1-D array)
-    ARRAYS: ClassVar[tuple[tuple[str, np.dtype, int | None], ...]] = ()
+    # (field, dtype or allowed dtypes, width of the second dimension or None for a 1-D array)
+    ARRAYS: ClassVar[tuple[tuple[str, np.dtype | tuple[np.dtype, ...], int | None], ...]] = ()
     VALUES: ClassVar[tuple[tuple[str, type], ...]] = ()
 
     def to_wire(self) -> WireMessage:
@@ -211,7 +211,7 @@ class MaskedInputRes(_Message):
 
     KIND: ClassVar[str] = "secagg.masked_input.res"
     ARRAYS: ClassVar = (
-        ("masked_input", np.dtype(np.uint64), None),
+        ("masked_input", (np.dtype(np.uint32), np.dtype(np.uint64)), None),
         ("rejected_senders", _ID_DTYPE, None),
     )
     masked_input: np.ndarray
@@ -251,15 +251,22 @@ class UnmaskRes(_Message):
     key_shares: np.ndarray
 
 
+def masked_dtype(bits: int) -> np.dtype:
+    """Dtype of masked vectors on the wire: uint32 up to 32 bits (half the bytes), else uint64."""
+    return np.dtype(np.uint32) if bits <= 32 else np.dtype(np.uint64)
+
+
 def _check_array(
-    kind: str, name: str, array: object, dtype: np.dtype, width: int | None
+    kind: str, name: str, array: object, dtype: np.dtype | tuple[np.dtype, ...], width: int | None
 ) -> np.ndarray:
     if not isinstance(array, np.ndarray):
         raise MessageFormatError(
             f"{kind}: {name} must be a NumPy array, got {type(array).__name__}"
         )
-    if array.dtype != dtype:
-        raise MessageFormatError(f"{kind}: {name} must have dtype {dtype}, got {array.dtype}")
+    allowed = dtype if isinstance(dtype, tuple) else (dtype,)
+    if array.dtype not in allowed:
+        expected = " or ".join(str(d) for d in allowed)
+        raise MessageFormatError(f"{kind}: {name} must have dtype {expected}, got {array.dtype}")
     shape = (array.shape[0], width) if width is not None and array.ndim == 2 else None
     if (width is None and array.ndim != 1) or (width is not None and array.shape != shape):
         expected = "(n,)" if width is None else f"(n, {width})"

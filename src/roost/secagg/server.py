@@ -281,6 +281,11 @@ class SecAggServer:
     def _receive_masked_input(self, node: int, arrays: object, values: object) -> None:
         reply = wire.MaskedInputRes.from_wire(arrays, values)
         masked = reply.masked_input
+        if masked.dtype != wire.masked_dtype(self.bits):
+            raise _Rejected(
+                f"masked vector has dtype {masked.dtype}; {self.bits}-bit rounds use "
+                f"{wire.masked_dtype(self.bits)}"
+            )
         if masked.shape != (self.vector_length,):
             raise _Rejected(
                 f"masked vector has length {masked.size}, the round's is {self.vector_length}"
@@ -291,7 +296,7 @@ class SecAggServer:
         if not rejected <= self._senders[node]:
             raise _Rejected(f"rejected shares of nodes {sorted(rejected)} it never received")
         assert self._masked_sum is not None
-        self._masked_sum.add(node, masked.copy(), rejected)
+        self._masked_sum.add(node, masked.astype(np.uint64), rejected)
 
     def _close_masked_input(self) -> None:
         assert self._masked_sum is not None
