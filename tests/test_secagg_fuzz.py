@@ -379,22 +379,31 @@ def test_clients_refuse_unsafe_share_and_unmask_requests() -> None:
         _unmask_ready_client().respond(*both)
 
 
-def _unmask_ready_client() -> SecAggClient:
+def test_a_client_with_too_few_valid_shares_does_not_send_its_input() -> None:
     client = _started_client()
     client.share_keys(_share_keys_ins())
-    client.masked_input(
-        MaskedInputIns(np.zeros(0, np.int64), np.zeros((0, CIPHERTEXT_BYTES), np.uint8), 1),
-        np.zeros(10, np.uint64),
-    )
-    return client
+    no_shares = MaskedInputIns(np.zeros(0, np.int64), np.zeros((0, CIPHERTEXT_BYTES), np.uint8), 1)
+    with pytest.raises(SecAggInstructionError, match="only 0 neighbours sent valid shares"):
+        client.masked_input(no_shares, np.zeros(10, np.uint64))
+
+
+def _unmask_ready_client() -> SecAggClient:
+    """Client "a" (node 1) of a 3-client round (k = 2, t = 2), waiting for its unmask request."""
+    server = SecAggServer(["a", "b", "c"], 10, server_round=1)
+    clients = {c: SecAggClient() for c in "abc"}
+    while server.phase is not Phase.UNMASK:
+        for client_id, ins in server.instructions().items():
+            server.receive(client_id, *clients[client_id].respond(*ins, np.zeros(10, np.uint64)))
+        server.close_phase()
+    return clients["a"]
 
 
 @pytest.mark.parametrize(
     ("survivors", "dropped", "count", "message"),
     [
-        ([1], [], 2, "fewer than the threshold 3"),
-        ([2], [], 5, "not listed among the survivors"),
-        ([1], [2], 5, "holds no shares of nodes"),
+        ([1, 2, 3], [], 1, "fewer than the threshold 2"),
+        ([2, 3], [], 3, "not listed among the survivors"),
+        ([1, 2], [7], 3, "holds no shares of nodes"),
     ],
 )
 def test_clients_reveal_nothing_on_a_suspicious_unmask_request(

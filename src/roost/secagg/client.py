@@ -129,8 +129,15 @@ class SecAggClient:
             for node, sealed in zip(senders, ins.ciphertexts, strict=True)
             if not self._accept_share(node, sealed.tobytes())
         ]
+        partners = sorted(set(senders) - set(rejected))
+        if len(partners) + 1 < settings.threshold:
+            # Too few pairwise masks to hide this input among others; the round cannot finish.
+            raise SecAggInstructionError(
+                f"only {len(partners)} neighbours sent valid shares; threshold {settings.threshold}"
+                " needs more before this client sends its masked input"
+            )
         masked = vector + crypto.expand_mask(self._seed, vector.size, settings.bits)
-        for node in sorted(set(senders) - set(rejected)):
+        for node in partners:
             crypto.add_pairwise_mask(
                 masked, self._neighbours[node].mask_seed, me, node, settings.bits
             )

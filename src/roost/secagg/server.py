@@ -308,6 +308,12 @@ class SecAggServer:
                 f"masked_input: shares between it and nodes {partners} failed authentication "
                 "or key confirmation",
             )
+        for node in sorted(set(self._senders) - reported):
+            rejecters = sorted(n for n in reported if node in masked_sum.rejections[n])
+            if rejecters:  # say why a silent node may have gone silent
+                self._failures[node] += (
+                    f"; its shares failed authentication or key confirmation at nodes {rejecters}"
+                )
         survivors = frozenset(reported - set(self._failures))
         masked_sum.close(survivors)
         self._require(len(survivors), "after masked_input")
