@@ -22,6 +22,16 @@ Intercept = Callable[[Phase, str, WireMessage], WireMessage]
 
 
 @dataclass
+class RoundCosts:
+    """Per-client counters filled while a round runs."""
+
+    client_seconds: dict[str, float] = field(default_factory=dict)
+    bytes_to_clients: dict[str, int] = field(default_factory=dict)
+    bytes_from_clients: dict[str, int] = field(default_factory=dict)
+    rejected: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class RoundTrace:
     """What a round cost and how it ended.
 
@@ -30,11 +40,11 @@ class RoundTrace:
     """
 
     result: SecAggResult
-    server_seconds: float = 0.0
-    client_seconds: dict[str, float] = field(default_factory=dict)
-    bytes_to_clients: dict[str, int] = field(default_factory=dict)
-    bytes_from_clients: dict[str, int] = field(default_factory=dict)
-    rejected: dict[str, str] = field(default_factory=dict)
+    server_seconds: float
+    client_seconds: dict[str, float]
+    bytes_to_clients: dict[str, int]
+    bytes_from_clients: dict[str, int]
+    rejected: dict[str, str]
 
 
 def run_in_memory(
@@ -64,7 +74,7 @@ def run_in_memory(
         parameters=parameters,
         shuffle=shuffle,
     )
-    trace = RoundTrace(result=None)  # type: ignore[arg-type]  # set when the round ends
+    costs = RoundCosts()
     server_time = time.perf_counter() - started
     clients = {client_id: SecAggClient() for client_id in inputs}
     silent = silent or {}
@@ -74,7 +84,7 @@ def run_in_memory(
         instructions = server.instructions()
         server_time += time.perf_counter() - started
         for client_id, (arrays, values) in instructions.items():
-            _count(trace.bytes_to_clients, client_id, arrays, values)
+            _count(costs.bytes_to_clients, client_id, arrays, values)
             if client_id in silent.get(phase, ()):
                 continue
             started = time.perf_counter()
@@ -84,22 +94,20 @@ def run_in_memory(
                 continue  # a client that refuses simply does not answer
             finally:
                 elapsed = time.perf_counter() - started
-                trace.client_seconds[client_id] = trace.client_seconds.get(client_id, 0) + elapsed
+                costs.client_seconds[client_id] = costs.client_seconds.get(client_id, 0) + elapsed
             if intercept is not None:
                 reply = intercept(phase, client_id, reply)
-            _count(trace.bytes_from_clients, client_id, *reply)
+            _count(costs.bytes_from_clients, client_id, *reply)
             started = time.perf_counter()
             try:
                 server.receive(client_id, *reply)
             except SecAggClientError as error:
-                trace.rejected[client_id] = error.reason
+                costs.rejected[client_id] = error.reason
             server_time += time.perf_counter() - started
         started = time.perf_counter()
         server.close_phase()
         server_time += time.perf_counter() - started
-    trace.result = server.result()
-    trace.server_seconds = server_time
-    return trace
+    return RoundTrace(server.result(), server_time, **vars(costs))
 
 
 def wire_size(arrays: object, values: object) -> int:

@@ -165,7 +165,7 @@ class SecAggServer:
 
         Ignored for a client that already answered this phase or is already out.
         """
-        node = self._node_of.get(client_id)
+        node = self._node_of.get(client_id) if isinstance(client_id, str) else None
         if node is not None and node in self._instructions and node not in self._replied:
             self._fail(node, f"{self.phase.value}: {reason}")
 
