@@ -12,14 +12,14 @@ import pytest
 import roost
 from roost import ConfigurationError
 from roost.apps.digits import make_client_fn
-from roost.engines import ENGINES, make_transport
+from roost.engines import ENGINES, make_engine
 from roost.metrics import weighted_average
 
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
 from roost.tasks import SGD, Adam, Task  # noqa: E402
-from roost.transport.vectorized import VectorizedTransport  # noqa: E402
+from roost.tasks.vectorized import VectorizedEngine  # noqa: E402
 
 # Unequal client sizes, including a client with a single example and one with none.
 SIZES = (3, 17, 9, 1, 26, 12, 0, 8)
@@ -112,7 +112,7 @@ def test_fit_metrics_match_between_engines():
     task = Task(model=mlp, data=Blobs(), optimizer=SGD(lr=0.1), batch_size=4, fit_metrics=True)
     cohort = [(str(i), roost.FitIns(task.initial_parameters(), {"server_round": 1}))
               for i in range(len(SIZES))]
-    vectorized = dict(VectorizedTransport(task, len(SIZES)).run(cohort, None))
+    vectorized = dict(VectorizedEngine(task, len(SIZES)).run(cohort, None))
     for client_id, _ in cohort:
         reference = task.client(int(client_id), len(SIZES)).fit(
             task.initial_parameters(), {"server_round": 1})
@@ -126,7 +126,7 @@ def test_fit_metrics_match_between_engines():
 def test_vectorized_refuses_what_it_cannot_batch():
     task = Task(model=mlp, data=Blobs())
     with pytest.raises(ConfigurationError, match="roost Task"):
-        make_transport("vectorized", make_client_fn(0), 4)
+        make_engine("vectorized", make_client_fn(0), 4)
 
     def with_batchnorm():
         return nn.Sequential(nn.Linear(5, 4), nn.BatchNorm1d(4), nn.Linear(4, 3))
@@ -136,8 +136,8 @@ def test_vectorized_refuses_what_it_cannot_batch():
 
     for model, message in ((with_batchnorm, "BatchNorm1d"), (with_dropout, "Dropout")):
         with pytest.raises(ConfigurationError, match=message):
-            VectorizedTransport(Task(model=model, data=Blobs()), 4)
-    assert isinstance(make_transport("vectorized", task, 4), VectorizedTransport)
+            VectorizedEngine(Task(model=model, data=Blobs()), 4)
+    assert isinstance(make_engine("vectorized", task, 4), VectorizedEngine)
 
 
 def test_a_failing_batched_computation_fails_its_clients_not_the_run():
@@ -153,11 +153,11 @@ def test_a_failing_batched_computation_fails_its_clients_not_the_run():
 
 def test_unknown_engines_and_options_are_refused():
     with pytest.raises(ConfigurationError, match="unknown engine 'gpu'"):
-        make_transport("gpu", make_client_fn(0), 4)
+        make_engine("gpu", make_client_fn(0), 4)
     with pytest.raises(ConfigurationError, match="max_workers"):
-        make_transport("vectorized", Task(model=mlp, data=Blobs()), 4, max_workers=2)
+        make_engine("vectorized", Task(model=mlp, data=Blobs()), 4, max_workers=2)
     with pytest.raises(ConfigurationError, match="takes no options"):
-        make_transport("sequential", make_client_fn(0), 4, device="cpu")
+        make_engine("sequential", make_client_fn(0), 4, device="cpu")
     assert ENGINES == ("sequential", "process", "ray", "vectorized")
 
 
@@ -272,8 +272,8 @@ class LoadsNowhere:
 
 def test_process_engine_says_client_fn_must_be_picklable():
     with pytest.raises(ConfigurationError, match="must be picklable"):
-        make_transport("process", Unpicklable(), 4)
-    transport = make_transport("process", LoadsNowhere(), 4, max_workers=1)
+        make_engine("process", Unpicklable(), 4)
+    transport = make_engine("process", LoadsNowhere(), 4, max_workers=1)
     try:
         with pytest.raises(ConfigurationError, match="could not rebuild client_fn"):
             list(transport.run([("0", roost.FitIns([np.zeros(1)], {}))], None))
@@ -295,7 +295,7 @@ class Images:
 def test_convolutions_give_the_sequential_model_batched_or_one_by_one():
     task = Task(model=small_cnn, data=Images(), optimizer=SGD(lr=0.1, momentum=0.9),
                 epochs=2, batch_size=4)
-    transport = VectorizedTransport(task, 8)
+    transport = VectorizedEngine(task, 8)
     assert transport._chunk_clients(task.recipe(), torch.zeros(4, 1, 6, 6), 4) == 1  # CPU
     sequential = simulate(task, "sequential")
     assert_same_model(sequential, simulate(task, "vectorized"), atol=0)  # the same code path

@@ -23,10 +23,10 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 def test_ray_engine_starts_and_stops_its_own_local_ray():
     # Runs before the module's shared Ray starts (tests run in file order).
-    from roost.transport.ray import RayTransport
+    from roost.engines.ray import RayEngine
 
     assert not ray.is_initialized()
-    transport = RayTransport(make_client_fn(0), 2, init_kwargs={"num_cpus": 1})
+    transport = RayEngine(make_client_fn(0), 2, init_kwargs={"num_cpus": 1})
     try:
         assert ray.is_initialized() and transport.max_actors == 1
         outcomes = dict(transport.run([("0", roost.EvaluateIns([np.zeros((64, 10)),

@@ -13,9 +13,10 @@ from torch import nn  # noqa: E402
 from roost import ConfigurationError  # noqa: E402
 from roost.apps.digits import DigitsClient  # noqa: E402
 from roost.client.torch import TorchClient  # noqa: E402
+from roost.core.rng import client_rng  # noqa: E402
 from roost.tasks import SGD, Adam, Task  # noqa: E402
 from roost.tasks.digits import DigitsData, digits_task  # noqa: E402
-from roost.tasks.training import batch_plan, order_rng  # noqa: E402
+from roost.tasks.training import batch_plan  # noqa: E402
 
 
 def mlp() -> nn.Module:
@@ -105,13 +106,13 @@ def test_per_client_training_matches_torch_optim(optimizer, proximal_mu):
 
 
 def test_batch_plan_covers_every_example_once_per_epoch_and_is_seeded():
-    plan = batch_plan(23, 2, 5, order_rng(1, 3, 7))
+    plan = batch_plan(23, 2, 5, client_rng(1, 3, 7))
     assert [len(batch) for batch in plan] == [5, 5, 5, 5, 3] * 2
     for epoch in (plan[:5], plan[5:]):
         assert sorted(np.concatenate(epoch).tolist()) == list(range(23))
-    again = batch_plan(23, 2, 5, order_rng(1, 3, 7))
+    again = batch_plan(23, 2, 5, client_rng(1, 3, 7))
     assert all((a == b).all() for a, b in zip(plan, again, strict=True))
-    other_round = batch_plan(23, 2, 5, order_rng(1, 4, 7))
+    other_round = batch_plan(23, 2, 5, client_rng(1, 4, 7))
     assert any((a != b).any() for a, b in zip(plan, other_round, strict=True))
 
 

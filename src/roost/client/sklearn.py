@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from roost.client.client import Client
+from roost.core.config_keys import LOCAL_EPOCHS
 from roost.core.types import Config, Metrics, Parameters
 from roost.errors import ConfigurationError
 
@@ -185,7 +186,7 @@ class SklearnClient(Client):
 
     def fit(self, parameters: Parameters, config: Config) -> tuple[Parameters, int, Metrics]:
         self.set_parameters(parameters)
-        epochs = int(config.get("local_epochs", self.local_epochs))
+        epochs = int(config.get(LOCAL_EPOCHS, self.local_epochs))
         # Labels this client lacks join as zero-weight samples: the fit then keeps every class's
         # row in coef_ (the global shape) without any of them pulling on the update.
         missing = np.setdiff1d(self.classes, np.unique(self.y_train))

@@ -14,7 +14,7 @@ from typing import Any
 from roost.apps.digits import NUM_CLASSES, NUM_FEATURES, DemoSettings, client_data
 from roost.client.client import ClientFn
 from roost.engines import torch_available
-from roost.tasks.recipe import SGD, Task
+from roost.tasks import SGD, Task
 
 
 @dataclass(frozen=True)
