@@ -29,8 +29,9 @@ def test_ray_engine_starts_and_stops_its_own_local_ray():
     transport = RayEngine(make_client_fn(0), 2, init_kwargs={"num_cpus": 1})
     try:
         assert ray.is_initialized() and transport.max_actors == 1
-        outcomes = dict(transport.run([("0", roost.EvaluateIns([np.zeros((64, 10)),
-                                                                 np.zeros(10)], {}))], None))
+        outcomes = dict(
+            transport.run([("0", roost.EvaluateIns([np.zeros((64, 10)), np.zeros(10)], {}))], None)
+        )
         assert outcomes["0"].loss == pytest.approx(np.log(10))  # uniform over 10 classes
     finally:
         transport.close()
@@ -67,8 +68,12 @@ def test_ray_engine_gives_the_sequential_model(local_ray):
     settings = DemoSettings(num_clients=4, num_rounds=2)
     histories = [
         roost.run_simulation(
-            make_client_fn(0), 4, strategy=make_strategy(settings),
-            config=roost.ServerConfig(num_rounds=2), seed=0, engine=engine,
+            make_client_fn(0),
+            4,
+            strategy=make_strategy(settings),
+            config=roost.ServerConfig(num_rounds=2),
+            seed=0,
+            engine=engine,
         )
         for engine in ("sequential", "ray")
     ]
@@ -85,13 +90,19 @@ def test_ray_engine_reuses_actors_and_replaces_a_hung_one(local_ray):
         return {}
 
     strategy = roost.FedAvg(
-        fraction_evaluate=0.0, min_fit_clients=1, min_available_clients=1,
-        initial_parameters=[np.zeros(2)], fit_metrics_aggregation_fn=collect,
+        fraction_evaluate=0.0,
+        min_fit_clients=1,
+        min_available_clients=1,
+        initial_parameters=[np.zeros(2)],
+        fit_metrics_aggregation_fn=collect,
         on_fit_config_fn=lambda server_round: {"server_round": server_round},
     )
     history = roost.run_simulation(
-        slow_once_client_fn, 4, strategy=strategy,
-        config=roost.ServerConfig(num_rounds=3, round_timeout=5.0), engine="ray",
+        slow_once_client_fn,
+        4,
+        strategy=strategy,
+        config=roost.ServerConfig(num_rounds=3, round_timeout=5.0),
+        engine="ray",
     )
     first, *later = history.rounds
     assert (first.fit_results, first.failed_clients) == (3, ["1"])

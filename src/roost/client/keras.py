@@ -67,9 +67,7 @@ class KerasClient(Client):
         verbose: int = 0,
     ) -> None:
         if not hasattr(model, "get_weights") or not hasattr(model, "fit"):
-            raise ConfigurationError(
-                f"KerasClient needs a Keras model, got {type(model).__name__}"
-            )
+            raise ConfigurationError(f"KerasClient needs a Keras model, got {type(model).__name__}")
         if getattr(model, "optimizer", None) is None:
             raise ConfigurationError(
                 "the Keras model is not compiled; call model.compile(optimizer, loss, "

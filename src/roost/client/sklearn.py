@@ -66,8 +66,8 @@ def _build_structure(model: Any, num_features: int, classes: np.ndarray) -> None
     try:
         _quiet_fit(model, np.zeros((len(classes), num_features)), classes, None)
     finally:
-        model.set_params(**{key: saved[key] for key in ("max_iter", "warm_start", "early_stopping")
-                            if key in saved})
+        restored = ("max_iter", "warm_start", "early_stopping")
+        model.set_params(**{key: saved[key] for key in restored if key in saved})
 
 
 def get_model_parameters(model: Any) -> Parameters:

@@ -114,9 +114,7 @@ def make_engine(
     """
     entry = _REGISTRY.get(engine)
     if entry is None:
-        raise ConfigurationError(
-            f"unknown engine {engine!r}; choose one of {', '.join(_REGISTRY)}"
-        )
+        raise ConfigurationError(f"unknown engine {engine!r}; choose one of {', '.join(_REGISTRY)}")
     _check_options(engine, options, entry.options)
     if entry.check is not None:
         entry.check(client_fn)

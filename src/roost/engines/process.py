@@ -163,8 +163,13 @@ class ProcessEngine(WorkerPool[_Worker, Connection]):
             parent, child = self._context.Pipe(duplex=True)
             process = self._context.Process(
                 target=_worker_main,
-                args=(child, self._payload, self.num_clients, self.run_config,
-                      self.threads_per_worker),
+                args=(
+                    child,
+                    self._payload,
+                    self.num_clients,
+                    self.run_config,
+                    self.threads_per_worker,
+                ),
                 name="roost-worker",
                 daemon=True,
             )

@@ -87,9 +87,7 @@ def evaluate_clients(
 
     def chunk_sums(begin: int, end: int) -> torch.Tensor:
         scores = model.example_scores(params, buffers, x_all[begin:end], y_all[begin:end])
-        sums = torch.zeros(
-            (len(counts), scores.shape[0]), dtype=torch.float64, device=model.device
-        )
+        sums = torch.zeros((len(counts), scores.shape[0]), dtype=torch.float64, device=model.device)
         return sums.index_add_(0, owner[begin:end], scores.T)
 
     return _evaluation_means(model, chunk_sums, len(y_all), counts, batch_size, prefix)

@@ -50,7 +50,6 @@ class Task(TaskSpec):
     `task.fit_config` as the strategy's `on_fit_config_fn` to send the round number.
     """
 
-
     def initial_parameters(self) -> Parameters:
         """The model built under `seed`, as a list of NumPy arrays (its `state_dict` order)."""
         from roost.tasks.training import initial_parameters

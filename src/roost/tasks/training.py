@@ -30,6 +30,7 @@ from roost.tasks.recipe import SGD, Adam, LocalOptimizer, Recipe, TaskSpec
 TensorDict = dict[str, torch.Tensor]
 OptState = dict[str, Any]
 
+
 def batch_plan(num_examples: int, epochs: int, batch_size: int, rng: np.random.Generator) -> list:
     """Index arrays of every local step: `epochs` reshuffles, each cut into `batch_size` pieces."""
     plan = []
@@ -316,7 +317,8 @@ def train_client(
     model.model.train()
     for batch in batch_plan(len(y), recipe.epochs, recipe.batch_size, rng):
         index = torch.as_tensor(batch, device=model.device)
-        weights = torch.full((len(batch),), 1.0 / len(batch), dtype=model.dtype,
-                             device=model.device)
+        weights = torch.full(
+            (len(batch),), 1.0 / len(batch), dtype=model.dtype, device=model.device
+        )
         params, state = step(params, state, x[index], y[index], weights, anchor)
     return params, buffers

@@ -172,9 +172,8 @@ class VectorizedEngine:
                     initial = self.task_model.to_arrays(self.task_model.initial_state(), None)
                     yield client_id, GetParametersRes(initial)
                 else:
-                    yield client_id, Failure(
-                        client_id, f"unknown instruction {type(instruction).__name__}"
-                    )
+                    reason = f"unknown instruction {type(instruction).__name__}"
+                    yield client_id, Failure(client_id, reason)
             except Exception as error:  # a bad config fails this client, not the run
                 yield client_id, Failure(client_id, f"{type(error).__name__}: {error}")
         for members in fit_groups.values():
@@ -289,21 +288,18 @@ class VectorizedEngine:
             metrics = self._fit_metrics(stacked, buffers, x_stack, y_stack, ys)
             for position, member in enumerate(part):
                 client_params = {n: value[position] for n, value in stacked.items()}
-                yield member.client_id, FitRes(
-                    model.to_arrays((client_params, buffers), arrays),
-                    len(ys[position]),
-                    metrics[position],
-                )
+                trained = model.to_arrays((client_params, buffers), arrays)
+                yield member.client_id, FitRes(trained, len(ys[position]), metrics[position])
 
     def _fit_one_by_one(self, members: list[_Member]) -> Iterator[Outcome]:
         """The sequential engine's fit, over this engine's cached data."""
         for member in members:
             x, y = self._data(member.partition_id, False)
-            instruction = member.instruction
-            yield member.client_id, FitRes(*fit_client(
-                self.task_model, instruction.parameters, x, y, instruction.config,
-                member.partition_id,
-            ))
+            parameters, config = member.instruction.parameters, member.instruction.config
+            trained, count, metrics = fit_client(
+                self.task_model, parameters, x, y, config, member.partition_id
+            )
+            yield member.client_id, FitRes(trained, count, metrics)
 
     def _schedule(
         self, plans: list[list[np.ndarray]], batch_size: int
@@ -386,4 +382,3 @@ def _activation_bytes(model: TaskModel, example: torch.Tensor) -> int:
         for hook in hooks:
             hook.remove()
     return total
-
