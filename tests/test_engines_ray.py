@@ -11,6 +11,7 @@ import pytest
 
 import roost
 from roost.apps.digits import DemoSettings, make_client_fn, make_strategy
+from roost.engines import make_engine
 
 ray = pytest.importorskip("ray")
 cloudpickle = pytest.importorskip("cloudpickle")
@@ -58,6 +59,9 @@ class SlowOnce(roost.Client):
             time.sleep(60)
         step = 1.0 + self.partition_id
         return [p + step for p in parameters], self.partition_id + 1, {"pid": os.getpid()}
+
+    def evaluate(self, parameters, config):
+        return float(parameters[0].sum()) + self.partition_id, 1, {"pid": os.getpid()}
 
 
 def slow_once_client_fn(context: roost.Context) -> SlowOnce:
@@ -110,3 +114,25 @@ def test_ray_engine_reuses_actors_and_replaces_a_hung_one(local_ray):
     expected = (1 + 9 + 16) / 8 + 2 * (1 + 4 + 9 + 16) / 10
     np.testing.assert_allclose(history.parameters[0], np.full(2, expected))
     assert len(set(pids)) <= 3  # two actors, one of them replaced once
+
+
+def test_ray_engine_takes_any_number_of_exchanges_per_round(local_ray):
+    transport = make_engine("ray", slow_once_client_fn, 3)
+    clients = transport.wait_for_clients(3)
+    start = [np.zeros(2)]
+    fit = [(c, roost.FitIns(start, {"server_round": 2})) for c in clients]
+    evaluate = [(c, roost.EvaluateIns(start, {})) for c in clients]
+    try:
+        exchanges = [dict(transport.run(phase, 10.0)) for phase in (fit, evaluate, evaluate, fit)]
+    finally:
+        transport.close()
+    kinds = [{c: type(r).__name__ for c, r in outcomes.items()} for outcomes in exchanges]
+    expected = ("FitRes", "EvaluateRes", "EvaluateRes", "FitRes")
+    assert kinds == [dict.fromkeys(clients, kind) for kind in expected]
+    for client_id in clients:
+        assert exchanges[1][client_id].loss == exchanges[2][client_id].loss == int(client_id)
+        np.testing.assert_array_equal(
+            exchanges[3][client_id].parameters[0], np.full(2, 1.0 + int(client_id))
+        )
+    pids = {r.metrics["pid"] for outcomes in exchanges for r in outcomes.values()}
+    assert len(pids) <= 2 and os.getpid() not in pids  # the same actors every exchange
