@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from roost.client.client import ClientFn
-from roost.core.types import ClientId, Failure, Instruction, Outcome, Result
+from roost.core.types import ClientId, Config, Failure, Instruction, Outcome, Result
 from roost.engines.sequential import check_num_clients, simulation_clients
 from roost.errors import ConfigurationError
 
@@ -74,12 +74,15 @@ class WorkerPool(ABC, Generic[Worker, Handle]):
     workers still busy are stopped, so late results cannot leak into the new exchange.
     """
 
-    def __init__(self, num_clients: int, max_workers: int) -> None:
+    def __init__(
+        self, num_clients: int, max_workers: int, run_config: Config | None = None
+    ) -> None:
         check_num_clients(num_clients)
         if max_workers < 1:
             raise ConfigurationError(f"the pool needs at least one worker, got {max_workers}")
         self.num_clients = num_clients
         self.max_workers = max_workers
+        self.run_config = dict(run_config or {})  # every client's `context.run_config`
         self._workers: list[Worker] = []
         self._exchange: Iterator[Outcome] | None = None
 

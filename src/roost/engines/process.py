@@ -123,9 +123,8 @@ class ProcessEngine(WorkerPool[_Worker, Connection]):
         cores = os.cpu_count() or 1
         if max_workers is not None and max_workers < 1:
             raise ConfigurationError(f"max_workers must be >= 1, got {max_workers}")
-        super().__init__(num_clients, max_workers or cores)
+        super().__init__(num_clients, max_workers or cores, run_config)
         self.threads_per_worker = threads_per_worker or max(1, cores // self.max_workers)
-        self.run_config = dict(run_config or {})
         self._payload = serialize_client_fn(client_fn, "process")
         self._context = multiprocessing.get_context(start_method)
 

@@ -99,8 +99,8 @@ class RayEngine(WorkerPool[Any, Any]):
         elif address is not None:
             log.info("Ray is already initialized in this process; address=%r is not used", address)
         cpus = float(ray.cluster_resources().get("CPU", 1.0))
-        super().__init__(num_clients, max_actors or max(1, int(cpus // num_cpus_per_client)))
-        self.run_config = dict(run_config or {})
+        actors = max_actors or max(1, int(cpus // num_cpus_per_client))
+        super().__init__(num_clients, actors, run_config)
         self._actor_class = _actor_class(
             ray, float(num_cpus_per_client), float(num_gpus_per_client)
         )

@@ -11,7 +11,7 @@ import threading
 from collections.abc import Iterator, Sequence
 
 from roost.client.client import ClientFn, Context, call_client
-from roost.core.types import ClientId, Failure, Instruction, Outcome, Result
+from roost.core.types import ClientId, Config, Failure, Instruction, Outcome, Result
 from roost.errors import ConfigurationError, NotEnoughClientsError
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ class SequentialEngine:
     """
 
     def __init__(
-        self, client_fn: ClientFn, num_clients: int, run_config: dict | None = None
+        self, client_fn: ClientFn, num_clients: int, run_config: Config | None = None
     ) -> None:
         check_num_clients(num_clients)
         self.client_fn = client_fn
@@ -80,11 +80,13 @@ class SequentialEngine:
         self.run_config = dict(run_config or {})
 
     def wait_for_clients(self, count: int, timeout: float | None = None) -> list[ClientId]:
+        """Every simulated client is always available."""
         return simulation_clients(self.num_clients, count)
 
     def run(
         self, cohort: Sequence[tuple[ClientId, Instruction]], timeout: float | None
     ) -> Iterator[Outcome]:
+        """Build each client, run its instruction, and yield the outcome, in cohort order."""
         for client_id, instruction in cohort:
             context = Context.for_partition(
                 int(client_id), self.num_clients, run_config=self.run_config
@@ -112,4 +114,4 @@ class SequentialEngine:
         return box[0]
 
     def close(self) -> None:
-        pass
+        """Nothing to release: clients live only while they run."""

@@ -149,11 +149,14 @@ class VectorizedEngine:
     # -- Transport -----------------------------------------------------------------------------
 
     def wait_for_clients(self, count: int, timeout: float | None = None) -> list[ClientId]:
+        """Every simulated client is always available."""
         return simulation_clients(self.num_clients, count)
 
     def run(
         self, cohort: Sequence[tuple[ClientId, Instruction]], timeout: float | None
     ) -> Iterator[Outcome]:
+        """Group the cohort (fits by model and recipe, evaluations by model), run each group as
+        one batched computation, and yield its clients' outcomes as each group finishes."""
         if timeout is not None and not self._warned_timeout:
             log.info("the vectorized engine trains clients together; round_timeout is not applied")
             self._warned_timeout = True
@@ -183,6 +186,7 @@ class VectorizedEngine:
             yield from self._guarded(members, self._evaluate_group)
 
     def close(self) -> None:
+        """Drop the cached client data."""
         self._train.clear()
         self._eval.clear()
 
