@@ -17,7 +17,7 @@ import pickle
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -84,7 +84,7 @@ class WorkerPool(ABC, Generic[Worker, Handle]):
         self.max_workers = max_workers
         self.run_config = dict(run_config or {})  # every client's `context.run_config`
         self._workers: list[Worker] = []
-        self._exchange: Iterator[Outcome] | None = None
+        self._exchange: Generator[Outcome, None, None] | None = None
 
     # -- what an engine provides ---------------------------------------------------------------
 
@@ -149,7 +149,7 @@ class WorkerPool(ABC, Generic[Worker, Handle]):
 
     def _dispatch(
         self, cohort: list[tuple[ClientId, Instruction]], timeout: float | None
-    ) -> Iterator[Outcome]:
+    ) -> Generator[Outcome, None, None]:
         wanted = min(self.max_workers, max(len(cohort), 1))
         if len(self._workers) < wanted:
             self._workers += self._start_workers(wanted - len(self._workers))
