@@ -124,11 +124,11 @@ def host_clients(port: int, node_ids: list[str]) -> None:
 
 
 def in_process(num_clients: int, num_parameters: int, rounds: int) -> list[float]:
+    from roost.engines.sequential import SequentialEngine
     from roost.server.loop import ServerConfig, run_rounds
-    from roost.transport.inprocess import InProcessTransport
 
     strategy = _strategy(num_clients, num_parameters)
-    transport = InProcessTransport(lambda context: EchoClient(), num_clients)
+    transport = SequentialEngine(lambda context: EchoClient(), num_clients)
     return _round_times(
         lambda callback: run_rounds(
             strategy, transport, ServerConfig(num_rounds=rounds), seed=0, on_round_end=callback

@@ -12,14 +12,14 @@ import pytest
 import roost
 from roost import ConfigurationError
 from roost.apps.digits import make_client_fn
-from roost.engines import ENGINES, make_transport
+from roost.engines import ENGINES, make_engine
 from roost.metrics import weighted_average
 
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
 from roost.tasks import SGD, Adam, Task  # noqa: E402
-from roost.transport.vectorized import VectorizedTransport  # noqa: E402
+from roost.tasks.vectorized import VectorizedEngine  # noqa: E402
 
 # Unequal client sizes, including a client with a single example and one with none.
 SIZES = (3, 17, 9, 1, 26, 12, 0, 8)
@@ -38,8 +38,15 @@ class Blobs:
         return rng.normal(size=(n, 5)).astype(np.float32), rng.integers(0, 3, n)
 
 
-def simulate(task: Task, engine: str, *, fraction_fit: float = 1.0, rounds: int = 2,
-             num_clients: int = 8, **options) -> roost.History:
+def simulate(
+    task: Task,
+    engine: str,
+    *,
+    fraction_fit: float = 1.0,
+    rounds: int = 2,
+    num_clients: int = 8,
+    **options,
+) -> roost.History:
     strategy = roost.FedAvg(
         fraction_fit=fraction_fit,
         fraction_evaluate=0.5,
@@ -48,8 +55,13 @@ def simulate(task: Task, engine: str, *, fraction_fit: float = 1.0, rounds: int 
         evaluate_metrics_aggregation_fn=weighted_average,
     )
     return roost.run_simulation(
-        task, num_clients, strategy=strategy, config=roost.ServerConfig(num_rounds=rounds),
-        seed=3, engine=engine, engine_options=options,
+        task,
+        num_clients,
+        strategy=strategy,
+        config=roost.ServerConfig(num_rounds=rounds),
+        seed=3,
+        engine=engine,
+        engine_options=options,
     )
 
 
@@ -75,8 +87,10 @@ def test_vectorized_equals_sequential(case, fraction_fit):
     sequential = simulate(task, "sequential", fraction_fit=fraction_fit)
     vectorized = simulate(task, "vectorized", fraction_fit=fraction_fit)
     assert_same_model(sequential, vectorized)
-    moved = max(np.abs(p - q).max() for p, q in
-                zip(sequential.parameters, task.initial_parameters(), strict=True))
+    moved = max(
+        np.abs(p - q).max()
+        for p, q in zip(sequential.parameters, task.initial_parameters(), strict=True)
+    )
     assert moved > 1e-2
     sampled = [r.fit_results for r in vectorized.rounds]
     assert sampled == [r.fit_results for r in sequential.rounds] == [int(8 * fraction_fit)] * 2
@@ -110,12 +124,15 @@ def test_the_vectorized_engine_is_deterministic():
 
 def test_fit_metrics_match_between_engines():
     task = Task(model=mlp, data=Blobs(), optimizer=SGD(lr=0.1), batch_size=4, fit_metrics=True)
-    cohort = [(str(i), roost.FitIns(task.initial_parameters(), {"server_round": 1}))
-              for i in range(len(SIZES))]
-    vectorized = dict(VectorizedTransport(task, len(SIZES)).run(cohort, None))
+    cohort = [
+        (str(i), roost.FitIns(task.initial_parameters(), {"server_round": 1}))
+        for i in range(len(SIZES))
+    ]
+    vectorized = dict(VectorizedEngine(task, len(SIZES)).run(cohort, None))
     for client_id, _ in cohort:
         reference = task.client(int(client_id), len(SIZES)).fit(
-            task.initial_parameters(), {"server_round": 1})
+            task.initial_parameters(), {"server_round": 1}
+        )
         result = vectorized[client_id]
         assert result.num_examples == reference[1] == SIZES[int(client_id)]
         assert result.metrics.keys() == reference[2].keys() == {"train_loss", "train_accuracy"}
@@ -126,7 +143,7 @@ def test_fit_metrics_match_between_engines():
 def test_vectorized_refuses_what_it_cannot_batch():
     task = Task(model=mlp, data=Blobs())
     with pytest.raises(ConfigurationError, match="roost Task"):
-        make_transport("vectorized", make_client_fn(0), 4)
+        make_engine("vectorized", make_client_fn(0), 4)
 
     def with_batchnorm():
         return nn.Sequential(nn.Linear(5, 4), nn.BatchNorm1d(4), nn.Linear(4, 3))
@@ -136,8 +153,8 @@ def test_vectorized_refuses_what_it_cannot_batch():
 
     for model, message in ((with_batchnorm, "BatchNorm1d"), (with_dropout, "Dropout")):
         with pytest.raises(ConfigurationError, match=message):
-            VectorizedTransport(Task(model=model, data=Blobs()), 4)
-    assert isinstance(make_transport("vectorized", task, 4), VectorizedTransport)
+            VectorizedEngine(Task(model=model, data=Blobs()), 4)
+    assert isinstance(make_engine("vectorized", task, 4), VectorizedEngine)
 
 
 def test_a_failing_batched_computation_fails_its_clients_not_the_run():
@@ -153,11 +170,11 @@ def test_a_failing_batched_computation_fails_its_clients_not_the_run():
 
 def test_unknown_engines_and_options_are_refused():
     with pytest.raises(ConfigurationError, match="unknown engine 'gpu'"):
-        make_transport("gpu", make_client_fn(0), 4)
+        make_engine("gpu", make_client_fn(0), 4)
     with pytest.raises(ConfigurationError, match="max_workers"):
-        make_transport("vectorized", Task(model=mlp, data=Blobs()), 4, max_workers=2)
+        make_engine("vectorized", Task(model=mlp, data=Blobs()), 4, max_workers=2)
     with pytest.raises(ConfigurationError, match="takes no options"):
-        make_transport("sequential", make_client_fn(0), 4, device="cpu")
+        make_engine("sequential", make_client_fn(0), 4, device="cpu")
     assert ENGINES == ("sequential", "process", "ray", "vectorized")
 
 
@@ -193,14 +210,21 @@ def run_probe(num_clients: int, run_config: dict, rounds: int, pids: list, **opt
         return {}
 
     strategy = roost.FedAvg(
-        fraction_evaluate=0.0, min_fit_clients=1, min_available_clients=1,
-        initial_parameters=[np.zeros(3)], fit_metrics_aggregation_fn=collect,
+        fraction_evaluate=0.0,
+        min_fit_clients=1,
+        min_available_clients=1,
+        initial_parameters=[np.zeros(3)],
+        fit_metrics_aggregation_fn=collect,
         on_fit_config_fn=lambda server_round: {"server_round": server_round},
     )
     return roost.run_simulation(
-        probe_client_fn, num_clients, strategy=strategy, run_config=run_config,
+        probe_client_fn,
+        num_clients,
+        strategy=strategy,
+        run_config=run_config,
         config=roost.ServerConfig(num_rounds=rounds, round_timeout=options.pop("timeout", None)),
-        engine="process", engine_options={"max_workers": 2, **options},
+        engine="process",
+        engine_options={"max_workers": 2, **options},
     )
 
 
@@ -236,8 +260,12 @@ def test_process_engine_gives_the_sequential_model_for_any_client_fn():
     settings = DemoSettings(num_clients=4, num_rounds=2)
     histories = [
         roost.run_simulation(
-            make_client_fn(0), 4, strategy=make_strategy(settings),
-            config=roost.ServerConfig(num_rounds=2), seed=0, engine=engine,
+            make_client_fn(0),
+            4,
+            strategy=make_strategy(settings),
+            config=roost.ServerConfig(num_rounds=2),
+            seed=0,
+            engine=engine,
             engine_options={"max_workers": 2} if engine == "process" else None,
         )
         for engine in ("sequential", "process")
@@ -272,8 +300,8 @@ class LoadsNowhere:
 
 def test_process_engine_says_client_fn_must_be_picklable():
     with pytest.raises(ConfigurationError, match="must be picklable"):
-        make_transport("process", Unpicklable(), 4)
-    transport = make_transport("process", LoadsNowhere(), 4, max_workers=1)
+        make_engine("process", Unpicklable(), 4)
+    transport = make_engine("process", LoadsNowhere(), 4, max_workers=1)
     try:
         with pytest.raises(ConfigurationError, match="could not rebuild client_fn"):
             list(transport.run([("0", roost.FitIns([np.zeros(1)], {}))], None))
@@ -293,9 +321,10 @@ class Images:
 
 
 def test_convolutions_give_the_sequential_model_batched_or_one_by_one():
-    task = Task(model=small_cnn, data=Images(), optimizer=SGD(lr=0.1, momentum=0.9),
-                epochs=2, batch_size=4)
-    transport = VectorizedTransport(task, 8)
+    task = Task(
+        model=small_cnn, data=Images(), optimizer=SGD(lr=0.1, momentum=0.9), epochs=2, batch_size=4
+    )
+    transport = VectorizedEngine(task, 8)
     assert transport._chunk_clients(task.recipe(), torch.zeros(4, 1, 6, 6), 4) == 1  # CPU
     sequential = simulate(task, "sequential")
     assert_same_model(sequential, simulate(task, "vectorized"), atol=0)  # the same code path

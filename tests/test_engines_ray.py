@@ -11,6 +11,7 @@ import pytest
 
 import roost
 from roost.apps.digits import DemoSettings, make_client_fn, make_strategy
+from roost.engines import make_engine
 
 ray = pytest.importorskip("ray")
 cloudpickle = pytest.importorskip("cloudpickle")
@@ -23,14 +24,15 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 def test_ray_engine_starts_and_stops_its_own_local_ray():
     # Runs before the module's shared Ray starts (tests run in file order).
-    from roost.transport.ray import RayTransport
+    from roost.engines.ray import RayEngine
 
     assert not ray.is_initialized()
-    transport = RayTransport(make_client_fn(0), 2, init_kwargs={"num_cpus": 1})
+    transport = RayEngine(make_client_fn(0), 2, init_kwargs={"num_cpus": 1})
     try:
         assert ray.is_initialized() and transport.max_actors == 1
-        outcomes = dict(transport.run([("0", roost.EvaluateIns([np.zeros((64, 10)),
-                                                                 np.zeros(10)], {}))], None))
+        outcomes = dict(
+            transport.run([("0", roost.EvaluateIns([np.zeros((64, 10)), np.zeros(10)], {}))], None)
+        )
         assert outcomes["0"].loss == pytest.approx(np.log(10))  # uniform over 10 classes
     finally:
         transport.close()
@@ -58,6 +60,9 @@ class SlowOnce(roost.Client):
         step = 1.0 + self.partition_id
         return [p + step for p in parameters], self.partition_id + 1, {"pid": os.getpid()}
 
+    def evaluate(self, parameters, config):
+        return float(parameters[0].sum()) + self.partition_id, 1, {"pid": os.getpid()}
+
 
 def slow_once_client_fn(context: roost.Context) -> SlowOnce:
     return SlowOnce(context.partition_id)
@@ -67,8 +72,12 @@ def test_ray_engine_gives_the_sequential_model(local_ray):
     settings = DemoSettings(num_clients=4, num_rounds=2)
     histories = [
         roost.run_simulation(
-            make_client_fn(0), 4, strategy=make_strategy(settings),
-            config=roost.ServerConfig(num_rounds=2), seed=0, engine=engine,
+            make_client_fn(0),
+            4,
+            strategy=make_strategy(settings),
+            config=roost.ServerConfig(num_rounds=2),
+            seed=0,
+            engine=engine,
         )
         for engine in ("sequential", "ray")
     ]
@@ -85,13 +94,19 @@ def test_ray_engine_reuses_actors_and_replaces_a_hung_one(local_ray):
         return {}
 
     strategy = roost.FedAvg(
-        fraction_evaluate=0.0, min_fit_clients=1, min_available_clients=1,
-        initial_parameters=[np.zeros(2)], fit_metrics_aggregation_fn=collect,
+        fraction_evaluate=0.0,
+        min_fit_clients=1,
+        min_available_clients=1,
+        initial_parameters=[np.zeros(2)],
+        fit_metrics_aggregation_fn=collect,
         on_fit_config_fn=lambda server_round: {"server_round": server_round},
     )
     history = roost.run_simulation(
-        slow_once_client_fn, 4, strategy=strategy,
-        config=roost.ServerConfig(num_rounds=3, round_timeout=5.0), engine="ray",
+        slow_once_client_fn,
+        4,
+        strategy=strategy,
+        config=roost.ServerConfig(num_rounds=3, round_timeout=5.0),
+        engine="ray",
     )
     first, *later = history.rounds
     assert (first.fit_results, first.failed_clients) == (3, ["1"])
@@ -99,3 +114,25 @@ def test_ray_engine_reuses_actors_and_replaces_a_hung_one(local_ray):
     expected = (1 + 9 + 16) / 8 + 2 * (1 + 4 + 9 + 16) / 10
     np.testing.assert_allclose(history.parameters[0], np.full(2, expected))
     assert len(set(pids)) <= 3  # two actors, one of them replaced once
+
+
+def test_ray_engine_takes_any_number_of_exchanges_per_round(local_ray):
+    transport = make_engine("ray", slow_once_client_fn, 3)
+    clients = transport.wait_for_clients(3)
+    start = [np.zeros(2)]
+    fit = [(c, roost.FitIns(start, {"server_round": 2})) for c in clients]
+    evaluate = [(c, roost.EvaluateIns(start, {})) for c in clients]
+    try:
+        exchanges = [dict(transport.run(phase, 10.0)) for phase in (fit, evaluate, evaluate, fit)]
+    finally:
+        transport.close()
+    kinds = [{c: type(r).__name__ for c, r in outcomes.items()} for outcomes in exchanges]
+    expected = ("FitRes", "EvaluateRes", "EvaluateRes", "FitRes")
+    assert kinds == [dict.fromkeys(clients, kind) for kind in expected]
+    for client_id in clients:
+        assert exchanges[1][client_id].loss == exchanges[2][client_id].loss == int(client_id)
+        np.testing.assert_array_equal(
+            exchanges[3][client_id].parameters[0], np.full(2, 1.0 + int(client_id))
+        )
+    pids = {r.metrics["pid"] for outcomes in exchanges for r in outcomes.values()}
+    assert len(pids) <= 2 and os.getpid() not in pids  # the same actors every exchange

@@ -8,6 +8,7 @@ import pytest
 import roost
 from roost.apps.digits import DemoSettings, make_client_fn, make_strategy, softmax
 from roost.core.types import FitRes
+from roost.engines.sequential import SequentialEngine
 from roost.errors import ConfigurationError
 from roost.metrics import weighted_average
 from roost.server.loop import run_rounds
@@ -35,7 +36,6 @@ from roost.strategy import (
     TrimmedMean,
 )
 from roost.strategy.presets import STRATEGY_KNOBS, preset
-from roost.transport.inprocess import InProcessTransport
 
 REQUIRED = {"fedprox": {"proximal_mu": 0.1}}
 
@@ -330,7 +330,7 @@ def test_a_resumed_run_ends_with_the_same_model_as_an_uninterrupted_one() -> Non
     state = saved[-1]
     assert state.strategy_state["transforms"][0]["clip_norm"] != 0.5
 
-    transport = InProcessTransport(make_client_fn(0), 4)
+    transport = SequentialEngine(make_client_fn(0), 4)
     resumed = run_rounds(
         strategy(), transport, roost.ServerConfig(num_rounds=4), seed=0, resume_from=state
     ).parameters

@@ -25,7 +25,7 @@ from roost.strategy import (
     Strategy,
     TrimmedMean,
 )
-from roost.transport.inprocess import InProcessTransport
+from roost.engines.sequential import SequentialEngine
 
 DELTAS = [np.array([0.5, -2.0, 0.0, 1e-3]), np.array([-0.25, -1.0, 3.0, 1e-3])]
 X0 = np.array([1.0, 2.0, -1.0, 0.0])
@@ -261,6 +261,6 @@ def test_state_from_a_differently_built_strategy_is_refused() -> None:
     parameters = [np.zeros(3)]
     _, saved = drive(FedAdam(update_transforms=[AdaptiveClipL2()]), parameters, [1])
     resume_from = ServerState(1, parameters, saved, np.random.default_rng(0).bit_generator.state)
-    transport = InProcessTransport(lambda context: None, 2)  # never reached: refused first
+    transport = SequentialEngine(lambda context: None, 2)  # never reached: refused first
     with pytest.raises(ConfigurationError, match="built differently"):
         run_rounds(FedAdam(), transport, ServerConfig(num_rounds=2), resume_from=resume_from)

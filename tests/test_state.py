@@ -11,12 +11,12 @@ from grpc_support import NUM_FEATURES, client_fn
 
 import roost
 from roost.core.files import atomic_write_bytes
+from roost.engines.sequential import SequentialEngine
 from roost.errors import ConfigurationError
 from roost.server.history import History, RoundRecord
 from roost.server.loop import ServerConfig, ServerState, run_rounds
 from roost.server.state import StateError, StateStore, decode_tree, encode_tree
 from roost.strategy import AdaptiveClipL2, ServerAdam, Strategy
-from roost.transport.inprocess import InProcessTransport
 
 
 def test_state_tree_round_trips_arrays_and_scalars():
@@ -144,7 +144,7 @@ def stateful_strategy() -> Strategy:
 def run(resume_from=None, on_round_end=None, seed=3):
     return run_rounds(
         stateful_strategy(),
-        InProcessTransport(client_fn, 4),
+        SequentialEngine(client_fn, 4),
         ServerConfig(num_rounds=5),
         seed=seed,
         resume_from=resume_from,

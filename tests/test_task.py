@@ -17,8 +17,9 @@ from roost.apps.digits import (  # noqa: E402
     digits_task,
 )
 from roost.client.torch import TorchClient  # noqa: E402
+from roost.core.rng import client_rng  # noqa: E402
 from roost.tasks import SGD, Adam, Task  # noqa: E402
-from roost.tasks.training import batch_plan, order_rng  # noqa: E402
+from roost.tasks.training import batch_plan  # noqa: E402
 
 
 def mlp() -> nn.Module:
@@ -54,12 +55,18 @@ def torch_optim_reference(task: Task, arrays, x, y, server_round: int, partition
     opt = task.optimizer
     if isinstance(opt, SGD):
         optimizer = torch.optim.SGD(
-            model.parameters(), lr=opt.lr, momentum=opt.momentum,
-            weight_decay=opt.weight_decay, nesterov=opt.nesterov,
+            model.parameters(),
+            lr=opt.lr,
+            momentum=opt.momentum,
+            weight_decay=opt.weight_decay,
+            nesterov=opt.nesterov,
         )
     else:
         optimizer = torch.optim.Adam(
-            model.parameters(), lr=opt.lr, betas=opt.betas, eps=opt.eps,
+            model.parameters(),
+            lr=opt.lr,
+            betas=opt.betas,
+            eps=opt.eps,
             weight_decay=opt.weight_decay,
         )
     rng = np.random.default_rng([task.seed, server_round, partition_id])
@@ -93,8 +100,15 @@ def torch_optim_reference(task: Task, arrays, x, y, server_round: int, partition
 )
 @pytest.mark.parametrize("proximal_mu", [0.0, 0.5])
 def test_per_client_training_matches_torch_optim(optimizer, proximal_mu):
-    task = Task(model=mlp, data=Blobs(), optimizer=optimizer, epochs=3, batch_size=8,
-                proximal_mu=proximal_mu, seed=4)
+    task = Task(
+        model=mlp,
+        data=Blobs(),
+        optimizer=optimizer,
+        epochs=3,
+        batch_size=8,
+        proximal_mu=proximal_mu,
+        seed=4,
+    )
     x, y = task.data(0, 1)
     start = task.initial_parameters()
     trained, num_examples, metrics = task.client(0, 1).fit(start, {"server_round": 2})
@@ -108,19 +122,20 @@ def test_per_client_training_matches_torch_optim(optimizer, proximal_mu):
 
 
 def test_batch_plan_covers_every_example_once_per_epoch_and_is_seeded():
-    plan = batch_plan(23, 2, 5, order_rng(1, 3, 7))
+    plan = batch_plan(23, 2, 5, client_rng(1, 3, 7))
     assert [len(batch) for batch in plan] == [5, 5, 5, 5, 3] * 2
     for epoch in (plan[:5], plan[5:]):
         assert sorted(np.concatenate(epoch).tolist()) == list(range(23))
-    again = batch_plan(23, 2, 5, order_rng(1, 3, 7))
+    again = batch_plan(23, 2, 5, client_rng(1, 3, 7))
     assert all((a == b).all() for a, b in zip(plan, again, strict=True))
-    other_round = batch_plan(23, 2, 5, order_rng(1, 4, 7))
+    other_round = batch_plan(23, 2, 5, client_rng(1, 4, 7))
     assert any((a != b).any() for a, b in zip(plan, other_round, strict=True))
 
 
 def test_config_overrides_the_recipe_for_a_round():
-    task = Task(model=mlp, data=Blobs(), optimizer=SGD(lr=0.1, momentum=0.5), epochs=1,
-                batch_size=4)
+    task = Task(
+        model=mlp, data=Blobs(), optimizer=SGD(lr=0.1, momentum=0.5), epochs=1, batch_size=4
+    )
     recipe = task.recipe({"lr": 0.3, "local_epochs": 2, "batch_size": 16, "proximal_mu": 0.2})
     assert recipe.optimizer == SGD(lr=0.3, momentum=0.5)
     assert (recipe.epochs, recipe.batch_size, recipe.proximal_mu) == (2, 16, 0.2)
@@ -182,8 +197,9 @@ def test_wrong_shapes_from_the_server_are_a_configuration_error():
 
 
 def test_loss_must_be_per_example():
-    task = Task(model=mlp, data=Blobs(),
-                loss=lambda out, y: nn.functional.cross_entropy(out, y))  # a mean: wrong
+    task = Task(
+        model=mlp, data=Blobs(), loss=lambda out, y: nn.functional.cross_entropy(out, y)
+    )  # a mean: wrong
     with pytest.raises(ConfigurationError, match="one loss per example"):
         task.client(0, 1).fit(task.initial_parameters(), {})
 
@@ -199,8 +215,9 @@ def test_torch_client_evaluates_loss_and_accuracy_like_a_plain_forward_pass():
     with torch.no_grad():
         logits = model(torch.tensor(xv))
     assert num_examples == 20
-    assert loss == pytest.approx(float(nn.functional.cross_entropy(logits, torch.tensor(yv))),
-                                 rel=1e-5)
+    assert loss == pytest.approx(
+        float(nn.functional.cross_entropy(logits, torch.tensor(yv))), rel=1e-5
+    )
     expected_accuracy = float((logits.argmax(1).numpy() == yv).mean())
     assert metrics == {"accuracy": pytest.approx(expected_accuracy)}
 
@@ -211,7 +228,8 @@ def test_fit_metrics_report_the_new_model_on_the_training_data():
     trained, _, metrics = client.fit(task.initial_parameters(), {"server_round": 1})
     loss, _, evaluated = client.evaluate(trained, {})  # no eval_data: the training data
     assert metrics == {
-        "train_loss": pytest.approx(loss), "train_accuracy": pytest.approx(evaluated["accuracy"])
+        "train_loss": pytest.approx(loss),
+        "train_accuracy": pytest.approx(evaluated["accuracy"]),
     }
 
 
@@ -236,8 +254,9 @@ def test_evaluate_fn_scores_the_global_model_on_the_server():
     load(model, parameters)
     with torch.no_grad():
         logits = model(torch.tensor(x))
-    assert loss == pytest.approx(float(nn.functional.cross_entropy(logits, torch.tensor(y))),
-                                 rel=1e-5)
+    assert loss == pytest.approx(
+        float(nn.functional.cross_entropy(logits, torch.tensor(y))), rel=1e-5
+    )
     assert metrics["accuracy"] == pytest.approx(float((logits.argmax(1).numpy() == y).mean()))
 
 

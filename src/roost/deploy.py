@@ -189,11 +189,11 @@ def start_client(
     if client is not None:
         make_client = lambda: client  # noqa: E731
     else:
-        context = Context(
-            partition_id=partition_id if partition_id is not None else 0,
-            num_partitions=num_partitions if num_partitions is not None else 1,
+        context = Context.for_partition(
+            partition_id if partition_id is not None else 0,
+            num_partitions if num_partitions is not None else 1,
+            run_config=run_config,
             node_id=node_id,
-            run_config=dict(run_config or {}),
         )
         make_client = lambda: client_fn(context)  # noqa: E731
     GrpcClient(

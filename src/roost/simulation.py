@@ -8,7 +8,7 @@ from typing import Any
 
 from roost.client.client import ClientFn
 from roost.core.types import Config
-from roost.engines import make_transport
+from roost.engines import make_engine
 from roost.log import ensure_logging
 from roost.outputs import save_run
 from roost.server.history import History
@@ -45,12 +45,12 @@ def run_simulation(
         engine: how clients run: "sequential" (one by one, in this process), "process" (a pool
             of worker processes), "ray" (Ray actors) or "vectorized" (a `roost.Task`'s whole
             cohort as one batched computation). Every engine gives the same model.
-        engine_options: the engine's settings (see `roost.engines.make_transport`).
+        engine_options: the engine's settings (see `roost.engines.make_engine`).
 
     The final global model is `history.parameters`.
     """
     ensure_logging()
-    transport = make_transport(
+    transport = make_engine(
         engine, client_fn, num_clients, run_config=run_config, **dict(engine_options or {})
     )
     try:

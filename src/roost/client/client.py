@@ -46,6 +46,27 @@ class Context:
         self.node_config.setdefault("partition-id", self.partition_id)
         self.node_config.setdefault("num-partitions", self.num_partitions)
 
+    @classmethod
+    def for_partition(
+        cls,
+        partition_id: int,
+        num_partitions: int,
+        *,
+        run_config: Config | None = None,
+        node_id: str = "",
+    ) -> Context:
+        """The context of the client that holds partition `partition_id` of `num_partitions`.
+
+        The client gets its own copy of `run_config`, so a client that changes it cannot reach
+        the next one; `node_id` defaults to the partition id.
+        """
+        return cls(
+            partition_id=partition_id,
+            num_partitions=num_partitions,
+            node_id=node_id,
+            run_config=dict(run_config or {}),
+        )
+
 
 @runtime_checkable
 class ClientLike(Protocol):

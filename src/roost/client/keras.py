@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from roost.client.client import Client
+from roost.core.config_keys import BATCH_SIZE, EPOCHS, LOCAL_EPOCHS, STEPS_PER_EPOCH
 from roost.core.types import Config, Metrics, Parameters
 from roost.errors import ConfigurationError
 
@@ -66,9 +67,7 @@ class KerasClient(Client):
         verbose: int = 0,
     ) -> None:
         if not hasattr(model, "get_weights") or not hasattr(model, "fit"):
-            raise ConfigurationError(
-                f"KerasClient needs a Keras model, got {type(model).__name__}"
-            )
+            raise ConfigurationError(f"KerasClient needs a Keras model, got {type(model).__name__}")
         if getattr(model, "optimizer", None) is None:
             raise ConfigurationError(
                 "the Keras model is not compiled; call model.compile(optimizer, loss, "
@@ -92,9 +91,9 @@ class KerasClient(Client):
 
     def fit(self, parameters: Parameters, config: Config) -> tuple[Parameters, int, Metrics]:
         self.set_parameters(parameters)
-        epochs = int(config.get("local_epochs", config.get("epochs", self.epochs)))
-        batch_size = int(config.get("batch_size", self.batch_size))
-        steps = config.get("steps_per_epoch", self.steps_per_epoch)
+        epochs = int(config.get(LOCAL_EPOCHS, config.get(EPOCHS, self.epochs)))
+        batch_size = int(config.get(BATCH_SIZE, self.batch_size))
+        steps = config.get(STEPS_PER_EPOCH, self.steps_per_epoch)
         history = self.model.fit(
             self.x_train,
             self.y_train,
@@ -116,7 +115,7 @@ class KerasClient(Client):
         results = self.model.evaluate(
             self.x_val,
             self.y_val,
-            batch_size=int(config.get("batch_size", self.batch_size)),
+            batch_size=int(config.get(BATCH_SIZE, self.batch_size)),
             verbose=self.verbose,
             return_dict=True,
         )

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from roost.client.client import Client
+from roost.core.config_keys import LOCAL_EPOCHS
 from roost.core.types import Config, Metrics, Parameters
 from roost.errors import ConfigurationError
 
@@ -65,8 +66,8 @@ def _build_structure(model: Any, num_features: int, classes: np.ndarray) -> None
     try:
         _quiet_fit(model, np.zeros((len(classes), num_features)), classes, None)
     finally:
-        model.set_params(**{key: saved[key] for key in ("max_iter", "warm_start", "early_stopping")
-                            if key in saved})
+        restored = ("max_iter", "warm_start", "early_stopping")
+        model.set_params(**{key: saved[key] for key in restored if key in saved})
 
 
 def get_model_parameters(model: Any) -> Parameters:
@@ -185,7 +186,7 @@ class SklearnClient(Client):
 
     def fit(self, parameters: Parameters, config: Config) -> tuple[Parameters, int, Metrics]:
         self.set_parameters(parameters)
-        epochs = int(config.get("local_epochs", self.local_epochs))
+        epochs = int(config.get(LOCAL_EPOCHS, self.local_epochs))
         # Labels this client lacks join as zero-weight samples: the fit then keeps every class's
         # row in coef_ (the global shape) without any of them pulling on the update.
         missing = np.setdiff1d(self.classes, np.unique(self.y_train))

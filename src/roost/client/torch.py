@@ -3,9 +3,9 @@
     client = TorchClient(Net(), (x_train, y_train), optimizer=roost.SGD(lr=0.1, momentum=0.9),
                          epochs=1, batch_size=32, eval_data=(x_val, y_val))
 
-It is the per-client form of a `roost.Task` (`task(context)` builds one), and it trains with the
-task's one training code path (`roost.tasks.training`), so a task gives the same model whichever
-engine runs it. Requires torch (imported when this module is).
+It is the per-client form of a `roost.Task` (`task(context)` builds one), and it trains and scores
+with the task's one code path (`roost.tasks.training`, `roost.tasks.evaluation`), so a task gives
+the same model whichever engine runs it. Requires torch (imported when this module is).
 """
 
 from __future__ import annotations
@@ -19,37 +19,32 @@ import torch
 
 from roost.client.client import Client
 from roost.core.types import Config, Metrics, Parameters
+from roost.tasks.evaluation import evaluate_model, fit_client
 from roost.tasks.recipe import (
     LocalOptimizer,
     LossFn,
     MetricFn,
-    Task,
+    TaskSpec,
     accuracy,
     cross_entropy,
 )
-from roost.tasks.training import (
-    Runtime,
-    evaluate_tensors,
-    order_rng,
-    round_of,
-    train_client,
-)
+from roost.tasks.training import TaskModel
 
 _local = threading.local()
 
 
-def runtime_for(task: Task) -> Runtime:
-    """This thread's runtime (functional model) for `task`, built once and reused by its clients.
+def task_model_for(task: TaskSpec) -> TaskModel:
+    """This thread's functional model of `task`, built once and reused by the task's clients.
 
     Per thread, because a functional call swaps tensors into the shared module while it runs.
     """
-    cache = getattr(_local, "runtimes", None)
+    cache = getattr(_local, "task_models", None)
     if cache is None:
-        cache = _local.runtimes = weakref.WeakKeyDictionary()
-    runtime = cache.get(task)
-    if runtime is None:
-        runtime = cache[task] = Runtime(task)
-    return runtime
+        cache = _local.task_models = weakref.WeakKeyDictionary()
+    model = cache.get(task)
+    if model is None:
+        model = cache[task] = TaskModel(task)
+    return model
 
 
 def _no_data(partition_id: int, num_partitions: int) -> tuple[Any, Any]:
@@ -94,7 +89,7 @@ class TorchClient(Client):
         partition_id: int = 0,
         dtype: str = "float32",
     ) -> None:
-        task = Task(
+        task = TaskSpec(
             model=model,
             data=_no_data,
             **({"optimizer": optimizer} if optimizer is not None else {}),
@@ -107,50 +102,45 @@ class TorchClient(Client):
             seed=seed,
             dtype=dtype,
         )
-        self._setup(Runtime(task), train_data, eval_data, partition_id)
+        self._setup(TaskModel(task), train_data, eval_data, partition_id)
 
     @classmethod
-    def from_task(cls, task: Task, partition_id: int, num_partitions: int) -> TorchClient:
+    def from_task(cls, task: TaskSpec, partition_id: int, num_partitions: int) -> TorchClient:
         """The client of `task` for one partition (what `task(context)` returns)."""
         client = cls.__new__(cls)
         eval_data = task.eval_data(partition_id, num_partitions) if task.eval_data else None
         client._setup(
-            runtime_for(task), task.data(partition_id, num_partitions), eval_data, partition_id
+            task_model_for(task), task.data(partition_id, num_partitions), eval_data, partition_id
         )
         return client
 
     def _setup(
         self,
-        runtime: Runtime,
+        task_model: TaskModel,
         train_data: tuple[Any, Any],
         eval_data: tuple[Any, Any] | None,
         partition_id: int,
     ) -> None:
-        self.runtime = runtime
-        self.task = runtime.task
+        self.task_model = task_model
+        self.task = task_model.task
         self.partition_id = partition_id
-        self.x, self.y = runtime.data_tensors(*train_data)
+        self.x, self.y = task_model.data_tensors(*train_data)
         if eval_data is None:
             self.x_eval, self.y_eval = self.x, self.y
         else:
-            self.x_eval, self.y_eval = runtime.data_tensors(*eval_data)
+            self.x_eval, self.y_eval = task_model.data_tensors(*eval_data)
 
     def get_parameters(self, config: Config) -> Parameters:
         """The task's initial model (built under its seed)."""
-        return self.runtime.to_arrays(self.runtime.initial_state(), None)
+        return self.task_model.to_arrays(self.task_model.initial_state(), None)
 
     def fit(self, parameters: Parameters, config: Config) -> tuple[Parameters, int, Metrics]:
-        recipe = self.task.recipe(config)
-        rng = order_rng(self.task.seed, round_of(config), self.partition_id)
-        state = train_client(self.runtime, parameters, self.x, self.y, recipe, rng)
-        metrics: Metrics = {}
-        if self.task.fit_metrics:
-            loss, named = evaluate_tensors(self.runtime, state, self.x, self.y, prefix="train_")
-            metrics = {"train_loss": loss, **named}
-        return self.runtime.to_arrays(state, parameters), len(self.y), metrics
+        """Train from `parameters` on this client's data with the round's recipe."""
+        return fit_client(self.task_model, parameters, self.x, self.y, config, self.partition_id)
 
     def evaluate(self, parameters: Parameters, config: Config) -> tuple[float, int, Metrics]:
+        """Loss and metrics of `parameters` on this client's evaluation data."""
         with torch.no_grad():
-            state = self.runtime.from_arrays(parameters)
-        loss, metrics = evaluate_tensors(self.runtime, state, self.x_eval, self.y_eval)
+            state = self.task_model.from_arrays(parameters)
+        loss, metrics = evaluate_model(self.task_model, state, self.x_eval, self.y_eval)
         return loss, len(self.y_eval), metrics

@@ -6,10 +6,10 @@
 from roost.tasks.recipe import (
     SGD,
     Adam,
-    Task,
     accuracy,
     cross_entropy,
     squared_error,
 )
+from roost.tasks.task import Task
 
 __all__ = ["SGD", "Adam", "Task", "accuracy", "cross_entropy", "squared_error"]

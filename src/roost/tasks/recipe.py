@@ -1,25 +1,24 @@
-"""A PyTorch training task: a model, a loss, a local optimizer recipe and each client's data.
+"""What a PyTorch task trains, as plain data: local optimizer recipes, losses and a task's settings.
 
-These classes import no ML framework, so `roost.Task` is available without torch installed; torch is
-imported only when a task actually trains (`roost.tasks.training`).
-
-A `Task` is also a `client_fn`: `task(context)` builds the ordinary client (`roost.client.torch.
-TorchClient`) for that partition, so every engine can run it. The vectorized engine recognises a
-task and trains the whole cohort as one batched computation instead.
+Nothing here imports an ML framework or any other part of the tasks package, so the training code
+(`roost.tasks.training`), the PyTorch client and `roost.Task` (`roost.tasks.task`) all build on it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from roost.core.config_keys import (
+    BATCH_SIZE,
+    LEARNING_RATE,
+    LOCAL_EPOCHS,
+    PROXIMAL_MU,
+    SERVER_ROUND,
+)
 from roost.core.types import Config
 from roost.errors import ConfigurationError
-
-if TYPE_CHECKING:
-    from roost.client.client import Context
-    from roost.client.torch import TorchClient
 
 DataFn = Callable[[int, int], tuple[Any, Any]]
 """`(partition_id, num_partitions) -> (x, y)`: one client's examples (NumPy arrays or tensors)."""
@@ -99,13 +98,6 @@ class Adam:
 
 LocalOptimizer = SGD | Adam
 
-# Keys of a FitIns config that override the recipe for one round (the demo's fit_config sends them).
-CONFIG_ROUND = "server_round"
-CONFIG_EPOCHS = "local_epochs"
-CONFIG_BATCH_SIZE = "batch_size"
-CONFIG_LR = "lr"
-CONFIG_PROXIMAL_MU = "proximal_mu"
-
 
 @dataclass(frozen=True)
 class Recipe:
@@ -122,32 +114,11 @@ class Recipe:
 
 
 @dataclass(frozen=True, eq=False)
-class Task:
-    """A federated training task in PyTorch: what every client trains, and on what.
+class TaskSpec:
+    """The settings of a `roost.Task` (documented there), as plain data.
 
-    Args:
-        model: a zero-argument factory returning a fresh `torch.nn.Module` (a class works), built
-            under `seed`; or a module instance, copied as it is. For the process engine it must be
-            picklable (a module-level function or class, or an instance).
-        data: `(partition_id, num_partitions) -> (x, y)`, a client's training examples.
-        optimizer: the local optimizer recipe, `SGD(...)` or `Adam(...)`; a fresh optimizer state
-            is created for every round, as a client that builds its optimizer in `fit` would.
-        loss: `(outputs, targets) -> per-example losses`; a batch's loss is their mean.
-        epochs: local epochs per round.
-        batch_size: local mini-batch size; each client's last batch of an epoch may be smaller.
-        proximal_mu: FedProx's μ: adds (μ/2)·‖w − w_global‖² to every local loss (0 disables it).
-        eval_data: like `data`, for distributed evaluation; None evaluates on the training data.
-        metrics: name → `(outputs, targets) -> per-example values`, averaged over examples and
-            reported by `evaluate` (and by `fit` as `train_<name>` when `fit_metrics` is True).
-        fit_metrics: after local training, also report `train_loss` and `train_<metric>` of the
-            new local model on the client's training data (one extra forward pass).
-        seed: seeds the initial model and each client's batch order. The batch order of a round
-            is a function of (seed, server_round, partition_id) only, the same on every engine.
-        dtype: "float32" or "float64"; the model is cast to it and inputs are converted to it.
-
-    A round's FitIns config may override the recipe with the keys `lr`, `local_epochs`,
-    `batch_size` and `proximal_mu`; `server_round` selects the round's batch order. Use
-    `task.fit_config` as the strategy's `on_fit_config_fn` to send the round number.
+    `roost.Task` adds what needs torch (the initial model, the client it builds); the training
+    code and `TorchClient` read only these settings.
     """
 
     model: Callable[[], Any]
@@ -192,43 +163,20 @@ class Task:
         """The round's recipe: the task's settings with `config` overrides applied."""
         config = config or {}
         optimizer = self.optimizer
-        if CONFIG_LR in config:
-            lr = float(config[CONFIG_LR])
+        if LEARNING_RATE in config:
+            lr = float(config[LEARNING_RATE])
             _check_positive("config 'lr'", lr)
             optimizer = replace(optimizer, lr=lr)
-        epochs = int(config.get(CONFIG_EPOCHS, self.epochs))
-        batch_size = int(config.get(CONFIG_BATCH_SIZE, self.batch_size))
+        epochs = int(config.get(LOCAL_EPOCHS, self.epochs))
+        batch_size = int(config.get(BATCH_SIZE, self.batch_size))
         if epochs < 1 or batch_size < 1:
             raise ConfigurationError(
                 f"config local_epochs and batch_size must be >= 1, got {epochs} and {batch_size}"
             )
-        mu = float(config.get(CONFIG_PROXIMAL_MU, self.proximal_mu))
+        mu = float(config.get(PROXIMAL_MU, self.proximal_mu))
         _check_non_negative("config 'proximal_mu'", mu)
         return Recipe(optimizer, epochs, batch_size, mu)
 
     def fit_config(self, server_round: int) -> Config:
         """An `on_fit_config_fn` that sends the round number (which selects the batch order)."""
-        return {CONFIG_ROUND: server_round}
-
-    def initial_parameters(self) -> list:
-        """The model built under `seed`, as a list of NumPy arrays (its `state_dict` order)."""
-        from roost.tasks.training import initial_parameters
-
-        return initial_parameters(self)
-
-    def evaluate_fn(self, x: Any, y: Any, batch_size: int = 1024) -> Callable:
-        """A centralized `evaluate_fn` for the strategy: loss and metrics of the global model on
-        `(x, y)`, computed on the server."""
-        from roost.tasks.training import make_evaluate_fn
-
-        return make_evaluate_fn(self, x, y, batch_size)
-
-    def client(self, partition_id: int, num_partitions: int) -> TorchClient:
-        """The ordinary per-client form of this task (used by every engine but `vectorized`)."""
-        from roost.client.torch import TorchClient
-
-        return TorchClient.from_task(self, partition_id, num_partitions)
-
-    def __call__(self, context: Context) -> TorchClient:
-        """A task is a `client_fn`: it builds the client for `context.partition_id`."""
-        return self.client(context.partition_id, context.num_partitions)
+        return {SERVER_ROUND: server_round}

@@ -5,38 +5,30 @@ A local step is the gradient of one client's (optionally proximal) mini-batch lo
 Adam, with `torch.optim` semantics), written as a pure function. `train_client` applies it batch
 after batch: that loop is the sequential reference, and the `TorchClient` used by the sequential,
 process and Ray engines. The vectorized engine `vmap`s the very same loss and update over a whole
-cohort at once (`Runtime.make_cohort_step`).
+cohort at once (`TaskModel.make_cohort_step`).
 
-Both paths draw the batch order from `batch_plan(n, recipe, order_rng(seed, round, client))`, so it
-depends on nothing else, and weight each example of a batch by 1/len(batch), so masked (padded)
+Both paths draw the batch order from `batch_plan(n, recipe, client_rng(seed, round, client))`, so
+it depends on nothing else, and weight each example of a batch by 1/len(batch), so masked (padded)
 examples can take weight 0 without changing the arithmetic of the others.
 """
 
 from __future__ import annotations
 
 import copy
-import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 from torch.func import functional_call, vmap
 
-from roost.core.types import Config, Metrics, Parameters
+from roost.core.config_keys import SERVER_ROUND
+from roost.core.types import Config, Parameters
 from roost.errors import ConfigurationError
-from roost.tasks.recipe import CONFIG_ROUND, SGD, Adam, LocalOptimizer, Recipe, Task
+from roost.tasks.recipe import SGD, Adam, LocalOptimizer, Recipe, TaskSpec
 
 TensorDict = dict[str, torch.Tensor]
 OptState = dict[str, Any]
-
-# Batches of this many examples are used for evaluation forward passes (no gradients kept).
-EVAL_BATCH_SIZE = 1024
-
-
-def order_rng(seed: int, server_round: int, partition_id: int) -> np.random.Generator:
-    """The generator of a client's batch order in one round: a function of these three only."""
-    return np.random.default_rng([int(seed), int(server_round), int(partition_id)])
 
 
 def batch_plan(num_examples: int, epochs: int, batch_size: int, rng: np.random.Generator) -> list:
@@ -50,10 +42,11 @@ def batch_plan(num_examples: int, epochs: int, batch_size: int, rng: np.random.G
 
 
 def round_of(config: Config) -> int:
-    return int(config.get(CONFIG_ROUND, 0))
+    """The round an instruction's config belongs to (0 when the server sends none)."""
+    return int(config.get(SERVER_ROUND, 0))
 
 
-def build_model(task: Task, device: torch.device | str = "cpu") -> torch.nn.Module:
+def build_model(task: TaskSpec, device: torch.device | str = "cpu") -> torch.nn.Module:
     """A fresh model from the task's factory, under the task's seed, dtype and device."""
     if isinstance(task.model, torch.nn.Module):
         model = copy.deepcopy(task.model)  # a module instance is the initial model as it is
@@ -68,16 +61,17 @@ def build_model(task: Task, device: torch.device | str = "cpu") -> torch.nn.Modu
     return model.to(device=device, dtype=getattr(torch, task.dtype))
 
 
-def initial_parameters(task: Task) -> Parameters:
+def initial_parameters(task: TaskSpec) -> Parameters:
     """The task's initial model as NumPy arrays, in `state_dict` order."""
-    runtime = Runtime(task)
-    return runtime.to_arrays(runtime.initial_state(), None)
+    model = TaskModel(task)
+    return model.to_arrays(model.initial_state(), None)
 
 
-class Runtime:
-    """A task's model made functional on one device: parameter names, conversions and `step`."""
+class TaskModel:
+    """A task's model made functional on one device: parameter names, conversions, the local
+    step and per-example scores."""
 
-    def __init__(self, task: Task, device: torch.device | str = "cpu") -> None:
+    def __init__(self, task: TaskSpec, device: torch.device | str = "cpu") -> None:
         self.task = task
         self.device = torch.device(device)
         self.dtype = getattr(torch, task.dtype)
@@ -166,6 +160,16 @@ class Runtime:
                 f"{tuple(losses.shape)}; use reduction='none'"
             )
         return losses
+
+    def example_scores(
+        self, params: TensorDict, buffers: TensorDict, x: torch.Tensor, y: torch.Tensor
+    ) -> torch.Tensor:
+        """Per example, the loss and then each of the task's metrics: shape [1 + metrics, batch],
+        in float64 (what every evaluation sums)."""
+        outputs = self.forward(params, buffers, x)
+        values = [self.example_losses(outputs, y)]
+        values += [fn(outputs, y) for fn in self.task.metrics.values()]
+        return torch.stack([value.double() for value in values])
 
     def init_opt_state(self, params: TensorDict, optimizer: LocalOptimizer) -> OptState:
         """A fresh optimizer state, as a client that builds its optimizer in `fit` has."""
@@ -295,7 +299,7 @@ def _apply_optimizer(
 
 
 def train_client(
-    runtime: Runtime,
+    model: TaskModel,
     arrays: Parameters,
     x: torch.Tensor,
     y: torch.Tensor,
@@ -306,53 +310,15 @@ def train_client(
 
     This is the sequential reference: every other engine must produce the same model.
     """
-    params, buffers = runtime.from_arrays(arrays)
+    params, buffers = model.from_arrays(arrays)
     anchor = {n: p.clone() for n, p in params.items()} if recipe.proximal_mu else None
-    state = runtime.init_opt_state(params, recipe.optimizer)
-    step = runtime.make_step(recipe, buffers)
-    runtime.model.train()
+    state = model.init_opt_state(params, recipe.optimizer)
+    step = model.make_step(recipe, buffers)
+    model.model.train()
     for batch in batch_plan(len(y), recipe.epochs, recipe.batch_size, rng):
-        index = torch.as_tensor(batch, device=runtime.device)
-        weights = torch.full((len(batch),), 1.0 / len(batch), dtype=runtime.dtype,
-                             device=runtime.device)
+        index = torch.as_tensor(batch, device=model.device)
+        weights = torch.full(
+            (len(batch),), 1.0 / len(batch), dtype=model.dtype, device=model.device
+        )
         params, state = step(params, state, x[index], y[index], weights, anchor)
     return params, buffers
-
-
-def evaluate_tensors(
-    runtime: Runtime,
-    state: tuple[TensorDict, TensorDict],
-    x: torch.Tensor,
-    y: torch.Tensor,
-    prefix: str = "",
-) -> tuple[float, Metrics]:
-    """Mean loss and metrics of one model on (x, y), summed in float64."""
-    params, buffers = state
-    metric_fns: Mapping[str, Callable] = runtime.task.metrics
-    loss_sum = 0.0
-    sums = dict.fromkeys(metric_fns, 0.0)
-    runtime.model.eval()
-    with torch.no_grad():
-        for start in range(0, len(y), EVAL_BATCH_SIZE):
-            xb, yb = x[start : start + EVAL_BATCH_SIZE], y[start : start + EVAL_BATCH_SIZE]
-            outputs = runtime.forward(params, buffers, xb)
-            loss_sum += float(runtime.example_losses(outputs, yb).double().sum())
-            for name, fn in metric_fns.items():
-                sums[name] += float(fn(outputs, yb).double().sum())
-    count = max(len(y), 1)
-    metrics: Metrics = {f"{prefix}{name}": value / count for name, value in sums.items()}
-    return loss_sum / count, metrics
-
-
-def make_evaluate_fn(task: Task, x: Any, y: Any, batch_size: int = EVAL_BATCH_SIZE) -> Callable:
-    """A centralized `evaluate_fn(server_round, parameters, config) -> (loss, metrics)`."""
-    runtime = Runtime(task)
-    x_t, y_t = runtime.data_tensors(x, y)
-
-    def evaluate(server_round: int, parameters: Parameters, config: Config):
-        loss, metrics = evaluate_tensors(runtime, runtime.from_arrays(parameters), x_t, y_t)
-        if not math.isfinite(loss):
-            return None
-        return loss, metrics
-
-    return evaluate

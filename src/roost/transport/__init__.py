@@ -1,6 +1,9 @@
-"""Transports: how a cohort's instructions reach clients and how results come back."""
+"""Transports: the cohort-level contract between the round loop and wherever clients run.
+
+`Transport` is implemented by every simulation engine (`roost.engines`) and by the gRPC server
+(`roost.transport.grpc`).
+"""
 
 from roost.transport.base import Transport
-from roost.transport.inprocess import InProcessTransport
 
-__all__ = ["InProcessTransport", "Transport"]
+__all__ = ["Transport"]

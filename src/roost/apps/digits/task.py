@@ -15,7 +15,7 @@ from roost.apps.digits.client import client_data
 from roost.apps.digits.settings import NUM_CLASSES, NUM_FEATURES, DemoSettings
 from roost.client.client import ClientFn
 from roost.engines import torch_available
-from roost.tasks.recipe import SGD, Task
+from roost.tasks import SGD, Task
 
 
 @dataclass(frozen=True)

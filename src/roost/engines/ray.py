@@ -1,4 +1,4 @@
-"""The Ray engine: the process engine's pool of reusable workers, as Ray actors on a cluster.
+"""The Ray engine: the worker pool of `roost.engines.pool`, its workers Ray actors on a cluster.
 
 Each actor receives `client_fn` once and then builds and runs one client per call, exactly as the
 sequential engine does. `address` connects to an existing cluster (`ray.init(address=...)`); without
@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import logging
 import pickle
-import time
-from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping
 from functools import cache
 from typing import Any
 
 from roost.client.client import ClientFn, Context
-from roost.core.types import ClientId, Config, Failure, Instruction, Outcome
+from roost.core.types import ClientId, Config, Failure, Instruction, Result
+from roost.engines.pool import WORKER_START_TIMEOUT, WorkerLost, WorkerPool, serialize_client_fn
+from roost.engines.sequential import check_num_clients, run_instruction
 from roost.errors import ConfigurationError
-from roost.transport.inprocess import run_instruction, simulation_clients
-from roost.transport.process import WORKER_START_TIMEOUT, serialize_client_fn
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +35,9 @@ class _ClientActor:
     def ready(self) -> bool:
         return True
 
-    def run(self, client_id: ClientId, instruction: Instruction):
-        context = Context(
-            partition_id=int(client_id),
-            num_partitions=self.num_clients,
-            node_id=client_id,
-            run_config=dict(self.run_config),
+    def run(self, client_id: ClientId, instruction: Instruction) -> Result | Failure:
+        context = Context.for_partition(
+            int(client_id), self.num_clients, run_config=self.run_config
         )
         return run_instruction(self.client_fn, context, instruction)
 
@@ -62,7 +57,7 @@ def _import_ray() -> Any:
     return ray
 
 
-class RayTransport:
+class RayEngine(WorkerPool[Any, Any]):
     """Run clients on a pool of Ray actors, reused every round.
 
     Args:
@@ -88,15 +83,12 @@ class RayTransport:
         max_actors: int | None = None,
         init_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
-        if num_clients < 1:
-            raise ConfigurationError(f"num_clients must be at least 1, got {num_clients}")
         if not num_cpus_per_client > 0:
             raise ConfigurationError(f"num_cpus_per_client must be > 0, got {num_cpus_per_client}")
         if max_actors is not None and max_actors < 1:
             raise ConfigurationError(f"max_actors must be >= 1, got {max_actors}")
+        check_num_clients(num_clients)  # before Ray starts
         self._ray = ray = _import_ray()
-        self.num_clients = num_clients
-        self.run_config = dict(run_config or {})
         payload = serialize_client_fn(client_fn, "ray")
         self._owns_ray = False
         if not ray.is_initialized():
@@ -107,91 +99,44 @@ class RayTransport:
         elif address is not None:
             log.info("Ray is already initialized in this process; address=%r is not used", address)
         cpus = float(ray.cluster_resources().get("CPU", 1.0))
-        self.max_actors = max_actors or max(1, int(cpus // num_cpus_per_client))
+        actors = max_actors or max(1, int(cpus // num_cpus_per_client))
+        super().__init__(num_clients, actors, run_config)
         self._actor_class = _actor_class(
             ray, float(num_cpus_per_client), float(num_gpus_per_client)
         )
         self._payload_ref = ray.put(payload)
-        self._actors: list[Any] = []
 
-    # -- Transport -----------------------------------------------------------------------------
-
-    def wait_for_clients(self, count: int, timeout: float | None = None) -> list[ClientId]:
-        return simulation_clients(self.num_clients, count)
-
-    def run(
-        self, cohort: Sequence[tuple[ClientId, Instruction]], timeout: float | None
-    ) -> Iterator[Outcome]:
-        wanted = min(self.max_actors, max(len(cohort), 1))
-        if len(self._actors) < wanted:
-            self._actors += self._start(wanted - len(self._actors))
-        pending = deque(cohort)
-        idle = list(self._actors)
-        busy: dict[Any, tuple[Any, ClientId, float]] = {}  # ObjectRef -> (actor, client, start)
-        try:
-            yield from self._dispatch(pending, idle, busy, timeout)
-        finally:
-            for actor, _, _ in busy.values():  # left early: free the actors still working
-                self._replace(actor)
-
-    def _dispatch(
-        self,
-        pending: deque,
-        idle: list[Any],
-        busy: dict[Any, tuple[Any, ClientId, float]],
-        timeout: float | None,
-    ) -> Iterator[Outcome]:
-        ray = self._ray
-        while pending or busy:
-            while pending and idle:
-                actor = idle.pop()
-                client_id, instruction = pending.popleft()
-                busy[actor.run.remote(client_id, instruction)] = (
-                    actor,
-                    client_id,
-                    time.monotonic(),
-                )
-            wait_for = None
-            if timeout is not None:
-                first_deadline = min(started for _, _, started in busy.values()) + timeout
-                wait_for = max(0.0, first_deadline - time.monotonic())
-            ready, _ = ray.wait(list(busy), num_returns=1, timeout=wait_for)
-            for ref in ready:
-                actor, client_id, _ = busy.pop(ref)
-                try:
-                    result = ray.get(ref)
-                except ray.exceptions.RayActorError as error:
-                    idle.append(self._replace(actor))
-                    yield client_id, Failure(client_id, f"its Ray actor died: {error}", "error")
-                    continue
-                except Exception as error:
-                    idle.append(actor)
-                    yield client_id, Failure(client_id, f"{type(error).__name__}: {error}")
-                    continue
-                idle.append(actor)
-                yield client_id, result
-            if timeout is not None:
-                now = time.monotonic()
-                for ref, (actor, client_id, started) in list(busy.items()):
-                    if now - started >= timeout:
-                        del busy[ref]
-                        idle.append(self._replace(actor))
-                        yield client_id, Failure(
-                            client_id, f"no result within the round timeout of {timeout:g} s",
-                            "timeout",
-                        )
+    @property
+    def max_actors(self) -> int:
+        """Actors in the pool at most."""
+        return self.max_workers
 
     def close(self) -> None:
-        actors, self._actors = self._actors, []
-        for actor in actors:
-            self._ray.kill(actor)
+        """Kill the actors, and shut down the local Ray this engine started."""
+        super().close()
         if self._owns_ray and self._ray.is_initialized():
             self._ray.shutdown()
             self._owns_ray = False
 
-    # -- actors --------------------------------------------------------------------------------
+    # -- how an actor is called ----------------------------------------------------------------
 
-    def _start(self, count: int) -> list[Any]:
+    def _send(self, worker: Any, client_id: ClientId, instruction: Instruction) -> Any:
+        return worker.run.remote(client_id, instruction)
+
+    def _wait(self, handles: list[Any], timeout: float | None) -> list[Any]:
+        ready, _ = self._ray.wait(handles, num_returns=1, timeout=timeout)
+        return ready
+
+    def _receive(self, worker: Any, handle: Any) -> Result | Failure:
+        try:
+            return self._ray.get(handle)
+        except self._ray.exceptions.RayActorError as error:
+            raise WorkerLost(f"its Ray actor died: {error}") from error
+
+    def _kill(self, worker: Any) -> None:
+        self._ray.kill(worker)
+
+    def _start_workers(self, count: int) -> list[Any]:
         ray = self._ray
         actors = [
             self._actor_class.remote(self._payload_ref, self.num_clients, self.run_config)
@@ -210,15 +155,3 @@ class RayTransport:
             ) from error
         log.info("ray engine: %d actor(s) ready", len(actors))
         return actors
-
-    def _replace(self, actor: Any) -> Any:
-        self._ray.kill(actor)
-        fresh = self._start(1)[0]
-        self._actors[self._actors.index(actor)] = fresh
-        return fresh
-
-    def __enter__(self) -> RayTransport:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

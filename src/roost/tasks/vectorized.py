@@ -2,7 +2,7 @@
 
 The cohort's models are stacked along a new leading axis and every local step runs all of them at
 once: `torch.func.vmap` over the task's one-client loss (`functional_call`) and optimizer update
-(`Runtime.make_cohort_step`), each client taking its own next mini-batch. A client whose data runs
+(`TaskModel.make_cohort_step`), each client taking its own next mini-batch. A client whose data runs
 out earlier (fewer examples, so fewer steps) is masked: its model and optimizer state stay exactly
 as they were, so every client ends where it would have ended alone. Padding examples weigh 0.
 
@@ -28,10 +28,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.func import vmap
 
+from roost.core.rng import client_rng
 from roost.core.types import (
     ClientId,
+    Config,
     EvaluateIns,
     EvaluateRes,
     Failure,
@@ -40,21 +41,15 @@ from roost.core.types import (
     GetParametersIns,
     GetParametersRes,
     Instruction,
+    Metrics,
     Outcome,
 )
+from roost.engines.sequential import check_num_clients, simulation_clients
 from roost.errors import ConfigurationError
-from roost.tasks.recipe import Recipe, Task
-from roost.tasks.training import (
-    EVAL_BATCH_SIZE,
-    Runtime,
-    TensorDict,
-    batch_plan,
-    evaluate_tensors,
-    order_rng,
-    round_of,
-    train_client,
-)
-from roost.transport.inprocess import simulation_clients
+from roost.tasks.evaluation import evaluate_clients, evaluate_stacked, fit_client
+from roost.tasks.recipe import Recipe
+from roost.tasks.task import Task
+from roost.tasks.training import TaskModel, TensorDict, batch_plan, round_of
 
 log = logging.getLogger(__name__)
 
@@ -103,12 +98,15 @@ class _Member:
     instruction: Instruction
 
 
-class VectorizedTransport:
+class VectorizedEngine:
     """Run a `Task`'s cohort as one batched computation per chunk of clients.
+
+    Any number of exchanges (`run` calls) may share a round; each groups its own instructions.
 
     Args:
         task: the task every client trains.
         num_clients: how many clients (partitions) exist.
+        run_config: accepted like every engine's, and unused: a task's clients do not read it.
         device: "cpu" (default), "cuda", "cuda:N" or "auto".
         chunk_size: clients per batched computation; None derives it from `memory_budget`.
         memory_budget: bytes one chunk may use; None uses a quarter of RAM on the CPU and half
@@ -120,6 +118,7 @@ class VectorizedTransport:
         self,
         task: Task,
         num_clients: int,
+        run_config: Config | None = None,
         *,
         device: str | torch.device = "cpu",
         chunk_size: int | None = None,
@@ -132,15 +131,14 @@ class VectorizedTransport:
                 f"data), got {type(task).__name__}; pass a Task, or use engine='sequential', "
                 "'process' or 'ray' for an arbitrary client_fn"
             )
-        if num_clients < 1:
-            raise ConfigurationError(f"num_clients must be at least 1, got {num_clients}")
+        check_num_clients(num_clients)
         if chunk_size is not None and chunk_size < 1:
             raise ConfigurationError(f"chunk_size must be >= 1 or None, got {chunk_size}")
         self.task = task
         self.num_clients = num_clients
         self.device = resolve_device(device)
-        self.runtime = Runtime(task, self.device)
-        check_vectorizable(self.runtime.model)
+        self.task_model = TaskModel(task, self.device)
+        check_vectorizable(self.task_model.model)
         self.chunk_size = chunk_size
         self.memory_budget = memory_budget or self._default_budget()
         self.cache_data = cache_data
@@ -151,11 +149,14 @@ class VectorizedTransport:
     # -- Transport -----------------------------------------------------------------------------
 
     def wait_for_clients(self, count: int, timeout: float | None = None) -> list[ClientId]:
+        """Every simulated client is always available."""
         return simulation_clients(self.num_clients, count)
 
     def run(
         self, cohort: Sequence[tuple[ClientId, Instruction]], timeout: float | None
     ) -> Iterator[Outcome]:
+        """Group the cohort (fits by model and recipe, evaluations by model), run each group as
+        one batched computation, and yield its clients' outcomes as each group finishes."""
         if timeout is not None and not self._warned_timeout:
             log.info("the vectorized engine trains clients together; round_timeout is not applied")
             self._warned_timeout = True
@@ -171,12 +172,11 @@ class VectorizedTransport:
                 elif isinstance(instruction, EvaluateIns):
                     evaluate_groups.setdefault(id(instruction.parameters), []).append(member)
                 elif isinstance(instruction, GetParametersIns):
-                    initial = self.runtime.to_arrays(self.runtime.initial_state(), None)
+                    initial = self.task_model.to_arrays(self.task_model.initial_state(), None)
                     yield client_id, GetParametersRes(initial)
                 else:
-                    yield client_id, Failure(
-                        client_id, f"unknown instruction {type(instruction).__name__}"
-                    )
+                    reason = f"unknown instruction {type(instruction).__name__}"
+                    yield client_id, Failure(client_id, reason)
             except Exception as error:  # a bad config fails this client, not the run
                 yield client_id, Failure(client_id, f"{type(error).__name__}: {error}")
         for members in fit_groups.values():
@@ -186,6 +186,7 @@ class VectorizedTransport:
             yield from self._guarded(members, self._evaluate_group)
 
     def close(self) -> None:
+        """Drop the cached client data."""
         self._train.clear()
         self._eval.clear()
 
@@ -217,7 +218,7 @@ class VectorizedTransport:
         if evaluation and self.task.eval_data is None:
             tensors = self._data(partition_id, evaluation=False)
         else:
-            tensors = self.runtime.data_tensors(*source(partition_id, self.num_clients))
+            tensors = self.task_model.data_tensors(*source(partition_id, self.num_clients))
         if self.cache_data:
             cache[partition_id] = tensors
         return tensors
@@ -242,29 +243,29 @@ class VectorizedTransport:
         if self.chunk_size is not None:
             return self.chunk_size
         if self.device.type == "cpu" and any(
-            isinstance(m, torch.nn.modules.conv._ConvNd) for m in self.runtime.model.modules()
+            isinstance(m, torch.nn.modules.conv._ConvNd) for m in self.task_model.model.modules()
         ):
             return 1
-        element = torch.finfo(self.runtime.dtype).bits // 8
-        numel = sum(p.numel() for p in self.runtime.model.parameters())
+        element = torch.finfo(self.task_model.dtype).bits // 8
+        numel = sum(p.numel() for p in self.task_model.model.parameters())
         # params, new params, gradients, the proximal anchor share, optimizer slots (≤ 2)
         per_client = numel * element * 6
-        per_client += _activation_bytes(self.runtime, example[: recipe.batch_size]) * 3
+        per_client += _activation_bytes(self.task_model, example[: recipe.batch_size]) * 3
         per_client += max_examples * example[:1].numel() * example.element_size()
         return max(1, int(self.memory_budget // max(per_client, 1)))
 
     def _fit_group(self, members: list[_Member], recipe: Recipe) -> Iterator[Outcome]:
-        runtime = self.runtime
+        model = self.task_model
         arrays = members[0].instruction.parameters
-        params, buffers = runtime.from_arrays(arrays)
+        params, buffers = model.from_arrays(arrays)
         anchor = params if recipe.proximal_mu else None
-        step = runtime.make_cohort_step(recipe, buffers)
+        step = model.make_cohort_step(recipe, buffers)
         first_x = self._data(members[0].partition_id, False)[0]
         chunk = self._chunk_clients(recipe, first_x, max(len(first_x), 1))
         if chunk == 1:  # nothing to batch: the per-client step, without vmap's overhead
-            yield from self._fit_one_by_one(members, recipe)
+            yield from self._fit_one_by_one(members)
             return
-        runtime.model.train()
+        model.model.train()
         for start in range(0, len(members), chunk):
             part = members[start : start + chunk]
             xs, ys = zip(*(self._data(m.partition_id, False) for m in part), strict=True)
@@ -273,7 +274,7 @@ class VectorizedTransport:
                     len(y),
                     recipe.epochs,
                     recipe.batch_size,
-                    order_rng(self.task.seed, round_of(m.instruction.config), m.partition_id),
+                    client_rng(self.task.seed, round_of(m.instruction.config), m.partition_id),
                 )
                 for m, y in zip(part, ys, strict=True)
             ]
@@ -281,7 +282,7 @@ class VectorizedTransport:
             x_stack, y_stack = _pad_stack(xs), _pad_stack(ys)
             count = len(part)
             stacked = {n: p.unsqueeze(0).expand(count, *p.shape).clone() for n, p in params.items()}
-            state = _stack_state(runtime.init_opt_state(params, recipe.optimizer), count)
+            state = _stack_state(model.init_opt_state(params, recipe.optimizer), count)
             rows = torch.arange(count, device=self.device).unsqueeze(1)
             for s in range(index.shape[1]):
                 xb, yb = x_stack[rows, index[:, s]], y_stack[rows, index[:, s]]
@@ -291,25 +292,18 @@ class VectorizedTransport:
             metrics = self._fit_metrics(stacked, buffers, x_stack, y_stack, ys)
             for position, member in enumerate(part):
                 client_params = {n: value[position] for n, value in stacked.items()}
-                yield member.client_id, FitRes(
-                    runtime.to_arrays((client_params, buffers), arrays),
-                    len(ys[position]),
-                    metrics[position],
-                )
+                trained = model.to_arrays((client_params, buffers), arrays)
+                yield member.client_id, FitRes(trained, len(ys[position]), metrics[position])
 
-    def _fit_one_by_one(self, members: list[_Member], recipe: Recipe) -> Iterator[Outcome]:
-        runtime = self.runtime
+    def _fit_one_by_one(self, members: list[_Member]) -> Iterator[Outcome]:
+        """The sequential engine's fit, over this engine's cached data."""
         for member in members:
             x, y = self._data(member.partition_id, False)
-            config = member.instruction.config
-            rng = order_rng(self.task.seed, round_of(config), member.partition_id)
-            arrays = member.instruction.parameters
-            state = train_client(runtime, arrays, x, y, recipe, rng)
-            metrics = {}
-            if self.task.fit_metrics:
-                loss, named = evaluate_tensors(runtime, state, x, y, prefix="train_")
-                metrics = {"train_loss": loss, **named}
-            yield member.client_id, FitRes(runtime.to_arrays(state, arrays), len(y), metrics)
+            parameters, config = member.instruction.parameters, member.instruction.config
+            trained, count, metrics = fit_client(
+                self.task_model, parameters, x, y, config, member.partition_id
+            )
+            yield member.client_id, FitRes(trained, count, metrics)
 
     def _schedule(
         self, plans: list[list[np.ndarray]], batch_size: int
@@ -324,7 +318,7 @@ class VectorizedTransport:
                 index[c, s, : len(batch)] = batch
                 weights[c, s, : len(batch)] = 1.0 / len(batch)
                 active[c, s] = True
-        device, dtype = self.device, self.runtime.dtype
+        device, dtype = self.device, self.task_model.dtype
         return (
             torch.as_tensor(index, device=device),
             torch.as_tensor(weights, dtype=dtype, device=device),
@@ -338,68 +332,22 @@ class VectorizedTransport:
         x_stack: torch.Tensor,
         y_stack: torch.Tensor,
         ys: Sequence[torch.Tensor],
-    ) -> list[dict]:
+    ) -> list[Metrics]:
         """`train_loss` / `train_<metric>` of each client's new model (when the task asks)."""
         if not self.task.fit_metrics:
             return [{} for _ in ys]
-        runtime = self.runtime
-        count, width = x_stack.shape[0], x_stack.shape[1]
-        lengths = torch.as_tensor([len(y) for y in ys], device=self.device)
-        names = ["loss", *runtime.task.metrics]
-        sums = torch.zeros((len(names), count), dtype=torch.float64, device=self.device)
-
-        def per_example(p, x, y):
-            outputs = runtime.forward(p, buffers, x)
-            values = [runtime.example_losses(outputs, y)]
-            values += [fn(outputs, y) for fn in runtime.task.metrics.values()]
-            return torch.stack([v.to(outputs.dtype) for v in values])
-
-        batched = vmap(per_example)
-        runtime.model.eval()
-        step = max(1, EVAL_BATCH_SIZE // max(count, 1))
-        with torch.no_grad():
-            for begin in range(0, width, step):
-                end = min(begin + step, width)
-                values = batched(stacked, x_stack[:, begin:end], y_stack[:, begin:end])
-                valid = (torch.arange(begin, end, device=self.device) < lengths.unsqueeze(1))
-                sums += (values.double() * valid.unsqueeze(1)).sum(dim=2).T
-        runtime.model.train()
-        means = (sums / lengths.clamp(min=1)).T.tolist()
-        return [
-            {f"train_{n}": v for n, v in zip(names, row, strict=True)} for row in means
-        ]
+        scores = evaluate_stacked(
+            self.task_model, stacked, buffers, x_stack, y_stack, [len(y) for y in ys], "train_"
+        )
+        return [{"train_loss": loss, **named} for loss, named in scores]
 
     def _evaluate_group(self, members: list[_Member]) -> Iterator[Outcome]:
-        """All members evaluate the same model: one forward over their examples, concatenated."""
-        runtime = self.runtime
-        params, buffers = runtime.from_arrays(members[0].instruction.parameters)
+        """All members evaluate the same model: one pass over their examples, concatenated."""
+        state = self.task_model.from_arrays(members[0].instruction.parameters)
         data = [self._data(m.partition_id, True) for m in members]
-        x_all = torch.cat([x for x, _ in data])
-        y_all = torch.cat([y for _, y in data])
-        lengths = [len(y) for _, y in data]
-        owner = torch.repeat_interleave(
-            torch.arange(len(members), device=self.device),
-            torch.as_tensor(lengths, device=self.device),
-        )
-        names = ["loss", *runtime.task.metrics]
-        sums = torch.zeros((len(names), len(members)), dtype=torch.float64, device=self.device)
-        runtime.model.eval()
-        with torch.no_grad():
-            for begin in range(0, len(y_all), EVAL_BATCH_SIZE):
-                end = begin + EVAL_BATCH_SIZE
-                xb, yb = x_all[begin:end], y_all[begin:end]
-                outputs = runtime.forward(params, buffers, xb)
-                values = [runtime.example_losses(outputs, yb)]
-                values += [fn(outputs, yb) for fn in runtime.task.metrics.values()]
-                rows = owner[begin : begin + EVAL_BATCH_SIZE]
-                for k, value in enumerate(values):
-                    sums[k].index_add_(0, rows, value.double())
-        runtime.model.train()
-        totals = sums.T.tolist()
-        for member, length, row in zip(members, lengths, totals, strict=True):
-            count = max(length, 1)
-            metrics = {name: value / count for name, value in zip(names[1:], row[1:], strict=True)}
-            yield member.client_id, EvaluateRes(row[0] / count, length, metrics)
+        scores = evaluate_clients(self.task_model, state, data)
+        for member, (_, y), (loss, metrics) in zip(members, data, scores, strict=True):
+            yield member.client_id, EvaluateRes(loss, len(y), metrics)
 
 
 def _pad_stack(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -419,7 +367,7 @@ def _stack_state(state, count: int):
     return state.unsqueeze(0).expand(count, *state.shape).clone()
 
 
-def _activation_bytes(runtime: Runtime, example: torch.Tensor) -> int:
+def _activation_bytes(model: TaskModel, example: torch.Tensor) -> int:
     """Bytes of every module output for one batch: a rough measure of what backward keeps."""
     total = 0
 
@@ -428,14 +376,13 @@ def _activation_bytes(runtime: Runtime, example: torch.Tensor) -> int:
         if torch.is_tensor(output):
             total += output.numel() * output.element_size()
 
-    hooks = [m.register_forward_hook(record) for m in runtime.model.modules()]
+    hooks = [m.register_forward_hook(record) for m in model.model.modules()]
     try:
         with torch.no_grad():
-            runtime.model(example)
+            model.model(example)
     except Exception:  # an estimate only; fall back to the input's size
         total = example.numel() * example.element_size() * 8
     finally:
         for hook in hooks:
             hook.remove()
     return total
-

@@ -1,4 +1,8 @@
-"""Run clients in this process, one after another: the reference engine."""
+"""The sequential engine: clients one after another, in this process. The reference engine.
+
+Also the pieces every engine that runs a `client_fn` shares: the simulated clients' ids and how one
+instruction runs on a freshly built client.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import threading
 from collections.abc import Iterator, Sequence
 
 from roost.client.client import ClientFn, Context, call_client
-from roost.core.types import ClientId, Failure, Instruction, Outcome, Result
+from roost.core.types import ClientId, Config, Failure, Instruction, Outcome, Result
 from roost.errors import ConfigurationError, NotEnoughClientsError
 
 log = logging.getLogger(__name__)
@@ -26,6 +30,12 @@ def simulation_clients(num_clients: int, count: int) -> list[ClientId]:
             "min_fit_clients / min_evaluate_clients"
         )
     return [str(index) for index in range(num_clients)]
+
+
+def check_num_clients(num_clients: int) -> None:
+    """Refuse a simulation without clients."""
+    if num_clients < 1:
+        raise ConfigurationError(f"num_clients must be at least 1, got {num_clients}")
 
 
 def run_instruction(
@@ -51,8 +61,10 @@ def _with_copied_arrays(instruction: Instruction) -> Instruction:
     return type(instruction)([array.copy() for array in parameters], dict(instruction.config))
 
 
-class InProcessTransport:
+class SequentialEngine:
     """Build and run each sampled client in this process, one at a time.
+
+    Any number of exchanges (`run` calls) may share a round: each builds its clients afresh.
 
     With a `timeout`, each client runs in a helper thread and gets `timeout` seconds from its own
     start, as it would if all clients ran in parallel. A client past its time is a failure; its
@@ -60,30 +72,25 @@ class InProcessTransport:
     """
 
     def __init__(
-        self, client_fn: ClientFn, num_clients: int, run_config: dict | None = None
+        self, client_fn: ClientFn, num_clients: int, run_config: Config | None = None
     ) -> None:
-        if num_clients < 1:
-            raise ConfigurationError(f"num_clients must be at least 1, got {num_clients}")
+        check_num_clients(num_clients)
         self.client_fn = client_fn
         self.num_clients = num_clients
         self.run_config = dict(run_config or {})
 
-    def context(self, client_id: ClientId) -> Context:
-        return Context(
-            partition_id=int(client_id),
-            num_partitions=self.num_clients,
-            node_id=client_id,
-            run_config=dict(self.run_config),
-        )
-
     def wait_for_clients(self, count: int, timeout: float | None = None) -> list[ClientId]:
+        """Every simulated client is always available."""
         return simulation_clients(self.num_clients, count)
 
     def run(
         self, cohort: Sequence[tuple[ClientId, Instruction]], timeout: float | None
     ) -> Iterator[Outcome]:
+        """Build each client, run its instruction, and yield the outcome, in cohort order."""
         for client_id, instruction in cohort:
-            context = self.context(client_id)
+            context = Context.for_partition(
+                int(client_id), self.num_clients, run_config=self.run_config
+            )
             if timeout is None:
                 yield client_id, run_instruction(self.client_fn, context, instruction)
             else:
@@ -107,4 +114,4 @@ class InProcessTransport:
         return box[0]
 
     def close(self) -> None:
-        pass
+        """Nothing to release: clients live only while they run."""

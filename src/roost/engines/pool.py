@@ -1,0 +1,232 @@
+"""The worker-pool core of the process and Ray engines: one dispatch loop for any kind of worker.
+
+A pool keeps up to `max_workers` workers. They start on first use, receive `client_fn` once, and
+are reused by every exchange (every `run` call, any number of them per round). An exchange hands
+the cohort's instructions to idle workers, one call per worker at a time, and yields each result
+as soon as it is back. A client past the timeout is a failure and its worker is replaced, so a hung
+client cannot hold a worker; a worker that dies is a failure of its client and is replaced too.
+
+What differs between engines, and only that, is left to a subclass: how workers start and stop,
+how a call is sent, how finished calls are awaited and how a result is received.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import time
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import Generator, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from roost.client.client import ClientFn
+from roost.core.types import ClientId, Config, Failure, Instruction, Outcome, Result
+from roost.engines.sequential import check_num_clients, simulation_clients
+from roost.errors import ConfigurationError
+
+log = logging.getLogger(__name__)
+
+# Seconds a new worker may take to import roost and rebuild client_fn before start-up fails.
+WORKER_START_TIMEOUT = 120.0
+
+Worker = TypeVar("Worker")
+Handle = TypeVar("Handle")
+
+
+def serialize_client_fn(client_fn: ClientFn, engine: str) -> bytes:
+    """`client_fn` as bytes for another process: cloudpickle when installed (it also handles
+    lambdas, closures and functions of `__main__`), the standard pickle otherwise."""
+    try:
+        import cloudpickle
+    except ImportError:
+        cloudpickle = None
+    try:
+        return (cloudpickle or pickle).dumps(client_fn)
+    except Exception as error:
+        hint = "" if cloudpickle else " (or install cloudpickle, which also sends closures)"
+        raise ConfigurationError(
+            f"the {engine} engine sends client_fn to worker processes, so it must be picklable, "
+            f"but pickling it failed ({type(error).__name__}: {error}). Define client_fn and "
+            f"the objects it holds at module level{hint}, or use engine='sequential'"
+        ) from error
+
+
+class WorkerLost(Exception):
+    """A worker is gone (crashed, killed, unreachable): its client fails, the worker is replaced."""
+
+
+@dataclass
+class _Call:
+    """One instruction in flight on one worker."""
+
+    worker: Any
+    client_id: ClientId
+    started: float
+
+
+class WorkerPool(ABC, Generic[Worker, Handle]):
+    """A transport that runs clients on a pool of reusable workers.
+
+    Subclasses say how to start, stop and call their kind of worker; this class owns the pool and
+    the dispatch loop. Starting a new exchange abandons what is left of the previous one: its
+    workers still busy are stopped, so late results cannot leak into the new exchange.
+    """
+
+    def __init__(
+        self, num_clients: int, max_workers: int, run_config: Config | None = None
+    ) -> None:
+        check_num_clients(num_clients)
+        if max_workers < 1:
+            raise ConfigurationError(f"the pool needs at least one worker, got {max_workers}")
+        self.num_clients = num_clients
+        self.max_workers = max_workers
+        self.run_config = dict(run_config or {})  # every client's `context.run_config`
+        self._workers: list[Worker] = []
+        self._exchange: Generator[Outcome, None, None] | None = None
+
+    # -- what an engine provides ---------------------------------------------------------------
+
+    @abstractmethod
+    def _start_workers(self, count: int) -> list[Worker]:
+        """Start `count` workers and return once each has rebuilt `client_fn`, or raise."""
+
+    @abstractmethod
+    def _kill(self, worker: Worker) -> None:
+        """Stop `worker` at once (it may be hung or dead)."""
+
+    def _stop(self, worker: Worker) -> None:
+        """Stop an idle `worker` at the end of the run; by default the same as `_kill`."""
+        self._kill(worker)
+
+    @abstractmethod
+    def _send(self, worker: Worker, client_id: ClientId, instruction: Instruction) -> Handle:
+        """Start one call on `worker`; return the handle `_wait` watches. Raise `WorkerLost`
+        when the worker cannot take it."""
+
+    @abstractmethod
+    def _wait(self, handles: list[Handle], timeout: float | None) -> list[Handle]:
+        """The handles among `handles` whose calls are done, waiting at most `timeout` seconds
+        (None: until at least one is)."""
+
+    @abstractmethod
+    def _receive(self, worker: Worker, handle: Handle) -> Result | Failure:
+        """The outcome of a finished call on `worker`. Raise `WorkerLost` when it died; any
+        other exception fails this call only."""
+
+    # -- Transport -----------------------------------------------------------------------------
+
+    def wait_for_clients(self, count: int, timeout: float | None = None) -> list[ClientId]:
+        """Every simulated client is always available."""
+        return simulation_clients(self.num_clients, count)
+
+    def run(
+        self, cohort: Sequence[tuple[ClientId, Instruction]], timeout: float | None
+    ) -> Iterator[Outcome]:
+        """Run each instruction on a worker; yield outcomes in the order they finish."""
+        if self._exchange is not None:
+            self._exchange.close()  # its busy workers stop: their results belong to no one now
+        self._exchange = self._dispatch(list(cohort), timeout)
+        return self._exchange
+
+    def close(self) -> None:
+        """Stop every worker. The pool starts afresh if `run` is called again."""
+        if self._exchange is not None:
+            self._exchange.close()
+            self._exchange = None
+        workers, self._workers = self._workers, []
+        for worker in workers:
+            self._stop(worker)
+
+    def __enter__(self) -> WorkerPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the dispatch loop ---------------------------------------------------------------------
+
+    def _dispatch(
+        self, cohort: list[tuple[ClientId, Instruction]], timeout: float | None
+    ) -> Generator[Outcome, None, None]:
+        wanted = min(self.max_workers, max(len(cohort), 1))
+        if len(self._workers) < wanted:
+            self._workers += self._start_workers(wanted - len(self._workers))
+        pending = deque(cohort)
+        idle = list(self._workers)
+        busy: dict[Handle, _Call] = {}
+        try:
+            while pending or busy:
+                yield from self._send_pending(pending, idle, busy)
+                if not busy:
+                    continue
+                for handle in self._wait(list(busy), _time_left(busy, timeout)):
+                    yield self._collect(busy.pop(handle), handle, idle)
+                if timeout is not None:
+                    yield from self._expire(busy, idle, timeout)
+        finally:
+            # Left early (the consumer stopped, or a new exchange began): calls still in flight
+            # must not answer into another exchange, so their workers go. The pool regrows
+            # when the next exchange needs them.
+            for call in busy.values():
+                self._retire(call.worker)
+
+    def _send_pending(
+        self, pending: deque, idle: list[Worker], busy: dict[Handle, _Call]
+    ) -> Iterator[Outcome]:
+        while pending and idle:
+            worker = idle.pop()
+            client_id, instruction = pending.popleft()
+            try:
+                handle = self._send(worker, client_id, instruction)
+            except WorkerLost as lost:
+                idle.append(self._replace(worker))
+                yield client_id, Failure(client_id, f"worker unavailable: {lost}")
+                continue
+            busy[handle] = _Call(worker, client_id, time.monotonic())
+
+    def _collect(self, call: _Call, handle: Handle, idle: list[Worker]) -> Outcome:
+        try:
+            result = self._receive(call.worker, handle)
+        except WorkerLost as lost:
+            idle.append(self._replace(call.worker))
+            return call.client_id, Failure(call.client_id, str(lost), "error")
+        except Exception as error:  # this call failed (e.g. its result arrived broken); the
+            idle.append(call.worker)  # worker itself is fine and takes the next one
+            return call.client_id, Failure(call.client_id, f"{type(error).__name__}: {error}")
+        idle.append(call.worker)
+        return call.client_id, result
+
+    def _expire(
+        self, busy: dict[Handle, _Call], idle: list[Worker], timeout: float
+    ) -> Iterator[Outcome]:
+        now = time.monotonic()
+        for handle, call in list(busy.items()):
+            if now - call.started >= timeout:
+                del busy[handle]
+                idle.append(self._replace(call.worker))
+                reason = f"no result within the round timeout of {timeout:g} s"
+                yield call.client_id, Failure(call.client_id, reason, "timeout")
+
+    # -- pool upkeep ---------------------------------------------------------------------------
+
+    def _retire(self, worker: Worker) -> None:
+        """Kill `worker` and take it out of the pool."""
+        self._kill(worker)
+        self._workers.remove(worker)
+
+    def _replace(self, worker: Worker) -> Worker:
+        """Kill `worker` (hung or dead) and start a fresh one in its place."""
+        self._retire(worker)
+        fresh = self._start_workers(1)[0]
+        self._workers.append(fresh)
+        return fresh
+
+
+def _time_left(busy: dict[Any, _Call], timeout: float | None) -> float | None:
+    """Seconds until the earliest call in flight runs out of time (None: no timeout)."""
+    if timeout is None:
+        return None
+    first_deadline = min(call.started for call in busy.values()) + timeout
+    return max(0.0, first_deadline - time.monotonic())

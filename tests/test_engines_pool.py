@@ -1,0 +1,129 @@
+"""The worker-pool core on its own, with threads as workers: dispatch, timeouts, replacement."""
+
+from __future__ import annotations
+
+import threading
+from concurrent import futures
+
+import numpy as np
+import pytest
+
+from roost.core.types import Failure, FitIns, FitRes
+from roost.engines.pool import WorkerLost, WorkerPool
+
+
+class ThreadWorker:
+    def __init__(self, number: int) -> None:
+        self.number = number
+
+
+class ThreadPool(WorkerPool[ThreadWorker, futures.Future]):
+    """Each call runs in a thread. `behaviour[client_id]` makes a client hang, kill its worker,
+    find its worker unreachable, or answer with a message that cannot be read."""
+
+    def __init__(self, behaviour: dict[str, str], num_clients: int, max_workers: int) -> None:
+        super().__init__(num_clients, max_workers)
+        self.behaviour = behaviour
+        self.started = 0
+        self.killed: list[int] = []
+        self.release = threading.Event()
+        self.executor = futures.ThreadPoolExecutor(max_workers=8)
+
+    def _start_workers(self, count: int) -> list[ThreadWorker]:
+        workers = [ThreadWorker(self.started + i) for i in range(count)]
+        self.started += count
+        return workers
+
+    def _kill(self, worker: ThreadWorker) -> None:
+        self.killed.append(worker.number)
+
+    def _send(self, worker, client_id, instruction) -> futures.Future:
+        if self.behaviour.get(client_id) == "unreachable":
+            raise WorkerLost("pipe closed")
+        return self.executor.submit(self._call, worker, client_id, instruction)
+
+    def _call(self, worker, client_id, instruction):
+        kind = self.behaviour.get(client_id, "ok")
+        if kind == "hang":
+            self.release.wait(10)
+        moved = [p + int(client_id) for p in instruction.parameters]
+        return kind, FitRes(moved, 1, {"worker": worker.number})
+
+    def _wait(self, handles, timeout):
+        done, _ = futures.wait(handles, timeout, return_when=futures.FIRST_COMPLETED)
+        return list(done)
+
+    def _receive(self, worker, handle):
+        kind, result = handle.result()
+        if kind == "die":
+            raise WorkerLost("its worker died (exit code 3)")
+        if kind == "garbled":
+            raise ValueError("truncated message")
+        return result
+
+    def finish(self) -> None:
+        self.release.set()
+        self.close()
+        self.executor.shutdown()
+
+
+def cohort(num_clients: int) -> list:
+    return [(str(k), FitIns([np.zeros(2)], {})) for k in range(num_clients)]
+
+
+def test_results_stream_back_and_workers_are_reused_across_exchanges():
+    pool = ThreadPool({}, num_clients=5, max_workers=2)
+    try:
+        for _ in range(2):
+            outcomes = dict(pool.run(cohort(5), None))
+            assert sorted(outcomes) == ["0", "1", "2", "3", "4"]
+            for client_id, result in outcomes.items():
+                np.testing.assert_array_equal(result.parameters[0], np.full(2, int(client_id)))
+            assert {result.metrics["worker"] for result in outcomes.values()} == {0, 1}
+        assert pool.started == 2 and pool.killed == []
+    finally:
+        pool.finish()
+
+
+def test_each_broken_call_fails_its_client_only_and_lost_workers_are_replaced():
+    behaviour = {"1": "hang", "2": "die", "3": "unreachable", "4": "garbled"}
+    pool = ThreadPool(behaviour, num_clients=6, max_workers=2)
+    try:
+        outcomes = dict(pool.run(cohort(6), timeout=0.5))
+    finally:
+        pool.finish()
+    assert sorted(outcomes) == ["0", "1", "2", "3", "4", "5"]
+    assert isinstance(outcomes["0"], FitRes) and isinstance(outcomes["5"], FitRes)
+    failures = {c: r for c, r in outcomes.items() if isinstance(r, Failure)}
+    assert {c: f.kind for c, f in failures.items()} == {
+        "1": "timeout",
+        "2": "error",
+        "3": "error",
+        "4": "error",
+    }
+    assert "round timeout of 0.5 s" in failures["1"].reason
+    assert failures["2"].reason == "its worker died (exit code 3)"
+    assert failures["3"].reason == "worker unavailable: pipe closed"
+    assert failures["4"].reason == "ValueError: truncated message"
+    # The hung, dead and unreachable workers were replaced; the garbled call's worker was not.
+    assert pool.started == 2 + 3
+
+
+def test_close_abandons_the_running_exchange_without_starting_workers():
+    pool = ThreadPool({"1": "hang"}, num_clients=2, max_workers=2)
+    try:
+        exchange = pool.run(cohort(2), None)
+        client_id, result = next(exchange)
+        assert client_id == "0" and isinstance(result, FitRes)
+        pool.close()
+        assert pool.started == 2 and len(pool.killed) == 2  # the busy one and the idle one
+        assert list(exchange) == []
+    finally:
+        pool.finish()
+
+
+def test_a_pool_needs_clients_and_workers():
+    with pytest.raises(ValueError, match="num_clients"):
+        ThreadPool({}, num_clients=0, max_workers=1)
+    with pytest.raises(ValueError, match="at least one worker"):
+        ThreadPool({}, num_clients=1, max_workers=0)
