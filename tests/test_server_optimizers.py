@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from roost.core.types import FitRes
+from roost.engines.sequential import SequentialEngine
 from roost.errors import ConfigurationError
 from roost.server.loop import ServerConfig, ServerState, run_rounds
 from roost.strategy import (
@@ -25,7 +26,6 @@ from roost.strategy import (
     Strategy,
     TrimmedMean,
 )
-from roost.engines.sequential import SequentialEngine
 
 DELTAS = [np.array([0.5, -2.0, 0.0, 1e-3]), np.array([-0.25, -1.0, 3.0, 1e-3])]
 X0 = np.array([1.0, 2.0, -1.0, 0.0])

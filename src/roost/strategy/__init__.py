@@ -1,7 +1,6 @@
 """Strategies by composition: selection, weighting, transforms, aggregators, server optimizers."""
 
 from roost.strategy.aggregators import (
-    Aggregator,
     BulyanMean,
     CoordinateMedian,
     KrumMean,
@@ -11,10 +10,19 @@ from roost.strategy.aggregators import (
     TrimmedMean,
     WeightedMean,
 )
+from roost.strategy.base import (
+    Aggregator,
+    FitAggregate,
+    RoundContext,
+    Sampler,
+    ServerOptimizer,
+    UpdateTransform,
+    Weighting,
+    chain,
+)
 from roost.strategy.optimizers import (
     ServerAdagrad,
     ServerAdam,
-    ServerOptimizer,
     ServerSGD,
     ServerYogi,
 )
@@ -35,14 +43,10 @@ from roost.strategy.presets import (
     MultiKrum,
     QFedAvg,
 )
-from roost.strategy.strategy import (
-    Strategy,
-    UpdateTransform,
-    negative_gradient,
-    parameter_delta,
-    sample_uniformly,
-)
+from roost.strategy.sampling import sample_uniformly
+from roost.strategy.strategy import Strategy
 from roost.strategy.transforms import AdaptiveClipL2, ClipL2
+from roost.strategy.updates import negative_gradient, parameter_delta
 from roost.strategy.weighting import (
     uniform_weight,
     weight_by_metric,
@@ -67,6 +71,7 @@ __all__ = [
     "FedTrimmedAvg",
     "FedWeightedAvg",
     "FedYogi",
+    "FitAggregate",
     "Krum",
     "KrumMean",
     "Mean",
@@ -74,6 +79,8 @@ __all__ = [
     "NotEnoughUpdatesError",
     "QFFLMean",
     "QFedAvg",
+    "RoundContext",
+    "Sampler",
     "ServerAdagrad",
     "ServerAdam",
     "ServerOptimizer",
@@ -83,6 +90,8 @@ __all__ = [
     "TrimmedMean",
     "UpdateTransform",
     "WeightedMean",
+    "Weighting",
+    "chain",
     "negative_gradient",
     "parameter_delta",
     "sample_uniformly",

@@ -20,11 +20,11 @@ discovered with `hasattr`.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
-from roost.core.types import ClientId, FitRes, Parameters
+from roost.core.types import ClientId, FitRes, Instruction, Metrics, Outcome, Parameters
 
 State = Any
 """A part's state: nested dicts/tuples/lists of NumPy arrays and Python scalars (or `()`)."""
@@ -216,3 +216,36 @@ class ServerOptimizer:
     ) -> tuple[Parameters, State]:
         """The next global parameters and state."""
         raise NotImplementedError
+
+
+class RoundContext(Protocol):
+    """What a strategy's round sees of the loop: the clients, and one way to talk to them.
+
+    Every phase goes through `exchange`, so all phases share the transport, the timeouts, the
+    validation of results against `template` and the failure handling.
+    """
+
+    server_round: int
+    rng: np.random.Generator
+
+    def available(self, count: int) -> list[ClientId]:
+        """The connected clients, once at least `count` are."""
+        ...
+
+    def exchange(
+        self,
+        phase: str,
+        cohort: Sequence[tuple[ClientId, Instruction]],
+        template: Parameters | None,
+    ) -> Iterable[Outcome]:
+        """Send each member its instruction; stream back one validated outcome per member."""
+        ...
+
+
+class FitAggregate(NamedTuple):
+    """What a round's training produced: the next model (None: unchanged) and what it measured."""
+
+    parameters: Parameters | None
+    metrics: Metrics
+    state: State
+    measurements: Measurements

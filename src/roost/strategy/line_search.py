@@ -21,8 +21,8 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 
 from roost.core.types import ClientId, FitIns, FitRes, Outcome, Parameters
-from roost.strategy.base import State
-from roost.strategy.strategy import FitAggregate, RoundContext, Strategy
+from roost.strategy.base import FitAggregate, RoundContext, State
+from roost.strategy.strategy import Strategy
 
 log = logging.getLogger(__name__)
 

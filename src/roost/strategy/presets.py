@@ -22,9 +22,11 @@ from roost.strategy.aggregators import (
     TrimmedMean,
     WeightedMean,
 )
+from roost.strategy.base import FitAggregate, RoundContext
 from roost.strategy.line_search import backtracking_fit_round
 from roost.strategy.optimizers import ServerAdagrad, ServerAdam, ServerSGD, ServerYogi
-from roost.strategy.strategy import FitAggregate, RoundContext, Strategy, negative_gradient
+from roost.strategy.strategy import Strategy
+from roost.strategy.updates import negative_gradient
 from roost.strategy.weighting import weight_by_metric, weight_by_num_examples
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, NamedTuple, Protocol
+from typing import Any
 
 import numpy as np
 
@@ -24,7 +24,6 @@ from roost.core.types import (
     Failure,
     FitIns,
     FitRes,
-    Instruction,
     Metrics,
     Outcome,
     Parameters,
@@ -34,9 +33,10 @@ from roost.errors import ConfigurationError, InvalidMessageError
 from roost.strategy.aggregators import NotEnoughUpdatesError, WeightedMean
 from roost.strategy.base import (
     Aggregator,
+    FitAggregate,
     FunctionSampler,
     FunctionWeighting,
-    Measurements,
+    RoundContext,
     Sampler,
     ServerOptimizer,
     State,
@@ -44,7 +44,9 @@ from roost.strategy.base import (
     Weighting,
     chain,
 )
-from roost.strategy.optimizers import ServerSGD, subtract
+from roost.strategy.optimizers import ServerSGD
+from roost.strategy.sampling import sample_uniformly
+from roost.strategy.updates import parameter_delta
 from roost.strategy.weighting import WeightFn, weight_by_num_examples
 
 log = logging.getLogger(__name__)
@@ -54,57 +56,6 @@ ConfigFn = Callable[[int], Config]
 EvaluateFn = Callable[[int, Parameters, Config], "tuple[float, Metrics] | None"]
 UpdateFn = Callable[[Parameters, Parameters], Parameters]
 SampleFn = Callable[[Sequence[ClientId], int, np.random.Generator], list[ClientId]]
-
-
-class RoundContext(Protocol):
-    """What a strategy's round sees of the loop: the clients, and one way to talk to them.
-
-    Every phase goes through `exchange`, so all phases share the transport, the timeouts, the
-    validation of results against `template` and the failure handling.
-    """
-
-    server_round: int
-    rng: np.random.Generator
-
-    def available(self, count: int) -> list[ClientId]:
-        """The connected clients, once at least `count` are."""
-        ...
-
-    def exchange(
-        self,
-        phase: str,
-        cohort: Sequence[tuple[ClientId, Instruction]],
-        template: Parameters | None,
-    ) -> Iterable[Outcome]:
-        """Send each member its instruction; stream back one validated outcome per member."""
-        ...
-
-
-class FitAggregate(NamedTuple):
-    """What a round's training produced: the next model (None: unchanged) and what it measured."""
-
-    parameters: Parameters | None
-    metrics: Metrics
-    state: State
-    measurements: Measurements
-
-
-def parameter_delta(result: Parameters, global_parameters: Parameters) -> Parameters:
-    """A client's update when it returns trained parameters: result − global."""
-    return subtract(result, global_parameters)
-
-
-def negative_gradient(result: Parameters, global_parameters: Parameters) -> Parameters:
-    """A client's update when it returns a gradient (FedSGD): −gradient, a descent direction."""
-    return [np.negative(gradient) for gradient in result]
-
-
-def sample_uniformly(
-    client_ids: Sequence[ClientId], count: int, rng: np.random.Generator
-) -> list[ClientId]:
-    """`count` distinct clients drawn uniformly, returned in the order of `client_ids`."""
-    chosen = np.sort(rng.choice(len(client_ids), size=count, replace=False))
-    return [client_ids[index] for index in chosen]
 
 
 def _check_fraction(name: str, value: float) -> None:
