@@ -37,29 +37,30 @@ class ThreadPool(WorkerPool[ThreadWorker, futures.Future]):
     def _kill(self, worker: ThreadWorker) -> None:
         self.killed.append(worker.number)
 
-    def _send(self, worker, client_id, instruction) -> futures.Future:
+    def _send(self, worker, client_id, instruction, state) -> futures.Future:
         if self.behaviour.get(client_id) == "unreachable":
             raise WorkerLost("pipe closed")
-        return self.executor.submit(self._call, worker, client_id, instruction)
+        return self.executor.submit(self._call, worker, client_id, instruction, state)
 
-    def _call(self, worker, client_id, instruction):
+    def _call(self, worker, client_id, instruction, state):
         kind = self.behaviour.get(client_id, "ok")
         if kind == "hang":
             self.release.wait(10)
         moved = [p + int(client_id) for p in instruction.parameters]
-        return kind, FitRes(moved, 1, {"worker": worker.number})
+        calls = state.get("calls", 0) + 1
+        return kind, FitRes(moved, 1, {"worker": worker.number, "calls": calls}), {"calls": calls}
 
     def _wait(self, handles, timeout):
         done, _ = futures.wait(handles, timeout, return_when=futures.FIRST_COMPLETED)
         return list(done)
 
     def _receive(self, worker, handle):
-        kind, result = handle.result()
+        kind, result, state = handle.result()
         if kind == "die":
             raise WorkerLost("its worker died (exit code 3)")
         if kind == "garbled":
             raise ValueError("truncated message")
-        return result
+        return result, state
 
     def finish(self) -> None:
         self.release.set()
@@ -127,3 +128,13 @@ def test_a_pool_needs_clients_and_workers():
         ThreadPool({}, num_clients=0, max_workers=1)
     with pytest.raises(ValueError, match="at least one worker"):
         ThreadPool({}, num_clients=1, max_workers=0)
+
+
+def test_each_node_gets_back_its_own_state_on_any_worker():
+    pool = ThreadPool({}, num_clients=4, max_workers=2)
+    try:
+        for exchange in range(1, 4):
+            outcomes = dict(pool.run(cohort(4), timeout=5))
+            assert [outcomes[str(k)].metrics["calls"] for k in range(4)] == [exchange] * 4
+    finally:
+        pool.finish()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from roost.core.types import (
     Config,
@@ -31,7 +31,11 @@ class Context:
     """What a `client_fn` knows about the client it builds.
 
     `node_config` mirrors the same facts under the hyphenated keys Flower users know
-    (`"partition-id"`, `"num-partitions"`).
+    (`"partition-id"`, `"num-partitions"`). `state` is the node's own record: it persists
+    across the instructions a node answers, on every engine except the vectorized one (the
+    engine keeps it, even where the client object is rebuilt for each instruction) and in a
+    deployed client process. Client-side protocols (secure aggregation) keep their round's
+    secrets there.
     """
 
     partition_id: int
@@ -39,6 +43,7 @@ class Context:
     node_id: str = ""
     run_config: Config = field(default_factory=dict)
     node_config: Config = field(default_factory=dict)
+    state: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.node_id:
@@ -54,6 +59,7 @@ class Context:
         *,
         run_config: Config | None = None,
         node_id: str = "",
+        state: dict[str, Any] | None = None,
     ) -> Context:
         """The context of the client that holds partition `partition_id` of `num_partitions`.
 
@@ -65,6 +71,7 @@ class Context:
             num_partitions=num_partitions,
             node_id=node_id,
             run_config=dict(run_config or {}),
+            state={} if state is None else state,
         )
 
 
@@ -111,7 +118,8 @@ def _unpack(value: object, names: tuple[str, ...], method: str) -> tuple:
 
 
 def call_client(client: ClientLike, instruction: Instruction) -> Result:
-    """Run one instruction on a client object and wrap what it returns (not yet validated)."""
+    """Run one fit, evaluate or get_parameters instruction on a client object and wrap what it
+    returns (not yet validated). Protocol phases go through `roost.client.protocols.execute`."""
     if isinstance(instruction, FitIns):
         parameters, num_examples, metrics = _unpack(
             client.fit(instruction.parameters, dict(instruction.config)),

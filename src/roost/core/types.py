@@ -63,8 +63,32 @@ class EvaluateRes:
     metrics: Metrics = field(default_factory=dict)
 
 
-Instruction: TypeAlias = GetParametersIns | FitIns | EvaluateIns
-Result: TypeAlias = GetParametersRes | FitRes | EvaluateRes
+@dataclass(frozen=True)
+class PhaseIns:
+    """One step of a client-side protocol other than fit and evaluate (secure aggregation's).
+
+    `protocol` names the handler on the client (`roost.client.protocols`), `phase` its step;
+    `parameters` is the global model when the step trains (empty otherwise), `arrays` and `config`
+    the protocol's own payload.
+    """
+
+    protocol: str
+    phase: str
+    parameters: Parameters = field(default_factory=list)
+    arrays: Parameters = field(default_factory=list)
+    config: Config = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PhaseRes:
+    """A protocol step's answer: its payload arrays and scalar values (and any fit metrics)."""
+
+    arrays: Parameters
+    values: Metrics = field(default_factory=dict)
+
+
+Instruction: TypeAlias = GetParametersIns | FitIns | EvaluateIns | PhaseIns
+Result: TypeAlias = GetParametersRes | FitRes | EvaluateRes | PhaseRes
 
 
 @dataclass(frozen=True)

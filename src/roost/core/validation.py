@@ -23,6 +23,8 @@ from roost.core.types import (
     GetParametersRes,
     Instruction,
     Parameters,
+    PhaseIns,
+    PhaseRes,
     Result,
     Scalar,
 )
@@ -160,6 +162,17 @@ def validate_result(
                     f"get_parameters returned {type(result).__name__}, not GetParametersRes"
                 )
             return GetParametersRes(parameters=check_parameters(result.parameters, template))
+        if isinstance(instruction, PhaseIns):
+            if not isinstance(result, PhaseRes):
+                raise InvalidMessageError(
+                    f"{instruction.protocol} {instruction.phase} returned "
+                    f"{type(result).__name__}, not PhaseRes"
+                )
+            # The protocol checks its own payload; here: arrays of numbers, scalar values.
+            return PhaseRes(
+                arrays=check_parameters(result.arrays),
+                values=check_scalar_dict(result.values, "values"),
+            )
         raise InvalidMessageError(f"unknown instruction {type(instruction).__name__}")
     except InvalidMessageError as error:
         return Failure(client_id, str(error), kind="invalid")

@@ -53,6 +53,10 @@ def serialize_client_fn(client_fn: ClientFn, engine: str) -> bytes:
         ) from error
 
 
+NodeState = dict[str, Any]
+"""A simulated node's `Context.state`; the pool keeps it between the node's instructions."""
+
+
 class WorkerLost(Exception):
     """A worker is gone (crashed, killed, unreachable): its client fails, the worker is replaced."""
 
@@ -85,6 +89,9 @@ class WorkerPool(ABC, Generic[Worker, Handle]):
         self.run_config = dict(run_config or {})  # every client's `context.run_config`
         self._workers: list[Worker] = []
         self._exchange: Generator[Outcome, None, None] | None = None
+        # Each node's Context.state travels with its instruction and comes back with the result:
+        # a client rebuilt on any worker sees what it kept before.
+        self._states: dict[ClientId, NodeState] = {}
 
     # -- what an engine provides ---------------------------------------------------------------
 
@@ -101,9 +108,11 @@ class WorkerPool(ABC, Generic[Worker, Handle]):
         self._kill(worker)
 
     @abstractmethod
-    def _send(self, worker: Worker, client_id: ClientId, instruction: Instruction) -> Handle:
-        """Start one call on `worker`; return the handle `_wait` watches. Raise `WorkerLost`
-        when the worker cannot take it."""
+    def _send(
+        self, worker: Worker, client_id: ClientId, instruction: Instruction, state: NodeState
+    ) -> Handle:
+        """Start one call on `worker` (the node's instruction and its state); return the handle
+        `_wait` watches. Raise `WorkerLost` when the worker cannot take it."""
 
     @abstractmethod
     def _wait(self, handles: list[Handle], timeout: float | None) -> list[Handle]:
@@ -111,9 +120,10 @@ class WorkerPool(ABC, Generic[Worker, Handle]):
         (None: until at least one is)."""
 
     @abstractmethod
-    def _receive(self, worker: Worker, handle: Handle) -> Result | Failure:
-        """The outcome of a finished call on `worker`. Raise `WorkerLost` when it died; any
-        other exception fails this call only."""
+    def _receive(self, worker: Worker, handle: Handle) -> tuple[Result | Failure, NodeState | None]:
+        """The outcome of a finished call on `worker` and the node's state after it (None: keep
+        the state it had). Raise `WorkerLost` when it died; any other exception fails this call
+        only."""
 
     # -- Transport -----------------------------------------------------------------------------
 
@@ -179,7 +189,7 @@ class WorkerPool(ABC, Generic[Worker, Handle]):
             worker = idle.pop()
             client_id, instruction = pending.popleft()
             try:
-                handle = self._send(worker, client_id, instruction)
+                handle = self._send(worker, client_id, instruction, self._states.get(client_id, {}))
             except WorkerLost as lost:
                 idle.append(self._replace(worker))
                 yield client_id, Failure(client_id, f"worker unavailable: {lost}")
@@ -188,7 +198,7 @@ class WorkerPool(ABC, Generic[Worker, Handle]):
 
     def _collect(self, call: _Call, handle: Handle, idle: list[Worker]) -> Outcome:
         try:
-            result = self._receive(call.worker, handle)
+            result, state = self._receive(call.worker, handle)
         except WorkerLost as lost:
             idle.append(self._replace(call.worker))
             return call.client_id, Failure(call.client_id, str(lost), "error")
@@ -196,6 +206,8 @@ class WorkerPool(ABC, Generic[Worker, Handle]):
             idle.append(call.worker)  # worker itself is fine and takes the next one
             return call.client_id, Failure(call.client_id, f"{type(error).__name__}: {error}")
         idle.append(call.worker)
+        if state is not None:
+            self._states[call.client_id] = state
         return call.client_id, result
 
     def _expire(

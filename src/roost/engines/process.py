@@ -20,10 +20,16 @@ import sys
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from roost.client.client import ClientFn, Context
+from roost.client.client import ClientFn
 from roost.core.types import ClientId, Config, Failure, Instruction, Result
-from roost.engines.pool import WORKER_START_TIMEOUT, WorkerLost, WorkerPool, serialize_client_fn
-from roost.engines.sequential import run_instruction
+from roost.engines.pool import (
+    WORKER_START_TIMEOUT,
+    NodeState,
+    WorkerLost,
+    WorkerPool,
+    serialize_client_fn,
+)
+from roost.engines.sequential import run_node
 from roost.errors import ConfigurationError, RoostError
 
 log = logging.getLogger(__name__)
@@ -55,15 +61,13 @@ def _worker_main(
             return
         if message is None:
             return
-        client_id, instruction = message
-        context = Context.for_partition(int(client_id), num_clients, run_config=run_config)
-        result = run_instruction(client_fn, context, instruction)
+        client_id, instruction, state = message
+        result, state = run_node(client_fn, client_id, num_clients, run_config, instruction, state)
         try:
-            connection.send((client_id, result))
+            connection.send((result, state))
         except Exception as error:  # e.g. a metric value that cannot be pickled
-            connection.send(
-                (client_id, Failure(client_id, f"result could not be sent back: {error}"))
-            )
+            failure = Failure(client_id, f"result could not be sent back: {error}")
+            connection.send((failure, None))
 
 
 def _limit_torch_threads(threads: int) -> None:
@@ -130,9 +134,11 @@ class ProcessEngine(WorkerPool[_Worker, Connection]):
 
     # -- how a worker process is called ----------------------------------------------------------
 
-    def _send(self, worker: _Worker, client_id: ClientId, instruction: Instruction) -> Connection:
+    def _send(
+        self, worker: _Worker, client_id: ClientId, instruction: Instruction, state: NodeState
+    ) -> Connection:
         try:
-            worker.connection.send((client_id, instruction))
+            worker.connection.send((client_id, instruction, state))
         except (OSError, ValueError) as error:  # the worker is gone
             raise WorkerLost(str(error)) from error
         return worker.connection
@@ -140,14 +146,16 @@ class ProcessEngine(WorkerPool[_Worker, Connection]):
     def _wait(self, handles: list[Connection], timeout: float | None) -> list[Connection]:
         return wait(handles, timeout)
 
-    def _receive(self, worker: _Worker, handle: Connection) -> Result | Failure:
+    def _receive(
+        self, worker: _Worker, handle: Connection
+    ) -> tuple[Result | Failure, NodeState | None]:
         try:
-            _, result = handle.recv()
+            result, state = handle.recv()
         except (EOFError, OSError) as error:
             worker.process.join(1.0)
             code = worker.process.exitcode
             raise WorkerLost(f"its worker process died (exit code {code})") from error
-        return result
+        return result, state
 
     def _kill(self, worker: _Worker) -> None:
         worker.kill()

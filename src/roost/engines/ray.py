@@ -15,10 +15,16 @@ from collections.abc import Mapping
 from functools import cache
 from typing import Any
 
-from roost.client.client import ClientFn, Context
+from roost.client.client import ClientFn
 from roost.core.types import ClientId, Config, Failure, Instruction, Result
-from roost.engines.pool import WORKER_START_TIMEOUT, WorkerLost, WorkerPool, serialize_client_fn
-from roost.engines.sequential import check_num_clients, run_instruction
+from roost.engines.pool import (
+    WORKER_START_TIMEOUT,
+    NodeState,
+    WorkerLost,
+    WorkerPool,
+    serialize_client_fn,
+)
+from roost.engines.sequential import check_num_clients, run_node
 from roost.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
@@ -35,11 +41,12 @@ class _ClientActor:
     def ready(self) -> bool:
         return True
 
-    def run(self, client_id: ClientId, instruction: Instruction) -> Result | Failure:
-        context = Context.for_partition(
-            int(client_id), self.num_clients, run_config=self.run_config
+    def run(
+        self, client_id: ClientId, instruction: Instruction, state: NodeState
+    ) -> tuple[Result | Failure, NodeState]:
+        return run_node(
+            self.client_fn, client_id, self.num_clients, self.run_config, instruction, state
         )
-        return run_instruction(self.client_fn, context, instruction)
 
 
 @cache
@@ -120,14 +127,16 @@ class RayEngine(WorkerPool[Any, Any]):
 
     # -- how an actor is called ----------------------------------------------------------------
 
-    def _send(self, worker: Any, client_id: ClientId, instruction: Instruction) -> Any:
-        return worker.run.remote(client_id, instruction)
+    def _send(
+        self, worker: Any, client_id: ClientId, instruction: Instruction, state: NodeState
+    ) -> Any:
+        return worker.run.remote(client_id, instruction, state)
 
     def _wait(self, handles: list[Any], timeout: float | None) -> list[Any]:
         ready, _ = self._ray.wait(handles, num_returns=1, timeout=timeout)
         return ready
 
-    def _receive(self, worker: Any, handle: Any) -> Result | Failure:
+    def _receive(self, worker: Any, handle: Any) -> tuple[Result | Failure, NodeState | None]:
         try:
             return self._ray.get(handle)
         except self._ray.exceptions.RayActorError as error:

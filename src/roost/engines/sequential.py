@@ -9,9 +9,22 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from typing import Any
 
-from roost.client.client import ClientFn, Context, call_client
-from roost.core.types import ClientId, Config, Failure, Instruction, Outcome, Result
+from roost.client.client import ClientFn, Context
+from roost.client.protocols import execute
+from roost.core.types import (
+    ClientId,
+    Config,
+    EvaluateIns,
+    Failure,
+    FitIns,
+    Instruction,
+    Outcome,
+    PhaseIns,
+    Result,
+)
 from roost.errors import ConfigurationError, NotEnoughClientsError
 
 log = logging.getLogger(__name__)
@@ -49,16 +62,29 @@ def run_instruction(
     client_id = context.node_id
     try:
         client = client_fn(context)
-        return call_client(client, _with_copied_arrays(instruction))
+        return execute(client, _with_copied_arrays(instruction), context)
     except Exception as error:  # a client's bug must not stop the federation
         return Failure(client_id, f"{type(error).__name__}: {error}", kind="error")
 
 
+def run_node(
+    client_fn: ClientFn,
+    client_id: ClientId,
+    num_clients: int,
+    run_config: Config,
+    instruction: Instruction,
+    state: dict[str, Any],
+) -> tuple[Result | Failure, dict[str, Any]]:
+    """Run one instruction on simulated node `client_id` with its `state`; return the outcome
+    and the node's state afterwards (engines keep it for the node's next instruction)."""
+    context = Context.for_partition(int(client_id), num_clients, run_config=run_config, state=state)
+    return run_instruction(client_fn, context, instruction), context.state
+
+
 def _with_copied_arrays(instruction: Instruction) -> Instruction:
-    parameters = getattr(instruction, "parameters", None)
-    if parameters is None:
-        return instruction
-    return type(instruction)([array.copy() for array in parameters], dict(instruction.config))
+    if isinstance(instruction, FitIns | EvaluateIns | PhaseIns):
+        return replace(instruction, parameters=[array.copy() for array in instruction.parameters])
+    return instruction
 
 
 class SequentialEngine:
@@ -78,6 +104,7 @@ class SequentialEngine:
         self.client_fn = client_fn
         self.num_clients = num_clients
         self.run_config = dict(run_config or {})
+        self._states: dict[ClientId, dict[str, Any]] = {}  # each node's Context.state
 
     def wait_for_clients(self, count: int, timeout: float | None = None) -> list[ClientId]:
         """Every simulated client is always available."""
@@ -89,7 +116,10 @@ class SequentialEngine:
         """Build each client, run its instruction, and yield the outcome, in cohort order."""
         for client_id, instruction in cohort:
             context = Context.for_partition(
-                int(client_id), self.num_clients, run_config=self.run_config
+                int(client_id),
+                self.num_clients,
+                run_config=self.run_config,
+                state=self._states.setdefault(client_id, {}),
             )
             if timeout is None:
                 yield client_id, run_instruction(self.client_fn, context, instruction)

@@ -53,6 +53,19 @@ class SecAggClient:
         # Share values this client holds, per owner: (key share, seed share).
         self._held: dict[int, tuple[shamir.Share, shamir.Share]] = {}
 
+    def __getstate__(self) -> dict:
+        """Picklable form (keys as raw bytes), so a simulation engine can carry a client's round
+        state between its worker processes. Never sent over a network nor saved to disk."""
+        state = dict(vars(self))
+        state["_encryption_key"] = crypto.private_bytes(self._encryption_key)
+        state["_masking_key"] = crypto.private_bytes(self._masking_key)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        vars(self).update(state)
+        self._encryption_key = crypto.load_private_key(state["_encryption_key"])
+        self._masking_key = crypto.load_private_key(state["_masking_key"])
+
     @property
     def node_id(self) -> int:
         """This client's node id in the round (known after `advertise_keys`)."""
