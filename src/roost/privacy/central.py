@@ -154,7 +154,8 @@ class CentralDP(UpdateTransform):
         if not 2 * sigma_b > self.noise_multiplier:
             raise ConfigurationError(
                 f"count_noise_stddev {sigma_b:g} leaves no privacy budget for the updates: "
-                f"it must exceed noise_multiplier / 2 = {self.noise_multiplier / 2:g}"
+                f"pass count_noise_stddev > noise_multiplier / 2 = {self.noise_multiplier / 2:g} "
+                "(the default, expected_clients / 20, suits cohorts of hundreds)"
             )
         self.count_noise_stddev = float(sigma_b)
         self.update_noise_multiplier = (self.noise_multiplier**-2 - (2 * sigma_b) ** -2) ** -0.5
