@@ -243,8 +243,10 @@ def test_dpfedavg_wires_secret_sampling_and_composes_with_any_optimizer() -> Non
     assert PRESETS["dpfedavg"] is DPFedAvg
     with pytest.raises(ConfigurationError, match="needs noise_multiplier, clip_norm"):
         DPFedAvg(expected_clients=4, num_clients=20)
-    with pytest.raises(ConfigurationError, match="sets update_transforms itself"):
-        dpfedavg(update_transforms=[ClipL2(1.0)])
+    with pytest.raises(ConfigurationError, match="sets aggregator, sampler itself"):
+        dpfedavg(sampler=PoissonSampler(0.5), aggregator=Mean())
+    clipped_first = dpfedavg(update_transforms=[ClipL2(0.5)])
+    assert clipped_first.update_transforms == (ClipL2(0.5), clipped_first.central_dp)
     history = dp_run(poisson, rounds=3)
     assert [r for r, _ in history.measurements["epsilon"]] == sorted(
         r for r, _ in history.measurements["epsilon"]

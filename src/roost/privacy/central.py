@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
 import numpy as np
@@ -41,15 +42,14 @@ from roost.core.types import Parameters
 from roost.errors import ConfigurationError, RunFinished
 from roost.privacy import accounting
 from roost.privacy.noise import SecureRandom, noise_source, warn_not_private
-from roost.privacy.sampling import FixedSizeSampler, PoissonSampler
 from roost.strategy.aggregators import Mean
 from roost.strategy.base import Measurements, State, UpdateTransform
 from roost.strategy.transforms import clip_to_norm
-from roost.strategy.weighting import uniform_weight
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
 class SampledMean(Mean):
     """`Mean()` that also accepts an empty cohort (`min_updates = 0`).
 
@@ -59,14 +59,12 @@ class SampledMean(Mean):
 
     min_updates = 0
 
-    def __repr__(self) -> str:
-        return "SampledMean()"
-
 
 def _is_float(array: np.ndarray) -> bool:
     return np.asarray(array).dtype.kind == "f"
 
 
+@dataclass(frozen=True)
 class CentralDP(UpdateTransform):
     """DP-FedAvg's clip-and-noise, optionally with adaptive clipping, and its privacy accountant.
 
@@ -94,79 +92,81 @@ class CentralDP(UpdateTransform):
     σ > 0), ``clip_norm`` and, when adaptive, the noised ``unclipped_share``.
     """
 
-    def __init__(
-        self,
-        noise_multiplier: float,
-        clip_norm: float,
-        expected_clients: int,
-        *,
-        num_clients: int,
-        sampling: str = "poisson",
-        delta: float | None = None,
-        target_epsilon: float | None = None,
-        accountant: str = "rdp",
-        clip_quantile: float | None = None,
-        clip_learning_rate: float = 0.2,
-        count_noise_stddev: float | None = None,
-        seed: int | None = None,
-    ) -> None:
-        self.accounting_args = _accounting_args(sampling, expected_clients, num_clients)
-        if not noise_multiplier >= 0 or math.isinf(noise_multiplier):
-            raise ConfigurationError(f"noise_multiplier must be >= 0, got {noise_multiplier}")
-        if not clip_norm > 0 or math.isinf(clip_norm):
-            raise ConfigurationError(f"clip_norm must be a finite number > 0, got {clip_norm}")
-        if target_epsilon is not None and not target_epsilon > 0:
-            raise ConfigurationError(f"target_epsilon must be > 0, got {target_epsilon}")
-        self.noise_multiplier = float(noise_multiplier)
-        self.clip_norm = float(clip_norm)
-        self.expected_clients = expected_clients
-        self.num_clients = num_clients
-        self.sampling = sampling
-        self.delta = accounting.default_delta(num_clients) if delta is None else float(delta)
-        self.target_epsilon = target_epsilon
-        self.accountant = accountant
+    noise_multiplier: float
+    clip_norm: float
+    expected_clients: int
+    _: KW_ONLY
+    num_clients: int
+    sampling: str = "poisson"
+    delta: float | None = None
+    target_epsilon: float | None = None
+    accountant: str = "rdp"
+    clip_quantile: float | None = None
+    clip_learning_rate: float = 0.2
+    count_noise_stddev: float | None = None
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_cohort(self.sampling, self.expected_clients, self.num_clients)
+        if not self.noise_multiplier >= 0 or math.isinf(self.noise_multiplier):
+            raise ConfigurationError(f"noise_multiplier must be >= 0, got {self.noise_multiplier}")
+        if not self.clip_norm > 0 or math.isinf(self.clip_norm):
+            raise ConfigurationError(f"clip_norm must be a finite number > 0, got {self.clip_norm}")
+        if self.target_epsilon is not None and not self.target_epsilon > 0:
+            raise ConfigurationError(f"target_epsilon must be > 0, got {self.target_epsilon}")
+        if self.delta is None:  # resolved once, so repr and the accountant show the δ in use
+            object.__setattr__(self, "delta", accounting.default_delta(self.num_clients))
+        self._check_adaptive()
         # Fail now, not after the first round, on a δ or accountant that cannot be used.
         self.epsilon(1)
-        self._init_adaptive(clip_quantile, clip_learning_rate, count_noise_stddev)
-        self.seed = seed
-        if seed is not None:
-            warn_not_private("CentralDP", seed)
+        if self.seed is not None:
+            warn_not_private("CentralDP", self.seed)
         if self.noise_multiplier == 0:
             log.warning("CentralDP(noise_multiplier=0) only clips: the run has no privacy")
 
-    def _init_adaptive(
-        self, quantile: float | None, learning_rate: float, count_noise_stddev: float | None
-    ) -> None:
-        """Split σ between the update noise and the unclipped count's noise (Andrew et al.)."""
-        self.clip_quantile = quantile
-        self.clip_learning_rate = float(learning_rate)
-        self.count_noise_stddev = 0.0
-        self.update_noise_multiplier = self.noise_multiplier
-        if quantile is None:
+    def _check_adaptive(self) -> None:
+        if self.clip_quantile is None:
             return
-        if not 0.0 <= quantile <= 1.0:
-            raise ConfigurationError(f"clip_quantile must be in [0, 1], got {quantile}")
-        if not learning_rate > 0:
-            raise ConfigurationError(f"clip_learning_rate must be > 0, got {learning_rate}")
-        if self.noise_multiplier == 0:
-            return
-        sigma_b = self.expected_clients / 20 if count_noise_stddev is None else count_noise_stddev
-        if not 2 * sigma_b > self.noise_multiplier:
+        if not 0.0 <= self.clip_quantile <= 1.0:
+            raise ConfigurationError(f"clip_quantile must be in [0, 1], got {self.clip_quantile}")
+        if not self.clip_learning_rate > 0:
             raise ConfigurationError(
-                f"count_noise_stddev {sigma_b:g} leaves no privacy budget for the updates: "
-                f"pass count_noise_stddev > noise_multiplier / 2 = {self.noise_multiplier / 2:g} "
-                "(the default, expected_clients / 20, suits cohorts of hundreds)"
+                f"clip_learning_rate must be > 0, got {self.clip_learning_rate}"
             )
-        self.count_noise_stddev = float(sigma_b)
-        self.update_noise_multiplier = (self.noise_multiplier**-2 - (2 * sigma_b) ** -2) ** -0.5
+        if self.noise_multiplier > 0 and not 2 * self.count_noise > self.noise_multiplier:
+            raise ConfigurationError(
+                f"count_noise_stddev {self.count_noise:g} leaves no privacy budget for the "
+                f"updates: pass count_noise_stddev > noise_multiplier / 2 = "
+                f"{self.noise_multiplier / 2:g} (the default, expected_clients / 20, suits "
+                "cohorts of hundreds)"
+            )
 
-    def __repr__(self) -> str:
-        adaptive = "" if self.clip_quantile is None else f", clip_quantile={self.clip_quantile}"
-        return (
-            f"CentralDP(noise_multiplier={self.noise_multiplier:g}, clip_norm={self.clip_norm:g}, "
-            f"expected_clients={self.expected_clients}, num_clients={self.num_clients}, "
-            f"sampling={self.sampling!r}, delta={self.delta:.3g}{adaptive})"
-        )
+    @property
+    def count_noise(self) -> float:
+        """σ_b, the std of the noise on the unclipped count (0 without adaptive clipping or σ)."""
+        if self.clip_quantile is None or self.noise_multiplier == 0:
+            return 0.0
+        if self.count_noise_stddev is None:
+            return self.expected_clients / 20
+        return float(self.count_noise_stddev)
+
+    @property
+    def update_noise_multiplier(self) -> float:
+        """z_Δ = (σ⁻² − (2σ_b)⁻²)^(−1/2): the updates' share of σ when the count is noised too."""
+        if self.count_noise == 0:
+            return float(self.noise_multiplier)
+        return (self.noise_multiplier**-2 - (2 * self.count_noise) ** -2) ** -0.5
+
+    @property
+    def accounting_args(self) -> dict[str, Any]:
+        """The accountant's description of the cohort: q = m/N (Poisson) or m of N (fixed)."""
+        if self.sampling == "fixed":
+            return {
+                "sampling": "fixed",
+                "cohort": self.expected_clients,
+                "population": self.num_clients,
+            }
+        return {"sampling": "poisson", "q": self.expected_clients / self.num_clients}
 
     def epsilon(self, rounds: int) -> float:
         """ε after `rounds` rounds at this transform's δ (∞ when σ = 0)."""
@@ -276,8 +276,8 @@ class CentralDP(UpdateTransform):
     def _noised_unclipped_share(self, state: State, source: SecureRandom) -> float:
         """b̃ = (Σ(bᵢ − ½) + N(0, σ_b²)) / m + ½: shifting by ½ halves the count's sensitivity."""
         shifted = state["unclipped"] - state["seen"] / 2
-        if self.count_noise_stddev > 0:
-            shifted += float(source.normal(self.count_noise_stddev, 1)[0])
+        if self.count_noise > 0:
+            shifted += float(source.normal(self.count_noise, 1)[0])
         return shifted / self.expected_clients + 0.5
 
     def _check_plain_mean(self, aggregate: Parameters, state: State) -> None:
@@ -294,8 +294,7 @@ class CentralDP(UpdateTransform):
             )
 
 
-def _accounting_args(sampling: str, expected_clients: int, num_clients: int) -> dict:
-    """The accountant's description of the cohort: q = m/N (Poisson) or m of N (fixed)."""
+def _check_cohort(sampling: str, expected_clients: int, num_clients: int) -> None:
     for name, value in (("expected_clients", expected_clients), ("num_clients", num_clients)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigurationError(f"{name} must be an int >= 1, got {value!r}")
@@ -303,66 +302,7 @@ def _accounting_args(sampling: str, expected_clients: int, num_clients: int) -> 
         raise ConfigurationError(
             f"expected_clients ({expected_clients}) cannot exceed num_clients ({num_clients})"
         )
-    if sampling == "fixed":
-        return {"sampling": "fixed", "cohort": expected_clients, "population": num_clients}
-    if sampling == "poisson":
-        return {"sampling": "poisson", "q": expected_clients / num_clients}
-    raise ConfigurationError(
-        f"sampling must be one of {', '.join(accounting.SAMPLINGS)}; got {sampling!r}"
-    )
-
-
-DP_FEDAVG_OPTIONS = (
-    "sampling",
-    "delta",
-    "target_epsilon",
-    "accountant",
-    "clip_quantile",
-    "clip_learning_rate",
-    "count_noise_stddev",
-    "seed",
-)
-"""`CentralDP`'s keyword options, which `DPFedAvg` passes on."""
-
-
-def dp_fedavg_parts(
-    noise_multiplier: float | None,
-    clip_norm: float | None,
-    expected_clients: int | None,
-    *,
-    num_clients: int | None,
-    **options: Any,
-) -> dict[str, Any]:
-    """The `Strategy` parts of DP-FedAvg: secret sampler, `CentralDP`, unweighted mean.
-
-    Returns `aggregator`, `weight_fn`, `sampler` and `update_transforms` for `Strategy(...)`;
-    the arguments are `CentralDP`'s. The sampler is `PoissonSampler(m/N)`, or
-    `FixedSizeSampler(m)` for ``sampling="fixed"``, so the accountant analyses what happens.
-    """
-    required = {
-        "noise_multiplier": noise_multiplier,
-        "clip_norm": clip_norm,
-        "expected_clients": expected_clients,
-        "num_clients": num_clients,
-    }
-    if missing := [name for name, value in required.items() if value is None]:
+    if sampling not in accounting.SAMPLINGS:
         raise ConfigurationError(
-            f"DP-FedAvg needs {', '.join(missing)}, e.g. DPFedAvg(noise_multiplier=1.0, "
-            "clip_norm=0.1, expected_clients=100, num_clients=10_000)"
+            f"sampling must be one of {', '.join(accounting.SAMPLINGS)}; got {sampling!r}"
         )
-    if unknown := sorted(set(options) - set(DP_FEDAVG_OPTIONS)):
-        raise ConfigurationError(f"DP-FedAvg has no option {', '.join(unknown)}")
-    central = CentralDP(**required, **options)
-    seed = options.get("seed")
-    assert isinstance(expected_clients, int) and isinstance(num_clients, int)
-    sampler = (
-        FixedSizeSampler(expected_clients, seed=seed)
-        if central.sampling == "fixed"
-        else PoissonSampler(expected_clients / num_clients, seed=seed)
-    )
-    return {
-        "aggregator": SampledMean(),
-        "weight_fn": uniform_weight,
-        "sampler": sampler,
-        "update_transforms": [central],
-    }

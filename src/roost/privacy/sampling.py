@@ -21,6 +21,7 @@ loop generator is restored — picks the same cohorts; such a run is not private
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import KW_ONLY, dataclass
 
 import numpy as np
 
@@ -31,12 +32,16 @@ from roost.strategy.base import Sampler, State
 
 
 class _SecureSampler(Sampler):
-    """Draws each cohort from a fresh `SecureRandom`; counts draws in its state."""
+    """Draws each cohort from a fresh `SecureRandom`; counts draws in its state.
 
-    def __init__(self, seed: int | None) -> None:
-        if seed is not None:
-            warn_not_private(type(self).__name__, seed)
-        self.seed = seed
+    Subclasses are frozen dataclasses with a `seed` field and a `_choose` step.
+    """
+
+    seed: int | None
+
+    def _warn_if_seeded(self) -> None:
+        if self.seed is not None:
+            warn_not_private(type(self).__name__, self.seed)
 
     def init(self) -> State:
         return {"draws": 0}
@@ -55,7 +60,7 @@ class _SecureSampler(Sampler):
         rng: np.random.Generator,
         state: State,
     ) -> tuple[list[ClientId], State]:
-        """The cohort (in the order of `client_ids`); `count` is not used, see the class doc."""
+        """The cohort (in the order of `client_ids`); `count` is not used, see the module doc."""
         chosen = self._choose(len(client_ids), self._source(rng, state))
         return [client_ids[index] for index in chosen], {"draws": state["draws"] + 1}
 
@@ -63,6 +68,7 @@ class _SecureSampler(Sampler):
         raise NotImplementedError
 
 
+@dataclass(frozen=True)
 class PoissonSampler(_SecureSampler):
     """Each available client takes part independently with probability `q`.
 
@@ -71,19 +77,20 @@ class PoissonSampler(_SecureSampler):
         seed: research only: makes cohorts reproducible and the run NOT private.
     """
 
-    def __init__(self, q: float, *, seed: int | None = None) -> None:
-        if not 0.0 < q <= 1.0:
-            raise ConfigurationError(f"PoissonSampler q must be in (0, 1], got {q}")
-        self.q = float(q)
-        super().__init__(seed)
+    q: float
+    _: KW_ONLY
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.q <= 1.0:
+            raise ConfigurationError(f"PoissonSampler q must be in (0, 1], got {self.q}")
+        self._warn_if_seeded()
 
     def _choose(self, available: int, source: SecureRandom) -> np.ndarray:
         return np.flatnonzero(source.bernoulli(self.q, available))
 
-    def __repr__(self) -> str:
-        return f"PoissonSampler(q={self.q:g})"
 
-
+@dataclass(frozen=True)
 class FixedSizeSampler(_SecureSampler):
     """Exactly `cohort_size` of the available clients, uniformly at random without replacement.
 
@@ -92,11 +99,15 @@ class FixedSizeSampler(_SecureSampler):
         seed: research only: makes cohorts reproducible and the run NOT private.
     """
 
-    def __init__(self, cohort_size: int, *, seed: int | None = None) -> None:
-        if isinstance(cohort_size, bool) or not isinstance(cohort_size, int) or cohort_size < 1:
-            raise ConfigurationError(f"cohort_size must be an int >= 1, got {cohort_size!r}")
-        self.cohort_size = cohort_size
-        super().__init__(seed)
+    cohort_size: int
+    _: KW_ONLY
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        size = self.cohort_size
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ConfigurationError(f"cohort_size must be an int >= 1, got {size!r}")
+        self._warn_if_seeded()
 
     def _choose(self, available: int, source: SecureRandom) -> np.ndarray:
         if available < self.cohort_size:
@@ -105,6 +116,3 @@ class FixedSizeSampler(_SecureSampler):
                 f"{available} are available; add clients or lower the cohort size"
             )
         return source.sample_without_replacement(available, self.cohort_size)
-
-    def __repr__(self) -> str:
-        return f"FixedSizeSampler(cohort_size={self.cohort_size})"

@@ -14,7 +14,7 @@ from typing import Any
 from roost.core import config_keys
 from roost.core.types import Config, Parameters
 from roost.errors import ConfigurationError
-from roost.privacy.central import DP_FEDAVG_OPTIONS, dp_fedavg_parts
+from roost.privacy.preset import DPFedAvg
 from roost.strategy.aggregators import (
     BulyanMean,
     CoordinateMedian,
@@ -382,38 +382,6 @@ class QFedAvg(_Preset):
             "aggregator": QFFLMean(q_param, qffl_learning_rate),
             "weight_fn": weight_by_metric(loss_metric),
         }
-        super().__init__(parts, kwargs)
-
-
-class DPFedAvg(_Preset):
-    """DP-FedAvg (McMahan et al., 2018): secret sampling, clipping, Gaussian noise, accounting.
-
-    The parts of `roost.privacy.central.dp_fedavg_parts`: a secret sampler, `CentralDP` and the
-    unweighted mean. Any server optimizer may be added. Every round records `epsilon` (at δ) in
-    `History.measurements`.
-
-    Args:
-        noise_multiplier, clip_norm, expected_clients: σ, C and m (see `CentralDP`).
-        num_clients: N, all clients (required: the accountant needs the sampling rate m/N).
-        **kwargs: `CentralDP`'s options (`sampling`, `delta`, `target_epsilon`, `accountant`,
-            `clip_quantile` for adaptive clipping, `clip_learning_rate`, `count_noise_stddev`,
-            `seed` — research only, the run is then NOT private) and every `Strategy` knob.
-    """
-
-    def __init__(
-        self,
-        noise_multiplier: float | None = None,
-        clip_norm: float | None = None,
-        expected_clients: int | None = None,
-        *,
-        num_clients: int | None = None,
-        **kwargs: Any,
-    ) -> None:
-        options = {name: kwargs.pop(name) for name in DP_FEDAVG_OPTIONS if name in kwargs}
-        parts = dp_fedavg_parts(
-            noise_multiplier, clip_norm, expected_clients, num_clients=num_clients, **options
-        )
-        self.central_dp = parts["update_transforms"][0]
         super().__init__(parts, kwargs)
 
 
