@@ -11,7 +11,7 @@ import pytest
 import roost
 from roost.apps.digits import DigitsClient, make_client_fn
 from roost.errors import ConfigurationError
-from roost.privacy import LocalDP, local_dp_client_fn, local_epsilon
+from roost.privacy import LocalDP, LocalDPClientFn, local_epsilon
 
 RECEIVED = [np.full((300, 200), 0.5, np.float32), np.arange(100, dtype=np.float64)]
 
@@ -128,7 +128,7 @@ def test_the_demo_client_trains_under_local_dp() -> None:
     assert norm(difference(plain, received)) > clip  # the demo's update really is clipped
     assert norm(difference(private, received)) == pytest.approx(clip, rel=1e-6)
 
-    client_fn = local_dp_client_fn(make_client_fn(0), clip_norm=5.0, noise_multiplier=0.01)
+    client_fn = LocalDPClientFn(make_client_fn(0), clip_norm=5.0, noise_multiplier=0.01)
     assert pickle.loads(pickle.dumps(client_fn)).clip_norm == 5.0  # the process engine can send it
     settings = roost.apps.digits.DemoSettings(num_clients=5, num_rounds=3)
     strategy = roost.apps.digits.make_strategy(settings)

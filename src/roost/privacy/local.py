@@ -21,7 +21,7 @@ gradient is clipped and noised and sent as a gradient.
 
 Works around any client object (`get_parameters/fit/evaluate`: the framework adapters and the
 bundled demo client alike) with `LocalDP(client, ...)`, or around a `client_fn` with
-`local_dp_client_fn(client_fn, ...)`. Noise comes from `SecureRandom`, a fresh `os.urandom` key
+`LocalDPClientFn(client_fn, ...)`. Noise comes from `SecureRandom`, a fresh `os.urandom` key
 per release; a research `seed` derives it from (seed, round, partition) instead and makes the run
 NOT private.
 """
@@ -171,7 +171,10 @@ class LocalDP(_LocalSettings):
 class LocalDPClientFn(_LocalSettings):
     """A `client_fn` whose clients are wrapped in `LocalDP` (picklable when `client_fn` is).
 
-    Build it with `local_dp_client_fn`.
+    Args:
+        client_fn: builds the clients to wrap.
+        clip_norm, noise_multiplier, seed, send_metrics: as for `LocalDP`; each client's
+            `partition_id` comes from its context.
     """
 
     def __init__(
@@ -186,24 +189,10 @@ class LocalDPClientFn(_LocalSettings):
         super().__init__(clip_norm, noise_multiplier, seed, send_metrics)
         self.client_fn = client_fn
         if seed is not None:
-            warn_not_private("local_dp_client_fn", seed)
+            warn_not_private("LocalDPClientFn", seed)
 
     def __call__(self, context: Context) -> LocalDP:
         settings = _LocalSettings(
             self.clip_norm, self.noise_multiplier, self.seed, self.send_metrics
         )
         return LocalDP._sharing(self.client_fn(context), settings, context.partition_id)
-
-
-def local_dp_client_fn(
-    client_fn: ClientFn,
-    clip_norm: float,
-    noise_multiplier: float,
-    *,
-    seed: int | None = None,
-    send_metrics: bool = False,
-) -> LocalDPClientFn:
-    """Wrap every client `client_fn` builds in `LocalDP(client, clip_norm, noise_multiplier)`."""
-    return LocalDPClientFn(
-        client_fn, clip_norm, noise_multiplier, seed=seed, send_metrics=send_metrics
-    )
