@@ -121,13 +121,16 @@ class SecureRandom:
         """Standard Gaussian float64 samples (Box–Muller on pairs of 53-bit uniforms)."""
         shape = _shape(size)
         count = int(np.prod(shape, dtype=np.int64))
-        pairs = (count + 1) // 2
-        uniforms = self.random(2 * pairs)
-        # 1 − u lies in (0, 1], so the logarithm is finite.
-        radius = np.sqrt(-2.0 * np.log1p(-uniforms[:pairs]))
-        angle = (2.0 * np.pi) * uniforms[pairs:]
-        samples = np.concatenate([radius * np.cos(angle), radius * np.sin(angle)])
-        return samples[:count].reshape(shape)
+        out = np.empty(count + count % 2, np.float64)
+        for start in range(0, out.size, 2 * _BLOCK):  # block by block: a model-sized temporary
+            pairs = min(_BLOCK, (out.size - start) // 2)
+            uniforms = self.random(2 * pairs)
+            # 1 − u lies in (0, 1], so the logarithm is finite.
+            radius = np.sqrt(-2.0 * np.log1p(-uniforms[:pairs]))
+            angle = (2.0 * np.pi) * uniforms[pairs:]
+            np.multiply(radius, np.cos(angle), out=out[start : start + pairs])
+            np.multiply(radius, np.sin(angle), out=out[start + pairs : start + 2 * pairs])
+        return out[:count].reshape(shape)
 
     def normal(self, std: float, size: int | tuple[int, ...]) -> np.ndarray:
         """Gaussian float64 samples with mean 0 and standard deviation `std` (>= 0)."""
