@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from roost.core.types import FitRes
+from roost.engines.sequential import SequentialEngine
 from roost.errors import ConfigurationError, RunFinished
 from roost.privacy import CentralDP, FixedSizeSampler, PoissonSampler, SampledMean
 from roost.privacy.accounting import default_delta, epsilon
@@ -23,7 +24,6 @@ from roost.strategy import (
     WeightedMean,
     uniform_weight,
 )
-from roost.transport.inprocess import InProcessTransport
 
 GLOBAL = [np.zeros((4, 3), np.float32), np.zeros(3, np.float32)]
 
@@ -168,7 +168,7 @@ NUM_CLIENTS = 20
 
 
 def dp_run(strategy, rounds, **kwargs):
-    transport = InProcessTransport(step_client_fn, NUM_CLIENTS)
+    transport = SequentialEngine(step_client_fn, NUM_CLIENTS)
     return run_rounds(strategy, transport, ServerConfig(num_rounds=rounds), seed=0, **kwargs)
 
 
