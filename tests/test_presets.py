@@ -37,7 +37,17 @@ from roost.strategy import (
 )
 from roost.strategy.presets import STRATEGY_KNOBS, preset
 
-REQUIRED = {"fedprox": {"proximal_mu": 0.1}}
+REQUIRED = {
+    "fedprox": {"proximal_mu": 0.1},
+    # σ = 0 over the whole federation: clipped uniform FedAvg, so the demo's checks apply.
+    "dpfedavg": {
+        "noise_multiplier": 0.0,
+        "clip_norm": 10.0,
+        "expected_clients": 5,
+        "num_clients": 5,
+        "sampling": "fixed",
+    },
+}
 
 
 def test_every_named_preset_is_registered() -> None:
@@ -57,6 +67,7 @@ def test_every_named_preset_is_registered() -> None:
             "multikrum",
             "bulyan",
             "qfedavg",
+            "dpfedavg",
         ]
     )
 

@@ -35,7 +35,8 @@ def accuracies(history: dict) -> list[float]:
     return [value for _, value in history["metrics_centralized"]["accuracy"]]
 
 
-@pytest.mark.parametrize("name", sorted(PRESETS))
+# DP-FedAvg needs privacy settings (σ, C, m, N) that `roost simulate` does not take yet.
+@pytest.mark.parametrize("name", sorted(set(PRESETS) - {"dpfedavg"}))
 def test_every_strategy_runs_from_the_command_line(tmp_path: Path, name: str) -> None:
     history = simulate(tmp_path, "--strategy", name, *OPTIONS.get(name, []))
     accuracy = accuracies(history)
@@ -82,6 +83,7 @@ def test_attack_options_run_the_robustness_experiment(tmp_path: Path) -> None:
         (["--attack", "scale", "--attackers", "9"], "--attackers 9 exceeds the 5 clients"),
         (["--strategy", "bulyan", "--num-malicious", "1"], "needs at least 7 clients"),
         (["--strategy", "fedadam", "--server-lr", "-1"], "must be > 0"),
+        (["--strategy", "dpfedavg"], "DP-FedAvg needs noise_multiplier"),
     ],
 )
 def test_bad_options_are_refused_with_a_clear_message(capsys, args, message) -> None:

@@ -29,6 +29,7 @@ from roost.strategy.optimizers import (
 from roost.strategy.presets import (
     PRESETS,
     Bulyan,
+    DPFedAvg,
     FedAdagrad,
     FedAdam,
     FedAvg,
@@ -61,6 +62,7 @@ __all__ = [
     "BulyanMean",
     "ClipL2",
     "CoordinateMedian",
+    "DPFedAvg",
     "FedAdagrad",
     "FedAdam",
     "FedAvg",

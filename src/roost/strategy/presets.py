@@ -14,6 +14,7 @@ from typing import Any
 from roost.core import config_keys
 from roost.core.types import Config, Parameters
 from roost.errors import ConfigurationError
+from roost.privacy.preset import DPFedAvg
 from roost.strategy.aggregators import (
     BulyanMean,
     CoordinateMedian,
@@ -401,6 +402,7 @@ PRESETS: dict[str, type[Strategy]] = {
         MultiKrum,
         Bulyan,
         QFedAvg,
+        DPFedAvg,
     )
 }
 """Every named preset by lower-case name, as `roost simulate --strategy NAME` knows them."""

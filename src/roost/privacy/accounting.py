@@ -1,0 +1,286 @@
+"""How much privacy a run spends: ε of the sampled Gaussian mechanism, composed over rounds.
+
+Every number here comes from Google's `dp_accounting` library, never from a hand formula: roost
+only describes what happened as a `dp_accounting` event and asks an accountant.
+
+One round of central DP (DP-FedAvg) adds Gaussian noise of standard deviation σ·C to the sum of
+the cohort's updates, each clipped to L2 norm C; σ is the *noise multiplier*. Two ways of choosing
+the cohort are analysed:
+
+- ``"poisson"``: every client takes part independently with probability q
+  (`PoissonSampledDpEvent`). Neighbouring federations differ by adding or removing one client,
+  under which the clipped sum moves by at most C, so the accountant sees noise multiplier σ.
+- ``"fixed"``: a cohort of exactly m of the N clients, uniformly without replacement
+  (`SampledWithoutReplacementDpEvent`). This analysis needs N public and fixed, so neighbouring
+  federations differ by *replacing* one client's data, under which the clipped sum moves by up to
+  2C: the accountant sees noise multiplier σ/2.
+
+Accountants: ``"rdp"`` (Rényi DP; supports both samplings) and ``"pld"`` (privacy loss
+distributions; tighter, Poisson sampling only). `dp_accounting` is imported on first use, so
+`import roost` stays fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from roost.errors import ConfigurationError
+
+SAMPLINGS = ("poisson", "fixed")
+"""Cohort sampling models the accountant can analyse."""
+
+ACCOUNTANTS = ("rdp", "pld")
+"""Privacy accountants: Rényi DP and privacy loss distributions."""
+
+RELATIONS = ("replace", "add_remove")
+"""Neighbouring relations for a single client's local release (see `local_epsilon`)."""
+
+
+def default_delta(num_clients: int) -> float:
+    """δ = 1 / N^1.1: smaller than 1/N, as a meaningful δ must be, for N clients."""
+    if isinstance(num_clients, bool) or not isinstance(num_clients, int) or num_clients < 1:
+        raise ConfigurationError(f"num_clients must be an int >= 1, got {num_clients!r}")
+    return 1.0 / num_clients**1.1
+
+
+@dataclass(frozen=True)
+class Cohort:
+    """How each round's clients are chosen, as the accountant analyses it.
+
+    Build it with `Cohort.of`, which checks the values. `rate` is the share of clients in a
+    round (q for Poisson sampling, m/N for a fixed cohort).
+    """
+
+    sampling: str
+    rate: float
+    size: int | None = None
+    population: int | None = None
+
+    @classmethod
+    def of(
+        cls,
+        sampling: str = "poisson",
+        *,
+        q: float | None = None,
+        cohort: int | None = None,
+        population: int | None = None,
+    ) -> Cohort:
+        """ "poisson" with q (or cohort = expected clients and population), or "fixed" m of N."""
+        _check_choice("sampling", sampling, SAMPLINGS)
+        if sampling == "fixed" and q is not None:
+            raise ConfigurationError(
+                'sampling="fixed" takes cohort and population, not q; use sampling="poisson" '
+                "for a participation probability"
+            )
+        if sampling == "poisson" and q is not None:
+            if not 0.0 < q <= 1.0:
+                raise ConfigurationError(f"q must be in (0, 1], got {q}")
+            return cls("poisson", float(q), None, population)
+        if sampling == "poisson" and (cohort is None or population is None):
+            raise ConfigurationError(
+                'sampling="poisson" needs q (each client\'s participation probability), or '
+                "cohort (expected clients per round) and population (all clients)"
+            )
+        cohort, population = _cohort_and_population(cohort, population)
+        return cls(sampling, cohort / population, cohort, population)
+
+    def event(self, noise_multiplier: float, rounds: int) -> Any:
+        """The `dp_accounting` event of `rounds` rounds of the sampled Gaussian mechanism."""
+        import dp_accounting
+
+        _check_noise_multiplier(noise_multiplier)
+        _check_rounds(rounds)
+        if rounds == 0:
+            return dp_accounting.NoOpDpEvent()
+        if noise_multiplier == 0:
+            # No noise, no privacy: the library's own name for it makes every accountant say ∞.
+            one_round = dp_accounting.NonPrivateDpEvent()
+        elif self.sampling == "fixed":
+            # Replace-one neighbours: sensitivity 2C, so σ·C noise is σ/2 sensitivities.
+            one_round = dp_accounting.SampledWithoutReplacementDpEvent(
+                self.population, self.size, dp_accounting.GaussianDpEvent(noise_multiplier / 2)
+            )
+        else:
+            one_round = dp_accounting.PoissonSampledDpEvent(
+                self.rate, dp_accounting.GaussianDpEvent(noise_multiplier)
+            )
+        return dp_accounting.SelfComposedDpEvent(one_round, rounds)
+
+    def accountant(self, name: str) -> Any:
+        """A fresh `dp_accounting` accountant `name`, in the neighbouring relation this needs.
+
+        Raises ConfigurationError, naming one that works, if `name` cannot analyse this sampling.
+        """
+        fresh = _make_accountant(name, self.sampling)
+        probe = self.event(1.0, 1)
+        if fresh.supports(probe):
+            return fresh
+        others = [
+            other
+            for other in ACCOUNTANTS
+            if other != name and _make_accountant(other, self.sampling).supports(probe)
+        ]
+        hint = f'use accountant="{others[0]}"' if others else "choose another sampling"
+        raise ConfigurationError(
+            f'the {name.upper()} accountant cannot analyse sampling="{self.sampling}"; {hint}'
+        )
+
+
+def epsilon(
+    noise_multiplier: float,
+    rounds: int,
+    delta: float,
+    *,
+    sampling: str = "poisson",
+    q: float | None = None,
+    cohort: int | None = None,
+    population: int | None = None,
+    accountant: str = "rdp",
+) -> float:
+    """ε after `rounds` rounds of DP-FedAvg with noise multiplier σ, at δ.
+
+    Args:
+        noise_multiplier: σ, the noise standard deviation over the clip norm (0: no privacy, ε=∞).
+        rounds: rounds run (0 gives ε = 0).
+        delta: the δ of (ε, δ)-DP, in (0, 1); `default_delta(N)` is a reasonable choice.
+        sampling: "poisson" (give q, or cohort and population) or "fixed" (cohort and
+            population).
+        accountant: "rdp" or "pld" (Poisson sampling only).
+    """
+    _check_delta(delta)
+    _check_noise_multiplier(noise_multiplier)
+    _check_rounds(rounds)
+    plan = Cohort.of(sampling, q=q, cohort=cohort, population=population)
+    return _epsilon(float(noise_multiplier), rounds, float(delta), plan, accountant)
+
+
+@functools.lru_cache(maxsize=1024)
+def _epsilon(
+    noise_multiplier: float, rounds: int, delta: float, plan: Cohort, accountant: str
+) -> float:
+    """Cached: a run asks for the same ε once per round, and PLD accounting is not free."""
+    fresh = plan.accountant(accountant)
+    return float(fresh.compose(plan.event(noise_multiplier, rounds)).get_epsilon(delta))
+
+
+def noise_multiplier_for(
+    target_epsilon: float,
+    rounds: int,
+    delta: float,
+    *,
+    accountant: str = "rdp",
+    **sampling: Any,
+) -> float:
+    """The smallest σ (to within 1e-6) whose ε after `rounds` rounds is at most `target_epsilon`.
+
+    `sampling`, `q`, `cohort` and `population` are as for `epsilon`. Found by
+    `dp_accounting.calibrate_dp_mechanism`, which guarantees the returned σ meets the target.
+    """
+    import dp_accounting
+
+    if not target_epsilon > 0 or math.isinf(target_epsilon):
+        raise ConfigurationError(
+            f"target_epsilon must be a finite number > 0, got {target_epsilon}"
+        )
+    _check_delta(delta)
+    _check_rounds(rounds)
+    plan = Cohort.of(**sampling)
+    plan.accountant(accountant)  # refuses an accountant that cannot analyse this sampling
+    if rounds == 0:
+        return 0.0
+    return float(
+        dp_accounting.calibrate_dp_mechanism(
+            lambda: plan.accountant(accountant),
+            lambda sigma: plan.event(sigma, rounds),
+            target_epsilon,
+            delta,
+            bracket_interval=dp_accounting.LowerEndpointAndGuess(0.0, 1.0),
+        )
+    )
+
+
+def local_epsilon(
+    noise_multiplier: float,
+    delta: float,
+    *,
+    rounds: int = 1,
+    relation: str = "replace",
+) -> float:
+    """ε of one client's local-DP releases: a Gaussian of std σ·C on an update clipped to C.
+
+    This bounds what anyone who sees the client's messages, the server included, can learn
+    about that client's data, whatever it is, over `rounds` releases (the rounds it took part in).
+
+    Args:
+        noise_multiplier: σ.
+        delta: the δ of (ε, δ)-DP.
+        rounds: how many releases to compose (1: per round).
+        relation: "replace" (the default, local DP proper: any two datasets of the client may
+            produce any two clipped updates, sensitivity 2C) or "add_remove" (the update is
+            compared with not sending one, sensitivity C).
+    """
+    import dp_accounting
+
+    _check_noise_multiplier(noise_multiplier)
+    _check_delta(delta)
+    _check_rounds(rounds)
+    _check_choice("relation", relation, RELATIONS)
+    sensitivities = 2.0 if relation == "replace" else 1.0
+    one_release = dp_accounting.GaussianDpEvent(noise_multiplier / sensitivities)
+    event = (
+        dp_accounting.SelfComposedDpEvent(one_release, rounds)
+        if rounds
+        else dp_accounting.NoOpDpEvent()
+    )
+    return float(_make_accountant("pld", "poisson").compose(event).get_epsilon(delta))
+
+
+def _make_accountant(name: str, sampling: str) -> Any:
+    import dp_accounting
+
+    _check_choice("accountant", name, ACCOUNTANTS)
+    relation = (
+        dp_accounting.NeighboringRelation.REPLACE_ONE
+        if sampling == "fixed"
+        else dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE
+    )
+    if name == "rdp":
+        return dp_accounting.rdp.RdpAccountant(neighboring_relation=relation)
+    return dp_accounting.pld.PLDAccountant(neighboring_relation=relation)
+
+
+def _cohort_and_population(cohort: int | None, population: int | None) -> tuple[int, int]:
+    for name, value in (("cohort", cohort), ("population", population)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigurationError(f"{name} must be an int >= 1, got {value!r}")
+    assert cohort is not None and population is not None
+    if cohort > population:
+        raise ConfigurationError(
+            f"cohort ({cohort}) cannot exceed population ({population}), the number of clients"
+        )
+    return cohort, population
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigurationError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def _check_noise_multiplier(noise_multiplier: float) -> None:
+    if not noise_multiplier >= 0 or math.isinf(noise_multiplier):
+        raise ConfigurationError(
+            f"noise_multiplier must be a finite number >= 0, got {noise_multiplier}"
+        )
+
+
+def _check_rounds(rounds: int) -> None:
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 0:
+        raise ConfigurationError(f"rounds must be an int >= 0, got {rounds!r}")
+
+
+def _check_delta(delta: float) -> None:
+    if not 0.0 < delta < 1.0:
+        raise ConfigurationError(f"delta must be in (0, 1), got {delta}")

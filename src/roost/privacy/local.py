@@ -1,0 +1,198 @@
+"""Local differential privacy: each client clips and noises its own update before sending it.
+
+Where central DP trusts the server with the raw updates, local DP trusts nobody: a wrapped client
+computes its update Δ = trained − received, clips it to L2 norm C, adds Gaussian noise of std σ·C
+to every coordinate and sends received + noised Δ. Whatever the server (or anyone on the wire)
+does with it, each release is an (ε, δ)-DP Gaussian mechanism on that client's data, with the ε of
+`local_epsilon(σ, δ)` per round — see `LocalDP.epsilon_per_round`.
+
+What that ε means: with the default ``relation="replace"``, for *any* two datasets the client
+might hold, the distributions of what it sends differ by at most e^ε (up to δ): the clipped update
+can be anywhere in the ball of radius C, so the sensitivity is the ball's diameter, 2C. Releases in
+several rounds compose (`local_epsilon(..., rounds=k)`). The price is noise: the server's average
+of n local releases carries noise of std σ·C/√n per coordinate, far more than central DP's σ·C/n.
+
+What it does not cover: `num_examples`, the fit metrics (dropped unless ``send_metrics=True``),
+`evaluate` results and `get_parameters` (give the strategy `initial_parameters` so no client is
+asked) pass through unprotected. Integer arrays (counters) are sent back exactly as received.
+
+With a FedSGD round (``config["return_gradients"]``) the client's answer *is* the update: the
+gradient is clipped and noised and sent as a gradient.
+
+Works around any client object (`get_parameters/fit/evaluate`: the framework adapters and the
+bundled demo client alike) with `LocalDP(client, ...)`, or around a `client_fn` with
+`LocalDPClientFn(client_fn, ...)`. Noise comes from `SecureRandom`, a fresh `os.urandom` key
+per release; a research `seed` derives it from (seed, round, partition) instead and makes the run
+NOT private.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from roost.client.client import ClientFn, ClientLike, Context
+from roost.core.config_keys import RETURN_GRADIENTS, SERVER_ROUND
+from roost.core.types import Config, Metrics, Parameters
+from roost.errors import ConfigurationError, InvalidMessageError
+from roost.privacy.accounting import local_epsilon
+from roost.privacy.noise import noise_source, warn_not_private
+
+
+def clip_l2(update: Parameters, max_norm: float) -> list[np.ndarray]:
+    """`update` in float64, scaled down (all arrays together) to L2 norm at most `max_norm`."""
+    arrays = [np.asarray(a, np.float64) for a in update]
+    norm = math.sqrt(sum(float(np.vdot(a, a)) for a in arrays))
+    if norm <= max_norm:
+        return arrays
+    return [a * (max_norm / norm) for a in arrays]
+
+
+class _LocalSettings:
+    """C, σ, the research seed and the metrics rule, checked once, shared by both wrappers."""
+
+    def __init__(
+        self, clip_norm: float, noise_multiplier: float, seed: int | None, send_metrics: bool
+    ) -> None:
+        if not clip_norm > 0 or math.isinf(clip_norm):
+            raise ConfigurationError(f"clip_norm must be a finite number > 0, got {clip_norm}")
+        if not noise_multiplier >= 0 or math.isinf(noise_multiplier):
+            raise ConfigurationError(
+                f"noise_multiplier must be a finite number >= 0, got {noise_multiplier}"
+            )
+        self.clip_norm = float(clip_norm)
+        self.noise_multiplier = float(noise_multiplier)
+        self.seed = seed
+        self.send_metrics = send_metrics
+
+    def epsilon_per_round(self, delta: float, *, relation: str = "replace") -> float:
+        """ε of one release at `delta` (∞ when σ = 0); see the module doc for its meaning."""
+        return local_epsilon(self.noise_multiplier, delta, relation=relation)
+
+
+class LocalDP(_LocalSettings):
+    """A client whose every `fit` answer is clipped and noised on the client (local DP).
+
+    Args:
+        client: any object with `get_parameters`, `fit` and `evaluate`.
+        clip_norm: C, the L2 bound of the client's update.
+        noise_multiplier: σ: Gaussian noise of std σ·C is added to every coordinate.
+        partition_id: which client this is (separates research-seeded noise streams).
+        seed: research only: noise from (seed, round, partition); needs `config["server_round"]`
+            in every fit config; the run is NOT private.
+        send_metrics: also send the client's fit metrics (not protected; default False).
+    """
+
+    def __init__(
+        self,
+        client: ClientLike,
+        clip_norm: float,
+        noise_multiplier: float,
+        *,
+        partition_id: int = 0,
+        seed: int | None = None,
+        send_metrics: bool = False,
+    ) -> None:
+        super().__init__(clip_norm, noise_multiplier, seed, send_metrics)
+        self.client = client
+        self.partition_id = partition_id
+        if seed is not None:
+            warn_not_private("LocalDP", seed)
+
+    @classmethod
+    def _sharing(cls, client: ClientLike, settings: _LocalSettings, partition_id: int) -> LocalDP:
+        """A wrapper with checked settings, built without repeating the research-seed warning."""
+        wrapped = cls.__new__(cls)
+        wrapped.__dict__.update(vars(settings))
+        wrapped.client = client
+        wrapped.partition_id = partition_id
+        return wrapped
+
+    def __repr__(self) -> str:
+        return (
+            f"LocalDP({self.client!r}, clip_norm={self.clip_norm:g}, "
+            f"noise_multiplier={self.noise_multiplier:g})"
+        )
+
+    def get_parameters(self, config: Config) -> Parameters:
+        """The wrapped client's parameters, unprotected (prefer the strategy's initial ones)."""
+        return self.client.get_parameters(config)
+
+    def evaluate(self, parameters: Parameters, config: Config) -> tuple[float, int, Metrics]:
+        """The wrapped client's evaluation, unprotected."""
+        return self.client.evaluate(parameters, config)
+
+    def fit(self, parameters: Parameters, config: Config) -> tuple[Parameters, int, Metrics]:
+        """Train with the wrapped client, then send the clipped and noised update."""
+        received = [np.array(p, copy=True) for p in parameters]  # the client may train in place
+        trained, num_examples, metrics = self.client.fit(parameters, config)
+        if len(trained) != len(received):
+            raise InvalidMessageError(
+                f"the wrapped client's fit returned {len(trained)} arrays for a model of "
+                f"{len(received)}"
+            )
+        sent = self._privatized(trained, received, config)
+        return sent, num_examples, dict(metrics) if self.send_metrics else {}
+
+    def _privatized(self, trained: Parameters, received: Parameters, config: Config) -> Parameters:
+        """received + clip(trained − received) + noise; for gradients, clip(gradient) + noise."""
+        gradients = bool(config.get(RETURN_GRADIENTS, False))
+        bases = [0.0 if gradients else np.asarray(r, np.float64) for r in received]
+        floats = [np.asarray(t).dtype.kind == "f" for t in trained]
+        update = [
+            np.asarray(t, np.float64) - base if is_float else np.zeros(np.shape(t))
+            for t, base, is_float in zip(trained, bases, floats, strict=True)
+        ]
+        source = noise_source(self.seed, *self._context(config))
+        std = self.noise_multiplier * self.clip_norm
+        sent = []
+        for delta, base, t, is_float in zip(
+            clip_l2(update, self.clip_norm), bases, trained, floats, strict=True
+        ):
+            if is_float and std > 0:
+                delta = delta + source.normal(std, delta.shape)
+            # Integer arrays (counters) get a zero update: nothing of the client's escapes.
+            sent.append(np.asarray(base + delta).astype(np.asarray(t).dtype))
+        return sent
+
+    def _context(self, config: Config) -> tuple:
+        if self.seed is None:
+            return ()
+        if SERVER_ROUND not in config:
+            raise ConfigurationError(
+                f"LocalDP with a research seed needs config[{SERVER_ROUND!r}] in every fit "
+                f"config to vary its noise by round; send it with on_fit_config_fn=lambda r: "
+                f"{{{SERVER_ROUND!r}: r}}"
+            )
+        return ("LocalDP", int(config[SERVER_ROUND]), self.partition_id)
+
+
+class LocalDPClientFn(_LocalSettings):
+    """A `client_fn` whose clients are wrapped in `LocalDP` (picklable when `client_fn` is).
+
+    Args:
+        client_fn: builds the clients to wrap.
+        clip_norm, noise_multiplier, seed, send_metrics: as for `LocalDP`; each client's
+            `partition_id` comes from its context.
+    """
+
+    def __init__(
+        self,
+        client_fn: ClientFn,
+        clip_norm: float,
+        noise_multiplier: float,
+        *,
+        seed: int | None = None,
+        send_metrics: bool = False,
+    ) -> None:
+        super().__init__(clip_norm, noise_multiplier, seed, send_metrics)
+        self.client_fn = client_fn
+        if seed is not None:
+            warn_not_private("LocalDPClientFn", seed)
+
+    def __call__(self, context: Context) -> LocalDP:
+        settings = _LocalSettings(
+            self.clip_norm, self.noise_multiplier, self.seed, self.send_metrics
+        )
+        return LocalDP._sharing(self.client_fn(context), settings, context.partition_id)
