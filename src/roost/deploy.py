@@ -186,20 +186,22 @@ def start_client(
         raise ConfigurationError("pass exactly one of client= or client_fn=")
     if node_id is None:
         node_id = str(partition_id) if partition_id is not None else f"node-{secrets.token_hex(4)}"
-    if client is not None:
-        make_client = lambda: client  # noqa: E731
-    else:
-        context = Context.for_partition(
-            partition_id if partition_id is not None else 0,
-            num_partitions if num_partitions is not None else 1,
-            run_config=run_config,
-            node_id=node_id,
-        )
-        make_client = lambda: client_fn(context)  # noqa: E731
+    # One context for the life of this process: its `state` persists across instructions.
+    context = Context.for_partition(
+        partition_id if partition_id is not None else 0,
+        num_partitions if num_partitions is not None else 1,
+        run_config=run_config,
+        node_id=node_id,
+    )
+
+    def make_client() -> ClientLike:
+        return client if client is not None else client_fn(context)
+
     GrpcClient(
         server_address,
         make_client,
         node_id,
+        context=context,
         root_certificates=root_certificates,
         token=token,
         max_message_bytes=max_message_bytes,

@@ -20,7 +20,6 @@ from roost.client.client import ClientLike, Context, call_client
 from roost.core.types import FitIns, FitRes, Metrics, PhaseIns, PhaseRes
 from roost.core.validation import check_parameters
 from roost.errors import InvalidMessageError
-from roost.secagg import SecAggClient, SecAggError, WeightedQuantizer
 
 STATE_KEY = "roost.secagg"
 FIT_PREFIX = "fit/"
@@ -60,6 +59,8 @@ def _encode(result: FitRes, global_parameters: list[np.ndarray], quant: dict) ->
         norm = float(np.linalg.norm(update))
         if norm > float(clip_norm):
             update *= float(clip_norm) / norm
+    from roost.secagg import WeightedQuantizer
+
     max_weight = float(quant["max_weight"])
     # The weight is capped at max_weight (documented on the server's SecureAggregation).
     weight = 1.0 if quant.get("uniform") else min(float(result.num_examples), max_weight)
@@ -76,6 +77,9 @@ def answer_secure_aggregation(
     client: ClientLike, instruction: PhaseIns, context: Context
 ) -> PhaseRes:
     """Answer one secure-aggregation phase for the node `context` describes."""
+    # Imported here: the protocol's code and `cryptography` load only where it runs.
+    from roost.secagg import SecAggClient, SecAggError
+
     if instruction.phase == "advertise_keys":
         context.state[STATE_KEY] = SecAggClient()  # fresh keys and seeds every round
     secagg = context.state.get(STATE_KEY)

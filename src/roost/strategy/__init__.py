@@ -45,6 +45,7 @@ from roost.strategy.presets import (
     QFedAvg,
 )
 from roost.strategy.sampling import sample_uniformly
+from roost.strategy.secure import SecureAggregation
 from roost.strategy.strategy import Strategy
 from roost.strategy.transforms import AdaptiveClipL2, ClipL2
 from roost.strategy.updates import negative_gradient, parameter_delta
@@ -83,6 +84,7 @@ __all__ = [
     "QFedAvg",
     "RoundContext",
     "Sampler",
+    "SecureAggregation",
     "ServerAdagrad",
     "ServerAdam",
     "ServerOptimizer",

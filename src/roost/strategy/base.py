@@ -24,7 +24,16 @@ from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
-from roost.core.types import ClientId, FitRes, Instruction, Metrics, Outcome, Parameters
+from roost.core.types import (
+    ClientId,
+    Config,
+    FitRes,
+    Instruction,
+    Metrics,
+    Outcome,
+    Parameters,
+)
+from roost.errors import ConfigurationError
 
 State = Any
 """A part's state: nested dicts/tuples/lists of NumPy arrays and Python scalars (or `()`)."""
@@ -126,6 +135,21 @@ class UpdateTransform:
         """The round's (possibly transformed) aggregate, the next state, and measurements."""
         return aggregate, state, {}
 
+    def client_side(self, state: State) -> Config:
+        """Under secure aggregation the server sees only the sum of the updates, so each client
+        does this transform's per-update step itself; return what it needs (`{"clip_norm": C}`
+        is the one setting clients know). The default refuses: override it for a transform that
+        can run that way."""
+        raise ConfigurationError(
+            f"{self!r} must see each client's update, which secure aggregation hides; "
+            "drop it or run without secure aggregation"
+        )
+
+    def summed(self, state: State, count: int) -> State:
+        """Under secure aggregation: the state after `count` updates were applied client-side
+        (what `apply` would have tallied, as far as their sum tells). Default: unchanged."""
+        return state
+
 
 class Chain(UpdateTransform):
     """Transforms applied in order to each update; their `finish` steps run in reverse order.
@@ -166,6 +190,18 @@ class Chain(UpdateTransform):
             )
             measurements.update(measured)
         return aggregate, tuple(states), measurements
+
+    def client_side(self, state: State) -> Config:
+        settings: Config = {}
+        for transform, member in zip(self.transforms, state, strict=True):
+            wanted = transform.client_side(member)
+            if "clip_norm" in wanted and "clip_norm" in settings:  # clipping twice: the tighter
+                wanted = {**wanted, "clip_norm": min(wanted["clip_norm"], settings["clip_norm"])}
+            settings.update(wanted)
+        return settings
+
+    def summed(self, state: State, count: int) -> State:
+        return tuple(t.summed(s, count) for t, s in zip(self.transforms, state, strict=True))
 
     def __repr__(self) -> str:
         return f"chain({', '.join(repr(t) for t in self.transforms)})"

@@ -36,6 +36,7 @@ from roost.strategy.base import (
     FitAggregate,
     FunctionSampler,
     FunctionWeighting,
+    Measurements,
     RoundContext,
     Sampler,
     ServerOptimizer,
@@ -46,6 +47,7 @@ from roost.strategy.base import (
 )
 from roost.strategy.optimizers import ServerSGD
 from roost.strategy.sampling import sample_uniformly
+from roost.strategy.secure import SecureAggregation
 from roost.strategy.updates import parameter_delta
 from roost.strategy.weighting import WeightFn, weight_by_num_examples
 
@@ -104,6 +106,8 @@ class Strategy:
         update_fn: `(client result parameters, global parameters) -> update`; the default,
             `parameter_delta`, is result − global; `negative_gradient` is for clients that
             return gradients (FedSGD).
+        secure_aggregation: run each fit round with SecAgg+ so the server learns only the
+            cohort's sums (`roost.strategy.secure`); None: updates in the clear.
     """
 
     def __init__(
@@ -127,6 +131,7 @@ class Strategy:
         update_transforms: Sequence[UpdateTransform] = (),
         sampler: Sampler | SampleFn = sample_uniformly,
         update_fn: UpdateFn = parameter_delta,
+        secure_aggregation: SecureAggregation | None = None,
     ) -> None:
         _check_fraction("fraction_fit", fraction_fit)
         _check_fraction("fraction_evaluate", fraction_evaluate)
@@ -161,6 +166,14 @@ class Strategy:
             sampler if isinstance(sampler, Sampler) else FunctionSampler(sampler)
         )
         self.update_fn = update_fn
+        self.secure_aggregation = secure_aggregation
+        if secure_aggregation is not None:
+            if update_fn is not parameter_delta:
+                raise ConfigurationError(
+                    "secure aggregation sums trained models' updates; clients that return "
+                    "gradients (FedSGD) are not supported with it"
+                )
+            secure_aggregation.check(self)
         # Entries a preset adds to every fit config (FedProx's μ, FedAdam's client learning rate);
         # what on_fit_config_fn sends wins, so a preset default never overrides the user's choice.
         self.fit_config_defaults: Config = {}
@@ -195,6 +208,8 @@ class Strategy:
     ) -> FitAggregate:
         """The round's training: one fit phase with a sampled cohort, then aggregation."""
         state = {**state, "transforms": self.transform.start_round(state["transforms"])}
+        if self.secure_aggregation is not None:
+            return self.secure_aggregation.fit_round(self, context, parameters, state)
         available = context.available(max(self.min_available_clients, self.min_fit_clients))
         cohort, state = self.configure_fit(
             context.server_round, parameters, available, context.rng, state
@@ -290,16 +305,33 @@ class Strategy:
         except NotEnoughUpdatesError as error:
             log.warning("fit_round %d: %s: global model unchanged", server_round, error)
             aggregate, aggregator_state, measurements = None, state["aggregator"], {}
-        aggregate, transforms_state, measured = self.transform.finish(
-            aggregate, tally.state["transforms"]
+        state = {**tally.state, "aggregator": aggregator_state}
+        return self.conclude_fit(
+            server_round, parameters, aggregate, state, tally.metrics, measurements, tally.failures
         )
-        state = {**tally.state, "aggregator": aggregator_state, "transforms": transforms_state}
+
+    def conclude_fit(
+        self,
+        server_round: int,
+        parameters: Parameters,
+        aggregate: Parameters | None,
+        state: dict[str, State],
+        fit_metrics: list[tuple[int, Metrics]],
+        measurements: Measurements,
+        failures: int,
+    ) -> FitAggregate:
+        """The end of every fit round, however the aggregate was made: the transforms' `finish`,
+        the failure rule, the server optimizer's step and the fit metrics."""
+        aggregate, transforms_state, measured = self.transform.finish(
+            aggregate, state["transforms"]
+        )
+        state = {**state, "transforms": transforms_state}
         measurements = {**measurements, **measured}
-        if tally.failures and not self.accept_failures:
+        if failures and not self.accept_failures:
             log.warning(
                 "fit_round %d: %d failure(s) and accept_failures=False: global model unchanged",
                 server_round,
-                tally.failures,
+                failures,
             )
             return FitAggregate(None, {}, state, measurements)
         if aggregate is None:
@@ -310,7 +342,7 @@ class Strategy:
         new_parameters, optimizer_state = self.server_optimizer.apply(
             parameters, aggregate, state["optimizer"]
         )
-        metrics = self._aggregate_metrics(self.fit_metrics_aggregation_fn, tally.metrics)
+        metrics = self._aggregate_metrics(self.fit_metrics_aggregation_fn, fit_metrics)
         return FitAggregate(
             new_parameters, metrics, {**state, "optimizer": optimizer_state}, measurements
         )

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from roost.core.types import Parameters
+from roost.core.types import Config, Parameters
 from roost.errors import ConfigurationError
 from roost.strategy.base import Measurements, State, UpdateTransform
 
@@ -46,6 +46,9 @@ class ClipL2(UpdateTransform):
 
     def apply(self, update: Parameters, state: State) -> tuple[Parameters, State]:
         return clip_to_norm(update, self.max_norm)[0], state
+
+    def client_side(self, state: State) -> Config:
+        return {"clip_norm": self.max_norm}
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,8 @@ from collections.abc import Callable, Iterable, Iterator
 
 import grpc
 
-from roost.client.client import ClientLike, call_client
+from roost.client.client import ClientLike, Context
+from roost.client.protocols import execute
 from roost.core.types import Failure, FitIns, Instruction
 from roost.core.validation import validate_result
 from roost.errors import (
@@ -68,6 +69,8 @@ class GrpcClient:
         node_id: the name this client joins under (with tokens: the node id its token names).
         root_certificates: PEM bytes or path of the certificate that signed the server's; enables
             TLS. None connects without TLS.
+        context: the node's `Context`, whose `state` client-side protocols keep between
+            instructions (default: a fresh one for `node_id`).
         token: the token the server issued for `node_id`, if it authenticates clients.
         max_message_bytes: largest instruction accepted, counting its array bytes.
         chunk_bytes: array bytes per frame sent.
@@ -83,6 +86,7 @@ class GrpcClient:
         make_client: Callable[[], ClientLike],
         node_id: str,
         *,
+        context: Context | None = None,
         root_certificates: PemSource | None = None,
         token: str | None = None,
         max_message_bytes: int = wire.DEFAULT_MAX_MESSAGE_BYTES,
@@ -101,6 +105,7 @@ class GrpcClient:
         self.node_id = check_node_id(node_id)
         self._make_client = make_client
         self._client: ClientLike | None = None
+        self._context = context or Context.for_partition(0, 1, node_id=self.node_id)
         self._credentials = (
             None if root_certificates is None else channel_credentials(root_certificates)
         )
@@ -202,7 +207,7 @@ class GrpcClient:
         try:
             if self._client is None:
                 self._client = self._make_client()
-            result = call_client(self._client, instruction)
+            result = execute(self._client, instruction, self._context)
         except Exception as error:  # the user's code failed: tell the server, keep serving
             log.exception("%s (instruction %d) raised", kind, message_id)
             return _client_error(message_id, f"{type(error).__name__}: {error}")

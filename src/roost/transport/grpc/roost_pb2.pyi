@@ -14,10 +14,12 @@ class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     GET_PARAMETERS: _ClassVar[Kind]
     FIT: _ClassVar[Kind]
     EVALUATE: _ClassVar[Kind]
+    PHASE: _ClassVar[Kind]
 KIND_UNSPECIFIED: Kind
 GET_PARAMETERS: Kind
 FIT: Kind
 EVALUATE: Kind
+PHASE: Kind
 
 class Scalar(_message.Message):
     __slots__ = ("bool_value", "int_value", "float_value", "str_value", "bytes_value")
@@ -50,7 +52,7 @@ class ArraySpec(_message.Message):
     def __init__(self, dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class Header(_message.Message):
-    __slots__ = ("message_id", "kind", "arrays", "num_chunks", "values", "num_examples", "loss")
+    __slots__ = ("message_id", "kind", "arrays", "num_chunks", "values", "num_examples", "loss", "protocol", "phase", "num_parameters")
     MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     ARRAYS_FIELD_NUMBER: _ClassVar[int]
@@ -58,6 +60,9 @@ class Header(_message.Message):
     VALUES_FIELD_NUMBER: _ClassVar[int]
     NUM_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
     LOSS_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    NUM_PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     message_id: int
     kind: Kind
     arrays: _containers.RepeatedCompositeFieldContainer[ArraySpec]
@@ -65,7 +70,10 @@ class Header(_message.Message):
     values: _containers.RepeatedCompositeFieldContainer[Entry]
     num_examples: int
     loss: float
-    def __init__(self, message_id: _Optional[int] = ..., kind: _Optional[_Union[Kind, str]] = ..., arrays: _Optional[_Iterable[_Union[ArraySpec, _Mapping]]] = ..., num_chunks: _Optional[int] = ..., values: _Optional[_Iterable[_Union[Entry, _Mapping]]] = ..., num_examples: _Optional[int] = ..., loss: _Optional[float] = ...) -> None: ...
+    protocol: str
+    phase: str
+    num_parameters: int
+    def __init__(self, message_id: _Optional[int] = ..., kind: _Optional[_Union[Kind, str]] = ..., arrays: _Optional[_Iterable[_Union[ArraySpec, _Mapping]]] = ..., num_chunks: _Optional[int] = ..., values: _Optional[_Iterable[_Union[Entry, _Mapping]]] = ..., num_examples: _Optional[int] = ..., loss: _Optional[float] = ..., protocol: _Optional[str] = ..., phase: _Optional[str] = ..., num_parameters: _Optional[int] = ...) -> None: ...
 
 class Chunk(_message.Message):
     __slots__ = ("data",)

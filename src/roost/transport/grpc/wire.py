@@ -25,6 +25,8 @@ from roost.core.types import (
     GetParametersRes,
     Instruction,
     Parameters,
+    PhaseIns,
+    PhaseRes,
     Result,
     Scalar,
 )
@@ -53,7 +55,12 @@ ALLOWED_DTYPES = frozenset(
     ["|i1", "|u1", "<i2", "<u2", "<i4", "<u4", "<i8", "<u8", "<f2", "<f4", "<f8"]
 )
 
-_KIND_OF = {GetParametersIns: pb.GET_PARAMETERS, FitIns: pb.FIT, EvaluateIns: pb.EVALUATE}
+_KIND_OF = {
+    GetParametersIns: pb.GET_PARAMETERS,
+    FitIns: pb.FIT,
+    EvaluateIns: pb.EVALUATE,
+    PhaseIns: pb.PHASE,
+}
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 
@@ -366,6 +373,18 @@ def _encode(
 
 def encode_instruction(instruction: Instruction, chunk_bytes: int) -> Encoded:
     """Encode once; the chunk frames are kept so one encoding serves a whole cohort."""
+    if isinstance(instruction, PhaseIns):
+        return _encode(
+            pb.PHASE,
+            [*instruction.parameters, *instruction.arrays],
+            instruction.config,
+            "config",
+            chunk_bytes,
+            materialize=True,
+            protocol=instruction.protocol,
+            phase=instruction.phase,
+            num_parameters=len(instruction.parameters),
+        )
     arrays = getattr(instruction, "parameters", [])
     return _encode(
         kind_of(instruction), arrays, instruction.config, "config", chunk_bytes, materialize=True
@@ -399,6 +418,10 @@ def encode_result(result: Result, chunk_bytes: int) -> Encoded:
         return _encode(
             pb.GET_PARAMETERS, result.parameters, {}, "metrics", chunk_bytes, materialize=False
         )
+    if isinstance(result, PhaseRes):
+        return _encode(
+            pb.PHASE, result.arrays, result.values, "values", chunk_bytes, materialize=False
+        )
     raise TypeError(f"cannot encode {type(result).__name__}")
 
 
@@ -412,6 +435,11 @@ def decode_instruction(header: pb.Header, arrays: Parameters) -> Instruction:
         if arrays:
             raise InvalidMessageError("a get_parameters instruction carries no arrays")
         return GetParametersIns(config)
+    if header.kind == pb.PHASE:
+        split = header.num_parameters
+        if split > len(arrays) or not header.protocol or not header.phase:
+            raise InvalidMessageError("a phase instruction names its protocol, phase and model")
+        return PhaseIns(header.protocol, header.phase, arrays[:split], arrays[split:], config)
     raise InvalidMessageError(f"instruction of {kind_name(header.kind)}")
 
 
@@ -425,4 +453,6 @@ def decode_result(header: pb.Header, arrays: Parameters) -> Result:
         return EvaluateRes(float(header.loss), int(header.num_examples), metrics)
     if header.kind == pb.GET_PARAMETERS:
         return GetParametersRes(arrays)
+    if header.kind == pb.PHASE:
+        return PhaseRes(arrays, metrics)
     raise InvalidMessageError(f"result of {kind_name(header.kind)}")

@@ -1,0 +1,235 @@
+"""Secure aggregation (SecAgg+) as a strategy's fit round: the server learns only the sum.
+
+`Strategy(secure_aggregation=SecureAggregation(...))` replaces the round's single fit phase with
+four phases over the same transport: "secagg_advertise_keys", "secagg_share_keys", "fit" (the
+clients train and return their masked, quantized (w·update, w)) and "secagg_unmask". Clients need
+nothing extra: every engine but the vectorized one and the gRPC client answer these phases
+(`roost.client.secure_aggregation`). After unmasking, the server divides the two sums into the
+weighted mean update, then the strategy's transforms finish (central DP adds its noise here) and
+its server optimizer steps, as in any round.
+
+What it composes with: a mean aggregator (`WeightedMean`, `Mean`) weighted by `num_examples` or
+uniformly, update transforms that clients can apply themselves (`ClipL2`, central DP with a fixed
+bound), any server optimizer. Robust aggregators (median, Krum, …) need each update and are
+refused. Clients' weights are capped at `max_weight` (so they fit the quantizer) and fit metrics
+travel in the clear, each counted with weight 1 (the server never learns `num_examples`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from roost.core.types import Config, Failure, Metrics, Parameters, PhaseIns, PhaseRes
+from roost.errors import ConfigurationError
+from roost.strategy.aggregators import Mean, WeightedMean
+from roost.strategy.base import FitAggregate, FunctionWeighting, RoundContext, State
+from roost.strategy.weighting import uniform_weight, weight_by_num_examples
+
+if TYPE_CHECKING:  # the protocol's code (and `cryptography`) loads when a secure round runs
+    from roost.secagg import SecAggParameters, SecAggServer
+
+log = logging.getLogger(__name__)
+
+PROTOCOL = "secagg"
+FIT_PREFIX = "fit/"  # must match roost.client.secure_aggregation
+QUANT_PREFIX = "quant/"
+_PHASE_NAMES = {  # by roost.secagg.Phase value
+    "advertise_keys": "secagg_advertise_keys",
+    "share_keys": "secagg_share_keys",
+    "masked_input": "fit",
+    "unmask": "secagg_unmask",
+}
+
+
+@dataclass(frozen=True)
+class SecureAggregation:
+    """Settings of secure aggregation for a strategy.
+
+    Args:
+        clip_range: R: every coordinate of a client's update is clipped to [−R, R] before it is
+            quantized; the quantization error of the mean grows with R (see
+            `roost.secagg.WeightedQuantizer.mean_error_bound`).
+        bits: k: arithmetic modulo 2^k; the server refuses cohorts so large that the sum could
+            wrap. 32 keeps masked vectors at 4 bytes per value.
+        max_weight: weights (`num_examples`) above this count as `max_weight`.
+        threshold: t, shares needed to rebuild a secret; None: the smallest secure value for the
+            cohort's communication graph (a strict majority of each client's share holders).
+        degree: k neighbours per client; None: the smallest that survives 10 % random dropouts
+            (the complete graph, plain SecAgg, for small cohorts).
+    """
+
+    clip_range: float = 1.0
+    bits: int = 32
+    max_weight: float = 10_000.0
+    threshold: int | None = None
+    degree: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.clip_range > 0:
+            raise ConfigurationError(f"clip_range must be > 0, got {self.clip_range}")
+        if not isinstance(self.bits, int) or not 8 <= self.bits <= 62:
+            raise ConfigurationError(f"bits must be an int in [8, 62], got {self.bits!r}")
+        if not self.max_weight > 0:
+            raise ConfigurationError(f"max_weight must be > 0, got {self.max_weight}")
+
+    def check(self, strategy: Any) -> None:
+        """Refuse a strategy whose aggregation needs to see each update."""
+        if not isinstance(strategy.aggregator, WeightedMean | Mean):
+            raise ConfigurationError(
+                f"secure aggregation computes a mean; {strategy.aggregator!r} needs each update "
+                "(use FedAvg, FedAvgM, FedAdam, FedYogi, FedAdagrad or FedProx)"
+            )
+        if self._uniform(strategy) is None:
+            raise ConfigurationError(
+                "secure aggregation weighs clients by num_examples or uniformly; "
+                f"{strategy.weighting!r} needs what the server cannot see"
+            )
+
+    @staticmethod
+    def _uniform(strategy: Any) -> bool | None:
+        if isinstance(strategy.aggregator, Mean):
+            return True
+        weighting = strategy.weighting
+        if isinstance(weighting, FunctionWeighting):
+            if weighting.function is weight_by_num_examples:
+                return False
+            if weighting.function is uniform_weight:
+                return True
+        return None
+
+    def graph(self, cohort_size: int) -> SecAggParameters:
+        """The communication graph's degree and threshold for a cohort of `cohort_size`."""
+        from roost.secagg import SecAggParameters, default_parameters
+
+        default = default_parameters(cohort_size)
+        degree = default.degree if self.degree is None else self.degree
+        if self.threshold is None and self.degree is None:
+            return default
+        threshold = self.threshold if self.threshold is not None else degree // 2 + 1
+        parameters = SecAggParameters(degree, threshold)
+        parameters.check(cohort_size)
+        return parameters
+
+    def fit_round(
+        self, strategy: Any, context: RoundContext, parameters: Parameters, state: dict[str, State]
+    ) -> FitAggregate:
+        """One fit round in four phases; the server sees only the cohort's sums."""
+        from roost.secagg import SecAggAbortedError, SecAggServer, WeightedQuantizer
+
+        server_round = context.server_round
+        available = context.available(max(strategy.min_available_clients, strategy.min_fit_clients))
+        cohort, state = strategy.configure_fit(
+            server_round, parameters, available, context.rng, state
+        )
+        if len(cohort) < 2:
+            log.warning("fit_round %d: secure aggregation needs 2 or more clients", server_round)
+            return FitAggregate(None, {}, state, {})
+        client_side = strategy.transform.client_side(state["transforms"])
+        quantizer = WeightedQuantizer(self.clip_range, self.max_weight, len(cohort), self.bits)
+        settings = self._settings(cohort[0][1].config, client_side, len(cohort), strategy)
+        size = sum(int(np.size(p)) for p in parameters)
+        server = SecAggServer(
+            [client_id for client_id, _ in cohort],
+            size + 1,
+            server_round=server_round,
+            bits=self.bits,
+            parameters=self.graph(len(cohort)),
+        )
+        fit_metrics: list[tuple[int, Metrics]] = []
+        try:
+            while not server.done:
+                fit_metrics += _run_phase(context, server, parameters, settings)
+                server.close_phase()
+        except SecAggAbortedError as error:
+            log.warning(
+                "fit_round %d: secure aggregation aborted: %s; global model unchanged",
+                server_round,
+                error,
+            )
+            return FitAggregate(None, {}, state, {})
+        result = server.result()
+        mean, _ = quantizer.decode_mean(result.total, len(result.survivors))
+        aggregate = _unflatten(mean, parameters)
+        state = {
+            **state,
+            "transforms": strategy.transform.summed(state["transforms"], len(result.survivors)),
+        }
+        measurements = {"secagg_survivors": float(len(result.survivors))}
+        dropped = len(cohort) - len(result.survivors)
+        return strategy.conclude_fit(
+            server_round, parameters, aggregate, state, fit_metrics, measurements, dropped
+        )
+
+    def _settings(
+        self, fit_config: Config, client_side: Config, cohort_size: int, strategy: Any
+    ) -> Config:
+        """The masked-input phase's config: the fit config and the quantizer's settings."""
+        quant: Config = {
+            "clip": float(self.clip_range),
+            "max_weight": float(self.max_weight),
+            "max_clients": cohort_size,
+            "bits": self.bits,
+            "uniform": bool(self._uniform(strategy)),
+        }
+        if "clip_norm" in client_side:
+            quant["clip_norm"] = float(client_side["clip_norm"])
+        return {
+            **{FIT_PREFIX + key: value for key, value in fit_config.items()},
+            **{QUANT_PREFIX + key: value for key, value in quant.items()},
+        }
+
+
+def _run_phase(
+    context: RoundContext, server: SecAggServer, parameters: Parameters, settings: Config
+) -> list[tuple[int, Metrics]]:
+    """Send the phase's instructions, hand every reply to `server`; return fit metrics."""
+    from roost.secagg import SecAggClientError
+
+    phase = server.phase.value
+    training = phase == "masked_input"
+    cohort = [
+        (
+            client_id,
+            PhaseIns(
+                PROTOCOL,
+                phase,
+                parameters if training else [],
+                list(arrays),
+                {**values, **settings} if training else dict(values),
+            ),
+        )
+        for client_id, (arrays, values) in server.instructions().items()
+    ]
+    fit_metrics: list[tuple[int, Metrics]] = []
+    for client_id, outcome in context.exchange(_PHASE_NAMES[phase], cohort, None):
+        if isinstance(outcome, Failure):
+            server.drop(client_id, outcome.reason)
+            continue
+        assert isinstance(outcome, PhaseRes)
+        message = {k: v for k, v in outcome.values.items() if not k.startswith(FIT_PREFIX)}
+        try:
+            server.receive(client_id, outcome.arrays, message)
+        except SecAggClientError as error:
+            log.warning("%s: client %s left out: %s", _PHASE_NAMES[phase], client_id, error.reason)
+            continue
+        if training:
+            metrics = {
+                k[len(FIT_PREFIX) :]: v
+                for k, v in outcome.values.items()
+                if k.startswith(FIT_PREFIX)
+            }
+            fit_metrics.append((1, metrics))
+    return fit_metrics
+
+
+def _unflatten(flat: np.ndarray, like: Parameters) -> Parameters:
+    arrays, start = [], 0
+    for reference in like:
+        stop = start + int(np.size(reference))
+        arrays.append(flat[start:stop].reshape(np.shape(reference)).astype(reference.dtype))
+        start = stop
+    return arrays

@@ -1,0 +1,179 @@
+"""Secure aggregation inside real runs: four phases per round on the sequential, process and gRPC
+transports, the same model as plaintext FedAvg (to the quantization bound), dropouts, refusals."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+import numpy as np
+import pytest
+
+import roost
+from roost.errors import ConfigurationError
+from roost.strategy import ClipL2, FedAvg, FedMedian, SecureAggregation, Strategy
+
+NUM_FEATURES = 6
+
+
+class LinearClient(roost.Client):
+    """Least squares by a few steps of gradient descent; a few clients can be made to fail."""
+
+    def __init__(self, partition_id: int, fail_in: str = "") -> None:
+        rng = np.random.default_rng(partition_id)
+        self.partition_id = partition_id
+        self.x = rng.normal(size=(20 + 3 * partition_id, NUM_FEATURES))
+        self.y = self.x @ np.linspace(-1, 1, NUM_FEATURES) + 0.01 * rng.normal(size=len(self.x))
+        self.fail_in = fail_in
+
+    def get_parameters(self, config):
+        return [np.zeros(NUM_FEATURES), np.zeros(1, np.float32)]
+
+    def fit(self, parameters, config):
+        if self.fail_in == "fit":
+            raise RuntimeError("this client drops out while training")
+        w = parameters[0].copy()
+        for _ in range(5):
+            w -= 0.05 * 2 * self.x.T @ (self.x @ w - self.y) / len(self.y)
+        bias = parameters[1] + np.float32(0.01 * self.partition_id)
+        return [w, bias], len(self.y), {"partition": self.partition_id}
+
+    def evaluate(self, parameters, config):
+        loss = float(np.mean((self.x @ parameters[0] - self.y) ** 2))
+        return loss, len(self.y), {}
+
+
+class ClientFn:
+    """Picklable client_fn (the process engine sends it to its workers)."""
+
+    def __init__(self, failing: frozenset[int] = frozenset()) -> None:
+        self.failing = failing
+
+    def __call__(self, context: roost.Context) -> LinearClient:
+        pid = context.partition_id
+        return LinearClient(pid, "fit" if pid in self.failing else "")
+
+
+START = [np.zeros(NUM_FEATURES), np.zeros(1, np.float32)]
+
+
+def strategy(secure: bool, **options) -> FedAvg:
+    return FedAvg(
+        min_fit_clients=5,
+        min_available_clients=5,
+        fraction_evaluate=0.0,
+        initial_parameters=START,
+        secure_aggregation=SecureAggregation(clip_range=4.0, bits=48) if secure else None,
+        **options,
+    )
+
+
+def simulate(secure: bool, engine: str = "sequential", rounds: int = 2, failing=frozenset(), **o):
+    return roost.run_simulation(
+        ClientFn(frozenset(failing)),
+        5,
+        strategy=strategy(secure, **o),
+        config=roost.ServerConfig(num_rounds=rounds),
+        seed=0,
+        engine=engine,
+    )
+
+
+def test_a_secure_round_gives_fedavgs_model_within_the_quantization_bound() -> None:
+    plain = simulate(secure=False)
+    secure = simulate(secure=True)
+    for secured, clear in zip(secure.parameters, plain.parameters, strict=True):
+        assert secured.dtype == clear.dtype
+        np.testing.assert_allclose(secured, clear, atol=1e-6)
+    # Four phases a round, the masked-input phase counted as the round's fit.
+    for record in secure.rounds:
+        assert record.fit_results == 5
+        assert record.phases == {
+            "secagg_advertise_keys": [5, 0],
+            "secagg_share_keys": [5, 0],
+            "secagg_unmask": [5, 0],
+        }
+    assert secure.measurements["secagg_survivors"] == [(1, 5.0), (2, 5.0)]
+
+
+def test_the_process_engine_carries_each_clients_round_secrets_between_phases() -> None:
+    sequential = simulate(secure=True, rounds=1)
+    process = simulate(secure=True, engine="process", rounds=1)
+    for a, b in zip(process.parameters, sequential.parameters, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-9)
+
+
+def test_clients_dropping_while_training_leave_the_survivors_mean() -> None:
+    secure = simulate(secure=True, rounds=1, failing={1})
+    survivors = [p for p in range(5) if p != 1]
+    weights = np.array([20 + 3 * p for p in survivors], dtype=np.float64)
+    updates = np.array([LinearClient(p).fit(START, {})[0][0] for p in survivors])
+    expected = weights @ updates / weights.sum()
+    np.testing.assert_allclose(secure.parameters[0], expected, atol=1e-6)
+    assert secure.rounds[0].fit_failures == 1
+    assert secure.measurements["secagg_survivors"] == [(1, 4.0)]
+
+
+def test_client_side_clipping_matches_server_side_clipping() -> None:
+    plain = simulate(secure=False, rounds=1, update_transforms=[ClipL2(0.05)])
+    secure = simulate(secure=True, rounds=1, update_transforms=[ClipL2(0.05)])
+    for a, b in zip(secure.parameters, plain.parameters, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_what_needs_each_update_is_refused_with_a_clear_error() -> None:
+    with pytest.raises(ConfigurationError, match="needs each update"):
+        FedMedian(secure_aggregation=SecureAggregation())
+    with pytest.raises(ConfigurationError, match="FedSGD"):
+        roost.strategy.FedSGD(secure_aggregation=SecureAggregation())
+    with pytest.raises(ConfigurationError, match="weighs clients"):
+        Strategy(weight_fn=lambda cid, n, m: 2.0, secure_aggregation=SecureAggregation())
+    run = simulate
+    with pytest.raises(ConfigurationError, match="secure aggregation hides"):
+        run(secure=True, rounds=1, update_transforms=[roost.strategy.AdaptiveClipL2()])
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_secure_rounds_over_grpc_need_no_client_flag() -> None:
+    address = f"127.0.0.1:{_free_port()}"
+    box: dict[str, roost.History] = {}
+
+    def serve() -> None:
+        box["history"] = roost.start_server(
+            server_address=address,
+            config=roost.ServerConfig(num_rounds=2, round_timeout=60),
+            strategy=strategy(secure=True),
+            seed=0,
+            client_wait_timeout=60,
+        )
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    clients = [
+        threading.Thread(
+            target=roost.start_client,
+            kwargs={
+                "server_address": address,
+                "client": LinearClient(pid),
+                "node_id": str(pid),
+                "reconnect_timeout": 60,
+            },
+            daemon=True,
+        )
+        for pid in range(5)
+    ]
+    for client in clients:
+        client.start()
+    server.join(120)
+    for client in clients:
+        client.join(30)
+    assert not server.is_alive(), "the secure run did not finish"
+    plain = simulate(secure=False)
+    for a, b in zip(box["history"].parameters, plain.parameters, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    assert box["history"].rounds[-1].phases["secagg_unmask"] == [5, 0]
