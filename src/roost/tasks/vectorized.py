@@ -43,6 +43,7 @@ from roost.core.types import (
     Instruction,
     Metrics,
     Outcome,
+    PhaseIns,
 )
 from roost.engines.sequential import check_num_clients, simulation_clients
 from roost.errors import ConfigurationError
@@ -174,6 +175,12 @@ class VectorizedEngine:
                 elif isinstance(instruction, GetParametersIns):
                     initial = self.task_model.to_arrays(self.task_model.initial_state(), None)
                     yield client_id, GetParametersRes(initial)
+                elif isinstance(instruction, PhaseIns):
+                    reason = (
+                        f"the vectorized engine trains clients together and runs no client-side "
+                        f"protocol ({instruction.protocol}); use engine='sequential' or 'process'"
+                    )
+                    yield client_id, Failure(client_id, reason)
                 else:
                     reason = f"unknown instruction {type(instruction).__name__}"
                     yield client_id, Failure(client_id, reason)
