@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
@@ -33,6 +33,8 @@ __all__ = [
     "GaussianNoise",
     "LabelFlip",
     "MaliciousClient",
+    "DataAttack",
+    "ModelAttack",
     "Scale",
     "SignFlip",
     "choose_malicious",
@@ -40,11 +42,27 @@ __all__ = [
 ]
 
 
-class Attack(Protocol):
-    """An attack defines `poison_update(update, rng)`, `poison_client(client)`, or both."""
+class ModelAttack:
+    """Rewrites the update a malicious client sends (trained − received parameters)."""
+
+    def poison_update(self, update: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
+        """The poisoned update (a new list; `rng` is the client's stream for this round)."""
+        raise NotImplementedError
 
 
-class SignFlip:
+class DataAttack:
+    """Changes a malicious client's own data once, when the client is built."""
+
+    def poison_client(self, client: Any) -> None:
+        """Poison `client`'s training data in place."""
+        raise NotImplementedError
+
+
+Attack = ModelAttack | DataAttack
+"""An attack; one class may subclass both kinds."""
+
+
+class SignFlip(ModelAttack):
     """Send −scale × the honest update (scale 1: the plain sign flip)."""
 
     def __init__(self, scale: float = 1.0) -> None:
@@ -59,7 +77,7 @@ class SignFlip:
         return f"SignFlip(scale={self.scale:g})"
 
 
-class Scale:
+class Scale(ModelAttack):
     """Send k × the honest update (boosting, or shrinking with 0 < k < 1)."""
 
     def __init__(self, factor: float) -> None:
@@ -74,7 +92,7 @@ class Scale:
         return f"Scale(factor={self.factor:g})"
 
 
-class GaussianNoise:
+class GaussianNoise(ModelAttack):
     """Add N(0, std²) noise to every coordinate of the honest update."""
 
     def __init__(self, std: float) -> None:
@@ -89,7 +107,7 @@ class GaussianNoise:
         return f"GaussianNoise(std={self.std:g})"
 
 
-class LabelFlip:
+class LabelFlip(DataAttack):
     """Relabel the client's training data before it trains.
 
     Args:
@@ -172,7 +190,7 @@ class MaliciousClient:
 
     def fit(self, parameters: Parameters, config: Config) -> tuple[Parameters, int, Metrics]:
         trained, num_examples, metrics = self.client.fit(parameters, config)
-        model_attacks = [a for a in self.attacks if hasattr(a, "poison_update")]
+        model_attacks = [a for a in self.attacks if isinstance(a, ModelAttack)]
         if not model_attacks:
             return trained, num_examples, metrics
         rng = client_rng(self.seed, int(config.get(SERVER_ROUND, 0)), self.partition_id)
@@ -206,9 +224,10 @@ class AttackedClientFn:
     ) -> None:
         attack_list = list(attacks) if isinstance(attacks, list | tuple) else [attacks]
         for attack in attack_list:
-            if not (hasattr(attack, "poison_update") or hasattr(attack, "poison_client")):
+            if not isinstance(attack, ModelAttack | DataAttack):
                 raise ConfigurationError(
-                    f"{attack!r} is not an attack: it needs poison_update or poison_client"
+                    f"{attack!r} is not an attack: subclass roost.client.attacks.ModelAttack "
+                    "(poison_update) or DataAttack (poison_client)"
                 )
         self.client_fn = client_fn
         self.attacks = tuple(attack_list)
@@ -223,7 +242,7 @@ class AttackedClientFn:
         if not self.is_malicious(context):
             return client
         for attack in self.attacks:
-            if hasattr(attack, "poison_client"):
+            if isinstance(attack, DataAttack):
                 attack.poison_client(client)
         return MaliciousClient(client, self.attacks, context.partition_id, self.seed)
 
