@@ -177,3 +177,40 @@ def test_secure_rounds_over_grpc_need_no_client_flag() -> None:
     for a, b in zip(box["history"].parameters, plain.parameters, strict=True):
         np.testing.assert_allclose(a, b, atol=1e-6)
     assert box["history"].rounds[-1].phases["secagg_unmask"] == [5, 0]
+
+
+class _Hostile:
+    """An engine whose client "3" answers every secure-aggregation phase with garbage."""
+
+    def __init__(self, inner, seed: int) -> None:
+        self.inner = inner
+        self.rng = np.random.default_rng(seed)
+
+    def wait_for_clients(self, count, timeout=None):
+        return self.inner.wait_for_clients(count, timeout)
+
+    def run(self, cohort, timeout):
+        from roost.core.types import PhaseRes
+
+        for client_id, outcome in self.inner.run(cohort, timeout):
+            if client_id == "3" and isinstance(outcome, PhaseRes):
+                junk = [self.rng.integers(0, 2**32, size=int(self.rng.integers(1, 50)))]
+                values = {key: self.rng.bytes(8) for key in outcome.values}
+                outcome = PhaseRes(junk if self.rng.random() < 0.7 else outcome.arrays, values)
+            yield client_id, outcome
+
+    def close(self):
+        self.inner.close()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_garbled_secagg_replies_are_one_clients_failure_never_a_crash(seed) -> None:
+    from roost.engines.sequential import SequentialEngine
+    from roost.server.loop import ServerConfig, run_rounds
+
+    engine = _Hostile(SequentialEngine(ClientFn(), 5), seed)
+    history = run_rounds(strategy(secure=True), engine, ServerConfig(num_rounds=1), seed=0)
+    survivors = [p for p in range(5) if p != 3]
+    weights = np.array([20 + 3 * p for p in survivors], dtype=np.float64)
+    updates = np.array([LinearClient(p).fit(START, {})[0][0] for p in survivors])
+    np.testing.assert_allclose(history.parameters[0], weights @ updates / weights.sum(), atol=1e-6)
