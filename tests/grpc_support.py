@@ -383,3 +383,42 @@ def fit_ins(value: float = 0.0, server_round: int = 1) -> FitIns:
 def honest_update(partition_id: int, ins: FitIns) -> np.ndarray:
     client = LinearClient(partition_id)
     return client.fit([a.copy() for a in ins.parameters], ins.config)[0][0]
+
+
+def run_deployed(strategy, clients: dict, num_rounds: int, timeout: float = 120):
+    """Serve `num_rounds` with `start_server` and connect `clients` ({node id: client}) with
+    `start_client`, all in threads on a free loopback port; return the server's History."""
+    address = f"127.0.0.1:{free_port()}"
+    box: dict = {}
+
+    def serve() -> None:
+        box["history"] = roost.start_server(
+            server_address=address,
+            config=roost.ServerConfig(num_rounds=num_rounds, round_timeout=60),
+            strategy=strategy,
+            seed=0,
+            client_wait_timeout=60,
+        )
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    threads = [
+        threading.Thread(
+            target=roost.start_client,
+            kwargs={
+                "server_address": address,
+                "client": client,
+                "node_id": node_id,
+                "reconnect_timeout": 60,
+            },
+            daemon=True,
+        )
+        for node_id, client in clients.items()
+    ]
+    for thread in threads:
+        thread.start()
+    server.join(timeout)
+    for thread in threads:
+        thread.join(30)
+    assert not server.is_alive(), f"the server did not finish its {num_rounds} rounds"
+    return box["history"]

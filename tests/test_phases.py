@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import socket
-import threading
-
 import numpy as np
 import pytest
+from grpc_support import run_deployed
 
 import roost
 from roost.core.types import FitIns, FitRes
@@ -127,47 +125,9 @@ def test_the_process_engine_runs_the_same_phases_to_the_same_model() -> None:
     assert [r.phases for r in process.rounds] == [r.phases for r in sequential.rounds]
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_the_phases_run_over_grpc_to_the_simulated_model() -> None:
-    address = f"127.0.0.1:{_free_port()}"
-    result: dict[str, roost.History] = {}
-
-    def serve() -> None:
-        result["history"] = roost.start_server(
-            server_address=address,
-            config=roost.ServerConfig(num_rounds=2, round_timeout=60),
-            strategy=line_search_strategy(),
-            seed=0,
-            client_wait_timeout=60,
-        )
-
-    server = threading.Thread(target=serve, daemon=True)
-    server.start()
-    clients = [
-        threading.Thread(
-            target=roost.start_client,
-            kwargs={
-                "server_address": address,
-                "client": GradientClient(partition_id),
-                "node_id": str(partition_id),
-                "reconnect_timeout": 60,
-            },
-            daemon=True,
-        )
-        for partition_id in range(3)
-    ]
-    for client in clients:
-        client.start()
-    server.join(120)
-    for client in clients:
-        client.join(30)
-    assert not server.is_alive(), "the server did not finish its two rounds"
-    deployed = result["history"]
+    clients = {str(pid): GradientClient(pid) for pid in range(3)}
+    deployed = run_deployed(line_search_strategy(), clients, num_rounds=2)
     simulated = simulate("sequential", line_search_strategy(), rounds=2)
     np.testing.assert_allclose(deployed.parameters[0], simulated.parameters[0], rtol=1e-9)
     assert deployed.measurements.keys() == simulated.measurements.keys()

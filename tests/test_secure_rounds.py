@@ -3,11 +3,9 @@ transports, the same model as plaintext FedAvg (to the quantization bound), drop
 
 from __future__ import annotations
 
-import socket
-import threading
-
 import numpy as np
 import pytest
+from grpc_support import run_deployed
 
 import roost
 from roost.errors import ConfigurationError
@@ -133,50 +131,13 @@ def test_what_needs_each_update_is_refused_with_a_clear_error() -> None:
         run(secure=True, rounds=1, update_transforms=[roost.strategy.AdaptiveClipL2()])
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_secure_rounds_over_grpc_need_no_client_flag() -> None:
-    address = f"127.0.0.1:{_free_port()}"
-    box: dict[str, roost.History] = {}
-
-    def serve() -> None:
-        box["history"] = roost.start_server(
-            server_address=address,
-            config=roost.ServerConfig(num_rounds=2, round_timeout=60),
-            strategy=strategy(secure=True),
-            seed=0,
-            client_wait_timeout=60,
-        )
-
-    server = threading.Thread(target=serve, daemon=True)
-    server.start()
-    clients = [
-        threading.Thread(
-            target=roost.start_client,
-            kwargs={
-                "server_address": address,
-                "client": LinearClient(pid),
-                "node_id": str(pid),
-                "reconnect_timeout": 60,
-            },
-            daemon=True,
-        )
-        for pid in range(5)
-    ]
-    for client in clients:
-        client.start()
-    server.join(120)
-    for client in clients:
-        client.join(30)
-    assert not server.is_alive(), "the secure run did not finish"
+    clients = {str(pid): LinearClient(pid) for pid in range(5)}
+    deployed = run_deployed(strategy(secure=True), clients, num_rounds=2)
     plain = simulate(secure=False)
-    for a, b in zip(box["history"].parameters, plain.parameters, strict=True):
+    for a, b in zip(deployed.parameters, plain.parameters, strict=True):
         np.testing.assert_allclose(a, b, atol=1e-6)
-    assert box["history"].rounds[-1].phases["secagg_unmask"] == [5, 0]
+    assert deployed.rounds[-1].phases["secagg_unmask"] == [5, 0]
 
 
 class _Hostile:

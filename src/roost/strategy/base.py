@@ -52,11 +52,7 @@ class Sampler:
         return NO_STATE
 
     def sample(
-        self,
-        client_ids: Sequence[ClientId],
-        count: int,
-        rng: np.random.Generator,
-        state: State,
+        self, client_ids: Sequence[ClientId], count: int, rng: np.random.Generator, state: State
     ) -> tuple[list[ClientId], State]:
         """`count` of `client_ids` (the strategy's fraction/minimum rule), and the next state."""
         raise NotImplementedError
@@ -71,11 +67,7 @@ class FunctionSampler(Sampler):
         self.function = function
 
     def sample(
-        self,
-        client_ids: Sequence[ClientId],
-        count: int,
-        rng: np.random.Generator,
-        state: State,
+        self, client_ids: Sequence[ClientId], count: int, rng: np.random.Generator, state: State
     ) -> tuple[list[ClientId], State]:
         return list(self.function(client_ids, count, rng)), state
 
