@@ -215,8 +215,10 @@ class Strategy:
             context.server_round, parameters, available, context.rng, state
         )
         if not cohort:
-            log.info("fit_round %d: no clients selected, skipping", context.server_round)
-            return FitAggregate(None, {}, state, {})
+            # Still finish the round: a transform may release something for an empty cohort
+            # (central DP under Poisson sampling adds its noise all the same).
+            log.info("fit_round %d: no clients selected", context.server_round)
+            return self.conclude_fit(context.server_round, parameters, None, state, [], {}, 0)
         outcomes = context.exchange("fit", cohort, parameters)
         return self.aggregate_fit(context.server_round, parameters, outcomes, state)
 
