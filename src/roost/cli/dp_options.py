@@ -129,7 +129,16 @@ class PrivacySettings:
             delta=self.delta,
             target_epsilon=self.target_epsilon,
             clip_quantile=self.clip_quantile,
+            count_noise_stddev=self.count_noise_stddev,
         )
+
+    @property
+    def count_noise_stddev(self) -> float | None:
+        """σ_b of adaptive clipping's noisy count: the paper's m/20, but at least σ, so that
+        small cohorts keep most of the budget for the updates (it must exceed σ/2)."""
+        if self.clip_quantile is None:
+            return None
+        return max(self.expected_clients / 20, self.noise_multiplier)
 
     def local_accountant(self) -> LocalDPAccountant:
         """The server-side record of each client's local-DP ε."""
@@ -153,7 +162,10 @@ class PrivacySettings:
                 else f"{m} of {n} clients a round"
             )
             clip = f"C = {self.clip_norm:g}" + (
-                f" adapting to quantile {self.clip_quantile:g}" if self.clip_quantile else ""
+                f" adapting to quantile {self.clip_quantile:g} (count noise "
+                f"{self.count_noise_stddev:.3g})"
+                if self.clip_quantile is not None
+                else ""
             )
             what = f"central DP: {cohort} (secret sampling), updates clipped to {clip}"
         else:

@@ -22,8 +22,11 @@ distributions; tighter, Poisson sampling only). `dp_accounting` is imported on f
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -163,7 +166,22 @@ def _epsilon(
 ) -> float:
     """Cached: a run asks for the same ε once per round, and PLD accounting is not free."""
     fresh = plan.accountant(accountant)
-    return float(fresh.compose(plan.event(noise_multiplier, rounds)).get_epsilon(delta))
+    with _quiet_orders():
+        return float(fresh.compose(plan.event(noise_multiplier, rounds)).get_epsilon(delta))
+
+
+@contextlib.contextmanager
+def _quiet_orders() -> Iterator[None]:
+    """Hide the RDP accountant's warnings that it left out Rényi orders it could not compute for
+    a large sampling rate: ε is still a valid bound from the others, and a run would print one
+    per order and round."""
+    library_log = logging.getLogger("absl")
+    level = library_log.level
+    library_log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        library_log.setLevel(level)
 
 
 def noise_multiplier_for(
@@ -191,15 +209,16 @@ def noise_multiplier_for(
     plan.accountant(accountant)  # refuses an accountant that cannot analyse this sampling
     if rounds == 0:
         return 0.0
-    return float(
-        dp_accounting.calibrate_dp_mechanism(
-            lambda: plan.accountant(accountant),
-            lambda sigma: plan.event(sigma, rounds),
-            target_epsilon,
-            delta,
-            bracket_interval=dp_accounting.LowerEndpointAndGuess(0.0, 1.0),
+    with _quiet_orders():
+        return float(
+            dp_accounting.calibrate_dp_mechanism(
+                lambda: plan.accountant(accountant),
+                lambda sigma: plan.event(sigma, rounds),
+                target_epsilon,
+                delta,
+                bracket_interval=dp_accounting.LowerEndpointAndGuess(0.0, 1.0),
+            )
         )
-    )
 
 
 def local_epsilon(
