@@ -7,8 +7,8 @@
   `LocalDPAccountant` records on the server what that costs each client.
 - `with_central_dp(strategy, ...)`: any mean-aggregating strategy (FedAdam, FedProx, ...) as
   DP-FedAvg with that strategy's server optimizer.
-- `epsilon`, `noise_multiplier_for`, `local_epsilon`, `default_delta`: the privacy arithmetic,
-  all of it computed by Google's `dp_accounting`.
+- `epsilon`, `noise_multiplier_for`, `local_epsilon`, `local_noise_multiplier_for`,
+  `default_delta`: the privacy arithmetic, all of it computed by Google's `dp_accounting`.
 - `SecureRandom`: the cryptographic randomness every privacy part draws from.
 - `roost.privacy.planning`: the `roost privacy` questions as text reports.
 """
@@ -16,7 +16,13 @@
 # roost.strategy first: its presets include DPFedAvg from here, and our parts build on its
 # modules, so loading it before our own modules lets either package be imported first.
 import roost.strategy  # noqa: F401
-from roost.privacy.accounting import default_delta, epsilon, local_epsilon, noise_multiplier_for
+from roost.privacy.accounting import (
+    default_delta,
+    epsilon,
+    local_epsilon,
+    local_noise_multiplier_for,
+    noise_multiplier_for,
+)
 from roost.privacy.central import CentralDP, SampledMean
 from roost.privacy.local import LocalDP, LocalDPAccountant, LocalDPClientFn
 from roost.privacy.noise import SecureRandom
@@ -37,6 +43,7 @@ __all__ = [
     "dp_fedavg_parts",
     "epsilon",
     "local_epsilon",
+    "local_noise_multiplier_for",
     "noise_multiplier_for",
     "with_central_dp",
 ]

@@ -266,6 +266,42 @@ def local_epsilon(
     return float(accountant.compose(event).get_epsilon(delta))
 
 
+def local_noise_multiplier_for(
+    target_epsilon: float,
+    delta: float,
+    *,
+    rounds: int = 1,
+    relation: str = "replace",
+    discretization: float = 1e-3,
+) -> float:
+    """The smallest σ (to within 1e-6) whose `local_epsilon` over `rounds` releases is at most
+    `target_epsilon`; found by `dp_accounting.calibrate_dp_mechanism` (arguments as for
+    `local_epsilon`)."""
+    import dp_accounting
+
+    if not target_epsilon > 0 or math.isinf(target_epsilon):
+        raise ConfigurationError(
+            f"target_epsilon must be a finite number > 0, got {target_epsilon}"
+        )
+    _check_delta(delta)
+    _check_rounds(rounds)
+    _check_choice("relation", relation, RELATIONS)
+    if rounds == 0:
+        return 0.0
+    sensitivities = 2.0 if relation == "replace" else 1.0
+    return float(
+        dp_accounting.calibrate_dp_mechanism(
+            lambda: dp_accounting.pld.PLDAccountant(value_discretization_interval=discretization),
+            lambda sigma: dp_accounting.SelfComposedDpEvent(
+                dp_accounting.GaussianDpEvent(sigma / sensitivities), rounds
+            ),
+            target_epsilon,
+            delta,
+            bracket_interval=dp_accounting.LowerEndpointAndGuess(0.0, 1.0),
+        )
+    )
+
+
 def _make_accountant(name: str, sampling: str) -> Any:
     import dp_accounting
 
