@@ -13,6 +13,7 @@ preset with an app's FedAvg knobs, and with `--dp` makes it private (`roost.cli.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from typing import Any
 
 from roost.cli.dp_options import PrivacySettings, check_central_dp_strategy, preset_name
@@ -47,6 +48,18 @@ def _dest(flag: str) -> str:
     return flag[2:].replace("-", "_")
 
 
+def _argument_type(option: Option) -> Callable[[str], Any]:
+    """`option.parse` as argparse's `type=`, whose error message argparse shows as it is."""
+
+    def parse(text: str) -> Any:
+        try:
+            return option.parse(text)
+        except ConfigurationError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    return parse
+
+
 def add_strategy_arguments(parser: argparse.ArgumentParser) -> None:
     """Add `--strategy NAME`, the presets' parameters and the clipping options to `parser`."""
     group = parser.add_argument_group(
@@ -62,7 +75,10 @@ def add_strategy_arguments(parser: argparse.ArgumentParser) -> None:
     for flag, by_preset in PRESET_FLAGS.items():
         first = next(iter(by_preset.values()))
         group.add_argument(
-            flag, type=first.parse, default=None, help=f"{first.help} ({', '.join(by_preset)})"
+            flag,
+            type=_argument_type(first),
+            default=None,
+            help=f"{first.help} ({', '.join(by_preset)})",
         )
     group.add_argument(
         "--clip-norm",

@@ -16,7 +16,6 @@ every fit config in `preset_fit_config`; every other `Strategy` argument passes 
 
 from __future__ import annotations
 
-import argparse
 import inspect
 import numbers
 from dataclasses import dataclass
@@ -113,15 +112,13 @@ class Option:
         return float(value) if self.type is float else value
 
     def parse(self, text: str) -> Any:
-        """The value of `text` given on the command line (argparse's `type=`)."""
+        """The value of `text` (as a command line gives it); ConfigurationError saying why not."""
         try:
             value = self.type(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"expected {_NAMES[self.type]}, got {text!r}"
-            ) from None
+            raise ConfigurationError(f"expected {_NAMES[self.type]}, got {text!r}") from None
         if problem := self._out_of_bounds(value):
-            raise argparse.ArgumentTypeError(problem)
+            raise ConfigurationError(problem)
         return value
 
     def _out_of_bounds(self, value: Any) -> str | None:
