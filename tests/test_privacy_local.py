@@ -162,3 +162,14 @@ def test_the_servers_local_dp_accountant_records_each_clients_epsilon() -> None:
     assert silent.finish(update, silent.start_round(silent.init(update)))[2] == {}
     with pytest.raises(ConfigurationError, match="delta must be in"):
         LocalDPAccountant(1.0, delta=2.0)
+
+
+def test_local_noise_multiplier_for_is_the_least_sigma_within_the_target() -> None:
+    from roost.privacy import local_noise_multiplier_for
+
+    sigma = local_noise_multiplier_for(8.0, 1e-5, rounds=5)
+    assert local_epsilon(sigma, 1e-5, rounds=5) <= 8.0 + 1e-6
+    assert local_epsilon(sigma * 0.98, 1e-5, rounds=5) > 8.0
+    assert local_noise_multiplier_for(8.0, 1e-5, rounds=0) == 0.0
+    with pytest.raises(ConfigurationError, match="target_epsilon must be a finite number"):
+        local_noise_multiplier_for(0.0, 1e-5)

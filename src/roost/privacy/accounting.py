@@ -197,27 +197,41 @@ def noise_multiplier_for(
     `sampling`, `q`, `cohort` and `population` are as for `epsilon`. Found by
     `dp_accounting.calibrate_dp_mechanism`, which guarantees the returned σ meets the target.
     """
-    import dp_accounting
-
-    if not target_epsilon > 0 or math.isinf(target_epsilon):
-        raise ConfigurationError(
-            f"target_epsilon must be a finite number > 0, got {target_epsilon}"
-        )
+    _check_target(target_epsilon)
     _check_delta(delta)
     _check_rounds(rounds)
     plan = Cohort.of(**sampling)
     plan.accountant(accountant)  # refuses an accountant that cannot analyse this sampling
     if rounds == 0:
         return 0.0
+    return _calibrate(
+        lambda: plan.accountant(accountant),
+        lambda sigma: plan.event(sigma, rounds),
+        target_epsilon,
+        delta,
+    )
+
+
+def _calibrate(make_accountant: Any, make_event: Any, target_epsilon: float, delta: float) -> float:
+    """The least noise multiplier whose event stays within `target_epsilon`, by dp_accounting."""
+    import dp_accounting
+
     with _quiet_orders():
         return float(
             dp_accounting.calibrate_dp_mechanism(
-                lambda: plan.accountant(accountant),
-                lambda sigma: plan.event(sigma, rounds),
+                make_accountant,
+                make_event,
                 target_epsilon,
                 delta,
                 bracket_interval=dp_accounting.LowerEndpointAndGuess(0.0, 1.0),
             )
+        )
+
+
+def _check_target(target_epsilon: float) -> None:
+    if not target_epsilon > 0 or math.isinf(target_epsilon):
+        raise ConfigurationError(
+            f"target_epsilon must be a finite number > 0, got {target_epsilon}"
         )
 
 
@@ -279,26 +293,20 @@ def local_noise_multiplier_for(
     `local_epsilon`)."""
     import dp_accounting
 
-    if not target_epsilon > 0 or math.isinf(target_epsilon):
-        raise ConfigurationError(
-            f"target_epsilon must be a finite number > 0, got {target_epsilon}"
-        )
+    _check_target(target_epsilon)
     _check_delta(delta)
     _check_rounds(rounds)
     _check_choice("relation", relation, RELATIONS)
     if rounds == 0:
         return 0.0
     sensitivities = 2.0 if relation == "replace" else 1.0
-    return float(
-        dp_accounting.calibrate_dp_mechanism(
-            lambda: dp_accounting.pld.PLDAccountant(value_discretization_interval=discretization),
-            lambda sigma: dp_accounting.SelfComposedDpEvent(
-                dp_accounting.GaussianDpEvent(sigma / sensitivities), rounds
-            ),
-            target_epsilon,
-            delta,
-            bracket_interval=dp_accounting.LowerEndpointAndGuess(0.0, 1.0),
-        )
+    return _calibrate(
+        lambda: dp_accounting.pld.PLDAccountant(value_discretization_interval=discretization),
+        lambda sigma: dp_accounting.SelfComposedDpEvent(
+            dp_accounting.GaussianDpEvent(sigma / sensitivities), rounds
+        ),
+        target_epsilon,
+        delta,
     )
 
 
