@@ -299,3 +299,56 @@ def test_an_empty_poisson_cohort_passes_without_stopping_the_run(caplog) -> None
     history = dp_run(dpfedavg(expected_clients=1, seed=3), rounds=12)
     assert len(history.rounds) == 12
     assert any(record.fit_results == 0 for record in history.rounds)
+
+
+# -- empty Poisson cohorts ------------------------------------------------------------------------
+
+
+def test_a_round_whose_poisson_cohort_is_empty_still_releases_the_noise() -> None:
+    states = []
+    # q = 1/20: about a third of the rounds choose nobody; the research seed fixes which.
+    history = dp_run(dpfedavg(expected_clients=1, seed=3), rounds=8, on_round_end=states.append)
+    empty = [record.server_round for record in history.rounds if record.fit_results == 0]
+    assert empty, "the seed should give an empty cohort"
+    assert [r for r, _ in history.measurements["epsilon"]] == list(range(1, 9))
+    for server_round in empty:
+        before = states[server_round - 2].parameters[0] if server_round > 1 else np.zeros(3)
+        after = states[server_round - 1].parameters[0]
+        assert not np.array_equal(before, after)  # the noise on an empty sum, divided by m
+    assert all(not state.strategy_state["transforms"][-1]["open"] for state in states)
+
+
+def test_without_noise_an_empty_cohort_leaves_the_model_alone() -> None:
+    states = []
+    strategy = dpfedavg(expected_clients=1, seed=3, noise_multiplier=0.0)
+    history = dp_run(strategy, rounds=8, on_round_end=states.append)
+    empty = [record.server_round for record in history.rounds if record.fit_results == 0]
+    assert empty and 1 not in empty
+    for server_round in empty:
+        np.testing.assert_array_equal(
+            states[server_round - 2].parameters[0], states[server_round - 1].parameters[0]
+        )
+
+
+# -- any mean strategy under central DP ---------------------------------------------------------
+
+
+def test_with_central_dp_keeps_the_strategys_optimizer_and_refuses_robust_ones() -> None:
+    from roost.privacy import with_central_dp
+    from roost.strategy import FedAdam, FedSGD, FedWeightedAvg, Krum, QFedAvg
+
+    dp = {"noise_multiplier": 1.0, "clip_norm": 1.0, "expected_clients": 4, "num_clients": 20}
+    adam = FedAdam(eta=0.05, eta_l=0.2, update_transforms=[ClipL2(2.0)], min_fit_clients=3)
+    private = with_central_dp(adam, **dp)
+    assert isinstance(private, DPFedAvg) and private.server_optimizer is adam.server_optimizer
+    assert private.update_transforms == (ClipL2(2.0), private.central_dp)
+    assert private.fit_config_defaults == {"lr": 0.2} and private.min_fit_clients == 3
+    for robust, message in (
+        (Krum(), "aggregates with KrumMean"),
+        (QFedAvg(), "aggregates with QFFLMean"),
+        (FedWeightedAvg(weight_metric="quality"), "has its own weight_fn"),
+        (FedSGD(line_search_probes=2), "line search"),
+        (private, "DP-FedAvg already"),
+    ):
+        with pytest.raises(ConfigurationError, match=message):
+            with_central_dp(robust, **dp)

@@ -137,3 +137,39 @@ def test_the_demo_client_trains_under_local_dp() -> None:
     )
     accuracies = [value for _, value in history.metrics_centralized["accuracy"]]
     assert accuracies[-1] > accuracies[0] + 0.2, accuracies
+
+
+def test_the_servers_local_dp_accountant_records_each_clients_epsilon() -> None:
+    from roost.errors import RunFinished
+    from roost.privacy import LocalDPAccountant
+
+    accountant = LocalDPAccountant(2.0, delta=1e-5)
+    state = accountant.init([np.zeros(2)])
+    update = [np.ones(2)]
+    for server_round in (1, 2):
+        state = accountant.start_round(state)
+        assert accountant.apply(update, state) == (update, state)  # updates pass untouched
+        _, state, measured = accountant.finish(update, state)
+        expected = local_epsilon(2.0, 1e-5, rounds=server_round)
+        assert measured["local_epsilon"] == pytest.approx(expected, rel=1e-3)
+        assert measured["local_epsilon"] >= expected * (1 - 1e-9)  # never under-stated
+        assert measured["delta"] == 1e-5
+    limited = LocalDPAccountant(2.0, delta=1e-5, target_epsilon=local_epsilon(2.0, 1e-5) * 1.5)
+    state = limited.start_round(limited.init(update))
+    with pytest.raises(RunFinished, match="round 2 would raise a client's local ε"):
+        limited.start_round(state)
+    silent = LocalDPAccountant(0.0, delta=1e-5)
+    assert silent.finish(update, silent.start_round(silent.init(update)))[2] == {}
+    with pytest.raises(ConfigurationError, match="delta must be in"):
+        LocalDPAccountant(1.0, delta=2.0)
+
+
+def test_local_noise_multiplier_for_is_the_least_sigma_within_the_target() -> None:
+    from roost.privacy import local_noise_multiplier_for
+
+    sigma = local_noise_multiplier_for(8.0, 1e-5, rounds=5)
+    assert local_epsilon(sigma, 1e-5, rounds=5) <= 8.0 + 1e-6
+    assert local_epsilon(sigma * 0.98, 1e-5, rounds=5) > 8.0
+    assert local_noise_multiplier_for(8.0, 1e-5, rounds=0) == 0.0
+    with pytest.raises(ConfigurationError, match="target_epsilon must be a finite number"):
+        local_noise_multiplier_for(0.0, 1e-5)

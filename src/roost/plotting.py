@@ -60,6 +60,9 @@ def history_rows(history: History) -> tuple[list[str], list[list[object]]]:
     ):
         for name, pairs in series.items():
             columns[prefix + name] = dict(pairs)
+    if (privacy := history.privacy) is not None:  # ε per round and the δ it is reported at
+        columns["epsilon" if privacy.kind == "central" else "local_epsilon"] = dict(privacy.epsilon)
+        columns["delta"] = {r: privacy.delta for r, _ in privacy.epsilon}
     header = ["round", *columns]
     rows = [[r, *(values.get(r) for values in columns.values())] for r in _rounds(history)]
     return header, rows

@@ -1,4 +1,4 @@
-"""The `roost` command: `roost simulate | server | client | plot`.
+"""The `roost` command: `roost simulate | server | client | privacy | plot`.
 
 Each command is a module here (`roost.cli.simulate`, ...). Without `--app`, `simulate`, `server`
 and `client` run the app named by `DEFAULT_APP`, loaded by name like any `--app`; this layer does
@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from importlib import metadata
 
-from roost.cli import client, plot, server, simulate
+from roost.cli import client, plot, privacy, server, simulate
 from roost.cli.app import App, load_app
 from roost.cli.config_file import parse_with_config_file
 from roost.cli.options import CommandParser
@@ -41,6 +41,7 @@ def build_parser(default_app: App | None = None) -> CommandParser:
     simulate.add_command(parser, app)
     server.add_command(parser, app)
     client.add_command(parser, app)
+    privacy.add_command(parser)
     plot.add_command(parser)
     return parser
 

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
+from roost.cli.dp_options import privacy_flags_given
 from roost.cli.settings import RunSettings
 from roost.cli.strategy_options import strategy_options
 from roost.client.client import ClientFn
@@ -108,10 +109,11 @@ class App:
 
 
 def _refuse_strategy_options(args: argparse.Namespace) -> None:
-    if args.strategy != "fedavg" or strategy_options(args):
+    if args.strategy != "fedavg" or strategy_options(args) or privacy_flags_given(args):
         raise ConfigurationError(
-            "--strategy and its options build the strategy of the default app; with --app, "
-            "your roost.App's strategy is used: set the strategy there"
+            "--strategy, --dp and their options build the strategy of the default app; with "
+            "--app, your roost.App's strategy is used: set the strategy there (for privacy: "
+            "roost.privacy.with_central_dp or LocalDPClientFn)"
         )
 
 

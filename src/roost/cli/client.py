@@ -8,6 +8,7 @@ import os
 from functools import partial
 
 from roost.cli.app import App, load_app
+from roost.cli.dp_options import add_privacy_arguments, client_privacy
 from roost.cli.options import CommandParser, positive_float, positive_int
 from roost.cli.server import add_message_size_option
 from roost.cli.settings import RunSettings, add_app_option
@@ -69,6 +70,7 @@ def add_command(root: CommandParser, default_app: App) -> None:
     )
     add_app_option(parser, default_app.title)
     parser.add_argument("--quiet", action="store_true", help="log warnings and errors only")
+    add_privacy_arguments(parser, client=True)
     default_app.add_arguments(parser, "client")
     parser.set_defaults(handler=partial(run, default_app=default_app))
 
@@ -83,9 +85,10 @@ def run(args: argparse.Namespace, default_app: App) -> int:
             f"--partition-id must be in [0, {args.num_partitions - 1}], got {args.partition_id}"
         )
     app = load_app(args.app) if args.app else default_app
+    client_fn = client_privacy(args, app.make_client_fn(args.seed), args.num_partitions)
     start_client(
         server_address=args.server,
-        client_fn=app.make_client_fn(args.seed),
+        client_fn=client_fn,
         partition_id=args.partition_id,
         num_partitions=args.num_partitions,
         node_id=args.node_id,

@@ -47,11 +47,16 @@ def _format(value: object) -> str:
 
 
 def history_table(history: History, accuracy_key: str = "accuracy") -> Table:
-    """One row per round: results/failures, and distributed vs centralized loss and accuracy."""
+    """One row per round: results/failures, distributed vs centralized loss and accuracy, and
+    the ε spent so far for a private run (central, or each client's with local DP)."""
     from rich.table import Table
 
-    table = Table(title="roost run summary (dist = clients, central = server)")
-    for column in (
+    privacy = history.privacy
+    title = "roost run summary (dist = clients, central = server)"
+    if privacy is not None and privacy.delta is not None:
+        title += f"; ε at δ = {privacy.delta:.3g}"
+    table = Table(title=title)
+    columns = [
         "round",
         "fit ok/fail",
         "eval ok/fail",
@@ -59,8 +64,12 @@ def history_table(history: History, accuracy_key: str = "accuracy") -> Table:
         "loss central",
         f"{accuracy_key[:3]} dist",
         f"{accuracy_key[:3]} central",
-    ):
+    ]
+    if privacy is not None:
+        columns.append("ε" if privacy.kind == "central" else "ε per client")
+    for column in columns:
         table.add_column(column, justify="right")
+    spent = _by_round(privacy.epsilon) if privacy is not None else {}
     loss_d = _by_round(history.losses_distributed)
     loss_c = _by_round(history.losses_centralized)
     acc_d = _by_round(history.metrics_distributed.get(accuracy_key, []))
@@ -69,7 +78,7 @@ def history_table(history: History, accuracy_key: str = "accuracy") -> Table:
     rounds = sorted(set(loss_c) | set(records))
     for server_round in rounds:
         record = records.get(server_round)
-        table.add_row(
+        cells = [
             str(server_round),
             f"{record.fit_results}/{record.fit_failures}" if record else "-",
             f"{record.evaluate_results}/{record.evaluate_failures}" if record else "-",
@@ -77,5 +86,8 @@ def history_table(history: History, accuracy_key: str = "accuracy") -> Table:
             _format(loss_c.get(server_round)),
             _format(acc_d.get(server_round)),
             _format(acc_c.get(server_round)),
-        )
+        ]
+        if privacy is not None:
+            cells.append(_format(spent.get(server_round)))
+        table.add_row(*cells)
     return table

@@ -6,6 +6,7 @@ import argparse
 from functools import partial
 
 from roost.cli.app import App, load_app
+from roost.cli.dp_options import add_privacy_arguments
 from roost.cli.options import CommandParser, positive_float, positive_int
 from roost.cli.report import add_output_options, history_table, start_console
 from roost.cli.settings import (
@@ -78,6 +79,7 @@ def add_command(root: CommandParser, default_app: App) -> None:
     add_app_option(parser, default_app.title)
     add_run_options(parser, app_only=True)
     add_strategy_arguments(parser)
+    add_privacy_arguments(parser)
     default_app.add_arguments(parser, "server")
     parser.set_defaults(handler=partial(run, default_app=default_app))
 
@@ -104,6 +106,15 @@ def run(args: argparse.Namespace, default_app: App) -> int:
     strategy = app.server_strategy(args, settings)
     if args.min_clients is not None:
         strategy.min_available_clients = args.min_clients
+    if (privacy := settings.privacy) is not None:
+        console.print(privacy.describe(), soft_wrap=True, markup=False)
+        if privacy.mode == "local":
+            console.print(
+                f"start every client with: roost client --dp local --noise-multiplier "
+                f"{privacy.noise_multiplier:g} --clip-norm {privacy.clip_norm:g}",
+                soft_wrap=True,
+                markup=False,
+            )
     history = start_server(
         server_address=args.address,
         config=server_config(args),
@@ -118,4 +129,6 @@ def run(args: argparse.Namespace, default_app: App) -> int:
         client_wait_timeout=args.wait_timeout,
     )
     console.print(history_table(history))
+    if privacy is not None and (stopped := privacy.stopped_early(history, args.rounds)):
+        console.print(stopped, soft_wrap=True, markup=False)
     return 0

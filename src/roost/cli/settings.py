@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
+from roost.cli.dp_options import PrivacySettings, privacy_settings
 from roost.cli.options import fraction, positive_float, positive_int
 from roost.server.loop import ServerConfig
 
@@ -26,6 +27,7 @@ class RunSettings:
         batch_size: local mini-batch size.
         learning_rate: the clients' local learning rate.
         seed: seed of client sampling, the data split and local shuffling.
+        privacy: what `--dp` asks (None: no differential privacy).
     """
 
     num_clients: int = 10
@@ -36,6 +38,7 @@ class RunSettings:
     batch_size: int = 16
     learning_rate: float = 0.5
     seed: int = 0
+    privacy: PrivacySettings | None = None
 
 
 def add_run_options(parser: argparse.ArgumentParser, *, app_only: bool = False) -> None:
@@ -93,6 +96,7 @@ def settings_from_args(args: argparse.Namespace, *, num_clients: int) -> RunSett
         batch_size=args.batch_size,
         learning_rate=args.lr,
         seed=args.seed,
+        privacy=privacy_settings(args, num_clients=num_clients),
     )
 
 

@@ -6,6 +6,7 @@ import argparse
 from functools import partial
 
 from roost.cli.app import App, load_app
+from roost.cli.dp_options import add_privacy_arguments
 from roost.cli.options import CommandParser, positive_int
 from roost.cli.report import add_output_options, history_table, start_console
 from roost.cli.settings import (
@@ -55,6 +56,7 @@ def add_command(root: CommandParser, default_app: App) -> None:
         help="how clients run (default: vectorized when torch is installed, else sequential)",
     )
     add_strategy_arguments(parser)
+    add_privacy_arguments(parser)
     default_app.add_arguments(parser, "simulate")
     parser.set_defaults(handler=partial(run, default_app=default_app))
 
@@ -68,8 +70,9 @@ def run(args: argparse.Namespace, default_app: App) -> int:
     app = load_app(args.app) if args.app else default_app
     settings = settings_from_args(args, num_clients=args.clients)
     simulation = app.simulation(args, settings)
-    if simulation.notice:
-        console.print(simulation.notice, soft_wrap=True, markup=False)
+    for line in (simulation.notice, settings.privacy and settings.privacy.describe()):
+        if line:
+            console.print(line, soft_wrap=True, markup=False)
     history = run_simulation(
         simulation.client_fn,
         settings.num_clients,
@@ -79,6 +82,8 @@ def run(args: argparse.Namespace, default_app: App) -> int:
         engine=simulation.engine,
     )
     console.print(history_table(history))
+    if settings.privacy and (stopped := settings.privacy.stopped_early(history, args.rounds)):
+        console.print(stopped, soft_wrap=True, markup=False)
     if args.out:
         for path in save_run(args.out, history):
             console.print(f"wrote {path}")

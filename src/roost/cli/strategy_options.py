@@ -1,8 +1,13 @@
 """The command line's strategy options: `--strategy NAME`, the presets' parameters, clipping.
 
+The presets' flags are not written here: each preset declares its parameters once, as `Option`
+records with a `flag` (`roost.strategy.options`), and this module turns every declared flag into
+an option of `roost simulate` / `roost server`. A flag several presets declare (`--server-lr`)
+sets each one's own parameter; given with a preset that does not declare it, it is an error.
+
 `add_strategy_arguments(parser)` adds them; `strategy_options(args)` turns the given ones into the
-chosen preset's keyword arguments; `strategy_from_args(args, like=...)` builds that preset with an
-app's FedAvg knobs.
+chosen preset's keyword arguments; `strategy_from_args(args, settings, like=...)` builds that
+preset with an app's FedAvg knobs, and with `--dp` makes it private (`roost.cli.dp_options`).
 """
 
 from __future__ import annotations
@@ -11,62 +16,48 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from roost.cli.options import non_negative_float, non_negative_int
+from roost.cli.dp_options import PrivacySettings, check_central_dp_strategy, preset_name
+from roost.cli.options import non_negative_float
+from roost.cli.settings import RunSettings
 from roost.errors import ConfigurationError
+from roost.strategy.options import Option
 from roost.strategy.presets import PRESETS, preset
 from roost.strategy.strategy import Strategy
 from roost.strategy.transforms import AdaptiveClipL2, ClipL2
 
-# CLI option (argparse dest) -> {preset: keyword of that preset}
-_PRESET_OPTIONS: dict[str, dict[str, str]] = {
-    "server_lr": {
-        "fedavgm": "server_learning_rate",
-        "fedadagrad": "eta",
-        "fedadam": "eta",
-        "fedyogi": "eta",
-        "fedsgd": "learning_rate",
-    },
-    "server_momentum": {"fedavgm": "server_momentum"},
-    "beta1": {"fedadagrad": "beta_1", "fedadam": "beta_1", "fedyogi": "beta_1"},
-    "beta2": {"fedadam": "beta_2", "fedyogi": "beta_2"},
-    "tau": {"fedadagrad": "tau", "fedadam": "tau", "fedyogi": "tau"},
-    "proximal_mu": {"fedprox": "proximal_mu"},
-    "trim_beta": {"fedtrimmedavg": "beta"},
-    "num_malicious": {
-        "krum": "num_malicious_clients",
-        "multikrum": "num_malicious_clients",
-        "bulyan": "num_malicious_clients",
-    },
-    "num_keep": {"krum": "num_clients_to_keep", "multikrum": "num_clients_to_keep"},
-    "q": {"qfedavg": "q_param"},
-    "weight_metric": {"fedweightedavg": "weight_metric"},
-}
+
+def _declared_flags() -> dict[str, dict[str, Option]]:
+    """Every flag the presets declare -> {preset name: its option}, checked for agreement."""
+    flags: dict[str, dict[str, Option]] = {}
+    for name, cls in PRESETS.items():
+        for option in cls.options:
+            if option.flag is not None:
+                flags.setdefault(option.flag, {})[name] = option
+    for flag, by_preset in flags.items():
+        kinds = {(o.type, o.at_least, o.above) for o in by_preset.values()}
+        if len(kinds) > 1:
+            raise TypeError(f"presets declare {flag} with different types or bounds")
+    return flags
 
 
-def _flag(dest: str) -> str:
-    return "--" + dest.replace("_", "-")
+PRESET_FLAGS = _declared_flags()
+"""`--flag` -> {preset name: the `Option` it sets}, from the presets' declarations."""
 
 
-# --option: (type, help); the preset parameters among them set what _PRESET_OPTIONS says.
-_FLAGS: dict[str, tuple[Callable[[str], Any], str]] = {
-    "server_lr": (float, "server learning rate (fedavgm, fedadagrad, fedadam, fedyogi, fedsgd)"),
-    "server_momentum": (non_negative_float, "server momentum (fedavgm)"),
-    "beta1": (non_negative_float, "first-moment decay β₁ (fedadagrad, fedadam, fedyogi)"),
-    "beta2": (non_negative_float, "second-moment decay β₂ (fedadam, fedyogi)"),
-    "tau": (float, "adaptivity τ (fedadagrad, fedadam, fedyogi)"),
-    "proximal_mu": (non_negative_float, "proximal term μ (fedprox; required there)"),
-    "trim_beta": (non_negative_float, "share trimmed from each end (fedtrimmedavg)"),
-    "num_malicious": (non_negative_int, "attackers to tolerate, f (krum, multikrum, bulyan)"),
-    "num_keep": (non_negative_int, "updates averaged after selection (krum, multikrum)"),
-    "q": (non_negative_float, "fairness parameter q (qfedavg)"),
-    "weight_metric": (str, "weight clients by this fit metric (fedweightedavg)"),
-    "clip_norm": (float, "clip every client update to this L2 norm (any strategy)"),
-    "clip_quantile": (
-        non_negative_float,
-        "adapt the clip norm (starting at --clip-norm) so this share of updates stays unclipped",
-    ),
-}
-_METAVARS = {"weight_metric": "NAME"}
+def _dest(flag: str) -> str:
+    return flag[2:].replace("-", "_")
+
+
+def _argument_type(option: Option) -> Callable[[str], Any]:
+    """`option.parse` as argparse's `type=`, whose error message argparse shows as it is."""
+
+    def parse(text: str) -> Any:
+        try:
+            return option.parse(text)
+        except ConfigurationError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    return parse
 
 
 def add_strategy_arguments(parser: argparse.ArgumentParser) -> None:
@@ -81,35 +72,57 @@ def add_strategy_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help=f"one of: {', '.join(sorted(PRESETS))} (default: %(default)s)",
     )
-    for dest, (kind, text) in _FLAGS.items():
+    for flag, by_preset in PRESET_FLAGS.items():
+        first = next(iter(by_preset.values()))
         group.add_argument(
-            _flag(dest), type=kind, default=None, metavar=_METAVARS.get(dest), help=text
+            flag,
+            type=_argument_type(first),
+            default=None,
+            help=f"{first.help} ({', '.join(by_preset)})",
         )
+    group.add_argument(
+        "--clip-norm",
+        type=float,
+        default=None,
+        help="clip every client update to this L2 norm (any strategy; with --dp, the DP bound C)",
+    )
+    group.add_argument(
+        "--clip-quantile",
+        type=non_negative_float,
+        default=None,
+        help="adapt the clip norm (starting at --clip-norm) so this share of updates stays "
+        "unclipped",
+    )
 
 
 def strategy_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The chosen preset's keyword arguments from `args`; options for other presets are errors."""
+    """The chosen preset's keyword arguments from `args`; options for other presets are errors.
+
+    `--clip-norm` / `--clip-quantile` become a clipping transform here only without `--dp`
+    (with it they are the DP bound, which `roost.cli.dp_options` wires).
+    """
     name = args.strategy
     options: dict[str, Any] = {}
-    for dest, by_preset in _PRESET_OPTIONS.items():
-        value = getattr(args, dest, None)
+    for flag, by_preset in PRESET_FLAGS.items():
+        value = getattr(args, _dest(flag), None)
         if value is None:
             continue
         if name not in by_preset:
+            presets = ", ".join(sorted(by_preset))
             raise ConfigurationError(
-                f"{_flag(dest)} does not apply to --strategy {name}; it sets "
-                f"{', '.join(sorted(by_preset))}"
+                f"{flag} does not apply to --strategy {name}; it sets {presets}"
             )
-        options[by_preset[name]] = value
-    if name == "fedprox" and "proximal_mu" not in options:
-        raise ConfigurationError("--strategy fedprox needs --proximal-mu (e.g. 0.1)")
+        options[by_preset[name].name] = value
+    for option in PRESETS[name].options:
+        if option.required and option.flag is not None and option.name not in options:
+            raise ConfigurationError(f"--strategy {name} needs {option.flag}: {option.help}")
     clip_norm, clip_quantile = (
         getattr(args, "clip_norm", None),
         getattr(args, "clip_quantile", None),
     )
     if clip_quantile is not None and clip_norm is None:
         raise ConfigurationError("--clip-quantile needs --clip-norm (the starting bound)")
-    if clip_norm is not None:
+    if clip_norm is not None and getattr(args, "dp", None) is None and name != "dpfedavg":
         options["update_transforms"] = [
             ClipL2(clip_norm)
             if clip_quantile is None
@@ -119,7 +132,31 @@ def strategy_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def strategy_from_args(
-    args: argparse.Namespace, *, like: Strategy | None = None, **overrides: Any
+    args: argparse.Namespace,
+    settings: RunSettings,
+    *,
+    like: Strategy | None = None,
+    **overrides: Any,
 ) -> Strategy:
-    """Build `--strategy` with the FedAvg knobs of `like` (an app's strategy) and the options."""
-    return preset(args.strategy, like=like, **{**strategy_options(args), **overrides})
+    """Build `--strategy` with the FedAvg knobs of `like` (an app's strategy) and the options.
+
+    A preset option that restates a run setting (the clients' learning rate, e.g. FedAdam's
+    `eta_l`) takes it from `settings`; with `--dp` the strategy is made private as
+    `settings.privacy` says.
+    """
+    privacy: PrivacySettings | None = settings.privacy
+    name = preset_name(args.strategy, privacy)
+    if privacy is not None and privacy.mode == "central":
+        check_central_dp_strategy(name)
+    mirrored = {
+        option.name: getattr(settings, option.mirrors)
+        for option in PRESETS[name].options
+        if option.mirrors is not None
+    }
+    options = {**mirrored, **strategy_options(args), **overrides}
+    if privacy is not None and privacy.mode == "local":
+        options["update_transforms"] = [privacy.local_accountant()]
+    strategy = preset(name, like=like, **options)
+    if privacy is not None and privacy.mode == "central":
+        return privacy.central(strategy)
+    return strategy

@@ -3,18 +3,30 @@
 - `CentralDP` (with `SampledMean`, `PoissonSampler`, `FixedSizeSampler`): DP-FedAvg's clipping
   and Gaussian noise on the server, with adaptive clipping and a privacy accountant in its state;
   `DPFedAvg` (also `roost.strategy.DPFedAvg`) is the preset that wires them together.
-- `LocalDP` / `LocalDPClientFn`: each client clips and noises its own update.
-- `epsilon`, `noise_multiplier_for`, `local_epsilon`, `default_delta`: the privacy arithmetic,
-  all of it computed by Google's `dp_accounting`.
+- `LocalDP` / `LocalDPClientFn`: each client clips and noises its own update;
+  `LocalDPAccountant` records on the server what that costs each client.
+- `with_central_dp(strategy, ...)`: any mean-aggregating strategy (FedAdam, FedProx, ...) as
+  DP-FedAvg with that strategy's server optimizer.
+- `epsilon`, `noise_multiplier_for`, `local_epsilon`, `local_noise_multiplier_for`,
+  `default_delta`: the privacy arithmetic, all of it computed by Google's `dp_accounting`.
 - `SecureRandom`: the cryptographic randomness every privacy part draws from.
 - `roost.privacy.planning`: the `roost privacy` questions as text reports.
 """
 
-from roost.privacy.accounting import default_delta, epsilon, local_epsilon, noise_multiplier_for
+# roost.strategy first: its presets include DPFedAvg from here, and our parts build on its
+# modules, so loading it before our own modules lets either package be imported first.
+import roost.strategy  # noqa: F401
+from roost.privacy.accounting import (
+    default_delta,
+    epsilon,
+    local_epsilon,
+    local_noise_multiplier_for,
+    noise_multiplier_for,
+)
 from roost.privacy.central import CentralDP, SampledMean
-from roost.privacy.local import LocalDP, LocalDPClientFn
+from roost.privacy.local import LocalDP, LocalDPAccountant, LocalDPClientFn
 from roost.privacy.noise import SecureRandom
-from roost.privacy.preset import DPFedAvg, dp_fedavg_parts
+from roost.privacy.preset import DPFedAvg, dp_fedavg_parts, with_central_dp
 from roost.privacy.sampling import FixedSizeSampler, PoissonSampler
 
 __all__ = [
@@ -22,6 +34,7 @@ __all__ = [
     "DPFedAvg",
     "FixedSizeSampler",
     "LocalDP",
+    "LocalDPAccountant",
     "LocalDPClientFn",
     "PoissonSampler",
     "SampledMean",
@@ -30,5 +43,7 @@ __all__ = [
     "dp_fedavg_parts",
     "epsilon",
     "local_epsilon",
+    "local_noise_multiplier_for",
     "noise_multiplier_for",
+    "with_central_dp",
 ]

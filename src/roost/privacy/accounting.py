@@ -22,8 +22,11 @@ distributions; tighter, Poisson sampling only). `dp_accounting` is imported on f
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -163,7 +166,22 @@ def _epsilon(
 ) -> float:
     """Cached: a run asks for the same ε once per round, and PLD accounting is not free."""
     fresh = plan.accountant(accountant)
-    return float(fresh.compose(plan.event(noise_multiplier, rounds)).get_epsilon(delta))
+    with _quiet_orders():
+        return float(fresh.compose(plan.event(noise_multiplier, rounds)).get_epsilon(delta))
+
+
+@contextlib.contextmanager
+def _quiet_orders() -> Iterator[None]:
+    """Hide the RDP accountant's warnings that it left out Rényi orders it could not compute for
+    a large sampling rate: ε is still a valid bound from the others, and a run would print one
+    per order and round."""
+    library_log = logging.getLogger("absl")
+    level = library_log.level
+    library_log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        library_log.setLevel(level)
 
 
 def noise_multiplier_for(
@@ -179,27 +197,42 @@ def noise_multiplier_for(
     `sampling`, `q`, `cohort` and `population` are as for `epsilon`. Found by
     `dp_accounting.calibrate_dp_mechanism`, which guarantees the returned σ meets the target.
     """
-    import dp_accounting
-
-    if not target_epsilon > 0 or math.isinf(target_epsilon):
-        raise ConfigurationError(
-            f"target_epsilon must be a finite number > 0, got {target_epsilon}"
-        )
+    _check_target(target_epsilon)
     _check_delta(delta)
     _check_rounds(rounds)
     plan = Cohort.of(**sampling)
     plan.accountant(accountant)  # refuses an accountant that cannot analyse this sampling
     if rounds == 0:
         return 0.0
-    return float(
-        dp_accounting.calibrate_dp_mechanism(
-            lambda: plan.accountant(accountant),
-            lambda sigma: plan.event(sigma, rounds),
-            target_epsilon,
-            delta,
-            bracket_interval=dp_accounting.LowerEndpointAndGuess(0.0, 1.0),
-        )
+    return _calibrate(
+        lambda: plan.accountant(accountant),
+        lambda sigma: plan.event(sigma, rounds),
+        target_epsilon,
+        delta,
     )
+
+
+def _calibrate(make_accountant: Any, make_event: Any, target_epsilon: float, delta: float) -> float:
+    """The least noise multiplier whose event stays within `target_epsilon`, by dp_accounting."""
+    import dp_accounting
+
+    with _quiet_orders():
+        return float(
+            dp_accounting.calibrate_dp_mechanism(
+                make_accountant,
+                make_event,
+                target_epsilon,
+                delta,
+                bracket_interval=dp_accounting.LowerEndpointAndGuess(0.0, 1.0),
+            )
+        )
+
+
+def _check_target(target_epsilon: float) -> None:
+    if not target_epsilon > 0 or math.isinf(target_epsilon):
+        raise ConfigurationError(
+            f"target_epsilon must be a finite number > 0, got {target_epsilon}"
+        )
 
 
 def local_epsilon(
@@ -208,6 +241,7 @@ def local_epsilon(
     *,
     rounds: int = 1,
     relation: str = "replace",
+    discretization: float = 1e-4,
 ) -> float:
     """ε of one client's local-DP releases: a Gaussian of std σ·C on an update clipped to C.
 
@@ -221,6 +255,8 @@ def local_epsilon(
         relation: "replace" (the default, local DP proper: any two datasets of the client may
             produce any two clipped updates, sensitivity 2C) or "add_remove" (the update is
             compared with not sending one, sensitivity C).
+        discretization: the PLD accountant's step on privacy-loss values; a coarser step is
+            faster for many rounds and still never under-states ε (rounding is pessimistic).
     """
     import dp_accounting
 
@@ -235,7 +271,43 @@ def local_epsilon(
         if rounds
         else dp_accounting.NoOpDpEvent()
     )
-    return float(_make_accountant("pld", "poisson").compose(event).get_epsilon(delta))
+    if not discretization > 0:
+        raise ConfigurationError(f"discretization must be > 0, got {discretization}")
+    accountant = dp_accounting.pld.PLDAccountant(
+        dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE,
+        value_discretization_interval=discretization,
+    )
+    return float(accountant.compose(event).get_epsilon(delta))
+
+
+def local_noise_multiplier_for(
+    target_epsilon: float,
+    delta: float,
+    *,
+    rounds: int = 1,
+    relation: str = "replace",
+    discretization: float = 1e-3,
+) -> float:
+    """The smallest σ (to within 1e-6) whose `local_epsilon` over `rounds` releases is at most
+    `target_epsilon`; found by `dp_accounting.calibrate_dp_mechanism` (arguments as for
+    `local_epsilon`)."""
+    import dp_accounting
+
+    _check_target(target_epsilon)
+    _check_delta(delta)
+    _check_rounds(rounds)
+    _check_choice("relation", relation, RELATIONS)
+    if rounds == 0:
+        return 0.0
+    sensitivities = 2.0 if relation == "replace" else 1.0
+    return _calibrate(
+        lambda: dp_accounting.pld.PLDAccountant(value_discretization_interval=discretization),
+        lambda sigma: dp_accounting.SelfComposedDpEvent(
+            dp_accounting.GaussianDpEvent(sigma / sensitivities), rounds
+        ),
+        target_epsilon,
+        delta,
+    )
 
 
 def _make_accountant(name: str, sampling: str) -> Any:

@@ -88,8 +88,9 @@ class CentralDP(UpdateTransform):
     "shapes", "dtypes"}`` — the rounds accounted so far (the accountant's whole history: the
     mechanism is the same every round), whether a round is in progress, the bound, this round's
     tallies and the model's array shapes. No key material: the noise of round r is drawn from a
-    fresh `os.urandom` key (or, seeded, from (seed, r)). Each round measures ``epsilon`` (when
-    σ > 0), ``clip_norm`` and, when adaptive, the noised ``unclipped_share``.
+    fresh `os.urandom` key (or, seeded, from (seed, r)). Each round measures ``epsilon`` and
+    ``delta`` (when σ > 0; `History.privacy` reads them), ``clip_norm`` and, when adaptive, the
+    noised ``unclipped_share``.
     """
 
     noise_multiplier: float
@@ -217,6 +218,11 @@ class CentralDP(UpdateTransform):
                 )
         return {**state, "rounds": rounds, "open": True}
 
+    @staticmethod
+    def round_open(state: State) -> bool:
+        """Whether a round was started and not finished (its cohort aggregated nothing)."""
+        return bool(state["open"])
+
     def apply(self, update: Parameters, state: State) -> tuple[Parameters, State]:
         """Clip one update to the round's bound and tally it."""
         floats = [a if _is_float(a) else np.zeros_like(a) for a in update]
@@ -248,6 +254,7 @@ class CentralDP(UpdateTransform):
             measurements["unclipped_share"] = share
         if self.noise_multiplier > 0:
             measurements["epsilon"] = self.epsilon(rounds)
+            measurements["delta"] = float(self.delta)
         next_state = self._fresh(rounds, False, clip_norm, state["shapes"], state["dtypes"])
         return noised, next_state, measurements
 

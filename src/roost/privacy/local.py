@@ -19,6 +19,10 @@ asked) pass through unprotected. Integer arrays (counters) are sent back exactly
 With a FedSGD round (``config["return_gradients"]``) the client's answer *is* the update: the
 gradient is clipped and noised and sent as a gradient.
 
+On the server, `LocalDPAccountant` (an update transform that leaves updates alone) records each
+round the ε a client has spent if it took part in every round so far, and can stop the run at a
+target ε; it trusts that the clients run with the σ it is given.
+
 Works around any client object (`get_parameters/fit/evaluate`: the framework adapters and the
 bundled demo client alike) with `LocalDP(client, ...)`, or around a `client_fn` with
 `LocalDPClientFn(client_fn, ...)`. Noise comes from `SecureRandom`, a fresh `os.urandom` key
@@ -29,15 +33,17 @@ NOT private.
 from __future__ import annotations
 
 import math
+from dataclasses import KW_ONLY, dataclass
 
 import numpy as np
 
 from roost.client.client import ClientFn, ClientLike, Context
 from roost.core.config_keys import RETURN_GRADIENTS, SERVER_ROUND
 from roost.core.types import Config, Metrics, Parameters
-from roost.errors import ConfigurationError, InvalidMessageError
+from roost.errors import ConfigurationError, InvalidMessageError, RunFinished
 from roost.privacy.accounting import local_epsilon
 from roost.privacy.noise import noise_source, warn_not_private
+from roost.strategy.base import Measurements, State, UpdateTransform
 
 
 def clip_l2(update: Parameters, max_norm: float) -> list[np.ndarray]:
@@ -196,3 +202,65 @@ class LocalDPClientFn(_LocalSettings):
             self.clip_norm, self.noise_multiplier, self.seed, self.send_metrics
         )
         return LocalDP._sharing(self.client_fn(context), settings, context.partition_id)
+
+
+@dataclass(frozen=True)
+class LocalDPAccountant(UpdateTransform):
+    """The server's record of what local DP costs each client; it does not touch the updates.
+
+    Each finished round measures ``local_epsilon``: the ε at `delta` of `rounds` local releases
+    (`local_epsilon(σ, δ, rounds=r)`), which bounds every client's loss after round r, whatever
+    rounds it took part in; and ``delta`` (`History.privacy` reads both). The clients must really
+    use noise multiplier `noise_multiplier`: the server cannot check it.
+
+    Args:
+        noise_multiplier: σ of the clients' `LocalDP` (0: no privacy, nothing is measured).
+        delta: the δ of the reported ε.
+        target_epsilon: stop the run (`RunFinished`) before the round that would exceed it.
+
+    State: ``{"rounds": r}``, the rounds started so far.
+    """
+
+    noise_multiplier: float
+    _: KW_ONLY
+    delta: float
+    target_epsilon: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.noise_multiplier >= 0 or math.isinf(self.noise_multiplier):
+            raise ConfigurationError(
+                f"noise_multiplier must be a finite number >= 0, got {self.noise_multiplier}"
+            )
+        if self.target_epsilon is not None and not self.target_epsilon > 0:
+            raise ConfigurationError(f"target_epsilon must be > 0, got {self.target_epsilon}")
+        self.epsilon(1)  # refuse a δ the accountant cannot use now, not after round 1
+
+    def epsilon(self, rounds: int) -> float:
+        """A client's ε after `rounds` releases, at `delta` (∞ when σ = 0)."""
+        # A coarse PLD step keeps a per-round report cheap over many rounds (still an upper bound).
+        return local_epsilon(self.noise_multiplier, self.delta, rounds=rounds, discretization=1e-2)
+
+    def init(self, template: Parameters) -> State:
+        return {"rounds": 0}
+
+    def start_round(self, state: State) -> State:
+        """Count the coming round, or end the run if it would exceed `target_epsilon`."""
+        rounds = state["rounds"] + 1
+        if self.target_epsilon is not None and self.noise_multiplier > 0:
+            next_epsilon = self.epsilon(rounds)
+            if next_epsilon > self.target_epsilon:
+                raise RunFinished(
+                    f"the privacy budget is spent: round {rounds} would raise a client's local "
+                    f"ε to {next_epsilon:.4g} > target_epsilon {self.target_epsilon:g} "
+                    f"(δ = {self.delta:.3g})"
+                )
+        return {"rounds": rounds}
+
+    def finish(
+        self, aggregate: Parameters | None, state: State
+    ) -> tuple[Parameters | None, State, Measurements]:
+        """Report the ε spent so far."""
+        if self.noise_multiplier == 0:
+            return aggregate, state, {}
+        spent = self.epsilon(state["rounds"])
+        return aggregate, state, {"local_epsilon": spent, "delta": float(self.delta)}

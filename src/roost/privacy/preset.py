@@ -2,30 +2,23 @@
 
 `roost.strategy.DPFedAvg` (and ``PRESETS["dpfedavg"]``) is this class. It lives beside the parts it
 wires so that the preset table stays small; `dp_fedavg_parts` gives the same parts for a
-`Strategy(...)` of your own.
+`Strategy(...)` of your own, and `with_central_dp(strategy, ...)` makes any mean-aggregating
+strategy (FedAdam, FedProx, ...) DP-FedAvg with that strategy's server optimizer.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from roost.core.types import Parameters
 from roost.errors import ConfigurationError
 from roost.privacy.central import CentralDP, SampledMean
 from roost.privacy.sampling import FixedSizeSampler, PoissonSampler
+from roost.strategy.aggregators import Mean, WeightedMean
+from roost.strategy.base import FitAggregate, RoundContext, State
+from roost.strategy.options import STRATEGY_KNOBS, NamedStrategy, Option
 from roost.strategy.strategy import Strategy
-from roost.strategy.weighting import uniform_weight
-
-DP_FEDAVG_OPTIONS = (
-    "sampling",
-    "delta",
-    "target_epsilon",
-    "accountant",
-    "clip_quantile",
-    "clip_learning_rate",
-    "count_noise_stddev",
-    "seed",
-)
-"""`CentralDP`'s keyword options, which `DPFedAvg` passes on."""
+from roost.strategy.weighting import uniform_weight, weight_by_num_examples
 
 
 def dp_fedavg_parts(
@@ -69,46 +62,112 @@ def dp_fedavg_parts(
     }
 
 
-class DPFedAvg(Strategy):
+_REQUIRED_DP = ("noise_multiplier", "clip_norm", "expected_clients", "num_clients")
+
+
+class DPFedAvg(NamedStrategy):
     """DP-FedAvg (McMahan et al., ICLR 2018): secret sampling, clipping, noise, accounting.
 
     Each round a secret sampler picks the cohort, `CentralDP` clips every update to C, adds
     Gaussian noise of std σ·C to their sum and divides by m, and the accountant records `epsilon`
     (at δ) in `History.measurements`. Any server optimizer may follow (DP-FedAdam:
-    ``server_optimizer=ServerAdam(...)``).
+    ``server_optimizer=ServerAdam(...)``; `with_central_dp` builds it from a preset). Every
+    `Strategy` knob is accepted, but not the parts DP-FedAvg sets itself (aggregator, weight_fn,
+    sampler); `update_transforms` run before `CentralDP`, which always comes last.
 
-    Args:
-        noise_multiplier: σ.
-        clip_norm: C (the starting bound with `clip_quantile`).
-        expected_clients: m, clients per round (expected, with Poisson sampling).
-        num_clients: N, all clients (the accountant needs the sampling rate m/N).
-        **kwargs: `CentralDP`'s options — `sampling` ("poisson" or "fixed"), `delta` (default
-            1/N^1.1), `target_epsilon`, `accountant` ("rdp" or "pld"), `clip_quantile` (adaptive
-            clipping, Andrew et al. 2021), `clip_learning_rate`, `count_noise_stddev`, `seed`
-            (research only: the run is then NOT private) — and every `Strategy` knob except the
-            parts DP-FedAvg sets itself (aggregator, weight_fn, sampler). `update_transforms`
-            run before `CentralDP`, which always comes last.
+    A round whose cohort is empty (Poisson sampling may choose nobody) still releases the noise,
+    as the accountant assumes: the model moves by noise alone.
     """
 
-    def __init__(
-        self,
-        noise_multiplier: float | None = None,
-        clip_norm: float | None = None,
-        expected_clients: int | None = None,
-        *,
-        num_clients: int | None = None,
-        **kwargs: Any,
-    ) -> None:
-        options = {name: kwargs.pop(name) for name in DP_FEDAVG_OPTIONS if name in kwargs}
-        parts = dp_fedavg_parts(
-            noise_multiplier, clip_norm, expected_clients, num_clients=num_clients, **options
-        )
-        if taken := sorted(set(parts) & set(kwargs) - {"update_transforms"}):
-            raise ConfigurationError(
-                f"DPFedAvg sets {', '.join(taken)} itself; build a roost.Strategy(...) with "
-                "roost.privacy's parts to choose your own"
-            )
+    options = (
+        Option("noise_multiplier", float, help="σ, noise std over the clip norm", at_least=0),
+        Option("clip_norm", float, help="C, the L2 bound of every update", above=0),
+        Option("expected_clients", int, help="m, clients per round (expected)", at_least=1),
+        Option("num_clients", int, help="N, all clients (q = m/N)", at_least=1),
+        Option("sampling", str, "poisson", "how cohorts are drawn: 'poisson' or 'fixed'"),
+        Option("delta", float, None, "δ of the reported ε (None: 1/N^1.1)"),
+        Option("target_epsilon", float, None, "stop before the round that would exceed this ε"),
+        Option("accountant", str, "rdp", "'rdp' or 'pld' (Poisson sampling only)"),
+        Option("clip_quantile", float, None, "adapt C so this share of updates stays unclipped"),
+        Option("clip_learning_rate", float, 0.2, "η_C, the step of the adaptive bound"),
+        Option("count_noise_stddev", float, None, "σ_b, noise on the unclipped count (m/20)"),
+        Option("seed", int, None, "research only: reproducible noise; the run is NOT private"),
+    )
+
+    def preset_parts(self, knobs: dict[str, Any]) -> dict[str, Any]:
+        options = self.option_values()
+        required = [options.pop(name) for name in _REQUIRED_DP[:3]]
+        parts = dp_fedavg_parts(*required, **options)
         self.central_dp: CentralDP = parts["update_transforms"][0]
         # The user's transforms go first: CentralDP must see the updates last and the mean first.
-        parts["update_transforms"] = [*kwargs.pop("update_transforms", ()), self.central_dp]
-        super().__init__(**kwargs, **parts)
+        parts["update_transforms"] = [*knobs.pop("update_transforms", ()), self.central_dp]
+        return parts
+
+    def fit_round(
+        self, context: RoundContext, parameters: Parameters, state: dict[str, State]
+    ) -> FitAggregate:
+        """The round's fit phase; a round that aggregated nothing still releases the noise."""
+        fitted = super().fit_round(context, parameters, state)
+        if not self.central_dp.round_open(fitted.state["transforms"][-1]):
+            return fitted
+        # Nobody was sampled, so aggregation never ran; the accountant charged this round for
+        # a Gaussian release, and skipping it would reveal that the cohort was empty.
+        return self.conclude_fit(context.server_round, parameters, None, fitted.state, [], {}, 0)
+
+
+DP_FEDAVG_OPTIONS = tuple(
+    option.name for option in DPFedAvg.options if option.name not in _REQUIRED_DP
+)
+"""`CentralDP`'s keyword options, which `DPFedAvg` passes on."""
+
+
+def with_central_dp(strategy: Strategy, **dp_options: Any) -> DPFedAvg:
+    """`strategy` made differentially private: DP-FedAvg with its server optimizer.
+
+    Keeps the strategy's knobs, server optimizer, update rule, update transforms (before
+    `CentralDP`) and fit-config entries (FedProx's μ, FedAdam's client learning rate); replaces
+    its aggregation by DP-FedAvg's uniform mean over a secret cohort. Refused for a strategy that
+    does not average the updates (median, trimmed mean, Krum, q-FedAvg, weights of its own).
+
+    Args:
+        strategy: a mean-aggregating strategy, e.g. `FedAdam(...)` or `FedProx(...)`.
+        **dp_options: `DPFedAvg`'s options (noise_multiplier, clip_norm, expected_clients,
+            num_clients, sampling, delta, target_epsilon, ...).
+    """
+    if isinstance(strategy, DPFedAvg):
+        raise ConfigurationError("the strategy is DP-FedAvg already; build it with its options")
+    _check_mean_aggregation(strategy)
+    declared = strategy.option_values() if isinstance(strategy, NamedStrategy) else {}
+    if declared.get("line_search_probes"):
+        raise ConfigurationError(
+            "FedSGD's line search asks clients for their loss in the clear; central DP cannot "
+            "protect it: set line_search_probes=0"
+        )
+    knobs = {knob: getattr(strategy, knob) for knob in STRATEGY_KNOBS}
+    private = DPFedAvg(
+        **knobs,
+        **dp_options,
+        server_optimizer=strategy.server_optimizer,
+        update_fn=strategy.update_fn,
+        update_transforms=strategy.update_transforms,
+        secure_aggregation=strategy.secure_aggregation,
+    )
+    private.fit_config_defaults = {**strategy.fit_config_defaults, **private.fit_config_defaults}
+    return private
+
+
+def _check_mean_aggregation(strategy: Strategy) -> None:
+    name = type(strategy).__name__
+    averages = isinstance(strategy.aggregator, Mean | WeightedMean) and (
+        not isinstance(strategy, NamedStrategy) or type(strategy).mean_aggregation
+    )
+    if not averages:
+        raise ConfigurationError(
+            f"central DP adds noise to a mean of clipped updates, but {name} aggregates with "
+            f"{strategy.aggregator!r}; use local DP, or a strategy that averages"
+        )
+    if strategy.weight_fn not in (weight_by_num_examples, uniform_weight):
+        raise ConfigurationError(
+            f"central DP weighs every client equally, but {name} has its own weight_fn "
+            f"{strategy.weight_fn!r}; drop it (and weight_metric)"
+        )

@@ -11,6 +11,39 @@ from roost.core.types import Metrics, Parameters, Scalar
 
 MetricSeries = dict[str, list[tuple[int, Scalar]]]
 
+# The measurement names under which the privacy parts record what a run spent: `CentralDP`
+# (roost.privacy.central) the ε of the whole federation, `LocalDPAccountant` (roost.privacy.local)
+# each client's ε; both the δ it is reported at.
+CENTRAL_EPSILON = "epsilon"
+LOCAL_EPSILON = "local_epsilon"
+DELTA = "delta"
+
+
+@dataclass(frozen=True)
+class Privacy:
+    """The privacy a run spent: ε after each round, at one δ.
+
+    Attributes:
+        kind: "central": (ε, δ)-DP of everything the server releases, for any one client's
+            participation (client-level DP, under the sampling the accountant assumed);
+            "local": (ε, δ)-DP of each client's own messages, bounding what even the server can
+            learn about that client's data (a bound for a client that took part in every round).
+        delta: the δ every ε is reported at (None if the run did not record it).
+        epsilon: `(round, ε)` pairs, ε after that round.
+    """
+
+    kind: str
+    delta: float | None
+    epsilon: list[tuple[int, float]]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready data."""
+        return {
+            "kind": self.kind,
+            "delta": self.delta,
+            "epsilon": [[r, v] for r, v in self.epsilon],
+        }
+
 
 @dataclass
 class RoundRecord:
@@ -87,12 +120,29 @@ class History:
     def add_measurements(self, server_round: int, measurements: Metrics) -> None:
         _append(self.measurements, server_round, measurements)
 
+    @property
+    def privacy(self) -> Privacy | None:
+        """The privacy the run spent (None for a run without DP accounting).
+
+        Derived from the measurements the privacy parts record each round (`epsilon` or
+        `local_epsilon`, and `delta`), so it is kept in one place; central DP wins when a run
+        records both.
+        """
+        for kind, name in (("central", CENTRAL_EPSILON), ("local", LOCAL_EPSILON)):
+            spent = self.measurements.get(name)
+            if spent:
+                deltas = self.measurements.get(DELTA)
+                delta = float(deltas[-1][1]) if deltas else None
+                return Privacy(kind, delta, [(r, float(value)) for r, value in spent])
+        return None
+
     # -- serialization -------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data; pairs become `[round, value]` lists, bytes become base64 text.
 
-        `measurements` appears only when some part measured something.
+        `measurements` appears only when some part measured something, and `privacy` only for
+        a run with DP accounting (its ε per round, read back from `measurements`).
         """
         data: dict[str, Any] = {
             "losses_distributed": [[r, v] for r, v in self.losses_distributed],
@@ -103,6 +153,8 @@ class History:
         }
         if self.measurements:
             data["measurements"] = _series_to_lists(self.measurements)
+        if (privacy := self.privacy) is not None:
+            data["privacy"] = privacy.to_dict()
         data["rounds"] = [record.to_dict() for record in self.rounds]
         return data
 

@@ -30,14 +30,20 @@ class DigitsApp(App):
             add_attack_arguments(parser)
 
     def simulation(self, args: argparse.Namespace, settings: RunSettings) -> Simulation:
-        """The demo's clients (some attacking, with `--attack`) and `--strategy`, on `--engine`.
+        """The demo's clients (some attacking, with `--attack`; noising their updates, with
+        `--dp local`) and `--strategy`, on `--engine`.
 
         Without `--engine`, the vectorized engine trains the plain demo when torch is installed.
+        Attackers do not protect themselves: local DP wraps the honest client inside the attack.
         """
         check_settings(settings)
         strategy = demo_strategy(args, settings)
-        client_fn = attacked_client_fn(args, make_client_fn(settings.seed), settings.num_clients)
-        plain = args.attack is None and args.strategy != "fedsgd"
+        client_fn = make_client_fn(settings.seed)
+        local_dp = settings.privacy is not None and settings.privacy.mode == "local"
+        if settings.privacy is not None:
+            client_fn = settings.privacy.client_fn(client_fn)
+        client_fn = attacked_client_fn(args, client_fn, settings.num_clients)
+        plain = args.attack is None and args.strategy != "fedsgd" and not local_dp
         engine, client_fn, notice = demo_engine(args.engine, client_fn, settings, plain=plain)
         return Simulation(client_fn, strategy, engine, notice)
 

@@ -7,7 +7,6 @@ For FedSGD the demo client answers `fit` with its full-batch gradient: `FedSGD` 
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from roost.apps.digits import softmax
 from roost.apps.digits.settings import NUM_CLASSES, NUM_FEATURES, DemoSettings
@@ -19,14 +18,6 @@ from roost.errors import ConfigurationError
 from roost.metrics import weighted_average
 from roost.strategy.presets import FedAvg
 from roost.strategy.strategy import EvaluateFn, Strategy
-
-# Presets whose own parameters include the clients' learning rate: the demo passes its --lr.
-_CLIENT_LEARNING_RATE = {
-    "fedadagrad": "eta_l",
-    "fedadam": "eta_l",
-    "fedyogi": "eta_l",
-    "qfedavg": "qffl_learning_rate",
-}
 
 
 def centralized_evaluate_fn(seed: int = 0) -> EvaluateFn:
@@ -70,11 +61,12 @@ def make_strategy(settings: DemoSettings) -> FedAvg:
 
 
 def demo_strategy(args: argparse.Namespace, settings: DemoSettings) -> Strategy:
-    """The `--strategy` preset with the demo's knobs (`roost simulate` and `roost server`)."""
-    overrides: dict[str, Any] = {}
-    if args.strategy in _CLIENT_LEARNING_RATE:
-        overrides[_CLIENT_LEARNING_RATE[args.strategy]] = settings.learning_rate
-    strategy = strategy_from_args(args, like=make_strategy(settings), **overrides)
+    """The `--strategy` preset with the demo's knobs (`roost simulate` and `roost server`).
+
+    A preset's own client learning rate (FedAdam's `eta_l`, ...) is the demo's `--lr`; with
+    `--dp` the strategy is private (`roost.cli.dp_options`).
+    """
+    strategy = strategy_from_args(args, settings, like=make_strategy(settings))
     needed = strategy.aggregator.min_updates
     if needed > settings.num_clients:
         raise ConfigurationError(

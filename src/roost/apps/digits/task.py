@@ -60,8 +60,8 @@ def demo_engine(
 
     `engine` None means the default: vectorized when torch is installed. The vectorized engine
     trains the digits task; `plain` says the demo's clients are the ordinary ones (no attackers,
-    no gradient-returning clients), which the task reproduces. Otherwise the demo falls back to
-    the sequential engine with the NumPy clients, and says so in one line.
+    no gradient-returning or locally private clients), which the task reproduces. Otherwise the
+    demo falls back to the sequential engine with the NumPy clients, and says so in one line.
     """
     if engine not in (None, "vectorized"):
         return engine, client_fn, None
@@ -79,8 +79,9 @@ def demo_engine(
             "sequential",
             client_fn,
             (
-                "attacked and gradient-returning clients run on the sequential engine "
-                "(the vectorized engine trains the plain demo clients only)"
+                "attacked and gradient-returning clients run on the sequential engine, and so "
+                "do clients with local DP (the vectorized engine trains the plain demo clients "
+                "only)"
             ),
         )
     return "vectorized", digits_task(settings), None

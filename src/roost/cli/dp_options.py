@@ -1,0 +1,278 @@
+"""`--dp central|local` and its options: DP for `roost simulate | server | client`.
+
+- `--dp central`: DP-FedAvg on the server (`roost.privacy.with_central_dp`): a secret sampler
+  (`--sampling poisson|fixed`, the rate from `--fraction-fit`), updates clipped to `--clip-norm`
+  (adaptive with `--clip-quantile`), Gaussian noise `--noise-multiplier` × C on their sum, a
+  uniform mean. It composes with every `--strategy` that averages updates (FedAvg, FedAvgM,
+  FedAdam, FedProx, ...) and is refused for robust aggregators (median, Krum, ...).
+- `--dp local`: every client clips and noises its own update (`roost.privacy.LocalDPClientFn`);
+  with `roost server`, the clients must do it themselves (`roost client --dp local ...`). The
+  server records what that costs each client (`roost.privacy.LocalDPAccountant`).
+
+`--delta` defaults to 1/N^1.1 for N clients (and the run says so); `--target-epsilon` stops the
+run before the round that would exceed it. Without `--dp`, `--clip-norm` / `--clip-quantile`
+keep their plain meaning: clipping, no privacy.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+from roost.cli.options import non_negative_float, positive_float, probability
+from roost.client.client import ClientFn
+from roost.errors import ConfigurationError
+from roost.privacy.accounting import SAMPLINGS, default_delta, local_epsilon
+from roost.privacy.local import LocalDPAccountant, LocalDPClientFn
+from roost.privacy.preset import with_central_dp
+from roost.server.history import History
+from roost.strategy.presets import PRESETS
+from roost.strategy.strategy import Strategy
+
+MODES = ("central", "local")
+"""What `--dp` accepts."""
+
+_CENTRAL_ONLY = {"sampling": "--sampling", "clip_quantile": "--clip-quantile"}
+_DP_ONLY = {
+    "noise_multiplier": "--noise-multiplier",
+    "delta": "--delta",
+    "target_epsilon": "--target-epsilon",
+    "sampling": "--sampling",
+}
+
+
+def add_privacy_arguments(parser: argparse.ArgumentParser, *, client: bool = False) -> None:
+    """Add `--dp` and its options; a `client` (`roost client`) takes local DP's only."""
+    group = parser.add_argument_group(
+        "differential privacy", "client-level DP: see README, Privacy (`roost privacy` plans it)"
+    )
+    group.add_argument(
+        "--dp",
+        choices=("local",) if client else MODES,
+        default=None,
+        help="local: this client clips and noises its updates before sending them"
+        if client
+        else "central: DP-FedAvg on the server; local: every client noises its own update",
+    )
+    group.add_argument(
+        "--noise-multiplier",
+        type=non_negative_float,
+        default=None,
+        metavar="S",
+        help="σ: Gaussian noise of std σ·C (on the sum of updates, or on each update with local)",
+    )
+    if client:
+        group.add_argument(
+            "--clip-norm", type=positive_float, default=None, metavar="C", help="L2 bound C"
+        )
+        return
+    group.add_argument(
+        "--delta",
+        type=probability,
+        default=None,
+        metavar="D",
+        help="δ of the reported ε (default: 1/N^1.1 for N clients)",
+    )
+    group.add_argument(
+        "--target-epsilon",
+        type=positive_float,
+        default=None,
+        metavar="E",
+        help="stop before the round that would spend more than ε = E",
+    )
+    group.add_argument(
+        "--sampling",
+        choices=SAMPLINGS,
+        default=None,
+        help="central: each client with probability --fraction-fit (poisson, the default), or "
+        "exactly that share of the clients (fixed), drawn in secret",
+    )
+
+
+@dataclass(frozen=True)
+class PrivacySettings:
+    """What `--dp` asks of a run (built by `privacy_settings`).
+
+    Args:
+        mode: "central" or "local".
+        noise_multiplier: σ.
+        clip_norm: C (the starting bound with `clip_quantile`).
+        num_clients: N, the federation's clients.
+        delta: the δ of the reported ε.
+        delta_is_default: whether δ is the default 1/N^1.1 (the run says so).
+        expected_clients: m, clients per round (central DP).
+        sampling: "poisson" or "fixed" (central DP).
+        target_epsilon: stop before the round that would exceed it.
+        clip_quantile: adaptive clipping's target share of unclipped updates (central DP).
+    """
+
+    mode: str
+    noise_multiplier: float
+    clip_norm: float
+    num_clients: int
+    delta: float
+    delta_is_default: bool
+    expected_clients: int
+    sampling: str = "poisson"
+    target_epsilon: float | None = None
+    clip_quantile: float | None = None
+
+    def central(self, strategy: Strategy) -> Strategy:
+        """`strategy` as DP-FedAvg with these settings (its server optimizer kept)."""
+        return with_central_dp(
+            strategy,
+            noise_multiplier=self.noise_multiplier,
+            clip_norm=self.clip_norm,
+            expected_clients=self.expected_clients,
+            num_clients=self.num_clients,
+            sampling=self.sampling,
+            delta=self.delta,
+            target_epsilon=self.target_epsilon,
+            clip_quantile=self.clip_quantile,
+            count_noise_stddev=self.count_noise_stddev,
+        )
+
+    @property
+    def count_noise_stddev(self) -> float | None:
+        """σ_b of adaptive clipping's noisy count: the paper's m/20, but at least σ, so that
+        small cohorts keep most of the budget for the updates (it must exceed σ/2)."""
+        if self.clip_quantile is None:
+            return None
+        return max(self.expected_clients / 20, self.noise_multiplier)
+
+    def local_accountant(self) -> LocalDPAccountant:
+        """The server-side record of each client's local-DP ε."""
+        return LocalDPAccountant(
+            self.noise_multiplier, delta=self.delta, target_epsilon=self.target_epsilon
+        )
+
+    def client_fn(self, client_fn: ClientFn) -> ClientFn:
+        """`client_fn` whose clients clip and noise their updates (local DP; else unchanged)."""
+        if self.mode != "local":
+            return client_fn
+        return LocalDPClientFn(client_fn, self.clip_norm, self.noise_multiplier)
+
+    def describe(self) -> str:
+        """One line: the mechanism, its parameters and the δ (saying when it was chosen)."""
+        m, n = self.expected_clients, self.num_clients
+        if self.mode == "central":
+            cohort = (
+                f"each of {n} clients joins a round with probability q = {m / n:.3g}"
+                if self.sampling == "poisson"
+                else f"{m} of {n} clients a round"
+            )
+            clip = f"C = {self.clip_norm:g}" + (
+                f" adapting to quantile {self.clip_quantile:g} (count noise "
+                f"{self.count_noise_stddev:.3g})"
+                if self.clip_quantile is not None
+                else ""
+            )
+            what = f"central DP: {cohort} (secret sampling), updates clipped to {clip}"
+        else:
+            what = f"local DP: every client clips its update to C = {self.clip_norm:g}"
+        noise = (
+            "no noise, so no privacy (σ = 0)"
+            if self.noise_multiplier == 0
+            else f"noise σ = {self.noise_multiplier:g}"
+        )
+        chosen = f" (1/N^1.1 for N = {n}, the default; --delta sets it)"
+        return (
+            f"{what}, {noise}; ε reported at δ = {self.delta:.3g}"
+            f"{chosen if self.delta_is_default else ''}"
+        )
+
+    def stopped_early(self, history: History, num_rounds: int) -> str | None:
+        """The line saying the run stopped at `target_epsilon`, or None if it did not."""
+        done = len(history.rounds)
+        if self.target_epsilon is None or done >= num_rounds:
+            return None
+        privacy = history.privacy
+        spent = privacy.epsilon[-1][1] if privacy is not None and privacy.epsilon else 0.0
+        return (
+            f"privacy budget reached: stopped after round {done} of {num_rounds}, at ε = "
+            f"{spent:.4g} (δ = {self.delta:.3g}); one more round would pass --target-epsilon "
+            f"{self.target_epsilon:g}"
+        )
+
+
+def privacy_settings(args: argparse.Namespace, *, num_clients: int) -> PrivacySettings | None:
+    """The `--dp` settings `args` give for `num_clients` clients (None without `--dp`).
+
+    Refuses, with a line saying what to do, options that need `--dp` without it, and options
+    that do not fit the chosen mode.
+    """
+    mode = args.dp
+    if args.strategy == "dpfedavg":
+        if mode == "local":
+            raise ConfigurationError("--strategy dpfedavg is central DP; drop --dp local")
+        mode = "central"
+    if mode is None:
+        if given := [flag for dest, flag in _DP_ONLY.items() if getattr(args, dest) is not None]:
+            raise ConfigurationError(f"{given[0]} needs --dp central or --dp local")
+        return None
+    if args.noise_multiplier is None or args.clip_norm is None:
+        needs = "--strategy dpfedavg" if args.dp is None else f"--dp {mode}"
+        raise ConfigurationError(
+            f"{needs} needs --noise-multiplier and --clip-norm (`roost privacy noise` finds the "
+            "noise multiplier for a target ε)"
+        )
+    if mode == "local" and (
+        given := [flag for dest, flag in _CENTRAL_ONLY.items() if getattr(args, dest) is not None]
+    ):
+        raise ConfigurationError(
+            f"{given[0]} is for --dp central: with --dp local every client clips to a fixed "
+            "--clip-norm, and the server does not choose who is private"
+        )
+    expected = min(num_clients, max(1, round(args.fraction_fit * num_clients)))
+    return PrivacySettings(
+        mode=mode,
+        noise_multiplier=args.noise_multiplier,
+        clip_norm=args.clip_norm,
+        num_clients=num_clients,
+        delta=args.delta if args.delta is not None else default_delta(num_clients),
+        delta_is_default=args.delta is None,
+        expected_clients=expected,
+        sampling=args.sampling or "poisson",
+        target_epsilon=args.target_epsilon,
+        clip_quantile=args.clip_quantile,
+    )
+
+
+def privacy_flags_given(args: argparse.Namespace) -> bool:
+    """Whether any `--dp` option is set in `args`."""
+    return any(getattr(args, dest, None) is not None for dest in ("dp", *_DP_ONLY))
+
+
+def preset_name(strategy: str, privacy: PrivacySettings | None) -> str:
+    """The preset to build for `--strategy strategy`: dpfedavg is fedavg under central DP."""
+    return "fedavg" if strategy == "dpfedavg" and privacy is not None else strategy
+
+
+def check_central_dp_strategy(name: str) -> None:
+    """Refuse, in one line, central DP with a preset that does not average updates."""
+    if PRESETS[name].mean_aggregation:
+        return
+    means = sorted(key for key, cls in PRESETS.items() if cls.mean_aggregation)
+    raise ConfigurationError(
+        f"--dp central adds noise to the mean of the updates, and --strategy {name} aggregates "
+        f"otherwise (robustly); choose one of {', '.join(means)}, or --dp local"
+    )
+
+
+def client_privacy(args: argparse.Namespace, client_fn: ClientFn, num_partitions: int) -> ClientFn:
+    """`roost client`'s `client_fn`, wrapped in local DP with `--dp local` (and a line saying
+    what each round costs); unchanged without it."""
+    if args.dp is None:
+        if args.noise_multiplier is not None or args.clip_norm is not None:
+            raise ConfigurationError("--noise-multiplier and --clip-norm need --dp local")
+        return client_fn
+    if args.noise_multiplier is None or args.clip_norm is None:
+        raise ConfigurationError("--dp local needs --noise-multiplier and --clip-norm")
+    delta = default_delta(num_partitions)
+    spent = local_epsilon(args.noise_multiplier, delta, discretization=1e-2)
+    print(
+        f"local DP: this client clips its updates to C = {args.clip_norm:g} and adds noise "
+        f"σ = {args.noise_multiplier:g} before sending; each round it takes part in costs "
+        f"ε = {spent:.4g} at δ = {delta:.3g} (1/N^1.1 for N = {num_partitions})"
+    )
+    return LocalDPClientFn(client_fn, args.clip_norm, args.noise_multiplier)
