@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
 
 import numpy as np
 
@@ -23,13 +22,12 @@ from roost.core.types import (
     EvaluateRes,
     Failure,
     FitIns,
-    FitRes,
     Metrics,
     Outcome,
     Parameters,
 )
 from roost.core.validation import check_parameters
-from roost.errors import ConfigurationError, InvalidMessageError
+from roost.errors import ConfigurationError
 from roost.strategy.aggregators import NotEnoughUpdatesError, WeightedMean
 from roost.strategy.base import (
     Aggregator,
@@ -48,6 +46,7 @@ from roost.strategy.base import (
 from roost.strategy.optimizers import ServerSGD
 from roost.strategy.sampling import sample_uniformly
 from roost.strategy.secure import SecureAggregation
+from roost.strategy.tally import FitTally
 from roost.strategy.updates import parameter_delta
 from roost.strategy.weighting import WeightFn, weight_by_num_examples
 
@@ -68,15 +67,6 @@ def _check_fraction(name: str, value: float) -> None:
 def _check_count(name: str, value: int, minimum: int) -> None:
     if not isinstance(value, int) or value < minimum:
         raise ConfigurationError(f"{name} must be an int >= {minimum}, got {value!r}")
-
-
-def _check_weight(weight: object) -> float:
-    if isinstance(weight, bool) or not isinstance(weight, int | float | np.number):
-        raise InvalidMessageError(f"weight_fn returned {weight!r}, not a number")
-    weight = float(weight)
-    if not (np.isfinite(weight) and weight >= 0):
-        raise InvalidMessageError(f"weight_fn returned {weight}; weights must be finite, >= 0")
-    return weight
 
 
 class Strategy:
@@ -299,7 +289,7 @@ class Strategy:
         """
         if state is None:
             state = self.init(parameters)
-        tally = _FitTally(self, server_round, parameters, state)
+        tally = FitTally(self, server_round, parameters, state)
         try:
             aggregate, aggregator_state, measurements = self.aggregator.aggregate(
                 tally.updates(outcomes), parameters, state["aggregator"]
@@ -408,53 +398,3 @@ class Strategy:
         if function is None or not pairs:
             return {}
         return dict(function(pairs))
-
-
-class _FitTally:
-    """Turns a stream of fit outcomes into weighted, transformed updates, threading the state."""
-
-    def __init__(
-        self, strategy: Strategy, server_round: int, parameters: Parameters, state: dict[str, Any]
-    ) -> None:
-        self.strategy = strategy
-        self.server_round = server_round
-        self.parameters = parameters
-        self.state = state
-        self.failures = 0
-        self.metrics: list[tuple[int, Metrics]] = []
-
-    def updates(self, outcomes: Iterable[Outcome]) -> Iterable[tuple[Parameters, float]]:
-        strategy = self.strategy
-        for client_id, result in outcomes:
-            if isinstance(result, Failure):
-                self.failures += 1
-                continue
-            if not isinstance(result, FitRes):
-                raise TypeError(f"aggregate_fit got a {type(result).__name__}, not a FitRes")
-            try:
-                weight, weighting_state = strategy.weighting.weigh(
-                    client_id, result, self.state["weighting"]
-                )
-                weight = _check_weight(weight)
-            except Exception as error:  # a weighting that cannot handle this client drops it only
-                reason = (
-                    error
-                    if isinstance(error, InvalidMessageError)
-                    else f"weight_fn raised {type(error).__name__}: {error}"
-                )
-                log.warning(
-                    "fit_round %d: client %s left out: %s", self.server_round, client_id, reason
-                )
-                self.failures += 1
-                continue
-            update = strategy.update_fn(result.parameters, self.parameters)
-            update, transforms_state = strategy.transform.apply(update, self.state["transforms"])
-            self.state = {
-                **self.state,
-                "weighting": weighting_state,
-                "transforms": transforms_state,
-            }
-            self.metrics.append((result.num_examples, result.metrics))
-            yield update, weight
-            # Let this client's arrays go before the next result arrives (O(model) memory).
-            del update, result
