@@ -175,3 +175,45 @@ def test_garbled_secagg_replies_are_one_clients_failure_never_a_crash(seed) -> N
     weights = np.array([20 + 3 * p for p in survivors], dtype=np.float64)
     updates = np.array([LinearClient(p).fit(START, {})[0][0] for p in survivors])
     np.testing.assert_allclose(history.parameters[0], weights @ updates / weights.sum(), atol=1e-6)
+
+
+@pytest.mark.parametrize("noise_multiplier", [0.0, 0.5])
+def test_central_dp_noise_is_added_after_unmasking(noise_multiplier) -> None:
+    from roost.privacy import DPFedAvg
+
+    def dp(secure: bool) -> roost.History:
+        private = DPFedAvg(
+            noise_multiplier=noise_multiplier,
+            clip_norm=0.05,
+            expected_clients=5,
+            num_clients=5,
+            sampling="fixed",
+            seed=3,  # research seed: the same noise with and without secure aggregation
+            fraction_evaluate=0.0,
+            initial_parameters=START,
+            secure_aggregation=SecureAggregation(clip_range=1.0, bits=48) if secure else None,
+        )
+        return roost.run_simulation(
+            ClientFn(), 5, strategy=private, config=roost.ServerConfig(num_rounds=2), seed=0
+        )
+
+    clear, secure = dp(False), dp(True)
+    for a, b in zip(secure.parameters, clear.parameters, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    assert secure.measurements["clip_norm"] == clear.measurements["clip_norm"]
+    if noise_multiplier:
+        assert secure.privacy.epsilon == clear.privacy.epsilon
+    adaptive = DPFedAvg(
+        noise_multiplier=1.0,
+        clip_norm=0.1,
+        expected_clients=5,
+        num_clients=5,
+        clip_quantile=0.5,
+        count_noise_stddev=1.0,
+        initial_parameters=START,
+        secure_aggregation=SecureAggregation(),
+    )
+    with pytest.raises(ConfigurationError, match="adaptive clipping"):
+        roost.run_simulation(
+            ClientFn(), 5, strategy=adaptive, config=roost.ServerConfig(num_rounds=1), seed=0
+        )

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from roost.core.types import Parameters
+from roost.core.types import Config, Parameters
 from roost.errors import ConfigurationError, RunFinished
 from roost.privacy import accounting
 from roost.privacy.noise import SecureRandom, noise_source, warn_not_private
@@ -235,6 +235,20 @@ class CentralDP(UpdateTransform):
             "coordinate_sum": state["coordinate_sum"] + float(sum(a.sum() for a in flat)),
             "magnitude": state["magnitude"] + float(sum(np.abs(a).sum() for a in flat)),
         }
+
+    def client_side(self, state: State) -> Config:
+        """Under secure aggregation each client clips its own update to the round's bound."""
+        if self.clip_quantile is not None:
+            raise ConfigurationError(
+                "adaptive clipping counts unclipped updates one by one, which secure aggregation "
+                "hides; use a fixed clip norm (no clip_quantile) with secure aggregation"
+            )
+        return {"clip_norm": state["clip_norm"]}
+
+    def summed(self, state: State, count: int) -> State:
+        """`count` clipped updates were summed securely: the sum is known, not its parts, so
+        the plain-mean check has nothing to compare with (an infinite tolerance)."""
+        return {**state, "seen": count, "magnitude": math.inf}
 
     def finish(
         self, aggregate: Parameters | None, state: State
