@@ -126,6 +126,8 @@ def test_what_needs_each_update_is_refused_with_a_clear_error() -> None:
         roost.strategy.FedSGD(secure_aggregation=SecureAggregation())
     with pytest.raises(ConfigurationError, match="weighs clients"):
         Strategy(weight_fn=lambda cid, n, m: 2.0, secure_aggregation=SecureAggregation())
+    with pytest.raises(ConfigurationError, match="vectorized engine"):
+        simulate(secure=True, engine="vectorized")
     run = simulate
     with pytest.raises(ConfigurationError, match="secure aggregation hides"):
         run(secure=True, rounds=1, update_transforms=[roost.strategy.AdaptiveClipL2()])

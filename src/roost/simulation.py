@@ -9,6 +9,7 @@ from typing import Any
 from roost.client.client import ClientFn
 from roost.core.types import Config
 from roost.engines import make_engine
+from roost.errors import ConfigurationError
 from roost.log import ensure_logging
 from roost.outputs import save_run
 from roost.server.history import History
@@ -50,6 +51,11 @@ def run_simulation(
     The final global model is `history.parameters`.
     """
     ensure_logging()
+    if engine == "vectorized" and strategy is not None and strategy.secure_aggregation is not None:
+        raise ConfigurationError(
+            "the vectorized engine trains clients together and runs no secure aggregation; "
+            "use engine='sequential' or 'process'"
+        )
     transport = make_engine(
         engine, client_fn, num_clients, run_config=run_config, **dict(engine_options or {})
     )

@@ -109,11 +109,13 @@ class App:
 
 
 def _refuse_strategy_options(args: argparse.Namespace) -> None:
-    if args.strategy != "fedavg" or strategy_options(args) or privacy_flags_given(args):
+    secure = getattr(args, "secagg", False)
+    if args.strategy != "fedavg" or strategy_options(args) or privacy_flags_given(args) or secure:
         raise ConfigurationError(
-            "--strategy, --dp and their options build the strategy of the default app; with "
-            "--app, your roost.App's strategy is used: set the strategy there (for privacy: "
-            "roost.privacy.with_central_dp or LocalDPClientFn)"
+            "--strategy, --dp, --secagg and their options build the strategy of the default app; "
+            "with --app, your roost.App's strategy is used: set the strategy there (for privacy: "
+            "roost.privacy.with_central_dp or LocalDPClientFn; "
+            "secure_aggregation=roost.strategy.SecureAggregation(...))"
         )
 
 

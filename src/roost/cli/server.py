@@ -9,6 +9,7 @@ from roost.cli.app import App, load_app
 from roost.cli.dp_options import add_privacy_arguments
 from roost.cli.options import CommandParser, positive_float, positive_int
 from roost.cli.report import add_output_options, history_table, start_console
+from roost.cli.secagg_options import add_secagg_arguments, secure_aggregation_line
 from roost.cli.settings import (
     RunSettings,
     add_app_option,
@@ -80,6 +81,7 @@ def add_command(root: CommandParser, default_app: App) -> None:
     add_run_options(parser, app_only=True)
     add_strategy_arguments(parser)
     add_privacy_arguments(parser)
+    add_secagg_arguments(parser)
     default_app.add_arguments(parser, "server")
     parser.set_defaults(handler=partial(run, default_app=default_app))
 
@@ -106,6 +108,8 @@ def run(args: argparse.Namespace, default_app: App) -> int:
     strategy = app.server_strategy(args, settings)
     if args.min_clients is not None:
         strategy.min_available_clients = args.min_clients
+    if line := secure_aggregation_line(settings, strategy):
+        console.print(line, soft_wrap=True, markup=False)
     if (privacy := settings.privacy) is not None:
         console.print(privacy.describe(), soft_wrap=True, markup=False)
         if privacy.mode == "local":

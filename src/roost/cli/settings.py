@@ -11,7 +11,9 @@ from dataclasses import dataclass
 
 from roost.cli.dp_options import PrivacySettings, privacy_settings
 from roost.cli.options import fraction, positive_float, positive_int
+from roost.cli.secagg_options import secure_aggregation
 from roost.server.loop import ServerConfig
+from roost.strategy.secure import SecureAggregation
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,7 @@ class RunSettings:
         learning_rate: the clients' local learning rate.
         seed: seed of client sampling, the data split and local shuffling.
         privacy: what `--dp` asks (None: no differential privacy).
+        secure_aggregation: what `--secagg` asks (None: updates in the clear).
     """
 
     num_clients: int = 10
@@ -39,6 +42,7 @@ class RunSettings:
     learning_rate: float = 0.5
     seed: int = 0
     privacy: PrivacySettings | None = None
+    secure_aggregation: SecureAggregation | None = None
 
 
 def add_run_options(parser: argparse.ArgumentParser, *, app_only: bool = False) -> None:
@@ -97,6 +101,7 @@ def settings_from_args(args: argparse.Namespace, *, num_clients: int) -> RunSett
         learning_rate=args.lr,
         seed=args.seed,
         privacy=privacy_settings(args, num_clients=num_clients),
+        secure_aggregation=secure_aggregation(args),
     )
 
 

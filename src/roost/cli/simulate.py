@@ -9,6 +9,7 @@ from roost.cli.app import App, load_app
 from roost.cli.dp_options import add_privacy_arguments
 from roost.cli.options import CommandParser, positive_int
 from roost.cli.report import add_output_options, history_table, start_console
+from roost.cli.secagg_options import add_secagg_arguments, secure_aggregation_line
 from roost.cli.settings import (
     RunSettings,
     add_app_option,
@@ -57,6 +58,7 @@ def add_command(root: CommandParser, default_app: App) -> None:
     )
     add_strategy_arguments(parser)
     add_privacy_arguments(parser)
+    add_secagg_arguments(parser)
     default_app.add_arguments(parser, "simulate")
     parser.set_defaults(handler=partial(run, default_app=default_app))
 
@@ -70,7 +72,12 @@ def run(args: argparse.Namespace, default_app: App) -> int:
     app = load_app(args.app) if args.app else default_app
     settings = settings_from_args(args, num_clients=args.clients)
     simulation = app.simulation(args, settings)
-    for line in (simulation.notice, settings.privacy and settings.privacy.describe()):
+    lines = (
+        simulation.notice,
+        settings.privacy and settings.privacy.describe(),
+        secure_aggregation_line(settings, simulation.strategy),
+    )
+    for line in lines:
         if line:
             console.print(line, soft_wrap=True, markup=False)
     history = run_simulation(

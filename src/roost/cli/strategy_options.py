@@ -154,6 +154,8 @@ def strategy_from_args(
         if option.mirrors is not None
     }
     options = {**mirrored, **strategy_options(args), **overrides}
+    if settings.secure_aggregation is not None:
+        options["secure_aggregation"] = settings.secure_aggregation
     if privacy is not None and privacy.mode == "local":
         options["update_transforms"] = [privacy.local_accountant()]
     strategy = preset(name, like=like, **options)

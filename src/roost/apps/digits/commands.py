@@ -43,7 +43,12 @@ class DigitsApp(App):
         if settings.privacy is not None:
             client_fn = settings.privacy.client_fn(client_fn)
         client_fn = attacked_client_fn(args, client_fn, settings.num_clients)
-        plain = args.attack is None and args.strategy != "fedsgd" and not local_dp
+        plain = (
+            args.attack is None
+            and args.strategy != "fedsgd"
+            and not local_dp
+            and settings.secure_aggregation is None
+        )
         engine, client_fn, notice = demo_engine(args.engine, client_fn, settings, plain=plain)
         return Simulation(client_fn, strategy, engine, notice)
 

@@ -1,0 +1,117 @@
+"""`--secagg` on `roost simulate` and `roost server` (clients need no flag)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from grpc_support import free_port, processes
+
+from roost.cli import main
+
+
+def run_cli(*args: str) -> int:
+    return main(list(args))
+
+
+def load_model(path):
+    with np.load(path, allow_pickle=False) as archive:
+        return [archive[f"arr_{i}"] for i in range(len(archive.files))]
+
+
+def test_simulate_secagg_gives_the_plaintext_model_within_the_quantization_bound(tmp_path):
+    common = ["simulate", "--rounds", "2", "--clients", "6", "--engine", "sequential", "--quiet"]
+    assert run_cli(*common, "--out", str(tmp_path / "plain")) == 0
+    assert run_cli(*common, "--secagg", "--secagg-bits", "48", "--out", str(tmp_path / "sec")) == 0
+    for secure, plain in zip(
+        load_model(tmp_path / "sec" / "model.npz"),
+        load_model(tmp_path / "plain" / "model.npz"),
+        strict=True,
+    ):
+        np.testing.assert_allclose(secure, plain, atol=1e-6)
+    history = json.loads((tmp_path / "sec" / "history.json").read_text())
+    assert history["rounds"][0]["phases"]["secagg_unmask"] == [6, 0]
+
+
+def test_secagg_composes_with_central_dp_on_the_command_line(tmp_path, capsys):
+    code = run_cli(
+        "simulate",
+        "--rounds",
+        "1",
+        "--clients",
+        "6",
+        "--quiet",
+        "--secagg",
+        "--dp",
+        "central",
+        "--sampling",
+        "fixed",
+        "--noise-multiplier",
+        "0.5",
+        "--clip-norm",
+        "2",
+        "--out",
+        str(tmp_path),
+    )
+    assert code == 0
+    shown = capsys.readouterr().out
+    assert "secure aggregation: SecAgg (complete graph) over 6 clients" in shown
+    assert "coordinates clipped to ±2" in shown  # --secagg-clip follows a larger --clip-norm
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert history["rounds"][0]["phases"]["secagg_unmask"][0] == 6
+    assert history["privacy"]["epsilon"][0][1] > 0
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--secagg-bits", "40"], "--secagg-bits needs --secagg"),
+        (["--secagg", "--strategy", "fedmedian"], "needs each update"),
+        (["--secagg", "--secagg-bits", "4"], "bits must be an int in"),
+        (["--secagg", "--clip-norm", "1", "--clip-quantile", "0.5"], "secure aggregation hides"),
+    ],
+)
+def test_bad_secagg_settings_get_one_clear_line(flags, message, capsys):
+    code = run_cli("simulate", "--rounds", "1", "--clients", "4", "--quiet", *flags)
+    assert code != 0
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_server_secagg_with_plain_clients_over_grpc(tmp_path):
+    address = f"127.0.0.1:{free_port()}"
+    with processes(tmp_path) as run:
+        server = run.start(
+            "server",
+            "server",
+            "--address",
+            address,
+            "--rounds",
+            "2",
+            "--min-clients",
+            "3",
+            "--secagg",
+            "--out",
+            "out",
+        )
+        clients = [
+            run.start(
+                f"client{p}",
+                "client",
+                "--server",
+                address,
+                "--partition-id",
+                str(p),
+                "--num-partitions",
+                "3",
+            )
+            for p in range(3)
+        ]
+        assert run.wait(server, 120) == 0, run.log(server)
+        for client in clients:
+            assert run.wait(client, 30) == 0, run.log(client)
+        assert "secure aggregation: SecAgg (complete graph) over 3 clients" in run.log(server)
+    history = json.loads((tmp_path / "out" / "history.json").read_text())
+    assert [r["phases"]["secagg_unmask"] for r in history["rounds"]] == [[3, 0], [3, 0]]
+    assert [r["fit_results"] for r in history["rounds"]] == [3, 3]
