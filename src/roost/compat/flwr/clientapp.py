@@ -46,8 +46,8 @@ class ClientApp:
     def __init__(self, client_fn: ClientFn | None = None, mods: list[Mod] | None = None) -> None:
         if client_fn is not None and mods:
             raise ConfigurationError(
-                "ClientApp(client_fn=..., mods=...) is not supported by roost: mods wrap Message-API"
-                " handlers; remove mods= or register handlers with @app.train()"
+                "ClientApp(client_fn=..., mods=...) is not supported by roost: mods wrap "
+                "Message-API handlers; remove mods= or register handlers with @app.train()"
             )
         self.client_fn = client_fn
         self.mods = list(mods or [])
@@ -103,7 +103,9 @@ class ClientApp:
         node's client with `client_fn`."""
         if context is None:
             if self.client_fn is None:
-                raise ConfigurationError("this ClientApp answers messages: call app(message, context)")
+                raise ConfigurationError(
+                    "this ClientApp answers messages: call app(message, context)"
+                )
             return self.client_fn(message)
         return self.handle(message, context)
 

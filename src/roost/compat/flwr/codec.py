@@ -38,7 +38,11 @@ TTL = "flwr.ttl"
 ERROR_CODE = "flwr.error-code"
 ERROR_REASON = "flwr.error-reason"
 
-_RECORD_TYPES: dict[str, type] = {"arrays": ArrayRecord, "metrics": MetricRecord, "config": ConfigRecord}
+_RECORD_TYPES: dict[str, type] = {
+    "arrays": ArrayRecord,
+    "metrics": MetricRecord,
+    "config": ConfigRecord,
+}
 
 MAX_NODE_NUMBER = 2**63 - 1
 
@@ -215,7 +219,10 @@ def failure_to_reply(failure: Failure, sent: Message) -> Message:
 
 
 def flower_context(
-    run_id: int, node_id: int, node_config: Mapping[str, Any], run_config: Mapping[str, Any],
+    run_id: int,
+    node_id: int,
+    node_config: Mapping[str, Any],
+    run_config: Mapping[str, Any],
     state: RecordDict,
 ) -> Context:
     """A Flower `Context` with copies of the configs (an app that edits them reaches no one)."""

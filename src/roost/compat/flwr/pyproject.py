@@ -1,17 +1,9 @@
 """A Flower project as its `pyproject.toml` describes it.
 
-    [tool.flwr.app.components]
-    serverapp = "my_app.server_app:app"
-    clientapp = "my_app.client_app:app"
-
-    [tool.flwr.app.config]              # the run config: context.run_config
-    num-server-rounds = 3
-
-    [tool.flwr.federations]
-    default = "local-simulation"
-
-    [tool.flwr.federations.local-simulation]
-    options.num-supernodes = 10
+`[tool.flwr.app.components]` names the `serverapp` and the `clientapp` ("module:attribute"),
+`[tool.flwr.app.config]` is the run config (`context.run_config`; nested tables become dotted
+keys), and `options.num-supernodes` of a federation (`[tool.flwr.federations.NAME]`, the default
+one named by `[tool.flwr.federations] default = ...`) is the number of simulated nodes.
 """
 
 from __future__ import annotations

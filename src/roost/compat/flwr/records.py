@@ -66,9 +66,7 @@ class Array:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Array):
             return NotImplemented
-        return self._array.dtype == other._array.dtype and np.array_equal(
-            self._array, other._array
-        )
+        return self._array.dtype == other._array.dtype and np.array_equal(self._array, other._array)
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -209,7 +207,9 @@ class ArrayRecord(_Record):
         return cls(numpy_ndarrays=list(ndarrays))
 
     @classmethod
-    def from_torch_state_dict(cls, state_dict: Mapping[str, Any], *, keep_input: bool = True) -> Any:
+    def from_torch_state_dict(
+        cls, state_dict: Mapping[str, Any], *, keep_input: bool = True
+    ) -> Any:
         return cls(torch_state_dict=state_dict)
 
     @classmethod
@@ -284,7 +284,6 @@ class MetricRecord(_Record):
 
     def _check(self, key: str, value: Any) -> Any:
         return _checked_value("MetricRecord", key, value, _METRIC_TYPES)
-
 
 
 class ConfigRecord(_Record):

@@ -1,4 +1,4 @@
-"""`flwr.server` names: ServerApp, ServerAppComponents, ServerConfig, Grid, start_server, strategy."""
+"""`flwr.server` names: ServerApp, ServerAppComponents, ServerConfig, Grid, start_server, …"""
 
 from __future__ import annotations
 

@@ -1,8 +1,12 @@
 """`flwr.serverapp.strategy`: Flower's message-based strategies on roost's presets and loop.
 
-    strategy = FedAvg(fraction_train=0.5)
-    result = strategy.start(grid=grid, initial_arrays=ArrayRecord(model.state_dict()),
-                            num_rounds=3, train_config=ConfigRecord({"lr": 0.01}))
+strategy = FedAvg(fraction_train=0.5)
+result = strategy.start(
+    grid=grid,
+    initial_arrays=ArrayRecord(model.state_dict()),
+    num_rounds=3,
+    train_config=ConfigRecord({"lr": 0.01}),
+)
 """
 
 from __future__ import annotations

@@ -13,8 +13,14 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from roost.compat.flwr.records import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
-from roost.compat.flwr.records import array_value, wrap_arrays
+from roost.compat.flwr.records import (
+    ArrayRecord,
+    ConfigRecord,
+    MetricRecord,
+    RecordDict,
+    array_value,
+    wrap_arrays,
+)
 from roost.compat.flwr.serverapp.grid import Grid
 from roost.compat.flwr.serverapp.strategy.messaging import (
     ROUND_KEY,
@@ -47,15 +53,17 @@ class Strategy:
     """Flower's strategy interface. On roost, use one of the named strategies (`FedAvg`, …):
     their `start` runs on roost's round loop; a strategy of your own is not supported."""
 
-    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
-                        grid: Grid) -> Any:
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Any:
         raise _step_error("configure_train")
 
     def aggregate_train(self, server_round: int, replies: Any) -> Any:
         raise _step_error("aggregate_train")
 
-    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
-                           grid: Grid) -> Any:
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Any:
         raise _step_error("configure_evaluate")
 
     def aggregate_evaluate(self, server_round: int, replies: Any) -> Any:
@@ -64,10 +72,16 @@ class Strategy:
     def summary(self) -> None:
         log.info("%s", self)
 
-    def start(self, grid: Grid, initial_arrays: ArrayRecord, num_rounds: int = 3,
-              timeout: float = 3600, train_config: ConfigRecord | None = None,
-              evaluate_config: ConfigRecord | None = None,
-              evaluate_fn: EvaluateFn | None = None) -> Result:
+    def start(
+        self,
+        grid: Grid,
+        initial_arrays: ArrayRecord,
+        num_rounds: int = 3,
+        timeout: float = 3600,
+        train_config: ConfigRecord | None = None,
+        evaluate_config: ConfigRecord | None = None,
+        evaluate_fn: EvaluateFn | None = None,
+    ) -> Result:
         raise ConfigurationError(
             f"roost cannot run the strategy {type(self).__name__}: write-your-own Flower "
             "strategies are not supported; use a named one (FedAvg, FedAdam, …) or roost.Strategy"

@@ -96,7 +96,9 @@ class GridTransport:
         elif isinstance(instruction, EvaluateIns):
             message_type, base = MessageType.EVALUATE, dict(layout.evaluate_config)
         else:
-            raise TypeError(f"a Flower strategy sends train and evaluate messages, not {instruction}")
+            raise TypeError(
+                f"a Flower strategy sends train and evaluate messages, not {instruction}"
+            )
         self.server_round = int(instruction.config.get(ROUND_KEY, self.server_round))
         config = ConfigRecord({**base, ROUND_KEY: self.server_round})
         arrays = wrap_arrays(layout.names, list(instruction.parameters))
@@ -104,7 +106,9 @@ class GridTransport:
             {layout.arrayrecord_key: arrays, layout.configrecord_key: config}
         )
 
-    def _result(self, client_id: ClientId, instruction: Instruction, reply: Message) -> RoostResult | Failure:
+    def _result(
+        self, client_id: ClientId, instruction: Instruction, reply: Message
+    ) -> RoostResult | Failure:
         if reply.has_error():
             error = reply.error
             return Failure(client_id, f"error reply (code {error.code}): {error.reason}", "error")
@@ -128,12 +132,11 @@ class GridTransport:
 
     def _ordered(self, arrays: ArrayRecord) -> list[np.ndarray]:
         names = self.layout.names
-        if list(arrays.keys()) != names:
-            if sorted(arrays.keys()) != sorted(names):
-                raise ValueError(
-                    f"the reply's ArrayRecord has keys {list(arrays.keys())[:5]}…, the global "
-                    f"model {names[:5]}…; send back arrays named as received"
-                )
+        if sorted(arrays.keys()) != sorted(names):
+            raise ValueError(
+                f"the reply's ArrayRecord has keys {list(arrays.keys())[:5]}…, the global "
+                f"model {names[:5]}…; send back arrays named as received"
+            )
         return [array_value(arrays[name]) for name in names]
 
 

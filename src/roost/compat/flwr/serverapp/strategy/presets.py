@@ -6,7 +6,7 @@ as keywords, plus its own, with Flower's names and defaults.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from roost.compat.flwr.serverapp.strategy.base import FedAvg
 from roost.strategy import presets
@@ -50,7 +50,13 @@ class FedAdam(FedAvg):
     """Adam on the server: `eta`, `eta_l` (kept, not sent), `beta_1`, `beta_2`, `tau`."""
 
     preset = presets.FedAdam
-    defaults = {"eta": 1e-1, "eta_l": 1e-1, "beta_1": 0.9, "beta_2": 0.99, "tau": 1e-3}
+    defaults: ClassVar[dict[str, float]] = {
+        "eta": 1e-1,
+        "eta_l": 1e-1,
+        "beta_1": 0.9,
+        "beta_2": 0.99,
+        "tau": 1e-3,
+    }
 
     def __init__(
         self,
@@ -76,7 +82,13 @@ class FedYogi(FedAdam):
     """Yogi on the server: `eta`, `eta_l` (kept, not sent), `beta_1`, `beta_2`, `tau`."""
 
     preset = presets.FedYogi
-    defaults = {"eta": 1e-2, "eta_l": 0.0316, "beta_1": 0.9, "beta_2": 0.99, "tau": 1e-3}
+    defaults: ClassVar[dict[str, float]] = {
+        "eta": 1e-2,
+        "eta_l": 0.0316,
+        "beta_1": 0.9,
+        "beta_2": 0.99,
+        "tau": 1e-3,
+    }
 
 
 class FedProx(FedAvg):
@@ -167,7 +179,9 @@ class QFedAvg(FedAvg):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.client_learning_rate, self.q, self.train_loss_key = client_learning_rate, q, train_loss_key
+        self.client_learning_rate = client_learning_rate
+        self.q = q
+        self.train_loss_key = train_loss_key
 
     def preset_options(self) -> dict[str, Any]:
         return {

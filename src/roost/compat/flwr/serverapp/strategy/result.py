@@ -23,9 +23,13 @@ class Result:
 
     def __str__(self) -> str:
         lines = [f"Result: {len(self.arrays)} arrays"]
-        for name in ("train_metrics_clientapp", "evaluate_metrics_clientapp",
-                     "evaluate_metrics_serverapp"):
-            for server_round, record in sorted(getattr(self, name).items()):
+        series = {
+            "train_metrics_clientapp": self.train_metrics_clientapp,
+            "evaluate_metrics_clientapp": self.evaluate_metrics_clientapp,
+            "evaluate_metrics_serverapp": self.evaluate_metrics_serverapp,
+        }
+        for name, records in series.items():
+            for server_round, record in sorted(records.items()):
                 lines.append(f"  {name}[{server_round}]: {dict(record)}")
         return "\n".join(lines)
 
