@@ -270,7 +270,7 @@ def _remove_path(path: str) -> None:
 
 def load_apps(project: FlowerProject) -> tuple[ServerApp, ClientApp]:
     """The project's ServerApp and ClientApp (inside a `project_session`)."""
-    server_app = _component(project.serverapp, ServerApp, "serverapp")
+    server_app = _component(str(project.directory), project.serverapp, ServerApp, "serverapp")
     return server_app, load_client_app(str(project.directory), project.clientapp)
 
 
@@ -281,12 +281,13 @@ def load_client_app(directory: str, reference: str) -> ClientApp:
     """The ClientApp `reference` of the project in `directory`, loaded once per process."""
     key = (directory, reference)
     if key not in _client_apps:
-        _client_apps[key] = _component(reference, ClientApp, "clientapp")
+        _client_apps[key] = _component(directory, reference, ClientApp, "clientapp")
     return _client_apps[key]
 
 
-def _component(reference: str, kind: type, name: str) -> Any:
+def _component(directory: str, reference: str, kind: type, name: str) -> Any:
     module_name, _, attribute = reference.partition(":")
+    _forget_other_projects(module_name.partition(".")[0], Path(directory))
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as error:
@@ -302,6 +303,17 @@ def _component(reference: str, kind: type, name: str) -> Any:
             f"{type(component).__name__ if component is not None else 'nothing'}"
         )
     return component
+
+
+def _forget_other_projects(package: str, directory: Path) -> None:
+    """Drop `package` from `sys.modules` if it was imported from another directory (two projects
+    whose packages share a name, run one after the other in one process)."""
+    loaded = sys.modules.get(package)
+    origin = vars(loaded).get("__file__") if loaded is not None else None
+    if origin is None or Path(origin).resolve().is_relative_to(directory):
+        return
+    for name in [n for n in sys.modules if n == package or n.startswith(package + ".")]:
+        del sys.modules[name]
 
 
 class ProjectClientFn:
