@@ -235,7 +235,7 @@ def test_project_mistakes_get_clear_errors(tmp_path: Path) -> None:
         run_project(mixed, num_nodes=2)
     with pytest.raises(ConfigurationError, match="how many nodes"):
         run_project(mixed)
-    with pytest.raises(ConfigurationError, match="no pyproject.toml"):
+    with pytest.raises(ConfigurationError, match=r"no pyproject\.toml"):
         run_project(tmp_path)
     (tmp_path / "pyproject.toml").write_text("[tool.flwr.app.components]\nserverapp = 'a:b'\n")
     with pytest.raises(ConfigurationError, match="lacks clientapp"):

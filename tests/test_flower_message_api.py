@@ -197,9 +197,9 @@ def test_unsupported_names_fail_at_import_with_one_line() -> None:
     with pytest.raises(UnsupportedFlowerName, match=r"^flwr\.app\.Mystery is not supported"):
         from roost.compat.flwr.app import Mystery  # noqa: F401
     with alias.flower_alias():
-        with pytest.raises(ModuleNotFoundError, match="flwr.nowhere is not supported"):
+        with pytest.raises(ModuleNotFoundError, match=r"flwr\.nowhere is not supported"):
             import flwr.nowhere  # noqa: F401
-        with pytest.raises(ImportError, match="flwr.serverapp.strategy.FedXYZ"):
+        with pytest.raises(ImportError, match=r"flwr\.serverapp\.strategy\.FedXYZ"):
             from flwr.serverapp.strategy import FedXYZ  # noqa: F401
 
 

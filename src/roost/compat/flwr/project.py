@@ -17,7 +17,7 @@ import importlib
 import logging
 import sys
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from roost.compat.flwr.records import RecordDict
 from roost.compat.flwr.serverapp.app import ServerApp
 from roost.compat.flwr.serverapp.grid import Grid, RunSettings
 from roost.core.types import Config
+from roost.deploy import _open_state as open_state  # the same state-directory rules
 from roost.deploy import start_client
 from roost.engines import make_engine
 from roost.errors import ConfigurationError
@@ -39,7 +40,6 @@ from roost.log import ensure_logging
 from roost.outputs import save_run
 from roost.server.history import History
 from roost.server.loop import RoundCallback, ServerConfig, run_rounds
-from roost.server.state import StateStore
 from roost.strategy.presets import FedAvg as RoostFedAvg
 from roost.transport.base import Transport
 from roost.transport.grpc.security import PemSource
@@ -91,19 +91,15 @@ def run_project(
             "federation; pass num_nodes (roost run --clients N)"
         )
     settings = RunSettings(seed=seed, on_round_end=on_round_end)
-    with project_session(project.directory, replace_installed_flwr):
-        server_app, client_app = load_apps(project)
+
+    def engine_for_project() -> Transport:
         client_fn = ProjectClientFn(str(project.directory), project.clientapp)
-        transport = make_engine(
-            engine, client_fn, count, run_config=run_config, **dict(engine_options or {})
-        )
-        try:
-            history = run_apps(server_app, client_app, transport, run_config, settings)
-        finally:
-            transport.close()
-    if out_dir is not None:
-        save_run(out_dir, history)
-    return history
+        options = dict(engine_options or {})
+        return make_engine(engine, client_fn, count, run_config=run_config, **options)
+
+    return _run_project_with(
+        project, run_config, settings, engine_for_project, out_dir, replace_installed_flwr
+    )
 
 
 def serve_project(
@@ -134,23 +130,20 @@ def serve_project(
     project = load_project(directory)
     run_config = project.run_config(run_config_overrides)
     settings = RunSettings(seed=seed)
-    settings.store, settings.resume_from = _state(state_dir, resume)
-    with project_session(project.directory, replace_installed_flwr):
-        server_app, client_app = load_apps(project)
-        transport = GrpcServerTransport(
+    settings.store, settings.resume_from = open_state(state_dir, resume)
+
+    def grpc_server() -> Transport:
+        return GrpcServerTransport(
             server_address,
             certificates=certificates,
             auth_tokens=auth_tokens,
             client_wait_timeout=client_wait_timeout,
             **transport_options,
         )
-        try:
-            history = run_apps(server_app, client_app, transport, run_config, settings)
-        finally:
-            transport.close()
-    if out_dir is not None:
-        save_run(out_dir, history)
-    return history
+
+    return _run_project_with(
+        project, run_config, settings, grpc_server, out_dir, replace_installed_flwr
+    )
 
 
 def connect_project(
@@ -218,19 +211,25 @@ def run_apps(
     )
 
 
-def _state(state_dir: str | Path | None, resume: bool) -> tuple[StateStore | None, Any]:
-    if state_dir is None:
-        if resume:
-            raise ConfigurationError("resume=True needs state_dir (--state DIR)")
-        return None, None
-    store = StateStore(state_dir)
-    saved = store.load()
-    if saved is not None and not resume:
-        raise ConfigurationError(
-            f"{state_dir} records a run up to round {saved.server_round}; pass resume=True "
-            "(--resume) to continue it, or use an empty state directory"
-        )
-    return store, saved
+def _run_project_with(
+    project: FlowerProject,
+    run_config: Config,
+    settings: RunSettings,
+    make_transport: Callable[[], Transport],
+    out_dir: str | Path | None,
+    replace_installed_flwr: bool,
+) -> History:
+    """Load the project's apps, run them over the transport `make_transport` builds, save."""
+    with project_session(project.directory, replace_installed_flwr):
+        server_app, client_app = load_apps(project)
+        transport = make_transport()
+        try:
+            history = run_apps(server_app, client_app, transport, run_config, settings)
+        finally:
+            transport.close()
+    if out_dir is not None:
+        save_run(out_dir, history)
+    return history
 
 
 # -- importing the project's apps -----------------------------------------------------------

@@ -28,15 +28,20 @@ NAMES = (
 
 
 def _compatible(base: type) -> type:
-    def __init__(self: Any, *, initial_parameters: Any = None, inplace: bool = True,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self: Any, *, initial_parameters: Any = None, inplace: bool = True, **kwargs: Any
+    ) -> None:
         base.__init__(self, initial_parameters=as_ndarrays(initial_parameters), **kwargs)
 
-    return type(base.__name__, (base,), {
-        "__init__": __init__,
-        "__doc__": base.__doc__,
-        "__module__": __name__,
-    })
+    return type(
+        base.__name__,
+        (base,),
+        {
+            "__init__": __init__,
+            "__doc__": base.__doc__,
+            "__module__": __name__,
+        },
+    )
 
 
 __all__: list[str] = []

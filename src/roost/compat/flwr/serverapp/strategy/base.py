@@ -72,16 +72,8 @@ class Strategy:
     def summary(self) -> None:
         log.info("%s", self)
 
-    def start(
-        self,
-        grid: Grid,
-        initial_arrays: ArrayRecord,
-        num_rounds: int = 3,
-        timeout: float = 3600,
-        train_config: ConfigRecord | None = None,
-        evaluate_config: ConfigRecord | None = None,
-        evaluate_fn: EvaluateFn | None = None,
-    ) -> Result:
+    def start(self, grid: Grid, initial_arrays: ArrayRecord, **options: Any) -> Result:
+        """Run the strategy; on roost, only the named strategies can."""
         raise ConfigurationError(
             f"roost cannot run the strategy {type(self).__name__}: write-your-own Flower "
             "strategies are not supported; use a named one (FedAvg, FedAdam, …) or roost.Strategy"

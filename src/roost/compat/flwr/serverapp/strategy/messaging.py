@@ -131,13 +131,17 @@ class GridTransport:
             return Failure(client_id, str(error), kind="invalid")
 
     def _ordered(self, arrays: ArrayRecord) -> list[np.ndarray]:
+        """The reply's arrays in the global model's order: by name when the names match, else
+        by position (Flower aggregates whatever keys the replies carry)."""
         names = self.layout.names
-        if sorted(arrays.keys()) != sorted(names):
+        if sorted(arrays.keys()) == sorted(names):
+            return [array_value(arrays[name]) for name in names]
+        if len(arrays) != len(names):
             raise ValueError(
-                f"the reply's ArrayRecord has keys {list(arrays.keys())[:5]}…, the global "
-                f"model {names[:5]}…; send back arrays named as received"
+                f"the reply's ArrayRecord holds {len(arrays)} arrays, the global model "
+                f"{len(names)}; send back one array per array received"
             )
-        return [array_value(arrays[name]) for name in names]
+        return [array_value(array) for array in arrays.values()]
 
 
 def _one(records: Mapping[str, Any], kind: str) -> Any:
