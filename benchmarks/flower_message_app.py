@@ -142,8 +142,10 @@ def main() -> None:
         flwr_cli = flower.parent / "flwr"
         wall, _ = timed([str(flwr_cli), "run", str(app)], flower_env)
         rows.append(("Flower 1.42 `flwr run`", wall, float("nan")))
-    print(f"app {app.name}, {args.nodes} nodes; largest |roost - Flower| in the final arrays: "
-          f"{difference:.3g} ({'same to 1e-6' if difference <= 1e-6 else 'DIFFERENT'})")
+    print(
+        f"app {app.name}, {args.nodes} nodes; largest |roost - Flower| in the final arrays: "
+        f"{difference:.3g} ({'same to 1e-6' if difference <= 1e-6 else 'DIFFERENT'})"
+    )
     print("| runner | wall s | run s |\n|---|---:|---:|")
     for name, wall, run in rows:
         print(f"| {name} | {wall:.2f} | {run:.2f} |")

@@ -240,3 +240,19 @@ def test_project_mistakes_get_clear_errors(tmp_path: Path) -> None:
     (tmp_path / "pyproject.toml").write_text("[tool.flwr.app.components]\nserverapp = 'a:b'\n")
     with pytest.raises(ConfigurationError, match="lacks clientapp"):
         run_project(tmp_path)
+
+
+def test_served_project_records_rounds_for_a_restart(tmp_path: Path) -> None:
+    from roost.server.state import StateStore
+
+    state = tmp_path / "state"
+    history = run_over_grpc(APPS / "numpy_app", num_nodes=2, seed=0, state_dir=state)
+    saved = StateStore(state).load()
+    assert saved is not None and saved.server_round == 3
+    np.testing.assert_array_equal(saved.parameters[0], history.parameters[0])
+    with pytest.raises(ConfigurationError, match="resume"):
+        serve_project(APPS / "numpy_app", server_address=_free_address(), state_dir=state)
+    resumed = serve_project(
+        APPS / "numpy_app", server_address=_free_address(), state_dir=state, resume=True
+    )
+    np.testing.assert_array_equal(resumed.parameters[0], history.parameters[0])  # nothing left
