@@ -229,7 +229,8 @@ def test_a_classic_server_fn_project_runs_on_the_round_loop(tmp_path: Path) -> N
     np.testing.assert_allclose(history.parameters[0], [3.0, 3.0])  # two rounds of mean(1, 2)
 
 
-def test_project_mistakes_get_clear_errors(tmp_path: Path) -> None:
+def test_project_mistakes_get_clear_errors(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("FLWR_HOME", str(tmp_path / "no-flower-config"))
     mixed = _write_project(tmp_path / "mixed", _MESSAGE_SERVER, _LEGACY_CLIENT, rounds=1)
     with pytest.raises(ConfigurationError, match="different APIs"):
         run_project(mixed, num_nodes=2)
@@ -256,3 +257,15 @@ def test_served_project_records_rounds_for_a_restart(tmp_path: Path) -> None:
         APPS / "numpy_app", server_address=_free_address(), state_dir=state, resume=True
     )
     np.testing.assert_array_equal(resumed.parameters[0], history.parameters[0])  # nothing left
+
+
+def test_node_count_from_flowers_own_configuration_file(tmp_path: Path, monkeypatch) -> None:
+    project = _write_project(tmp_path / "p", _LEGACY_SERVER, _LEGACY_CLIENT, rounds=1)
+    home = tmp_path / "flwr-home"
+    home.mkdir()
+    (home / "config.toml").write_text(
+        '[superlink]\ndefault = "local"\n[superlink.local]\naddress = ":local:"\n'
+        "options.num-supernodes = 4\n"
+    )
+    monkeypatch.setenv("FLWR_HOME", str(home))
+    assert run_project(project).rounds[0].fit_results == 4

@@ -8,6 +8,7 @@ one named by `[tool.flwr.federations] default = ...`) is the number of simulated
 
 from __future__ import annotations
 
+import os
 import shlex
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -45,20 +46,39 @@ class FlowerProject:
         return {**self.config, **updates}
 
     def num_supernodes(self, federation: str | None = None) -> int | None:
-        """`options.num-supernodes` of `federation` (default: the project's default one)."""
-        name = federation or self.default_federation
+        """`options.num-supernodes` of `federation` (default: the default one) in the project's
+        `[tool.flwr.federations]`, or else in Flower's own configuration file (Flower 1.42 moved
+        them there: `[superlink.NAME]` in `$FLWR_HOME/config.toml`, `~/.flwr/config.toml`)."""
+        federations, default = self.federations, self.default_federation
+        if not federations:
+            federations, default = flower_connections()
+        name = federation or default
         if name is None:
             return None
-        if name not in self.federations:
+        if name not in federations:
             raise ConfigurationError(
                 f"{self.directory} has no federation {name!r}; it has: "
-                f"{', '.join(sorted(self.federations)) or 'none'}"
+                f"{', '.join(sorted(federations)) or 'none'}"
             )
-        options = self.federations[name].get("options", {})
+        options = federations[name].get("options", {})
         value = options.get("num-supernodes")
         if value is not None and (not isinstance(value, int) or value < 1):
             raise ConfigurationError(f"federation {name!r}: num-supernodes must be an int >= 1")
         return value
+
+
+def flower_connections() -> tuple[dict[str, Any], str | None]:
+    """The SuperLink connections of Flower's configuration file, and the default one's name."""
+    home = Path(os.environ.get("FLWR_HOME", Path.home() / ".flwr"))
+    path = home / "config.toml"
+    if not path.is_file():
+        return {}, None
+    try:
+        connections = dict(tomllib.loads(path.read_text()).get("superlink", {}))
+    except tomllib.TOMLDecodeError:
+        return {}, None
+    default = connections.pop("default", None)
+    return {k: v for k, v in connections.items() if isinstance(v, dict)}, default
 
 
 def load_project(directory: str | Path) -> FlowerProject:
