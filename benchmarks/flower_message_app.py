@@ -20,8 +20,11 @@ table row per runner: whole-process wall time and the run's own time. Not part o
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -36,37 +39,22 @@ DEFAULT_APP = ROOT / "tests" / "flower_apps" / "numpy_app"
 FLOWER_VENV = HERE / ".flower-msg-venv"
 FLOWER_SPEC = "flwr[simulation]==1.42.*"
 
-_FLOWER_SIDE = """
-import json, sys, time
-started = time.perf_counter()
-import numpy as np
-import flwr.serverapp.strategy as strategies
-from flwr.simulation import run_simulation
+# Put on PYTHONPATH for `flwr run`: every Python process Flower starts imports it, and the one
+# that runs the ServerApp records the strategy's final arrays (the app's files stay untouched).
+_CAPTURE = """
+import os
+if os.environ.get("ROOST_CAPTURE_ARRAYS"):
+    import numpy as np
+    import flwr.serverapp.strategy as strategies
 
-app_dir, nodes, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-sys.path.insert(0, app_dir)
-captured = {}
-original_start = strategies.FedAvg.start
+    original_start = strategies.FedAvg.start
 
-def start(self, *args, **kwargs):  # the runner records the result; the app is untouched
-    result = original_start(self, *args, **kwargs)
-    captured["arrays"] = result.arrays.to_numpy_ndarrays()
-    return result
+    def start(self, *args, **kwargs):
+        result = original_start(self, *args, **kwargs)
+        np.savez(os.environ["ROOST_CAPTURE_ARRAYS"], *result.arrays.to_numpy_ndarrays())
+        return result
 
-strategies.FedAvg.start = start
-import importlib, tomllib
-config = tomllib.loads(open(app_dir + "/pyproject.toml").read())["tool"]["flwr"]["app"]
-def load(reference):
-    module, _, name = reference.partition(":")
-    return getattr(importlib.import_module(module), name)
-server_app = load(config["components"]["serverapp"])
-client_app = load(config["components"]["clientapp"])
-run_started = time.perf_counter()
-run_simulation(server_app=server_app, client_app=client_app, num_supernodes=nodes,
-               backend_config={"client_resources": {"num_cpus": 1}})
-run_s = time.perf_counter() - run_started
-np.savez(out, *captured["arrays"])
-print(json.dumps({"run_s": run_s, "import_s": run_started - started}))
+    strategies.FedAvg.start = start
 """
 
 _ROOST_SIDE = """
@@ -106,13 +94,55 @@ def timed(command: list[str], env: dict[str, str] | None = None) -> tuple[float,
     return wall, done.stdout
 
 
-def run_side(python: Path, code: str, app: Path, nodes: int, out: Path, env: dict) -> dict:
-    wall, stdout = timed([str(python), "-c", code, str(app), str(nodes), str(out)], env)
+def run_roost(app: Path, nodes: int, out: Path) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    wall, stdout = timed([sys.executable, "-c", _ROOST_SIDE, str(app), str(nodes), str(out)], env)
     report = json.loads(stdout.strip().splitlines()[-1])
-    report["wall_s"] = wall
-    with np.load(out) as data:
-        report["arrays"] = [data[key] for key in sorted(data.files, key=lambda k: int(k[4:]))]
-    return report
+    return {**report, "wall_s": wall, "arrays": load_arrays(out)}
+
+
+def run_flower(flower: Path, app: Path, nodes: int, scratch: Path) -> dict:
+    """`flwr run --stream` on a copy of the app (Flower rewrites a project's pyproject.toml to move
+    its federations into its own configuration, kept under `scratch` via FLWR_HOME)."""
+    copy = scratch / app.name
+    shutil.copytree(app, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    (scratch / "capture").mkdir()
+    (scratch / "capture" / "sitecustomize.py").write_text(_CAPTURE)
+    out = scratch / "flower.npz"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(
+        PATH=f"{flower.parent}{os.pathsep}{env.get('PATH', '')}",
+        PYTHONPATH=str(scratch / "capture"),
+        FLWR_HOME=str(scratch / "flwr-home"),
+        ROOST_CAPTURE_ARRAYS=str(out),
+    )
+    config = f"num-supernodes={nodes}"
+    command = [str(flower.parent / "flwr"), "run", str(copy), "--stream"]
+    try:
+        wall, _ = timed([*command, "--federation-config", config], env)
+    finally:
+        stop_started_by(str(scratch))
+    return {"wall_s": wall, "run_s": float("nan"), "arrays": load_arrays(out)}
+
+
+def stop_started_by(marker: str) -> None:
+    """Stop what `flwr run` left running (its local SuperLink stays up for the next run): the
+    processes whose command line names this run's own scratch directory."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command_line = (entry / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if marker in command_line:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(entry.name), signal.SIGTERM)
+
+
+def load_arrays(path: Path) -> list[np.ndarray]:
+    with np.load(path) as data:
+        return [data[f"arr_{index}"] for index in range(len(data.files))]
 
 
 def main() -> None:
@@ -120,35 +150,22 @@ def main() -> None:
     parser.add_argument("--app", type=Path, default=DEFAULT_APP)
     parser.add_argument("--nodes", type=int, default=3)
     parser.add_argument("--flower-venv", type=Path, default=FLOWER_VENV)
-    parser.add_argument("--skip-flwr-run", action="store_true", help="skip timing `flwr run`")
     args = parser.parse_args()
     app = args.app.resolve()
     flower = flower_python(args.flower_venv)
-    roost_env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    flower_env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     with tempfile.TemporaryDirectory() as scratch:
-        roost = run_side(
-            Path(sys.executable), _ROOST_SIDE, app, args.nodes, Path(scratch, "r.npz"), roost_env
-        )
-        flwr = run_side(flower, _FLOWER_SIDE, app, args.nodes, Path(scratch, "f.npz"), flower_env)
+        roost = run_roost(app, args.nodes, Path(scratch, "roost.npz"))
+        flwr = run_flower(flower, app, args.nodes, Path(scratch))
     difference = max(
         float(np.abs(a - b).max()) for a, b in zip(roost["arrays"], flwr["arrays"], strict=True)
     )
-    rows = [
-        ("roost run (sequential)", roost["wall_s"], roost["run_s"]),
-        ("Flower 1.42 run_simulation", flwr["wall_s"], flwr["run_s"]),
-    ]
-    if not args.skip_flwr_run:
-        flwr_cli = flower.parent / "flwr"
-        wall, _ = timed([str(flwr_cli), "run", str(app)], flower_env)
-        rows.append(("Flower 1.42 `flwr run`", wall, float("nan")))
+    verdict = "same to 1e-6" if difference <= 1e-6 else "DIFFERENT"
     print(
-        f"app {app.name}, {args.nodes} nodes; largest |roost - Flower| in the final arrays: "
-        f"{difference:.3g} ({'same to 1e-6' if difference <= 1e-6 else 'DIFFERENT'})"
+        f"app {app.name}, {args.nodes} nodes: largest |roost - Flower| {difference:.3g} ({verdict})"
     )
     print("| runner | wall s | run s |\n|---|---:|---:|")
-    for name, wall, run in rows:
-        print(f"| {name} | {wall:.2f} | {run:.2f} |")
+    print(f"| Flower 1.42, `flwr run --stream` | {flwr['wall_s']:.2f} | n/a |")
+    print(f"| roost, `run_project` (sequential) | {roost['wall_s']:.2f} | {roost['run_s']:.2f} |")
 
 
 if __name__ == "__main__":
