@@ -8,6 +8,7 @@ everywhere.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 
 from roost.client.client import ClientLike, Context, call_client
@@ -17,8 +18,33 @@ from roost.errors import InvalidMessageError
 
 PhaseHandler = Callable[[ClientLike, PhaseIns, Context], PhaseRes]
 
+
+class ProtocolClient(ABC):
+    """A node object that answers a protocol's phases itself.
+
+    `roost.compat.flwr`'s Message-API `ClientApp` is one: each Flower message arrives as a
+    `PhaseIns` of the "flwr" protocol and the app's handler answers it. Subclass it (a nominal
+    base, so nothing is discovered by probing attributes).
+    """
+
+    @abstractmethod
+    def answer(self, instruction: PhaseIns, context: Context) -> PhaseRes:
+        """Answer one phase of a protocol on the node `context` describes."""
+
+
+def answer_by_client(client: ClientLike, instruction: PhaseIns, context: Context) -> PhaseRes:
+    """The handler of protocols whose node object answers them (`ProtocolClient`)."""
+    if not isinstance(client, ProtocolClient):
+        raise InvalidMessageError(
+            f"the server sent a {instruction.protocol!r} message but this node runs a "
+            f"{type(client).__name__}; start the node with the matching app"
+        )
+    return client.answer(instruction, context)
+
+
 PROTOCOLS: dict[str, PhaseHandler] = {
     "secagg": answer_secure_aggregation,
+    "flwr": answer_by_client,
 }
 """Client-side protocols by name."""
 

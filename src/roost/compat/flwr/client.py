@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from roost.client.client import Client, ClientFn, ClientLike, Context
+from roost.compat.flwr.clientapp import ClientApp
 from roost.core.types import Config, Scalar
 from roost.errors import ConfigurationError
 
@@ -25,23 +26,6 @@ class NumPyClient(Client):
     def to_client(self) -> NumPyClient:
         """Return this client (roost needs no wrapper around a NumPy client)."""
         return self
-
-
-class ClientApp:
-    """Holds the `client_fn(context) -> client` that builds a client for each partition."""
-
-    def __init__(self, client_fn: ClientFn | None = None, mods: list[Any] | None = None) -> None:
-        if client_fn is None:
-            raise ConfigurationError(
-                "ClientApp needs client_fn=...; roost does not support the @app.train() / "
-                "@app.evaluate() message API, write a NumPyClient instead"
-            )
-        if mods:
-            raise ConfigurationError("ClientApp mods are not supported by roost; remove mods=")
-        self.client_fn = client_fn
-
-    def __call__(self, context: Context) -> ClientLike:
-        return self.client_fn(context)
 
 
 def start_client(

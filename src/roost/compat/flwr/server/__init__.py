@@ -1,61 +1,16 @@
-"""`flwr.server` names: ServerApp, ServerAppComponents, ServerConfig, start_server, strategy."""
+"""`flwr.server` names: ServerApp, ServerAppComponents, ServerConfig, Grid, start_server, …"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-from roost.client.client import Context
 from roost.compat.flwr.server import strategy
+from roost.compat.flwr.serverapp.app import ServerApp, ServerAppComponents
+from roost.compat.flwr.serverapp.grid import Grid
 from roost.errors import ConfigurationError
 from roost.server.history import History
 from roost.server.loop import ServerConfig
 from roost.strategy.strategy import Strategy
-
-
-@dataclass
-class ServerAppComponents:
-    """What a `server_fn` returns: the strategy and the server config."""
-
-    strategy: Strategy | None = None
-    config: ServerConfig | None = None
-    server: Any = None
-    client_manager: Any = None
-
-    def __post_init__(self) -> None:
-        if self.server is not None or self.client_manager is not None:
-            raise ConfigurationError(
-                "roost has one server loop and no client managers; pass only strategy= and "
-                "config= to ServerAppComponents"
-            )
-
-
-class ServerApp:
-    """Holds `server_fn(context) -> ServerAppComponents`, or a fixed strategy and config."""
-
-    def __init__(
-        self,
-        server_fn: Callable[[Context], ServerAppComponents] | None = None,
-        *,
-        config: ServerConfig | None = None,
-        strategy: Strategy | None = None,
-    ) -> None:
-        if server_fn is not None and (config is not None or strategy is not None):
-            raise ConfigurationError("give ServerApp either server_fn= or config=/strategy=")
-        self.server_fn = server_fn
-        self._components = ServerAppComponents(strategy=strategy, config=config)
-
-    def components(self, context: Context) -> ServerAppComponents:
-        """The strategy and config for this run (calls `server_fn` when there is one)."""
-        if self.server_fn is None:
-            return self._components
-        components = self.server_fn(context)
-        if not isinstance(components, ServerAppComponents):
-            raise ConfigurationError(
-                f"server_fn must return ServerAppComponents, got {type(components).__name__}"
-            )
-        return components
 
 
 def start_server(
@@ -94,6 +49,7 @@ def _default_strategy() -> Strategy:
 
 
 __all__ = [
+    "Grid",
     "History",
     "ServerApp",
     "ServerAppComponents",

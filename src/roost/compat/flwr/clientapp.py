@@ -1,0 +1,181 @@
+"""`flwr.clientapp.ClientApp`: handlers for `train`, `evaluate` and `query` messages, and mods.
+
+    app = ClientApp()
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        ...
+        return Message(RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=msg)
+
+The older `ClientApp(client_fn=...)` form (a `NumPyClient` per node) is the same class. On roost a
+Message-API app runs on a node as a `MessageNode`: each message arrives as a phase of the "flwr"
+protocol (`roost.client.protocols`), is rebuilt as a `Message` and handed to the handler for its
+type, through the app's mods.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import Any
+
+from roost.client.client import Client, ClientFn, ClientLike
+from roost.client.client import Context as NodeContext
+from roost.client.protocols import ProtocolClient
+from roost.compat.flwr import codec
+from roost.compat.flwr.message import Context, Message, MessageType
+from roost.compat.flwr.records import RecordDict
+from roost.compat.flwr.unsupported import missing_names
+from roost.core.types import PhaseIns, PhaseRes
+from roost.errors import ConfigurationError
+
+Handler = Callable[[Message, Context], Message]
+Mod = Callable[[Message, Context, Handler], Message]
+Lifespan = Callable[[Context], Iterator[None]]
+
+DEFAULT_ACTION = "default"
+STATE_KEY = "flwr.state"
+"""Where a node's Flower `Context.state` lives in roost's per-node state."""
+
+
+class ClientApp:
+    """A Flower client app: message handlers registered with `@app.train()`, `@app.evaluate()`
+    and `@app.query()` (optionally named: `@app.train("name")` answers `train.name`), wrapped by
+    `mods`; or the older `ClientApp(client_fn=...)` that builds a `NumPyClient` per node."""
+
+    def __init__(self, client_fn: ClientFn | None = None, mods: list[Mod] | None = None) -> None:
+        if client_fn is not None and mods:
+            raise ConfigurationError(
+                "ClientApp(client_fn=..., mods=...) is not supported by roost: mods wrap "
+                "Message-API handlers; remove mods= or register handlers with @app.train()"
+            )
+        self.client_fn = client_fn
+        self.mods = list(mods or [])
+        self._handlers: dict[str, Handler] = {}
+        self._lifespan: Lifespan | None = None
+
+    @property
+    def is_message_app(self) -> bool:
+        """Whether the app answers messages (handlers) rather than building clients (client_fn)."""
+        return self.client_fn is None
+
+    def train(self, action: str = DEFAULT_ACTION, *, mods: list[Mod] | None = None) -> Any:
+        """Register the handler of `train` messages (or of `train.<action>`)."""
+        return self._register(MessageType.TRAIN, action, mods)
+
+    def evaluate(self, action: str = DEFAULT_ACTION, *, mods: list[Mod] | None = None) -> Any:
+        """Register the handler of `evaluate` messages (or of `evaluate.<action>`)."""
+        return self._register(MessageType.EVALUATE, action, mods)
+
+    def query(self, action: str = DEFAULT_ACTION, *, mods: list[Mod] | None = None) -> Any:
+        """Register the handler of `query` messages (or of `query.<action>`)."""
+        return self._register(MessageType.QUERY, action, mods)
+
+    def lifespan(self) -> Callable[[Lifespan], Lifespan]:
+        """Register a generator `(context) -> Iterator[None]`: the code before its `yield` runs
+        before each message is handled, the code after it once the reply is made."""
+
+        def register(function: Lifespan) -> Lifespan:
+            self._lifespan = function
+            return function
+
+        return register
+
+    def _register(self, category: str, action: str, mods: list[Mod] | None) -> Any:
+        if self.client_fn is not None:
+            raise ConfigurationError(
+                f"@app.{category}() needs ClientApp() without client_fn=; this app builds "
+                "NumPyClients with client_fn"
+            )
+        message_type = category if action == DEFAULT_ACTION else f"{category}.{action}"
+
+        def register(handler: Handler) -> Handler:
+            wrapped = handler
+            for mod in reversed(list(mods or [])):
+                wrapped = _wrap(mod, wrapped)
+            self._handlers[message_type] = wrapped
+            return handler
+
+        return register
+
+    def __call__(self, message: Message | Any, context: Context | None = None) -> Any:
+        """`app(message, context)` answers a message; `app(context)` (older form) builds the
+        node's client with `client_fn`."""
+        if context is None:
+            if self.client_fn is None:
+                raise ConfigurationError(
+                    "this ClientApp answers messages: call app(message, context)"
+                )
+            return self.client_fn(message)
+        return self.handle(message, context)
+
+    def handle(self, message: Message, context: Context) -> Message:
+        """The reply of this app to `message`, through the app's mods and its lifespan."""
+        handler = self._handler_for(message.metadata.message_type)
+        for mod in reversed(self.mods):
+            handler = _wrap(mod, handler)
+        with self._living(context):
+            reply = handler(message, context)
+        if not isinstance(reply, Message):
+            raise TypeError(
+                f"the {message.metadata.message_type} handler returned a "
+                f"{type(reply).__name__}; return Message(content, reply_to=msg)"
+            )
+        return reply
+
+    def _handler_for(self, message_type: str) -> Handler:
+        if self.client_fn is not None:
+            raise ConfigurationError(
+                f"the server sent a {message_type!r} message but this ClientApp was built with "
+                "client_fn=; give it @app.train() / @app.evaluate() handlers, or pair it with a "
+                "ServerApp(server_fn=...)"
+            )
+        handler = self._handlers.get(message_type)
+        if handler is None:
+            known = ", ".join(sorted(self._handlers)) or "none"
+            raise ConfigurationError(
+                f"this ClientApp has no handler for {message_type!r} messages (it has: {known}); "
+                f"register one with @app.{message_type.split('.')[0]}()"
+            )
+        return handler
+
+    def _living(self, context: Context) -> AbstractContextManager[None]:
+        if self._lifespan is None:
+            return nullcontext()
+        return contextmanager(self._lifespan)(context)
+
+
+def _wrap(mod: Mod, inner: Handler) -> Handler:
+    def call(message: Message, context: Context) -> Message:
+        return mod(message, context, inner)
+
+    return call
+
+
+class MessageNode(Client, ProtocolClient):
+    """A node that runs a Message-API `ClientApp`: roost's client object for such an app."""
+
+    def __init__(self, app: ClientApp) -> None:
+        self.app = app
+
+    def answer(self, instruction: PhaseIns, context: NodeContext) -> PhaseRes:
+        """Rebuild the message, run the app's handler, send its reply back."""
+        node_id = codec.node_number(context.node_id)
+        message = codec.instruction_to_message(instruction, node_id)
+        state = context.state.setdefault(STATE_KEY, RecordDict())
+        flower_context = codec.flower_context(
+            message.metadata.run_id, node_id, context.node_config, context.run_config, state
+        )
+        return codec.reply_to_result(self.app.handle(message, flower_context))
+
+
+def node_client(app: ClientApp, context: NodeContext) -> ClientLike:
+    """roost's client object for `app` on the node `context` describes."""
+    if app.is_message_app:
+        return MessageNode(app)
+    return app(context)
+
+
+__all__ = ["ClientApp"]
+
+__getattr__ = missing_names("flwr.clientapp", __all__)

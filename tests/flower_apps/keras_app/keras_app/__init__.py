@@ -1,0 +1,1 @@
+"""keras_app: a Flower / Keras app."""

@@ -1,0 +1,1 @@
+"""numpy_app: a Flower / NumPy app."""

@@ -1,0 +1,1 @@
+"""torch_app: a Flower / PyTorch app."""

@@ -1,0 +1,271 @@
+"""Flower Message-API projects, files unchanged, run by roost: in simulation and over gRPC.
+
+`tests/flower_apps/` holds three apps written as Flower's templates write them (NumPy, PyTorch
+with a `state_dict`, Keras). Each runs through `run_project` (what `roost run DIR` calls) and as a
+server plus two nodes (`serve_project` / `connect_project`) on a free local port; with every node
+in every round, both give the same final model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from roost.compat.flwr.project import connect_project, run_project, serve_project
+from roost.errors import ConfigurationError
+
+APPS = Path(__file__).resolve().parent / "flower_apps"
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def _free_address() -> str:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{probe.getsockname()[1]}"
+
+
+def run_over_grpc(directory: Path, num_nodes: int = 2, **server_options):
+    """Serve `directory` and connect `num_nodes` nodes, all in threads; return the History."""
+    address = _free_address()
+    outcome: dict = {}
+
+    def serve() -> None:
+        try:
+            outcome["history"] = serve_project(
+                directory, server_address=address, client_wait_timeout=60, **server_options
+            )
+        except BaseException as error:  # reported below, in the test's thread
+            outcome["error"] = error
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    nodes = [
+        threading.Thread(
+            target=connect_project,
+            args=(directory,),
+            kwargs={
+                "server_address": address,
+                "partition_id": index,
+                "num_partitions": num_nodes,
+                "reconnect_timeout": 30,
+            },
+            daemon=True,
+        )
+        for index in range(num_nodes)
+    ]
+    for node in nodes:
+        node.start()
+    server.join(120)
+    for node in nodes:
+        node.join(30)
+    assert not server.is_alive() and not any(node.is_alive() for node in nodes)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["history"]
+
+
+def _max_difference(first: list[np.ndarray], second: list[np.ndarray]) -> float:
+    assert [a.shape for a in first] == [b.shape for b in second]
+    return max(float(np.abs(a - b).max()) for a, b in zip(first, second, strict=True))
+
+
+def test_numpy_app_simulates_with_its_project_settings(tmp_path: Path) -> None:
+    history = run_project(APPS / "numpy_app", seed=0, out_dir=tmp_path)
+    assert len(history.rounds) == 3  # num-server-rounds
+    assert all(record.fit_results == 3 for record in history.rounds)  # num-supernodes
+    assert [value for _, value in history.metrics_distributed_fit["rounds"]] == [1.0, 2.0, 3.0]
+    losses = [loss for _, loss in history.losses_centralized]
+    assert len(losses) == 4 and losses == sorted(losses, reverse=True)
+    assert [value for _, value in history.metrics_centralized["loss"]] == losses
+    assert np.abs(history.parameters[0]).sum() > 0
+    assert (tmp_path / "history.json").is_file() and (tmp_path / "model.npz").is_file()
+
+
+def test_run_config_overrides_and_node_count() -> None:
+    history = run_project(
+        APPS / "numpy_app", run_config_overrides="num-server-rounds=1 lr=0.1", num_nodes=2
+    )
+    assert len(history.rounds) == 1 and history.rounds[0].fit_results == 2
+    with pytest.raises(ConfigurationError, match="not-a-key"):
+        run_project(APPS / "numpy_app", run_config_overrides={"not-a-key": 1})
+
+
+def test_numpy_app_over_grpc_matches_the_simulation() -> None:
+    simulated = run_project(APPS / "numpy_app", num_nodes=2, seed=0)
+    served = run_over_grpc(APPS / "numpy_app", num_nodes=2, seed=0)
+    assert len(served.rounds) == 3 and all(r.fit_results == 2 for r in served.rounds)
+    assert _max_difference(served.parameters, simulated.parameters) < 1e-9
+
+
+def test_torch_app_with_a_state_dict_in_simulation_and_over_grpc() -> None:
+    pytest.importorskip("torch")
+    simulated = run_project(APPS / "torch_app", num_nodes=2, seed=0)
+    assert [array.shape for array in simulated.parameters] == [(16, 4), (16,), (3, 16), (3,)]
+    assert "eval_acc" in simulated.metrics_distributed
+    served = run_over_grpc(APPS / "torch_app", num_nodes=2, seed=0)
+    assert _max_difference(served.parameters, simulated.parameters) < 1e-6
+
+
+@pytest.mark.slow
+def test_numpy_app_on_the_process_engine_matches_sequential() -> None:
+    sequential = run_project(APPS / "numpy_app", seed=0)
+    pooled = run_project(
+        APPS / "numpy_app", seed=0, engine="process", engine_options={"max_workers": 2}
+    )
+    assert _max_difference(pooled.parameters, sequential.parameters) < 1e-9
+
+
+_KERAS_SCRIPT = """
+import json, sys
+sys.path.insert(0, {tests!r})
+from test_flower_apps import APPS, run_over_grpc, run_project
+simulated = run_project(APPS / "keras_app", num_nodes=2, seed=0)
+served = run_over_grpc(APPS / "keras_app", num_nodes=2, seed=0)
+print(json.dumps({{
+    "shapes": [list(a.shape) for a in simulated.parameters],
+    "rounds": [len(simulated.rounds), len(served.rounds)],
+    "difference": max(float(abs(a - b).max())
+                      for a, b in zip(simulated.parameters, served.parameters)),
+}}))
+"""
+
+
+@pytest.mark.slow
+def test_keras_app_in_simulation_and_over_grpc() -> None:
+    pytest.importorskip("keras")
+    script = _KERAS_SCRIPT.format(tests=str(Path(__file__).resolve().parent))
+    env = {**os.environ, "KERAS_BACKEND": "torch", "PYTHONPATH": str(SRC)}
+    completed = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    report = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert report["shapes"] == [[4, 8], [8], [8, 2], [2]]
+    assert report["rounds"] == [2, 2]
+    assert report["difference"] < 1e-6
+
+
+def _write_project(root: Path, server: str, client: str, **config: int) -> Path:
+    package = root / "mini_app"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "server_app.py").write_text(textwrap.dedent(server))
+    (package / "client_app.py").write_text(textwrap.dedent(client))
+    values = "\n".join(f"{key} = {value}" for key, value in config.items())
+    (root / "pyproject.toml").write_text(
+        textwrap.dedent(
+            """
+            [tool.flwr.app.components]
+            serverapp = "mini_app.server_app:app"
+            clientapp = "mini_app.client_app:app"
+            [tool.flwr.app.config]
+            """
+        )
+        + values
+    )
+    return root
+
+
+_LEGACY_CLIENT = """
+    import numpy as np
+    from flwr.client import ClientApp, NumPyClient
+    from flwr.common import Context
+
+    class Client(NumPyClient):
+        def __init__(self, partition_id):
+            self.partition_id = partition_id
+
+        def fit(self, parameters, config):
+            return [parameters[0] + self.partition_id + 1], 10, {}
+
+        def evaluate(self, parameters, config):
+            return 0.0, 10, {}
+
+    def client_fn(context: Context):
+        return Client(context.node_config["partition-id"]).to_client()
+
+    app = ClientApp(client_fn=client_fn)
+"""
+
+_LEGACY_SERVER = """
+    import numpy as np
+    from flwr.common import Context, ndarrays_to_parameters
+    from flwr.server import ServerApp, ServerAppComponents, ServerConfig
+    from flwr.server.strategy import FedAvg
+
+    def server_fn(context: Context):
+        strategy = FedAvg(initial_parameters=ndarrays_to_parameters([np.zeros(2)]))
+        return ServerAppComponents(
+            strategy=strategy, config=ServerConfig(num_rounds=context.run_config["rounds"])
+        )
+
+    app = ServerApp(server_fn=server_fn)
+"""
+
+_MESSAGE_SERVER = """
+    from flwr.serverapp import ServerApp
+
+    app = ServerApp()
+
+    @app.main()
+    def main(grid, context):
+        pass
+"""
+
+
+def test_a_classic_server_fn_project_runs_on_the_round_loop(tmp_path: Path) -> None:
+    project = _write_project(tmp_path / "classic", _LEGACY_SERVER, _LEGACY_CLIENT, rounds=2)
+    history = run_project(project, num_nodes=2)
+    assert len(history.rounds) == 2
+    np.testing.assert_allclose(history.parameters[0], [3.0, 3.0])  # two rounds of mean(1, 2)
+
+
+def test_project_mistakes_get_clear_errors(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("FLWR_HOME", str(tmp_path / "no-flower-config"))
+    mixed = _write_project(tmp_path / "mixed", _MESSAGE_SERVER, _LEGACY_CLIENT, rounds=1)
+    with pytest.raises(ConfigurationError, match="different APIs"):
+        run_project(mixed, num_nodes=2)
+    with pytest.raises(ConfigurationError, match="how many nodes"):
+        run_project(mixed)
+    with pytest.raises(ConfigurationError, match=r"no pyproject\.toml"):
+        run_project(tmp_path)
+    (tmp_path / "pyproject.toml").write_text("[tool.flwr.app.components]\nserverapp = 'a:b'\n")
+    with pytest.raises(ConfigurationError, match="lacks clientapp"):
+        run_project(tmp_path)
+
+
+def test_served_project_records_rounds_for_a_restart(tmp_path: Path) -> None:
+    from roost.server.state import StateStore
+
+    state = tmp_path / "state"
+    history = run_over_grpc(APPS / "numpy_app", num_nodes=2, seed=0, state_dir=state)
+    saved = StateStore(state).load()
+    assert saved is not None and saved.server_round == 3
+    np.testing.assert_array_equal(saved.parameters[0], history.parameters[0])
+    with pytest.raises(ConfigurationError, match="resume"):
+        serve_project(APPS / "numpy_app", server_address=_free_address(), state_dir=state)
+    resumed = serve_project(
+        APPS / "numpy_app", server_address=_free_address(), state_dir=state, resume=True
+    )
+    np.testing.assert_array_equal(resumed.parameters[0], history.parameters[0])  # nothing left
+
+
+def test_node_count_from_flowers_own_configuration_file(tmp_path: Path, monkeypatch) -> None:
+    project = _write_project(tmp_path / "p", _LEGACY_SERVER, _LEGACY_CLIENT, rounds=1)
+    home = tmp_path / "flwr-home"
+    home.mkdir()
+    (home / "config.toml").write_text(
+        '[superlink]\ndefault = "local"\n[superlink.local]\naddress = ":local:"\n'
+        "options.num-supernodes = 4\n"
+    )
+    monkeypatch.setenv("FLWR_HOME", str(home))
+    assert run_project(project).rounds[0].fit_results == 4
