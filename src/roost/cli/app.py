@@ -41,6 +41,7 @@ from roost.cli.project import (
     RoostProject,
     RunConfigOverrides,
     load_roost_project,
+    parse_overrides,
     project_kind,
     read_pyproject,
 )
@@ -270,8 +271,9 @@ def load_project_app(
     if kind == "flower":
         from roost.compat.flwr.pyproject import load_project
 
-        load_project(root).run_config(run_config)  # refuse bad files and overrides up front
-        return FlowerProjectApp(directory=root, run_config_overrides=run_config)
+        overrides = parse_overrides(run_config)
+        load_project(root).run_config(overrides)  # refuse bad files and overrides up front
+        return FlowerProjectApp(directory=root, run_config_overrides=overrides)
     raise ConfigurationError(
         f"{root / 'pyproject.toml'} has neither [tool.roost] nor [tool.flwr.app]; "
         "create a roost project with `roost new NAME`"

@@ -20,6 +20,7 @@ before and after `pip install -e DIR` alike.
 from __future__ import annotations
 
 import importlib
+import shlex
 import sys
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
@@ -43,7 +44,44 @@ ROOST_KEYS: dict[str, str] = {
 DEFAULTS: dict[str, Any] = {"num-rounds": 3, "num-clients": 10, "engine": "sequential", "seed": 0}
 
 RunConfigOverrides = Mapping[str, Any] | str | Sequence[str] | None
-"""`{"key": value}`, or `--run-config` texts: `"key=value other='text'"` (TOML values)."""
+"""`{"key": value}`, or `--run-config` texts: `"key=value other='text'"`, or a `.toml` file."""
+
+
+def parse_overrides(overrides: RunConfigOverrides) -> dict[str, Any]:
+    """Run-config overrides as a flat dict (nested tables become dotted keys).
+
+    Each `KEY=VALUE` value is read as TOML (`3`, `0.5`, `true`, `'text'`); one that is not
+    TOML is taken as text, so `strategy=fedprox` needs no quotes.
+    """
+    from roost.compat.flwr.pyproject import flatten
+
+    if overrides is None:
+        return {}
+    if isinstance(overrides, Mapping):
+        return flatten(overrides)
+    parsed: dict[str, Any] = {}
+    for text in [overrides] if isinstance(overrides, str) else overrides:
+        if text.endswith(".toml") and Path(text).is_file():
+            try:
+                parsed.update(flatten(tomllib.loads(Path(text).read_text())))
+            except tomllib.TOMLDecodeError as error:
+                raise ConfigurationError(f"{text} is not valid TOML: {error}") from None
+            continue
+        for pair in shlex.split(text, posix=False):
+            key, equals, value = pair.partition("=")
+            if not equals or not key:
+                raise ConfigurationError(
+                    f"--run-config expects KEY=VALUE pairs (e.g. num-rounds=3), got {pair!r}"
+                )
+            parsed[key] = _toml_value(value)
+    return parsed
+
+
+def _toml_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"value = {text}")["value"]
+    except tomllib.TOMLDecodeError:
+        return text
 
 
 def read_pyproject(directory: str | Path) -> tuple[Path, dict[str, Any]]:
@@ -148,10 +186,10 @@ def checked_run_config(
     root: Path, table: Mapping[str, Any], overrides: RunConfigOverrides
 ) -> dict[str, Any]:
     """`[tool.roost.config]` with `overrides` applied and roost's own keys checked."""
-    from roost.compat.flwr.pyproject import flatten, parse_run_config
+    from roost.compat.flwr.pyproject import flatten
 
     defined = flatten(table)
-    updates = parse_run_config(overrides)
+    updates = parse_overrides(overrides)
     unknown = sorted(set(updates) - set(defined) - set(ROOST_KEYS))
     if unknown:
         raise ConfigurationError(

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from roost.cli.app import FlowerProjectApp, ProjectApp, add_run_config_option, load_project_app
 from roost.cli.options import CommandParser, positive_int
 from roost.cli.report import add_output_options, history_table, start_console
+from roost.cli.simulate import add_state_options
 from roost.engines import ENGINES
 from roost.errors import ConfigurationError
 from roost.server.history import History
@@ -51,15 +52,7 @@ def add_command(root: CommandParser) -> None:
         "its federation's num-supernodes)",
     )
     add_output_options(parser)
-    parser.add_argument(
-        "--state",
-        metavar="DIR",
-        default=None,
-        help="record every completed round in DIR, so that --resume can continue the run",
-    )
-    parser.add_argument(
-        "--resume", action="store_true", help="continue the run recorded in --state DIR"
-    )
+    add_state_options(parser)
     parser.set_defaults(handler=run)
 
 
