@@ -304,3 +304,45 @@ def test_every_framework_runs_and_passes_its_test(tmp_path, framework):
     history = json.loads((tmp_path / "out" / "history.json").read_text())
     assert [r["fit_results"] for r in history["rounds"]] == [3, 3]
     run_project_test(project)
+
+
+@pytest.mark.slow
+def test_the_same_project_deploys_with_server_and_clients(tmp_path):
+    from grpc_support import free_port, processes, wait_listening
+
+    project = create_project(tmp_path / "deployed", "numpy")
+    address = f"127.0.0.1:{free_port()}"
+    rounds = ["--run-config", "num-rounds=2"]
+    assert (
+        roost("run", project, *rounds, "num-clients=2", "--out", tmp_path / "sim", "--quiet") == 0
+    )
+    paths = os.pathsep.join([str(ROOT / "tests"), environment()["PYTHONPATH"]])
+    with processes(tmp_path, env={"PYTHONPATH": paths}) as group:
+        server = group.start(
+            "server", "server", "--app", str(project), "--address", address, *rounds, "--out", "net"
+        )
+        wait_listening(address)
+        nodes = [
+            group.start(
+                f"client{i}",
+                "client",
+                "--app",
+                str(project),
+                "--server",
+                address,
+                "--partition-id",
+                str(i),
+                "--num-partitions",
+                "2",
+            )
+            for i in range(2)
+        ]
+        assert group.wait(server, 300) == 0, group.log(server)
+        for node in nodes:
+            assert group.wait(node, 60) == 0, group.log(node)
+    with (
+        np.load(tmp_path / "net" / "model.npz") as net,
+        np.load(tmp_path / "sim" / "model.npz") as sim,
+    ):
+        for name in sim.files:
+            np.testing.assert_allclose(net[name], sim[name], rtol=1e-12, atol=1e-12)
