@@ -53,21 +53,29 @@ class StopAfter(Exception):
     """Raised from on_round_end: the run is cut short as a kill would cut it."""
 
 
+def round_config(server_round: int) -> dict[str, int]:
+    return {"server_round": server_round}
+
+
 def simulate(state_dir, rounds, *, resume=False, strategy=None, stop_after=None, fn=client_fn):
     def stop(state: roost.ServerState) -> None:
         if stop_after is not None and state.server_round == stop_after:
             raise StopAfter
 
-    return roost.run_simulation(
+    strategy = strategy if strategy is not None else roost.FedAvg(fraction_fit=0.5)
+    strategy.on_fit_config_fn = round_config
+    history = roost.run_simulation(
         fn,
         NUM_CLIENTS,
-        strategy=strategy if strategy is not None else roost.FedAvg(fraction_fit=0.5),
+        strategy=strategy,
         config=roost.ServerConfig(num_rounds=rounds),
         seed=3,
         state_dir=state_dir,
         resume=resume,
         on_round_end=stop,
     )
+    assert all(record.fit_failures == 0 for record in history.rounds)
+    return history
 
 
 def test_a_stopped_run_resumes_to_the_same_model_and_history(tmp_path):
@@ -156,11 +164,13 @@ SCRIPT = textwrap.dedent(
             time.sleep(float(sys.argv[4]))
             return super().fit(parameters, config)
 
+    strategy = roost.FedAvg(fraction_fit=0.5, on_fit_config_fn=lambda r: {"server_round": r})
     history = roost.run_simulation(
         lambda context: Slow(context.partition_id), NUM_CLIENTS,
-        strategy=roost.FedAvg(fraction_fit=0.5), config=roost.ServerConfig(num_rounds=6),
+        strategy=strategy, config=roost.ServerConfig(num_rounds=6),
         seed=3, state_dir=sys.argv[1], resume=True,
     )
+    assert all(record.fit_failures == 0 for record in history.rounds)
     np.save(sys.argv[2], history.parameters[0])
     """
 )
