@@ -1,4 +1,4 @@
-"""The `roost` command: `roost simulate | server | client | privacy | plot`.
+"""The `roost` command: `roost simulate | run | new | server | client | privacy | plot`.
 
 Each command is a module here (`roost.cli.simulate`, ...). Without `--app`, `simulate`, `server`
 and `client` run the app named by `DEFAULT_APP`, loaded by name like any `--app`; this layer does
@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from importlib import metadata
 
-from roost.cli import client, plot, privacy, server, simulate
+from roost.cli import client, new, plot, privacy, run, server, simulate
 from roost.cli.app import App, load_app
 from roost.cli.config_file import parse_with_config_file
 from roost.cli.options import CommandParser
@@ -39,6 +39,8 @@ def build_parser(default_app: App | None = None) -> CommandParser:
     )
     parser.add_argument("--version", action="version", version=f"roost {package_version()}")
     simulate.add_command(parser, app)
+    run.add_command(parser)
+    new.add_command(parser)
     server.add_command(parser, app)
     client.add_command(parser, app)
     privacy.add_command(parser)

@@ -14,6 +14,11 @@
 
 `attr` may also name a bare `client_fn`, which is enough for `roost client` and `roost simulate`.
 
+`--app DIR` names a project directory instead: a roost project (`[tool.roost]` in its
+`pyproject.toml`, see `roost.cli.project`; `roost new NAME` writes one) or a Flower project
+(`[tool.flwr.app]`). `roost server --app DIR` and `roost client --app DIR` read the same
+`pyproject.toml` as `roost run DIR`, with `--run-config KEY=VALUE` overriding its run config.
+
 An `App` runs as it is; the command line's training options (`--lr`, `--fraction-fit`, ...) and
 `--strategy` are for apps that build their clients and strategy from them. Such an app subclasses
 `App` and overrides `simulation`, `server_strategy` and `make_client_fn` (and `add_arguments` for
@@ -28,15 +33,28 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
 
 from roost.cli.dp_options import privacy_flags_given
-from roost.cli.settings import RunSettings
+from roost.cli.project import (
+    RoostProject,
+    RunConfigOverrides,
+    load_roost_project,
+    parse_overrides,
+    project_kind,
+    read_pyproject,
+)
+from roost.cli.settings import RunSettings, server_config
 from roost.cli.strategy_options import strategy_options
 from roost.client.client import ClientFn
 from roost.errors import ConfigurationError
+from roost.server.loop import ServerConfig
 from roost.strategy.presets import FedAvg
 from roost.strategy.strategy import Strategy
+
+if TYPE_CHECKING:
+    from roost.server.history import History
 
 
 @dataclass(frozen=True)
@@ -107,6 +125,20 @@ class App:
             raise ConfigurationError("the app names no client_fn; set roost.App(client_fn=...)")
         return self.client_fn
 
+    def server_config(self, args: argparse.Namespace) -> ServerConfig:
+        """The rounds and timeout `roost server` runs (`--rounds`, `--round-timeout`)."""
+        return server_config(args)
+
+    def serve(self, args: argparse.Namespace) -> History | None:
+        """Serve the whole run for `roost server` and return its History; None (the default)
+        lets `roost server` serve `server_strategy` itself."""
+        return None
+
+    def connect(self, args: argparse.Namespace) -> bool:
+        """Run the whole node for `roost client`; False (the default) lets `roost client` run
+        `make_client_fn`'s clients itself."""
+        return False
+
 
 def _refuse_strategy_options(args: argparse.Namespace) -> None:
     secure = getattr(args, "secagg", False)
@@ -119,8 +151,145 @@ def _refuse_strategy_options(args: argparse.Namespace) -> None:
         )
 
 
-def load_app(spec: str) -> App:
-    """Import `module:attr` (from the current directory or `sys.path`) and return it as an App."""
+def _simulate_with_run(directory: Path) -> ConfigurationError:
+    return ConfigurationError(
+        f"{directory} is a project directory: simulate it with `roost run {directory}` "
+        "(roost simulate --app takes module:attribute)"
+    )
+
+
+@dataclass(frozen=True)
+class ProjectApp(App):
+    """A roost project directory (`[tool.roost]`) as the app of `roost server | client`."""
+
+    project: RoostProject | None = None
+
+    title: ClassVar[str] = "your project"
+
+    @property
+    def _project(self) -> RoostProject:
+        if self.project is None:
+            raise ConfigurationError("ProjectApp needs project=load_roost_project(directory)")
+        return self.project
+
+    def simulation(self, args: argparse.Namespace, settings: RunSettings) -> Simulation:
+        """Refused: `roost run DIR` simulates a project (rounds and clients from its file)."""
+        raise _simulate_with_run(self._project.directory)
+
+    def server_strategy(self, args: argparse.Namespace, settings: RunSettings) -> Strategy:
+        """The project's strategy, built from its run config."""
+        _refuse_strategy_options(args)
+        return self._project.make_strategy()
+
+    def server_config(self, args: argparse.Namespace) -> ServerConfig:
+        """The project's `num-rounds`; `--round-timeout` wins over its `round-timeout`."""
+        if args.rounds != RunSettings().num_rounds:
+            raise ConfigurationError(
+                "with --app DIR the project's run config sets the rounds: pass "
+                f"--run-config num-rounds={args.rounds} instead of --rounds"
+            )
+        timeout = args.round_timeout or self._project.round_timeout
+        return ServerConfig(num_rounds=self._project.num_rounds, round_timeout=timeout)
+
+    def make_client_fn(self, seed: int) -> ClientFn:
+        """The project's `client_fn`, its contexts carrying the project's run config."""
+        return self._project.client_fn()
+
+
+@dataclass(frozen=True)
+class FlowerProjectApp(App):
+    """A Flower project directory (`[tool.flwr.app]`), served and joined through
+    `roost.compat.flwr.project`."""
+
+    directory: Path | None = None
+    run_config_overrides: RunConfigOverrides = None
+
+    title: ClassVar[str] = "your Flower project"
+
+    def simulation(self, args: argparse.Namespace, settings: RunSettings) -> Simulation:
+        """Refused: `roost run DIR` simulates a Flower project."""
+        raise _simulate_with_run(Path(self.directory or "."))
+
+    def serve(self, args: argparse.Namespace) -> History:
+        """`serve_project` with `roost server`'s options."""
+        from roost.compat.flwr.project import serve_project
+
+        _refuse_strategy_options(args)
+        return serve_project(
+            Path(self.directory or "."),
+            server_address=args.address,
+            run_config_overrides=self.run_config_overrides,
+            seed=args.seed,
+            certificates=args.certificates,
+            auth_tokens=args.auth_tokens,
+            state_dir=args.state,
+            resume=args.resume,
+            out_dir=args.out,
+            client_wait_timeout=args.wait_timeout,
+            max_message_bytes=int(args.max_message_mb * (1 << 20)),
+        )
+
+    def connect(self, args: argparse.Namespace) -> bool:
+        """`connect_project` with `roost client`'s options."""
+        from roost.compat.flwr.project import connect_project
+
+        connect_project(
+            Path(self.directory or "."),
+            server_address=args.server,
+            partition_id=args.partition_id,
+            num_partitions=args.num_partitions,
+            node_id=args.node_id,
+            run_config_overrides=self.run_config_overrides,
+            root_certificates=args.root_certificate,
+            token=args.token or os.environ.get("ROOST_TOKEN") or None,
+            reconnect_timeout=args.reconnect_timeout,
+        )
+        return True
+
+
+def add_run_config_option(parser: argparse.ArgumentParser) -> None:
+    """`--run-config KEY=VALUE ...`: overrides of a project directory's run config."""
+    parser.add_argument(
+        "--run-config",
+        metavar="KEY=VALUE",
+        nargs="+",
+        action="extend",
+        default=None,
+        help="with a project directory: override its run config (TOML values, e.g. "
+        "num-rounds=3 learning-rate=0.05 name='cnn'), or read a .toml file",
+    )
+
+
+def load_project_app(
+    directory: str | Path, run_config: RunConfigOverrides = None
+) -> ProjectApp | FlowerProjectApp:
+    """The app of the project in `directory`: a roost project or a Flower project."""
+    root, data = read_pyproject(directory)
+    kind = project_kind(data)
+    if kind == "roost":
+        return ProjectApp(project=load_roost_project(root, run_config))
+    if kind == "flower":
+        from roost.compat.flwr.pyproject import load_project
+
+        overrides = parse_overrides(run_config)
+        load_project(root).run_config(overrides)  # refuse bad files and overrides up front
+        return FlowerProjectApp(directory=root, run_config_overrides=overrides)
+    raise ConfigurationError(
+        f"{root / 'pyproject.toml'} has neither [tool.roost] nor [tool.flwr.app]; "
+        "create a roost project with `roost new NAME`"
+    )
+
+
+def load_app(spec: str, run_config: RunConfigOverrides = None) -> App:
+    """The App `spec` names: `module:attr` (imported from the current directory or `sys.path`),
+    or a project directory; `run_config` overrides a project's run config."""
+    if Path(spec).is_dir():
+        return load_project_app(spec, run_config)
+    if run_config:
+        raise ConfigurationError(
+            "--run-config is for project directories (--app DIR); a module:attribute app "
+            "reads no run config"
+        )
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
         raise ConfigurationError(f"--app expects module:attribute (e.g. my_app:app), got {spec!r}")

@@ -7,7 +7,7 @@ import logging
 import os
 from functools import partial
 
-from roost.cli.app import App, load_app
+from roost.cli.app import App, add_run_config_option, load_app
 from roost.cli.dp_options import add_privacy_arguments, client_privacy
 from roost.cli.options import CommandParser, positive_float, positive_int
 from roost.cli.server import add_message_size_option
@@ -69,6 +69,7 @@ def add_command(root: CommandParser, default_app: App) -> None:
         help="demo: seed of the data split, same as the server's (default: %(default)s)",
     )
     add_app_option(parser, default_app.title)
+    add_run_config_option(parser)
     parser.add_argument("--quiet", action="store_true", help="log warnings and errors only")
     add_privacy_arguments(parser, client=True)
     default_app.add_arguments(parser, "client")
@@ -84,7 +85,9 @@ def run(args: argparse.Namespace, default_app: App) -> int:
         raise ConfigurationError(
             f"--partition-id must be in [0, {args.num_partitions - 1}], got {args.partition_id}"
         )
-    app = load_app(args.app) if args.app else default_app
+    app = load_app(args.app, args.run_config) if args.app else default_app
+    if app.connect(args):  # a Flower project runs its own ClientApp
+        return 0
     client_fn = client_privacy(args, app.make_client_fn(args.seed), args.num_partitions)
     start_client(
         server_address=args.server,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from functools import partial
 
-from roost.cli.app import App, load_app
+from roost.cli.app import App, add_run_config_option, load_app
 from roost.cli.dp_options import add_privacy_arguments
 from roost.cli.options import CommandParser, positive_float, positive_int
 from roost.cli.report import add_output_options, history_table, start_console
@@ -14,7 +14,6 @@ from roost.cli.settings import (
     RunSettings,
     add_app_option,
     add_run_options,
-    server_config,
     settings_from_args,
 )
 from roost.cli.strategy_options import add_strategy_arguments
@@ -78,6 +77,7 @@ def add_command(root: CommandParser, default_app: App) -> None:
         help="seed for client sampling and the demo's data (default: %(default)s)",
     )
     add_app_option(parser, default_app.title)
+    add_run_config_option(parser)
     add_run_options(parser, app_only=True)
     add_strategy_arguments(parser)
     add_privacy_arguments(parser)
@@ -103,7 +103,10 @@ def run(args: argparse.Namespace, default_app: App) -> int:
     console = start_console(args.quiet)
     if args.resume and not args.state:
         raise ConfigurationError("--resume needs --state DIR, the directory of the run to resume")
-    app = load_app(args.app) if args.app else default_app
+    app = load_app(args.app, args.run_config) if args.app else default_app
+    if (served := app.serve(args)) is not None:  # a Flower project serves its own ServerApp
+        console.print(history_table(served))
+        return 0
     settings = settings_from_args(args, num_clients=args.min_clients or DEFAULT_MIN_CLIENTS)
     strategy = app.server_strategy(args, settings)
     if args.min_clients is not None:
@@ -121,7 +124,7 @@ def run(args: argparse.Namespace, default_app: App) -> int:
             )
     history = start_server(
         server_address=args.address,
-        config=server_config(args),
+        config=app.server_config(args),
         strategy=strategy,
         seed=args.seed,
         certificates=args.certificates,

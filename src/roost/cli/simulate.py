@@ -19,6 +19,7 @@ from roost.cli.settings import (
 )
 from roost.cli.strategy_options import add_strategy_arguments
 from roost.engines import ENGINES
+from roost.errors import ConfigurationError
 
 
 def add_command(root: CommandParser, default_app: App) -> None:
@@ -43,6 +44,7 @@ def add_command(root: CommandParser, default_app: App) -> None:
         help="seed for data split, sampling and local shuffling (default: %(default)s)",
     )
     add_output_options(parser)
+    add_state_options(parser)
     parser.add_argument(
         "--config",
         metavar="FILE",
@@ -63,12 +65,30 @@ def add_command(root: CommandParser, default_app: App) -> None:
     parser.set_defaults(handler=partial(run, default_app=default_app))
 
 
+def add_state_options(parser: argparse.ArgumentParser) -> None:
+    """`--state DIR` and `--resume`: a simulation that can be continued after a crash."""
+    parser.add_argument(
+        "--state",
+        metavar="DIR",
+        default=None,
+        help="record every completed round in DIR, so that --resume can continue the run",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run recorded in --state DIR (same strategy and model, at least as "
+        "many rounds)",
+    )
+
+
 def run(args: argparse.Namespace, default_app: App) -> int:
     """Run `roost simulate` as `args` say; print the summary and write `--out`."""
     from roost.outputs import save_run
     from roost.simulation import run_simulation
 
     console = start_console(args.quiet)
+    if args.resume and not args.state:
+        raise ConfigurationError("--resume needs --state DIR, the directory of the run to resume")
     app = load_app(args.app) if args.app else default_app
     settings = settings_from_args(args, num_clients=args.clients)
     simulation = app.simulation(args, settings)
@@ -87,6 +107,8 @@ def run(args: argparse.Namespace, default_app: App) -> int:
         config=server_config(args),
         seed=settings.seed,
         engine=simulation.engine,
+        state_dir=args.state,
+        resume=args.resume,
     )
     console.print(history_table(history))
     if settings.privacy and (stopped := settings.privacy.stopped_early(history, args.rounds)):

@@ -62,6 +62,8 @@ def run_project(
     federation: str | None = None,
     on_round_end: RoundCallback | None = None,
     replace_installed_flwr: bool = False,
+    state_dir: str | Path | None = None,
+    resume: bool = False,
 ) -> History:
     """Simulate the Flower project in `directory` on one machine; return the run's History.
 
@@ -77,6 +79,8 @@ def run_project(
         seed: seeds node sampling, so a run is reproducible.
         on_round_end: called with the round loop's state after every round.
         replace_installed_flwr: run on roost's layer even though Flower itself is installed.
+        state_dir / resume: record every completed round of the app's first strategy run there,
+            and continue a recorded run, as `serve_project` does.
 
     The History is that of the ServerApp's last `strategy.start(...)` (the final model is
     `history.parameters`); a `main` that starts no strategy gives an empty History.
@@ -91,6 +95,7 @@ def run_project(
             "federation; pass num_nodes (roost run --clients N)"
         )
     settings = RunSettings(seed=seed, on_round_end=on_round_end)
+    settings.store, settings.resume_from = open_state(state_dir, resume)
 
     def engine_for_project() -> Transport:
         client_fn = ProjectClientFn(str(project.directory), project.clientapp)

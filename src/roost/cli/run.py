@@ -1,0 +1,119 @@
+"""`roost run [DIR]`: simulate the project in DIR (a roost project, or a Flower project).
+
+    roost new myapp && roost run myapp --run-config num-rounds=3 --out out
+
+The run config comes from the project's `pyproject.toml` (`[tool.roost.config]`, or Flower's
+`[tool.flwr.app.config]`); `--run-config KEY=VALUE` overrides its keys, and `--engine` and
+`--clients` win over both.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from roost.cli.app import FlowerProjectApp, ProjectApp, add_run_config_option, load_project_app
+from roost.cli.options import CommandParser, positive_int
+from roost.cli.report import add_output_options, history_table, start_console
+from roost.cli.simulate import add_state_options
+from roost.engines import ENGINES
+from roost.errors import ConfigurationError
+from roost.server.history import History
+from roost.server.loop import ServerConfig
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+
+def add_command(root: CommandParser) -> None:
+    """Add `roost run` to `root`."""
+    parser = root.add_command(
+        "run",
+        help="simulate the project in a directory (roost new NAME makes one)",
+        description="Simulate the app of a project directory on this machine: a roost project "
+        "([tool.roost] in its pyproject.toml) or a Flower project ([tool.flwr.app]).",
+    )
+    parser.add_argument(
+        "directory", nargs="?", default=".", help="the project directory (default: .)"
+    )
+    add_run_config_option(parser)
+    parser.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default=None,
+        help="how clients run (default: the run config's engine, else sequential)",
+    )
+    parser.add_argument(
+        "--clients",
+        type=positive_int,
+        default=None,
+        help="number of clients (default: the run config's num-clients; for a Flower project "
+        "its federation's num-supernodes)",
+    )
+    add_output_options(parser)
+    add_state_options(parser)
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Simulate the project `args.directory`; print the summary and write `--out`."""
+    from roost.outputs import save_run
+
+    console = start_console(args.quiet)
+    if args.resume and not args.state:
+        raise ConfigurationError("--resume needs --state DIR, the directory of the run to resume")
+    app = load_project_app(args.directory, args.run_config)
+    if isinstance(app, FlowerProjectApp):
+        history = _run_flower_project(app, args)
+    else:
+        history = _run_roost_project(app, args, console)
+    console.print(history_table(history))
+    if args.out:
+        for path in save_run(args.out, history):
+            console.print(f"wrote {path}")
+    return 0
+
+
+def _run_roost_project(app: ProjectApp, args: argparse.Namespace, console: Console) -> History:
+    from roost.simulation import run_simulation
+
+    assert app.project is not None  # load_project_app always sets it
+    flags = {"num-clients": args.clients, "engine": args.engine}
+    run_config = {**app.project.run_config, **{k: v for k, v in flags.items() if v is not None}}
+    project = replace(app.project, run_config=run_config)  # the flags reach context.run_config
+    if project.engine not in ENGINES:
+        raise ConfigurationError(
+            f"run config engine = {project.engine!r}: choose one of {', '.join(ENGINES)}"
+        )
+    console.print(
+        f"{project.name}: {project.num_rounds} rounds, {project.num_clients} clients, "
+        f"{project.engine} engine",
+        soft_wrap=True,
+        markup=False,
+    )
+    return run_simulation(
+        project.client_fn(),
+        project.num_clients,
+        strategy=project.make_strategy(),
+        config=ServerConfig(num_rounds=project.num_rounds, round_timeout=project.round_timeout),
+        seed=project.seed,
+        run_config=run_config,
+        engine=project.engine,
+        state_dir=args.state,
+        resume=args.resume,
+    )
+
+
+def _run_flower_project(app: FlowerProjectApp, args: argparse.Namespace) -> History:
+    from roost.compat.flwr.project import run_project
+
+    assert app.directory is not None  # load_project_app always sets it
+    return run_project(
+        app.directory,
+        run_config_overrides=app.run_config_overrides,
+        num_nodes=args.clients,
+        engine=args.engine or "sequential",
+        state_dir=args.state,
+        resume=args.resume,
+    )
