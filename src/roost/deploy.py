@@ -20,12 +20,12 @@ from pathlib import Path
 
 from roost.client.client import ClientFn, ClientLike, Context
 from roost.core.types import Config
-from roost.errors import ConfigurationError
+from roost.errors import ConfigurationError, RoostError
 from roost.log import ensure_logging
 from roost.outputs import save_run
 from roost.server.history import History
 from roost.server.loop import RoundCallback, ServerConfig, ServerState, run_rounds
-from roost.server.state import StateStore
+from roost.server.state import DATABASE_NAME, StateStore, check_writable
 from roost.strategy.presets import FedAvg
 from roost.strategy.strategy import Strategy
 from roost.transport.grpc.client import GrpcClient
@@ -84,6 +84,8 @@ def start_server(
     """
     ensure_logging()
     store, resume_from = _open_state(state_dir, resume)
+    if out_dir is not None:  # found out now, not after the last round
+        check_writable(Path(out_dir), "output directory")
     transport = GrpcServerTransport(
         server_address,
         certificates=certificates,
@@ -93,6 +95,7 @@ def start_server(
         upload_idle_timeout=upload_idle_timeout,
         client_wait_timeout=client_wait_timeout,
     )
+    finished = False
     try:
         history = run_rounds(
             strategy if strategy is not None else FedAvg(),
@@ -102,12 +105,27 @@ def start_server(
             resume_from=resume_from,
             on_round_end=_round_end_callback(store, on_round_end),
         )
+        finished = True
     finally:
-        transport.close()
+        # Only a finished run sends clients home; after a failure they keep reconnecting, so
+        # that a server restarted with resume finds them again.
+        transport.close(run_over=finished)
     if out_dir is not None:
-        for path in save_run(out_dir, history):
-            log.info("wrote %s", path)
+        _write_outputs(Path(out_dir), history)
     return history
+
+
+def _write_outputs(out_dir: Path, history: History) -> None:
+    try:
+        written = save_run(out_dir, history)
+    except OSError as error:
+        raise RoostError(
+            f"the run finished but its outputs could not be written to {out_dir}: "
+            f"{error.strerror or error}; free disk space or fix the directory's permissions "
+            "(with a state directory, its latest round file holds the final model)"
+        ) from None
+    for path in written:
+        log.info("wrote %s", path)
 
 
 def _open_state(
@@ -118,6 +136,12 @@ def _open_state(
         if resume:
             raise ConfigurationError("resume needs a state directory: pass state_dir (--state DIR)")
         return None, None
+    database = Path(state_dir) / DATABASE_NAME
+    if resume and not database.is_file():
+        raise ConfigurationError(
+            f"nothing to resume: {database} does not exist; check the state directory, or "
+            "start a new run without resume (--resume)"
+        )
     store = StateStore(state_dir)
     saved = store.load()
     if saved is not None and not resume:
@@ -126,7 +150,10 @@ def _open_state(
             "resume=True (--resume) to continue it, or choose an empty state directory"
         )
     if resume and saved is None:
-        log.info("no recorded round in %s: starting a new run", state_dir)
+        raise ConfigurationError(
+            f"nothing to resume: {database} records no completed round; check the state "
+            "directory, or start a new run without resume (--resume)"
+        )
     return store, saved
 
 
