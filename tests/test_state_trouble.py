@@ -56,7 +56,9 @@ def test_a_full_disk_is_a_state_error_and_keeps_the_rounds_before(tmp_path, monk
 def test_a_state_directory_that_cannot_be_written_is_refused_at_once(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
-    with pytest.raises(ConfigurationError, match=re.escape(f"cannot write to the state directory {blocker}")):
+    with pytest.raises(
+        ConfigurationError, match=re.escape(f"cannot write to the state directory {blocker}")
+    ):
         StateStore(blocker / "state")
 
 
