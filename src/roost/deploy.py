@@ -45,6 +45,7 @@ def start_server(
     strategy: Strategy | None = None,
     seed: int | None = None,
     certificates: Sequence[PemSource] | None = None,
+    client_ca: PemSource | None = None,
     auth_tokens: Mapping[str, str] | str | Path | None = None,
     state_dir: str | Path | None = None,
     resume: bool = False,
@@ -65,6 +66,9 @@ def start_server(
         seed: seeds client sampling; with `state_dir`, a resumed run samples as the original would.
         certificates: `(certificate_chain, private_key)` or `(ca_certificate, chain, key)`, as
             PEM bytes or paths; serves TLS. Clients then need the CA as `root_certificates`.
+        client_ca: the CA certificate (PEM bytes or path) that signs clients' certificates:
+            with it, only clients with such a certificate may connect, each under the node id
+            its certificate's common name names (mutual TLS; needs `certificates`).
         auth_tokens: `{node_id: token}` or a file of `node-id token` lines; only clients with one of
             these tokens may join, each under its token's node id.
         state_dir: record every completed round there (SQLite + model files) so the run survives a
@@ -89,6 +93,7 @@ def start_server(
     transport = GrpcServerTransport(
         server_address,
         certificates=certificates,
+        client_ca=client_ca,
         auth_tokens=auth_tokens,
         max_message_bytes=max_message_bytes,
         max_concurrent_uploads=max_concurrent_uploads,
@@ -183,6 +188,7 @@ def start_client(
     node_id: str | None = None,
     run_config: Config | None = None,
     root_certificates: PemSource | None = None,
+    certificate: tuple[PemSource, PemSource] | None = None,
     token: str | None = None,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     reconnect_timeout: float | None = 600.0,
@@ -191,8 +197,9 @@ def start_client(
 
     Give either `client` (an object with `get_parameters` / `fit` / `evaluate`) or `client_fn`
     (called once with a `Context` built from `partition_id`, `num_partitions` and `run_config`).
-    When the connection is lost (for example because the server restarts) the client reconnects
-    with exponential backoff; it returns when the server says the run is over.
+    When the connection is lost (for example because the server restarts, or failed and is
+    resumed) the client reconnects with exponential backoff; it returns only when the server says
+    the run is over.
 
     Args:
         server_address: `host:port` of the server.
@@ -200,6 +207,8 @@ def start_client(
             With token authentication it must be the node id the token was issued for.
         root_certificates: PEM bytes or path of the CA certificate that signed the server's
             certificate; enables TLS.
+        certificate: `(certificate_chain, private_key)` of this client, for servers that
+            require client certificates (mutual TLS); its common name must be the node id.
         token: this node's token, when the server authenticates clients.
         max_message_bytes: largest instruction accepted, counting its arrays (default 1 GiB).
         reconnect_timeout: give up after this many seconds without a connection (None: never).
@@ -230,6 +239,7 @@ def start_client(
         node_id,
         context=context,
         root_certificates=root_certificates,
+        certificate=certificate,
         token=token,
         max_message_bytes=max_message_bytes,
         reconnect_timeout=reconnect_timeout,
