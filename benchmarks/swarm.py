@@ -58,8 +58,11 @@ class LightClient:
         behaviour: Behaviour = Behaviour.ECHO,
         token: str | None = None,
         window_bytes: int = 256 << 10,
+        reconnect: bool = False,
     ) -> None:
         self.address = address
+        self.reconnect = reconnect
+        self._leaving = False
         self.node_id = node_id
         self.behaviour = behaviour
         self.token = token
@@ -72,6 +75,16 @@ class LightClient:
         self._outbox: asyncio.Queue[bytes | None] = asyncio.Queue()
 
     async def run(self) -> None:
+        """Serve until the server ends the run, or this client leaves (or, without `reconnect`,
+        until the first connection ends)."""
+        while True:
+            await self._serve_once()
+            if self.run_over or self._leaving or not self.reconnect:
+                return
+            await asyncio.sleep(0.2)
+
+    async def _serve_once(self) -> None:
+        self._outbox = asyncio.Queue()
         self._channel = grpc.aio.insecure_channel(self.address, options=_options(self.window_bytes))
         metadata = token_metadata(self.token) if self.token else None
         call = self._channel.stream_stream(wire.JOIN_METHOD)(self._requests(), metadata=metadata)
@@ -83,12 +96,17 @@ class LightClient:
         except grpc.aio.AioRpcError as error:
             self.ended = f"{error.code().name}: {error.details()}"
         except asyncio.CancelledError:
+            self._leaving = True
             self.ended = "left"
         finally:
-            await self.leave()
+            await self._close()
 
     async def leave(self) -> None:
-        """Disconnect at once (the stream is cancelled)."""
+        """Disconnect at once (the stream is cancelled), for good."""
+        self._leaving = True
+        await self._close()
+
+    async def _close(self) -> None:
         self._outbox.put_nowait(None)
         if self._channel is not None:
             channel, self._channel = self._channel, None
@@ -174,6 +192,8 @@ class Swarm:
         address: the server's `host:port`.
         behaviours: `{node_id: Behaviour}`.
         tokens: `{node_id: token}` when the server authenticates clients.
+        window_bytes: each client's HTTP/2 receive window.
+        reconnect: clients whose connection ends reconnect, as real clients do.
     """
 
     def __init__(
@@ -182,12 +202,13 @@ class Swarm:
         behaviours: Mapping[str, Behaviour],
         tokens: Mapping[str, str] | None = None,
         window_bytes: int = 256 << 10,
+        reconnect: bool = False,
     ) -> None:
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.clients = {
             node_id: LightClient(
-                address, node_id, behaviour, (tokens or {}).get(node_id), window_bytes
+                address, node_id, behaviour, (tokens or {}).get(node_id), window_bytes, reconnect
             )
             for node_id, behaviour in behaviours.items()
         }
