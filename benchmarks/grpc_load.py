@@ -11,8 +11,8 @@ resident memory from /proc.
 
 Columns:
   threads      the server's threads after the last round (with every client connected)
-  RSS MB       the server's resident memory after round 1 and after the last round (flat
-               memory: the two are close)
+  RSS MB       the server's resident memory with every client connected before round 1, and
+               after round 1 and the last round (flat memory: the last two are close)
   peak MB      the server's peak resident memory
   round s      median wall time of a round (round 1 excluded: connection warm-up)
   failures     client failures over all rounds
@@ -61,11 +61,17 @@ def serve(args: argparse.Namespace) -> None:
         print(json.dumps(line), flush=True)
         started[0] = time.perf_counter()
 
+    def fit_config(server_round: int) -> dict:
+        if server_round == 1:  # every client connected, none sent anything yet
+            print(json.dumps({"idle": proc_status()}), flush=True)
+        return {}
+
     strategy = roost.FedAvg(
         min_fit_clients=args.clients,
         min_available_clients=args.clients,
         fraction_evaluate=0.0,
         initial_parameters=[np.zeros(args.parameters, np.float32)],
+        on_fit_config_fn=fit_config,
     )
 
     def on_round_end(state) -> None:  # type: ignore[no-untyped-def]
@@ -119,12 +125,15 @@ def measure(clients: int, args: argparse.Namespace) -> dict[str, float]:
     loader = subprocess.Popen(
         [sys.executable, __file__, "load", *common, "--window-kb", str(args.window_kb)], env=env
     )
-    rounds = [json.loads(line) for line in server.stdout if line.startswith("{")]
+    lines = [json.loads(line) for line in server.stdout if line.startswith("{")]
+    idle = next(line["idle"] for line in lines if "idle" in line)
+    rounds = [line for line in lines if "round" in line]
     server.wait()
     loader.wait(60)
     times = [r["seconds"] for r in rounds[1:]] or [rounds[0]["seconds"]]
     return {
         "clients": clients,
+        "idle_rss": idle["VmRSS"] / 1024,
         "threads": rounds[-1]["Threads"],
         "rss_first": rounds[0]["VmRSS"] / 1024,
         "rss_last": rounds[-1]["VmRSS"] / 1024,
@@ -149,12 +158,16 @@ def main() -> None:
         (serve if args.role == "serve" else load)(args)
         return
     print(f"{args.parameters:,} float32 parameters, {args.rounds} rounds, every client every round")
-    print("| clients | server threads | RSS MB (round 1 → last) | peak MB | round s | failures |")
-    print("|---:|---:|---:|---:|---:|---:|")
+    print(
+        "| clients | server threads | RSS MB connected, idle | RSS MB after round 1 → last "
+        "| peak MB | round s | failures |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|")
     for clients in args.clients:
         row = measure(clients, args)
         print(
-            f"| {row['clients']:,} | {row['threads']} | {row['rss_first']:.0f} → "
+            f"| {row['clients']:,} | {row['threads']} | {row['idle_rss']:.0f} | "
+            f"{row['rss_first']:.0f} → "
             f"{row['rss_last']:.0f} | {row['peak']:.0f} | {row['round_s']:.2f} | "
             f"{row['failures']} |",
             flush=True,

@@ -58,7 +58,8 @@ class GrpcServerTransport:
             buffers of received models to about (this + 1) × model size however many clients
             answer. Other clients' results wait, in their streams, for a slot.
         upload_idle_timeout: seconds an upload may go without a chunk before it is that client's
-            failure (and its connection is closed, freeing the slot); None never gives up.
+            failure (and its connection is closed, freeing the slot), and seconds a frame sent to
+            a client may wait for it to read; None never gives up.
         receive_window_bytes: HTTP/2 flow-control window of each client's stream: what gRPC may
             buffer per client beyond roost's own buffers. A fixed window (instead of gRPC's
             growing one) keeps that at clients × this rather than clients × model size; raise it
@@ -84,7 +85,7 @@ class GrpcServerTransport:
         max_clients: int = 10_000,
         max_concurrent_uploads: int = 8,
         upload_idle_timeout: float | None = 60.0,
-        receive_window_bytes: int = 1 << 20,
+        receive_window_bytes: int = 64 << 10,
         keepalive_s: float = 30.0,
         client_wait_timeout: float | None = None,
         hello_timeout: float = 10.0,
@@ -110,7 +111,9 @@ class GrpcServerTransport:
         self._slots = UploadSlots(max_concurrent_uploads)
         store = TokenStore.from_source(auth_tokens) if auth_tokens is not None else None
         self._registry = Registry(store)
-        settings = SessionSettings(max_message_bytes, hello_timeout, violation_allowance)
+        settings = SessionSettings(
+            max_message_bytes, hello_timeout, violation_allowance, send_timeout=upload_idle_timeout
+        )
         join = StreamHandler(self._registry, self._slots, settings)
         # No deserializer: frames arrive as bytes and are parsed by roost, after the
         # interceptor has authenticated the call, with roost's own checks and errors.

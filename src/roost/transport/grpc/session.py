@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import grpc
@@ -58,6 +59,12 @@ class SessionSettings:
     hello_timeout: float
     # Stale results or errors tolerated beyond one per instruction sent (see `Conduct`).
     violation_allowance: int = 32
+    # Messages sent at once, over all clients: gRPC holds a copy of each frame being sent, so
+    # this (times the chunk size) bounds that memory however many clients are sent a model.
+    concurrent_sends: int = 64
+    # Seconds one frame may wait for its client to take it (None: no limit); a client that
+    # stops reading must not hold a send slot for ever.
+    send_timeout: float | None = 60.0
 
 
 class StreamHandler:
@@ -71,6 +78,7 @@ class StreamHandler:
         self._registry = registry
         self._slots = slots
         self._settings = settings
+        self._sends: asyncio.Semaphore | None = None  # made on the server's loop
 
     async def serve(self, requests: object, context: grpc.aio.ServicerContext) -> None:
         """Serve one client stream until it ends."""
@@ -87,10 +95,14 @@ class StreamHandler:
         )
         try:
             while (frames := await connection.outbox.get()) is not None:
-                for frame in frames:
-                    await context.write(frame)
+                await self._write(context, frames)
         except (grpc.RpcError, grpc.aio.UsageError, ConnectionError):
             pass  # the client went away while we wrote; dropping the connection says so
+        except TimeoutError:
+            reason = f"took no frame sent to it for {self._settings.send_timeout:g} s"
+            log.warning("closing the connection of %s: %s", connection.name, reason)
+            connection.end([], (grpc.StatusCode.DEADLINE_EXCEEDED, reason))
+            self._registry.drop(connection, reason, "timeout")
         finally:
             timer.cancel()
             reader.cancel()
@@ -98,6 +110,14 @@ class StreamHandler:
         if connection.status is not None:
             context.set_code(connection.status[0])
             context.set_details(connection.status[1])
+
+    async def _write(self, context: grpc.aio.ServicerContext, frames: Iterable[bytes]) -> None:
+        """Write one message's frames, holding one of the server's send slots meanwhile."""
+        if self._sends is None:
+            self._sends = asyncio.Semaphore(self._settings.concurrent_sends)
+        async with self._sends:
+            for frame in frames:
+                await asyncio.wait_for(context.write(frame), self._settings.send_timeout)
 
 
 class Session:
