@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 
 from roost.client.client import ClientFn, ClientLike, Context
@@ -66,17 +67,14 @@ def start_server(
         seed: seeds client sampling; with `state_dir`, a resumed run samples as the original would.
         certificates: `(certificate_chain, private_key)` or `(ca_certificate, chain, key)`, as
             PEM bytes or paths; serves TLS. Clients then need the CA as `root_certificates`.
-        client_ca: the CA certificate (PEM bytes or path) that signs clients' certificates:
-            with it, only clients with such a certificate may connect, each under the node id
-            its certificate's common name names (mutual TLS; needs `certificates`).
+        client_ca: CA certificate (PEM bytes or path): only clients with a certificate it signed
+            may connect, as the node its common name names (mutual TLS; needs `certificates`).
         auth_tokens: `{node_id: token}` or a file of `node-id token` lines; only clients with one of
             these tokens may join, each under its token's node id.
-        state_dir: record every completed round there (SQLite + model files) so the run survives a
-            restart of the server.
+        state_dir: record every completed round there (SQLite + model files) to survive restarts.
         resume: continue the run recorded in `state_dir` after its last completed round.
         out_dir: write `history.json` and `model.npz` there at the end, as `roost simulate` does.
-        max_message_bytes: largest result accepted from a client, counting its arrays
-            (default 1 GiB).
+        max_message_bytes: largest result accepted from a client, with its arrays (default 1 GiB).
         max_concurrent_uploads: upload slots: results received at once, which bounds the memory
             of received models to about this + 1 models (default 8).
         upload_idle_timeout: seconds an upload may go without data before it is that client's
@@ -87,9 +85,7 @@ def start_server(
     The final global model is `history.parameters`.
     """
     ensure_logging()
-    store, resume_from = _open_state(state_dir, resume)
-    if out_dir is not None:  # found out now, not after the last round
-        check_writable(Path(out_dir), "output directory")
+    store, resume_from = _open_state(state_dir, resume, out_dir)
     transport = GrpcServerTransport(
         server_address,
         certificates=certificates,
@@ -100,23 +96,31 @@ def start_server(
         upload_idle_timeout=upload_idle_timeout,
         client_wait_timeout=client_wait_timeout,
     )
+    run = partial(
+        run_rounds,
+        strategy if strategy is not None else FedAvg(),
+        transport,
+        config if config is not None else ServerConfig(num_rounds=1),
+        seed=seed,
+        resume_from=resume_from,
+        on_round_end=_round_end_callback(store, on_round_end),
+    )
+    history = _run_then_close(run, transport)
+    if out_dir is not None:
+        _write_outputs(Path(out_dir), history)
+    return history
+
+
+def _run_then_close(run: Callable[[], History], transport: GrpcServerTransport) -> History:
+    """`run()`, then close the transport, telling clients whether the run is over."""
     finished = False
     try:
-        history = run_rounds(
-            strategy if strategy is not None else FedAvg(),
-            transport,
-            config if config is not None else ServerConfig(num_rounds=1),
-            seed=seed,
-            resume_from=resume_from,
-            on_round_end=_round_end_callback(store, on_round_end),
-        )
+        history = run()
         finished = True
     finally:
         # Only a finished run sends clients home; after a failure they keep reconnecting, so
         # that a server restarted with resume finds them again.
         transport.close(run_over=finished)
-    if out_dir is not None:
-        _write_outputs(Path(out_dir), history)
     return history
 
 
@@ -134,9 +138,14 @@ def _write_outputs(out_dir: Path, history: History) -> None:
 
 
 def _open_state(
-    state_dir: str | Path | None, resume: bool
+    state_dir: str | Path | None, resume: bool, out_dir: str | Path | None = None
 ) -> tuple[StateStore | None, ServerState | None]:
-    """The state store of `state_dir` (if any), and the recorded state to resume from (if any)."""
+    """The state store of `state_dir` (if any), and the recorded state to resume from (if any).
+
+    Checks now, not after the last round, that `out_dir` (if any) can be written.
+    """
+    if out_dir is not None:
+        check_writable(Path(out_dir), "output directory")
     if state_dir is None:
         if resume:
             raise ConfigurationError("resume needs a state directory: pass state_dir (--state DIR)")
