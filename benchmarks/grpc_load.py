@@ -92,9 +92,10 @@ def load(args: argparse.Namespace) -> None:
     from swarm import Behaviour, Swarm
 
     behaviours = {f"n{i:05d}": Behaviour.ECHO for i in range(args.clients)}
-    swarm = Swarm(args.address, behaviours, window_bytes=args.window_kb << 10).start()
+    swarm = Swarm(args.address, behaviours, window_bytes=args.window_kb << 10, reconnect=True)
+    swarm.start()
     try:
-        while not all(c.run_over or c.ended for c in swarm.clients.values()):
+        while not all(c.run_over for c in swarm.clients.values()):
             time.sleep(0.5)
     finally:
         swarm.stop()

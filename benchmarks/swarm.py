@@ -87,7 +87,11 @@ class LightClient:
         self._outbox = asyncio.Queue()
         self._channel = grpc.aio.insecure_channel(self.address, options=_options(self.window_bytes))
         metadata = token_metadata(self.token) if self.token else None
-        call = self._channel.stream_stream(wire.JOIN_METHOD)(self._requests(), metadata=metadata)
+        # wait_for_ready: thousands connecting at once may overflow the listen backlog; the
+        # channel then retries instead of failing the call.
+        call = self._channel.stream_stream(wire.JOIN_METHOD)(
+            self._requests(), metadata=metadata, wait_for_ready=True
+        )
         hello = pb.Hello(protocol_version=wire.PROTOCOL_VERSION, node_id=self.node_id)
         self._outbox.put_nowait(wire.frame_bytes(hello=hello))
         try:
