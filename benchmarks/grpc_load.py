@@ -130,7 +130,11 @@ def measure(clients: int, args: argparse.Namespace) -> dict[str, float]:
     idle = next(line["idle"] for line in lines if "idle" in line)
     rounds = [line for line in lines if "round" in line]
     server.wait()
-    loader.wait(60)
+    try:
+        loader.wait(60)
+    except subprocess.TimeoutExpired:  # clients cut off at the end keep reconnecting: stop them
+        loader.kill()
+        loader.wait()
     times = [r["seconds"] for r in rounds[1:]] or [rounds[0]["seconds"]]
     return {
         "clients": clients,
