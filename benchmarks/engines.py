@@ -124,9 +124,8 @@ def measure(command: list[str], timeout: float) -> dict:
     return {**result, "wall_s": wall, "peak_mib": peak / 2**20}
 
 
-def run_matrix(
-    scenarios: list[str], runners: list[str], flower: Path | None, timeout: float
-) -> dict:
+def run_matrix(scenarios: list[str], runners: list[str], flower: Path | None,
+               timeout: float) -> dict:
     results: dict[tuple[str, str], dict] = {}
     for scenario in scenarios:
         # The initial model is made once with torch, untimed, for runners that never import it.
@@ -149,10 +148,8 @@ def run_matrix(
 
 
 def table(results: dict, scenarios: list[str], runners: list[str]) -> str:
-    header = (
-        f"{'scenario':<12} {'runner':<11} {'wall s':>8} {'run s':>8} {'peak MiB':>9} "
-        f"{'accuracy':>9} {'×flower wall':>13} {'×flower run':>12} {'÷loop run':>10}"
-    )
+    header = (f"{'scenario':<12} {'runner':<11} {'wall s':>8} {'run s':>8} {'peak MiB':>9} "
+              f"{'accuracy':>9} {'×flower wall':>13} {'×flower run':>12} {'÷loop run':>10}")
     lines = [header, "-" * len(header)]
     for scenario in scenarios:
         flower = results.get((scenario, "flower"))
@@ -178,21 +175,13 @@ def table(results: dict, scenarios: list[str], runners: list[str]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "--scenarios",
-        default=",".join(SCENARIOS),
-        help=f"comma-separated, from {', '.join(SCENARIOS)}",
-    )
-    parser.add_argument(
-        "--runners", default=",".join(RUNNERS), help=f"comma-separated, from {', '.join(RUNNERS)}"
-    )
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS),
+                        help=f"comma-separated, from {', '.join(SCENARIOS)}")
+    parser.add_argument("--runners", default=",".join(RUNNERS),
+                        help=f"comma-separated, from {', '.join(RUNNERS)}")
     parser.add_argument("--no-flower", action="store_true", help="skip Flower")
-    parser.add_argument(
-        "--flower-venv",
-        type=Path,
-        default=FLOWER_VENV,
-        help="Flower's virtual environment (default: %(default)s)",
-    )
+    parser.add_argument("--flower-venv", type=Path, default=FLOWER_VENV,
+                        help="Flower's virtual environment (default: %(default)s)")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per run")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
@@ -210,9 +199,8 @@ def main() -> None:
     print()
     print(table(results, scenarios, runners))
     if args.json:
-        args.json.write_text(
-            json.dumps({f"{s}/{r}": row for (s, r), row in results.items()}, indent=1)
-        )
+        args.json.write_text(json.dumps(
+            {f"{s}/{r}": row for (s, r), row in results.items()}, indent=1))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FIT: _ClassVar[Kind]
     EVALUATE: _ClassVar[Kind]
     PHASE: _ClassVar[Kind]
-
 KIND_UNSPECIFIED: Kind
 GET_PARAMETERS: Kind
 FIT: Kind
@@ -34,14 +33,7 @@ class Scalar(_message.Message):
     float_value: float
     str_value: str
     bytes_value: bytes
-    def __init__(
-        self,
-        bool_value: _Optional[bool] = ...,
-        int_value: _Optional[int] = ...,
-        float_value: _Optional[float] = ...,
-        str_value: _Optional[str] = ...,
-        bytes_value: _Optional[bytes] = ...,
-    ) -> None: ...
+    def __init__(self, bool_value: _Optional[bool] = ..., int_value: _Optional[int] = ..., float_value: _Optional[float] = ..., str_value: _Optional[str] = ..., bytes_value: _Optional[bytes] = ...) -> None: ...
 
 class Entry(_message.Message):
     __slots__ = ("key", "value")
@@ -49,9 +41,7 @@ class Entry(_message.Message):
     VALUE_FIELD_NUMBER: _ClassVar[int]
     key: str
     value: Scalar
-    def __init__(
-        self, key: _Optional[str] = ..., value: _Optional[_Union[Scalar, _Mapping]] = ...
-    ) -> None: ...
+    def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Scalar, _Mapping]] = ...) -> None: ...
 
 class ArraySpec(_message.Message):
     __slots__ = ("dtype", "shape")
@@ -59,23 +49,10 @@ class ArraySpec(_message.Message):
     SHAPE_FIELD_NUMBER: _ClassVar[int]
     dtype: str
     shape: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(
-        self, dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ...
-    ) -> None: ...
+    def __init__(self, dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class Header(_message.Message):
-    __slots__ = (
-        "message_id",
-        "kind",
-        "arrays",
-        "num_chunks",
-        "values",
-        "num_examples",
-        "loss",
-        "protocol",
-        "phase",
-        "num_parameters",
-    )
+    __slots__ = ("message_id", "kind", "arrays", "num_chunks", "values", "num_examples", "loss", "protocol", "phase", "num_parameters")
     MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     ARRAYS_FIELD_NUMBER: _ClassVar[int]
@@ -96,19 +73,7 @@ class Header(_message.Message):
     protocol: str
     phase: str
     num_parameters: int
-    def __init__(
-        self,
-        message_id: _Optional[int] = ...,
-        kind: _Optional[_Union[Kind, str]] = ...,
-        arrays: _Optional[_Iterable[_Union[ArraySpec, _Mapping]]] = ...,
-        num_chunks: _Optional[int] = ...,
-        values: _Optional[_Iterable[_Union[Entry, _Mapping]]] = ...,
-        num_examples: _Optional[int] = ...,
-        loss: _Optional[float] = ...,
-        protocol: _Optional[str] = ...,
-        phase: _Optional[str] = ...,
-        num_parameters: _Optional[int] = ...,
-    ) -> None: ...
+    def __init__(self, message_id: _Optional[int] = ..., kind: _Optional[_Union[Kind, str]] = ..., arrays: _Optional[_Iterable[_Union[ArraySpec, _Mapping]]] = ..., num_chunks: _Optional[int] = ..., values: _Optional[_Iterable[_Union[Entry, _Mapping]]] = ..., num_examples: _Optional[int] = ..., loss: _Optional[float] = ..., protocol: _Optional[str] = ..., phase: _Optional[str] = ..., num_parameters: _Optional[int] = ...) -> None: ...
 
 class Chunk(_message.Message):
     __slots__ = ("data",)
@@ -122,9 +87,7 @@ class Hello(_message.Message):
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     protocol_version: int
     node_id: str
-    def __init__(
-        self, protocol_version: _Optional[int] = ..., node_id: _Optional[str] = ...
-    ) -> None: ...
+    def __init__(self, protocol_version: _Optional[int] = ..., node_id: _Optional[str] = ...) -> None: ...
 
 class Welcome(_message.Message):
     __slots__ = ("protocol_version", "node_id")
@@ -132,9 +95,7 @@ class Welcome(_message.Message):
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     protocol_version: int
     node_id: str
-    def __init__(
-        self, protocol_version: _Optional[int] = ..., node_id: _Optional[str] = ...
-    ) -> None: ...
+    def __init__(self, protocol_version: _Optional[int] = ..., node_id: _Optional[str] = ...) -> None: ...
 
 class ClientError(_message.Message):
     __slots__ = ("message_id", "reason")
@@ -165,17 +126,7 @@ class RunEnd(_message.Message):
     def __init__(self, reason: _Optional[str] = ...) -> None: ...
 
 class Frame(_message.Message):
-    __slots__ = (
-        "hello",
-        "welcome",
-        "instruction",
-        "result",
-        "chunk",
-        "client_error",
-        "rejection",
-        "refusal",
-        "run_end",
-    )
+    __slots__ = ("hello", "welcome", "instruction", "result", "chunk", "client_error", "rejection", "refusal", "run_end")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     WELCOME_FIELD_NUMBER: _ClassVar[int]
     INSTRUCTION_FIELD_NUMBER: _ClassVar[int]
@@ -194,15 +145,4 @@ class Frame(_message.Message):
     rejection: Rejection
     refusal: Refusal
     run_end: RunEnd
-    def __init__(
-        self,
-        hello: _Optional[_Union[Hello, _Mapping]] = ...,
-        welcome: _Optional[_Union[Welcome, _Mapping]] = ...,
-        instruction: _Optional[_Union[Header, _Mapping]] = ...,
-        result: _Optional[_Union[Header, _Mapping]] = ...,
-        chunk: _Optional[_Union[Chunk, _Mapping]] = ...,
-        client_error: _Optional[_Union[ClientError, _Mapping]] = ...,
-        rejection: _Optional[_Union[Rejection, _Mapping]] = ...,
-        refusal: _Optional[_Union[Refusal, _Mapping]] = ...,
-        run_end: _Optional[_Union[RunEnd, _Mapping]] = ...,
-    ) -> None: ...
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., welcome: _Optional[_Union[Welcome, _Mapping]] = ..., instruction: _Optional[_Union[Header, _Mapping]] = ..., result: _Optional[_Union[Header, _Mapping]] = ..., chunk: _Optional[_Union[Chunk, _Mapping]] = ..., client_error: _Optional[_Union[ClientError, _Mapping]] = ..., rejection: _Optional[_Union[Rejection, _Mapping]] = ..., refusal: _Optional[_Union[Refusal, _Mapping]] = ..., run_end: _Optional[_Union[RunEnd, _Mapping]] = ...) -> None: ...
