@@ -233,8 +233,15 @@ def make_certificates(directory: Path, common_name: str = "roost test CA") -> di
         ca=False,
         names=[x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
     )
-    paths = {name: directory / f"{name}.pem" for name in ("ca", "server", "server-key")}
+    paths = {name: directory / f"{name}.pem" for name in ("ca", "ca-key", "server", "server-key")}
     paths["ca"].write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    paths["ca-key"].write_bytes(
+        ca_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     paths["server"].write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
     paths["server-key"].write_bytes(
         server_key.private_bytes(
@@ -244,6 +251,42 @@ def make_certificates(directory: Path, common_name: str = "roost test CA") -> di
         )
     )
     return paths
+
+
+def make_client_certificate(ca: dict[str, Path], node_id: str) -> tuple[Path, Path]:
+    """A client certificate for `node_id` (its common name) signed by `ca` (`make_certificates`),
+    as `(certificate, key)` PEM files next to the CA's."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    ca_cert = x509.load_pem_x509_certificate(ca["ca"].read_bytes())
+    ca_key = serialization.load_pem_private_key(ca["ca-key"].read_bytes(), password=None)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, node_id)]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    cert_path = ca["ca"].parent / f"client-{node_id}.pem"
+    key_path = ca["ca"].parent / f"client-{node_id}-key.pem"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
 
 
 # -- a raw client that can send anything ---------------------------------------------------------

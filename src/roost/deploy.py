@@ -15,17 +15,18 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 
 from roost.client.client import ClientFn, ClientLike, Context
 from roost.core.types import Config
-from roost.errors import ConfigurationError
+from roost.errors import ConfigurationError, RoostError
 from roost.log import ensure_logging
 from roost.outputs import save_run
 from roost.server.history import History
 from roost.server.loop import RoundCallback, ServerConfig, ServerState, run_rounds
-from roost.server.state import StateStore
+from roost.server.state import DATABASE_NAME, StateStore, check_writable
 from roost.strategy.presets import FedAvg
 from roost.strategy.strategy import Strategy
 from roost.transport.grpc.client import GrpcClient
@@ -45,6 +46,7 @@ def start_server(
     strategy: Strategy | None = None,
     seed: int | None = None,
     certificates: Sequence[PemSource] | None = None,
+    client_ca: PemSource | None = None,
     auth_tokens: Mapping[str, str] | str | Path | None = None,
     state_dir: str | Path | None = None,
     resume: bool = False,
@@ -65,14 +67,14 @@ def start_server(
         seed: seeds client sampling; with `state_dir`, a resumed run samples as the original would.
         certificates: `(certificate_chain, private_key)` or `(ca_certificate, chain, key)`, as
             PEM bytes or paths; serves TLS. Clients then need the CA as `root_certificates`.
+        client_ca: CA certificate (PEM bytes or path): only clients with a certificate it signed
+            may connect, as the node its common name names (mutual TLS; needs `certificates`).
         auth_tokens: `{node_id: token}` or a file of `node-id token` lines; only clients with one of
             these tokens may join, each under its token's node id.
-        state_dir: record every completed round there (SQLite + model files) so the run survives a
-            restart of the server.
+        state_dir: record every completed round there (SQLite + model files) to survive restarts.
         resume: continue the run recorded in `state_dir` after its last completed round.
         out_dir: write `history.json` and `model.npz` there at the end, as `roost simulate` does.
-        max_message_bytes: largest result accepted from a client, counting its arrays
-            (default 1 GiB).
+        max_message_bytes: largest result accepted from a client, with its arrays (default 1 GiB).
         max_concurrent_uploads: upload slots: results received at once, which bounds the memory
             of received models to about this + 1 models (default 8).
         upload_idle_timeout: seconds an upload may go without data before it is that client's
@@ -83,41 +85,77 @@ def start_server(
     The final global model is `history.parameters`.
     """
     ensure_logging()
-    store, resume_from = _open_state(state_dir, resume)
+    store, resume_from = _open_state(state_dir, resume, out_dir)
     transport = GrpcServerTransport(
         server_address,
         certificates=certificates,
+        client_ca=client_ca,
         auth_tokens=auth_tokens,
         max_message_bytes=max_message_bytes,
         max_concurrent_uploads=max_concurrent_uploads,
         upload_idle_timeout=upload_idle_timeout,
         client_wait_timeout=client_wait_timeout,
     )
-    try:
-        history = run_rounds(
-            strategy if strategy is not None else FedAvg(),
-            transport,
-            config if config is not None else ServerConfig(num_rounds=1),
-            seed=seed,
-            resume_from=resume_from,
-            on_round_end=_round_end_callback(store, on_round_end),
-        )
-    finally:
-        transport.close()
+    run = partial(
+        run_rounds,
+        strategy if strategy is not None else FedAvg(),
+        transport,
+        config if config is not None else ServerConfig(num_rounds=1),
+        seed=seed,
+        resume_from=resume_from,
+        on_round_end=_round_end_callback(store, on_round_end),
+    )
+    history = _run_then_close(run, transport)
     if out_dir is not None:
-        for path in save_run(out_dir, history):
-            log.info("wrote %s", path)
+        _write_outputs(Path(out_dir), history)
     return history
 
 
+def _run_then_close(run: Callable[[], History], transport: GrpcServerTransport) -> History:
+    """`run()`, then close the transport, telling clients whether the run is over."""
+    finished = False
+    try:
+        history = run()
+        finished = True
+    finally:
+        # Only a finished run sends clients home; after a failure they keep reconnecting, so
+        # that a server restarted with resume finds them again.
+        transport.close(run_over=finished)
+    return history
+
+
+def _write_outputs(out_dir: Path, history: History) -> None:
+    try:
+        written = save_run(out_dir, history)
+    except OSError as error:
+        raise RoostError(
+            f"the run finished but its outputs could not be written to {out_dir}: "
+            f"{error.strerror or error}; free disk space or fix the directory's permissions "
+            "(with a state directory, its latest round file holds the final model)"
+        ) from None
+    for path in written:
+        log.info("wrote %s", path)
+
+
 def _open_state(
-    state_dir: str | Path | None, resume: bool
+    state_dir: str | Path | None, resume: bool, out_dir: str | Path | None = None
 ) -> tuple[StateStore | None, ServerState | None]:
-    """The state store of `state_dir` (if any), and the recorded state to resume from (if any)."""
+    """The state store of `state_dir` (if any), and the recorded state to resume from (if any).
+
+    Checks now, not after the last round, that `out_dir` (if any) can be written.
+    """
+    if out_dir is not None:
+        check_writable(Path(out_dir), "output directory")
     if state_dir is None:
         if resume:
             raise ConfigurationError("resume needs a state directory: pass state_dir (--state DIR)")
         return None, None
+    database = Path(state_dir) / DATABASE_NAME
+    if resume and not database.is_file():
+        raise ConfigurationError(
+            f"nothing to resume: {database} does not exist; check the state directory, or "
+            "start a new run without resume (--resume)"
+        )
     store = StateStore(state_dir)
     saved = store.load()
     if saved is not None and not resume:
@@ -126,7 +164,10 @@ def _open_state(
             "resume=True (--resume) to continue it, or choose an empty state directory"
         )
     if resume and saved is None:
-        log.info("no recorded round in %s: starting a new run", state_dir)
+        raise ConfigurationError(
+            f"nothing to resume: {database} records no completed round; check the state "
+            "directory, or start a new run without resume (--resume)"
+        )
     return store, saved
 
 
@@ -156,6 +197,7 @@ def start_client(
     node_id: str | None = None,
     run_config: Config | None = None,
     root_certificates: PemSource | None = None,
+    certificate: tuple[PemSource, PemSource] | None = None,
     token: str | None = None,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     reconnect_timeout: float | None = 600.0,
@@ -164,8 +206,9 @@ def start_client(
 
     Give either `client` (an object with `get_parameters` / `fit` / `evaluate`) or `client_fn`
     (called once with a `Context` built from `partition_id`, `num_partitions` and `run_config`).
-    When the connection is lost (for example because the server restarts) the client reconnects
-    with exponential backoff; it returns when the server says the run is over.
+    When the connection is lost (for example because the server restarts, or failed and is
+    resumed) the client reconnects with exponential backoff; it returns only when the server says
+    the run is over.
 
     Args:
         server_address: `host:port` of the server.
@@ -173,6 +216,8 @@ def start_client(
             With token authentication it must be the node id the token was issued for.
         root_certificates: PEM bytes or path of the CA certificate that signed the server's
             certificate; enables TLS.
+        certificate: `(certificate_chain, private_key)` of this client, for servers that
+            require client certificates (mutual TLS); its common name must be the node id.
         token: this node's token, when the server authenticates clients.
         max_message_bytes: largest instruction accepted, counting its arrays (default 1 GiB).
         reconnect_timeout: give up after this many seconds without a connection (None: never).
@@ -203,6 +248,7 @@ def start_client(
         node_id,
         context=context,
         root_certificates=root_certificates,
+        certificate=certificate,
         token=token,
         max_message_bytes=max_message_bytes,
         reconnect_timeout=reconnect_timeout,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numbers
 
+from roost.core.means import RunningMean
 from roost.core.types import Metrics
 
 
@@ -13,12 +14,11 @@ def weighted_average(pairs: list[tuple[int, Metrics]]) -> Metrics:
     `pairs` is `[(num_examples, metrics), ...]`; a metric missing from some clients is averaged
     over the clients that report it. Non-numeric metrics are left out.
     """
-    sums: dict[str, float] = {}
-    weights: dict[str, int] = {}
+    means: dict[str, RunningMean] = {}
     for num_examples, metrics in pairs:
         for name, value in metrics.items():
             if isinstance(value, bool) or not isinstance(value, numbers.Real):
                 continue
-            sums[name] = sums.get(name, 0.0) + num_examples * float(value)
-            weights[name] = weights.get(name, 0) + num_examples
-    return {name: sums[name] / weights[name] for name in sums if weights[name] > 0}
+            # A running mean: large values times large example counts cannot overflow.
+            means.setdefault(name, RunningMean()).add(float(value), num_examples)
+    return {name: mean.mean for name, mean in means.items() if mean.total > 0}

@@ -80,8 +80,12 @@ def check_parameters(
     return arrays
 
 
-def check_scalar_dict(values: object, what: str) -> dict[str, Scalar]:
-    """Return a copy of `values` with plain Python scalars, or raise `InvalidMessageError`."""
+def check_scalar_dict(values: object, what: str, *, finite: bool = False) -> dict[str, Scalar]:
+    """Return a copy of `values` with plain Python scalars, or raise `InvalidMessageError`.
+
+    With `finite`, a float that is NaN or infinite is refused too: what clients report is
+    averaged, recorded and written as JSON, and one NaN would spoil all three.
+    """
     if values is None:
         return {}
     if not isinstance(values, Mapping):
@@ -90,7 +94,10 @@ def check_scalar_dict(values: object, what: str) -> dict[str, Scalar]:
     for key, value in values.items():
         if not isinstance(key, str):
             raise InvalidMessageError(f"{what} keys must be strings, got {key!r}")
-        checked[key] = to_scalar(value, f"{what}[{key!r}]")
+        scalar = to_scalar(value, f"{what}[{key!r}]")
+        if finite and isinstance(scalar, float) and not math.isfinite(scalar):
+            raise InvalidMessageError(f"{what}[{key!r}] is {scalar}; it must be finite")
+        checked[key] = scalar
     return checked
 
 
@@ -144,7 +151,7 @@ def validate_result(
             return FitRes(
                 parameters=check_parameters(result.parameters, template),
                 num_examples=check_num_examples(result.num_examples),
-                metrics=check_scalar_dict(result.metrics, "metrics"),
+                metrics=check_scalar_dict(result.metrics, "metrics", finite=True),
             )
         if isinstance(instruction, EvaluateIns):
             if not isinstance(result, EvaluateRes):
@@ -154,7 +161,7 @@ def validate_result(
             return EvaluateRes(
                 loss=check_loss(result.loss),
                 num_examples=check_num_examples(result.num_examples),
-                metrics=check_scalar_dict(result.metrics, "metrics"),
+                metrics=check_scalar_dict(result.metrics, "metrics", finite=True),
             )
         if isinstance(instruction, GetParametersIns):
             if not isinstance(result, GetParametersRes):
@@ -171,7 +178,7 @@ def validate_result(
             # The protocol checks its own payload; here: arrays of numbers, scalar values.
             return PhaseRes(
                 arrays=check_parameters(result.arrays),
-                values=check_scalar_dict(result.values, "values"),
+                values=check_scalar_dict(result.values, "values", finite=True),
             )
         raise InvalidMessageError(f"unknown instruction {type(instruction).__name__}")
     except InvalidMessageError as error:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from roost.core.types import GetParametersIns, GetParametersRes, Parameters
+from roost.core.types import GetParametersIns, GetParametersRes, Metrics, Parameters
 from roost.core.validation import check_parameters
 from roost.errors import ConfigurationError, RoostError, RunFinished
 from roost.server.history import History
@@ -122,21 +122,62 @@ def _run_round(
     fitted = strategy.fit_round(context, parameters, state.strategy_state)
     context.close()
     if fitted.metrics:
-        history.add_metrics_distributed_fit(server_round, fitted.metrics)
+        history.add_metrics_distributed_fit(
+            server_round, finite_only(fitted.metrics, "fit metrics")
+        )
     if fitted.measurements:
-        history.add_measurements(server_round, fitted.measurements)
+        history.add_measurements(server_round, finite_only(fitted.measurements, "measurements"))
+    strategy_state = fitted.state
     if fitted.parameters is not None:
         # The strategy's output becomes the global model: it must still look like the global model.
-        parameters = check_parameters(fitted.parameters, parameters)
+        aggregate = check_parameters(fitted.parameters, parameters, check_finite=False)
+        if all_finite(aggregate):
+            parameters = aggregate
+        else:
+            # Finite updates can still sum past the float range. One bad round must neither
+            # stop the run nor poison the model (or an optimizer's moments built from it).
+            log.warning(
+                "round %d: the aggregated model contains NaN or Inf; keeping the previous "
+                "global model and strategy state for this round",
+                server_round,
+            )
+            strategy_state = state.strategy_state
     _evaluate_centralized(strategy, server_round, parameters, history)
-    loss, metrics = strategy.evaluate_round(context, parameters, fitted.state)
+    loss, metrics = strategy.evaluate_round(context, parameters, strategy_state)
     context.close()
-    if loss is not None:
+    if loss is not None and _finite_loss(loss, f"round {server_round}: distributed loss"):
         history.add_loss_distributed(server_round, loss)
     if metrics:
-        history.add_metrics_distributed(server_round, metrics)
+        history.add_metrics_distributed(server_round, finite_only(metrics, "evaluate metrics"))
     history.rounds.append(context.record)
-    return ServerState(server_round, parameters, fitted.state, rng.bit_generator.state, history)
+    return ServerState(server_round, parameters, strategy_state, rng.bit_generator.state, history)
+
+
+def all_finite(parameters: Parameters) -> bool:
+    """Whether every float array of `parameters` holds only finite values."""
+    return all(a.dtype.kind != "f" or bool(np.isfinite(a).all()) for a in parameters)
+
+
+def finite_only(metrics: Metrics, what: str) -> Metrics:
+    """`metrics` without NaN or infinite floats, each left out with a warning.
+
+    Aggregation functions are user code: what they return is recorded, checkpointed and written
+    as JSON, none of which can hold a NaN.
+    """
+    kept: Metrics = {}
+    for name, value in metrics.items():
+        if isinstance(value, float | np.floating) and not np.isfinite(value):
+            log.warning("%s: %s is %s; not recorded", what, name, value)
+            continue
+        kept[name] = value
+    return kept
+
+
+def _finite_loss(loss: float, what: str) -> bool:
+    if np.isfinite(loss):
+        return True
+    log.warning("%s is %s; not recorded", what, loss)
+    return False
 
 
 def _resumed(strategy: Strategy, saved: ServerState, config: ServerConfig) -> ServerState:
@@ -199,6 +240,7 @@ def _evaluate_centralized(
         return
     loss, metrics = outcome
     log.info("centralized evaluation, round %d: loss %.6g %s", server_round, loss, metrics or "")
-    history.add_loss_centralized(server_round, loss)
+    if _finite_loss(loss, f"centralized evaluation, round {server_round}: loss"):
+        history.add_loss_centralized(server_round, loss)
     if metrics:
-        history.add_metrics_centralized(server_round, metrics)
+        history.add_metrics_centralized(server_round, finite_only(metrics, "centralized metrics"))

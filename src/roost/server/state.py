@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import sqlite3
+import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -127,21 +128,20 @@ class StateStore:
     """Records completed rounds in `directory` and loads the latest intact one.
 
     Args:
-        directory: created if missing.
+        directory: created if missing; must be writable.
         keep: how many of the latest rounds keep their `.npz` (older ones are deleted).
+
+    Every way the directory can fail (a damaged database, a full disk, no permission) is a
+    `StateError` that names the file and says what to do.
     """
 
     def __init__(self, directory: str | Path, keep: int = 2) -> None:
         if not isinstance(keep, int) or keep < 1:
             raise ConfigurationError(f"keep must be an int >= 1, got {keep!r}")
         self.directory = Path(directory)
+        self.database = self.directory / DATABASE_NAME
         self.keep = keep
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise ConfigurationError(
-                f"cannot create the state directory {self.directory}: {error.strerror}"
-            ) from None
+        check_writable(self.directory, "state directory")
         for leftover in self.directory.glob(".round-*.tmp"):  # a write cut short by a crash
             leftover.unlink(missing_ok=True)
         with self._connect() as db:
@@ -152,7 +152,7 @@ class StateStore:
                     "INSERT INTO meta (key, value) VALUES ('schema_version', ?)",
                     (str(SCHEMA_VERSION),),
                 )
-            elif int(row[0]) != SCHEMA_VERSION:
+            elif row[0] != str(SCHEMA_VERSION):
                 raise StateError(
                     f"{self.directory} holds state of schema version {row[0]}; this roost "
                     f"reads version {SCHEMA_VERSION}"
@@ -161,13 +161,16 @@ class StateStore:
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
         """A connection whose statements commit together when the block ends without error."""
-        db = sqlite3.connect(self.directory / DATABASE_NAME, timeout=30.0)
         try:
-            db.execute("PRAGMA synchronous = FULL")
-            with db:
-                yield db
-        finally:
-            db.close()
+            db = sqlite3.connect(self.database, timeout=30.0)
+            try:
+                db.execute("PRAGMA synchronous = FULL")
+                with db:
+                    yield db
+            finally:
+                db.close()
+        except sqlite3.DatabaseError as error:
+            raise StateError(_database_trouble(self.database, error)) from None
 
     def rounds(self) -> list[int]:
         """The recorded rounds, oldest first."""
@@ -177,7 +180,11 @@ class StateStore:
             ]
 
     def save(self, state: ServerState) -> None:
-        """Record one completed round (usable as the loop's `on_round_end`)."""
+        """Record one completed round (usable as the loop's `on_round_end`).
+
+        Raises `StateError` when the round cannot be written (full disk, no permission): the
+        rounds recorded before stay intact, so the run can be resumed once that is fixed.
+        """
         parameters = [np.asarray(p) for p in state.parameters]
         state_arrays: list[np.ndarray] = []
         strategy_json = json.dumps(
@@ -187,7 +194,14 @@ class StateStore:
         np.savez(buffer, *parameters, *state_arrays)
         data = buffer.getvalue()
         name = f"round-{state.server_round:06d}.npz"
-        atomic_write_bytes(self.directory / name, data)
+        try:
+            atomic_write_bytes(self.directory / name, data)
+        except OSError as error:
+            raise StateError(
+                f"cannot write the state of round {state.server_round} to "
+                f"{self.directory / name}: {error.strerror or error}; free disk space or fix "
+                "the directory's permissions, then restart the server with --resume"
+            ) from None
         with self._connect() as db:  # one transaction: the row is there entirely or not at all
             db.execute(
                 "INSERT OR REPLACE INTO rounds VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -202,18 +216,27 @@ class StateStore:
                     time.time(),
                 ),
             )
+            dropped = db.execute(
+                "SELECT arrays_file FROM rounds WHERE server_round <= ? OR server_round > ?",
+                (state.server_round - self.keep, state.server_round),
+            ).fetchall()
             db.execute(
                 "DELETE FROM rounds WHERE server_round <= ? OR server_round > ?",
                 (state.server_round - self.keep, state.server_round),
             )
-            kept = {name for (name,) in db.execute("SELECT arrays_file FROM rounds")}
-        for path in self.directory.glob("round-*.npz"):
-            if path.name not in kept:
-                path.unlink(missing_ok=True)
+        # Only the files of the rows just dropped: a file this database does not know about
+        # may belong to a run that could still be resumed.
+        for (dropped_name,) in dropped:
+            if dropped_name != name:
+                (self.directory / dropped_name).unlink(missing_ok=True)
         log.debug("saved the state after round %d in %s", state.server_round, self.directory)
 
     def load(self) -> ServerState | None:
-        """The latest round whose files are intact, or None when nothing was recorded."""
+        """The latest round whose files and row are intact, or None when nothing was recorded.
+
+        A damaged round (its model file missing or altered, or its row unreadable) is skipped
+        with a warning, and the round before it is used.
+        """
         with self._connect() as db:
             rows = db.execute(
                 "SELECT server_round, arrays_file, arrays_sha256, num_parameters, strategy_state, "
@@ -221,26 +244,76 @@ class StateStore:
             ).fetchall()
         if not rows:
             return None
-        for server_round, name, digest, num_parameters, strategy_json, rng_json, history in rows:
-            path = self.directory / name
+        for row in rows:
             try:
-                data = path.read_bytes()
-            except OSError as error:
-                log.warning("state of round %d unusable: %s", server_round, error)
-                continue
-            if hashlib.sha256(data).hexdigest() != digest:
-                log.warning("state of round %d unusable: %s is corrupted", server_round, path)
-                continue
+                return self._decode_row(*row)
+            except _DamagedRound as damage:
+                log.warning("state of round %d unusable: %s", row[0], damage)
+        raise StateError(
+            f"no recorded round in {self.directory} is intact; start a new run with an empty "
+            "state directory"
+        )
+
+    def _decode_row(
+        self,
+        server_round: int,
+        name: str,
+        digest: str,
+        num_parameters: int,
+        strategy_json: str,
+        rng_json: str,
+        history: str,
+    ) -> ServerState:
+        path = self.directory / str(name)
+        try:
+            data = path.read_bytes()
+        except OSError as error:
+            raise _DamagedRound(f"cannot read {path}: {error.strerror or error}") from None
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise _DamagedRound(f"{path} is corrupted")
+        try:
             with np.load(io.BytesIO(data), allow_pickle=False) as archive:
                 arrays = [archive[f"arr_{i}"] for i in range(len(archive.files))]
             return ServerState(
-                server_round=server_round,
+                server_round=int(server_round),
                 parameters=arrays[:num_parameters],
                 strategy_state=decode_tree(json.loads(strategy_json), arrays[num_parameters:]),
                 rng_state=json.loads(rng_json),
                 history=History.from_json(history),
             )
-        raise StateError(
-            f"no recorded round in {self.directory} is intact; start a new run with an empty "
-            "state directory"
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as error:
+            # JSONDecodeError is a ValueError: a garbled row, like a garbled model file.
+            raise _DamagedRound(f"its row in {self.database} is damaged ({error})") from None
+
+
+class _DamagedRound(Exception):
+    """One recorded round cannot be used; an older one may still be."""
+
+
+def _database_trouble(database: Path, error: sqlite3.DatabaseError) -> str:
+    """What went wrong with the state database, and what to do about it."""
+    text = str(error)
+    if isinstance(error, sqlite3.OperationalError) and (
+        "readonly" in text or "unable to open" in text or "disk" in text or "full" in text
+    ):
+        return (
+            f"cannot write the state database {database}: {text}; free disk space or fix the "
+            "permissions of its directory, then start the server again"
         )
+    return (
+        f"{database} is not a readable roost state database ({text}); restore it from a "
+        "backup, or move the state directory away and start a new run"
+    )
+
+
+def check_writable(directory: Path, what: str) -> None:
+    """Create `directory` if needed and make sure files can be written in it, or raise."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory, prefix=".roost-probe-"):
+            pass
+    except OSError as error:
+        raise ConfigurationError(
+            f"cannot write to the {what} {directory}: {error.strerror or error}; choose another "
+            "directory or fix its permissions"
+        ) from None

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
+from roost.core.means import RunningMean
 from roost.core.types import (
     ClientId,
     Config,
@@ -364,8 +365,7 @@ class Strategy:
         self, server_round: int, outcomes: Iterable[Outcome]
     ) -> tuple[float | None, Metrics]:
         """The example-weighted mean of client losses, and the aggregated metrics."""
-        loss_sum = 0.0
-        total = 0
+        loss = RunningMean()  # not Σ loss·n / Σ n, which overflows for large losses
         eval_metrics: list[tuple[int, Metrics]] = []
         failures = 0
         for _, result in outcomes:
@@ -373,13 +373,12 @@ class Strategy:
                 failures += 1
                 continue
             assert isinstance(result, EvaluateRes)
-            loss_sum += result.num_examples * result.loss
-            total += result.num_examples
+            loss.add(result.loss, result.num_examples)
             eval_metrics.append((result.num_examples, result.metrics))
-        if (failures and not self.accept_failures) or total == 0:
+        if (failures and not self.accept_failures) or loss.total == 0:
             return None, {}
         metrics = self._aggregate_metrics(self.evaluate_metrics_aggregation_fn, eval_metrics)
-        return loss_sum / total, metrics
+        return loss.mean, metrics
 
     def evaluate(self, server_round: int, parameters: Parameters) -> tuple[float, Metrics] | None:
         """Centralized evaluation with `evaluate_fn`, or None without one."""

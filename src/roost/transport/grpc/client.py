@@ -69,6 +69,9 @@ class GrpcClient:
         node_id: the name this client joins under (with tokens: the node id its token names).
         root_certificates: PEM bytes or path of the certificate that signed the server's; enables
             TLS. None connects without TLS.
+        certificate: `(certificate_chain, private_key)`, PEM bytes or paths: this client's own
+            certificate, for servers that require one (mutual TLS); its subject's common name
+            must be `node_id`. Needs `root_certificates`.
         context: the node's `Context`, whose `state` client-side protocols keep between
             instructions (default: a fresh one for `node_id`).
         token: the token the server issued for `node_id`, if it authenticates clients.
@@ -88,6 +91,7 @@ class GrpcClient:
         *,
         context: Context | None = None,
         root_certificates: PemSource | None = None,
+        certificate: tuple[PemSource, PemSource] | None = None,
         token: str | None = None,
         max_message_bytes: int = wire.DEFAULT_MAX_MESSAGE_BYTES,
         chunk_bytes: int = wire.DEFAULT_CHUNK_BYTES,
@@ -106,8 +110,14 @@ class GrpcClient:
         self._make_client = make_client
         self._client: ClientLike | None = None
         self._context = context or Context.for_partition(0, 1, node_id=self.node_id)
+        if certificate is not None and root_certificates is None:
+            raise ConfigurationError(
+                "a client certificate needs TLS: pass root_certificates (--root-certificate) too"
+            )
         self._credentials = (
-            None if root_certificates is None else channel_credentials(root_certificates)
+            None
+            if root_certificates is None
+            else channel_credentials(root_certificates, certificate)
         )
         self._metadata = token_metadata(token) if token else ()
         self.max_message_bytes = max_message_bytes

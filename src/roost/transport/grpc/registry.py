@@ -11,12 +11,14 @@ Locks: the registry's lock is never held while calling into anything that takes 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -35,22 +37,37 @@ Status = tuple[grpc.StatusCode, str]
 Sink = queue.Queue  # of (client_id, outcome, slot or None), one per `run`
 
 
+def some_of(names: Sequence[str], limit: int = 10) -> str:
+    """`names` for a log line: all of a few, the first `limit` of many (logs stay O(1) per line)."""
+    if len(names) <= limit:
+        return ", ".join(names)
+    return f"{', '.join(names[:limit])}, … ({len(names) - limit} more)"
+
+
 class Refused(Exception):
     """A client the server will not admit; the reason goes back to it."""
 
 
 class Connection:
-    """One client's stream: what to send it, and the result it is in the middle of sending."""
+    """One client's stream: what to send it, and the result it is in the middle of sending.
 
-    def __init__(self, peer: str, token_node: str | None, on_end: Callable[[], None]) -> None:
+    The stream is served on the server's event loop; `send` and `end` may be called from any
+    thread (the round loop sends instructions from its own).
+    """
+
+    def __init__(
+        self, peer: str, identities: dict[str, str], loop: asyncio.AbstractEventLoop
+    ) -> None:
         self.peer = peer
-        self.token_node = token_node
+        # What the client proved about its name: {"token": node, "certificate": node}.
+        self.identities = identities
         self.node_id: str | None = None
-        self.outbox: queue.Queue[Iterable[bytes] | None] = queue.Queue()
+        self.outbox: asyncio.Queue[Iterable[bytes] | None] = asyncio.Queue()
         self.closed = threading.Event()
         self.status: Status | None = None
         self.upload: Upload | None = None
-        self._on_end = on_end
+        self.instructions_sent = 0
+        self._loop = loop
         self._lock = threading.Lock()
 
     @property
@@ -59,7 +76,7 @@ class Connection:
 
     def send(self, frames: Iterable[bytes]) -> None:
         if not self.closed.is_set():
-            self.outbox.put(frames)
+            self._post(frames)
 
     def end(self, frames: Iterable[bytes] = (), status: Status | None = None) -> None:
         """Send `frames`, then end the stream (with `status`, when it is an error)."""
@@ -68,9 +85,13 @@ class Connection:
                 return
             self.status = status
             self.closed.set()
-            self.outbox.put(frames)
-            self.outbox.put(_CLOSE)
-        self._on_end()
+        self._post(frames)
+        self._post(_CLOSE)
+
+    def _post(self, item: Iterable[bytes] | None) -> None:
+        # RuntimeError: the server's loop has stopped, so the stream is gone already.
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self.outbox.put_nowait, item)
 
     def start_upload(self, upload: Upload) -> bool:
         """Make `upload` this connection's; False (and its slot given back) if it has ended."""
@@ -108,9 +129,8 @@ class Awaited:
 class Registry:
     """The connections, the admitted clients by node id, and the instructions awaited from them."""
 
-    def __init__(self, store: TokenStore | None, on_end: Callable[[], None]) -> None:
+    def __init__(self, store: TokenStore | None) -> None:
         self.store = store
-        self._on_end = on_end
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._clients: dict[ClientId, Connection] = {}
@@ -122,11 +142,21 @@ class Registry:
     # -- connections --------------------------------------------------------------------------
 
     def connect(
-        self, peer: str, metadata: Sequence[tuple[str, str | bytes]] | None
+        self,
+        peer: str,
+        metadata: Sequence[tuple[str, str | bytes]] | None,
+        certificate_node: str | None = None,
     ) -> Connection | None:
-        """A new stream's connection, not admitted until it says hello; None when closing."""
-        token_node = self.store.identify(metadata) if self.store else None
-        connection = Connection(peer, token_node, self._on_end)
+        """A new stream's connection, not admitted until it says hello; None when closing.
+
+        `certificate_node` is the node named by the client's verified certificate, if any.
+        """
+        identities = {}
+        if self.store is not None and (token_node := self.store.identify(metadata)) is not None:
+            identities["token"] = token_node
+        if certificate_node is not None:
+            identities["certificate"] = certificate_node
+        connection = Connection(peer, identities, asyncio.get_running_loop())
         with self._lock:
             if self.closing:
                 return None
@@ -142,10 +172,9 @@ class Registry:
             node_id = check_node_id(node_id)
         except ConfigurationError as error:
             raise Refused(str(error)) from None
-        if connection.token_node is not None and node_id != connection.token_node:
-            raise Refused(
-                f"this token was issued for node {connection.token_node!r}, not {node_id!r}"
-            )
+        for proof, named in connection.identities.items():
+            if node_id != named:
+                raise Refused(f"this {proof} was issued for node {named!r}, not {node_id!r}")
         with self._changed:
             if self.closing:
                 return False
@@ -163,7 +192,7 @@ class Registry:
             node_id,
             connection.peer,
             len(connected),
-            ", ".join(connected),
+            some_of(connected),
         )
         return True
 
@@ -200,7 +229,7 @@ class Registry:
                 connection.name,
                 reason,
                 len(remaining),
-                f": {', '.join(remaining)}" if remaining else "",
+                f": {some_of(remaining)}" if remaining else "",
             )
 
     def connected(self) -> list[ClientId]:
@@ -238,7 +267,7 @@ class Registry:
 
     def _log_waiting(self, count: int) -> None:
         connected = sorted(self._clients)
-        listed = f": {', '.join(connected)}" if connected else ""
+        listed = f": {some_of(connected)}" if connected else ""
         log.info("waiting for %d client(s); %d connected%s", count, len(connected), listed)
 
     def begin_close(self) -> list[Connection] | None:
@@ -269,6 +298,7 @@ class Registry:
                 return None
             awaited = Awaited(connection, client_id, next(self._ids), instruction, sink)
             self._awaited[awaited.message_id] = awaited
+            connection.instructions_sent += 1
             return awaited
 
     def awaited_from(self, connection: Connection, message_id: int) -> Awaited | None:

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import grpc
+import grpc.aio
 
 from roost.errors import ConfigurationError
 
@@ -50,11 +51,14 @@ def read_pem(source: PemSource, what: str) -> bytes:
         raise ConfigurationError(f"cannot read the {what} at {path}: {error.strerror}") from None
 
 
-def server_credentials(certificates: Sequence[PemSource]) -> grpc.ServerCredentials:
+def server_credentials(
+    certificates: Sequence[PemSource], client_ca: PemSource | None = None
+) -> grpc.ServerCredentials:
     """TLS credentials from `(certificate_chain, private_key)` or `(ca, certificate_chain, key)`.
 
     The CA certificate of the 3-tuple form (Flower's order) is not needed to serve TLS and is
-    ignored; clients verify the server with it.
+    ignored; clients verify the server with it. With `client_ca` (mutual TLS), every client must
+    present a certificate that CA signed; its subject's common name is the client's node id.
     """
     if len(certificates) == 3:
         certificates = certificates[1:]
@@ -65,14 +69,46 @@ def server_credentials(certificates: Sequence[PemSource]) -> grpc.ServerCredenti
         )
     chain = read_pem(certificates[0], "server certificate")
     key = read_pem(certificates[1], "server private key")
-    return grpc.ssl_server_credentials([(key, chain)])
-
-
-def channel_credentials(root_certificates: PemSource) -> grpc.ChannelCredentials:
-    """Credentials that accept only a server whose certificate `root_certificates` signed."""
-    return grpc.ssl_channel_credentials(
-        root_certificates=read_pem(root_certificates, "root certificate")
+    if client_ca is None:
+        return grpc.ssl_server_credentials([(key, chain)])
+    return grpc.ssl_server_credentials(
+        [(key, chain)],
+        root_certificates=read_pem(client_ca, "client CA certificate"),
+        require_client_auth=True,
     )
+
+
+def channel_credentials(
+    root_certificates: PemSource, certificate: Sequence[PemSource] | None = None
+) -> grpc.ChannelCredentials:
+    """Credentials that accept only a server whose certificate `root_certificates` signed.
+
+    `certificate`, a `(certificate_chain, private_key)` pair, is this client's own certificate,
+    for servers that require one (mutual TLS).
+    """
+    root = read_pem(root_certificates, "root certificate")
+    if certificate is None:
+        return grpc.ssl_channel_credentials(root_certificates=root)
+    if len(certificate) != 2:
+        raise ConfigurationError("certificate must be (certificate_chain, private_key)")
+    return grpc.ssl_channel_credentials(
+        root_certificates=root,
+        private_key=read_pem(certificate[1], "client private key"),
+        certificate_chain=read_pem(certificate[0], "client certificate"),
+    )
+
+
+def certificate_node(context: grpc.aio.ServicerContext) -> str | None:
+    """The node id a client's verified certificate names (its common name), if it sent one.
+
+    gRPC fills the peer's certificate fields only after verifying the chain against the
+    server's client CA, so with mutual TLS this is a proven identity.
+    """
+    names = context.auth_context().get("x509_common_name")
+    if not names:
+        return None
+    name = names[0]
+    return name.decode(errors="replace") if isinstance(name, bytes) else str(name)
 
 
 def read_tokens_file(path: str | Path) -> dict[str, str]:
@@ -147,23 +183,23 @@ def token_metadata(token: str) -> tuple[tuple[str, str], ...]:
     return ((AUTH_METADATA_KEY, _BEARER + token),)
 
 
-def _refuse(request_iterator: object, context: grpc.ServicerContext) -> None:
+async def _refuse(request_iterator: object, context: grpc.aio.ServicerContext) -> None:
     # Never touches request_iterator: nothing the caller sent is read, let alone parsed.
     log.warning("refused a connection from %s: missing or unknown token", context.peer())
-    context.abort(
+    await context.abort(
         grpc.StatusCode.UNAUTHENTICATED,
         "missing or unknown token; pass the token this server issued for your node id",
     )
 
 
-class TokenAuthInterceptor(grpc.ServerInterceptor):
+class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
     """Refuses every call whose metadata lacks a token of `store`, before any handler runs."""
 
     def __init__(self, store: TokenStore) -> None:
         self._store = store
         self._refusal = grpc.stream_stream_rpc_method_handler(_refuse)
 
-    def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
+    async def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
         if self._store.identify(handler_call_details.invocation_metadata) is None:
             return self._refusal
-        return continuation(handler_call_details)
+        return await continuation(handler_call_details)

@@ -10,11 +10,12 @@ many results are received at once.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
-import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future
 from pathlib import Path
 
 import grpc
@@ -25,7 +26,12 @@ from roost.transport.grpc import wire
 from roost.transport.grpc.listener import Listener, server_options
 from roost.transport.grpc.registry import Awaited, Connection, Registry, Sink
 from roost.transport.grpc.security import PemSource, TokenStore
-from roost.transport.grpc.session import RUN_END, SessionSettings, StreamHandler
+from roost.transport.grpc.session import (
+    RUN_END,
+    SERVER_STOPPED,
+    SessionSettings,
+    StreamHandler,
+)
 from roost.transport.grpc.stream import check_chunk_bytes
 from roost.transport.grpc.uploads import UploadSlots
 
@@ -39,16 +45,21 @@ class GrpcServerTransport:
         address: `host:port` to listen on; port 0 picks a free port (see `port`).
         certificates: `(certificate_chain, private_key)` (or Flower's `(ca, chain, key)`), as PEM
             bytes or file paths, to serve TLS; None serves without TLS.
+        client_ca: PEM (bytes or path) of a CA: with it (and `certificates`), only clients
+            presenting a certificate this CA signed may connect, each under the node id its
+            certificate's subject (common name) names (mutual TLS).
         auth_tokens: `{node_id: token}` or a tokens file (`node-id token` per line); when given,
             only clients presenting one of these tokens, under its node id, may join.
         max_message_bytes: largest result accepted, counting its array bytes.
         chunk_bytes: array bytes per frame sent.
-        max_clients: most simultaneous connections.
+        max_clients: most simultaneous connections. Connections are served by one event loop,
+            so an idle connected client costs kilobytes and no thread.
         max_concurrent_uploads: upload slots: results received at once; bounds the server's
             buffers of received models to about (this + 1) × model size however many clients
             answer. Other clients' results wait, in their streams, for a slot.
         upload_idle_timeout: seconds an upload may go without a chunk before it is that client's
-            failure (and its connection is closed, freeing the slot); None never gives up.
+            failure (and its connection is closed, freeing the slot), and seconds a frame sent to
+            a client may wait for it to read; None never gives up.
         receive_window_bytes: HTTP/2 flow-control window of each client's stream: what gRPC may
             buffer per client beyond roost's own buffers. A fixed window (instead of gRPC's
             growing one) keeps that at clients × this rather than clients × model size; raise it
@@ -57,6 +68,9 @@ class GrpcServerTransport:
             while a live client trains for as long as it needs.
         client_wait_timeout: seconds `wait_for_clients` waits by default; None waits forever.
         hello_timeout: seconds a new connection has to introduce itself.
+        violation_allowance: results or error reports for instructions not awaited (replays,
+            late answers) a client may send beyond one per instruction it was sent; past that
+            its connection is closed. They are logged in summary lines, not one line each.
     """
 
     def __init__(
@@ -64,16 +78,18 @@ class GrpcServerTransport:
         address: str,
         *,
         certificates: Sequence[PemSource] | None = None,
+        client_ca: PemSource | None = None,
         auth_tokens: Mapping[str, str] | str | Path | None = None,
         max_message_bytes: int = wire.DEFAULT_MAX_MESSAGE_BYTES,
         chunk_bytes: int = wire.DEFAULT_CHUNK_BYTES,
-        max_clients: int = 1000,
+        max_clients: int = 10_000,
         max_concurrent_uploads: int = 8,
         upload_idle_timeout: float | None = 60.0,
-        receive_window_bytes: int = 1 << 20,
+        receive_window_bytes: int = 64 << 10,
         keepalive_s: float = 30.0,
         client_wait_timeout: float | None = None,
         hello_timeout: float = 10.0,
+        violation_allowance: int = 32,
     ) -> None:
         _check_settings(
             chunk_bytes=chunk_bytes,
@@ -83,6 +99,10 @@ class GrpcServerTransport:
             max_concurrent_uploads=max_concurrent_uploads,
             receive_window_bytes=receive_window_bytes,
         )
+        if not isinstance(violation_allowance, int) or violation_allowance < 0:
+            raise ConfigurationError(
+                f"violation_allowance must be an int >= 0, got {violation_allowance!r}"
+            )
         self.max_message_bytes = max_message_bytes
         self.chunk_bytes = chunk_bytes
         self.upload_idle_timeout = upload_idle_timeout
@@ -90,25 +110,27 @@ class GrpcServerTransport:
         self.hello_timeout = hello_timeout
         self._slots = UploadSlots(max_concurrent_uploads)
         store = TokenStore.from_source(auth_tokens) if auth_tokens is not None else None
-        self._registry = Registry(store, on_end=self._slots.wake)
-        join = StreamHandler(
-            self._registry, self._slots, SessionSettings(max_message_bytes, hello_timeout)
+        self._registry = Registry(store)
+        settings = SessionSettings(
+            max_message_bytes, hello_timeout, violation_allowance, send_timeout=upload_idle_timeout
         )
+        join = StreamHandler(self._registry, self._slots, settings)
         # No deserializer: frames arrive as bytes and are parsed by roost, after the
         # interceptor has authenticated the call, with roost's own checks and errors.
         self._listener = Listener(
             address,
-            grpc.stream_stream_rpc_method_handler(join),
+            grpc.stream_stream_rpc_method_handler(join.serve),
             certificates=certificates,
+            client_ca=client_ca,
             store=store,
             max_clients=max_clients,
             options=server_options(receive_window_bytes, keepalive_s),
         )
-        self._stopped = threading.Event()
+        self._watcher: Future[None] | None = None
         if upload_idle_timeout is not None:
-            threading.Thread(
-                target=self._watch_uploads, name="roost-grpc-uploads", daemon=True
-            ).start()
+            self._watcher = asyncio.run_coroutine_threadsafe(
+                self._watch_uploads(upload_idle_timeout), self._listener.loop
+            )
 
     # -- Transport ----------------------------------------------------------------------------
 
@@ -137,17 +159,25 @@ class GrpcServerTransport:
             self._slots.wake()
             _take_all(sink)  # a consumer that stopped early leaves results behind: free their slots
 
-    def close(self, grace: float = 5.0) -> None:
-        """Tell every client the run is over, give them `grace` seconds to hang up, then stop."""
+    def close(self, grace: float = 5.0, *, run_over: bool = True) -> None:
+        """End every connection, give clients `grace` seconds to hang up, then stop serving.
+
+        With `run_over` (the run finished) clients are told the run is over and exit. Without
+        it (the server failed or was stopped early) they are told the server stopped: they keep
+        reconnecting, so a server resumed from its state directory finds them again.
+        """
         connections = self._registry.begin_close()
         if connections is None:
             return
-        self._stopped.set()
+        if self._watcher is not None:
+            self._watcher.cancel()
         for connection in connections:
-            connection.end([RUN_END])
+            if run_over:
+                connection.end([RUN_END])
+            else:
+                connection.end([], SERVER_STOPPED)
         self._registry.wait_until_empty(grace)
         self._listener.stop(grace=1.0)
-        self._slots.wake()
         log.info("roost server stopped")
 
     def __enter__(self) -> GrpcServerTransport:
@@ -233,11 +263,10 @@ class GrpcServerTransport:
         if upload is not None and upload.keep and upload.message_id == awaited.message_id:
             self._cut(awaited.connection, "still sending its result when the round timed out")
 
-    def _watch_uploads(self) -> None:
-        """Cut uploads that went `upload_idle_timeout` seconds without a chunk."""
-        idle_timeout = self.upload_idle_timeout
-        assert idle_timeout is not None
-        while not self._stopped.wait(min(max(idle_timeout / 4, 0.01), 1.0)):
+    async def _watch_uploads(self, idle_timeout: float) -> None:
+        """Cut uploads that went `idle_timeout` seconds without a chunk (on the server's loop)."""
+        while True:
+            await asyncio.sleep(min(max(idle_timeout / 4, 0.01), 1.0))
             now = time.monotonic()
             for connection in self._registry.uploading():
                 upload = connection.upload

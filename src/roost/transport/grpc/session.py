@@ -1,8 +1,8 @@
 """One client stream on the server: the frames that come in, and the frames that go out.
 
-`StreamHandler` is the server's `Join` method. For each stream it registers a connection, starts
-a reader thread that feeds the received frames to a `Session`, and sends whatever the connection's
-outbox holds until the connection ends.
+`StreamHandler` is the server's `Join` method, served on the server's event loop. For each stream
+it registers a connection, starts a reader coroutine that feeds the received frames to a
+`Session`, and sends whatever the connection's outbox holds until the connection ends.
 
 A `Session` handles frames by kind (hello, result header, chunk, client error). What it checks
 before a result reaches the round (which then validates it again, as for every transport): the
@@ -10,14 +10,15 @@ stream's framing, the declared sizes (against `max_message_bytes`, before alloca
 that the result answers an instruction this connection is still awaited for (results of
 timed-out or earlier rounds, replays and answers to other clients' instructions are dropped), and
 that its arrays have the global model's shapes and dtypes. A client is told why its result was
-rejected; a client that breaks the protocol is disconnected.
+rejected; a client that breaks the protocol, or sends more stale results than an honest client
+could (see `Conduct`), is disconnected.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import threading
-from collections.abc import Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import grpc
@@ -27,13 +28,21 @@ from roost.core.validation import validate_result
 from roost.errors import InvalidMessageError
 from roost.transport.grpc import roost_pb2 as pb
 from roost.transport.grpc import wire
+from roost.transport.grpc.conduct import Conduct
 from roost.transport.grpc.registry import Connection, Refused, Registry
+from roost.transport.grpc.security import certificate_node
 from roost.transport.grpc.stream import dispatch_frame
 from roost.transport.grpc.uploads import Slot, Upload, UploadSlots
 
 log = logging.getLogger(__name__)
 
 RUN_END = wire.frame_bytes(run_end=pb.RunEnd(reason="the run is over"))
+# The status a stream ends with when the server stops before the run is over (it failed, or
+# its operator stopped it): clients keep reconnecting, so a resumed server finds them again.
+SERVER_STOPPED = (
+    grpc.StatusCode.UNAVAILABLE,
+    "the server stopped before the end of the run; reconnect to continue it",
+)
 _FRAME_KINDS = tuple(field.name for field in pb.Frame.DESCRIPTOR.oneofs_by_name["body"].fields)
 
 
@@ -48,41 +57,71 @@ class SessionSettings:
 
     max_message_bytes: int
     hello_timeout: float
+    # Stale results or errors tolerated beyond one per instruction sent (see `Conduct`).
+    violation_allowance: int = 32
+    # Messages sent at once, over all clients: gRPC holds a copy of each frame being sent, so
+    # this (times the chunk size) bounds that memory however many clients are sent a model.
+    concurrent_sends: int = 64
+    # Seconds one frame may wait for its client to take it (None: no limit); a client that
+    # stops reading must not hold a send slot for ever.
+    send_timeout: float | None = 60.0
 
 
 class StreamHandler:
-    """The server's `Join` method: serves each client stream with its own `Session`."""
+    """The server's `Join` method: serves each client stream with its own `Session`.
+
+    It runs on the server's event loop: a connected client costs a few objects and two
+    coroutines (this one, which sends, and its session's reader), not threads.
+    """
 
     def __init__(self, registry: Registry, slots: UploadSlots, settings: SessionSettings) -> None:
         self._registry = registry
         self._slots = slots
         self._settings = settings
+        self._sends: asyncio.Semaphore | None = None  # made on the server's loop
 
-    def __call__(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
-        connection = self._registry.connect(context.peer(), context.invocation_metadata())
+    async def serve(self, requests: object, context: grpc.aio.ServicerContext) -> None:
+        """Serve one client stream until it ends."""
+        connection = self._registry.connect(
+            context.peer(), context.invocation_metadata(), certificate_node(context)
+        )
         if connection is None:
-            yield RUN_END
+            await context.write(RUN_END)
             return
-        context.add_callback(lambda: self._registry.drop(connection, "the connection closed"))
         session = Session(connection, self._registry, self._slots, self._settings)
-        threading.Thread(
-            target=session.read, args=(requests,), name="roost-grpc-reader", daemon=True
-        ).start()
-        timer = threading.Timer(self._settings.hello_timeout, session.hello_overdue)
-        timer.daemon = True
-        timer.start()
+        reader = asyncio.create_task(session.read(context))
+        timer = asyncio.get_running_loop().call_later(
+            self._settings.hello_timeout, session.hello_overdue
+        )
         try:
-            while (frames := connection.outbox.get()) is not None:
-                yield from frames
+            while (frames := await connection.outbox.get()) is not None:
+                await self._write(context, frames)
+        except (grpc.RpcError, grpc.aio.UsageError, ConnectionError):
+            pass  # the client went away while we wrote; dropping the connection says so
+        except TimeoutError:
+            reason = f"took no frame sent to it for {self._settings.send_timeout:g} s"
+            log.warning("closing the connection of %s: %s", connection.name, reason)
+            connection.end([], (grpc.StatusCode.DEADLINE_EXCEEDED, reason))
+            self._registry.drop(connection, reason, "timeout")
         finally:
             timer.cancel()
+            reader.cancel()
+            self._registry.drop(connection, "the connection closed")
         if connection.status is not None:
             context.set_code(connection.status[0])
             context.set_details(connection.status[1])
 
+    async def _write(self, context: grpc.aio.ServicerContext, frames: Iterable[bytes]) -> None:
+        """Write one message's frames, holding one of the server's send slots meanwhile."""
+        if self._sends is None:
+            self._sends = asyncio.Semaphore(self._settings.concurrent_sends)
+        async with self._sends:
+            for frame in frames:
+                await asyncio.wait_for(context.write(frame), self._settings.send_timeout)
+
 
 class Session:
-    """The frames one client sends, handled by kind; `read` runs on the stream's reader thread."""
+    """The frames one client sends, handled by kind; `read` is the stream's reader coroutine."""
 
     def __init__(
         self,
@@ -95,6 +134,7 @@ class Session:
         self._registry = registry
         self._slots = slots
         self._settings = settings
+        self.conduct = Conduct(connection.name, settings.violation_allowance)
         self._handlers = {
             "hello": self._on_hello,
             "result": self._on_result,
@@ -103,21 +143,24 @@ class Session:
         self._before_hello = {kind: self._hello_first for kind in _FRAME_KINDS}
         self._before_hello["hello"] = self._on_hello
 
-    def read(self, requests: Iterator[bytes]) -> None:
+    async def read(self, context: grpc.aio.ServicerContext) -> None:
         """Handle every frame the client sends; drop the connection when the stream ends."""
         connection = self.connection
         reason, kind = "the connection closed", "disconnected"
         try:
-            for raw in requests:
-                if connection.closed.is_set():
+            while not connection.closed.is_set():
+                raw = await context.read()
+                if raw is grpc.aio.EOF or connection.closed.is_set():
                     break
-                dispatch_frame(
+                pending = dispatch_frame(
                     raw,
                     self._handlers if connection.node_id is not None else self._before_hello,
                     self._on_chunk,
                     assembling="a result" if connection.upload is not None else None,
                     sender="clients",
                 )
+                if pending is not None:
+                    await pending
         except Refused as refusal:
             reason = f"refused: {refusal}"
             log.warning("refused %s: %s", connection.name, refusal)
@@ -126,13 +169,14 @@ class Session:
             reason, kind = f"protocol error: {error}", "invalid"
             log.warning("closing the connection of %s: %s", connection.name, error)
             self._refuse(f"protocol error: {error}", grpc.StatusCode.INVALID_ARGUMENT, str(error))
-        except grpc.RpcError:
+        except (grpc.RpcError, grpc.aio.UsageError, ConnectionError):
             pass  # the client went away; dropping the connection says so
         except Exception:  # a bug here must cost one connection, not the server
             log.exception("unexpected error on the connection of %s", connection.name)
             reason = "internal server error"
             connection.end([], (grpc.StatusCode.INTERNAL, reason))
         finally:
+            self.conduct.flush()
             self._registry.drop(connection, reason, kind)
 
     def hello_overdue(self) -> None:
@@ -164,6 +208,7 @@ class Session:
         if not self._registry.admit(self.connection, hello.node_id):
             self.connection.end([RUN_END])
             return
+        self.conduct.name = self.connection.name
         welcome = pb.Welcome(protocol_version=wire.PROTOCOL_VERSION, node_id=hello.node_id)
         self.connection.send([wire.frame_bytes(welcome=welcome)])
 
@@ -173,27 +218,27 @@ class Session:
             self.connection.node_id, f"the client reported: {error.reason[:500]}", "error"
         )
         if not self._registry.deliver(self.connection, error.message_id, failure):
-            log.info(
-                "%s reported an error for a stale instruction: %s",
-                self.connection.name,
-                error.reason[:200],
-            )
+            self._violation(f"an error report for instruction {error.message_id}, not awaited")
 
-    def _on_result(self, frame: pb.Frame) -> None:
+    async def _on_result(self, frame: pb.Frame) -> None:
         header = frame.result
         layout = wire.check_specs(header.arrays, self._settings.max_message_bytes)
         keep = self._accept(header, layout)
         slot = None
         if keep and layout.total_bytes:
-            slot = self._wait_for_slot(header.message_id)
+            slot = await self._wait_for_slot(header.message_id)
             if slot is None:
                 if self.connection.closed.is_set():
                     return
                 keep = False
-                self._reject_stale(
-                    header.message_id,
-                    f"result for instruction {header.message_id}, which is not awaited from "
-                    "this client any more (its round stopped waiting while it waited to upload)",
+                # The server made it wait: not the client's fault, so not a violation.
+                self.connection.send(
+                    rejection(
+                        header.message_id,
+                        f"result for instruction {header.message_id}, which is not awaited from "
+                        "this client any more (its round stopped waiting while it waited to "
+                        "upload)",
+                    )
                 )
         upload = Upload(header, layout, keep=keep, slot=slot)
         if self.connection.start_upload(upload) and upload.complete:
@@ -214,11 +259,12 @@ class Session:
         message_id = header.message_id
         awaited = self._registry.awaited_from(self.connection, message_id)
         if awaited is None:
-            self._reject_stale(
-                message_id,
+            reason = (
                 f"result for instruction {message_id}, which is not awaited from this client "
-                "(its round timed out or ended, or it was answered already)",
+                "(its round timed out or ended, or it was answered already)"
             )
+            self.connection.send(rejection(message_id, reason))
+            self._violation(reason)
             return False
         try:
             _check_header(awaited.instruction, header, layout)
@@ -229,7 +275,7 @@ class Session:
             return False
         return True
 
-    def _wait_for_slot(self, message_id: int) -> Slot | None:
+    async def _wait_for_slot(self, message_id: int) -> Slot | None:
         """An upload slot; None once the connection ended or nobody awaits the result."""
 
         def give_up() -> bool:
@@ -237,11 +283,13 @@ class Session:
                 self.connection, message_id
             )
 
-        return self._slots.acquire(give_up)
+        return await self._slots.acquire(give_up)
 
-    def _reject_stale(self, message_id: int, reason: str) -> None:
-        log.warning("dropped a stale result from %s: %s", self.connection.name, reason)
-        self.connection.send(rejection(message_id, reason))
+    def _violation(self, reason: str) -> None:
+        """Count a stale message; past the client's budget, end its connection."""
+        sent = self.connection.instructions_sent
+        if self.conduct.violation(reason, sent):
+            raise InvalidMessageError(self.conduct.budget_exceeded_reason(sent))
 
     def _finish_result(self) -> None:
         upload = self.connection.finish_upload()
@@ -260,10 +308,9 @@ class Session:
         message_id = upload.message_id
         awaited = self._registry.awaited_from(self.connection, message_id)
         if awaited is None:
-            self._reject_stale(
-                message_id,
-                f"result for instruction {message_id} arrived after its round stopped waiting",
-            )
+            reason = f"result for instruction {message_id} arrived after its round stopped waiting"
+            log.info("dropped a late result from %s: %s", self.connection.name, reason)
+            self.connection.send(rejection(message_id, reason))
             return False
         try:
             result: Result | Failure = wire.decode_result(

@@ -4,12 +4,18 @@ A result is received into one buffer of the model's size, so the server's memory
 models is bounded by the number of slots, not by the number of clients. A slot belongs to one live
 upload: it is taken when the upload starts and given back on every way out (the result was
 handed to the round, rejected or dropped; the client disconnected, stalled or was too late).
+
+Uploads wait for slots on the server's event loop; slots come back from any thread (a result
+travels with its slot to the round loop, which gives it back once it has used the result).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 
 from roost.transport.grpc import roost_pb2 as pb
@@ -28,51 +34,89 @@ class Slot:
 
 
 class UploadSlots:
-    """A fixed number of upload slots that readers wait for, and can stop waiting for.
+    """A fixed number of upload slots that uploads wait for, in turn, and can stop waiting for.
 
-    Waiting is woken by `wake()` as well as by a slot coming back, so that a reader whose
-    connection closed or whose result nobody awaits any more stops waiting at once.
+    A slot that comes back wakes the longest waiting upload only (thousands may wait), and
+    `wake()` makes every waiting upload check whether it should give up.
     """
 
     def __init__(self, count: int) -> None:
         self.count = count
         self._free = count
-        self._changed = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._waiters: deque[asyncio.Future[None]] = deque()
 
     @property
     def free(self) -> int:
         """Slots not taken now."""
-        with self._changed:
+        with self._lock:
             return self._free
 
-    def acquire(self, give_up: Callable[[], bool]) -> Slot | None:
+    async def acquire(self, give_up: Callable[[], bool]) -> Slot | None:
         """Wait for a free slot; None as soon as `give_up()` is true.
 
-        `give_up` is checked on every wake-up and once more when a slot is free, so a slot is
-        never handed to an upload that has already ended. It runs under this pool's lock: it
-        may take other locks, as long as nothing calls into this pool while holding them.
+        `give_up` is checked on every wake-up and once more before a slot is taken, so a slot is
+        never handed to an upload that has already ended. Runs on the server's event loop.
         """
-        with self._changed:
-            while self._free == 0 and not give_up():
-                self._changed.wait()
-            if give_up():
-                return None
-            self._free -= 1
-            return Slot(self)
+        loop = self._loop = asyncio.get_running_loop()
+        while not give_up():
+            with self._lock:
+                if self._free > 0:
+                    self._free -= 1
+                    return Slot(self)
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                self._remove(waiter)
+                self._pass_on()
+                raise
+        self._pass_on()
+        return None
 
     def wake(self) -> None:
-        """Make every waiting reader check again whether it should give up."""
-        with self._changed:
-            self._changed.notify_all()
+        """Make every waiting upload check again whether it should give up (from any thread)."""
+        self._schedule(self._wake_all)
 
     def _give_back(self, slot: Slot) -> None:
-        with self._changed:
+        with self._lock:
             if not slot._held:
                 return
             slot._held = False
             self._free += 1
-            # Every waiter: the first one woken may be one that gives up instead.
-            self._changed.notify_all()
+        self._schedule(self._wake_one)
+
+    def _schedule(self, callback: Callable[[], None]) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        # RuntimeError: the loop closed meanwhile, so nobody waits any more.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(callback)
+
+    def _pass_on(self) -> None:
+        """A waiter leaving without a slot hands its wake-up on, so no free slot sits idle."""
+        if self.free > 0:
+            self._wake_one()
+
+    def _wake_one(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    def _wake_all(self) -> None:
+        waiters, self._waiters = self._waiters, deque()
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _remove(self, waiter: asyncio.Future[None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._waiters.remove(waiter)
 
 
 class Upload:
