@@ -147,8 +147,10 @@ def test_state_directory_rules(tmp_path):
     assert "needs a state directory" in one_line_error(lambda: simulate(None, 2, resume=True))
     simulate(tmp_path, 2)
     assert "--resume" in one_line_error(lambda: simulate(tmp_path, 4))
-    fresh = simulate(tmp_path / "empty", 2, resume=True)  # nothing recorded yet: a new run
-    assert len(fresh.rounds) == 2
+    # Resuming what was never recorded is refused, as on the server (nothing is deleted).
+    assert "nothing to resume" in one_line_error(
+        lambda: simulate(tmp_path / "empty", 2, resume=True)
+    )
 
 
 SCRIPT = textwrap.dedent(
@@ -168,7 +170,7 @@ SCRIPT = textwrap.dedent(
     history = roost.run_simulation(
         lambda context: Slow(context.partition_id), NUM_CLIENTS,
         strategy=strategy, config=roost.ServerConfig(num_rounds=6),
-        seed=3, state_dir=sys.argv[1], resume=True,
+        seed=3, state_dir=sys.argv[1], resume=sys.argv[5] == "resume",
     )
     assert all(record.fit_failures == 0 for record in history.rounds)
     np.save(sys.argv[2], history.parameters[0])
@@ -183,8 +185,8 @@ def test_a_killed_process_resumes_to_a_byte_identical_model(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(SRC)}
     tests_dir = str(Path(__file__).parent)
 
-    def command(state: Path, out: Path, sleep: str) -> list[str]:
-        return [sys.executable, str(script), str(state), str(out), tests_dir, sleep]
+    def command(state: Path, out: Path, sleep: str, resume: str = "new") -> list[str]:
+        return [sys.executable, str(script), str(state), str(out), tests_dir, sleep, resume]
 
     subprocess.run(command(tmp_path / "a", tmp_path / "whole.npy", "0"), env=env, check=True)
     victim = subprocess.Popen(command(tmp_path / "b", tmp_path / "cut.npy", "0.15"), env=env)
@@ -194,5 +196,6 @@ def test_a_killed_process_resumes_to_a_byte_identical_model(tmp_path):
     os.kill(victim.pid, signal.SIGKILL)  # mid-round, without any chance to clean up
     victim.wait()
     assert not (tmp_path / "cut.npy").exists()
-    subprocess.run(command(tmp_path / "b", tmp_path / "cut.npy", "0"), env=env, check=True)
+    resumed = command(tmp_path / "b", tmp_path / "cut.npy", "0", "resume")
+    subprocess.run(resumed, env=env, check=True)
     assert np.load(tmp_path / "cut.npy").tobytes() == np.load(tmp_path / "whole.npy").tobytes()

@@ -25,8 +25,8 @@ from roost.errors import ConfigurationError, RoostError
 from roost.log import ensure_logging
 from roost.outputs import save_run
 from roost.server.history import History
-from roost.server.loop import RoundCallback, ServerConfig, ServerState, run_rounds
-from roost.server.state import DATABASE_NAME, StateStore, check_writable
+from roost.server.loop import RoundCallback, ServerConfig, run_rounds
+from roost.server.state import open_state, recording
 from roost.strategy.presets import FedAvg
 from roost.strategy.strategy import Strategy
 from roost.transport.grpc.client import GrpcClient
@@ -85,7 +85,7 @@ def start_server(
     The final global model is `history.parameters`.
     """
     ensure_logging()
-    store, resume_from = _open_state(state_dir, resume, out_dir)
+    store, resume_from = open_state(state_dir, resume, out_dir)
     transport = GrpcServerTransport(
         server_address,
         certificates=certificates,
@@ -103,7 +103,7 @@ def start_server(
         config if config is not None else ServerConfig(num_rounds=1),
         seed=seed,
         resume_from=resume_from,
-        on_round_end=_round_end_callback(store, on_round_end),
+        on_round_end=recording(store, on_round_end),
     )
     history = _run_then_close(run, transport)
     if out_dir is not None:
@@ -135,56 +135,6 @@ def _write_outputs(out_dir: Path, history: History) -> None:
         ) from None
     for path in written:
         log.info("wrote %s", path)
-
-
-def _open_state(
-    state_dir: str | Path | None, resume: bool, out_dir: str | Path | None = None
-) -> tuple[StateStore | None, ServerState | None]:
-    """The state store of `state_dir` (if any), and the recorded state to resume from (if any).
-
-    Checks now, not after the last round, that `out_dir` (if any) can be written.
-    """
-    if out_dir is not None:
-        check_writable(Path(out_dir), "output directory")
-    if state_dir is None:
-        if resume:
-            raise ConfigurationError("resume needs a state directory: pass state_dir (--state DIR)")
-        return None, None
-    database = Path(state_dir) / DATABASE_NAME
-    if resume and not database.is_file():
-        raise ConfigurationError(
-            f"nothing to resume: {database} does not exist; check the state directory, or "
-            "start a new run without resume (--resume)"
-        )
-    store = StateStore(state_dir)
-    saved = store.load()
-    if saved is not None and not resume:
-        raise ConfigurationError(
-            f"{state_dir} already records a run (up to round {saved.server_round}); pass "
-            "resume=True (--resume) to continue it, or choose an empty state directory"
-        )
-    if resume and saved is None:
-        raise ConfigurationError(
-            f"nothing to resume: {database} records no completed round; check the state "
-            "directory, or start a new run without resume (--resume)"
-        )
-    return store, saved
-
-
-def _round_end_callback(
-    store: StateStore | None, on_round_end: RoundCallback | None
-) -> RoundCallback | None:
-    """Record each round in `store`, then call `on_round_end`; None when there is neither."""
-    if store is None and on_round_end is None:
-        return None
-
-    def round_end(state: ServerState) -> None:
-        if store is not None:
-            store.save(state)
-        if on_round_end is not None:
-            on_round_end(state)
-
-    return round_end
 
 
 def start_client(

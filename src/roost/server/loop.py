@@ -18,7 +18,7 @@ import numpy as np
 
 from roost.core.types import GetParametersIns, GetParametersRes, Metrics, Parameters
 from roost.core.validation import check_parameters
-from roost.errors import ConfigurationError, RoostError, RunFinished
+from roost.errors import ConfigurationError, InvalidMessageError, RoostError, RunFinished
 from roost.server.history import History
 from roost.server.phases import PhaseOutcomes, Round
 from roost.strategy.strategy import Strategy
@@ -90,7 +90,7 @@ def run_rounds(
         state = ServerState(0, parameters, strategy.init(parameters), {}, History())
         _evaluate_centralized(strategy, 0, parameters, state.history)
     else:
-        state = _resumed(strategy, resume_from, config)
+        state = _resumed(strategy, resume_from, config, transport)
         rng.bit_generator.state = resume_from.rng_state
 
     for server_round in range(state.server_round + 1, config.num_rounds + 1):
@@ -180,19 +180,44 @@ def _finite_loss(loss: float, what: str) -> bool:
     return False
 
 
-def _resumed(strategy: Strategy, saved: ServerState, config: ServerConfig) -> ServerState:
-    """The saved state, checked against what this strategy would start from."""
+def _resumed(
+    strategy: Strategy, saved: ServerState, config: ServerConfig, transport: Transport
+) -> ServerState:
+    """The saved state, if this run may continue it; else one line saying why not.
+
+    The run must ask for at least the rounds already done, use the strategy that made the state
+    (the same class, and parts whose state trees match) and a model of the same arrays.
+    """
+    done, made_by = saved.server_round, saved.strategy_state.get("strategy")
+    if done > config.num_rounds:
+        raise ConfigurationError(
+            f"the saved state records {done} completed rounds, more than the "
+            f"{config.num_rounds} asked for; resume with {done} rounds or more, or start a new "
+            "state directory"
+        )
     parameters = check_parameters(saved.parameters)
     fresh = strategy.init(parameters)
+    this = fresh["strategy"]
+    if made_by != this:
+        raise ConfigurationError(
+            f"the saved state records a run of {made_by or 'another strategy'}, not {this}; "
+            f"resume with the strategy that made it, or start {this} in a new state directory"
+        )
     if tree_structure(saved.strategy_state) != tree_structure(fresh):
         raise ConfigurationError(
-            f"the saved state was made by a strategy built differently from {strategy!r}; "
-            "resume with the same strategy and options, or start a new state directory"
+            f"the saved state was made by a {this} built differently (other parts or options) "
+            f"from {strategy!r}; resume with the same strategy, or start a new state directory"
         )
-    log.info("resuming after round %d of %d", saved.server_round, config.num_rounds)
-    return ServerState(
-        saved.server_round, parameters, saved.strategy_state, saved.rng_state, saved.history
-    )
+    model = _initial_parameters(strategy, transport, np.random.default_rng(0), config.round_timeout)
+    try:
+        check_parameters(model, parameters, check_finite=False)
+    except InvalidMessageError as error:
+        raise ConfigurationError(
+            f"the saved state records a different model ({error}); resume with the model that "
+            "made it, or start a new state directory"
+        ) from None
+    log.info("resuming after round %d of %d", done, config.num_rounds)
+    return ServerState(done, parameters, saved.strategy_state, saved.rng_state, saved.history)
 
 
 def tree_structure(tree: Any) -> Any:

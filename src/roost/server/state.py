@@ -22,7 +22,7 @@ import math
 import sqlite3
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -317,3 +317,57 @@ def check_writable(directory: Path, what: str) -> None:
             f"cannot write to the {what} {directory}: {error.strerror or error}; choose another "
             "directory or fix its permissions"
         ) from None
+
+
+def open_state(
+    state_dir: str | Path | None, resume: bool, out_dir: str | Path | None = None
+) -> tuple[StateStore | None, ServerState | None]:
+    """The state store of `state_dir` (if any), and the recorded state to resume from (if any).
+
+    The rules every run follows (simulation, server, Flower projects): `resume` needs a directory
+    that records a completed round; a directory that records one needs `resume`. Checks now, not
+    after the last round, that `out_dir` (if any) can be written. Whether the run may continue the
+    recorded one (same strategy, model, enough rounds) is the round loop's check.
+    """
+    if out_dir is not None:
+        check_writable(Path(out_dir), "output directory")
+    if state_dir is None:
+        if resume:
+            raise ConfigurationError("resume needs a state directory: pass state_dir (--state DIR)")
+        return None, None
+    database = Path(state_dir) / DATABASE_NAME
+    if resume and not database.is_file():
+        raise ConfigurationError(
+            f"nothing to resume: {database} does not exist; check the state directory, or "
+            "start a new run without resume (--resume)"
+        )
+    store = StateStore(state_dir)
+    saved = store.load()
+    if saved is not None and not resume:
+        raise ConfigurationError(
+            f"{state_dir} already records a run (up to round {saved.server_round}); pass "
+            "resume=True (--resume) to continue it, or choose an empty state directory"
+        )
+    if resume and saved is None:
+        raise ConfigurationError(
+            f"nothing to resume: {database} records no completed round; check the state "
+            "directory, or start a new run without resume (--resume)"
+        )
+    return store, saved
+
+
+def recording(
+    store: StateStore | None, on_round_end: Callable[[ServerState], None] | None
+) -> Callable[[ServerState], None] | None:
+    """Record each round in `store`, then call `on_round_end` (so a callback that stops the run
+    never loses the round that just completed); None when there is neither."""
+    if store is None and on_round_end is None:
+        return None
+
+    def round_end(state: ServerState) -> None:
+        if store is not None:
+            store.save(state)
+        if on_round_end is not None:
+            on_round_end(state)
+
+    return round_end

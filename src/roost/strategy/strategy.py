@@ -183,8 +183,10 @@ class Strategy:
         return self.initial_parameters
 
     def init(self, parameters: Parameters) -> dict[str, State]:
-        """The state of every part before round 1, as one tree."""
+        """The state of every part before round 1, as one tree (named, so a resumed run can
+        tell it was made by this kind of strategy)."""
         return {
+            "strategy": type(self).__name__,
             "sampler": self.sampler.init(),
             "weighting": self.weighting.init(),
             "transforms": self.transform.init(parameters),

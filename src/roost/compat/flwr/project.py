@@ -32,7 +32,6 @@ from roost.compat.flwr.records import RecordDict
 from roost.compat.flwr.serverapp.app import ServerApp
 from roost.compat.flwr.serverapp.grid import Grid, RunSettings
 from roost.core.types import Config
-from roost.deploy import _open_state as open_state  # the same state-directory rules
 from roost.deploy import start_client
 from roost.engines import make_engine
 from roost.errors import ConfigurationError
@@ -40,6 +39,7 @@ from roost.log import ensure_logging
 from roost.outputs import save_run
 from roost.server.history import History
 from roost.server.loop import RoundCallback, ServerConfig, run_rounds
+from roost.server.state import open_state  # the same state-directory rules
 from roost.strategy.presets import FedAvg as RoostFedAvg
 from roost.transport.base import Transport
 from roost.transport.grpc.security import PemSource
