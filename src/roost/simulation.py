@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,11 +11,12 @@ from roost.core.types import Config
 from roost.engines import make_engine
 from roost.errors import ConfigurationError
 from roost.log import ensure_logging
-from roost.outputs import save_run
+from roost.outputs import check_out_dir, save_run
 from roost.server.history import History
 from roost.server.loop import RoundCallback, ServerConfig, run_rounds
 from roost.strategy.presets import FedAvg
 from roost.strategy.strategy import Strategy
+from roost.tracking.base import ClientMetricsRecorder, Tracker, TrackRounds
 
 
 def run_simulation(
@@ -30,6 +31,8 @@ def run_simulation(
     on_round_end: RoundCallback | None = None,
     engine: str = "sequential",
     engine_options: Mapping[str, Any] | None = None,
+    trackers: Sequence[Tracker] = (),
+    client_metrics: bool = False,
 ) -> History:
     """Simulate `num_clients` clients built by `client_fn` and return the run's History.
 
@@ -47,6 +50,8 @@ def run_simulation(
             of worker processes), "ray" (Ray actors) or "vectorized" (a `roost.Task`'s whole
             cohort as one batched computation). Every engine gives the same model.
         engine_options: the engine's settings (see `roost.engines.make_engine`).
+        trackers: get every round's values (`roost.tracking`); closed when the run ends.
+        client_metrics: also hand trackers each client's own fit and evaluate metrics.
 
     The final global model is `history.parameters`.
     """
@@ -56,19 +61,31 @@ def run_simulation(
             "the vectorized engine trains clients together and runs no secure aggregation; "
             "use engine='sequential' or 'process'"
         )
-    transport = make_engine(
-        engine, client_fn, num_clients, run_config=run_config, **dict(engine_options or {})
+    if out_dir is not None:
+        check_out_dir(out_dir, "out_dir")
+    config = config if config is not None else ServerConfig(num_rounds=1)
+    recorder = ClientMetricsRecorder() if client_metrics else None
+    track = TrackRounds(
+        trackers, num_rounds=config.num_rounds, client_metrics=recorder, then=on_round_end
     )
     try:
-        history = run_rounds(
-            strategy if strategy is not None else FedAvg(),
-            transport,
-            config if config is not None else ServerConfig(num_rounds=1),
-            seed=seed,
-            on_round_end=on_round_end,
+        transport = make_engine(
+            engine, client_fn, num_clients, run_config=run_config, **dict(engine_options or {})
         )
+        if recorder is not None:
+            transport = recorder.observe(transport)
+        try:
+            history = run_rounds(
+                strategy if strategy is not None else FedAvg(),
+                transport,
+                config,
+                seed=seed,
+                on_round_end=track,
+            )
+        finally:
+            transport.close()
     finally:
-        transport.close()
+        track.close()
     if out_dir is not None:
         save_run(out_dir, history)
     return history
