@@ -54,7 +54,8 @@ def add_command(root: CommandParser, default_app: App) -> None:
         "--engine",
         choices=ENGINES,
         default=None,
-        help="how clients run (default: vectorized when torch is installed, else sequential)",
+        help="how clients run (default: the fastest for the app: sequential for the demo; the "
+        "run's first line names the engine and why)",
     )
     add_strategy_arguments(parser)
     add_privacy_arguments(parser)
