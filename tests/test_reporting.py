@@ -165,8 +165,10 @@ def test_out_that_is_a_file_is_refused_before_the_run(tmp_path: Path, capsys) ->
     [
         (["server", "--address", "127.0.0.1:99999"], "port must be a number in 1-65535"),
         (["server", "--address", "127.0.0.1:0"], "port must be a number in 1-65535"),
-        (["client", "--server", "nohost", "--partition-id", "0", "--num-partitions", "2"],
-         "expected host:port"),
+        (
+            ["client", "--server", "nohost", "--partition-id", "0", "--num-partitions", "2"],
+            "expected host:port",
+        ),
         (["simulate", "--lr", "abc"], "argument --lr: expected a number, got 'abc'"),
         (["simulate", "--rounds", "two"], "argument --rounds: expected an integer, got 'two'"),
     ],

@@ -119,7 +119,8 @@ def test_roost_simulate_writes_tensorboard_scalars(tmp_path: Path) -> None:
     pytest.importorskip("tensorboard")
     logs = tmp_path / "tb"
     args = ["simulate", "--quiet", "--clients", "3", "--rounds", "2", "--engine", "sequential"]
-    assert main([*args, "--tensorboard", str(logs), "--client-metrics", "--out", str(tmp_path)]) == 0
+    tracking = ["--tensorboard", str(logs), "--client-metrics", "--out", str(tmp_path)]
+    assert main([*args, *tracking]) == 0
     scalars: dict[str, list[tuple[int, float]]] = {}
     for event in read_events(logs):
         for value in event.summary.value:
