@@ -14,7 +14,7 @@ import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from roost.cli.progress import ProgressTracker, significant
+from roost.cli.progress import ProgressTracker
 from roost.errors import ConfigurationError
 from roost.log import ensure_logging
 from roost.server.history import History
@@ -225,7 +225,7 @@ def _format(value: object) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
-        return significant(value)
+        return f"{value:.4f}"
     return str(value)
 
 
