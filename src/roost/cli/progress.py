@@ -85,6 +85,7 @@ class ProgressTracker(Tracker):
             TimeElapsedColumn,
             TimeRemainingColumn,
         )
+        from rich.table import Column
 
         self._progress = Progress(
             SpinnerColumn(),
@@ -93,8 +94,13 @@ class ProgressTracker(Tracker):
             TimeElapsedColumn(),
             TextColumn("ETA"),
             TimeRemainingColumn(),
-            TextColumn("{task.fields[summary]}"),
+            # The summary takes the width left over, cut short rather than squeezing the clock.
+            TextColumn(
+                "{task.fields[summary]}",
+                table_column=Column(ratio=1, no_wrap=True, overflow="ellipsis"),
+            ),
             console=self.console,
+            expand=True,
         )
         self._progress.start()
         self._task = self._progress.add_task("run", total=self.num_rounds, summary="starting")
