@@ -1,10 +1,134 @@
-"""Shared test fixtures."""
+"""Shared test fixtures, and the fast subset (`-m "not slow"`) for everyday work."""
 
 from __future__ import annotations
 
 import logging
 
 import pytest
+
+# Tests that took about two seconds or more (measured with --durations on two workers, on a
+# loaded two-core machine) are marked slow here, in one place, so `pytest -m "not slow"` stays
+# under a minute; CI runs everything. A test file may also mark its own tests slow.
+SLOW_TESTS: dict[str, tuple[str, ...]] = {
+    "test_aggregators.py": ("test_streaming_mean_consumes_a_generator_without_buffering",),
+    "test_attacks.py": ("test_fedavg_collapses_while_robust_aggregators_hold",),
+    "test_compat.py": ("test_roost_engines_are_available_through_run_simulation",),
+    "test_engines.py": (
+        "test_chunks_give_the_same_model_as_one_batch",
+        "test_convolutions_give_the_sequential_model_batched_or_one_by_one",
+        "test_fit_metrics_match_between_engines",
+        "test_process_engine_gives_the_sequential_model_for_any_client_fn",
+        "test_process_engine_runs_a_task_like_the_sequential_engine",
+        "test_process_engine_says_client_fn_must_be_picklable",
+        "test_process_pool_replaces_hung_and_dead_workers",
+        "test_process_pool_reuses_its_workers_and_computes_fedavg",
+        "test_vectorized_equals_sequential[full-adam]",
+        "test_vectorized_equals_sequential[full-fedprox]",
+        "test_vectorized_equals_sequential[full-momentum]",
+        "test_vectorized_equals_sequential[full-sgd]",
+        "test_vectorized_equals_sequential[partial-adam]",
+        "test_vectorized_equals_sequential[partial-fedprox]",
+        "test_vectorized_equals_sequential[partial-momentum]",
+        "test_vectorized_equals_sequential[partial-sgd]",
+    ),
+    "test_engines_cli.py": (
+        "test_an_engine_asked_for_is_named_on_the_first_line",
+        "test_default_engine_is_the_fastest_deterministic_and_accurate",
+        "test_every_engine_trains_the_same_demo_model",
+        "test_without_torch_the_demo_falls_back_with_a_one_line_notice",
+    ),
+    "test_engines_phases.py": (
+        "test_a_new_exchange_abandons_what_is_left_of_the_last_one",
+        "test_fit_evaluate_evaluate_fit_with_the_same_clients[process]",
+    ),
+    "test_engines_registry.py": ("test_every_client_gets_its_partitions_context[process]",),
+    "test_examples.py": (
+        "test_simulation_example_trains_on_the_stand_in[torch]",
+        "test_three_terminals_server_and_two_clients[torch]",
+    ),
+    "test_flower_apps.py": (
+        "test_numpy_app_simulates_with_its_project_settings",
+        "test_torch_app_with_a_state_dict_in_simulation_and_over_grpc",
+    ),
+    "test_grpc_transport.py": (
+        "test_a_long_fit_outlives_many_keepalive_pings",
+        "test_tls_serves_clients_that_trust_its_certificate",
+    ),
+    "test_keras.py": ("test_keras_adapter_on_torch_backend",),
+    "test_notebook.py": ("test_tutorial_notebook_runs_end_to_end",),
+    "test_package.py": (
+        "test_import_roost_imports_no_ml_framework",
+        "test_nothing_below_the_apps_imports_them",
+    ),
+    "test_phases.py": ("test_the_process_engine_runs_the_same_phases_to_the_same_model",),
+    "test_plot.py": (
+        "test_roost_plot_command",
+        "test_save_run_writes_csv_and_plot_beside_json_and_model",
+        "test_simulate_config_file_with_flags_overriding_it",
+        "test_the_same_history_gives_the_same_png",
+    ),
+    "test_privacy_accounting.py": (
+        "test_local_epsilon_is_the_gaussian_mechanism_of_dp_accounting",
+        "test_noise_multiplier_for_a_target_is_the_smallest_that_meets_it",
+        "test_poisson_epsilon_is_dp_accountings_pld[0.01-1.0-20]",
+        "test_the_planning_command_reports_epsilon_and_noise",
+    ),
+    "test_privacy_central.py": ("test_an_empty_poisson_cohort_passes_without_stopping_the_run",),
+    "test_privacy_cli.py": (
+        "test_a_central_dp_run_reports_epsilon_in_every_output",
+        "test_a_local_dp_run_reports_each_clients_epsilon",
+        "test_a_run_without_dp_writes_no_privacy_at_all",
+        "test_roost_privacy_noise_reaches_the_target_by_dp_accounting",
+        "test_target_epsilon_stops_the_run_with_one_line_and_outputs",
+    ),
+    "test_privacy_local.py": (
+        "test_local_noise_multiplier_for_is_the_least_sigma_within_the_target",
+        "test_the_per_round_epsilon_is_the_gaussian_mechanisms",
+        "test_the_servers_local_dp_accountant_records_each_clients_epsilon",
+    ),
+    "test_secagg_cli.py": (
+        "test_secagg_composes_with_central_dp_on_the_command_line",
+        "test_simulate_secagg_gives_the_plaintext_model_within_the_quantization_bound",
+    ),
+    "test_secagg_protocol.py": (
+        "test_thirty_percent_dropouts_leave_exactly_the_survivors_sum[Phase.UNMASK-50-complete]",
+    ),
+    "test_secure_rounds.py": (
+        "test_the_process_engine_carries_each_clients_round_secrets_between_phases",
+    ),
+    "test_simulate_cli.py": (
+        "test_a_different_seed_gives_a_different_run",
+        "test_demo_reaches_accuracy_and_is_byte_identical_by_seed",
+        "test_simulate_runs_your_app",
+    ),
+    "test_sklearn.py": (
+        "test_logistic_regression_federated_on_digits_reaches_85_percent",
+        "test_mlp_federated_on_digits_reaches_85_percent",
+        "test_sgd_classifier_on_label_skewed_clients_reaches_85_percent",
+    ),
+    "test_strategy_cli.py": (
+        "test_attack_options_run_the_robustness_experiment",
+        "test_clipping_options_change_the_run",
+        "test_default_strategy_is_fedavg_and_unchanged",
+    ),
+    "test_strategy_composition.py": (
+        "test_every_preset_resumes_bit_for_bit_from_a_serialised_state[dpfedavg-plain]",
+    ),
+    "test_task.py": (
+        "test_digits_task_trains_exactly_like_the_numpy_demo_client",
+        "test_per_client_training_matches_torch_optim[0.0-sgd]",
+    ),
+    "test_torch_client.py": ("test_torch_client_federates_the_digits_to_the_demo_accuracy",),
+    "test_tracking.py": ("test_roost_simulate_logs_to_a_local_mlflow_store",),
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tests listed in SLOW_TESTS slow."""
+    slow = {(module, name) for module, names in SLOW_TESTS.items() for name in names}
+    for item in items:
+        if (item.path.name, item.name) in slow:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(autouse=True)

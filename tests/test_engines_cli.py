@@ -21,14 +21,20 @@ def simulate(tmp_path: Path, name: str, *args: str) -> tuple[dict, list[np.ndarr
     return json.loads((out / "history.json").read_text()), arrays, out
 
 
-def test_default_engine_is_vectorized_deterministic_and_accurate(tmp_path, capsys):
+def test_default_engine_is_the_fastest_deterministic_and_accurate(tmp_path, capsys):
     history, model, first = simulate(tmp_path, "a")
-    assert "sequential engine" not in capsys.readouterr().out  # no fallback notice
+    first_line = capsys.readouterr().out.splitlines()[0]
+    assert first_line.startswith("engine: sequential (the default for the demo: its NumPy")
     _, _, second = simulate(tmp_path, "b")
     for name in ("history.json", "model.npz"):
         assert (first / name).read_bytes() == (second / name).read_bytes()
     assert history["metrics_centralized"]["accuracy"][-1][1] >= 0.85
     assert [a.shape for a in model] == [(64, 10), (10,)]  # the NumPy demo's layout
+
+
+def test_an_engine_asked_for_is_named_on_the_first_line(tmp_path, capsys):
+    simulate(tmp_path, "v", "--rounds", "1", "--clients", "3", "--engine", "vectorized")
+    assert capsys.readouterr().out.splitlines()[0] == "engine: vectorized (--engine)"
 
 
 def test_every_engine_trains_the_same_demo_model(tmp_path):
@@ -44,7 +50,7 @@ def test_every_engine_trains_the_same_demo_model(tmp_path):
 
 def test_without_torch_the_demo_falls_back_with_a_one_line_notice(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr("roost.apps.digits.task.torch_available", lambda: False)
-    history, _, _ = simulate(tmp_path, "fallback", "--rounds", "2")
+    history, _, _ = simulate(tmp_path, "fallback", "--rounds", "2", "--engine", "vectorized")
     notice = [line for line in capsys.readouterr().out.splitlines() if "torch is not" in line]
     assert notice == [
         "torch is not installed: the NumPy demo runs on the sequential engine (pip install "
@@ -55,6 +61,6 @@ def test_without_torch_the_demo_falls_back_with_a_one_line_notice(tmp_path, caps
 
 def test_attacked_clients_run_on_the_sequential_engine(tmp_path, capsys):
     simulate(tmp_path, "attack", "--rounds", "1", "--attack", "signflip", "--attackers", "1",
-             "--strategy", "fedmedian")
+             "--strategy", "fedmedian", "--engine", "vectorized")
     out = capsys.readouterr().out
     assert "attacked and gradient-returning clients run on the sequential engine" in out

@@ -139,7 +139,9 @@ def test_central_dp_over_the_server_command_too() -> None:
 
 
 def test_local_dp_wraps_the_clients_and_runs_sequentially() -> None:
-    run_plan = simulation("--strategy", "krum", "--num-malicious", "1", *LOCAL)
+    run_plan = simulation(
+        "--strategy", "krum", "--num-malicious", "1", "--engine", "vectorized", *LOCAL
+    )
     assert isinstance(run_plan.client_fn, LocalDPClientFn)
     assert (run_plan.client_fn.clip_norm, run_plan.client_fn.noise_multiplier) == (1.0, 2.0)
     assert run_plan.engine == "sequential" and "local DP" in run_plan.notice

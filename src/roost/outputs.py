@@ -3,13 +3,37 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 from pathlib import Path
 
 from roost.core.files import atomic_write_bytes, save_parameters
+from roost.errors import ConfigurationError
 from roost.plotting import history_csv, render_plot
 from roost.server.history import History
 
 log = logging.getLogger(__name__)
+
+
+def check_out_dir(out_dir: Path | str, option: str = "--out") -> Path:
+    """Make sure a run's results can be written to `out_dir` before the run starts.
+
+    Creates the directory when missing and writes (then removes) a scratch file there, so a
+    path that is a file, lies under a file, or cannot be written is refused now, in one line,
+    instead of after the last round. Returns the directory.
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigurationError(f"{option} {out} is a file; give a directory for the results")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".roost-check-"):
+            pass
+    except OSError as error:
+        raise ConfigurationError(
+            f"{option} {out} cannot be written ({error.strerror or error}); "
+            "choose a directory you can write to"
+        ) from None
+    return out
 
 
 def save_run(out_dir: Path | str, history: History, *, plot: bool = True) -> list[Path]:

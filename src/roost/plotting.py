@@ -79,8 +79,13 @@ def history_csv(history: History) -> str:
     return buffer.getvalue()
 
 
+def metric_names(history: History) -> list[str]:
+    """The metrics `history` holds per round (distributed or centralized), sorted."""
+    return sorted(set(history.metrics_distributed) | set(history.metrics_centralized))
+
+
 def _accuracy_key(history: History, preferred: str) -> str | None:
-    names = set(history.metrics_distributed) | set(history.metrics_centralized)
+    names = set(metric_names(history))
     if preferred in names:
         return preferred
     candidates = sorted(name for name in names if "acc" in name.lower())

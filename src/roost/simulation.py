@@ -9,7 +9,7 @@ byte, as a run that was never interrupted.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from roost.server.loop import RoundCallback, ServerConfig, run_rounds
 from roost.server.state import open_state, recording
 from roost.strategy.presets import FedAvg
 from roost.strategy.strategy import Strategy
+from roost.tracking.base import ClientMetricsRecorder, Tracker, TrackRounds
 
 log = logging.getLogger("roost")
 
@@ -42,6 +43,8 @@ def run_simulation(
     engine_options: Mapping[str, Any] | None = None,
     state_dir: str | Path | None = None,
     resume: bool = False,
+    trackers: Sequence[Tracker] = (),
+    client_metrics: bool = False,
 ) -> History:
     """Simulate `num_clients` clients built by `client_fn` and return the run's History.
 
@@ -63,6 +66,8 @@ def run_simulation(
             resumed; a directory that already records a run needs `resume=True`.
         resume: continue the run recorded in `state_dir` after its last completed round. It must
             be resumed with the same strategy, the same model and at least as many rounds.
+        trackers: get every round's values (`roost.tracking`); closed when the run ends.
+        client_metrics: also hand trackers each client's own fit and evaluate metrics.
 
     The final global model is `history.parameters`.
     """
@@ -75,20 +80,27 @@ def run_simulation(
             "use engine='sequential' or 'process'"
         )
     store, saved = open_state(state_dir, resume, out_dir)
-    transport = make_engine(
-        engine, client_fn, num_clients, run_config=run_config, **dict(engine_options or {})
+    recorder = ClientMetricsRecorder() if client_metrics else None
+    track = TrackRounds(
+        trackers,
+        num_rounds=config.num_rounds,
+        client_metrics=recorder,
+        then=recording(store, on_round_end),
     )
     try:
-        history = run_rounds(
-            strategy,
-            transport,
-            config,
-            seed=seed,
-            resume_from=saved,
-            on_round_end=recording(store, on_round_end),
+        transport = make_engine(
+            engine, client_fn, num_clients, run_config=run_config, **dict(engine_options or {})
         )
+        if recorder is not None:
+            transport = recorder.observe(transport)
+        try:
+            history = run_rounds(
+                strategy, transport, config, seed=seed, resume_from=saved, on_round_end=track
+            )
+        finally:
+            transport.close()
     finally:
-        transport.close()
+        track.close()
     if out_dir is not None:
         save_run(out_dir, history)
     return history

@@ -9,8 +9,8 @@ from functools import partial
 
 from roost.cli.app import App, add_run_config_option, load_app
 from roost.cli.dp_options import add_privacy_arguments, client_privacy
-from roost.cli.options import CommandParser, positive_float, positive_int
-from roost.cli.server import add_message_size_option
+from roost.cli.options import CommandParser, address, positive_float, positive_int
+from roost.cli.server import add_message_size_option, quiet_grpc_core
 from roost.cli.settings import RunSettings, add_app_option
 from roost.errors import ConfigurationError
 from roost.log import ensure_logging
@@ -25,7 +25,10 @@ def add_command(root: CommandParser, default_app: App) -> None:
         "when the server ends the run. Reconnects when the server restarts.",
     )
     parser.add_argument(
-        "--server", default="127.0.0.1:8080", help="host:port of the server (default: %(default)s)"
+        "--server",
+        type=address,
+        default="127.0.0.1:8080",
+        help="host:port of the server (default: %(default)s)",
     )
     parser.add_argument(
         "--partition-id",
@@ -71,6 +74,7 @@ def add_command(root: CommandParser, default_app: App) -> None:
     add_app_option(parser, default_app.title)
     add_run_config_option(parser)
     parser.add_argument("--quiet", action="store_true", help="log warnings and errors only")
+    parser.add_argument("--verbose", action="store_true", help="also show gRPC's own log lines")
     add_privacy_arguments(parser, client=True)
     default_app.add_arguments(parser, "client")
     parser.set_defaults(handler=partial(run, default_app=default_app))
@@ -78,6 +82,7 @@ def add_command(root: CommandParser, default_app: App) -> None:
 
 def run(args: argparse.Namespace, default_app: App) -> int:
     """Connect, train when asked, and return once the server ends the run."""
+    quiet_grpc_core(args.verbose)
     from roost.deploy import start_client
 
     ensure_logging(logging.WARNING if args.quiet else logging.INFO)

@@ -8,7 +8,7 @@ argparse's internals; the root parser also keeps its subcommands' parsers by nam
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import Any, NoReturn
 
 
 class OptionGroup:
@@ -34,6 +34,10 @@ class CommandParser(argparse.ArgumentParser):
         self._constructed = False
         super().__init__(*args, **kwargs)
         self._constructed = True
+
+    def error(self, message: str) -> NoReturn:
+        """Print the one useful line (not the whole usage block) and exit with status 2."""
+        self.exit(2, f"{self.prog}: error: {message}\n(see '{self.prog} --help' for the options)\n")
 
     def add_argument(self, *flags: Any, **kwargs: Any) -> argparse.Action:
         """`ArgumentParser.add_argument`, remembering the option's long name."""
@@ -61,9 +65,17 @@ class CommandParser(argparse.ArgumentParser):
         return parser
 
 
+def _number(text: str, kind: type[int] | type[float]) -> Any:
+    try:
+        return kind(text)
+    except ValueError:
+        what = "an integer" if kind is int else "a number"
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+
+
 def positive_int(text: str) -> int:
     """An integer >= 1."""
-    value = int(text)
+    value = _number(text, int)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
@@ -71,7 +83,7 @@ def positive_int(text: str) -> int:
 
 def non_negative_int(text: str) -> int:
     """An integer >= 0."""
-    value = int(text)
+    value = _number(text, int)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
     return value
@@ -79,7 +91,7 @@ def non_negative_int(text: str) -> int:
 
 def positive_float(text: str) -> float:
     """A number > 0."""
-    value = float(text)
+    value = _number(text, float)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
     return value
@@ -87,7 +99,7 @@ def positive_float(text: str) -> float:
 
 def non_negative_float(text: str) -> float:
     """A number >= 0."""
-    value = float(text)
+    value = _number(text, float)
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
     return value
@@ -95,7 +107,7 @@ def non_negative_float(text: str) -> float:
 
 def fraction(text: str) -> float:
     """A number in [0, 1]."""
-    value = float(text)
+    value = _number(text, float)
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value}")
     return value
@@ -103,7 +115,17 @@ def fraction(text: str) -> float:
 
 def probability(text: str) -> float:
     """A number strictly between 0 and 1."""
-    value = float(text)
+    value = _number(text, float)
     if not 0.0 < value < 1.0:
         raise argparse.ArgumentTypeError(f"must be in (0, 1), got {value}")
     return value
+
+
+def address(text: str) -> str:
+    """`host:port` with a port in 1–65535 (`[::1]:8080` for IPv6)."""
+    host, colon, port = text.rpartition(":")
+    if not colon or not host:
+        raise argparse.ArgumentTypeError(f"expected host:port (e.g. 127.0.0.1:8080), got {text!r}")
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"the port must be a number in 1-65535, got {port!r}")
+    return text

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from roost.cli.options import CommandParser
+from roost.errors import ConfigurationError
 
 
 def add_command(root: CommandParser) -> None:
@@ -28,8 +29,9 @@ def add_command(root: CommandParser) -> None:
     )
     parser.add_argument(
         "--metric",
-        default="accuracy",
-        help="metric to draw in the accuracy panel (default: %(default)s)",
+        default=None,
+        help="metric to draw in the first panel (default: accuracy, or the run's first metric "
+        "with 'acc' in its name)",
     )
     parser.add_argument("--title", default=None, help="a title above both panels")
     parser.set_defaults(handler=run)
@@ -37,11 +39,24 @@ def add_command(root: CommandParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Write the chart and say where."""
-    from roost.plotting import plot_history
+    from roost.plotting import load_history, metric_names, plot_history
 
     source = Path(args.history)
     if source.is_dir():
         source = source / "history.json"
+    history = load_history(source)
+    names = metric_names(history)
+    if args.metric is not None and args.metric not in names:
+        listed = ", ".join(names) if names else "none (the run recorded losses only)"
+        raise ConfigurationError(f"{source} has no metric {args.metric!r}; its metrics: {listed}")
     target = Path(args.out) if args.out else source.with_name("plot.png")
-    print(f"wrote {plot_history(source, target, accuracy_key=args.metric, title=args.title)}")
+    try:
+        written = plot_history(
+            history, target, accuracy_key=args.metric or "accuracy", title=args.title
+        )
+    except ImportError:
+        raise ConfigurationError(
+            "roost plot draws with matplotlib, which is not installed: pip install matplotlib"
+        ) from None
+    print(f"wrote {written}")
     return 0

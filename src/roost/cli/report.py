@@ -1,21 +1,39 @@
-"""What a command shows and writes: progress logs, the summary table, `--out` and `--quiet`."""
+"""What a command shows and records: logs, live progress, trackers, the failure summary, the
+summary table, `--out`, and the exit status.
+
+`Reporter` sets all of it up from the options `add_output_options` adds. Logs and progress go to
+standard output: on a terminal through rich (one live progress line, logs above it); elsewhere as
+plain lines that never wrap, so files and CI logs keep one record per line.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
-from typing import TYPE_CHECKING
+import sys
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
+from roost.cli.progress import ProgressTracker
+from roost.errors import ConfigurationError
 from roost.log import ensure_logging
 from roost.server.history import History
+from roost.tracking.base import Tracker, TrackRounds
+from roost.tracking.failures import ROOST_LOGGER, FailureDigest, spans
 
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
 
+_HANDLER_NAMES = ("roost-cli", "roost-default")
 
-def add_output_options(parser: argparse.ArgumentParser) -> None:
-    """`--out DIR` and `--quiet`, as `roost simulate` and `roost server` take them."""
+EXIT_NOTHING_TRAINED = 1
+"""The exit status of a run in which every fit of some round failed (without --allow-failures)."""
+
+
+def add_output_options(parser: argparse.ArgumentParser, *, simulation: bool = False) -> None:
+    """`--out`, `--quiet`/`--verbose`, tracking and failure options of `roost simulate` (with
+    `simulation`, also `--client-metrics`) and `roost server`."""
     parser.add_argument(
         "--out",
         metavar="DIR",
@@ -23,6 +41,74 @@ def add_output_options(parser: argparse.ArgumentParser) -> None:
         help="write DIR/history.json, model.npz, history.csv and plot.png",
     )
     parser.add_argument("--quiet", action="store_true", help="only print the final summary")
+    parser.add_argument(
+        "--verbose", action="store_true", help="also log every phase of every round"
+    )
+    parser.add_argument(
+        "--tensorboard",
+        metavar="DIR",
+        default=None,
+        help="log every round's values to TensorBoard event files in DIR",
+    )
+    parser.add_argument(
+        "--mlflow",
+        metavar="URI",
+        nargs="?",
+        const="",
+        default=None,
+        help="log the run to MLflow at URI (default: the local store ./mlruns)",
+    )
+    if simulation:
+        parser.add_argument(
+            "--client-metrics",
+            action="store_true",
+            help="with --tensorboard/--mlflow: also log every client's fit/evaluate metrics",
+        )
+    parser.add_argument(
+        "--allow-failures",
+        action="store_true",
+        help="exit 0 even when every fit of a round failed",
+    )
+
+
+def configure_logging(console: Console, level: int) -> None:
+    """Send roost's logs at `level` and above to `console`, as the command's own output.
+
+    Leaves logging alone where the embedding program (or a test runner) configured it.
+    """
+    logger = logging.getLogger(ROOST_LOGGER)
+    if logging.getLogger().handlers:
+        return
+    for handler in list(logger.handlers):
+        if handler.get_name() in _HANDLER_NAMES:
+            logger.removeHandler(handler)
+    if console.is_terminal:
+        from rich.logging import RichHandler
+
+        handler: logging.Handler = RichHandler(
+            console=console, show_path=False, markup=False, rich_tracebacks=False
+        )
+        handler.setFormatter(logging.Formatter("%(message)s", datefmt="[%X]"))
+    else:
+        handler = _PlainHandler()
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+        )
+    handler.set_name(_HANDLER_NAMES[0])
+    logger.addHandler(handler)
+    logger.setLevel(level)
+
+
+class _PlainHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """One unwrapped line per record on the current standard output (looked up per record, so
+    a redirected or captured stdout is honoured)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stdout)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.setStream(sys.stdout)
+        super().emit(record)
 
 
 def start_console(quiet: bool) -> Console:
@@ -32,6 +118,103 @@ def start_console(quiet: bool) -> Console:
     console = Console(stderr=False)
     ensure_logging(logging.WARNING if quiet else logging.INFO, console=console)
     return console
+
+
+class Reporter:
+    """What one `roost simulate | server` run shows and records, set up from its options.
+
+    Use as a context manager around the run: on entry it starts the live progress and the
+    failure digest; on exit it closes the trackers (TensorBoard, MLflow, progress). Pass
+    `trackers` to the run (or `track` as its `on_round_end`), then `conclude(history)`.
+
+    Args:
+        args: the parsed options of `add_output_options`.
+        num_rounds: the rounds the run is configured for.
+        params: the run's settings, for MLflow's parameters.
+    """
+
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        num_rounds: int | None,
+        params: Mapping[str, Any] | None = None,
+    ) -> None:
+        from rich.console import Console
+
+        if args.quiet and args.verbose:
+            raise ConfigurationError("--quiet and --verbose contradict each other: pick one")
+        self.console = Console(stderr=False)
+        self.allow_failures: bool = args.allow_failures
+        quiet_level = logging.ERROR if args.quiet else logging.WARNING
+        configure_logging(self.console, logging.INFO if args.verbose else quiet_level)
+        self.digest = FailureDigest()
+        self.trackers: list[Tracker] = []
+        if not args.quiet:
+            live = self.console.is_terminal
+            self.trackers.append(ProgressTracker(self.console, num_rounds, live=live))
+        self.trackers.extend(_writers(args, params))
+        self.track = TrackRounds(self.trackers, num_rounds=num_rounds)
+
+    def __enter__(self) -> Reporter:
+        self.digest.install()
+        for tracker in self.trackers:
+            if isinstance(tracker, ProgressTracker):
+                tracker.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        try:
+            self.track.close()
+        finally:
+            self.digest.uninstall()
+
+    def print(self, line: str | None) -> None:
+        """Print one plain line (nothing for None or "")."""
+        if line:
+            self.console.print(line, soft_wrap=True, markup=False, highlight=False)
+
+    def conclude(self, history: History) -> int:
+        """Print the failure summary; return the exit status (`EXIT_NOTHING_TRAINED` when every
+        fit of a round failed, unless `--allow-failures`)."""
+        lines = self.digest.summary_lines()
+        if lines:
+            self.print(
+                f"failure summary: {self.digest.total} failure(s), {len(lines)} distinct error(s)"
+            )
+            for line in lines:
+                self.print(f"  {line}")
+        starved = [r.server_round for r in history.rounds if r.fit_failures and not r.fit_results]
+        if not starved or self.allow_failures:
+            return 0
+        print(
+            f"roost: error: every fit failed in round(s) {spans(starved)}, so nothing was "
+            "trained there; fix the clients (see the failure summary above) or pass "
+            "--allow-failures to accept such a run",
+            file=sys.stderr,
+        )
+        return EXIT_NOTHING_TRAINED
+
+
+def _writers(args: argparse.Namespace, params: Mapping[str, Any] | None) -> list[Tracker]:
+    writers: list[Tracker] = []
+    if args.tensorboard:
+        from roost.tracking.tensorboard_writer import TensorBoardTracker
+
+        writers.append(TensorBoardTracker(args.tensorboard))
+    if args.mlflow is not None:
+        from roost.tracking.mlflow_writer import MLflowTracker
+
+        writers.append(MLflowTracker(args.mlflow or None, params=params))
+    return writers
+
+
+def run_params(args: argparse.Namespace) -> dict[str, Any]:
+    """The run's settings worth recording with it: every option that has a plain value."""
+    return {
+        name: value
+        for name, value in sorted(vars(args).items())
+        if isinstance(value, bool | int | float | str) and name not in ("command",)
+    }
 
 
 def _by_round(pairs: list[tuple[int, object]]) -> dict[int, object]:

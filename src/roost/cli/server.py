@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import os
 from functools import partial
 
 from roost.cli.app import App, add_run_config_option, load_app
 from roost.cli.dp_options import add_privacy_arguments
-from roost.cli.options import CommandParser, positive_float, positive_int
-from roost.cli.report import add_output_options, history_table, start_console
+from roost.cli.options import CommandParser, address, positive_float, positive_int
+from roost.cli.report import (
+    Reporter,
+    add_output_options,
+    history_table,
+    run_params,
+    start_console,
+)
 from roost.cli.secagg_options import add_secagg_arguments, secure_aggregation_line
 from roost.cli.settings import (
     RunSettings,
@@ -31,7 +38,10 @@ def add_command(root: CommandParser, default_app: App) -> None:
         "connect to it; the run starts once --min-clients are connected.",
     )
     parser.add_argument(
-        "--address", default="0.0.0.0:8080", help="host:port to listen on (default: %(default)s)"
+        "--address",
+        type=address,
+        default="0.0.0.0:8080",
+        help="host:port to listen on (default: %(default)s)",
     )
     parser.add_argument(
         "--min-clients",
@@ -96,46 +106,56 @@ def add_message_size_option(parser: argparse.ArgumentParser, what: str) -> None:
     )
 
 
+def quiet_grpc_core(verbose: bool = False) -> None:
+    """Keep gRPC's own C-core log lines (`E… add_port.cc`, TLS handshake errors) off the
+    terminal: roost reports what they mean itself. `--verbose`, or GRPC_VERBOSITY set in the
+    environment, shows them. Must run before grpc is first imported."""
+    if not verbose:
+        os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+
+
 def run(args: argparse.Namespace, default_app: App) -> int:
     """Serve the run `args` describe until its last round; print the summary."""
+    quiet_grpc_core(args.verbose)
     from roost.deploy import start_server
+    from roost.outputs import check_out_dir
 
-    console = start_console(args.quiet)
     if args.resume and not args.state:
         raise ConfigurationError("--resume needs --state DIR, the directory of the run to resume")
+    if args.out:
+        check_out_dir(args.out)
     app = load_app(args.app, args.run_config) if args.app else default_app
     if (served := app.serve(args)) is not None:  # a Flower project serves its own ServerApp
-        console.print(history_table(served))
+        start_console(args.quiet).print(history_table(served))
         return 0
     settings = settings_from_args(args, num_clients=args.min_clients or DEFAULT_MIN_CLIENTS)
     strategy = app.server_strategy(args, settings)
     if args.min_clients is not None:
         strategy.min_available_clients = args.min_clients
-    if line := secure_aggregation_line(settings, strategy):
-        console.print(line, soft_wrap=True, markup=False)
-    if (privacy := settings.privacy) is not None:
-        console.print(privacy.describe(), soft_wrap=True, markup=False)
-        if privacy.mode == "local":
-            console.print(
-                f"start every client with: roost client --dp local --noise-multiplier "
-                f"{privacy.noise_multiplier:g} --clip-norm {privacy.clip_norm:g}",
-                soft_wrap=True,
-                markup=False,
-            )
-    history = start_server(
-        server_address=args.address,
-        config=app.server_config(args),
-        strategy=strategy,
-        seed=args.seed,
-        certificates=args.certificates,
-        auth_tokens=args.auth_tokens,
-        state_dir=args.state,
-        resume=args.resume,
-        out_dir=args.out,
-        max_message_bytes=int(args.max_message_mb * (1 << 20)),
-        client_wait_timeout=args.wait_timeout,
-    )
-    console.print(history_table(history))
+    with Reporter(args, args.rounds, run_params(args)) as reporter:
+        reporter.print(secure_aggregation_line(settings, strategy))
+        if (privacy := settings.privacy) is not None:
+            reporter.print(privacy.describe())
+            if privacy.mode == "local":
+                reporter.print(
+                    f"start every client with: roost client --dp local --noise-multiplier "
+                    f"{privacy.noise_multiplier:g} --clip-norm {privacy.clip_norm:g}"
+                )
+        history = start_server(
+            server_address=args.address,
+            config=app.server_config(args),
+            strategy=strategy,
+            seed=args.seed,
+            certificates=args.certificates,
+            auth_tokens=args.auth_tokens,
+            state_dir=args.state,
+            resume=args.resume,
+            out_dir=args.out,
+            max_message_bytes=int(args.max_message_mb * (1 << 20)),
+            client_wait_timeout=args.wait_timeout,
+            on_round_end=reporter.track,
+        )
+    reporter.console.print(history_table(history))
     if privacy is not None and (stopped := privacy.stopped_early(history, args.rounds)):
-        console.print(stopped, soft_wrap=True, markup=False)
-    return 0
+        reporter.print(stopped)
+    return reporter.conclude(history)

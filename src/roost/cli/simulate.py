@@ -8,7 +8,7 @@ from functools import partial
 from roost.cli.app import App, load_app
 from roost.cli.dp_options import add_privacy_arguments
 from roost.cli.options import CommandParser, positive_int
-from roost.cli.report import add_output_options, history_table, start_console
+from roost.cli.report import Reporter, add_output_options, history_table, run_params
 from roost.cli.secagg_options import add_secagg_arguments, secure_aggregation_line
 from roost.cli.settings import (
     RunSettings,
@@ -43,7 +43,7 @@ def add_command(root: CommandParser, default_app: App) -> None:
         default=RunSettings().seed,
         help="seed for data split, sampling and local shuffling (default: %(default)s)",
     )
-    add_output_options(parser)
+    add_output_options(parser, simulation=True)
     add_state_options(parser)
     parser.add_argument(
         "--config",
@@ -56,7 +56,8 @@ def add_command(root: CommandParser, default_app: App) -> None:
         "--engine",
         choices=ENGINES,
         default=None,
-        help="how clients run (default: vectorized when torch is installed, else sequential)",
+        help="how clients run (default: the fastest for the app: sequential for the demo; the "
+        "run's first line names the engine and why)",
     )
     add_strategy_arguments(parser)
     add_privacy_arguments(parser)
@@ -83,37 +84,36 @@ def add_state_options(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, default_app: App) -> int:
     """Run `roost simulate` as `args` say; print the summary and write `--out`."""
-    from roost.outputs import save_run
+    from roost.outputs import check_out_dir, save_run
     from roost.simulation import run_simulation
 
-    console = start_console(args.quiet)
     if args.resume and not args.state:
         raise ConfigurationError("--resume needs --state DIR, the directory of the run to resume")
+    if args.out:
+        check_out_dir(args.out)
     app = load_app(args.app) if args.app else default_app
     settings = settings_from_args(args, num_clients=args.clients)
     simulation = app.simulation(args, settings)
-    lines = (
-        simulation.notice,
-        settings.privacy and settings.privacy.describe(),
-        secure_aggregation_line(settings, simulation.strategy),
-    )
-    for line in lines:
-        if line:
-            console.print(line, soft_wrap=True, markup=False)
-    history = run_simulation(
-        simulation.client_fn,
-        settings.num_clients,
-        strategy=simulation.strategy,
-        config=server_config(args),
-        seed=settings.seed,
-        engine=simulation.engine,
-        state_dir=args.state,
-        resume=args.resume,
-    )
-    console.print(history_table(history))
+    with Reporter(args, args.rounds, run_params(args)) as reporter:
+        reporter.print(simulation.notice)
+        reporter.print(settings.privacy and settings.privacy.describe())
+        reporter.print(secure_aggregation_line(settings, simulation.strategy))
+        history = run_simulation(
+            simulation.client_fn,
+            settings.num_clients,
+            strategy=simulation.strategy,
+            config=server_config(args),
+            seed=settings.seed,
+            engine=simulation.engine,
+            state_dir=args.state,
+            resume=args.resume,
+            trackers=reporter.trackers,
+            client_metrics=args.client_metrics,
+        )
+    reporter.console.print(history_table(history))
     if settings.privacy and (stopped := settings.privacy.stopped_early(history, args.rounds)):
-        console.print(stopped, soft_wrap=True, markup=False)
+        reporter.print(stopped)
     if args.out:
         for path in save_run(args.out, history):
-            console.print(f"wrote {path}")
-    return 0
+            reporter.print(f"wrote {path}")
+    return reporter.conclude(history)

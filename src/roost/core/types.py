@@ -7,6 +7,7 @@ pool, vectorized, gRPC) can move them without knowing anything about training.
 
 from __future__ import annotations
 
+import traceback
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
@@ -91,16 +92,40 @@ Instruction: TypeAlias = GetParametersIns | FitIns | EvaluateIns | PhaseIns
 Result: TypeAlias = GetParametersRes | FitRes | EvaluateRes | PhaseRes
 
 
+CLIENT_FN_RAISED = "client_fn raised "
+"""How the reason of a failure starts when building the client (`client_fn`) raised."""
+
+
 @dataclass(frozen=True)
 class Failure:
-    """A client that did not deliver a usable result this round, and why (one line)."""
+    """A client that did not deliver a usable result this round, and why (one line).
+
+    `detail` is the traceback of the exception behind an "error" failure, when one was caught;
+    it is shown once per distinct error, never part of the one-line `reason`.
+    """
 
     client_id: ClientId
     reason: str
     kind: str = "error"  # "error" | "timeout" | "invalid" | "disconnected"
+    detail: str = field(default="", compare=False, repr=False)
 
     def __str__(self) -> str:
         return f"client {self.client_id}: {self.kind}: {self.reason}"
+
+    @classmethod
+    def from_exception(
+        cls, client_id: ClientId, error: BaseException, *, in_client_fn: bool = False
+    ) -> Failure:
+        """The failure for `error` caught while client `client_id` ran, with its traceback.
+
+        `in_client_fn` says the client could not even be built, so the reason names `client_fn`
+        rather than the method that was about to run.
+        """
+        reason = f"{type(error).__name__}: {error}"
+        if in_client_fn:
+            reason = CLIENT_FN_RAISED + reason
+        detail = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+        return cls(client_id, reason, "error", detail)
 
 
 Outcome: TypeAlias = tuple[ClientId, Result | Failure]

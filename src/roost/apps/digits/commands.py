@@ -33,7 +33,7 @@ class DigitsApp(App):
         """The demo's clients (some attacking, with `--attack`; noising their updates, with
         `--dp local`) and `--strategy`, on `--engine`.
 
-        Without `--engine`, the vectorized engine trains the plain demo when torch is installed.
+        Without `--engine`, the NumPy clients run on the sequential engine, the fastest here.
         Attackers do not protect themselves: local DP wraps the honest client inside the attack.
         """
         check_settings(settings)
