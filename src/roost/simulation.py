@@ -9,6 +9,7 @@ from typing import Any
 from roost.client.client import ClientFn
 from roost.core.types import Config
 from roost.engines import make_engine
+from roost.engines.warm import WarmClients
 from roost.log import ensure_logging
 from roost.outputs import save_run
 from roost.server.history import History
@@ -29,12 +30,14 @@ def run_simulation(
     on_round_end: RoundCallback | None = None,
     engine: str = "sequential",
     engine_options: Mapping[str, Any] | None = None,
+    warm_clients: bool | WarmClients = False,
 ) -> History:
     """Simulate `num_clients` clients built by `client_fn` and return the run's History.
 
     Args:
         client_fn: builds the client for a `Context` (its `partition_id`, `num_partitions`, …);
-            called each time a client is needed, so only working clients are in memory.
+            called each time a client is needed, so only working clients are in memory (unless
+            `warm_clients` keeps them).
         num_clients: how many clients (partitions) exist.
         strategy: defaults to `FedAvg()`.
         config: defaults to `ServerConfig(num_rounds=1)`.
@@ -46,13 +49,21 @@ def run_simulation(
             of worker processes), "ray" (Ray actors) or "vectorized" (a `roost.Task`'s whole
             cohort as one batched computation). Every engine gives the same model.
         engine_options: the engine's settings (see `roost.engines.make_engine`).
+        warm_clients: keep the client built for a partition alive for its next instructions
+            instead of calling `client_fn` again ("sequential", "process" and "ray" engines):
+            True, or `roost.WarmClients(max_clients=..., max_bytes=...)` to bound them (least
+            recently used are dropped). Off by default because a warm client also keeps what
+            your code keeps between calls, e.g. a compiled Keras model's optimizer state, which
+            changes the results of such code; a client that takes all its state from the
+            parameters and config it is sent gives identical results warm and cold.
 
     The final global model is `history.parameters`.
     """
     ensure_logging()
-    transport = make_engine(
-        engine, client_fn, num_clients, run_config=run_config, **dict(engine_options or {})
-    )
+    options = dict(engine_options or {})
+    if warm_clients is not False:
+        options["warm_clients"] = warm_clients
+    transport = make_engine(engine, client_fn, num_clients, run_config=run_config, **options)
     try:
         history = run_rounds(
             strategy if strategy is not None else FedAvg(),
