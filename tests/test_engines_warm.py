@@ -120,16 +120,6 @@ def test_a_stateless_client_gives_identical_results_warm_and_cold(engine):
     assert max(fits_by_object(warm)) > 1.0
 
 
-@pytest.mark.slow
-def test_a_stateless_client_gives_identical_results_warm_and_cold_on_ray():
-    pytest.importorskip("ray")
-    cold = simulate("sequential", False)
-    options = {"max_actors": 2, "init_kwargs": {"num_cpus": 2}}
-    warm = simulate("ray", True, engine_options=options)
-    assert_same_run(cold, warm)
-    assert max(fits_by_object(warm)) > 1.0
-
-
 def test_warm_clients_keep_what_the_users_code_keeps_every_round_on_the_sequential_engine():
     history = simulate("sequential", True, rounds=3)
     # The per-round mean of the fits each object answered: all five clients train each round.

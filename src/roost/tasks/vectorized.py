@@ -282,6 +282,7 @@ class VectorizedEngine:
                     recipe.epochs,
                     recipe.batch_size,
                     client_rng(self.task.seed, round_of(m.instruction.config), m.partition_id),
+                    recipe.steps_per_epoch,
                 )
                 for m, y in zip(part, ys, strict=True)
             ]
