@@ -212,7 +212,7 @@ class KerasTask(Task):
                 "KerasTask.model must be a function returning a compiled Keras model"
             )
         probe = build_compiled(self.model)
-        compiled = probe.get_compile_config()
+        compiled = _compile_settings(probe)
         settings = {
             "keras_model": self.model,
             "model": KerasModuleFactory(self.model),
@@ -252,6 +252,16 @@ class KerasTask(Task):
             batch_order=(self.seed, partition_id),
             fresh_optimizer=True,
         )
+
+
+def _compile_settings(model: Any) -> dict[str, Any]:
+    """The arguments `model.compile` was called with.
+
+    Keras keeps them as given in `_compile_config`; the public `get_compile_config()` serializes
+    them first, which imports TensorFlow when it is installed (seconds) even on other backends.
+    """
+    kept = getattr(getattr(model, "_compile_config", None), "config", None)
+    return dict(kept) if isinstance(kept, dict) else model.get_compile_config()
 
 
 def _dtype_name(model: Any) -> str:
