@@ -70,8 +70,9 @@ def flower_python(venv: Path) -> Path | None:
     line saying why) when it cannot be set up, so the other columns still come."""
     python = venv / "bin" / "python"
     check = [str(python), "-c", "import flwr, torch, sklearn, keras; print(flwr.__version__)"]
+    env = {**os.environ, "KERAS_BACKEND": "torch"}  # Keras' default backend is not installed
     if python.exists():
-        done = subprocess.run(check, capture_output=True, text=True)
+        done = subprocess.run(check, capture_output=True, text=True, env=env)
         if done.returncode == 0 and done.stdout.strip() == FLOWER_VERSION:
             return python
     print(f"installing Flower {FLOWER_VERSION} into {venv} (first run only) ...", flush=True)
@@ -83,7 +84,7 @@ def flower_python(venv: Path) -> Path | None:
         check,
     ]
     for step in steps:
-        done = subprocess.run(step, capture_output=True, text=True)
+        done = subprocess.run(step, capture_output=True, text=True, env=env)
         if done.returncode != 0:
             last = (done.stderr.strip().splitlines() or ["no output"])[-1]
             print(f"Flower could not be set up ({last}); its column is left out", flush=True)
