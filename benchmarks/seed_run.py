@@ -120,7 +120,21 @@ def accuracy(parameters) -> float:
 # -- the tutorial's simulation script, on Flower or (imports changed) on roost ---------------------
 
 
-def run_script(scenario: SeedScenario, framework: str, warm: bool) -> list[np.ndarray]:
+def fedavg_settings(scenario: SeedScenario) -> dict:
+    """The tutorial's FedAvg: every client trains, half of them evaluate."""
+    return {
+        "fraction_fit": 1.0,
+        "fraction_evaluate": 0.5,
+        "min_fit_clients": scenario.num_clients,
+        "min_evaluate_clients": max(1, scenario.num_clients // 2),
+        "min_available_clients": scenario.num_clients,
+        "evaluate_metrics_aggregation_fn": weighted_average,
+    }
+
+
+def run_script(
+    scenario: SeedScenario, initial: list[np.ndarray], framework: str, warm: bool
+) -> list[np.ndarray]:
     """The seed's simulation.py, with `framework` ("flwr" or "roost.compat.flwr") as `fl`."""
     client_module = importlib.import_module(f"{framework}.client")
     common = importlib.import_module(f"{framework}.common")
@@ -168,13 +182,8 @@ def run_script(scenario: SeedScenario, framework: str, warm: bool) -> list[np.nd
 
     def server_fn(context):
         strategy = strategies.FedAvg(
-            fraction_fit=1.0,
-            fraction_evaluate=0.5,
-            min_fit_clients=scenario.num_clients,
-            min_evaluate_clients=max(1, scenario.num_clients // 2),
-            min_available_clients=scenario.num_clients,
-            evaluate_metrics_aggregation_fn=weighted_average,
-            initial_parameters=common.ndarrays_to_parameters(load_model().get_weights()),
+            **fedavg_settings(scenario),
+            initial_parameters=common.ndarrays_to_parameters(initial),
             evaluate_fn=keep_final,
         )
         config = server.ServerConfig(num_rounds=scenario.rounds)
@@ -191,7 +200,7 @@ def run_script(scenario: SeedScenario, framework: str, warm: bool) -> list[np.nd
     return final["parameters"]
 
 
-def run_vectorized(scenario: SeedScenario) -> list[np.ndarray]:
+def run_vectorized(scenario: SeedScenario, initial: list[np.ndarray]) -> list[np.ndarray]:
     """The seed's model and data as a `KerasTask`, on roost's vectorized engine."""
     import roost
     from roost.tasks import KerasTask
@@ -205,14 +214,7 @@ def run_vectorized(scenario: SeedScenario) -> list[np.ndarray]:
         seed=SEED,
     )
     strategy = roost.FedAvg(
-        fraction_fit=1.0,
-        fraction_evaluate=0.5,
-        min_fit_clients=scenario.num_clients,
-        min_evaluate_clients=max(1, scenario.num_clients // 2),
-        min_available_clients=scenario.num_clients,
-        evaluate_metrics_aggregation_fn=weighted_average,
-        initial_parameters=load_model().get_weights(),
-        on_fit_config_fn=task.fit_config,
+        **fedavg_settings(scenario), initial_parameters=initial, on_fit_config_fn=task.fit_config
     )
     history = roost.run_simulation(
         task,
@@ -225,10 +227,10 @@ def run_vectorized(scenario: SeedScenario) -> list[np.ndarray]:
     return history.parameters
 
 
-def run_loop(scenario: SeedScenario) -> list[np.ndarray]:
+def run_loop(scenario: SeedScenario, initial: list[np.ndarray]) -> list[np.ndarray]:
     """The compute limit: one compiled model for every client, FedAvg by hand."""
     model = load_model()
-    parameters = model.get_weights()
+    parameters = initial
     data = [load_data(p, scenario.num_clients) for p in range(scenario.num_clients)]
     rng = np.random.default_rng(SEED)
     for _ in range(scenario.rounds):
@@ -265,15 +267,17 @@ def main() -> None:
         import roost  # noqa: F401 - imported before the clock starts, like flwr below
     else:
         import flwr.simulation  # noqa: F401
+    keras.utils.set_random_seed(SEED)  # as the tutorial does: every runner starts from one model
+    initial = load_model().get_weights()
     imported = time.perf_counter()
     if runner == "flower":
-        parameters = run_script(scenario, "flwr", warm=False)
+        parameters = run_script(scenario, initial, "flwr", warm=False)
     elif runner in ("sequential", "warm"):
-        parameters = run_script(scenario, "roost.compat.flwr", warm=runner == "warm")
+        parameters = run_script(scenario, initial, "roost.compat.flwr", warm=runner == "warm")
     elif runner == "vectorized":
-        parameters = run_vectorized(scenario)
+        parameters = run_vectorized(scenario, initial)
     elif runner == "loop":
-        parameters = run_loop(scenario)
+        parameters = run_loop(scenario, initial)
     else:
         raise SystemExit(f"unknown runner {runner!r}; choose one of {', '.join(RUNNERS)}")
     finished = time.perf_counter()
