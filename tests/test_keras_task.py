@@ -36,13 +36,15 @@ def _worker() -> None:  # runs in the subprocess
 
     def seed_model(optimizer) -> keras.Model:
         # The seed tutorial's network, on 8×8×3 images to keep the test fast.
-        model = keras.Sequential([
-            keras.Input(shape=(8, 8, 3)),
-            keras.layers.Flatten(),
-            keras.layers.Dense(64, activation="relu"),
-            keras.layers.Dense(64, activation="relu"),
-            keras.layers.Dense(10, activation="softmax"),
-        ])
+        model = keras.Sequential(
+            [
+                keras.Input(shape=(8, 8, 3)),
+                keras.layers.Flatten(),
+                keras.layers.Dense(64, activation="relu"),
+                keras.layers.Dense(64, activation="relu"),
+                keras.layers.Dense(10, activation="softmax"),
+            ]
+        )
         model.compile(optimizer, "sparse_categorical_crossentropy", metrics=["accuracy"])
         return model
 
@@ -63,8 +65,13 @@ def _worker() -> None:  # runs in the subprocess
             evaluate_metrics_aggregation_fn=weighted_average,
         )
         return roost.run_simulation(
-            client_fn, len(SIZES), strategy=strategy, config=roost.ServerConfig(num_rounds=2),
-            seed=0, engine=engine, warm_clients=warm,
+            client_fn,
+            len(SIZES),
+            strategy=strategy,
+            config=roost.ServerConfig(num_rounds=2),
+            seed=0,
+            engine=engine,
+            warm_clients=warm,
         )
 
     def max_diff(a, b) -> float:
@@ -78,8 +85,13 @@ def _worker() -> None:  # runs in the subprocess
     }
     for name, optimizer in optimizers.items():
         task = KerasTask(
-            model=lambda optimizer=optimizer: seed_model(optimizer()), data=data,
-            eval_data=eval_data, epochs=2, batch_size=8, steps_per_epoch=3, seed=0,
+            model=lambda optimizer=optimizer: seed_model(optimizer()),
+            data=data,
+            eval_data=eval_data,
+            epochs=2,
+            batch_size=8,
+            steps_per_epoch=3,
+            seed=0,
         )
         initial = task.initial_parameters()
         warm = simulate(task, "sequential", initial, warm=True)
@@ -91,8 +103,10 @@ def _worker() -> None:  # runs in the subprocess
             "vectorized_vs_adapter": max_diff(vectorized.parameters, adapter.parameters),
             "warm_vs_cold": max_diff(warm.parameters, adapter.parameters),
             "losses": [adapter.losses_distributed, vectorized.losses_distributed],
-            "accuracy": [adapter.metrics_distributed["accuracy"],
-                         vectorized.metrics_distributed["accuracy"]],
+            "accuracy": [
+                adapter.metrics_distributed["accuracy"],
+                vectorized.metrics_distributed["accuracy"],
+            ],
         }
 
     # The seed's own client keeps its compiled Adam between rounds when it is kept warm.
@@ -123,6 +137,7 @@ def _worker() -> None:  # runs in the subprocess
         ("batchnorm", [keras.layers.BatchNormalization()], "adam"),
         ("rmsprop", [], "rmsprop"),
     ):
+
         def factory(layers=layers, optimizer=optimizer):
             model = keras.Sequential([keras.Input(shape=(4,)), *layers, keras.layers.Dense(2)])
             model.compile(optimizer, "mse")
@@ -140,12 +155,20 @@ def _worker() -> None:  # runs in the subprocess
 
 @pytest.fixture(scope="module")
 def run() -> dict:
-    env = {**os.environ, "KERAS_BACKEND": "torch", "TF_CPP_MIN_LOG_LEVEL": "3",
-           "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
-    code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
-            "import test_keras_task; test_keras_task._worker()")
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                          timeout=300)
+    env = {
+        **os.environ,
+        "KERAS_BACKEND": "torch",
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "CUDA_VISIBLE_DEVICES": "",
+        "OMP_NUM_THREADS": "1",
+    }
+    code = (
+        f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+        "import test_keras_task; test_keras_task._worker()"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+    )
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     assert done.returncode == 0 and lines, done.stderr[-4000:]
     return json.loads(lines[-1].removeprefix("RESULT "))
