@@ -3,12 +3,17 @@
     python benchmarks/engines.py                          # every scenario and runner (minutes)
     python benchmarks/engines.py --scenarios digits-100 --runners vectorized,loop,flower
     python benchmarks/engines.py --no-flower              # roost and the loop only
+    python benchmarks/engines.py --scenarios seed,seed-100  # the seed tutorial's Keras workload
 
 Scenarios (see `workloads.py`; all FedAvg, local SGD, batch 10, lr 0.1, 1 epoch):
   digits-100   softmax regression on scikit-learn's digits, 100 IID clients, all train, 5 rounds
   digits-1000  the same with 1,000 clients
   cnn          a CIFAR-shaped CNN on synthetic 3×32×32 data, 1,000 users × 50 samples,
                cohort 50, 3 rounds
+and the seed tutorial's own code (see `seed_run.py`: Keras ANN, Adam, `steps_per_epoch=3`,
+10,000 CIFAR-shaped images, every client training and half evaluating each round):
+  seed         5 clients, 5 rounds (the tutorial's sizes)
+  seed-100     100 clients, 10 rounds
 
 Runners: roost's `vectorized`, `sequential`, `process` and `ray` engines training a `roost.Task`;
 `numpy` (digits only): roost's sequential engine with NumPy clients, so the process never imports
@@ -17,6 +22,12 @@ torch — the same arithmetic in float32;
 and `loop`, a plain single-process loop doing the same arithmetic (nn.Module + torch.optim, one
 client after another, FedAvg by hand): the compute limit. All runners start from the same model
 and train every client on the same data in the same batch order.
+
+For the seed scenarios: `flower` is the tutorial's script on Flower 1.42; `sequential` the same
+script with its imports changed to `roost.compat.flwr` (a client built per instruction); `warm` the
+same plus `warm_clients=True`; `vectorized` the tutorial's model as a `roost.tasks.KerasTask`; and
+`loop` one Keras model reused for every client (the compute limit). Keras runs on its torch
+backend everywhere.
 
 Every run is a fresh process. Columns:
   wall s      whole-process wall time: interpreter start, imports, Ray start-up, the run, exit
@@ -27,7 +38,8 @@ Every run is a fresh process. Columns:
   ÷loop       this runner's run time / the loop's (1.0 = the compute limit)
 
 Flower is installed on first use into its own virtual environment (benchmarks/.flower-venv, with
-the CPU build of torch 2.13.0 installed first so no CUDA build is pulled). Needs psutil.
+the CPU build of torch 2.13.0 installed first so no CUDA build is pulled, and Keras). When that
+fails (no network, no wheel), the table is printed without Flower. Needs psutil.
 """
 
 from __future__ import annotations
@@ -47,24 +59,36 @@ import psutil
 HERE = Path(__file__).resolve().parent
 FLOWER_VENV = HERE / ".flower-venv"
 FLOWER_VERSION = "1.42.0"
-RUNNERS = ("vectorized", "numpy", "sequential", "process", "ray", "flower", "loop")
-SCENARIOS = ("digits-100", "digits-1000", "cnn")
+RUNNERS = ("vectorized", "numpy", "sequential", "warm", "process", "ray", "flower", "loop")
+SCENARIOS = ("digits-100", "digits-1000", "cnn", "seed", "seed-100")
+SEED_SCENARIOS = ("seed", "seed-100")
+SEED_RUNNERS = ("flower", "sequential", "warm", "vectorized", "loop")
 
 
-def flower_python(venv: Path) -> Path:
-    """The Python of Flower's virtual environment, created and filled on first use."""
+def flower_python(venv: Path) -> Path | None:
+    """The Python of Flower's virtual environment, created and filled on first use; None (and a
+    line saying why) when it cannot be set up, so the other columns still come."""
     python = venv / "bin" / "python"
-    check = [str(python), "-c", "import flwr, torch, sklearn; print(flwr.__version__)"]
+    check = [str(python), "-c", "import flwr, torch, sklearn, keras; print(flwr.__version__)"]
+    env = {**os.environ, "KERAS_BACKEND": "torch"}  # Keras' default backend is not installed
     if python.exists():
-        done = subprocess.run(check, capture_output=True, text=True)
+        done = subprocess.run(check, capture_output=True, text=True, env=env)
         if done.returncode == 0 and done.stdout.strip() == FLOWER_VERSION:
             return python
     print(f"installing Flower {FLOWER_VERSION} into {venv} (first run only) ...", flush=True)
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     pip = [str(python), "-m", "pip", "install", "--quiet"]
-    subprocess.run([*pip, "torch==2.13.0"], check=True)  # the CPU build, before flwr's deps
-    subprocess.run([*pip, f"flwr[simulation]=={FLOWER_VERSION}", "scikit-learn"], check=True)
-    subprocess.run(check, check=True, capture_output=True)
+    steps = [
+        [sys.executable, "-m", "venv", str(venv)],
+        [*pip, "torch==2.13.0"],  # the CPU build, before flwr's dependencies
+        [*pip, f"flwr[simulation]=={FLOWER_VERSION}", "scikit-learn", "keras", "psutil"],
+        check,
+    ]
+    for step in steps:
+        done = subprocess.run(step, capture_output=True, text=True, env=env)
+        if done.returncode != 0:
+            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            print(f"Flower could not be set up ({last}); its column is left out", flush=True)
+            return None
     return python
 
 
@@ -88,7 +112,7 @@ def measure(command: list[str], timeout: float) -> dict:
     """
     # Ray's workers (the ray engine's and Flower's) import the workloads from here.
     paths = [str(HERE), os.environ.get("PYTHONPATH", "")]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "KERAS_BACKEND": "torch"}
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         started = time.perf_counter()
         child = subprocess.Popen(command, cwd=HERE, env=env, stdout=out, stderr=err, text=True)
@@ -128,16 +152,20 @@ def run_matrix(scenarios: list[str], runners: list[str], flower: Path | None,
                timeout: float) -> dict:
     results: dict[tuple[str, str], dict] = {}
     for scenario in scenarios:
-        # The initial model is made once with torch, untimed, for runners that never import it.
-        prepare = [sys.executable, str(HERE / "engine_run.py"), scenario, "prepare"]
-        subprocess.run(prepare, cwd=HERE, check=True)
+        if scenario not in SEED_SCENARIOS:
+            # The initial model is made once with torch, untimed, for runners that never import it.
+            prepare = [sys.executable, str(HERE / "engine_run.py"), scenario, "prepare"]
+            subprocess.run(prepare, cwd=HERE, check=True)
         for runner in runners:
-            if runner == "numpy" and scenario == "cnn":
+            if not applies(scenario, runner) or (runner == "flower" and flower is None):
                 continue
-            if runner == "flower":
-                command = [str(flower), str(HERE / "flower_run.py"), scenario]
+            python = str(flower) if runner == "flower" else sys.executable
+            if scenario in SEED_SCENARIOS:
+                command = [python, str(HERE / "seed_run.py"), scenario, runner]
+            elif runner == "flower":
+                command = [python, str(HERE / "flower_run.py"), scenario]
             else:
-                command = [sys.executable, str(HERE / "engine_run.py"), scenario, runner]
+                command = [python, str(HERE / "engine_run.py"), scenario, runner]
             print(f"  {scenario:<12} {runner:<11} ...", end=" ", flush=True)
             try:
                 results[scenario, runner] = measure(command, timeout)
@@ -145,6 +173,14 @@ def run_matrix(scenarios: list[str], runners: list[str], flower: Path | None,
             except (RuntimeError, TimeoutError) as error:
                 print(f"failed: {str(error).splitlines()[-1]}", flush=True)
     return results
+
+
+def applies(scenario: str, runner: str) -> bool:
+    """Whether `runner` has a version of `scenario` (NumPy: softmax regression only; warm: the
+    seed's own client only; the seed scenarios: no process or Ray rows)."""
+    if scenario in SEED_SCENARIOS:
+        return runner in SEED_RUNNERS
+    return runner != "warm" and not (runner == "numpy" and scenario == "cnn")
 
 
 def table(results: dict, scenarios: list[str], runners: list[str]) -> str:
@@ -156,8 +192,8 @@ def table(results: dict, scenarios: list[str], runners: list[str]) -> str:
         loop = results.get((scenario, "loop"))
         for runner in runners:
             row = results.get((scenario, runner))
-            if row is None and runner == "numpy" and scenario == "cnn":
-                continue  # the NumPy runner has softmax regression only
+            if not applies(scenario, runner):
+                continue
             if row is None:
                 lines.append(f"{scenario:<12} {runner:<11} {'(failed or skipped)':>27}")
                 continue

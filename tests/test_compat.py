@@ -165,6 +165,25 @@ def test_roost_engines_are_available_through_run_simulation() -> None:
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 
 
+def test_warm_clients_through_run_simulation_give_the_same_model_with_fewer_builds() -> None:
+    builds: list[int] = []
+
+    def counting_client_fn(context: Context):
+        builds.append(context.partition_id)
+        return client_fn(context)
+
+    counting = ClientApp(client_fn=counting_client_fn)
+    cold = run_simulation(server_app=server, client_app=counting, num_supernodes=NUM_CLIENTS,
+                          seed=0)
+    cold_builds, builds[:] = len(builds), []
+    warm = run_simulation(server_app=server, client_app=counting, num_supernodes=NUM_CLIENTS,
+                          seed=0, warm_clients=True)
+    for a, b in zip(cold.parameters, warm.parameters, strict=True):
+        np.testing.assert_array_equal(a, b)  # this client sets all its state from the instruction
+    assert cold_builds == 5 * (5 + 3)  # a client per fit and per evaluation, every round
+    assert sorted(builds) == list(range(NUM_CLIENTS))  # each partition's client built once
+
+
 def test_weighted_average_metric_matches_hand_computation() -> None:
     assert weighted_average([(10, {"accuracy": 0.5}), (30, {"accuracy": 0.9})]) == {
         "accuracy": pytest.approx((10 * 0.5 + 30 * 0.9) / 40)

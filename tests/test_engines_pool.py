@@ -37,7 +37,7 @@ class ThreadPool(WorkerPool[ThreadWorker, futures.Future]):
     def _kill(self, worker: ThreadWorker) -> None:
         self.killed.append(worker.number)
 
-    def _send(self, worker, client_id, instruction, state) -> futures.Future:
+    def _send(self, worker, client_id, instruction, state, ticket) -> futures.Future:
         if self.behaviour.get(client_id) == "unreachable":
             raise WorkerLost("pipe closed")
         return self.executor.submit(self._call, worker, client_id, instruction, state)

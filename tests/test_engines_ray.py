@@ -136,3 +136,55 @@ def test_ray_engine_takes_any_number_of_exchanges_per_round(local_ray):
         )
     pids = {r.metrics["pid"] for outcomes in exchanges for r in outcomes.values()}
     assert len(pids) <= 2 and os.getpid() not in pids  # the same actors every exchange
+
+
+class Counting(roost.Client):
+    """Adds 1; reports how many fits this object answered (what a warm client keeps)."""
+
+    def __init__(self) -> None:
+        self.fits = 0
+
+    def fit(self, parameters, config):
+        self.fits += 1
+        return [p + 1 for p in parameters], 1, {"fits": self.fits}
+
+    def evaluate(self, parameters, config):
+        return 0.0, 1, {}
+
+
+def counting_client_fn(context: roost.Context) -> Counting:
+    return Counting()
+
+
+def test_ray_engine_keeps_warm_clients_and_gives_the_cold_model(local_ray):
+    settings = DemoSettings(num_clients=4, num_rounds=2)
+    histories = [
+        roost.run_simulation(
+            make_client_fn(0),
+            4,
+            strategy=make_strategy(settings),
+            config=roost.ServerConfig(num_rounds=2),
+            seed=0,
+            engine="ray",
+            warm_clients=warm,
+        )
+        for warm in (False, True)
+    ]
+    for a, b in zip(histories[0].parameters, histories[1].parameters, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-12, rtol=0)
+
+    fits: list[int] = []
+    strategy = roost.FedAvg(
+        fraction_evaluate=0.0,
+        initial_parameters=[np.zeros(2)],
+        fit_metrics_aggregation_fn=lambda pairs: fits.extend(m["fits"] for _, m in pairs) or {},
+    )
+    roost.run_simulation(
+        counting_client_fn,
+        4,
+        strategy=strategy,
+        config=roost.ServerConfig(num_rounds=3),
+        engine="ray",
+        warm_clients=True,
+    )
+    assert fits[:4] == [1, 1, 1, 1] and max(fits) >= 2  # kept on their actors after round 1

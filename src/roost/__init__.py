@@ -20,6 +20,7 @@ from roost.core.types import (
     Parameters,
     Scalar,
 )
+from roost.engines.warm import WarmClients
 from roost.errors import (
     ClientRefusedError,
     ConfigurationError,
@@ -104,6 +105,7 @@ __all__ = [
     "ServerUnreachableError",
     "Strategy",
     "Task",
+    "WarmClients",
     "run_rounds",
     "run_simulation",
     "start_client",

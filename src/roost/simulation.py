@@ -16,6 +16,7 @@ from typing import Any
 from roost.client.client import ClientFn
 from roost.core.types import Config
 from roost.engines import make_engine
+from roost.engines.warm import WarmClients
 from roost.errors import ConfigurationError
 from roost.log import ensure_logging
 from roost.outputs import save_run
@@ -25,6 +26,7 @@ from roost.server.state import open_state, recording
 from roost.strategy.presets import FedAvg
 from roost.strategy.strategy import Strategy
 from roost.tracking.base import ClientMetricsRecorder, Tracker, TrackRounds
+from roost.transport.base import Transport
 
 log = logging.getLogger("roost")
 
@@ -45,12 +47,14 @@ def run_simulation(
     resume: bool = False,
     trackers: Sequence[Tracker] = (),
     client_metrics: bool = False,
+    warm_clients: bool | WarmClients = False,
 ) -> History:
     """Simulate `num_clients` clients built by `client_fn` and return the run's History.
 
     Args:
         client_fn: builds the client for a `Context` (its `partition_id`, `num_partitions`, …);
-            called each time a client is needed, so only working clients are in memory.
+            called each time a client is needed, so only working clients are in memory (unless
+            `warm_clients` keeps them).
         num_clients: how many clients (partitions) exist.
         strategy: defaults to `FedAvg()`.
         config: defaults to `ServerConfig(num_rounds=1)`.
@@ -62,23 +66,21 @@ def run_simulation(
             of worker processes), "ray" (Ray actors) or "vectorized" (a `roost.Task`'s whole
             cohort as one batched computation). Every engine gives the same model.
         engine_options: the engine's settings (see `roost.engines.make_engine`).
-        state_dir: record every completed round there (SQLite + model files), so the run can be
-            resumed; a directory that already records a run needs `resume=True`.
-        resume: continue the run recorded in `state_dir` after its last completed round. It must
-            be resumed with the same strategy, the same model and at least as many rounds.
+        state_dir: record every completed round there, so the run can be resumed.
+        resume: continue the run recorded in `state_dir` (same strategy and model, at least as
+            many rounds).
         trackers: get every round's values (`roost.tracking`); closed when the run ends.
         client_metrics: also hand trackers each client's own fit and evaluate metrics.
+        warm_clients: keep each partition's client alive between instructions (True, or
+            `roost.WarmClients(max_clients=..., max_bytes=...)`, least recently used dropped).
+            Off by default: a warm client keeps what your code keeps (a Keras optimizer's
+            state, say), which changes such code's results; see README, warm clients.
 
     The final global model is `history.parameters`.
     """
     ensure_logging()
     strategy = strategy if strategy is not None else FedAvg()
     config = config if config is not None else ServerConfig(num_rounds=1)
-    if engine == "vectorized" and strategy.secure_aggregation is not None:
-        raise ConfigurationError(
-            "the vectorized engine trains clients together and runs no secure aggregation; "
-            "use engine='sequential' or 'process'"
-        )
     store, saved = open_state(state_dir, resume, out_dir)
     recorder = ClientMetricsRecorder() if client_metrics else None
     track = TrackRounds(
@@ -88,8 +90,8 @@ def run_simulation(
         then=recording(store, on_round_end),
     )
     try:
-        transport = make_engine(
-            engine, client_fn, num_clients, run_config=run_config, **dict(engine_options or {})
+        transport = _engine(
+            engine, client_fn, num_clients, run_config, engine_options, warm_clients, strategy
         )
         if recorder is not None:
             transport = recorder.observe(transport)
@@ -104,3 +106,24 @@ def run_simulation(
     if out_dir is not None:
         save_run(out_dir, history)
     return history
+
+
+def _engine(
+    engine: str,
+    client_fn: ClientFn,
+    num_clients: int,
+    run_config: Config | None,
+    engine_options: Mapping[str, Any] | None,
+    warm_clients: bool | WarmClients,
+    strategy: Strategy,
+) -> Transport:
+    """The engine `run_simulation` asked for, refused where it cannot run the strategy."""
+    if engine == "vectorized" and strategy.secure_aggregation is not None:
+        raise ConfigurationError(
+            "the vectorized engine trains clients together and runs no secure aggregation; "
+            "use engine='sequential' or 'process'"
+        )
+    options = dict(engine_options or {})
+    if warm_clients is not False:
+        options["warm_clients"] = warm_clients
+    return make_engine(engine, client_fn, num_clients, run_config=run_config, **options)

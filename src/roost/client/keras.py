@@ -10,6 +10,9 @@ Works with Keras 3 on any backend (TensorFlow, PyTorch, JAX), which includes Ten
 The round config may override the local schedule with `"local_epochs"` (or `"epochs"`),
 `"batch_size"` and `"steps_per_epoch"`. Keras itself is never imported by this module: the model
 you pass brings its own.
+
+`roost.tasks.keras.KerasTask` builds these clients with `batch_order=(seed, partition_id)` and
+`fresh_optimizer=True`, which makes them train exactly as the vectorized engine trains the task.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from typing import Any
 import numpy as np
 
 from roost.client.client import Client
-from roost.core.config_keys import BATCH_SIZE, EPOCHS, LOCAL_EPOCHS, STEPS_PER_EPOCH
+from roost.core.config_keys import BATCH_SIZE, EPOCHS, LOCAL_EPOCHS, SERVER_ROUND, STEPS_PER_EPOCH
+from roost.core.rng import client_rng
 from roost.core.types import Config, Metrics, Parameters
 from roost.errors import ConfigurationError
 
@@ -45,6 +49,13 @@ class KerasClient(Client):
             set `"local_epochs"`/`"epochs"`, `"batch_size"`, `"steps_per_epoch"`.
         shuffle: shuffle the local data every epoch (Keras' own shuffling).
         verbose: Keras' verbosity during local fit and evaluate.
+        batch_order: `(seed, partition_id)`: instead of Keras' shuffling, each round's batch
+            order is drawn from `roost.core.rng.client_rng(seed, server_round, partition_id)`
+            (a permutation per epoch, cut into batches, the first `steps_per_epoch` of them
+            kept): the order a `roost.Task` and the vectorized engine use.
+        fresh_optimizer: start every `fit` from the optimizer's state before its first step
+            (zero moments, step 0), as a client built anew for each round does. Without it the
+            compiled optimizer carries its state from one `fit` to the next.
 
     `fit` returns the new weights, the number of training examples and the last epoch's training
     metrics prefixed `train_` (`train_loss`, `train_accuracy`, …). `evaluate` returns the loss,
@@ -65,6 +76,8 @@ class KerasClient(Client):
         steps_per_epoch: int | None = None,
         shuffle: bool = True,
         verbose: int = 0,
+        batch_order: tuple[int, int] | None = None,
+        fresh_optimizer: bool = False,
     ) -> None:
         if not hasattr(model, "get_weights") or not hasattr(model, "fit"):
             raise ConfigurationError(f"KerasClient needs a Keras model, got {type(model).__name__}")
@@ -82,6 +95,9 @@ class KerasClient(Client):
         self.steps_per_epoch = steps_per_epoch
         self.shuffle = shuffle
         self.verbose = verbose
+        self.batch_order = batch_order
+        self.fresh_optimizer = fresh_optimizer
+        self._optimizer_start: list[Any] | None = None
 
     def get_parameters(self, config: Config) -> Parameters:
         return [np.asarray(weight) for weight in self.model.get_weights()]
@@ -94,21 +110,59 @@ class KerasClient(Client):
         epochs = int(config.get(LOCAL_EPOCHS, config.get(EPOCHS, self.epochs)))
         batch_size = int(config.get(BATCH_SIZE, self.batch_size))
         steps = config.get(STEPS_PER_EPOCH, self.steps_per_epoch)
-        history = self.model.fit(
-            self.x_train,
-            self.y_train,
-            epochs=epochs,
-            batch_size=batch_size,
-            steps_per_epoch=None if steps is None else int(steps),
-            shuffle=self.shuffle,
-            verbose=self.verbose,
-        )
-        last = {name: values[-1] for name, values in history.history.items() if len(values)}
+        steps = None if steps is None else int(steps)
+        if self.fresh_optimizer:
+            self._reset_optimizer()
+        if self.batch_order is None:
+            history = self.model.fit(
+                self.x_train,
+                self.y_train,
+                epochs=epochs,
+                batch_size=batch_size,
+                steps_per_epoch=steps,
+                shuffle=self.shuffle,
+                verbose=self.verbose,
+            ).history
+        else:
+            history = self._fit_in_order(
+                int(config.get(SERVER_ROUND, 0)), epochs, batch_size, steps
+            )
+        last = {name: values[-1] for name, values in history.items() if len(values)}
         updated = [
             np.asarray(new).astype(old.dtype, copy=False)
             for new, old in zip(self.model.get_weights(), parameters, strict=True)
         ]
         return updated, len(self.y_train), _scalar_metrics(last, "train_")
+
+    def _fit_in_order(
+        self, server_round: int, epochs: int, batch_size: int, steps: int | None
+    ) -> dict[str, list[Any]]:
+        """Train epoch by epoch on the examples in roost's batch order for this round."""
+        seed, partition_id = self.batch_order  # type: ignore[misc]
+        rng = client_rng(seed, server_round, partition_id)
+        x, y = np.asarray(self.x_train), np.asarray(self.y_train)
+        history: dict[str, list[Any]] = {}
+        for _ in range(epochs):
+            order = rng.permutation(len(y))
+            if steps is not None:
+                order = order[: steps * batch_size]
+            epoch = self.model.fit(
+                x[order], y[order], batch_size=batch_size, shuffle=False, verbose=self.verbose
+            )
+            for name, values in epoch.history.items():
+                history.setdefault(name, []).extend(values)
+        return history
+
+    def _reset_optimizer(self) -> None:
+        """Put the optimizer's variables back to their values before its first step."""
+        optimizer = self.model.optimizer
+        if self._optimizer_start is None:
+            if not optimizer.built:  # Keras builds it on the first step; its slots start at 0
+                optimizer.build(self.model.trainable_variables)
+            self._optimizer_start = [variable.numpy() for variable in optimizer.variables]
+            return
+        for variable, value in zip(optimizer.variables, self._optimizer_start, strict=True):
+            variable.assign(value)
 
     def evaluate(self, parameters: Parameters, config: Config) -> tuple[float, int, Metrics]:
         self.set_parameters(parameters)

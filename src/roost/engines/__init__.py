@@ -62,14 +62,21 @@ def _require_task(client_fn: ClientFn) -> None:
 
 
 _REGISTRY: dict[str, EngineEntry] = {
-    "sequential": EngineEntry("roost.engines.sequential:SequentialEngine"),
+    "sequential": EngineEntry("roost.engines.sequential:SequentialEngine", ("warm_clients",)),
     "process": EngineEntry(
         "roost.engines.process:ProcessEngine",
-        ("max_workers", "threads_per_worker", "start_method"),
+        ("max_workers", "threads_per_worker", "start_method", "warm_clients"),
     ),
     "ray": EngineEntry(
         "roost.engines.ray:RayEngine",
-        ("address", "num_cpus_per_client", "num_gpus_per_client", "max_actors", "init_kwargs"),
+        (
+            "address",
+            "num_cpus_per_client",
+            "num_gpus_per_client",
+            "max_actors",
+            "init_kwargs",
+            "warm_clients",
+        ),
     ),
     "vectorized": EngineEntry(
         "roost.tasks.vectorized:VectorizedEngine",
@@ -107,10 +114,11 @@ def make_engine(
         client_fn: builds a client per context; for "vectorized" it must be a `roost.Task`.
         num_clients: how many clients (partitions) exist.
         run_config: passed to every client built by `client_fn` in `context.run_config`.
-        options: engine settings: `max_workers`, `threads_per_worker`, `start_method` (process);
-            `address`, `num_cpus_per_client`, `num_gpus_per_client`, `max_actors`,
-            `init_kwargs` (ray); `device`, `chunk_size`, `memory_budget`, `cache_data`
-            (vectorized). The sequential engine takes none.
+        options: engine settings: `warm_clients` (sequential, process, ray: keep the clients
+            `client_fn` builds, see `roost.engines.warm.WarmClients`); `max_workers`,
+            `threads_per_worker`, `start_method` (process); `address`, `num_cpus_per_client`,
+            `num_gpus_per_client`, `max_actors`, `init_kwargs` (ray); `device`, `chunk_size`,
+            `memory_budget`, `cache_data` (vectorized).
     """
     entry = _REGISTRY.get(engine)
     if entry is None:

@@ -6,6 +6,15 @@ the cohort's instructions to idle workers, one call per worker at a time, and yi
 as soon as it is back. A client past the timeout is a failure and its worker is replaced, so a hung
 client cannot hold a worker; a worker that dies is a failure of its client and is replaced too.
 
+With warm clients (`WarmClients`), each worker keeps the clients it built, and the pool routes a
+node's instruction to the worker that answered the node last (affinity), so its kept client answers
+again. When that worker is busy, other idle workers first take work that is theirs or nobody's; a
+worker left with nothing of its own takes a busy worker's node only when that worker still has at
+least two more of its own waiting (it builds the client afresh and becomes the node's worker); when
+a node's worker died or was replaced, any worker builds the client afresh. Every call carries a
+ticket (how many instructions the node was sent before), so a worker never reuses a client that
+missed the node's instructions run elsewhere in between.
+
 What differs between engines, and only that, is left to a subclass: how workers start and stop,
 how a call is sent, how finished calls are awaited and how a result is received.
 """
@@ -24,6 +33,7 @@ from typing import Any, Generic, TypeVar
 from roost.client.client import ClientFn
 from roost.core.types import ClientId, Config, Failure, Instruction, Outcome, Result
 from roost.engines.sequential import check_num_clients, simulation_clients
+from roost.engines.warm import NodeState, WarmClients
 from roost.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
@@ -53,10 +63,6 @@ def serialize_client_fn(client_fn: ClientFn, engine: str) -> bytes:
         ) from error
 
 
-NodeState = dict[str, Any]
-"""A simulated node's `Context.state`; the pool keeps it between the node's instructions."""
-
-
 class WorkerLost(Exception):
     """A worker is gone (crashed, killed, unreachable): its client fails, the worker is replaced."""
 
@@ -79,7 +85,11 @@ class WorkerPool(ABC, Generic[Worker, Handle]):
     """
 
     def __init__(
-        self, num_clients: int, max_workers: int, run_config: Config | None = None
+        self,
+        num_clients: int,
+        max_workers: int,
+        run_config: Config | None = None,
+        warm: WarmClients | None = None,
     ) -> None:
         check_num_clients(num_clients)
         if max_workers < 1:
@@ -92,6 +102,9 @@ class WorkerPool(ABC, Generic[Worker, Handle]):
         # Each node's Context.state travels with its instruction and comes back with the result:
         # a client rebuilt on any worker sees what it kept before.
         self._states: dict[ClientId, NodeState] = {}
+        self.warm = warm
+        self._home: dict[ClientId, Worker] = {}  # the worker that answered each node last
+        self._sent: dict[ClientId, int] = {}  # instructions sent to each node so far
 
     # -- what an engine provides ---------------------------------------------------------------
 
@@ -109,10 +122,16 @@ class WorkerPool(ABC, Generic[Worker, Handle]):
 
     @abstractmethod
     def _send(
-        self, worker: Worker, client_id: ClientId, instruction: Instruction, state: NodeState
+        self,
+        worker: Worker,
+        client_id: ClientId,
+        instruction: Instruction,
+        state: NodeState,
+        ticket: int,
     ) -> Handle:
-        """Start one call on `worker` (the node's instruction and its state); return the handle
-        `_wait` watches. Raise `WorkerLost` when the worker cannot take it."""
+        """Start one call on `worker` (the node's instruction, its state, and the number of
+        instructions the node was sent before, for `ClientHost.run`); return the handle `_wait`
+        watches. Raise `WorkerLost` when the worker cannot take it."""
 
     @abstractmethod
     def _wait(self, handles: list[Handle], timeout: float | None) -> list[Handle]:
@@ -186,15 +205,48 @@ class WorkerPool(ABC, Generic[Worker, Handle]):
         self, pending: deque, idle: list[Worker], busy: dict[Handle, _Call]
     ) -> Iterator[Outcome]:
         while pending and idle:
-            worker = idle.pop()
-            client_id, instruction = pending.popleft()
+            chosen = self._next_call(pending, idle)
+            if chosen is None and not busy:  # cannot happen; but never wait on no one
+                chosen = idle.pop(), pending.popleft()
+            if chosen is None:
+                return  # only nodes whose warm worker is busy remain: wait for those workers
+            worker, (client_id, instruction) = chosen
+            ticket = self._sent.get(client_id, 0)
+            self._sent[client_id] = ticket + 1
+            state = self._states.get(client_id, {})
             try:
-                handle = self._send(worker, client_id, instruction, self._states.get(client_id, {}))
+                handle = self._send(worker, client_id, instruction, state, ticket)
             except WorkerLost as lost:
                 idle.append(self._replace(worker))
                 yield client_id, Failure(client_id, f"worker unavailable: {lost}")
                 continue
+            self._home[client_id] = worker
             busy[handle] = _Call(worker, client_id, time.monotonic())
+
+    def _next_call(
+        self, pending: deque, idle: list[Worker]
+    ) -> tuple[Worker, tuple[ClientId, Instruction]] | None:
+        """The next (idle worker, pending call) to start, taken out of `idle` and `pending`;
+        None to wait for a busy worker (see the module's note on affinity)."""
+        if self.warm is None:
+            return idle.pop(), pending.popleft()
+        homeless = None
+        waiting: dict[int, list[int]] = {}  # a busy worker's own pending calls, by id(worker)
+        for index, (client_id, _) in enumerate(pending):
+            home = self._home.get(client_id)
+            if home is not None and home in idle:
+                idle.remove(home)
+                return home, _take(pending, index)
+            if home is None or home not in self._workers:
+                homeless = index if homeless is None else homeless
+            else:
+                waiting.setdefault(id(home), []).append(index)
+        if homeless is not None:
+            return idle.pop(), _take(pending, homeless)
+        longest = max(waiting.values(), key=len, default=[])
+        if len(longest) >= 2:  # its worker will stay busy a while: rebuild the last one here
+            return idle.pop(), _take(pending, longest[-1])
+        return None
 
     def _collect(self, call: _Call, handle: Handle, idle: list[Worker]) -> Outcome:
         try:
@@ -224,9 +276,10 @@ class WorkerPool(ABC, Generic[Worker, Handle]):
     # -- pool upkeep ---------------------------------------------------------------------------
 
     def _retire(self, worker: Worker) -> None:
-        """Kill `worker` and take it out of the pool."""
+        """Kill `worker` and take it out of the pool (with the clients it kept warm)."""
         self._kill(worker)
         self._workers.remove(worker)
+        self._home = {node: home for node, home in self._home.items() if home is not worker}
 
     def _replace(self, worker: Worker) -> Worker:
         """Kill `worker` (hung or dead) and start a fresh one in its place."""
@@ -234,6 +287,12 @@ class WorkerPool(ABC, Generic[Worker, Handle]):
         fresh = self._start_workers(1)[0]
         self._workers.append(fresh)
         return fresh
+
+
+def _take(pending: deque, index: int) -> tuple[ClientId, Instruction]:
+    item = pending[index]
+    del pending[index]
+    return item
 
 
 def _time_left(busy: dict[Any, _Call], timeout: float | None) -> float | None:

@@ -3,7 +3,9 @@
 Each worker receives `client_fn` once, when it starts; afterwards only instructions and results
 travel between the server process and its workers (over local pipes; nothing leaves the machine).
 A worker builds the client for each instruction it gets, exactly as the sequential engine does, so
-any `client_fn` works, provided it can be sent to another process (it must be picklable).
+any `client_fn` works, provided it can be sent to another process (it must be picklable); with
+`warm_clients`, each worker keeps the clients it built and the pool sends a node back to the worker
+that holds its client (see `roost.engines.pool`).
 
 The pool itself (dispatch, timeouts, replacing hung or dead workers) is `roost.engines.pool`; this
 module says how a worker process starts, how a call travels over its pipe and how it stops.
@@ -22,14 +24,8 @@ from typing import Any
 
 from roost.client.client import ClientFn
 from roost.core.types import ClientId, Config, Failure, Instruction, Result
-from roost.engines.pool import (
-    WORKER_START_TIMEOUT,
-    NodeState,
-    WorkerLost,
-    WorkerPool,
-    serialize_client_fn,
-)
-from roost.engines.sequential import run_node
+from roost.engines.pool import WORKER_START_TIMEOUT, WorkerLost, WorkerPool, serialize_client_fn
+from roost.engines.warm import ClientHost, NodeState, WarmClients, warm_setting
 from roost.errors import ConfigurationError, RoostError
 
 log = logging.getLogger(__name__)
@@ -43,6 +39,7 @@ def _worker_main(
     num_clients: int,
     run_config: Config,
     threads: int,
+    warm: WarmClients | None,
 ) -> None:
     """A worker's life: rebuild client_fn, then answer instructions until told to stop."""
     for variable in _THREAD_VARIABLES:  # before the client's imports read them
@@ -53,6 +50,7 @@ def _worker_main(
         connection.send(("error", f"{type(error).__name__}: {error}"))
         return
     _limit_torch_threads(threads)
+    host = ClientHost(client_fn, num_clients, run_config, warm)
     connection.send(("ready", os.getpid()))
     while True:
         try:
@@ -61,8 +59,8 @@ def _worker_main(
             return
         if message is None:
             return
-        client_id, instruction, state = message
-        result, state = run_node(client_fn, client_id, num_clients, run_config, instruction, state)
+        client_id, instruction, state, ticket = message
+        result, state = host.run(client_id, instruction, state, ticket)
         try:
             connection.send((result, state))
         except Exception as error:  # e.g. a metric value that cannot be pickled
@@ -110,6 +108,9 @@ class ProcessEngine(WorkerPool[_Worker, Connection]):
         max_workers: worker processes (default: all cores).
         threads_per_worker: math-library threads per worker (default: cores / workers, ≥ 1).
         start_method: "spawn" (default: safe with threads, CUDA and torch) or "forkserver".
+        warm_clients: keep the clients each worker builds (True, or `WarmClients(...)` bounds,
+            split among the workers); see `roost.engines.warm` for how that can change the
+            results of clients that keep state. Default False: a fresh client per instruction.
 
     Workers start on the first exchange and are reused until `close()`.
     """
@@ -123,11 +124,14 @@ class ProcessEngine(WorkerPool[_Worker, Connection]):
         max_workers: int | None = None,
         threads_per_worker: int | None = None,
         start_method: str = "spawn",
+        warm_clients: bool | WarmClients = False,
     ) -> None:
         cores = os.cpu_count() or 1
         if max_workers is not None and max_workers < 1:
             raise ConfigurationError(f"max_workers must be >= 1, got {max_workers}")
-        super().__init__(num_clients, max_workers or cores, run_config)
+        warm = warm_setting(warm_clients)
+        super().__init__(num_clients, max_workers or cores, run_config, warm)
+        self._worker_warm = None if warm is None else warm.share(self.max_workers)
         self.threads_per_worker = threads_per_worker or max(1, cores // self.max_workers)
         self._payload = serialize_client_fn(client_fn, "process")
         self._context = multiprocessing.get_context(start_method)
@@ -135,10 +139,15 @@ class ProcessEngine(WorkerPool[_Worker, Connection]):
     # -- how a worker process is called ----------------------------------------------------------
 
     def _send(
-        self, worker: _Worker, client_id: ClientId, instruction: Instruction, state: NodeState
+        self,
+        worker: _Worker,
+        client_id: ClientId,
+        instruction: Instruction,
+        state: NodeState,
+        ticket: int,
     ) -> Connection:
         try:
-            worker.connection.send((client_id, instruction, state))
+            worker.connection.send((client_id, instruction, state, ticket))
         except (OSError, ValueError) as error:  # the worker is gone
             raise WorkerLost(str(error)) from error
         return worker.connection
@@ -176,6 +185,7 @@ class ProcessEngine(WorkerPool[_Worker, Connection]):
                     self.num_clients,
                     self.run_config,
                     self.threads_per_worker,
+                    self._worker_warm,
                 ),
                 name="roost-worker",
                 daemon=True,

@@ -1,10 +1,13 @@
 """The Ray engine: the worker pool of `roost.engines.pool`, its workers Ray actors on a cluster.
 
 Each actor receives `client_fn` once and then builds and runs one client per call, exactly as the
-sequential engine does. `address` connects to an existing cluster (`ray.init(address=...)`); without
-one, and when Ray is not already initialized, a local Ray instance is started and shut down by
-`close()`. A client past `round_timeout` is a failure and its actor is replaced; so is a client
-whose actor dies. Requires Ray (`pip install "roost[ray]"`).
+sequential engine does; with `warm_clients`, each actor keeps the clients it built and the pool
+sends a node back to the actor that holds its client (see `roost.engines.pool`).
+
+`address` connects to an existing cluster (`ray.init(address=...)`); without one, and when Ray is
+not already initialized, a local Ray instance is started and shut down by `close()`. A client
+past `round_timeout` is a failure and its actor is replaced; so is a client whose actor dies.
+Requires Ray (`pip install "roost[ray]"`).
 """
 
 from __future__ import annotations
@@ -17,36 +20,30 @@ from typing import Any
 
 from roost.client.client import ClientFn
 from roost.core.types import ClientId, Config, Failure, Instruction, Result
-from roost.engines.pool import (
-    WORKER_START_TIMEOUT,
-    NodeState,
-    WorkerLost,
-    WorkerPool,
-    serialize_client_fn,
-)
-from roost.engines.sequential import check_num_clients, run_node
+from roost.engines.pool import WORKER_START_TIMEOUT, WorkerLost, WorkerPool, serialize_client_fn
+from roost.engines.sequential import check_num_clients
+from roost.engines.warm import ClientHost, NodeState, WarmClients, warm_setting
 from roost.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
 
 
 class _ClientActor:
-    """Holds the rebuilt client_fn; runs one instruction per call."""
+    """Holds the rebuilt client_fn (and, warm, the clients it built); runs one instruction per
+    call."""
 
-    def __init__(self, payload: bytes, num_clients: int, run_config: Config) -> None:
-        self.client_fn = pickle.loads(payload)
-        self.num_clients = num_clients
-        self.run_config = run_config
+    def __init__(
+        self, payload: bytes, num_clients: int, run_config: Config, warm: WarmClients | None
+    ) -> None:
+        self.host = ClientHost(pickle.loads(payload), num_clients, run_config, warm)
 
     def ready(self) -> bool:
         return True
 
     def run(
-        self, client_id: ClientId, instruction: Instruction, state: NodeState
+        self, client_id: ClientId, instruction: Instruction, state: NodeState, ticket: int
     ) -> tuple[Result | Failure, NodeState]:
-        return run_node(
-            self.client_fn, client_id, self.num_clients, self.run_config, instruction, state
-        )
+        return self.host.run(client_id, instruction, state, ticket)
 
 
 @cache
@@ -76,6 +73,9 @@ class RayEngine(WorkerPool[Any, Any]):
         num_cpus_per_client / num_gpus_per_client: resources each actor reserves.
         max_actors: actors in the pool (default: cluster CPUs / num_cpus_per_client).
         init_kwargs: extra arguments for `ray.init` (e.g. `{"num_cpus": 4}`).
+        warm_clients: keep the clients each actor builds (True, or `WarmClients(...)` bounds,
+            split among the actors); see `roost.engines.warm` for how that can change the
+            results of clients that keep state. Default False: a fresh client per instruction.
     """
 
     def __init__(
@@ -89,12 +89,14 @@ class RayEngine(WorkerPool[Any, Any]):
         num_gpus_per_client: float = 0.0,
         max_actors: int | None = None,
         init_kwargs: Mapping[str, Any] | None = None,
+        warm_clients: bool | WarmClients = False,
     ) -> None:
         if not num_cpus_per_client > 0:
             raise ConfigurationError(f"num_cpus_per_client must be > 0, got {num_cpus_per_client}")
         if max_actors is not None and max_actors < 1:
             raise ConfigurationError(f"max_actors must be >= 1, got {max_actors}")
         check_num_clients(num_clients)  # before Ray starts
+        warm = warm_setting(warm_clients)
         self._ray = ray = _import_ray()
         payload = serialize_client_fn(client_fn, "ray")
         self._owns_ray = False
@@ -107,7 +109,8 @@ class RayEngine(WorkerPool[Any, Any]):
             log.info("Ray is already initialized in this process; address=%r is not used", address)
         cpus = float(ray.cluster_resources().get("CPU", 1.0))
         actors = max_actors or max(1, int(cpus // num_cpus_per_client))
-        super().__init__(num_clients, actors, run_config)
+        super().__init__(num_clients, actors, run_config, warm)
+        self._actor_warm = None if warm is None else warm.share(actors)
         self._actor_class = _actor_class(
             ray, float(num_cpus_per_client), float(num_gpus_per_client)
         )
@@ -128,9 +131,14 @@ class RayEngine(WorkerPool[Any, Any]):
     # -- how an actor is called ----------------------------------------------------------------
 
     def _send(
-        self, worker: Any, client_id: ClientId, instruction: Instruction, state: NodeState
+        self,
+        worker: Any,
+        client_id: ClientId,
+        instruction: Instruction,
+        state: NodeState,
+        ticket: int,
     ) -> Any:
-        return worker.run.remote(client_id, instruction, state)
+        return worker.run.remote(client_id, instruction, state, ticket)
 
     def _wait(self, handles: list[Any], timeout: float | None) -> list[Any]:
         ready, _ = self._ray.wait(handles, num_returns=1, timeout=timeout)
@@ -148,7 +156,9 @@ class RayEngine(WorkerPool[Any, Any]):
     def _start_workers(self, count: int) -> list[Any]:
         ray = self._ray
         actors = [
-            self._actor_class.remote(self._payload_ref, self.num_clients, self.run_config)
+            self._actor_class.remote(
+                self._payload_ref, self.num_clients, self.run_config, self._actor_warm
+            )
             for _ in range(count)
         ]
         try:

@@ -1,7 +1,7 @@
 """The sequential engine: clients one after another, in this process. The reference engine.
 
-Also the pieces every engine that runs a `client_fn` shares: the simulated clients' ids and how one
-instruction runs on a freshly built client.
+Also the pieces every simulation engine shares: the simulated clients' ids and the check of their
+number. How one instruction runs on a client (built cold, or kept warm) is `roost.engines.warm`.
 """
 
 from __future__ import annotations
@@ -9,22 +9,11 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import replace
 from typing import Any
 
-from roost.client.client import ClientFn, Context
-from roost.client.protocols import execute
-from roost.core.types import (
-    ClientId,
-    Config,
-    EvaluateIns,
-    Failure,
-    FitIns,
-    Instruction,
-    Outcome,
-    PhaseIns,
-    Result,
-)
+from roost.client.client import ClientFn
+from roost.core.types import ClientId, Config, Failure, Instruction, Outcome, Result
+from roost.engines.warm import ClientHost, WarmClients, warm_setting
 from roost.errors import ConfigurationError, NotEnoughClientsError
 
 log = logging.getLogger(__name__)
@@ -51,59 +40,33 @@ def check_num_clients(num_clients: int) -> None:
         raise ConfigurationError(f"num_clients must be at least 1, got {num_clients}")
 
 
-def run_instruction(
-    client_fn: ClientFn, context: Context, instruction: Instruction
-) -> Result | Failure:
-    """Build a client with `client_fn`, run one instruction, and turn exceptions into failures.
-
-    The client gets private copies of the arrays so that in-place updates cannot reach the global
-    model, and is dropped afterwards so only working clients hold memory.
-    """
-    client_id = context.node_id
-    try:
-        client = client_fn(context)
-        return execute(client, _with_copied_arrays(instruction), context)
-    except Exception as error:  # a client's bug must not stop the federation
-        return Failure(client_id, f"{type(error).__name__}: {error}", kind="error")
-
-
-def run_node(
-    client_fn: ClientFn,
-    client_id: ClientId,
-    num_clients: int,
-    run_config: Config,
-    instruction: Instruction,
-    state: dict[str, Any],
-) -> tuple[Result | Failure, dict[str, Any]]:
-    """Run one instruction on simulated node `client_id` with its `state`; return the outcome
-    and the node's state afterwards (engines keep it for the node's next instruction)."""
-    context = Context.for_partition(int(client_id), num_clients, run_config=run_config, state=state)
-    return run_instruction(client_fn, context, instruction), context.state
-
-
-def _with_copied_arrays(instruction: Instruction) -> Instruction:
-    if isinstance(instruction, FitIns | EvaluateIns | PhaseIns):
-        return replace(instruction, parameters=[array.copy() for array in instruction.parameters])
-    return instruction
-
-
 class SequentialEngine:
-    """Build and run each sampled client in this process, one at a time.
+    """Run each sampled client in this process, one at a time.
 
-    Any number of exchanges (`run` calls) may share a round: each builds its clients afresh.
+    Any number of exchanges (`run` calls) may share a round. Cold (the default), each instruction
+    gets a client freshly built by `client_fn`; with `warm_clients`, the client built for a
+    partition is kept for its next instructions (see `roost.engines.warm.WarmClients`, including
+    how that can change the results of clients that keep state).
 
     With a `timeout`, each client runs in a helper thread and gets `timeout` seconds from its own
     start, as it would if all clients ran in parallel. A client past its time is a failure; its
-    thread cannot be killed and finishes in the background, and its result is discarded.
+    thread cannot be killed and finishes in the background, its result is discarded, and a warm
+    client is not kept.
     """
 
     def __init__(
-        self, client_fn: ClientFn, num_clients: int, run_config: Config | None = None
+        self,
+        client_fn: ClientFn,
+        num_clients: int,
+        run_config: Config | None = None,
+        *,
+        warm_clients: bool | WarmClients = False,
     ) -> None:
         check_num_clients(num_clients)
         self.client_fn = client_fn
         self.num_clients = num_clients
         self.run_config = dict(run_config or {})
+        self.host = ClientHost(client_fn, num_clients, run_config, warm_setting(warm_clients))
         self._states: dict[ClientId, dict[str, Any]] = {}  # each node's Context.state
 
     def wait_for_clients(self, count: int, timeout: float | None = None) -> list[ClientId]:
@@ -113,35 +76,32 @@ class SequentialEngine:
     def run(
         self, cohort: Sequence[tuple[ClientId, Instruction]], timeout: float | None
     ) -> Iterator[Outcome]:
-        """Build each client, run its instruction, and yield the outcome, in cohort order."""
+        """Run each instruction on its client and yield the outcome, in cohort order."""
         for client_id, instruction in cohort:
-            context = Context.for_partition(
-                int(client_id),
-                self.num_clients,
-                run_config=self.run_config,
-                state=self._states.setdefault(client_id, {}),
-            )
+            state = self._states.setdefault(client_id, {})
             if timeout is None:
-                yield client_id, run_instruction(self.client_fn, context, instruction)
+                yield client_id, self.host.run(client_id, instruction, state)[0]
             else:
-                yield client_id, self._run_with_timeout(context, instruction, timeout)
+                yield client_id, self._run_with_timeout(client_id, instruction, state, timeout)
 
     def _run_with_timeout(
-        self, context: Context, instruction: Instruction, timeout: float
+        self, client_id: ClientId, instruction: Instruction, state: dict[str, Any], timeout: float
     ) -> Result | Failure:
         box: list[Result | Failure] = []
         worker = threading.Thread(
-            target=lambda: box.append(run_instruction(self.client_fn, context, instruction)),
-            name=f"roost-client-{context.node_id}",
+            target=lambda: box.append(self.host.run(client_id, instruction, state)[0]),
+            name=f"roost-client-{client_id}",
             daemon=True,
         )
         worker.start()
         worker.join(timeout)
         if worker.is_alive() or not box:
+            self.host.abandon(client_id)
             return Failure(
-                context.node_id, f"no result within the round timeout of {timeout:g} s", "timeout"
+                client_id, f"no result within the round timeout of {timeout:g} s", "timeout"
             )
         return box[0]
 
     def close(self) -> None:
-        """Nothing to release: clients live only while they run."""
+        """Drop the clients kept warm."""
+        self.host.clear()

@@ -1,8 +1,10 @@
-"""Training tasks: a PyTorch model, a loss, a local optimizer recipe and each client's data.
+"""Training tasks: a model, a loss, a local optimizer recipe and each client's data.
 
-`Task`, `SGD` and `Adam` import no ML framework; torch is needed only once a task trains.
+`Task` (PyTorch), `KerasTask` (a compiled Keras 3 model), `SGD` and `Adam` import no ML framework;
+torch (or Keras) is needed only once a task trains.
 """
 
+from roost.tasks.keras import KerasTask
 from roost.tasks.recipe import (
     SGD,
     Adam,
@@ -12,4 +14,4 @@ from roost.tasks.recipe import (
 )
 from roost.tasks.task import Task
 
-__all__ = ["SGD", "Adam", "Task", "accuracy", "cross_entropy", "squared_error"]
+__all__ = ["SGD", "Adam", "KerasTask", "Task", "accuracy", "cross_entropy", "squared_error"]

@@ -16,6 +16,7 @@ from roost.core.config_keys import (
     LOCAL_EPOCHS,
     PROXIMAL_MU,
     SERVER_ROUND,
+    STEPS_PER_EPOCH,
 )
 from roost.core.types import Config
 from roost.errors import ConfigurationError
@@ -58,6 +59,11 @@ def _check_non_negative(name: str, value: float) -> None:
         raise ConfigurationError(f"{name} must be >= 0, got {value!r}")
 
 
+def _check_steps(steps: int | None, name: str) -> None:
+    if steps is not None and (not isinstance(steps, int) or steps < 1):
+        raise ConfigurationError(f"{name} must be an int >= 1 or None, got {steps!r}")
+
+
 @dataclass(frozen=True)
 class SGD:
     """Local SGD, with PyTorch's `torch.optim.SGD` semantics.
@@ -81,12 +87,18 @@ class SGD:
 
 @dataclass(frozen=True)
 class Adam:
-    """Local Adam, with `torch.optim.Adam` semantics (L2 weight decay, bias correction)."""
+    """Local Adam, with `torch.optim.Adam` semantics (L2 weight decay, bias correction).
+
+    `eps_before_bias_correction=True` gives Keras' Adam instead: `eps` is added to √v before the
+    bias correction, `w -= lr·√(1−β₂ᵗ)/(1−β₁ᵗ) · m / (√v + eps)`, where torch divides √v by
+    √(1−β₂ᵗ) first and adds `eps` after.
+    """
 
     lr: float = 1e-3
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
     weight_decay: float = 0.0
+    eps_before_bias_correction: bool = False
 
     def __post_init__(self) -> None:
         _check_positive("Adam lr", self.lr)
@@ -107,10 +119,17 @@ class Recipe:
     epochs: int
     batch_size: int
     proximal_mu: float
+    steps_per_epoch: int | None = None
 
     def key(self) -> tuple:
         """Clients with equal keys can be trained together in one batched computation."""
-        return (self.optimizer, self.epochs, self.batch_size, self.proximal_mu)
+        return (
+            self.optimizer,
+            self.epochs,
+            self.batch_size,
+            self.proximal_mu,
+            self.steps_per_epoch,
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -133,6 +152,7 @@ class TaskSpec:
     fit_metrics: bool = False
     seed: int = 0
     dtype: str = "float32"
+    steps_per_epoch: int | None = None
 
     def __post_init__(self) -> None:
         if not callable(self.model):
@@ -154,6 +174,7 @@ class TaskSpec:
                 f"Task.batch_size must be an int >= 1, got {self.batch_size!r}"
             )
         _check_non_negative("Task.proximal_mu", self.proximal_mu)
+        _check_steps(self.steps_per_epoch, "Task.steps_per_epoch")
         if self.dtype not in ("float32", "float64"):
             raise ConfigurationError(
                 f"Task.dtype must be 'float32' or 'float64', got {self.dtype!r}"
@@ -175,7 +196,10 @@ class TaskSpec:
             )
         mu = float(config.get(PROXIMAL_MU, self.proximal_mu))
         _check_non_negative("config 'proximal_mu'", mu)
-        return Recipe(optimizer, epochs, batch_size, mu)
+        steps = config.get(STEPS_PER_EPOCH, self.steps_per_epoch)
+        steps = None if steps is None else int(steps)
+        _check_steps(steps, "config 'steps_per_epoch'")
+        return Recipe(optimizer, epochs, batch_size, mu, steps)
 
     def fit_config(self, server_round: int) -> Config:
         """An `on_fit_config_fn` that sends the round number (which selects the batch order)."""

@@ -44,10 +44,12 @@ class Task(TaskSpec):
         seed: seeds the initial model and each client's batch order. The batch order of a round
             is a function of (seed, server_round, partition_id) only, the same on every engine.
         dtype: "float32" or "float64"; the model is cast to it and inputs are converted to it.
+        steps_per_epoch: train on only the first this many batches of each epoch's order (as
+            Keras' `fit(steps_per_epoch=...)` does); None: every batch.
 
     A round's FitIns config may override the recipe with the keys `lr`, `local_epochs`,
-    `batch_size` and `proximal_mu`; `server_round` selects the round's batch order. Use
-    `task.fit_config` as the strategy's `on_fit_config_fn` to send the round number.
+    `batch_size`, `steps_per_epoch` and `proximal_mu`; `server_round` selects the round's batch
+    order. Use `task.fit_config` as the strategy's `on_fit_config_fn` to send the round number.
     """
 
     def initial_parameters(self) -> Parameters:

@@ -31,12 +31,19 @@ TensorDict = dict[str, torch.Tensor]
 OptState = dict[str, Any]
 
 
-def batch_plan(num_examples: int, epochs: int, batch_size: int, rng: np.random.Generator) -> list:
-    """Index arrays of every local step: `epochs` reshuffles, each cut into `batch_size` pieces."""
+def batch_plan(
+    num_examples: int,
+    epochs: int,
+    batch_size: int,
+    rng: np.random.Generator,
+    steps_per_epoch: int | None = None,
+) -> list:
+    """Index arrays of every local step: `epochs` reshuffles, each cut into `batch_size` pieces,
+    of which only the first `steps_per_epoch` are kept when it is given."""
     plan = []
     for _ in range(epochs):
         order = rng.permutation(num_examples)
-        starts = range(0, num_examples, batch_size)
+        starts = list(range(0, num_examples, batch_size))[:steps_per_epoch]
         plan.extend(order[start : start + batch_size] for start in starts)
     return plan
 
@@ -279,6 +286,8 @@ def _apply_optimizer(
         return new_params, ({"momentum": momentum_buffers} if optimizer.momentum else {})
     beta1, beta2 = optimizer.betas
     step = state["step"] + 1
+    if optimizer.eps_before_bias_correction:
+        return _keras_adam(optimizer, params, grads, step, state)
     bias_correction1 = 1 - beta1**step
     bias_correction2_sqrt = torch.sqrt(1 - beta2**step)
     step_size = optimizer.lr / bias_correction1
@@ -292,6 +301,27 @@ def _apply_optimizer(
         denominator = torch.sqrt(exp_avg_sq) / bias_correction2_sqrt.to(p.dtype) + optimizer.eps
         new_params[name] = p - step_size.to(p.dtype) * (exp_avg / denominator)
         exp_avgs[name], exp_avg_sqs[name] = exp_avg, exp_avg_sq
+    return new_params, {"step": step, "exp_avg": exp_avgs, "exp_avg_sq": exp_avg_sqs}
+
+
+def _keras_adam(
+    optimizer: Adam, params: TensorDict, grads: TensorDict, step: torch.Tensor, state: OptState
+) -> tuple[TensorDict, OptState]:
+    """Keras' Adam update, in its own order of operations (in the parameters' dtype)."""
+    beta1, beta2 = optimizer.betas
+    new_params, exp_avgs, exp_avg_sqs = {}, {}, {}
+    for name, p in params.items():
+        g = grads[name]
+        if optimizer.weight_decay:
+            g = g + optimizer.weight_decay * p
+        local_step = step.to(p.dtype)
+        alpha = optimizer.lr * torch.sqrt(1 - beta2**local_step) / (1 - beta1**local_step)
+        m = state["exp_avg"][name]
+        v = state["exp_avg_sq"][name]
+        m = m + (g - m) * (1 - beta1)
+        v = v + (g * g - v) * (1 - beta2)
+        new_params[name] = p - (m * alpha) / (torch.sqrt(v) + optimizer.eps)
+        exp_avgs[name], exp_avg_sqs[name] = m, v
     return new_params, {"step": step, "exp_avg": exp_avgs, "exp_avg_sq": exp_avg_sqs}
 
 
@@ -315,7 +345,7 @@ def train_client(
     state = model.init_opt_state(params, recipe.optimizer)
     step = model.make_step(recipe, buffers)
     model.model.train()
-    for batch in batch_plan(len(y), recipe.epochs, recipe.batch_size, rng):
+    for batch in batch_plan(len(y), recipe.epochs, recipe.batch_size, rng, recipe.steps_per_epoch):
         index = torch.as_tensor(batch, device=model.device)
         weights = torch.full(
             (len(batch),), 1.0 / len(batch), dtype=model.dtype, device=model.device

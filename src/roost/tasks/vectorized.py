@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -282,21 +282,21 @@ class VectorizedEngine:
                     recipe.epochs,
                     recipe.batch_size,
                     client_rng(self.task.seed, round_of(m.instruction.config), m.partition_id),
+                    recipe.steps_per_epoch,
                 )
                 for m, y in zip(part, ys, strict=True)
             ]
             index, weights, active = self._schedule(plans, recipe.batch_size)
-            x_stack, y_stack = _pad_stack(xs), _pad_stack(ys)
+            batches = _batch_source(xs, ys, index)
             count = len(part)
             stacked = {n: p.unsqueeze(0).expand(count, *p.shape).clone() for n, p in params.items()}
             state = _stack_state(model.init_opt_state(params, recipe.optimizer), count)
-            rows = torch.arange(count, device=self.device).unsqueeze(1)
             for s in range(index.shape[1]):
-                xb, yb = x_stack[rows, index[:, s]], y_stack[rows, index[:, s]]
+                xb, yb = batches(s)
                 # Steps where every client has a batch skip the masking (it costs a model copy).
                 mask = None if bool(active[:, s].all()) else active[:, s]
                 stacked, state = step(stacked, state, xb, yb, weights[:, s], mask, anchor)
-            metrics = self._fit_metrics(stacked, buffers, x_stack, y_stack, ys)
+            metrics = self._fit_metrics(stacked, buffers, xs, ys)
             for position, member in enumerate(part):
                 client_params = {n: value[position] for n, value in stacked.items()}
                 trained = model.to_arrays((client_params, buffers), arrays)
@@ -336,13 +336,13 @@ class VectorizedEngine:
         self,
         stacked: TensorDict,
         buffers: TensorDict,
-        x_stack: torch.Tensor,
-        y_stack: torch.Tensor,
+        xs: Sequence[torch.Tensor],
         ys: Sequence[torch.Tensor],
     ) -> list[Metrics]:
         """`train_loss` / `train_<metric>` of each client's new model (when the task asks)."""
         if not self.task.fit_metrics:
             return [{} for _ in ys]
+        x_stack, y_stack = _pad_stack(xs), _pad_stack(ys)
         scores = evaluate_stacked(
             self.task_model, stacked, buffers, x_stack, y_stack, [len(y) for y in ys], "train_"
         )
@@ -355,6 +355,33 @@ class VectorizedEngine:
         scores = evaluate_clients(self.task_model, state, data)
         for member, (_, y), (loss, metrics) in zip(members, data, scores, strict=True):
             yield member.client_id, EvaluateRes(loss, len(y), metrics)
+
+
+def _batch_source(
+    xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor], index: torch.Tensor
+) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]]:
+    """`step -> (x, y)`: every client's batch of that step, stacked.
+
+    Either every client's data is zero-padded to the longest and stacked once, or, when the plan
+    uses fewer examples than that (few steps per epoch), only the examples it uses are gathered,
+    in plan order; whichever is smaller.
+    """
+    count, steps, size = index.shape
+    if steps * size >= max(len(y) for y in ys):
+        x_stack, y_stack = _pad_stack(xs), _pad_stack(ys)
+        rows = torch.arange(count, device=index.device).unsqueeze(1)
+        return lambda s: (x_stack[rows, index[:, s]], y_stack[rows, index[:, s]])
+    flat = index.reshape(count, steps * size)
+    x_used = torch.stack([_gather(x, order) for x, order in zip(xs, flat, strict=True)])
+    y_used = torch.stack([_gather(y, order) for y, order in zip(ys, flat, strict=True)])
+    return lambda s: (x_used[:, s * size : (s + 1) * size], y_used[:, s * size : (s + 1) * size])
+
+
+def _gather(tensor: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """`tensor[order]`; zeros for a client without examples (its steps are all masked)."""
+    if len(tensor):
+        return tensor[order]
+    return tensor.new_zeros((len(order), *tensor.shape[1:]))
 
 
 def _pad_stack(tensors: Sequence[torch.Tensor]) -> torch.Tensor:

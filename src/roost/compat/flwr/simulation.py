@@ -12,6 +12,7 @@ from roost.client.client import ClientLike, Context
 from roost.compat.flwr.client import ClientApp
 from roost.compat.flwr.server import ServerApp
 from roost.compat.flwr.server.strategy import FedAvg
+from roost.engines.warm import WarmClients
 from roost.errors import ConfigurationError
 from roost.server.history import History
 from roost.server.loop import ServerConfig
@@ -33,6 +34,7 @@ def run_simulation(
     seed: int | None = None,
     engine: str = "sequential",
     engine_options: dict[str, Any] | None = None,
+    warm_clients: bool | WarmClients = False,
 ) -> History:
     """Simulate `num_supernodes` clients and return the run's History (Flower returns None).
 
@@ -41,6 +43,12 @@ def run_simulation(
     `backend_config` (client resources) are accepted and not used; roost's own `engine`
     ("sequential", "process", "ray", "vectorized") and `engine_options` choose how clients run
     (see `roost.run_simulation`). `seed` makes client sampling reproducible.
+
+    `warm_clients=True` (or `roost.WarmClients(...)` bounds) keeps the client built for each
+    partition alive between rounds instead of calling `client_fn` again, which saves rebuilding
+    and recompiling models every round. It is off by default because a warm client also keeps
+    what your code keeps: a Keras model compiled in `client_fn` carries its optimizer state from
+    one round to the next, so results change (see `roost.run_simulation`).
     """
     if not isinstance(server_app, ServerApp) or not isinstance(client_app, ClientApp):
         raise ConfigurationError(
@@ -62,6 +70,7 @@ def run_simulation(
         seed=seed,
         engine=engine,
         engine_options=engine_options,
+        warm_clients=warm_clients,
     )
 
 
