@@ -49,22 +49,21 @@ def run_simulation(
     client_metrics: bool = False,
     warm_clients: bool | WarmClients = False,
 ) -> History:
-    """Simulate `num_clients` clients built by `client_fn` and return the run's History.
+    """Simulate `num_clients` clients built by `client_fn`; return the History (the final model
+    is `history.parameters`).
 
     Args:
-        client_fn: builds the client for a `Context` (its `partition_id`, `num_partitions`, …);
-            called each time a client is needed, so only working clients are in memory (unless
-            `warm_clients` keeps them).
+        client_fn: builds the client for a `Context`, each time one is needed (so only working
+            clients are in memory, unless `warm_clients` keeps them).
         num_clients: how many clients (partitions) exist.
         strategy: defaults to `FedAvg()`.
         config: defaults to `ServerConfig(num_rounds=1)`.
         seed: makes client sampling reproducible.
         run_config: passed to every client in `context.run_config`.
-        out_dir: when given, `history.json` and `model.npz` are written there at the end.
+        out_dir: where to write `history.json`, `model.npz`, ... at the end.
         on_round_end: called with the `ServerState` after each round.
-        engine: how clients run: "sequential" (one by one, in this process), "process" (a pool
-            of worker processes), "ray" (Ray actors) or "vectorized" (a `roost.Task`'s whole
-            cohort as one batched computation). Every engine gives the same model.
+        engine: "sequential", "process", "ray" or "vectorized" (see `roost.engines`); every
+            engine gives the same model.
         engine_options: the engine's settings (see `roost.engines.make_engine`).
         state_dir: record every completed round there, so the run can be resumed.
         resume: continue the run recorded in `state_dir` (same strategy and model, at least as
@@ -75,8 +74,6 @@ def run_simulation(
             `roost.WarmClients(max_clients=..., max_bytes=...)`, least recently used dropped).
             Off by default: a warm client keeps what your code keeps (a Keras optimizer's
             state, say), which changes such code's results; see README, warm clients.
-
-    The final global model is `history.parameters`.
     """
     ensure_logging()
     strategy = strategy if strategy is not None else FedAvg()
@@ -93,8 +90,6 @@ def run_simulation(
         transport = _engine(
             engine, client_fn, num_clients, run_config, engine_options, warm_clients, strategy
         )
-        if recorder is not None:
-            transport = recorder.observe(transport)
         try:
             history = run_rounds(
                 strategy, transport, config, seed=seed, resume_from=saved, on_round_end=track
