@@ -22,8 +22,8 @@ from collections.abc import Callable, Iterable, Mapping
 import grpc
 import grpc.aio
 
+from roost.transport.grpc import frames, wire
 from roost.transport.grpc import roost_pb2 as pb
-from roost.transport.grpc import wire
 from roost.transport.grpc.security import token_metadata
 
 
@@ -93,7 +93,7 @@ class LightClient:
             self._requests(), metadata=metadata, wait_for_ready=True
         )
         hello = pb.Hello(protocol_version=wire.PROTOCOL_VERSION, node_id=self.node_id)
-        self._outbox.put_nowait(wire.frame_bytes(hello=hello))
+        self._outbox.put_nowait(frames.frame_bytes(hello=hello))
         try:
             await self._receive(call)
             self.ended = "the stream ended"
@@ -134,7 +134,7 @@ class LightClient:
                     await self._answer(header, chunks)
                     header, chunks = None, []
                 continue
-            frame = wire.parse_frame(raw)
+            frame = frames.parse_frame(raw)
             body = frame.WhichOneof("body")
             if body == "welcome":
                 self.welcomed.set()
@@ -152,7 +152,7 @@ class LightClient:
         if ins.kind == pb.EVALUATE:
             loss, examples = (1e300, 10**9) if behaviour is Behaviour.HUGE_LOSS else (1.0, 1)
             header = pb.Header(kind=pb.EVALUATE, loss=loss, num_examples=examples)
-            self._send([wire.frame_bytes(result=_with_id(header, ins.message_id))])
+            self._send([frames.frame_bytes(result=_with_id(header, ins.message_id))])
             self.answered += 1
             return
         if behaviour is Behaviour.LEAVE_ON_INSTRUCTION:
@@ -164,21 +164,21 @@ class LightClient:
             result.values.extend(wire.encode_values({"accuracy": float("nan")}, "metrics"))
         if behaviour is Behaviour.HUGE_LOSS:
             error = pb.ClientError(message_id=ins.message_id, reason="nothing to train on")
-            self._send([wire.frame_bytes(client_error=error)])
+            self._send([frames.frame_bytes(client_error=error)])
             return
         if behaviour is Behaviour.FLOOD:
             stale = [_with_id(result, ins.message_id + 10**6 + i) for i in range(300)]
             for header in stale:
-                self._send([wire.frame_bytes(result=header), *chunks])
+                self._send([frames.frame_bytes(result=header), *chunks])
         if behaviour is Behaviour.NEVER_FINISH:
-            self._send([wire.frame_bytes(result=result)])
+            self._send([frames.frame_bytes(result=result)])
             return
         if behaviour is Behaviour.LEAVE_MID_UPLOAD:
-            self._send([wire.frame_bytes(result=result), *chunks[: len(chunks) // 2]])
+            self._send([frames.frame_bytes(result=result), *chunks[: len(chunks) // 2]])
             await asyncio.sleep(0.05)
             await self.leave()
             return
-        self._send([wire.frame_bytes(result=result), *chunks])
+        self._send([frames.frame_bytes(result=result), *chunks])
         self.answered += 1
 
 

@@ -22,8 +22,8 @@ import numpy as np
 
 import roost
 from roost.core.types import FitIns
+from roost.transport.grpc import frames, wire
 from roost.transport.grpc import roost_pb2 as pb
-from roost.transport.grpc import wire
 from roost.transport.grpc.client import GrpcClient
 from roost.transport.grpc.security import token_metadata
 from roost.transport.grpc.server import GrpcServerTransport
@@ -319,7 +319,7 @@ class RawClient:
         threading.Thread(target=self._read, daemon=True).start()
         if hello:
             self.send(
-                wire.frame_bytes(
+                frames.frame_bytes(
                     hello=pb.Hello(protocol_version=wire.PROTOCOL_VERSION, node_id=node_id)
                 )
             )
@@ -328,7 +328,7 @@ class RawClient:
     def _read(self) -> None:
         try:
             for raw in self.call:
-                self.frames.put(wire.parse_frame(raw))
+                self.frames.put(frames.parse_frame(raw))
         except grpc.RpcError as error:
             self.error = error
         finally:
@@ -374,7 +374,7 @@ class RawClient:
 def declare(raw: RawClient, message_id: int, specs, num_chunks: int, kind: int = pb.FIT) -> None:
     """Send only the header of a result: `num_chunks` chunks are then expected."""
     header = pb.Header(message_id=message_id, kind=kind, arrays=specs, num_chunks=num_chunks)
-    raw.send(wire.frame_bytes(result=header))
+    raw.send(frames.frame_bytes(result=header))
 
 
 # -- a server and clients in this process ------------------------------------------------------

@@ -37,8 +37,8 @@ from roost.core.types import (
 )
 from roost.errors import ClientRefusedError, NotEnoughClientsError, ServerUnreachableError
 from roost.server.loop import ServerConfig, run_rounds
+from roost.transport.grpc import frames, wire
 from roost.transport.grpc import roost_pb2 as pb
-from roost.transport.grpc import wire
 from roost.transport.grpc.client import GrpcClient
 
 MAX_MESSAGE = 1 << 20
@@ -189,16 +189,16 @@ def _oversized_declaration(raw, message_id, arrays):
 
 
 def _oversized_frame(raw, message_id, arrays):
-    raw.send(wire.chunk_frame(b"\0" * (wire.FRAME_LIMIT_BYTES + 1)))
+    raw.send(frames.chunk_frame(b"\0" * (wire.FRAME_LIMIT_BYTES + 1)))
 
 
 def _chunks_overflow(raw, message_id, arrays):
     declare(raw, message_id, [pb.ArraySpec(dtype="<f8", shape=[NUM_FEATURES])], 1)
-    raw.send(wire.chunk_frame(b"\0" * (8 * NUM_FEATURES + 8)))
+    raw.send(frames.chunk_frame(b"\0" * (8 * NUM_FEATURES + 8)))
 
 
 def _chunk_outside_message(raw, message_id, arrays):
-    raw.send(wire.chunk_frame(b"\0" * 8))
+    raw.send(frames.chunk_frame(b"\0" * 8))
 
 
 def _object_dtype(raw, message_id, arrays):
@@ -358,7 +358,7 @@ def test_hostile_client_never_reaches_the_global_model():
                     raw.send_result(header.message_id, [NAN])
                 else:
                     raw.send(
-                        wire.frame_bytes(
+                        frames.frame_bytes(
                             client_error=pb.ClientError(
                                 message_id=header.message_id, reason="will not evaluate"
                             )
@@ -483,7 +483,7 @@ def test_hello_is_required_promptly_and_must_speak_our_protocol():
             silent.close()
         future = RawClient(transport.address, hello=False)
         try:
-            future.send(wire.frame_bytes(hello=pb.Hello(protocol_version=99, node_id="x")))
+            future.send(frames.frame_bytes(hello=pb.Hello(protocol_version=99, node_id="x")))
             assert "protocol version 99" in future.next("refusal").refusal.reason
             assert future.wait_closed().code() == grpc.StatusCode.PERMISSION_DENIED
         finally:

@@ -24,8 +24,8 @@ from grpc_support import (
 import roost
 from roost.core.types import Failure, FitRes
 from roost.errors import ConfigurationError
+from roost.transport.grpc import frames
 from roost.transport.grpc import roost_pb2 as pb
-from roost.transport.grpc import wire
 from roost.transport.grpc.server import GrpcServerTransport
 
 SPEC = [pb.ArraySpec(dtype="<f8", shape=[NUM_FEATURES])]
@@ -85,7 +85,7 @@ def test_slots_come_back_from_clients_that_leave_while_waiting_or_uploading(pool
             headers = [raw.instruction()[0] for raw in leaving]
             # The first one takes the slot and sends half of its result ...
             declare(leaving[0], headers[0].message_id, SPEC, 2)
-            leaving[0].send(wire.chunk_frame(b"\0" * 16))
+            leaving[0].send(frames.chunk_frame(b"\0" * 16))
             wait_for(lambda: transport.free_upload_slots == 0, 10, what="the slot to be taken")
             # ... the others declare theirs and wait for the slot.
             for raw, header in zip(leaving[1:], headers[1:], strict=True):
@@ -118,7 +118,7 @@ def test_an_upload_without_data_for_the_idle_timeout_is_that_clients_failure(poo
             future = start_round(pool, transport, [("0", ins), ("stalled", ins)], timeout=60)
             header, _ = stalled.instruction()
             declare(stalled, header.message_id, SPEC, 2)
-            stalled.send(wire.chunk_frame(b"\0" * 8))
+            stalled.send(frames.chunk_frame(b"\0" * 8))
             outcomes = dict(future.result(30))
             assert time.monotonic() - started < 20
             failure = outcomes["stalled"]
@@ -153,7 +153,7 @@ def test_a_client_waiting_for_a_slot_stops_waiting_when_its_round_times_out(pool
             assert rejection.message_id == waiter_header.message_id
             assert "waited to upload" in rejection.reason
             assert holder.wait_closed().code() == grpc.StatusCode.DEADLINE_EXCEEDED
-            waiter.send(wire.chunk_frame(np.zeros(NUM_FEATURES).tobytes()))  # ends its message
+            waiter.send(frames.chunk_frame(np.zeros(NUM_FEATURES).tobytes()))  # ends its message
 
             future = start_round(pool, transport, [("waiter", fit_ins(7.0, 2))])
             header, arrays = waiter.instruction()

@@ -7,6 +7,7 @@ import pytest
 
 from roost.core.types import EvaluateIns, EvaluateRes, FitIns, FitRes, GetParametersIns
 from roost.errors import InvalidMessageError
+from roost.transport.grpc import frames as framing
 from roost.transport.grpc import roost_pb2 as pb
 from roost.transport.grpc import wire
 
@@ -14,13 +15,13 @@ from roost.transport.grpc import wire
 def send(encoded: wire.Encoded, field: str, max_bytes: int = 1 << 30):
     """Serialize like a sender, then read back like a receiver; return (header, arrays)."""
     frames = list(encoded.frames(field, 42))
-    header = getattr(wire.parse_frame(frames[0]), field)
+    header = getattr(framing.parse_frame(frames[0]), field)
     assert header.message_id == 42 and header.num_chunks == len(frames) - 1
     assembly = wire.Assembly(header, wire.check_specs(header.arrays, max_bytes), keep=True)
     for raw in frames[1:]:
-        data = wire.chunk_data(raw)
+        data = framing.chunk_data(raw)
         assert data is not None
-        assert bytes(data) == wire.parse_frame(raw).chunk.data
+        assert bytes(data) == framing.parse_frame(raw).chunk.data
         assembly.add(data)
     assert assembly.complete
     return header, assembly.arrays()
@@ -78,15 +79,15 @@ def test_one_instruction_encoding_serves_many_clients():
 def test_chunk_frames_match_protobuf_and_other_frames_are_parsed():
     for size in (1, 127, 128, 300, 70_000):
         data = bytes(range(256)) * (size // 256) + bytes(size % 256)
-        raw = wire.chunk_frame(memoryview(data))
+        raw = framing.chunk_frame(memoryview(data))
         assert raw == pb.Frame(chunk=pb.Chunk(data=data)).SerializeToString()
-        assert bytes(wire.chunk_data(raw)) == data
-    assert wire.chunk_data(wire.frame_bytes(run_end=pb.RunEnd(reason="x"))) is None
-    assert wire.chunk_data(b"\x2a\x05\x0a\x09abc") is None  # inconsistent lengths: parse decides
+        assert bytes(framing.chunk_data(raw)) == data
+    assert framing.chunk_data(framing.frame_bytes(run_end=pb.RunEnd(reason="x"))) is None
+    assert framing.chunk_data(b"\x2a\x05\x0a\x09abc") is None  # inconsistent lengths: parse decides
     with pytest.raises(InvalidMessageError, match="malformed"):
-        wire.parse_frame(b"\x2a\x05\x0a\x09abc")
+        framing.parse_frame(b"\x2a\x05\x0a\x09abc")
     with pytest.raises(InvalidMessageError, match="empty frame"):
-        wire.parse_frame(b"")
+        framing.parse_frame(b"")
 
 
 @pytest.mark.parametrize(

@@ -27,8 +27,8 @@ from roost.errors import (
     InvalidMessageError,
     ServerUnreachableError,
 )
+from roost.transport.grpc import frames, wire
 from roost.transport.grpc import roost_pb2 as pb
-from roost.transport.grpc import wire
 from roost.transport.grpc.security import (
     PemSource,
     channel_credentials,
@@ -57,7 +57,7 @@ def _requests(outbox: queue.Queue[Iterable[bytes] | None]) -> Iterator[bytes]:
 
 
 def _client_error(message_id: int, reason: str) -> list[bytes]:
-    return [wire.frame_bytes(client_error=pb.ClientError(message_id=message_id, reason=reason))]
+    return [frames.frame_bytes(client_error=pb.ClientError(message_id=message_id, reason=reason))]
 
 
 class GrpcClient:
@@ -258,7 +258,7 @@ class _Stream:
         self._carry_out = carry_out
         self.outbox: queue.Queue[Iterable[bytes] | None] = queue.Queue()
         hello = pb.Hello(protocol_version=wire.PROTOCOL_VERSION, node_id=node_id)
-        self.outbox.put([wire.frame_bytes(hello=hello)])
+        self.outbox.put([frames.frame_bytes(hello=hello)])
         self.welcomed = False
         self.run_over = False
         self._assembly: wire.Assembly | None = None

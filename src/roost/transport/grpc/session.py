@@ -26,8 +26,8 @@ import grpc
 from roost.core.types import EvaluateIns, Failure, FitIns, Instruction, Result
 from roost.core.validation import validate_result
 from roost.errors import InvalidMessageError
+from roost.transport.grpc import frames, wire
 from roost.transport.grpc import roost_pb2 as pb
-from roost.transport.grpc import wire
 from roost.transport.grpc.conduct import Conduct
 from roost.transport.grpc.registry import Connection, Refused, Registry
 from roost.transport.grpc.security import certificate_node
@@ -36,7 +36,7 @@ from roost.transport.grpc.uploads import Slot, Upload, UploadSlots
 
 log = logging.getLogger(__name__)
 
-RUN_END = wire.frame_bytes(run_end=pb.RunEnd(reason="the run is over"))
+RUN_END = frames.frame_bytes(run_end=pb.RunEnd(reason="the run is over"))
 # The status a stream ends with when the server stops before the run is over (it failed, or
 # its operator stopped it): clients keep reconnecting, so a resumed server finds them again.
 SERVER_STOPPED = (
@@ -48,7 +48,7 @@ _FRAME_KINDS = tuple(field.name for field in pb.Frame.DESCRIPTOR.oneofs_by_name[
 
 def rejection(message_id: int, reason: str) -> list[bytes]:
     """The frames telling a client that its result `message_id` was not accepted."""
-    return [wire.frame_bytes(rejection=pb.Rejection(message_id=message_id, reason=reason))]
+    return [frames.frame_bytes(rejection=pb.Rejection(message_id=message_id, reason=reason))]
 
 
 @dataclass(frozen=True)
@@ -188,7 +188,7 @@ class Session:
             self._refuse(reason, grpc.StatusCode.DEADLINE_EXCEEDED, reason)
 
     def _refuse(self, told: str, code: grpc.StatusCode, details: str) -> None:
-        self.connection.end([wire.frame_bytes(refusal=pb.Refusal(reason=told))], (code, details))
+        self.connection.end([frames.frame_bytes(refusal=pb.Refusal(reason=told))], (code, details))
 
     # -- frames -------------------------------------------------------------------------------
 
@@ -210,7 +210,7 @@ class Session:
             return
         self.conduct.name = self.connection.name
         welcome = pb.Welcome(protocol_version=wire.PROTOCOL_VERSION, node_id=hello.node_id)
-        self.connection.send([wire.frame_bytes(welcome=welcome)])
+        self.connection.send([frames.frame_bytes(welcome=welcome)])
 
     def _on_client_error(self, frame: pb.Frame) -> None:
         error = frame.client_error

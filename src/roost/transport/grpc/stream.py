@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 
 from roost.errors import ConfigurationError, InvalidMessageError
+from roost.transport.grpc import frames, wire
 from roost.transport.grpc import roost_pb2 as pb
-from roost.transport.grpc import wire
 
 # A handler returns None, or an awaitable when the frame needs waiting for (an upload slot).
 FrameHandler = Callable[[pb.Frame], Awaitable[None] | None]
@@ -58,11 +58,11 @@ def dispatch_frame(
             chunks are still expected; no other frame may arrive until they have.
         sender: who sent the frame ("clients", "servers"), for errors.
     """
-    data = wire.chunk_data(raw)
+    data = frames.chunk_data(raw)
     if data is not None:
         on_chunk(data)
         return None
-    frame = wire.parse_frame(raw)
+    frame = frames.parse_frame(raw)
     body = frame.WhichOneof("body")
     if body == "chunk":
         on_chunk(frame.chunk.data)
