@@ -346,3 +346,22 @@ def test_the_same_project_deploys_with_server_and_clients(tmp_path):
     ):
         for name in sim.files:
             np.testing.assert_allclose(net[name], sim[name], rtol=1e-12, atol=1e-12)
+
+
+def test_run_takes_dp_and_secagg_like_simulate(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert roost("new", "privapp", "--framework", "numpy") == 0
+    code = roost(
+        "run", "privapp", "--run-config", "num-rounds=2", "--out", "out", "--quiet",
+        "--dp", "central", "--noise-multiplier", "0.8", "--clip-norm", "1",
+        "--sampling", "fixed", "--secagg",
+    )  # fmt: skip
+    assert code == 0
+    history = json.loads((tmp_path / "out" / "history.json").read_text())
+    for record in history["rounds"]:  # each round's cohort summed securely, all of it
+        assert record["phases"]["secagg_unmask"][0] == record["fit_results"] >= 2
+    epsilons = [value for _, value in history["privacy"]["epsilon"]]
+    assert len(epsilons) == 2 and 0 < epsilons[0] < epsilons[1]
+    assert "central DP" in capsys.readouterr().out
+    flower = one_error_line(capsys, "run", str(ROOT / "tests/flower_apps/numpy_app"), "--secagg")
+    assert "a Flower project builds its own strategy" in flower

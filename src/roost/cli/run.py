@@ -14,13 +14,18 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from roost.cli.app import FlowerProjectApp, ProjectApp, add_run_config_option, load_project_app
+from roost.cli.dp_options import add_privacy_arguments, privacy_flags_given, privacy_settings
 from roost.cli.options import CommandParser, positive_int
 from roost.cli.report import add_output_options, history_table, start_console
+from roost.cli.secagg_options import add_secagg_arguments, secure_aggregation
 from roost.cli.simulate import add_state_options
+from roost.cli.strategy_options import add_clip_arguments
+from roost.client.client import ClientFn
 from roost.engines import ENGINES
 from roost.errors import ConfigurationError
 from roost.server.history import History
 from roost.server.loop import ServerConfig
+from roost.strategy.strategy import Strategy
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -53,6 +58,9 @@ def add_command(root: CommandParser) -> None:
     )
     add_output_options(parser)
     add_state_options(parser)
+    add_privacy_arguments(parser)
+    add_clip_arguments(parser)
+    add_secagg_arguments(parser)
     parser.set_defaults(handler=run)
 
 
@@ -92,10 +100,13 @@ def _run_roost_project(app: ProjectApp, args: argparse.Namespace, console: Conso
         soft_wrap=True,
         markup=False,
     )
+    client_fn, strategy = _protected(
+        project.client_fn(), project.make_strategy(), project.num_clients, args, console
+    )
     return run_simulation(
-        project.client_fn(),
+        client_fn,
         project.num_clients,
-        strategy=project.make_strategy(),
+        strategy=strategy,
         config=ServerConfig(num_rounds=project.num_rounds, round_timeout=project.round_timeout),
         seed=project.seed,
         run_config=run_config,
@@ -105,10 +116,40 @@ def _run_roost_project(app: ProjectApp, args: argparse.Namespace, console: Conso
     )
 
 
+def _protected(
+    client_fn: ClientFn,
+    strategy: Strategy,
+    num_clients: int,
+    args: argparse.Namespace,
+    console: Console,
+) -> tuple[ClientFn, Strategy]:
+    """The project's clients and strategy with `--dp` and `--secagg` applied (as on `roost
+    simulate`: central DP keeps the strategy's server optimizer; local DP wraps the clients)."""
+    flags = argparse.Namespace(**vars(args), strategy="project", fraction_fit=strategy.fraction_fit)
+    privacy = privacy_settings(
+        flags, num_clients=int(args.clients or strategy.min_available_clients)
+    )
+    secure = secure_aggregation(args)
+    if secure is not None:
+        secure.check(strategy)
+        strategy.secure_aggregation = secure
+    if privacy is not None:
+        console.print(privacy.describe(), soft_wrap=True, markup=False)
+        if privacy.mode == "central":
+            strategy = privacy.central(strategy)
+        client_fn = privacy.client_fn(client_fn)
+    return client_fn, strategy
+
+
 def _run_flower_project(app: FlowerProjectApp, args: argparse.Namespace) -> History:
     from roost.compat.flwr.project import run_project
 
     assert app.directory is not None  # load_project_app always sets it
+    if privacy_flags_given(args) or args.secagg:
+        raise ConfigurationError(
+            "--dp and --secagg apply to roost projects; a Flower project builds its own "
+            "strategy in its ServerApp"
+        )
     return run_project(
         app.directory,
         run_config_overrides=app.run_config_overrides,

@@ -80,6 +80,11 @@ def add_strategy_arguments(parser: argparse.ArgumentParser) -> None:
             default=None,
             help=f"{first.help} ({', '.join(by_preset)})",
         )
+    add_clip_arguments(group)
+
+
+def add_clip_arguments(group: argparse._ActionsContainer) -> None:
+    """`--clip-norm` and `--clip-quantile` (plain clipping, or the DP bound with `--dp`)."""
     group.add_argument(
         "--clip-norm",
         type=float,
