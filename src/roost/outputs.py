@@ -37,14 +37,16 @@ def check_out_dir(out_dir: Path | str, option: str = "--out") -> Path:
 
 
 def save_run(out_dir: Path | str, history: History, *, plot: bool = True) -> list[Path]:
-    """Write `history.json`, `model.npz` (when the run produced one) and `history.csv` into
-    `out_dir`, and `plot.png` when `plot` is true and matplotlib is installed."""
+    """Write `model.npz` (when the run produced one), `history.json` and `history.csv` into
+    `out_dir`, and `plot.png` when `plot` is true and matplotlib is installed. The model comes
+    first and every file is written atomically, so no later failure loses or half-writes it."""
     out = Path(out_dir)
-    written = [out / "history.json"]
-    atomic_write_bytes(written[0], history.to_json().encode())
+    written: list[Path] = []
     if history.parameters is not None:
         written.append(out / "model.npz")
         save_parameters(written[-1], history.parameters)
+    written.append(out / "history.json")
+    atomic_write_bytes(written[-1], history.to_json().encode())
     written.append(out / "history.csv")
     atomic_write_bytes(written[-1], history_csv(history).encode())
     if plot:

@@ -54,6 +54,13 @@ def add_command(root: CommandParser, default_app: App) -> None:
         help="connect with TLS, trusting the server certificate this CA signed",
     )
     parser.add_argument(
+        "--certificate",
+        nargs=2,
+        metavar=("CERT", "KEY"),
+        default=None,
+        help="mutual TLS: this node's PEM certificate and key (its common name is the node id)",
+    )
+    parser.add_argument(
         "--token",
         default=None,
         help="this node's token (default: the ROOST_TOKEN environment variable)",
@@ -101,6 +108,7 @@ def run(args: argparse.Namespace, default_app: App) -> int:
         num_partitions=args.num_partitions,
         node_id=args.node_id,
         root_certificates=args.root_certificate,
+        certificate=tuple(args.certificate) if args.certificate else None,
         token=args.token or os.environ.get("ROOST_TOKEN") or None,
         max_message_bytes=int(args.max_message_mb * (1 << 20)),
         reconnect_timeout=args.reconnect_timeout,

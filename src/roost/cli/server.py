@@ -68,6 +68,13 @@ def add_command(root: CommandParser, default_app: App) -> None:
         help="serve TLS with this PEM certificate chain and private key",
     )
     parser.add_argument(
+        "--client-ca",
+        metavar="PEM",
+        default=None,
+        help="mutual TLS: admit only clients whose certificate this CA signed, each as the node "
+        "its certificate's common name names (needs --certificates)",
+    )
+    parser.add_argument(
         "--auth-tokens",
         metavar="FILE",
         default=None,
@@ -147,6 +154,7 @@ def run(args: argparse.Namespace, default_app: App) -> int:
             strategy=strategy,
             seed=args.seed,
             certificates=args.certificates,
+            client_ca=args.client_ca,
             auth_tokens=args.auth_tokens,
             state_dir=args.state,
             resume=args.resume,
