@@ -58,7 +58,7 @@ def assert_real_chart(path: Path) -> None:
 def test_save_run_writes_csv_and_plot_beside_json_and_model(tmp_path: Path) -> None:
     history = make_history()
     written = save_run(tmp_path, history)
-    assert [p.name for p in written] == ["history.json", "model.npz", "history.csv", "plot.png"]
+    assert [p.name for p in written] == ["model.npz", "history.json", "history.csv", "plot.png"]
     # history.json is unchanged by the new files: it still round-trips.
     assert load_history(tmp_path / "history.json") == history
     assert_real_chart(tmp_path / "plot.png")
@@ -146,5 +146,5 @@ def test_without_matplotlib_the_run_is_still_saved(tmp_path: Path, monkeypatch, 
 
     monkeypatch.setattr(builtins, "__import__", no_matplotlib)
     written = save_run(tmp_path, make_history())
-    assert [p.name for p in written] == ["history.json", "model.npz", "history.csv"]
+    assert [p.name for p in written] == ["model.npz", "history.json", "history.csv"]
     assert "matplotlib is not installed" in caplog.text
