@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import logging
-import tempfile
 from pathlib import Path
 
-from roost.core.files import atomic_write_bytes, save_parameters
+from roost.core.files import atomic_write_bytes, save_parameters, unwritable_reason
 from roost.errors import ConfigurationError
 from roost.plotting import history_csv, render_plot
 from roost.server.history import History
@@ -24,15 +23,10 @@ def check_out_dir(out_dir: Path | str, option: str = "--out") -> Path:
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ConfigurationError(f"{option} {out} is a file; give a directory for the results")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out, prefix=".roost-check-"):
-            pass
-    except OSError as error:
+    if (reason := unwritable_reason(out)) is not None:
         raise ConfigurationError(
-            f"{option} {out} cannot be written ({error.strerror or error}); "
-            "choose a directory you can write to"
-        ) from None
+            f"{option} {out} cannot be written ({reason}); choose a directory you can write to"
+        )
     return out
 
 

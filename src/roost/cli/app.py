@@ -45,7 +45,7 @@ from roost.cli.project import (
     project_kind,
     read_pyproject,
 )
-from roost.cli.settings import RunSettings, server_config
+from roost.cli.settings import RunSettings, server_config, server_deployment_options
 from roost.cli.strategy_options import strategy_options
 from roost.client.client import ClientFn
 from roost.errors import ConfigurationError
@@ -219,14 +219,7 @@ class FlowerProjectApp(App):
             Path(self.directory or "."),
             server_address=args.address,
             run_config_overrides=self.run_config_overrides,
-            seed=args.seed,
-            certificates=args.certificates,
-            auth_tokens=args.auth_tokens,
-            state_dir=args.state,
-            resume=args.resume,
-            out_dir=args.out,
-            client_wait_timeout=args.wait_timeout,
-            max_message_bytes=int(args.max_message_mb * (1 << 20)),
+            **server_deployment_options(args),
         )
 
     def connect(self, args: argparse.Namespace) -> bool:

@@ -21,6 +21,7 @@ from roost.cli.settings import (
     RunSettings,
     add_app_option,
     add_run_options,
+    server_deployment_options,
     settings_from_args,
 )
 from roost.cli.strategy_options import add_strategy_arguments
@@ -152,16 +153,8 @@ def run(args: argparse.Namespace, default_app: App) -> int:
             server_address=args.address,
             config=app.server_config(args),
             strategy=strategy,
-            seed=args.seed,
-            certificates=args.certificates,
-            client_ca=args.client_ca,
-            auth_tokens=args.auth_tokens,
-            state_dir=args.state,
-            resume=args.resume,
-            out_dir=args.out,
-            max_message_bytes=int(args.max_message_mb * (1 << 20)),
-            client_wait_timeout=args.wait_timeout,
             on_round_end=reporter.track,
+            **server_deployment_options(args),
         )
     reporter.console.print(history_table(history))
     if privacy is not None and (stopped := privacy.stopped_early(history, args.rounds)):

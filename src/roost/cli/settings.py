@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
+from typing import Any
 
 from roost.cli.dp_options import PrivacySettings, privacy_settings
 from roost.cli.options import fraction, positive_float, positive_int
@@ -108,3 +109,21 @@ def settings_from_args(args: argparse.Namespace, *, num_clients: int) -> RunSett
 def server_config(args: argparse.Namespace) -> ServerConfig:
     """The round loop's settings: the number of rounds and the per-instruction timeout."""
     return ServerConfig(num_rounds=args.rounds, round_timeout=args.round_timeout)
+
+
+def server_deployment_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments `roost server`'s options give a gRPC server, whatever it serves.
+
+    Both a plain `roost.App` and a Flower project are served with these, so they are read here once.
+    """
+    return {
+        "seed": args.seed,
+        "certificates": args.certificates,
+        "client_ca": args.client_ca,
+        "auth_tokens": args.auth_tokens,
+        "state_dir": args.state,
+        "resume": args.resume,
+        "out_dir": args.out,
+        "client_wait_timeout": args.wait_timeout,
+        "max_message_bytes": int(args.max_message_mb * (1 << 20)),
+    }

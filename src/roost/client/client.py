@@ -10,19 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from roost.core.types import (
-    Config,
-    EvaluateIns,
-    EvaluateRes,
-    FitIns,
-    FitRes,
-    GetParametersIns,
-    GetParametersRes,
-    Instruction,
-    Metrics,
-    Parameters,
-    Result,
-)
+from roost.core import types
+from roost.core.types import Config, Instruction, Metrics, Parameters, Result
 from roost.errors import InvalidMessageError
 
 
@@ -120,20 +109,20 @@ def _unpack(value: object, names: tuple[str, ...], method: str) -> tuple:
 def call_client(client: ClientLike, instruction: Instruction) -> Result:
     """Run one fit, evaluate or get_parameters instruction on a client object and wrap what it
     returns (not yet validated). Protocol phases go through `roost.client.protocols.execute`."""
-    if isinstance(instruction, FitIns):
+    if isinstance(instruction, types.FitIns):
         parameters, num_examples, metrics = _unpack(
             client.fit(instruction.parameters, dict(instruction.config)),
             ("parameters", "num_examples", "metrics"),
             "fit",
         )
-        return FitRes(parameters, num_examples, metrics)
-    if isinstance(instruction, EvaluateIns):
+        return types.FitRes(parameters, num_examples, metrics)
+    if isinstance(instruction, types.EvaluateIns):
         loss, num_examples, metrics = _unpack(
             client.evaluate(instruction.parameters, dict(instruction.config)),
             ("loss", "num_examples", "metrics"),
             "evaluate",
         )
-        return EvaluateRes(loss, num_examples, metrics)
-    if isinstance(instruction, GetParametersIns):
-        return GetParametersRes(client.get_parameters(dict(instruction.config)))
+        return types.EvaluateRes(loss, num_examples, metrics)
+    if isinstance(instruction, types.GetParametersIns):
+        return types.GetParametersRes(client.get_parameters(dict(instruction.config)))
     raise TypeError(f"unknown instruction {type(instruction).__name__}")

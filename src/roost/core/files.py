@@ -65,3 +65,18 @@ def load_parameters(path: Path | str) -> Parameters:
     """Load what `save_parameters` wrote, in order."""
     with np.load(path, allow_pickle=False) as archive:
         return [archive[f"arr_{index}"] for index in range(len(archive.files))]
+
+
+def unwritable_reason(directory: Path) -> str | None:
+    """Create `directory` if needed and probe it with a temporary file.
+
+    Returns None when files can be written there, else the operating system's reason, so each
+    caller can say in its own words which directory is wrong and what to do.
+    """
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory, prefix=".roost-probe-"):
+            pass
+    except OSError as error:
+        return str(error.strerror or error)
+    return None

@@ -13,21 +13,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from roost.core.types import (
-    EvaluateIns,
-    EvaluateRes,
-    Failure,
-    FitIns,
-    FitRes,
-    GetParametersIns,
-    GetParametersRes,
-    Instruction,
-    Parameters,
-    PhaseIns,
-    PhaseRes,
-    Result,
-    Scalar,
-)
+from roost.core import types
+from roost.core.types import Failure, Instruction, Parameters, Result, Scalar
 from roost.errors import InvalidMessageError
 
 # A single client reporting more examples than this is almost certainly lying or broken;
@@ -145,38 +132,38 @@ def validate_result(
     try:
         if isinstance(result, Failure):
             return result
-        if isinstance(instruction, FitIns):
-            if not isinstance(result, FitRes):
+        if isinstance(instruction, types.FitIns):
+            if not isinstance(result, types.FitRes):
                 raise InvalidMessageError(f"fit returned {type(result).__name__}, not FitRes")
-            return FitRes(
+            return types.FitRes(
                 parameters=check_parameters(result.parameters, template),
                 num_examples=check_num_examples(result.num_examples),
                 metrics=check_scalar_dict(result.metrics, "metrics", finite=True),
             )
-        if isinstance(instruction, EvaluateIns):
-            if not isinstance(result, EvaluateRes):
+        if isinstance(instruction, types.EvaluateIns):
+            if not isinstance(result, types.EvaluateRes):
                 raise InvalidMessageError(
                     f"evaluate returned {type(result).__name__}, not EvaluateRes"
                 )
-            return EvaluateRes(
+            return types.EvaluateRes(
                 loss=check_loss(result.loss),
                 num_examples=check_num_examples(result.num_examples),
                 metrics=check_scalar_dict(result.metrics, "metrics", finite=True),
             )
-        if isinstance(instruction, GetParametersIns):
-            if not isinstance(result, GetParametersRes):
+        if isinstance(instruction, types.GetParametersIns):
+            if not isinstance(result, types.GetParametersRes):
                 raise InvalidMessageError(
                     f"get_parameters returned {type(result).__name__}, not GetParametersRes"
                 )
-            return GetParametersRes(parameters=check_parameters(result.parameters, template))
-        if isinstance(instruction, PhaseIns):
-            if not isinstance(result, PhaseRes):
+            return types.GetParametersRes(parameters=check_parameters(result.parameters, template))
+        if isinstance(instruction, types.PhaseIns):
+            if not isinstance(result, types.PhaseRes):
                 raise InvalidMessageError(
                     f"{instruction.protocol} {instruction.phase} returned "
                     f"{type(result).__name__}, not PhaseRes"
                 )
             # The protocol checks its own payload; here: arrays of numbers, scalar values.
-            return PhaseRes(
+            return types.PhaseRes(
                 arrays=check_parameters(result.arrays),
                 values=check_scalar_dict(result.values, "values", finite=True),
             )

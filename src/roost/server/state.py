@@ -20,7 +20,6 @@ import json
 import logging
 import math
 import sqlite3
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -29,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from roost.core.files import atomic_write_bytes
+from roost.core.files import atomic_write_bytes, unwritable_reason
 from roost.errors import ConfigurationError, RoostError
 from roost.server.history import History
 from roost.server.loop import ServerState
@@ -308,15 +307,11 @@ def _database_trouble(database: Path, error: sqlite3.DatabaseError) -> str:
 
 def check_writable(directory: Path, what: str) -> None:
     """Create `directory` if needed and make sure files can be written in it, or raise."""
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=directory, prefix=".roost-probe-"):
-            pass
-    except OSError as error:
+    if (reason := unwritable_reason(directory)) is not None:
         raise ConfigurationError(
-            f"cannot write to the {what} {directory}: {error.strerror or error}; choose another "
+            f"cannot write to the {what} {directory}: {reason}; choose another "
             "directory or fix its permissions"
-        ) from None
+        )
 
 
 def open_state(

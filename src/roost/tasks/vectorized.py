@@ -29,22 +29,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from roost.core import types
 from roost.core.rng import client_rng
-from roost.core.types import (
-    ClientId,
-    Config,
-    EvaluateIns,
-    EvaluateRes,
-    Failure,
-    FitIns,
-    FitRes,
-    GetParametersIns,
-    GetParametersRes,
-    Instruction,
-    Metrics,
-    Outcome,
-    PhaseIns,
-)
+from roost.core.types import ClientId, Config, Failure, Instruction, Metrics, Outcome
 from roost.engines.sequential import check_num_clients, simulation_clients
 from roost.errors import ConfigurationError
 from roost.tasks.evaluation import evaluate_clients, evaluate_stacked, fit_client
@@ -166,16 +153,16 @@ class VectorizedEngine:
         for client_id, instruction in cohort:
             member = _Member(client_id, int(client_id), instruction)
             try:
-                if isinstance(instruction, FitIns):
+                if isinstance(instruction, types.FitIns):
                     recipe = self.task.recipe(instruction.config)
                     key = (id(instruction.parameters), recipe.key())
                     fit_groups.setdefault(key, []).append(member)
-                elif isinstance(instruction, EvaluateIns):
+                elif isinstance(instruction, types.EvaluateIns):
                     evaluate_groups.setdefault(id(instruction.parameters), []).append(member)
-                elif isinstance(instruction, GetParametersIns):
+                elif isinstance(instruction, types.GetParametersIns):
                     initial = self.task_model.to_arrays(self.task_model.initial_state(), None)
-                    yield client_id, GetParametersRes(initial)
-                elif isinstance(instruction, PhaseIns):
+                    yield client_id, types.GetParametersRes(initial)
+                elif isinstance(instruction, types.PhaseIns):
                     reason = (
                         f"the vectorized engine trains clients together and runs no client-side "
                         f"protocol ({instruction.protocol}); use engine='sequential' or 'process'"
@@ -300,7 +287,7 @@ class VectorizedEngine:
             for position, member in enumerate(part):
                 client_params = {n: value[position] for n, value in stacked.items()}
                 trained = model.to_arrays((client_params, buffers), arrays)
-                yield member.client_id, FitRes(trained, len(ys[position]), metrics[position])
+                yield member.client_id, types.FitRes(trained, len(ys[position]), metrics[position])
 
     def _fit_one_by_one(self, members: list[_Member]) -> Iterator[Outcome]:
         """The sequential engine's fit, over this engine's cached data."""
@@ -310,7 +297,7 @@ class VectorizedEngine:
             trained, count, metrics = fit_client(
                 self.task_model, parameters, x, y, config, member.partition_id
             )
-            yield member.client_id, FitRes(trained, count, metrics)
+            yield member.client_id, types.FitRes(trained, count, metrics)
 
     def _schedule(
         self, plans: list[list[np.ndarray]], batch_size: int
@@ -354,7 +341,7 @@ class VectorizedEngine:
         data = [self._data(m.partition_id, True) for m in members]
         scores = evaluate_clients(self.task_model, state, data)
         for member, (_, y), (loss, metrics) in zip(members, data, scores, strict=True):
-            yield member.client_id, EvaluateRes(loss, len(y), metrics)
+            yield member.client_id, types.EvaluateRes(loss, len(y), metrics)
 
 
 def _batch_source(
