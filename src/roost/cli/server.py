@@ -61,26 +61,7 @@ def add_command(root: CommandParser, default_app: App) -> None:
     parser.add_argument(
         "--resume", action="store_true", help="continue the run recorded in --state DIR"
     )
-    parser.add_argument(
-        "--certificates",
-        nargs=2,
-        metavar=("CERT", "KEY"),
-        default=None,
-        help="serve TLS with this PEM certificate chain and private key",
-    )
-    parser.add_argument(
-        "--client-ca",
-        metavar="PEM",
-        default=None,
-        help="mutual TLS: admit only clients whose certificate this CA signed, each as the node "
-        "its certificate's common name names (needs --certificates)",
-    )
-    parser.add_argument(
-        "--auth-tokens",
-        metavar="FILE",
-        default=None,
-        help="admit only clients with a token from FILE ('node-id token' lines)",
-    )
+    add_security_options(parser)
     parser.add_argument(
         "--wait-timeout",
         type=positive_float,
@@ -102,6 +83,30 @@ def add_command(root: CommandParser, default_app: App) -> None:
     add_secagg_arguments(parser)
     default_app.add_arguments(parser, "server")
     parser.set_defaults(handler=partial(run, default_app=default_app))
+
+
+def add_security_options(parser: argparse.ArgumentParser) -> None:
+    """TLS, mutual TLS and tokens: who may connect, and how."""
+    parser.add_argument(
+        "--certificates",
+        nargs=2,
+        metavar=("CERT", "KEY"),
+        default=None,
+        help="serve TLS with this PEM certificate chain and private key",
+    )
+    parser.add_argument(
+        "--client-ca",
+        metavar="PEM",
+        default=None,
+        help="mutual TLS: admit only clients whose certificate this CA signed, each as the node "
+        "its certificate's common name names (needs --certificates)",
+    )
+    parser.add_argument(
+        "--auth-tokens",
+        metavar="FILE",
+        default=None,
+        help="admit only clients with a token from FILE ('node-id token' lines)",
+    )
 
 
 def add_message_size_option(parser: argparse.ArgumentParser, what: str) -> None:
