@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 from pathlib import Path
@@ -17,13 +18,14 @@ log = logging.getLogger(__name__)
 def check_out_dir(out_dir: Path | str, option: str = "--out") -> Path:
     """Make sure a run's results can be written to `out_dir` before the run starts.
 
-    Creates the directory when missing and writes (then removes) a scratch file there, so a
-    path that is a file, lies under a file, or cannot be written is refused now, in one line,
-    instead of after the last round. Returns the directory.
+    Writes (then removes) a scratch file there, creating the directory for the test and
+    removing what it created, so a path that is a file, lies under a file, or cannot be written
+    is refused now, in one line, instead of after the last round. Returns the directory.
     """
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ConfigurationError(f"{option} {out} is a file; give a directory for the results")
+    missing = [path for path in (out, *out.parents) if not path.exists()]
     try:
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=out, prefix=".roost-check-"):
@@ -33,6 +35,10 @@ def check_out_dir(out_dir: Path | str, option: str = "--out") -> Path:
             f"{option} {out} cannot be written ({error.strerror or error}); "
             "choose a directory you can write to"
         ) from None
+    finally:
+        for path in missing:  # deepest first: leave no trace of the check
+            with contextlib.suppress(OSError):
+                path.rmdir()
     return out
 
 

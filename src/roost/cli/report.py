@@ -131,6 +131,8 @@ class Reporter:
         args: the parsed options of `add_output_options`.
         num_rounds: the rounds the run is configured for.
         params: the run's settings, for MLflow's parameters.
+        log_level: what is logged without `--quiet` or `--verbose` (a server logs INFO: who
+            connects is its operator's progress).
     """
 
     def __init__(
@@ -138,6 +140,8 @@ class Reporter:
         args: argparse.Namespace,
         num_rounds: int | None,
         params: Mapping[str, Any] | None = None,
+        *,
+        log_level: int = logging.WARNING,
     ) -> None:
         from rich.console import Console
 
@@ -145,7 +149,7 @@ class Reporter:
             raise ConfigurationError("--quiet and --verbose contradict each other: pick one")
         self.console = Console(stderr=False)
         self.allow_failures: bool = args.allow_failures
-        quiet_level = logging.ERROR if args.quiet else logging.WARNING
+        quiet_level = logging.ERROR if args.quiet else log_level
         configure_logging(self.console, logging.INFO if args.verbose else quiet_level)
         self.digest = FailureDigest()
         self.trackers: list[Tracker] = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 from functools import partial
 
@@ -123,7 +124,7 @@ def run(args: argparse.Namespace, default_app: App) -> int:
     strategy = app.server_strategy(args, settings)
     if args.min_clients is not None:
         strategy.min_available_clients = args.min_clients
-    with Reporter(args, args.rounds, run_params(args)) as reporter:
+    with Reporter(args, args.rounds, run_params(args), log_level=logging.INFO) as reporter:
         reporter.print(secure_aggregation_line(settings, strategy))
         if (privacy := settings.privacy) is not None:
             reporter.print(privacy.describe())
