@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 
@@ -16,17 +17,23 @@ log = logging.getLogger(__name__)
 def check_out_dir(out_dir: Path | str, option: str = "--out") -> Path:
     """Make sure a run's results can be written to `out_dir` before the run starts.
 
-    Creates the directory when missing and writes (then removes) a scratch file there, so a
-    path that is a file, lies under a file, or cannot be written is refused now, in one line,
-    instead of after the last round. Returns the directory.
+    Writes (then removes) a scratch file there, creating the directory for the test and
+    removing what it created, so a path that is a file, lies under a file, or cannot be written
+    is refused now, in one line, instead of after the last round. Returns the directory.
     """
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ConfigurationError(f"{option} {out} is a file; give a directory for the results")
-    if (reason := unwritable_reason(out)) is not None:
-        raise ConfigurationError(
-            f"{option} {out} cannot be written ({reason}); choose a directory you can write to"
-        )
+    missing = [path for path in (out, *out.parents) if not path.exists()]
+    try:
+        if (reason := unwritable_reason(out)) is not None:
+            raise ConfigurationError(
+                f"{option} {out} cannot be written ({reason}); choose a directory you can write to"
+            )
+    finally:
+        for path in missing:  # deepest first: leave no trace of the check
+            with contextlib.suppress(OSError):
+                path.rmdir()
     return out
 
 
