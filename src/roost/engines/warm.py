@@ -232,11 +232,16 @@ class ClientHost:
             if context.state is not state:  # keep the dict a client may hold on to
                 context.state.clear()
                 context.state.update(state)
+        # A client's bug must not stop the federation: it is this client's failure, with its
+        # traceback, and one raised while building the client names client_fn.
         try:
             client = self.client_fn(context) if kept is None else kept.client
+        except Exception as error:
+            return Failure.from_exception(client_id, error, in_client_fn=True), context.state
+        try:
             result = execute(client, _with_copied_arrays(instruction), context)
-        except Exception as error:  # a client's bug must not stop the federation
-            return Failure(client_id, f"{type(error).__name__}: {error}", "error"), context.state
+        except Exception as error:
+            return Failure.from_exception(client_id, error), context.state
         if self.warm is not None:
             following = None if ticket is None else ticket + 1
             self._checkin(client_id, _Warm(client, context, following), epoch)

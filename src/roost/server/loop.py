@@ -16,7 +16,13 @@ from typing import Any
 
 import numpy as np
 
-from roost.core.types import GetParametersIns, GetParametersRes, Metrics, Parameters
+from roost.core.types import (
+    CLIENT_FN_RAISED,
+    GetParametersIns,
+    GetParametersRes,
+    Metrics,
+    Parameters,
+)
 from roost.core.validation import check_parameters
 from roost.errors import ConfigurationError, InvalidMessageError, RoostError, RunFinished
 from roost.server.history import History
@@ -250,9 +256,14 @@ def _initial_parameters(
         if isinstance(result, GetParametersRes):
             log.info("received initial parameters from client %s", client_id)
             return result.parameters
+        culprit = (
+            "the app's client_fn"
+            if result.reason.startswith(CLIENT_FN_RAISED)
+            else "the client's get_parameters"
+        )
         raise RoostError(
             f"could not get initial parameters from client {client_id}: {result.reason}; "
-            "pass initial_parameters to the strategy or fix the client's get_parameters"
+            f"pass initial_parameters to the strategy or fix {culprit}"
         )
     raise RoostError(f"client {client_id} sent no initial parameters")
 
