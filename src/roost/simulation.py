@@ -66,8 +66,7 @@ def run_simulation(
             engine gives the same model.
         engine_options: the engine's settings (see `roost.engines.make_engine`).
         state_dir: record every completed round there, so the run can be resumed.
-        resume: continue the run recorded in `state_dir` (same strategy and model, at least as
-            many rounds).
+        resume: continue the run in `state_dir` (same strategy and model, as many rounds).
         trackers: get every round's values (`roost.tracking`); closed when the run ends.
         client_metrics: also hand trackers each client's own fit and evaluate metrics.
         warm_clients: keep each partition's client alive between instructions (True, or
@@ -79,7 +78,7 @@ def run_simulation(
     strategy = strategy if strategy is not None else FedAvg()
     config = config if config is not None else ServerConfig(num_rounds=1)
     store, saved = open_state(state_dir, resume, out_dir)
-    recorder = ClientMetricsRecorder() if client_metrics else None
+    recorder = ClientMetricsRecorder() if client_metrics else None  # sees the engine's results
     track = TrackRounds(
         trackers,
         num_rounds=config.num_rounds,
@@ -90,6 +89,7 @@ def run_simulation(
         transport = _engine(
             engine, client_fn, num_clients, run_config, engine_options, warm_clients, strategy
         )
+        transport = recorder.observe(transport) if recorder is not None else transport
         try:
             history = run_rounds(
                 strategy, transport, config, seed=seed, resume_from=saved, on_round_end=track
