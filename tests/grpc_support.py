@@ -7,6 +7,7 @@ import datetime
 import ipaddress
 import os
 import queue
+import random
 import signal
 import socket
 import subprocess
@@ -108,9 +109,19 @@ def simulate(num_rounds: int, num_clients: int = 2, seed: int = 0) -> roost.Hist
 
 
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    """A port free on 127.0.0.1 now, drawn at random from a range the OS does not hand out on
+    its own: parallel test workers asking the OS for port 0 tend to get the same ones, and a
+    server starting a moment later could then find its port taken by another worker's."""
+    rng = random.SystemRandom()
+    for _ in range(100):
+        port = rng.randrange(20_000, 30_000)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port found in 20000-29999")
 
 
 class Processes:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 
 import numpy as np
 import pytest
+from grpc_support import free_port
 
 import roost
 import roost.compat.flwr as fl
@@ -45,8 +45,15 @@ class SoftmaxModel:
         self.weights = [np.array(w) for w in weights]
 
     def fit(self, x, y, epochs, batch_size, seed):
-        self.weights = softmax.train_sgd(self.weights, x, y, epochs=epochs, batch_size=batch_size,
-                                         learning_rate=0.5, rng=np.random.default_rng(seed))
+        self.weights = softmax.train_sgd(
+            self.weights,
+            x,
+            y,
+            epochs=epochs,
+            batch_size=batch_size,
+            learning_rate=0.5,
+            rng=np.random.default_rng(seed),
+        )
 
     def evaluate(self, x, y):
         return softmax.loss_and_accuracy(self.weights, x, y)
@@ -56,8 +63,10 @@ def load_data(partition_id: int):
     train, _ = load_digits_split(seed=0)
     part = iid_partition(len(train.y), NUM_CLIENTS, seed=0)[partition_id]
     split = int(len(part) * 0.9)
-    return (train.x[part[:split]], train.y[part[:split]]), (train.x[part[split:]],
-                                                          train.y[part[split:]])
+    return (train.x[part[:split]], train.y[part[:split]]), (
+        train.x[part[split:]],
+        train.y[part[split:]],
+    )
 
 
 class FlowerClient(NumPyClient):
@@ -71,8 +80,13 @@ class FlowerClient(NumPyClient):
 
     def fit(self, parameters, config):
         self.model.set_weights(parameters)
-        self.model.fit(self.x_train, self.y_train, epochs=1, batch_size=32,
-                       seed=[int(config.get("server_round", 0)), self.partition_id])
+        self.model.fit(
+            self.x_train,
+            self.y_train,
+            epochs=1,
+            batch_size=32,
+            seed=[int(config.get("server_round", 0)), self.partition_id],
+        )
         return self.model.get_weights(), len(self.x_train), {}
 
     def evaluate(self, parameters, config):
@@ -119,8 +133,13 @@ server = ServerApp(server_fn=server_fn)
 
 
 def test_tutorial_shaped_simulation_runs_and_learns() -> None:
-    history = run_simulation(server_app=server, client_app=client, num_supernodes=NUM_CLIENTS,
-                             backend_config={"client_resources": {"num_cpus": 1}}, seed=0)
+    history = run_simulation(
+        server_app=server,
+        client_app=client,
+        num_supernodes=NUM_CLIENTS,
+        backend_config={"client_resources": {"num_cpus": 1}},
+        seed=0,
+    )
     accuracy = history.metrics_distributed["accuracy"]
     assert [r for r, _ in accuracy] == [1, 2, 3, 4, 5]
     assert accuracy[-1][1] > 0.8
@@ -131,16 +150,25 @@ def test_tutorial_shaped_simulation_runs_and_learns() -> None:
 
 def test_compat_run_equals_the_native_roost_run() -> None:
     """The veneer adds nothing: the same clients and strategy give the identical model."""
-    compat = run_simulation(server_app=server, client_app=client, num_supernodes=NUM_CLIENTS,
-                            seed=3)
+    compat = run_simulation(
+        server_app=server, client_app=client, num_supernodes=NUM_CLIENTS, seed=3
+    )
     native_strategy = roost.FedAvg(
-        fraction_evaluate=0.6, min_fit_clients=5, min_evaluate_clients=3, min_available_clients=5,
+        fraction_evaluate=0.6,
+        min_fit_clients=5,
+        min_evaluate_clients=3,
+        min_available_clients=5,
         evaluate_metrics_aggregation_fn=weighted_average,
         initial_parameters=softmax.init_parameters(64, 10),
         on_fit_config_fn=lambda server_round: {"server_round": server_round},
     )
-    native = roost.run_simulation(client_fn, NUM_CLIENTS, strategy=native_strategy,
-                                  config=roost.ServerConfig(num_rounds=5), seed=3)
+    native = roost.run_simulation(
+        client_fn,
+        NUM_CLIENTS,
+        strategy=native_strategy,
+        config=roost.ServerConfig(num_rounds=5),
+        seed=3,
+    )
     for a, b in zip(compat.parameters, native.parameters, strict=True):
         np.testing.assert_array_equal(a, b)
     assert compat.losses_distributed == native.losses_distributed
@@ -151,7 +179,9 @@ def test_compat_run_equals_the_native_roost_run() -> None:
     expected = [sum(n * p[k] for p, n, _ in results) / total for k in range(2)]
     one_round = run_simulation(
         server_app=ServerApp(config=ServerConfig(num_rounds=1), strategy=make_strategy()),
-        client_app=client, num_supernodes=NUM_CLIENTS)
+        client_app=client,
+        num_supernodes=NUM_CLIENTS,
+    )
     for got, want in zip(one_round.parameters, expected, strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
 
@@ -159,8 +189,13 @@ def test_compat_run_equals_the_native_roost_run() -> None:
 def test_roost_engines_are_available_through_run_simulation() -> None:
     app = ServerApp(config=ServerConfig(num_rounds=2), strategy=make_strategy())
     sequential = run_simulation(server_app=app, client_app=client, num_supernodes=NUM_CLIENTS)
-    pooled = run_simulation(server_app=app, client_app=client, num_supernodes=NUM_CLIENTS,
-                            engine="process", engine_options={"max_workers": 2})
+    pooled = run_simulation(
+        server_app=app,
+        client_app=client,
+        num_supernodes=NUM_CLIENTS,
+        engine="process",
+        engine_options={"max_workers": 2},
+    )
     for a, b in zip(sequential.parameters, pooled.parameters, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 
@@ -173,11 +208,17 @@ def test_warm_clients_through_run_simulation_give_the_same_model_with_fewer_buil
         return client_fn(context)
 
     counting = ClientApp(client_fn=counting_client_fn)
-    cold = run_simulation(server_app=server, client_app=counting, num_supernodes=NUM_CLIENTS,
-                          seed=0)
+    cold = run_simulation(
+        server_app=server, client_app=counting, num_supernodes=NUM_CLIENTS, seed=0
+    )
     cold_builds, builds[:] = len(builds), []
-    warm = run_simulation(server_app=server, client_app=counting, num_supernodes=NUM_CLIENTS,
-                          seed=0, warm_clients=True)
+    warm = run_simulation(
+        server_app=server,
+        client_app=counting,
+        num_supernodes=NUM_CLIENTS,
+        seed=0,
+        warm_clients=True,
+    )
     for a, b in zip(cold.parameters, warm.parameters, strict=True):
         np.testing.assert_array_equal(a, b)  # this client sets all its state from the instruction
     assert cold_builds == 5 * (5 + 3)  # a client per fit and per evaluation, every round
@@ -200,8 +241,12 @@ def test_parameters_round_trip_without_pickle() -> None:
         np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="allow_pickle"):
         ndarrays_to_parameters([np.array([{"a": 1}], dtype=object)])
-    evil = Parameters(tensors=[b"\x93NUMPY\x01\x00v\x00{'descr': '|O', 'fortran_order': False, "
-                               b"'shape': (1,), }" + b" " * 53 + b"\n" + b"\x80\x04N."])
+    evil = Parameters(
+        tensors=[
+            b"\x93NUMPY\x01\x00v\x00{'descr': '|O', 'fortran_order': False, "
+            b"'shape': (1,), }" + b" " * 53 + b"\n" + b"\x80\x04N."
+        ]
+    )
     with pytest.raises(InvalidMessageError, match="without objects"):
         parameters_to_ndarrays(evil)
 
@@ -212,8 +257,17 @@ def test_every_named_strategy_is_the_roost_preset_and_takes_parameters() -> None
     start = ndarrays_to_parameters([np.zeros(3)])
     extra = {"FedProx": {"proximal_mu": 0.1}}
     names = fl.server.strategy.__all__
-    assert {"FedAvg", "FedAvgM", "FedAdagrad", "FedAdam", "FedYogi", "FedProx", "FedMedian",
-            "FedTrimmedAvg", "Krum"} <= set(names)
+    assert {
+        "FedAvg",
+        "FedAvgM",
+        "FedAdagrad",
+        "FedAdam",
+        "FedYogi",
+        "FedProx",
+        "FedMedian",
+        "FedTrimmedAvg",
+        "Krum",
+    } <= set(names)
     for name in names:
         cls = getattr(fl.server.strategy, name)
         assert issubclass(cls, getattr(roost.strategy, name))
@@ -225,8 +279,11 @@ def test_misuse_gets_clear_errors() -> None:
     with pytest.raises(ConfigurationError, match="mods"):
         ClientApp(client_fn=client_fn, mods=[lambda message, context, call: call(message, context)])
     with pytest.raises(ConfigurationError, match="ServerAppComponents"):
-        run_simulation(server_app=ServerApp(server_fn=lambda context: "oops"), client_app=client,
-                       num_supernodes=2)
+        run_simulation(
+            server_app=ServerApp(server_fn=lambda context: "oops"),
+            client_app=client,
+            num_supernodes=2,
+        )
     with pytest.raises(ConfigurationError, match="client managers"):
         ServerAppComponents(strategy=FedAvg(), client_manager=object())
     with pytest.raises(ConfigurationError, match="either server_fn"):
@@ -234,9 +291,7 @@ def test_misuse_gets_clear_errors() -> None:
 
 
 def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    return free_port()
 
 
 def test_start_server_and_start_client_deploy_over_grpc() -> None:
@@ -247,15 +302,20 @@ def test_start_server_and_start_client_deploy_over_grpc() -> None:
     def serve() -> None:
         try:
             box["history"] = fl.server.start_server(
-                server_address=address, config=ServerConfig(num_rounds=2, round_timeout=60),
-                strategy=make_strategy(), client_wait_timeout=60)
+                server_address=address,
+                config=ServerConfig(num_rounds=2, round_timeout=60),
+                strategy=make_strategy(),
+                client_wait_timeout=60,
+            )
         except BaseException as error:  # reported below
             box["error"] = error
 
     def join(partition_id: int) -> None:
-        fl.client.start_client(server_address=address,
-                               client=client_fn(Context(partition_id, NUM_CLIENTS)),
-                               max_wait_time=60)
+        fl.client.start_client(
+            server_address=address,
+            client=client_fn(Context(partition_id, NUM_CLIENTS)),
+            max_wait_time=60,
+        )
 
     threads = [threading.Thread(target=serve, daemon=True)]
     threads += [threading.Thread(target=join, args=(i,), daemon=True) for i in range(NUM_CLIENTS)]
@@ -268,7 +328,9 @@ def test_start_server_and_start_client_deploy_over_grpc() -> None:
     deployed = box["history"]
     simulated = run_simulation(
         server_app=ServerApp(config=ServerConfig(num_rounds=2), strategy=make_strategy()),
-        client_app=client, num_supernodes=NUM_CLIENTS)
+        client_app=client,
+        num_supernodes=NUM_CLIENTS,
+    )
     # Full participation and deterministic clients: the deployed model is the simulated one.
     for a, b in zip(deployed.parameters, simulated.parameters, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)

@@ -6,24 +6,35 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from grpc_support import free_port
 
 pytest.importorskip("keras")
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "seed_tutorial"
 
 BACKENDS = [
-    pytest.param("torch", marks=pytest.mark.skipif(
-        importlib.util.find_spec("torch") is None, reason="torch is not installed")),
-    pytest.param("tensorflow", marks=[pytest.mark.slow, pytest.mark.skipif(
-        importlib.util.find_spec("tensorflow") is None,
-        reason="tensorflow is not installed (pip install tensorflow-cpu)")]),
+    pytest.param(
+        "torch",
+        marks=pytest.mark.skipif(
+            importlib.util.find_spec("torch") is None, reason="torch is not installed"
+        ),
+    ),
+    pytest.param(
+        "tensorflow",
+        marks=[
+            pytest.mark.slow,
+            pytest.mark.skipif(
+                importlib.util.find_spec("tensorflow") is None,
+                reason="tensorflow is not installed (pip install tensorflow-cpu)",
+            ),
+        ],
+    ),
 ]
 
 
@@ -52,8 +63,13 @@ def processes():
 
     def start(script: str, *args: str, env: dict[str, str], log: Path) -> subprocess.Popen:
         with log.open("wb") as out:
-            process = subprocess.Popen([sys.executable, str(EXAMPLE / script), *args],
-                                       cwd=EXAMPLE, env=env, stdout=out, stderr=subprocess.STDOUT)
+            process = subprocess.Popen(
+                [sys.executable, str(EXAMPLE / script), *args],
+                cwd=EXAMPLE,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         started.append(process)
         return process
 
@@ -78,12 +94,22 @@ def _wait(process: subprocess.Popen, log: Path, timeout: float) -> str:
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_simulation_example_trains_on_the_stand_in(tmp_path: Path, processes,
-                                                   backend: str) -> None:
+def test_simulation_example_trains_on_the_stand_in(tmp_path: Path, processes, backend: str) -> None:
     out = tmp_path / "out"
     log = tmp_path / "simulation.log"
-    process = processes("simulation.py", "--num-images", "1000", "--rounds", "3", "--epochs", "2",
-                        "--out", str(out), env=example_env(tmp_path, backend), log=log)
+    process = processes(
+        "simulation.py",
+        "--num-images",
+        "1000",
+        "--rounds",
+        "3",
+        "--epochs",
+        "2",
+        "--out",
+        str(out),
+        env=example_env(tmp_path, backend),
+        log=log,
+    )
     text = _wait(process, log, timeout=600)
     assert "NOTICE: CIFAR-10 is not available" in text and "STAND-IN" in text
     history = json.loads((out / "history.json").read_text())
@@ -96,7 +122,13 @@ def test_simulation_example_trains_on_the_stand_in(tmp_path: Path, processes,
     assert (out / "plot.png").stat().st_size > 10_000
     with np.load(out / "model.npz", allow_pickle=False) as model:
         assert [model[f"arr_{i}"].shape for i in range(6)] == [
-            (3072, 64), (64,), (64, 64), (64,), (64, 10), (10,)]
+            (3072, 64),
+            (64,),
+            (64, 64),
+            (64,),
+            (64, 10),
+            (10,),
+        ]
 
 
 def write_cifar_binary_files(folder: Path, images_per_batch: int) -> None:
@@ -115,9 +147,7 @@ def write_cifar_binary_files(folder: Path, images_per_batch: int) -> None:
 
 
 def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    return free_port()
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -128,11 +158,29 @@ def test_three_terminals_server_and_two_clients(tmp_path: Path, processes, backe
     address = f"127.0.0.1:{_free_port()}"
     out = tmp_path / "out"
     server_log = tmp_path / "server.log"
-    server = processes("server.py", "--address", address, "--rounds", "3", "--out", str(out),
-                       env=env, log=server_log)
+    server = processes(
+        "server.py",
+        "--address",
+        address,
+        "--rounds",
+        "3",
+        "--out",
+        str(out),
+        env=env,
+        log=server_log,
+    )
     clients = [
-        processes("client.py", "--server", address, "--partition-id", str(i),
-                  "--num-images", "1600", env=env, log=tmp_path / f"client{i}.log")
+        processes(
+            "client.py",
+            "--server",
+            address,
+            "--partition-id",
+            str(i),
+            "--num-images",
+            "1600",
+            env=env,
+            log=tmp_path / f"client{i}.log",
+        )
         for i in range(2)
     ]
     server_text = _wait(server, server_log, timeout=600)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from grpc_support import free_port
 
 from roost.compat.flwr.project import connect_project, run_project, serve_project
 from roost.errors import ConfigurationError
@@ -28,9 +28,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 
 def _free_address() -> str:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return f"127.0.0.1:{probe.getsockname()[1]}"
+    return f"127.0.0.1:{free_port()}"
 
 
 def run_over_grpc(directory: Path, num_nodes: int = 2, **server_options):
