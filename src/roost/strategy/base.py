@@ -14,12 +14,13 @@ also return measurements (name -> number, e.g. a clip rate) that the round loop 
 `History.measurements`.
 
 Parts are classes with defaults for the steps they do not need; whether a part "has" a step is never
-discovered with `hasattr`.
+discovered with `hasattr`; a part's settings are read by name from its dataclass fields.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
@@ -58,21 +59,16 @@ class Sampler:
         raise NotImplementedError
 
 
+@dataclass(frozen=True)
 class FunctionSampler(Sampler):
     """A stateless sampler from a plain `(client_ids, count, rng) -> chosen ids` function."""
 
-    def __init__(
-        self, function: Callable[[Sequence[ClientId], int, np.random.Generator], list[ClientId]]
-    ) -> None:
-        self.function = function
+    function: Callable[[Sequence[ClientId], int, np.random.Generator], list[ClientId]]
 
     def sample(
         self, client_ids: Sequence[ClientId], count: int, rng: np.random.Generator, state: State
     ) -> tuple[list[ClientId], State]:
         return list(self.function(client_ids, count, rng)), state
-
-    def __repr__(self) -> str:
-        return f"FunctionSampler({getattr(self.function, '__name__', self.function)!r})"
 
 
 class Weighting:
@@ -87,17 +83,14 @@ class Weighting:
         raise NotImplementedError
 
 
+@dataclass(frozen=True)
 class FunctionWeighting(Weighting):
     """A stateless weighting from a plain `(client_id, num_examples, metrics) -> weight`."""
 
-    def __init__(self, function: Callable[..., float]) -> None:
-        self.function = function
+    function: Callable[..., float]
 
     def weigh(self, client_id: ClientId, result: FitRes, state: State) -> tuple[float, State]:
         return self.function(client_id, result.num_examples, result.metrics), state
-
-    def __repr__(self) -> str:
-        return f"FunctionWeighting({getattr(self.function, '__name__', self.function)!r})"
 
 
 class UpdateTransform:

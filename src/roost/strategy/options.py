@@ -200,7 +200,7 @@ class NamedStrategy(Strategy):
 
     def option_values(self) -> dict[str, Any]:
         """This preset's options and their values."""
-        return {option.name: getattr(self, option.name) for option in self.options}
+        return {option.name: vars(self)[option.name] for option in self.options}
 
 
 def preset_signature(cls: type[NamedStrategy]) -> inspect.Signature:

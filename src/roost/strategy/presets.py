@@ -411,6 +411,6 @@ def preset(name: str, *, like: Strategy | None = None, **options: Any) -> NamedS
         raise ConfigurationError(
             f"unknown strategy {name!r}; choose one of: {', '.join(sorted(PRESETS))}"
         )
-    kwargs = {knob: getattr(like, knob) for knob in STRATEGY_KNOBS} if like is not None else {}
+    kwargs = {knob: vars(like)[knob] for knob in STRATEGY_KNOBS} if like is not None else {}
     kwargs.update(options)
     return PRESETS[key](**kwargs)
