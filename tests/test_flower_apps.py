@@ -123,14 +123,41 @@ def test_numpy_app_on_the_process_engine_matches_sequential() -> None:
 
 
 _KERAS_SCRIPT = """
-import json, sys
+import json, os, subprocess, sys, threading
 sys.path.insert(0, {tests!r})
-from test_flower_apps import APPS, run_over_grpc, run_project
+from test_flower_apps import APPS, _free_address, run_project, serve_project
 simulated = run_project(APPS / "keras_app", num_nodes=2, seed=0)
-served = run_over_grpc(APPS / "keras_app", num_nodes=2, seed=0)
+# Each node in its own process, as on real machines: two Keras models training in threads of one
+# process can disturb each other's global state.
+address = _free_address()
+box = {{}}
+server = threading.Thread(
+    target=lambda: box.update(history=serve_project(
+        APPS / "keras_app", server_address=address, client_wait_timeout=60, seed=0
+    )),
+    daemon=True,
+)
+server.start()
+nodes = [
+    subprocess.Popen([
+        sys.executable, "-m", "roost.cli", "client", "--app", str(APPS / "keras_app"),
+        "--server", address, "--partition-id", str(index), "--num-partitions", "2",
+        "--reconnect-timeout", "60",
+    ])
+    for index in range(2)
+]
+try:
+    server.join(300)
+    codes = [node.wait(60) for node in nodes]
+finally:
+    for node in nodes:
+        if node.poll() is None:
+            node.kill()
+served = box["history"]
 print(json.dumps({{
     "shapes": [list(a.shape) for a in simulated.parameters],
     "rounds": [len(simulated.rounds), len(served.rounds)],
+    "codes": codes,
     "difference": max(float(abs(a - b).max())
                       for a, b in zip(simulated.parameters, served.parameters)),
 }}))
@@ -149,6 +176,7 @@ def test_keras_app_in_simulation_and_over_grpc() -> None:
     report = json.loads(completed.stdout.strip().splitlines()[-1])
     assert report["shapes"] == [[4, 8], [8], [8, 2], [2]]
     assert report["rounds"] == [2, 2]
+    assert report["codes"] == [0, 0]
     assert report["difference"] < 1e-6
 
 
