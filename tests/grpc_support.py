@@ -476,3 +476,21 @@ def run_deployed(strategy, clients: dict, num_rounds: int, timeout: float = 120)
         thread.join(30)
     assert not server.is_alive(), f"the server did not finish its {num_rounds} rounds"
     return box["history"]
+
+
+def start_clients(run: Processes, address: str, count: int, *options: str) -> list:
+    """Start `count` `roost client` processes for partitions 0..count-1 of `count`."""
+    return [
+        run.start(
+            f"client{p}",
+            "client",
+            "--server",
+            address,
+            "--partition-id",
+            str(p),
+            "--num-partitions",
+            str(count),
+            *options,
+        )
+        for p in range(count)
+    ]

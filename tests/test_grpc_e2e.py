@@ -13,6 +13,7 @@ from grpc_support import (
     make_certificates,
     processes,
     simulate,
+    start_clients,
     wait_for,
     wait_listening,
 )
@@ -60,19 +61,7 @@ def test_server_and_two_clients_run_the_demo_for_three_rounds(tmp_path):
             "--out",
             "out",
         )
-        clients = [
-            run.start(
-                f"client{p}",
-                "client",
-                "--server",
-                address,
-                "--partition-id",
-                str(p),
-                "--num-partitions",
-                "2",
-            )
-            for p in (0, 1)
-        ]
+        clients = start_clients(run, address, 2)
         assert run.wait(server, 120) == 0, run.log(server)
         for client in clients:
             assert run.wait(client, 30) == 0, run.log(client)

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from grpc_support import free_port, processes
+from grpc_support import free_port, processes, start_clients
 
 from roost.cli import main
 
@@ -95,19 +95,7 @@ def test_server_secagg_with_plain_clients_over_grpc(tmp_path):
             "--out",
             "out",
         )
-        clients = [
-            run.start(
-                f"client{p}",
-                "client",
-                "--server",
-                address,
-                "--partition-id",
-                str(p),
-                "--num-partitions",
-                "3",
-            )
-            for p in range(3)
-        ]
+        clients = start_clients(run, address, 3)
         assert run.wait(server, 120) == 0, run.log(server)
         for client in clients:
             assert run.wait(client, 30) == 0, run.log(client)
