@@ -56,7 +56,8 @@ def test_new_numpy_project_runs_at_once(tmp_path, monkeypatch, capsys):
     accuracy = [value for _, value in history["metrics_distributed"]["accuracy"]]
     assert len(accuracy) == 3 and accuracy[-1] > 0.7
     assert (tmp_path / "out" / "model.npz").is_file()
-    assert "myapp: 3 rounds, 10 clients, sequential engine" in capsys.readouterr().out
+    first_line = "myapp: 3 rounds, 10 clients; engine: sequential (the run config's engine)"
+    assert first_line in capsys.readouterr().out
 
 
 PROBE_PROJECT = {
@@ -117,6 +118,17 @@ def test_run_config_reaches_the_clients_and_flags_win(tmp_path, capsys):
     assert fit["clients"] == [[1, 3.0]]
     assert fit["is_cli_label"] == [[1, 1.0]]
     assert "3/0" in capsys.readouterr().out  # three clients trained
+
+
+def test_run_names_its_engine_and_why_and_tracks_like_simulate(tmp_path, capsys):
+    project = write_files(tmp_path / "probe", PROBE_PROJECT)  # its run config names no engine
+    board = tmp_path / "board"
+    assert roost("run", project, "--tensorboard", board, "--client-metrics") == 0
+    out = capsys.readouterr().out
+    assert "probe: 1 rounds, 2 clients; engine: sequential (the default: " in out
+    assert list(board.glob("events.out.tfevents.*")), "--tensorboard wrote no event file"
+    assert roost("run", project, "--engine", "process", "--quiet") == 0
+    assert "engine: process (--engine)" in capsys.readouterr().out
 
 
 def test_project_mistakes_get_one_clear_line(tmp_path, monkeypatch, capsys):

@@ -25,7 +25,7 @@ from roost.server.loop import RoundCallback, ServerConfig, run_rounds
 from roost.server.state import open_state, recording
 from roost.strategy.presets import FedAvg
 from roost.strategy.strategy import Strategy
-from roost.tracking.base import ClientMetricsRecorder, Tracker, TrackRounds
+from roost.tracking.base import Tracker, TrackRounds
 from roost.transport.base import Transport
 
 log = logging.getLogger("roost")
@@ -78,18 +78,17 @@ def run_simulation(
     strategy = strategy if strategy is not None else FedAvg()
     config = config if config is not None else ServerConfig(num_rounds=1)
     store, saved = open_state(state_dir, resume, out_dir)
-    recorder = ClientMetricsRecorder() if client_metrics else None  # sees the engine's results
     track = TrackRounds(
         trackers,
         num_rounds=config.num_rounds,
-        client_metrics=recorder,
+        client_metrics=client_metrics,
         then=recording(store, on_round_end),
     )
     try:
         transport = _engine(
             engine, client_fn, num_clients, run_config, engine_options, warm_clients, strategy
         )
-        transport = recorder.observe(transport) if recorder is not None else transport
+        transport = track.observe(transport)  # sees the engine's results
         try:
             history = run_rounds(
                 strategy, transport, config, seed=seed, resume_from=saved, on_round_end=track

@@ -41,7 +41,8 @@ ROOST_KEYS: dict[str, str] = {
 }
 """The run-config keys roost reads itself, with what they must be."""
 
-DEFAULTS: dict[str, Any] = {"num-rounds": 3, "num-clients": 10, "engine": "sequential", "seed": 0}
+DEFAULTS: dict[str, Any] = {"num-rounds": 3, "num-clients": 10, "seed": 0}
+"""Run-config values roost uses when the project sets none (no engine: `roost run` picks one)."""
 
 RunConfigOverrides = Mapping[str, Any] | str | Sequence[str] | None
 """`{"key": value}`, or `--run-config` texts: `"key=value other='text'"`, or a `.toml` file."""
@@ -129,7 +130,13 @@ class RoostProject:
 
     @property
     def engine(self) -> str:
-        return str(self.run_config["engine"])
+        return self.configured_engine or "sequential"
+
+    @property
+    def configured_engine(self) -> str | None:
+        """The engine the run config names, None when it names none."""
+        engine = self.run_config.get("engine")
+        return None if engine is None else str(engine)
 
     @property
     def seed(self) -> int:
@@ -200,7 +207,8 @@ def checked_run_config(
     for key in ("num-rounds", "num-clients"):
         _check(key, run_config[key], lambda v: isinstance(v, int) and v >= 1)
     _check("seed", run_config["seed"], lambda v: isinstance(v, int) and not isinstance(v, bool))
-    _check("engine", run_config["engine"], lambda v: isinstance(v, str))
+    if "engine" in run_config:
+        _check("engine", run_config["engine"], lambda v: isinstance(v, str))
     if "round-timeout" in run_config:
         _check("round-timeout", run_config["round-timeout"], _positive_number)
     return run_config

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
 from roost.cli.app import FlowerProjectApp, ProjectApp, add_run_config_option, load_project_app
 from roost.cli.dp_options import add_privacy_arguments, privacy_flags_given, privacy_settings
 from roost.cli.options import CommandParser, positive_int
-from roost.cli.report import add_output_options, history_table, start_console
+from roost.cli.report import Reporter, add_output_options, history_table, run_params
 from roost.cli.secagg_options import add_secagg_arguments, secure_aggregation
 from roost.cli.simulate import add_state_options
 from roost.cli.strategy_options import add_clip_arguments
@@ -26,9 +25,6 @@ from roost.errors import ConfigurationError
 from roost.server.history import History
 from roost.server.loop import ServerConfig
 from roost.strategy.strategy import Strategy
-
-if TYPE_CHECKING:
-    from rich.console import Console
 
 
 def add_command(root: CommandParser) -> None:
@@ -47,7 +43,8 @@ def add_command(root: CommandParser) -> None:
         "--engine",
         choices=ENGINES,
         default=None,
-        help="how clients run (default: the run config's engine, else sequential)",
+        help="how clients run (default: the run config's engine, else sequential; the run's "
+        "first line names the engine and why)",
     )
     parser.add_argument(
         "--clients",
@@ -56,7 +53,7 @@ def add_command(root: CommandParser) -> None:
         help="number of clients (default: the run config's num-clients; for a Flower project "
         "its federation's num-supernodes)",
     )
-    add_output_options(parser)
+    add_output_options(parser, simulation=True)
     add_state_options(parser)
     add_privacy_arguments(parser)
     add_clip_arguments(parser)
@@ -66,42 +63,62 @@ def add_command(root: CommandParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Simulate the project `args.directory`; print the summary and write `--out`."""
-    from roost.outputs import save_run
+    from roost.outputs import check_out_dir, save_run
 
-    console = start_console(args.quiet)
     if args.resume and not args.state:
         raise ConfigurationError("--resume needs --state DIR, the directory of the run to resume")
+    if args.out:
+        check_out_dir(args.out)
     app = load_project_app(args.directory, args.run_config)
-    if isinstance(app, FlowerProjectApp):
-        history = _run_flower_project(app, args)
-    else:
-        history = _run_roost_project(app, args, console)
-    console.print(history_table(history))
+    num_rounds = app.project.num_rounds if isinstance(app, ProjectApp) and app.project else None
+    with Reporter(args, num_rounds, run_params(args)) as reporter:
+        if isinstance(app, FlowerProjectApp):
+            history = _run_flower_project(app, args, reporter)
+        else:
+            history = _run_roost_project(app, args, reporter)
+    reporter.console.print(history_table(history))
     if args.out:
         for path in save_run(args.out, history):
-            console.print(f"wrote {path}")
-    return 0
+            reporter.print(f"wrote {path}")
+    return reporter.conclude(history)
 
 
-def _run_roost_project(app: ProjectApp, args: argparse.Namespace, console: Console) -> History:
+def engine_choice(flag: str | None, project_engine: str | None) -> tuple[str, str]:
+    """The engine a project runs on and why: `--engine`, else the run config's, else sequential.
+
+    Sequential is the default because a project's clients are its own Python objects, and
+    running them in this process costs nothing to start, while every worker of the process or
+    Ray engine first imports the app and its framework (about 1.5 s for torch); those engines
+    pay off only when each client trains for seconds and there are cores to spare.
+    """
+    if flag is not None:
+        return flag, "--engine"
+    if project_engine is not None:
+        return project_engine, "the run config's engine"
+    return "sequential", (
+        "the default: clients run in this process with no start-up cost; --engine process "
+        "spreads clients that train for seconds over the cores"
+    )
+
+
+def _run_roost_project(app: ProjectApp, args: argparse.Namespace, reporter: Reporter) -> History:
     from roost.simulation import run_simulation
 
     assert app.project is not None  # load_project_app always sets it
-    flags = {"num-clients": args.clients, "engine": args.engine}
+    engine, why = engine_choice(args.engine, app.project.configured_engine)
+    flags = {"num-clients": args.clients, "engine": engine}
     run_config = {**app.project.run_config, **{k: v for k, v in flags.items() if v is not None}}
     project = replace(app.project, run_config=run_config)  # the flags reach context.run_config
     if project.engine not in ENGINES:
         raise ConfigurationError(
             f"run config engine = {project.engine!r}: choose one of {', '.join(ENGINES)}"
         )
-    console.print(
-        f"{project.name}: {project.num_rounds} rounds, {project.num_clients} clients, "
-        f"{project.engine} engine",
-        soft_wrap=True,
-        markup=False,
+    reporter.print(
+        f"{project.name}: {project.num_rounds} rounds, {project.num_clients} clients; "
+        f"engine: {project.engine} ({why})"
     )
     client_fn, strategy = _protected(
-        project.client_fn(), project.make_strategy(), project.num_clients, args, console
+        project.client_fn(), project.make_strategy(), project.num_clients, args, reporter
     )
     return run_simulation(
         client_fn,
@@ -113,6 +130,8 @@ def _run_roost_project(app: ProjectApp, args: argparse.Namespace, console: Conso
         engine=project.engine,
         state_dir=args.state,
         resume=args.resume,
+        trackers=reporter.trackers,
+        client_metrics=args.client_metrics,
     )
 
 
@@ -121,7 +140,7 @@ def _protected(
     strategy: Strategy,
     num_clients: int,
     args: argparse.Namespace,
-    console: Console,
+    reporter: Reporter,
 ) -> tuple[ClientFn, Strategy]:
     """The project's clients and strategy with `--dp` and `--secagg` applied (as on `roost
     simulate`: central DP keeps the strategy's server optimizer; local DP wraps the clients)."""
@@ -134,14 +153,16 @@ def _protected(
         secure.check(strategy)
         strategy.secure_aggregation = secure
     if privacy is not None:
-        console.print(privacy.describe(), soft_wrap=True, markup=False)
+        reporter.print(privacy.describe())
         if privacy.mode == "central":
             strategy = privacy.central(strategy)
         client_fn = privacy.client_fn(client_fn)
     return client_fn, strategy
 
 
-def _run_flower_project(app: FlowerProjectApp, args: argparse.Namespace) -> History:
+def _run_flower_project(
+    app: FlowerProjectApp, args: argparse.Namespace, reporter: Reporter
+) -> History:
     from roost.compat.flwr.project import run_project
 
     assert app.directory is not None  # load_project_app always sets it
@@ -150,11 +171,19 @@ def _run_flower_project(app: FlowerProjectApp, args: argparse.Namespace) -> Hist
             "--dp and --secagg apply to roost projects; a Flower project builds its own "
             "strategy in its ServerApp"
         )
+    if args.client_metrics:
+        raise ConfigurationError(
+            "--client-metrics applies to roost projects; a Flower project's ServerApp receives "
+            "its nodes' replies as Messages and logs from them what it chooses"
+        )
+    engine, why = engine_choice(args.engine, None)
+    reporter.print(f"{app.directory.name}: Flower project; engine: {engine} ({why})")
     return run_project(
         app.directory,
         run_config_overrides=app.run_config_overrides,
         num_nodes=args.clients,
-        engine=args.engine or "sequential",
+        engine=engine,
         state_dir=args.state,
         resume=args.resume,
+        on_round_end=reporter.track,
     )

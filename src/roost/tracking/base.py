@@ -165,7 +165,8 @@ class TrackRounds:
     Args:
         trackers: objects with `on_round_end(record)` and `close()`.
         num_rounds: the rounds the run is configured for (shown as i/N; used for ETAs).
-        client_metrics: a recorder whose transport the run uses, for per-client metrics.
+        client_metrics: also hand trackers each client's own fit and evaluate metrics, read
+            from the transport that `observe` returns (the run must use that one).
         then: another `on_round_end` callback (a checkpoint, say), called first.
     """
 
@@ -174,14 +175,21 @@ class TrackRounds:
         trackers: Sequence[Tracker],
         *,
         num_rounds: int | None = None,
-        client_metrics: ClientMetricsRecorder | None = None,
+        client_metrics: bool = False,
         then: Callable[[ServerState], None] | None = None,
     ) -> None:
         self.trackers = list(trackers)
         self.num_rounds = num_rounds
-        self.client_metrics = client_metrics
+        self.client_metrics = ClientMetricsRecorder() if client_metrics else None
         self._then = then
         self._started = time.perf_counter()
+
+    def observe(self, transport: Transport) -> Transport:
+        """The transport for the run: `transport` itself, or with `client_metrics` one that
+        records every client's metrics on their way to the round loop."""
+        if self.client_metrics is None:
+            return transport
+        return self.client_metrics.observe(transport)
 
     def __call__(self, state: ServerState) -> None:
         if self._then is not None:
