@@ -174,6 +174,8 @@ def start_client(
 
     Raises:
         ClientRefusedError: the server refused this client (credentials, node id, version).
+        TlsMismatchError: TLS on one end only, or a certificate the other end does not trust;
+            raised at the first failed connection, since retrying cannot fix it.
         ServerUnreachableError: no connection for `reconnect_timeout` seconds.
     """
     ensure_logging()

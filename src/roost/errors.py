@@ -31,3 +31,8 @@ class RunFinished(RoostError):
     Raised before a round's cohort is chosen; the round loop stops there, keeps every completed
     round, and logs the message.
     """
+
+
+class TlsMismatchError(ServerUnreachableError):
+    """The client's TLS settings do not fit the server's (TLS on one end only, or a certificate
+    the other end does not trust). Raised at the first failed connection: retrying cannot help."""

@@ -3,7 +3,8 @@
 A client keeps one `Join` stream open to the server. It carries out instructions one at a time, in
 the order they arrive, and sends each result back on the same stream. When the connection is lost
 (the server restarted, the network failed) it reconnects with exponential backoff; when the server
-says the run is over it returns.
+says the run is over it returns. A connection that fails the way a TLS mismatch fails is looked
+into at once (`probe`): a mismatch is named and ends the client, as retrying cannot fix it.
 """
 
 from __future__ import annotations
@@ -26,13 +27,16 @@ from roost.errors import (
     ConfigurationError,
     InvalidMessageError,
     ServerUnreachableError,
+    TlsMismatchError,
 )
 from roost.transport.grpc import frames, wire
 from roost.transport.grpc import roost_pb2 as pb
+from roost.transport.grpc.probe import explain_tls_failure, looks_like_tls_failure
 from roost.transport.grpc.security import (
     PemSource,
     channel_credentials,
     check_node_id,
+    read_pem,
     token_metadata,
 )
 from roost.transport.grpc.stream import check_chunk_bytes, dispatch_frame, stream_options
@@ -114,10 +118,24 @@ class GrpcClient:
             raise ConfigurationError(
                 "a client certificate needs TLS: pass root_certificates (--root-certificate) too"
             )
+        if certificate is not None and len(certificate) != 2:
+            raise ConfigurationError("certificate must be (certificate_chain, private_key)")
+        # Read once: the channel's credentials and a TLS probe both use the PEM data.
+        self._root_certificates = (
+            None if root_certificates is None else read_pem(root_certificates, "root certificate")
+        )
+        self._certificate = (
+            None
+            if certificate is None
+            else (
+                read_pem(certificate[0], "client certificate"),
+                read_pem(certificate[1], "client private key"),
+            )
+        )
         self._credentials = (
             None
-            if root_certificates is None
-            else channel_credentials(root_certificates, certificate)
+            if self._root_certificates is None
+            else channel_credentials(self._root_certificates, self._certificate)
         )
         self._metadata = token_metadata(token) if token else ()
         self.max_message_bytes = max_message_bytes
@@ -132,8 +150,9 @@ class GrpcClient:
     def run(self) -> None:
         """Serve until the server ends the run.
 
-        Raises `ClientRefusedError` when the server refuses this client, and
-        `ServerUnreachableError` after `reconnect_timeout` seconds without a connection.
+        Raises `ClientRefusedError` when the server refuses this client, `TlsMismatchError` at
+        once when its TLS settings do not fit the server's, and `ServerUnreachableError` after
+        `reconnect_timeout` seconds without a connection.
         """
         backoff = self.initial_backoff
         lost_since = time.monotonic()
@@ -197,6 +216,8 @@ class GrpcClient:
                     f"the server refused this client's credentials ({details}); pass the token "
                     f"the server's operator issued for node {self.node_id!r}"
                 ) from None
+            if code == grpc.StatusCode.UNAVAILABLE and not stream.welcomed:
+                self._check_tls_fits(details)
             raise _Lost(
                 f"connection to {self.server_address} failed: {code.name}: {details}",
                 stream.welcomed,
@@ -207,6 +228,16 @@ class GrpcClient:
             if call is not None:
                 call.cancel()
             channel.close()
+
+    def _check_tls_fits(self, details: str | None) -> None:
+        """Raise `TlsMismatchError` if a failed connection failed for a TLS mismatch."""
+        if not looks_like_tls_failure(details):
+            return
+        mismatch = explain_tls_failure(
+            self.server_address, self._root_certificates, self._certificate
+        )
+        if mismatch is not None:
+            raise TlsMismatchError(mismatch) from None
 
     def _carry_out(self, assembly: wire.Assembly) -> Iterable[bytes]:
         """Run one instruction on the client; return the frames of its result (or of an error)."""
