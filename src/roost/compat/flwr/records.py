@@ -76,6 +76,11 @@ def array_value(array: Array) -> np.ndarray:
     return array._array
 
 
+def array_values(record: ArrayRecord) -> list[np.ndarray]:
+    """The arrays inside `record`, in its order, without copies (for roost's own conversions)."""
+    return [array_value(array) for array in record.values()]
+
+
 def wrap_array(value: np.ndarray) -> Array:
     """An `Array` holding `value` itself, without a copy (for roost's own conversions)."""
     array = Array.__new__(Array)

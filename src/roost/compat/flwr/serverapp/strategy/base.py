@@ -18,7 +18,7 @@ from roost.compat.flwr.records import (
     ConfigRecord,
     MetricRecord,
     RecordDict,
-    array_value,
+    array_values,
     wrap_arrays,
 )
 from roost.compat.flwr.serverapp.grid import Grid
@@ -58,13 +58,13 @@ class Strategy:
     ) -> Any:
         raise _step_error("configure_train")
 
-    def aggregate_train(self, server_round: int, replies: Any) -> Any:
-        raise _step_error("aggregate_train")
-
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Any:
         raise _step_error("configure_evaluate")
+
+    def aggregate_train(self, server_round: int, replies: Any) -> Any:
+        raise _step_error("aggregate_train")
 
     def aggregate_evaluate(self, server_round: int, replies: Any) -> Any:
         raise _step_error("aggregate_evaluate")
@@ -207,7 +207,7 @@ class FedAvg(Strategy):
             "min_fit_clients": self.min_train_nodes,
             "min_evaluate_clients": self.min_evaluate_nodes,
             "min_available_clients": self.min_available_nodes,
-            "initial_parameters": [array_value(array) for array in initial_arrays.values()],
+            "initial_parameters": array_values(initial_arrays),
             "on_fit_config_fn": _round_config,
             "on_evaluate_config_fn": _round_config,
             "fit_metrics_aggregation_fn": _metrics_fn(
