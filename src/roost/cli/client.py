@@ -7,11 +7,10 @@ import logging
 import os
 from functools import partial
 
-from roost.cli.app import App, add_run_config_option, load_app
+from roost.cli.app import App, load_app
 from roost.cli.dp_options import add_privacy_arguments, client_privacy
 from roost.cli.options import CommandParser, address, positive_float, positive_int
-from roost.cli.server import add_message_size_option, quiet_grpc_core
-from roost.cli.settings import RunSettings, add_app_option
+from roost.cli.server import add_node_options, quiet_grpc_core
 from roost.errors import ConfigurationError
 from roost.log import ensure_logging
 
@@ -71,15 +70,12 @@ def add_command(root: CommandParser, default_app: App) -> None:
         default=600.0,
         help="give up after this many seconds without a connection (default: %(default)s)",
     )
-    add_message_size_option(parser, "largest instruction accepted")
-    parser.add_argument(
-        "--seed",
-        type=int,
-        default=RunSettings().seed,
-        help="demo: seed of the data split, same as the server's (default: %(default)s)",
+    add_node_options(
+        parser,
+        largest_message="largest instruction accepted",
+        seed_help="demo: seed of the data split, same as the server's",
+        default_title=default_app.title,
     )
-    add_app_option(parser, default_app.title)
-    add_run_config_option(parser)
     parser.add_argument("--quiet", action="store_true", help="log warnings and errors only")
     parser.add_argument("--verbose", action="store_true", help="also show gRPC's own log lines")
     add_privacy_arguments(parser, client=True)

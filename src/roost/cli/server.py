@@ -69,15 +69,12 @@ def add_command(root: CommandParser, default_app: App) -> None:
         default=None,
         help="give up after waiting this many seconds for enough clients (default: wait forever)",
     )
-    add_message_size_option(parser, "largest result accepted from a client")
-    parser.add_argument(
-        "--seed",
-        type=int,
-        default=RunSettings().seed,
-        help="seed for client sampling and the demo's data (default: %(default)s)",
+    add_node_options(
+        parser,
+        largest_message="largest result accepted from a client",
+        seed_help="seed for client sampling and the demo's data",
+        default_title=default_app.title,
     )
-    add_app_option(parser, default_app.title)
-    add_run_config_option(parser)
     add_run_options(parser, app_only=True)
     add_strategy_arguments(parser)
     add_privacy_arguments(parser)
@@ -110,14 +107,26 @@ def add_security_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_message_size_option(parser: argparse.ArgumentParser, what: str) -> None:
-    """`--max-message-mb`: the largest message this end accepts (`what` says which)."""
+def add_node_options(
+    parser: argparse.ArgumentParser, *, largest_message: str, seed_help: str, default_title: str
+) -> None:
+    """The options `roost server` and `roost client` share: `--max-message-mb` (the largest
+    message this end accepts, `largest_message` says which), `--seed` (`seed_help` says what it
+    seeds), `--app` (`default_title` names the app run without it) and `--run-config`."""
     parser.add_argument(
         "--max-message-mb",
         type=positive_float,
         default=1024,
-        help=f"{what}, in MiB (default: %(default)s)",
+        help=f"{largest_message}, in MiB (default: %(default)s)",
     )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=RunSettings().seed,
+        help=f"{seed_help} (default: %(default)s)",
+    )
+    add_app_option(parser, default_title)
+    add_run_config_option(parser)
 
 
 def quiet_grpc_core(verbose: bool = False) -> None:

@@ -33,11 +33,21 @@ class GetParametersRes:
 
 
 @dataclass(frozen=True)
-class FitIns:
-    """Train locally, starting from `parameters`, as `config` says."""
+class ModelIns:
+    """What FitIns and EvaluateIns both carry: the global model and the round's config."""
 
     parameters: Parameters
     config: Config = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FitIns(ModelIns):
+    """Train locally, starting from `parameters`, as `config` says."""
+
+
+@dataclass(frozen=True)
+class EvaluateIns(ModelIns):
+    """Evaluate `parameters` on the client's local data."""
 
 
 @dataclass(frozen=True)
@@ -47,14 +57,6 @@ class FitRes:
     parameters: Parameters
     num_examples: int
     metrics: Metrics = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class EvaluateIns:
-    """Evaluate `parameters` on the client's local data."""
-
-    parameters: Parameters
-    config: Config = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

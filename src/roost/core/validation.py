@@ -125,48 +125,56 @@ def check_loss(value: object) -> float:
     return loss
 
 
+# What answers each instruction, and the client method named when another kind comes back.
+_ANSWERS: tuple[tuple[type, str, type], ...] = (
+    (types.FitIns, "fit", types.FitRes),
+    (types.EvaluateIns, "evaluate", types.EvaluateRes),
+    (types.GetParametersIns, "get_parameters", types.GetParametersRes),
+    (types.PhaseIns, "", types.PhaseRes),
+)
+
+
+def _check_answers(instruction: Instruction, result: object) -> None:
+    for instruction_type, method, result_type in _ANSWERS:
+        if not isinstance(instruction, instruction_type):
+            continue
+        if isinstance(result, result_type):
+            return
+        if isinstance(instruction, types.PhaseIns):
+            method = f"{instruction.protocol} {instruction.phase}"
+        raise InvalidMessageError(
+            f"{method} returned {type(result).__name__}, not {result_type.__name__}"
+        )
+    raise InvalidMessageError(f"unknown instruction {type(instruction).__name__}")
+
+
 def validate_result(
     client_id: str, instruction: Instruction, result: object, template: Parameters | None
 ) -> Result | Failure:
     """Check a client's `result` for `instruction`; return it cleaned, or a `Failure` saying why."""
+    if isinstance(result, Failure):
+        return result
     try:
-        if isinstance(result, Failure):
-            return result
-        if isinstance(instruction, types.FitIns):
-            if not isinstance(result, types.FitRes):
-                raise InvalidMessageError(f"fit returned {type(result).__name__}, not FitRes")
+        _check_answers(instruction, result)
+        if isinstance(result, types.FitRes):
             return types.FitRes(
-                parameters=check_parameters(result.parameters, template),
-                num_examples=check_num_examples(result.num_examples),
-                metrics=check_scalar_dict(result.metrics, "metrics", finite=True),
+                check_parameters(result.parameters, template),
+                check_num_examples(result.num_examples),
+                check_scalar_dict(result.metrics, "metrics", finite=True),
             )
-        if isinstance(instruction, types.EvaluateIns):
-            if not isinstance(result, types.EvaluateRes):
-                raise InvalidMessageError(
-                    f"evaluate returned {type(result).__name__}, not EvaluateRes"
-                )
+        if isinstance(result, types.EvaluateRes):
             return types.EvaluateRes(
-                loss=check_loss(result.loss),
-                num_examples=check_num_examples(result.num_examples),
-                metrics=check_scalar_dict(result.metrics, "metrics", finite=True),
+                check_loss(result.loss),
+                check_num_examples(result.num_examples),
+                check_scalar_dict(result.metrics, "metrics", finite=True),
             )
-        if isinstance(instruction, types.GetParametersIns):
-            if not isinstance(result, types.GetParametersRes):
-                raise InvalidMessageError(
-                    f"get_parameters returned {type(result).__name__}, not GetParametersRes"
-                )
-            return types.GetParametersRes(parameters=check_parameters(result.parameters, template))
-        if isinstance(instruction, types.PhaseIns):
-            if not isinstance(result, types.PhaseRes):
-                raise InvalidMessageError(
-                    f"{instruction.protocol} {instruction.phase} returned "
-                    f"{type(result).__name__}, not PhaseRes"
-                )
-            # The protocol checks its own payload; here: arrays of numbers, scalar values.
-            return types.PhaseRes(
-                arrays=check_parameters(result.arrays),
-                values=check_scalar_dict(result.values, "values", finite=True),
-            )
-        raise InvalidMessageError(f"unknown instruction {type(instruction).__name__}")
+        if isinstance(result, types.GetParametersRes):
+            return types.GetParametersRes(check_parameters(result.parameters, template))
+        assert isinstance(result, types.PhaseRes)
+        # The protocol checks its own payload; here: arrays of numbers, scalar values.
+        return types.PhaseRes(
+            check_parameters(result.arrays),
+            check_scalar_dict(result.values, "values", finite=True),
+        )
     except InvalidMessageError as error:
         return Failure(client_id, str(error), kind="invalid")

@@ -12,7 +12,7 @@ Node ids are the 1-based ids the server gives the cohort's clients for this roun
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar, Self
+from typing import Any, ClassVar, NamedTuple, Self, dataclass_transform, get_type_hints
 
 import numpy as np
 
@@ -38,14 +38,37 @@ _ID_DTYPE = np.dtype(np.int64)
 _BYTE_DTYPE = np.dtype(np.uint8)
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
+class _WireArray(NamedTuple):
+    """How an array field travels: its dtype (or the dtypes allowed) and the width of its second
+    dimension (None for a 1-D array)."""
+
+    dtype: np.dtype | tuple[np.dtype, ...]
+    width: int | None
+
+
+def _array(dtype: np.dtype | tuple[np.dtype, ...], width: int | None = None) -> Any:
+    """Declare a message field that travels as an array (every other field is a value)."""
+    return dataclasses.field(metadata={"wire": _WireArray(dtype, width)})
+
+
+@dataclass_transform(frozen_default=True, eq_default=False, field_specifiers=(_array,))
 class _Message:
-    """Shared wire conversion; subclasses declare KIND, ARRAYS and VALUES."""
+    """Shared wire conversion. A subclass names its kind, `class X(_Message, kind="..."):`, and
+    declares its fields: arrays with `_array(...)`, first, then the scalar values; it becomes a
+    frozen dataclass whose wire layout is read from those fields."""
 
     KIND: ClassVar[str]
-    # (field, dtype or allowed dtypes, width of the second dimension or None for a 1-D array)
-    ARRAYS: ClassVar[tuple[tuple[str, np.dtype | tuple[np.dtype, ...], int | None], ...]] = ()
-    VALUES: ClassVar[tuple[tuple[str, type], ...]] = ()
+    ARRAYS: ClassVar[tuple[tuple[str, np.dtype | tuple[np.dtype, ...], int | None], ...]]
+    VALUES: ClassVar[tuple[tuple[str, type], ...]]
+
+    def __init_subclass__(cls, *, kind: str, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        dataclasses.dataclass(frozen=True, eq=False)(cls)
+        cls.KIND = kind
+        types = get_type_hints(cls)
+        fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+        cls.ARRAYS = tuple((f.name, *f.metadata["wire"]) for f in fields if "wire" in f.metadata)
+        cls.VALUES = tuple((f.name, types[f.name]) for f in fields if "wire" not in f.metadata)
 
     def to_wire(self) -> WireMessage:
         """(arrays, values) in the order `from_wire` expects."""
@@ -104,18 +127,9 @@ class _Message:
         """Consistency between fields; subclasses override."""
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
-class AdvertiseKeysIns(_Message):
+class AdvertiseKeysIns(_Message, kind="secagg.advertise_keys.ins"):
     """Phase 1, server -> client: your node id and the round's settings; advertise two keys."""
 
-    KIND: ClassVar[str] = "secagg.advertise_keys.ins"
-    VALUES: ClassVar = (
-        ("server_round", int),
-        ("node_id", int),
-        ("vector_length", int),
-        ("bits", int),
-        ("threshold", int),
-    )
     server_round: int
     node_id: int
     vector_length: int
@@ -131,12 +145,9 @@ class AdvertiseKeysIns(_Message):
             raise MessageFormatError(f"{self.KIND}: threshold must be >= 2")
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
-class AdvertiseKeysRes(_Message):
+class AdvertiseKeysRes(_Message, kind="secagg.advertise_keys.res"):
     """Phase 1, client -> server: raw X25519 public keys for share encryption and masking."""
 
-    KIND: ClassVar[str] = "secagg.advertise_keys.res"
-    VALUES: ClassVar = (("encryption_key", bytes), ("masking_key", bytes))
     encryption_key: bytes
     masking_key: bytes
 
@@ -148,35 +159,20 @@ class AdvertiseKeysRes(_Message):
             raise MessageFormatError(f"{self.KIND}: the two public keys must differ")
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
-class ShareKeysIns(_Message):
+class ShareKeysIns(_Message, kind="secagg.share_keys.ins"):
     """Phase 2, server -> client: your live neighbours and their public keys; share your secrets."""
 
-    KIND: ClassVar[str] = "secagg.share_keys.ins"
-    ARRAYS: ClassVar = (
-        ("neighbour_ids", _ID_DTYPE, None),
-        ("encryption_keys", _BYTE_DTYPE, KEY_BYTES),
-        ("masking_keys", _BYTE_DTYPE, KEY_BYTES),
-    )
-    VALUES: ClassVar = (("server_round", int),)
-    neighbour_ids: np.ndarray
-    encryption_keys: np.ndarray
-    masking_keys: np.ndarray
+    neighbour_ids: np.ndarray = _array(_ID_DTYPE)
+    encryption_keys: np.ndarray = _array(_BYTE_DTYPE, KEY_BYTES)
+    masking_keys: np.ndarray = _array(_BYTE_DTYPE, KEY_BYTES)
     server_round: int
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
-class ShareKeysRes(_Message):
+class ShareKeysRes(_Message, kind="secagg.share_keys.res"):
     """Phase 2, client -> server: one encrypted share pair per neighbour, and a seed commitment."""
 
-    KIND: ClassVar[str] = "secagg.share_keys.res"
-    ARRAYS: ClassVar = (
-        ("receiver_ids", _ID_DTYPE, None),
-        ("ciphertexts", _BYTE_DTYPE, CIPHERTEXT_BYTES),
-    )
-    VALUES: ClassVar = (("seed_commitment", bytes),)
-    receiver_ids: np.ndarray
-    ciphertexts: np.ndarray
+    receiver_ids: np.ndarray = _array(_ID_DTYPE)
+    ciphertexts: np.ndarray = _array(_BYTE_DTYPE, CIPHERTEXT_BYTES)
     seed_commitment: bytes
 
     def check(self) -> None:
@@ -186,69 +182,41 @@ class ShareKeysRes(_Message):
             )
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
-class MaskedInputIns(_Message):
+class MaskedInputIns(_Message, kind="secagg.masked_input.ins"):
     """Phase 3, server -> client: the shares others sent you; send your masked input."""
 
-    KIND: ClassVar[str] = "secagg.masked_input.ins"
-    ARRAYS: ClassVar = (
-        ("sender_ids", _ID_DTYPE, None),
-        ("ciphertexts", _BYTE_DTYPE, CIPHERTEXT_BYTES),
-    )
-    VALUES: ClassVar = (("server_round", int),)
-    sender_ids: np.ndarray
-    ciphertexts: np.ndarray
+    sender_ids: np.ndarray = _array(_ID_DTYPE)
+    ciphertexts: np.ndarray = _array(_BYTE_DTYPE, CIPHERTEXT_BYTES)
     server_round: int
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
-class MaskedInputRes(_Message):
+class MaskedInputRes(_Message, kind="secagg.masked_input.res"):
     """Phase 3, client -> server: y = input + masks mod 2^bits, and the senders it rejected.
 
     A sender is rejected when its encrypted shares fail authentication or its key confirmation
     does not match; the client holds no shares of a rejected sender and did not mask with it.
     """
 
-    KIND: ClassVar[str] = "secagg.masked_input.res"
-    ARRAYS: ClassVar = (
-        ("masked_input", (np.dtype(np.uint32), np.dtype(np.uint64)), None),
-        ("rejected_senders", _ID_DTYPE, None),
-    )
-    masked_input: np.ndarray
-    rejected_senders: np.ndarray
+    masked_input: np.ndarray = _array((np.dtype(np.uint32), np.dtype(np.uint64)))
+    rejected_senders: np.ndarray = _array(_ID_DTYPE)
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
-class UnmaskIns(_Message):
+class UnmaskIns(_Message, kind="secagg.unmask.ins"):
     """Phase 4, server -> client: reveal seed shares of these survivors, key shares of these."""
 
-    KIND: ClassVar[str] = "secagg.unmask.ins"
-    ARRAYS: ClassVar = (
-        ("survivor_ids", _ID_DTYPE, None),
-        ("dropped_ids", _ID_DTYPE, None),
-    )
-    VALUES: ClassVar = (("server_round", int), ("num_survivors", int))
-    survivor_ids: np.ndarray
-    dropped_ids: np.ndarray
+    survivor_ids: np.ndarray = _array(_ID_DTYPE)
+    dropped_ids: np.ndarray = _array(_ID_DTYPE)
     server_round: int
     num_survivors: int
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
-class UnmaskRes(_Message):
+class UnmaskRes(_Message, kind="secagg.unmask.res"):
     """Phase 4, client -> server: the requested share values, one row per owner."""
 
-    KIND: ClassVar[str] = "secagg.unmask.res"
-    ARRAYS: ClassVar = (
-        ("seed_share_owners", _ID_DTYPE, None),
-        ("seed_shares", _BYTE_DTYPE, SHARE_VALUE_BYTES),
-        ("key_share_owners", _ID_DTYPE, None),
-        ("key_shares", _BYTE_DTYPE, SHARE_VALUE_BYTES),
-    )
-    seed_share_owners: np.ndarray
-    seed_shares: np.ndarray
-    key_share_owners: np.ndarray
-    key_shares: np.ndarray
+    seed_share_owners: np.ndarray = _array(_ID_DTYPE)
+    seed_shares: np.ndarray = _array(_BYTE_DTYPE, SHARE_VALUE_BYTES)
+    key_share_owners: np.ndarray = _array(_ID_DTYPE)
+    key_shares: np.ndarray = _array(_BYTE_DTYPE, SHARE_VALUE_BYTES)
 
 
 def masked_dtype(bits: int) -> np.dtype:

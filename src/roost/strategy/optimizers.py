@@ -148,12 +148,11 @@ class ServerAdam(_Adaptive):
 
 
 @dataclass(frozen=True)
-class ServerYogi(_Adaptive):
-    """Yogi on the server (FedYogi): v ← v − (1 − β₂)·Δ²·sign(v − Δ²)."""
+class ServerYogi(ServerAdam):
+    """Yogi on the server (FedYogi): Adam (β₁, β₂ and their defaults too) but for the second
+    moment, v ← v − (1 − β₂)·Δ²·sign(v − Δ²)."""
 
     learning_rate: float = 0.01
-    beta_1: float = 0.9
-    beta_2: float = 0.99
     tau: float = 1e-3
 
     def _second_moment(self, v: np.ndarray, squared: np.ndarray) -> np.ndarray:

@@ -76,6 +76,11 @@ def array_value(array: Array) -> np.ndarray:
     return array._array
 
 
+def array_values(record: ArrayRecord) -> list[np.ndarray]:
+    """The arrays inside `record`, in its order, without copies (for roost's own conversions)."""
+    return [array_value(array) for array in record.values()]
+
+
 def wrap_array(value: np.ndarray) -> Array:
     """An `Array` holding `value` itself, without a copy (for roost's own conversions)."""
     array = Array.__new__(Array)
@@ -127,8 +132,9 @@ class _Record(MutableMapping):
 
     kind = "record"
 
-    def __init__(self) -> None:
+    def __init__(self, items: Mapping[str, Any] | None = None) -> None:
         self._data: dict[str, Any] = {}
+        self.update(items or {})
 
     def _check(self, key: str, value: Any) -> Any:
         raise NotImplementedError
@@ -189,8 +195,7 @@ class ArrayRecord(_Record):
             for index, array in enumerate(source):
                 self[str(index)] = array
         elif isinstance(source, Mapping):
-            for key, array in source.items():
-                self[key] = array
+            self.update(source)
         else:
             raise TypeError(
                 "ArrayRecord takes a list of NumPy arrays, a PyTorch state_dict or a dict of "
@@ -272,32 +277,31 @@ def _kind(value: Any, allowed: tuple[type, ...]) -> type | None:
     return None
 
 
-class MetricRecord(_Record):
+class _ScalarRecord(_Record):
+    """A record of scalars of `value_types` (or lists of one kind of them)."""
+
+    value_types: tuple[type, ...] = ()
+
+    def _check(self, key: str, value: Any) -> Any:
+        return _checked_value(type(self).__name__, key, value, self.value_types)
+
+
+class MetricRecord(_ScalarRecord):
     """Metrics: `str -> int | float | list[int] | list[float]`."""
 
-    kind = "metrics"
+    kind, value_types = "metrics", _METRIC_TYPES
 
     def __init__(self, metric_dict: Mapping[str, Any] | None = None, keep_input: bool = True):
-        super().__init__()
-        for key, value in (metric_dict or {}).items():
-            self[key] = value
-
-    def _check(self, key: str, value: Any) -> Any:
-        return _checked_value("MetricRecord", key, value, _METRIC_TYPES)
+        super().__init__(metric_dict)
 
 
-class ConfigRecord(_Record):
+class ConfigRecord(_ScalarRecord):
     """Configuration: `str -> int | float | str | bytes | bool` or lists of one of them."""
 
-    kind = "config"
+    kind, value_types = "config", _CONFIG_TYPES
 
     def __init__(self, config_dict: Mapping[str, Any] | None = None, keep_input: bool = True):
-        super().__init__()
-        for key, value in (config_dict or {}).items():
-            self[key] = value
-
-    def _check(self, key: str, value: Any) -> Any:
-        return _checked_value("ConfigRecord", key, value, _CONFIG_TYPES)
+        super().__init__(config_dict)
 
 
 RECORD_TYPES = (ArrayRecord, MetricRecord, ConfigRecord)
@@ -310,9 +314,7 @@ class RecordDict(_Record):
     kind = "records"
 
     def __init__(self, records: Mapping[str, Any] | None = None) -> None:
-        super().__init__()
-        for key, value in (records or {}).items():
-            self[key] = value
+        super().__init__(records)
 
     def _check(self, key: str, value: Any) -> Any:
         if not isinstance(value, RECORD_TYPES):

@@ -29,10 +29,13 @@ from roost.compat.flwr.serverapp.strategy.result import Result
 from roost.compat.flwr.unsupported import missing_names
 
 __all__ = [
+    # the interface, FedAvg and the result first; then the presets built on FedAvg
+    "Strategy",
+    "FedAvg",
+    "Result",
     "Bulyan",
     "FedAdagrad",
     "FedAdam",
-    "FedAvg",
     "FedAvgM",
     "FedMedian",
     "FedProx",
@@ -41,8 +44,6 @@ __all__ = [
     "Krum",
     "MultiKrum",
     "QFedAvg",
-    "Result",
-    "Strategy",
 ]
 
 __getattr__ = missing_names("flwr.serverapp.strategy", __all__)

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar, dataclass_transform
 
 from roost.compat.flwr.records import (
     ArrayRecord,
     ConfigRecord,
     MetricRecord,
     RecordDict,
-    array_value,
+    array_values,
     wrap_arrays,
 )
 from roost.compat.flwr.serverapp.grid import Grid
@@ -58,13 +59,13 @@ class Strategy:
     ) -> Any:
         raise _step_error("configure_train")
 
-    def aggregate_train(self, server_round: int, replies: Any) -> Any:
-        raise _step_error("aggregate_train")
-
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Any:
         raise _step_error("configure_evaluate")
+
+    def aggregate_train(self, server_round: int, replies: Any) -> Any:
+        raise _step_error("aggregate_train")
 
     def aggregate_evaluate(self, server_round: int, replies: Any) -> Any:
         raise _step_error("aggregate_evaluate")
@@ -86,35 +87,35 @@ def _step_error(step: str) -> ConfigurationError:
     )
 
 
+@dataclass_transform(kw_only_default=True)
+@dataclass(repr=False, eq=False)
 class FedAvg(Strategy):
-    """Federated Averaging, with Flower's arguments (see `flwr.serverapp.strategy.FedAvg`)."""
+    """Federated Averaging, with Flower's arguments (see `flwr.serverapp.strategy.FedAvg`).
 
-    preset: type[RoostStrategy] = presets.FedAvg
-    weights_by_key = True  # whether the roost preset takes `weight_fn` (QFedAvg sets its own)
+    Each named subclass is a dataclass too: its fields are its own Flower arguments (keyword-only,
+    after FedAvg's), and `preset_options` hands them to the roost preset, renamed by `roost_names`.
+    """
 
-    def __init__(
-        self,
-        fraction_train: float = 1.0,
-        fraction_evaluate: float = 1.0,
-        min_train_nodes: int = 2,
-        min_evaluate_nodes: int = 2,
-        min_available_nodes: int = 2,
-        weighted_by_key: str = "num-examples",
-        arrayrecord_key: str = "arrays",
-        configrecord_key: str = "config",
-        train_metrics_aggr_fn: MetricsAggrFn | None = None,
-        evaluate_metrics_aggr_fn: MetricsAggrFn | None = None,
-    ) -> None:
-        self.fraction_train = fraction_train
-        self.fraction_evaluate = fraction_evaluate
-        self.min_train_nodes = min_train_nodes
-        self.min_evaluate_nodes = min_evaluate_nodes
-        self.min_available_nodes = min_available_nodes
-        self.weighted_by_key = weighted_by_key
-        self.arrayrecord_key = arrayrecord_key
-        self.configrecord_key = configrecord_key
-        self.train_metrics_aggr_fn = train_metrics_aggr_fn
-        self.evaluate_metrics_aggr_fn = evaluate_metrics_aggr_fn
+    preset: ClassVar[type[RoostStrategy]] = presets.FedAvg
+    weights_by_key: ClassVar[bool] = True
+    """Whether the roost preset takes `weight_fn` (QFedAvg weighs by the loss)."""
+    roost_names: ClassVar[dict[str, str]] = {}
+    """The roost preset's name of an own argument where it differs from Flower's."""
+
+    fraction_train: float = 1.0
+    fraction_evaluate: float = 1.0
+    min_train_nodes: int = 2
+    min_evaluate_nodes: int = 2
+    min_available_nodes: int = 2
+    weighted_by_key: str = "num-examples"
+    arrayrecord_key: str = "arrays"
+    configrecord_key: str = "config"
+    train_metrics_aggr_fn: MetricsAggrFn | None = None
+    evaluate_metrics_aggr_fn: MetricsAggrFn | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        dataclass(repr=False, eq=False, kw_only=True)(cls)
 
     def __repr__(self) -> str:
         return (
@@ -124,8 +125,10 @@ class FedAvg(Strategy):
         )
 
     def preset_options(self) -> dict[str, Any]:
-        """The roost preset's own arguments (server optimizer settings, robust parameters)."""
-        return {}
+        """The roost preset's own arguments (server optimizer settings, robust parameters): the
+        fields a subclass adds to FedAvg's, under the preset's names."""
+        own = [item.name for item in fields(self) if item.name not in _FEDAVG_ARGUMENTS]
+        return {self.roost_names.get(name, name): vars(self)[name] for name in own}
 
     def train_extras(self) -> dict[str, Any]:
         """Entries this strategy adds to every train config (FedProx's `proximal-mu`)."""
@@ -207,7 +210,7 @@ class FedAvg(Strategy):
             "min_fit_clients": self.min_train_nodes,
             "min_evaluate_clients": self.min_evaluate_nodes,
             "min_available_clients": self.min_available_nodes,
-            "initial_parameters": [array_value(array) for array in initial_arrays.values()],
+            "initial_parameters": array_values(initial_arrays),
             "on_fit_config_fn": _round_config,
             "on_evaluate_config_fn": _round_config,
             "fit_metrics_aggregation_fn": _metrics_fn(
@@ -222,6 +225,9 @@ class FedAvg(Strategy):
         if self.weights_by_key:
             options["weight_fn"] = weight_by_metric(self.weighted_by_key)
         return self.preset(**options, **self.preset_options())
+
+
+_FEDAVG_ARGUMENTS = frozenset(item.name for item in fields(FedAvg))
 
 
 def _round_config(server_round: int) -> Config:

@@ -24,6 +24,7 @@ from roost.compat.flwr.records import (
     MetricRecord,
     RecordDict,
     array_value,
+    array_values,
     wrap_arrays,
 )
 from roost.compat.flwr.serverapp.grid import Grid
@@ -141,7 +142,7 @@ class GridTransport:
                 f"the reply's ArrayRecord holds {len(arrays)} arrays, the global model "
                 f"{len(names)}; send back one array per array received"
             )
-        return [array_value(array) for array in arrays.values()]
+        return array_values(arrays)
 
 
 def _one(records: Mapping[str, Any], kind: str) -> Any:

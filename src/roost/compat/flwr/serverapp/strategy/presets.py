@@ -1,7 +1,8 @@
 """Flower's named message-based strategies, each on the roost preset of the same name.
 
 Every class takes `FedAvg`'s arguments (`fraction_train`, `min_train_nodes`, `weighted_by_key`, …)
-as keywords, plus its own, with Flower's names and defaults.
+plus its own, with Flower's names and defaults: its fields, which `FedAvg.preset_options` hands to
+the roost preset (renamed by `roost_names` where roost's name differs).
 """
 
 from __future__ import annotations
@@ -16,92 +17,47 @@ class FedAvgM(FedAvg):
     """FedAvg with server momentum: `server_learning_rate`, `server_momentum`."""
 
     preset = presets.FedAvgM
-
-    def __init__(
-        self, *, server_learning_rate: float = 1.0, server_momentum: float = 0.0, **kwargs: Any
-    ) -> None:
-        super().__init__(**kwargs)
-        self.server_learning_rate = server_learning_rate
-        self.server_momentum = server_momentum
-
-    def preset_options(self) -> dict[str, Any]:
-        return {
-            "server_learning_rate": self.server_learning_rate,
-            "server_momentum": self.server_momentum,
-        }
+    server_learning_rate: float = 1.0
+    server_momentum: float = 0.0
 
 
 class FedAdagrad(FedAvg):
     """Adagrad on the server: `eta`, `eta_l` (kept, not sent), `tau`."""
 
     preset = presets.FedAdagrad
-
-    def __init__(
-        self, *, eta: float = 1e-1, eta_l: float = 1e-1, tau: float = 1e-3, **kwargs: Any
-    ) -> None:
-        super().__init__(**kwargs)
-        self.eta, self.eta_l, self.tau = eta, eta_l, tau
-
-    def preset_options(self) -> dict[str, Any]:
-        return {"eta": self.eta, "eta_l": self.eta_l, "tau": self.tau}
+    eta: float = 1e-1
+    eta_l: float = 1e-1
+    tau: float = 1e-3
 
 
 class FedAdam(FedAvg):
     """Adam on the server: `eta`, `eta_l` (kept, not sent), `beta_1`, `beta_2`, `tau`."""
 
     preset = presets.FedAdam
-    defaults: ClassVar[dict[str, float]] = {
-        "eta": 1e-1,
-        "eta_l": 1e-1,
-        "beta_1": 0.9,
-        "beta_2": 0.99,
-        "tau": 1e-3,
-    }
-
-    def __init__(
-        self,
-        *,
-        eta: float | None = None,
-        eta_l: float | None = None,
-        beta_1: float | None = None,
-        beta_2: float | None = None,
-        tau: float | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        given = {"eta": eta, "eta_l": eta_l, "beta_1": beta_1, "beta_2": beta_2, "tau": tau}
-        self.options = {k: self.defaults[k] if v is None else v for k, v in given.items()}
-        self.eta, self.eta_l = self.options["eta"], self.options["eta_l"]
-        self.beta_1, self.beta_2, self.tau = (self.options[k] for k in ("beta_1", "beta_2", "tau"))
-
-    def preset_options(self) -> dict[str, Any]:
-        return dict(self.options)
+    eta: float = 1e-1
+    eta_l: float = 1e-1
+    beta_1: float = 0.9
+    beta_2: float = 0.99
+    tau: float = 1e-3
 
 
 class FedYogi(FedAdam):
     """Yogi on the server: `eta`, `eta_l` (kept, not sent), `beta_1`, `beta_2`, `tau`."""
 
     preset = presets.FedYogi
-    defaults: ClassVar[dict[str, float]] = {
-        "eta": 1e-2,
-        "eta_l": 0.0316,
-        "beta_1": 0.9,
-        "beta_2": 0.99,
-        "tau": 1e-3,
-    }
+    # Flower's Yogi defaults where they differ from Adam's
+    eta: float = 1e-2
+    eta_l: float = 0.0316
 
 
 class FedProx(FedAvg):
     """FedAvg that sends `proximal-mu` in every train config for the nodes' proximal term."""
 
     preset = presets.FedProx
+    proximal_mu: float = 0.0
 
-    def __init__(self, *, proximal_mu: float = 0.0, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.proximal_mu = float(proximal_mu)
-
-    def preset_options(self) -> dict[str, Any]:
-        return {"proximal_mu": self.proximal_mu}
+    def __post_init__(self) -> None:
+        self.proximal_mu = float(self.proximal_mu)
 
     def train_extras(self) -> dict[str, Any]:
         return {"proximal-mu": self.proximal_mu}
@@ -117,13 +73,7 @@ class FedTrimmedAvg(FedAvg):
     """The coordinate-wise trimmed mean: `beta` cut from each end."""
 
     preset = presets.FedTrimmedAvg
-
-    def __init__(self, *, beta: float = 0.2, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.beta = beta
-
-    def preset_options(self) -> dict[str, Any]:
-        return {"beta": self.beta}
+    beta: float = 0.2
 
 
 class MultiKrum(FedAvg):
@@ -131,32 +81,20 @@ class MultiKrum(FedAvg):
     `num_malicious_nodes`."""
 
     preset = presets.MultiKrum
-
-    def __init__(
-        self, *, num_malicious_nodes: int = 0, num_nodes_to_select: int = 1, **kwargs: Any
-    ) -> None:
-        super().__init__(**kwargs)
-        self.num_malicious_nodes = num_malicious_nodes
-        self.num_nodes_to_select = num_nodes_to_select
-
-    def preset_options(self) -> dict[str, Any]:
-        return {
-            "num_malicious_clients": self.num_malicious_nodes,
-            "num_clients_to_keep": self.num_nodes_to_select,
-        }
+    roost_names: ClassVar[dict[str, str]] = {
+        "num_malicious_nodes": "num_malicious_clients",
+        "num_nodes_to_select": "num_clients_to_keep",
+    }
+    num_malicious_nodes: int = 0
+    num_nodes_to_select: int = 1
 
 
 class Krum(FedAvg):
     """Krum: keep the one array closest to its neighbours, tolerating `num_malicious_nodes`."""
 
     preset = presets.Krum
-
-    def __init__(self, *, num_malicious_nodes: int = 0, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.num_malicious_nodes = num_malicious_nodes
-
-    def preset_options(self) -> dict[str, Any]:
-        return {"num_malicious_clients": self.num_malicious_nodes}
+    roost_names: ClassVar[dict[str, str]] = {"num_malicious_nodes": "num_malicious_clients"}
+    num_malicious_nodes: int = 0
 
 
 class Bulyan(Krum):
@@ -170,7 +108,16 @@ class QFedAvg(FedAvg):
 
     preset = presets.QFedAvg
     weights_by_key = False  # q-FedAvg weighs by the loss
+    roost_names: ClassVar[dict[str, str]] = {
+        "client_learning_rate": "qffl_learning_rate",
+        "q": "q_param",
+        "train_loss_key": "loss_metric",
+    }
+    client_learning_rate: float
+    q: float = 0.1
+    train_loss_key: str = "train_loss"
 
+    # Flower takes client_learning_rate by position, before FedAvg's arguments.
     def __init__(
         self,
         client_learning_rate: float,
@@ -182,10 +129,3 @@ class QFedAvg(FedAvg):
         self.client_learning_rate = client_learning_rate
         self.q = q
         self.train_loss_key = train_loss_key
-
-    def preset_options(self) -> dict[str, Any]:
-        return {
-            "q_param": self.q,
-            "qffl_learning_rate": self.client_learning_rate,
-            "loss_metric": self.train_loss_key,
-        }
