@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import test_resume_simulation as resume_simulation
+from test_resume_simulation import StopAfter
 
 import roost
 from roost.core.config_keys import SERVER_ROUND
@@ -63,10 +65,6 @@ def client_fn(context: roost.Context) -> KeepingClient:
     return KeepingClient(context)
 
 
-class StopAfter(Exception):
-    """Raised from on_round_end: the run is cut short as a kill would cut it."""
-
-
 def round_config(server_round: int) -> dict[str, int]:
     return {SERVER_ROUND: server_round}
 
@@ -82,28 +80,11 @@ def strategy() -> roost.FedAvg:
     )
 
 
-def simulate(state_dir, rounds=ROUNDS, *, resume=False, stop_after=None, then=None, **options):
-    """A seeded run of KeepingClient; `then(state)` after every round."""
-
-    def round_end(state: roost.ServerState) -> None:
-        if then is not None:
-            then(state)
-        if stop_after is not None and state.server_round == stop_after:
-            raise StopAfter
-
-    history = roost.run_simulation(
-        client_fn,
-        NUM_CLIENTS,
-        strategy=strategy(),
-        config=roost.ServerConfig(num_rounds=rounds),
-        seed=3,
-        state_dir=state_dir,
-        resume=resume,
-        on_round_end=round_end,
-        **options,
+def simulate(state_dir, rounds=ROUNDS, **options):
+    """A seeded run of KeepingClient (see `test_resume_simulation.simulate` for `options`)."""
+    return resume_simulation.simulate(
+        state_dir, rounds, strategy=strategy(), fn=client_fn, **options
     )
-    assert all(record.fit_failures == 0 for record in history.rounds)
-    return history
 
 
 def same_tree(a, b) -> bool:
@@ -268,3 +249,54 @@ def test_snapshot_and_restore_copy_and_keep_the_live_dicts():
     np.testing.assert_array_equal(live["w"], [0.0, 1.0, 2.0])
     assert live["w"] is not snapshot["1"]["w"] and live["n"] == [1, (2, 3)]
     assert states.for_node("2") == {}
+
+
+# A `roost new` numpy project whose client also keeps a momentum of its updates in
+# `context.state` and sends the model moved by it: its updates depend on the node's past rounds.
+STATEFUL_CLIENT = """
+import numpy as np
+
+
+class StatefulClient(AppClient):
+    def __init__(self, context):
+        super().__init__(context)
+        self.state = context.state
+
+    def fit(self, parameters, config):
+        weights, num_examples, metrics = super().fit(parameters, config)
+        kept = self.state.get("momentum", [np.zeros_like(p) for p in parameters])
+        momentum = [0.5 * m + (w - p) for m, w, p in zip(kept, weights, parameters)]
+        self.state["momentum"] = momentum
+        self.state["fits"] = self.state.get("fits", 0) + 1
+        return [p + m for p, m in zip(parameters, momentum)], num_examples, metrics
+
+
+def client_fn(context):
+    return StatefulClient(context)
+"""
+
+
+def test_roost_run_resumes_a_projects_node_states(tmp_path, monkeypatch, capsys):
+    from roost.cli import main
+    from roost.cli.new import create_project
+
+    monkeypatch.chdir(tmp_path)
+    create_project(tmp_path / "keeper", "numpy")
+    client_app = tmp_path / "keeper" / "keeper" / "client_app.py"
+    client_app.write_text(client_app.read_text() + STATEFUL_CLIENT)
+
+    def run(rounds: int, *args: str) -> int:
+        config = f"num-rounds={rounds}"
+        return main(["run", "keeper", "--run-config", config, "num-clients=4", *args, "--quiet"])
+
+    assert run(4, "--state", "whole", "--out", "whole-out") == 0
+    assert run(2, "--state", "cut") == 0
+    assert run(4, "--state", "cut", "--resume", "--out", "resumed-out") == 0
+    capsys.readouterr()
+    model, nodes = final(tmp_path / "cut")
+    whole_model, whole_nodes = final(tmp_path / "whole")
+    assert model == whole_model and same_tree(nodes, whole_nodes)
+    assert sum(state["fits"] for state in nodes.values()) > 4  # nodes fitted in several rounds
+    for name in ("whole-out", "resumed-out"):
+        with np.load(tmp_path / name / "model.npz", allow_pickle=False) as archive:
+            assert [archive[k].tobytes() for k in sorted(archive.files)] == whole_model
