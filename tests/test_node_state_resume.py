@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ from roost.engines.node_states import NodeStates
 from roost.engines.sequential import SequentialEngine
 from roost.errors import ConfigurationError
 from roost.server.loop import ServerConfig, run_rounds
-from roost.server.state import DATABASE_NAME, StateError, StateStore
+from roost.server.state import DATABASE_NAME, StateError, StateStore, decode_tree, encode_tree
 
 NUM_CLIENTS = 4
 ROUNDS = 5
@@ -276,6 +277,7 @@ def client_fn(context):
 """
 
 
+@pytest.mark.slow
 def test_roost_run_resumes_a_projects_node_states(tmp_path, monkeypatch, capsys):
     from roost.cli import main
     from roost.cli.new import create_project
@@ -300,3 +302,11 @@ def test_roost_run_resumes_a_projects_node_states(tmp_path, monkeypatch, capsys)
     for name in ("whole-out", "resumed-out"):
         with np.load(tmp_path / name / "model.npz", allow_pickle=False) as archive:
             assert [archive[k].tobytes() for k in sorted(archive.files)] == whole_model
+
+
+def test_exact_trees_keep_numpy_scalar_types_and_refuse_container_subclasses():
+    tree = {"i": np.int16(3), "b": np.bool_(True), "f": np.float32(0.1), "n": 7, "x": 0.25}
+    arrays: list[np.ndarray] = []
+    assert same_tree(decode_tree(encode_tree(tree, arrays, exact=True), arrays), tree)
+    with pytest.raises(ConfigurationError, match="is a OrderedDict"):
+        encode_tree({"o": OrderedDict()}, [], exact=True)

@@ -67,7 +67,7 @@ class StateError(RoostError):
     """A state directory cannot be used (wrong version, or no intact round to resume from)."""
 
 
-# -- strategy state as JSON + arrays --------------------------------------------------------------
+# -- state trees as JSON + arrays -----------------------------------------------------------------
 
 
 def encode_tree(
@@ -75,10 +75,10 @@ def encode_tree(
 ) -> Any:
     """JSON-ready form of nested dicts/lists/tuples of arrays and scalars; arrays go to `arrays`.
 
-    With `exact`, what comes back is of the very types saved: NumPy scalars stay NumPy scalars
-    of their dtype (saved as 0-d arrays), and only plain dicts, lists and tuples are accepted as
-    containers (a subclass would come back as its base class). Without it, NumPy scalars come
-    back as Python scalars, as a strategy's state always has.
+    With `exact`, what comes back is of the very types saved: NumPy bool and number scalars stay
+    NumPy scalars of their dtype (saved as 0-d arrays), and only plain dicts, lists and tuples are
+    accepted as containers (a subclass would come back as its base class). Without it, NumPy
+    scalars come back as Python scalars, as a strategy's state always has.
     """
     if exact and isinstance(value, np.generic) and value.dtype.kind in "biuf":
         arrays.append(np.asarray(value))
