@@ -57,8 +57,22 @@ def round_config(server_round: int) -> dict[str, int]:
     return {"server_round": server_round}
 
 
-def simulate(state_dir, rounds, *, resume=False, strategy=None, stop_after=None, fn=client_fn):
+def simulate(
+    state_dir,
+    rounds,
+    *,
+    resume=False,
+    strategy=None,
+    stop_after=None,
+    fn=client_fn,
+    then=None,
+    **options,
+):
+    """A seeded run; `then(state)` after every round; `options` for `run_simulation`."""
+
     def stop(state: roost.ServerState) -> None:
+        if then is not None:
+            then(state)
         if stop_after is not None and state.server_round == stop_after:
             raise StopAfter
 
@@ -73,6 +87,7 @@ def simulate(state_dir, rounds, *, resume=False, strategy=None, stop_after=None,
         state_dir=state_dir,
         resume=resume,
         on_round_end=stop,
+        **options,
     )
     assert all(record.fit_failures == 0 for record in history.rounds)
     return history

@@ -3,7 +3,8 @@
 With `state_dir`, every completed round is recorded there by `roost.server.state.StateStore`
 (the store `roost server --state` uses), and `resume=True` continues a recorded run after its
 last completed round: a run killed at any moment, resumed, ends with the same model, byte for
-byte, as a run that was never interrupted.
+byte, as a run that was never interrupted. Each round's record includes every simulated node's
+`Context.state` (on the engines that keep one: sequential, process, Ray), restored on resume.
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ from typing import Any
 from roost.client.client import ClientFn
 from roost.core.types import Config
 from roost.engines import make_engine
+from roost.engines.node_states import KeepsNodeStates
 from roost.engines.warm import WarmClients
 from roost.errors import ConfigurationError
 from roost.log import ensure_logging
 from roost.outputs import save_run
 from roost.server.history import History
-from roost.server.loop import RoundCallback, ServerConfig, run_rounds
-from roost.server.state import open_state, recording
+from roost.server.loop import RoundCallback, ServerConfig, ServerState, run_rounds
+from roost.server.state import StateStore, open_state, recording
 from roost.strategy.presets import FedAvg
 from roost.strategy.strategy import Strategy
 from roost.tracking.base import Tracker, TrackRounds
@@ -65,7 +67,8 @@ def run_simulation(
         engine: "sequential", "process", "ray" or "vectorized" (see `roost.engines`); every
             engine gives the same model.
         engine_options: the engine's settings (see `roost.engines.make_engine`).
-        state_dir: record every completed round there, so the run can be resumed.
+        state_dir: record every completed round there (the server's state and every node's
+            `Context.state`), so the run can be resumed.
         resume: continue the run in `state_dir` (same strategy and model, as many rounds).
         trackers: get every round's values (`roost.tracking`); closed when the run ends.
         client_metrics: also hand trackers each client's own fit and evaluate metrics.
@@ -85,21 +88,42 @@ def run_simulation(
         then=recording(store, on_round_end),
     )
     try:
-        transport = _engine(
+        simulated = _engine(
             engine, client_fn, num_clients, run_config, engine_options, warm_clients, strategy
         )
-        transport = track.observe(transport)  # sees the engine's results
-        try:
-            history = run_rounds(
-                strategy, transport, config, seed=seed, resume_from=saved, on_round_end=track
-            )
-        finally:
-            transport.close()
+        history = _run_on(simulated, strategy, config, seed, saved, track, store)
     finally:
         track.close()
     if out_dir is not None:
         save_run(out_dir, history)
     return history
+
+
+def _run_on(
+    engine: Transport,
+    strategy: Strategy,
+    config: ServerConfig,
+    seed: int | None,
+    saved: ServerState | None,
+    track: TrackRounds,
+    store: StateStore | None,
+) -> History:
+    """The rounds run on `engine` (its results shown to `track`'s trackers), closed at the end."""
+    transport = track.observe(engine)
+    # Node states are copied into each round's record only where they are saved: copies cost.
+    keeps = store is not None and isinstance(engine, KeepsNodeStates)
+    try:
+        return run_rounds(
+            strategy,
+            transport,
+            config,
+            seed=seed,
+            resume_from=saved,
+            on_round_end=track,
+            node_states=engine.node_states if keeps else None,
+        )
+    finally:
+        transport.close()
 
 
 def _engine(

@@ -23,8 +23,10 @@ class Context:
     (`"partition-id"`, `"num-partitions"`). `state` is the node's own record: it persists
     across the instructions a node answers, on every engine except the vectorized one (the
     engine keeps it, even where the client object is rebuilt for each instruction) and in a
-    deployed client process. Client-side protocols (secure aggregation) keep their round's
-    secrets there.
+    deployed client process. A simulation with a state directory records it with every round
+    and gives it back on resume, so there it may hold only arrays, scalars, None, and lists,
+    tuples or dicts of them. Client-side protocols (secure aggregation) keep their round's
+    secrets there (never recorded).
     """
 
     partition_id: int

@@ -32,8 +32,9 @@ from typing import Any, Generic, TypeVar
 
 from roost.client.client import ClientFn
 from roost.core.types import ClientId, Config, Failure, Instruction, Outcome, Result
+from roost.engines.node_states import KeepsNodeStates, NodeState, NodeStates
 from roost.engines.sequential import check_num_clients, simulation_clients
-from roost.engines.warm import NodeState, WarmClients
+from roost.engines.warm import WarmClients
 from roost.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ class _Call:
     started: float
 
 
-class WorkerPool(ABC, Generic[Worker, Handle]):
+class WorkerPool(ABC, KeepsNodeStates, Generic[Worker, Handle]):
     """A transport that runs clients on a pool of reusable workers.
 
     Subclasses say how to start, stop and call their kind of worker; this class owns the pool and
@@ -101,7 +102,7 @@ class WorkerPool(ABC, Generic[Worker, Handle]):
         self._exchange: Generator[Outcome, None, None] | None = None
         # Each node's Context.state travels with its instruction and comes back with the result:
         # a client rebuilt on any worker sees what it kept before.
-        self._states: dict[ClientId, NodeState] = {}
+        self.node_states = NodeStates()
         self.warm = warm
         self._home: dict[ClientId, Worker] = {}  # the worker that answered each node last
         self._sent: dict[ClientId, int] = {}  # instructions sent to each node so far
@@ -213,7 +214,7 @@ class WorkerPool(ABC, Generic[Worker, Handle]):
             worker, (client_id, instruction) = chosen
             ticket = self._sent.get(client_id, 0)
             self._sent[client_id] = ticket + 1
-            state = self._states.get(client_id, {})
+            state = self.node_states.for_node(client_id)
             try:
                 handle = self._send(worker, client_id, instruction, state, ticket)
             except WorkerLost as lost:
@@ -259,7 +260,7 @@ class WorkerPool(ABC, Generic[Worker, Handle]):
             return call.client_id, Failure(call.client_id, f"{type(error).__name__}: {error}")
         idle.append(call.worker)
         if state is not None:
-            self._states[call.client_id] = state
+            self.node_states.set(call.client_id, state)
         return call.client_id, result
 
     def _expire(

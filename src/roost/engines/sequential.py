@@ -9,10 +9,10 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator, Sequence
-from typing import Any
 
 from roost.client.client import ClientFn
 from roost.core.types import ClientId, Config, Failure, Instruction, Outcome, Result
+from roost.engines.node_states import KeepsNodeStates, NodeState, NodeStates
 from roost.engines.warm import ClientHost, WarmClients, warm_setting
 from roost.errors import ConfigurationError, NotEnoughClientsError
 
@@ -40,7 +40,7 @@ def check_num_clients(num_clients: int) -> None:
         raise ConfigurationError(f"num_clients must be at least 1, got {num_clients}")
 
 
-class SequentialEngine:
+class SequentialEngine(KeepsNodeStates):
     """Run each sampled client in this process, one at a time.
 
     Any number of exchanges (`run` calls) may share a round. Cold (the default), each instruction
@@ -67,7 +67,7 @@ class SequentialEngine:
         self.num_clients = num_clients
         self.run_config = dict(run_config or {})
         self.host = ClientHost(client_fn, num_clients, run_config, warm_setting(warm_clients))
-        self._states: dict[ClientId, dict[str, Any]] = {}  # each node's Context.state
+        self.node_states = NodeStates()  # each node's Context.state
 
     def wait_for_clients(self, count: int, timeout: float | None = None) -> list[ClientId]:
         """Every simulated client is always available."""
@@ -78,14 +78,14 @@ class SequentialEngine:
     ) -> Iterator[Outcome]:
         """Run each instruction on its client and yield the outcome, in cohort order."""
         for client_id, instruction in cohort:
-            state = self._states.setdefault(client_id, {})
+            state = self.node_states.for_node(client_id)
             if timeout is None:
                 yield client_id, self.host.run(client_id, instruction, state)[0]
             else:
                 yield client_id, self._run_with_timeout(client_id, instruction, state, timeout)
 
     def _run_with_timeout(
-        self, client_id: ClientId, instruction: Instruction, state: dict[str, Any], timeout: float
+        self, client_id: ClientId, instruction: Instruction, state: NodeState, timeout: float
     ) -> Result | Failure:
         box: list[Result | Failure] = []
         worker = threading.Thread(

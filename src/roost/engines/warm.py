@@ -27,7 +27,6 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from typing import Any
 
 from roost.client.client import ClientFn, ClientLike, Context
 from roost.client.protocols import execute
@@ -41,12 +40,10 @@ from roost.core.types import (
     PhaseIns,
     Result,
 )
+from roost.engines.node_states import NodeState
 from roost.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
-
-NodeState = dict[str, Any]
-"""A simulated node's `Context.state`; engines keep it between the node's instructions."""
 
 # Without an explicit max_bytes, warm clients may hold this share of the machine's RAM.
 DEFAULT_MEMORY_SHARE = 0.25

@@ -18,12 +18,14 @@ import numpy as np
 
 from roost.core.types import (
     CLIENT_FN_RAISED,
+    ClientId,
     GetParametersIns,
     GetParametersRes,
     Metrics,
     Parameters,
 )
 from roost.core.validation import check_parameters
+from roost.engines.node_states import NodeState, NodeStates
 from roost.errors import ConfigurationError, InvalidMessageError, RoostError, RunFinished
 from roost.server.history import History
 from roost.server.phases import PhaseOutcomes, Round
@@ -58,6 +60,8 @@ class ServerState:
 
     `strategy_state` is the tree `Strategy.init` made and every round's steps advanced; it holds
     plain data only, so `roost.server.state.StateStore` saves it without knowing what is in it.
+    `node_states` holds each simulated node's `Context.state` (by node id, empty ones left out)
+    when the run hands the loop its engine's `NodeStates`; it is empty otherwise.
     """
 
     server_round: int
@@ -65,6 +69,7 @@ class ServerState:
     strategy_state: dict[str, Any]
     rng_state: dict[str, Any]
     history: History = field(default_factory=History)
+    node_states: dict[ClientId, NodeState] = field(default_factory=dict)
 
 
 RoundCallback = Callable[[ServerState], None]
@@ -78,6 +83,7 @@ def run_rounds(
     seed: int | None = None,
     resume_from: ServerState | None = None,
     on_round_end: RoundCallback | None = None,
+    node_states: NodeStates | None = None,
 ) -> History:
     """Run `config.num_rounds` federated rounds; return the History, final model included.
 
@@ -88,6 +94,9 @@ def run_rounds(
         seed: seeds client sampling (and the choice of the client asked for initial parameters).
         resume_from: a state saved by `on_round_end`; the run continues after its round.
         on_round_end: called with the state after every completed round (for checkpoints).
+        node_states: where the transport (a simulation engine) keeps its nodes' `Context.state`:
+            each round's state passed to `on_round_end` carries a snapshot of them, and those of
+            `resume_from` are restored before the first resumed round.
     """
     started = time.perf_counter()
     rng = np.random.default_rng(seed)
@@ -96,8 +105,12 @@ def run_rounds(
         state = ServerState(0, parameters, strategy.init(parameters), {}, History())
         _evaluate_centralized(strategy, 0, parameters, state.history)
     else:
+        _check_node_states(resume_from, node_states)
         state = _resumed(strategy, resume_from, config, transport)
         rng.bit_generator.state = resume_from.rng_state
+        if node_states is not None:
+            # After `_resumed`, whose model check may have asked a client for its parameters.
+            node_states.restore(resume_from.node_states)
 
     for server_round in range(state.server_round + 1, config.num_rounds + 1):
         try:
@@ -106,6 +119,8 @@ def run_rounds(
             log.warning("stopping before round %d: %s", server_round, reason)
             break
         if on_round_end is not None:
+            if node_states is not None:
+                state.node_states = node_states.snapshot()
             on_round_end(state)
 
     history = state.history
@@ -223,7 +238,20 @@ def _resumed(
             "made it, or start a new state directory"
         ) from None
     log.info("resuming after round %d of %d", done, config.num_rounds)
-    return ServerState(done, parameters, saved.strategy_state, saved.rng_state, saved.history)
+    return ServerState(
+        done, parameters, saved.strategy_state, saved.rng_state, saved.history, saved.node_states
+    )
+
+
+def _check_node_states(saved: ServerState, node_states: NodeStates | None) -> None:
+    """Refuse to resume a run whose nodes kept state on a transport that keeps none."""
+    if saved.node_states and node_states is None:
+        raise ConfigurationError(
+            f"the saved state holds the Context.state of {len(saved.node_states)} simulated "
+            "node(s), which this run cannot give back to its clients (the vectorized engine and "
+            "a deployment keep no node state); resume on the sequential, process or ray engine, "
+            "or start a new state directory"
+        )
 
 
 def tree_structure(tree: Any) -> Any:

@@ -5,6 +5,9 @@ the global parameters and every array of the strategy's state; the SQLite row be
 round number, the rest of the strategy state (JSON with references to those arrays), the sampler's
 RNG state, the History so far, and the `.npz`'s SHA-256.
 
+A simulation's node states (each node's `Context.state`) are recorded with the round: their arrays
+in the same `.npz`, the rest as JSON in a `node_states` row written in the same transaction.
+
 A round is recorded in two steps, each atomic: the `.npz` is written to a temporary file and renamed
 into place, then the row is committed in one SQLite transaction. A server killed at any moment
 leaves either the previous round as the latest complete one or the new one, never a half of it.
@@ -36,7 +39,10 @@ from roost.server.loop import ServerState
 log = logging.getLogger(__name__)
 
 DATABASE_NAME = "state.sqlite"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Version 1 had no node states: such a directory is read (its rounds' node states are empty) and
+# marked version 2, so that a roost that would drop node states no longer resumes it.
+_UPGRADABLE_VERSIONS = ("1",)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -50,6 +56,10 @@ CREATE TABLE IF NOT EXISTS rounds (
     history TEXT NOT NULL,
     saved_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS node_states (
+    server_round INTEGER PRIMARY KEY,
+    states TEXT NOT NULL
+);
 """
 
 
@@ -57,11 +67,22 @@ class StateError(RoostError):
     """A state directory cannot be used (wrong version, or no intact round to resume from)."""
 
 
-# -- strategy state as JSON + arrays --------------------------------------------------------------
+# -- state trees as JSON + arrays -----------------------------------------------------------------
 
 
-def encode_tree(value: Any, arrays: list[np.ndarray], where: str = "state") -> Any:
-    """JSON-ready form of nested dicts/lists/tuples of arrays and scalars; arrays go to `arrays`."""
+def encode_tree(
+    value: Any, arrays: list[np.ndarray], where: str = "state", *, exact: bool = False
+) -> Any:
+    """JSON-ready form of nested dicts/lists/tuples of arrays and scalars; arrays go to `arrays`.
+
+    With `exact`, what comes back is of the very types saved: NumPy bool and number scalars stay
+    NumPy scalars of their dtype (saved as 0-d arrays), and only plain dicts, lists and tuples are
+    accepted as containers (a subclass would come back as its base class). Without it, NumPy
+    scalars come back as Python scalars, as a strategy's state always has.
+    """
+    if exact and isinstance(value, np.generic) and value.dtype.kind in "biuf":
+        arrays.append(np.asarray(value))
+        return {"$scalar": len(arrays) - 1}
     if value is None or isinstance(value, bool | str):
         return value
     if isinstance(value, np.bool_):
@@ -81,21 +102,28 @@ def encode_tree(value: Any, arrays: list[np.ndarray], where: str = "state") -> A
             )
         arrays.append(value)
         return {"$array": len(arrays) - 1}
+    if exact and type(value) not in (tuple, list, dict):
+        raise _unsavable(where, value)
     if isinstance(value, tuple):
-        return {"$tuple": [encode_tree(v, arrays, f"{where}[{i}]") for i, v in enumerate(value)]}
+        items = [encode_tree(v, arrays, f"{where}[{i}]", exact=exact) for i, v in enumerate(value)]
+        return {"$tuple": items}
     if isinstance(value, list):
-        return [encode_tree(v, arrays, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [encode_tree(v, arrays, f"{where}[{i}]", exact=exact) for i, v in enumerate(value)]
     if isinstance(value, Mapping):
         encoded = {}
         for key, item in value.items():
             if not isinstance(key, str):
                 raise ConfigurationError(f"{where} has a key {key!r}; state dict keys must be str")
-            encoded[key] = encode_tree(item, arrays, f"{where}[{key!r}]")
+            encoded[key] = encode_tree(item, arrays, f"{where}[{key!r}]", exact=exact)
         # A user key that looks like one of our markers is wrapped, so decoding stays unambiguous.
         return {"$dict": encoded} if any(k.startswith("$") for k in encoded) else encoded
-    raise ConfigurationError(
-        f"{where} is a {type(value).__name__}; a strategy's state may hold only arrays, "
-        "scalars, None, and lists, tuples or dicts of them"
+    raise _unsavable(where, value)
+
+
+def _unsavable(where: str, value: Any) -> ConfigurationError:
+    return ConfigurationError(
+        f"{where} is a {type(value).__name__}; saved state may hold only arrays, scalars, None, "
+        "and lists, tuples or dicts of them"
     )
 
 
@@ -108,6 +136,8 @@ def decode_tree(value: Any, arrays: list[np.ndarray]) -> Any:
             ((key, item),) = value.items()
             if key == "$array":
                 return arrays[item]
+            if key == "$scalar":
+                return arrays[item][()]
             if key == "$float":
                 return float(item)
             if key == "$bytes":
@@ -151,6 +181,11 @@ class StateStore:
                     "INSERT INTO meta (key, value) VALUES ('schema_version', ?)",
                     (str(SCHEMA_VERSION),),
                 )
+            elif row[0] in _UPGRADABLE_VERSIONS:
+                db.execute(
+                    "UPDATE meta SET value = ? WHERE key = 'schema_version'",
+                    (str(SCHEMA_VERSION),),
+                )
             elif row[0] != str(SCHEMA_VERSION):
                 raise StateError(
                     f"{self.directory} holds state of schema version {row[0]}; this roost "
@@ -189,6 +224,7 @@ class StateStore:
         strategy_json = json.dumps(
             encode_tree(state.strategy_state, state_arrays, "strategy state")
         )
+        nodes_json = json.dumps(_encode_node_states(state.node_states, state_arrays))
         buffer = io.BytesIO()
         np.savez(buffer, *parameters, *state_arrays)
         data = buffer.getvalue()
@@ -215,14 +251,18 @@ class StateStore:
                     time.time(),
                 ),
             )
+            db.execute(
+                "INSERT OR REPLACE INTO node_states VALUES (?, ?)", (state.server_round, nodes_json)
+            )
             dropped = db.execute(
                 "SELECT arrays_file FROM rounds WHERE server_round <= ? OR server_round > ?",
                 (state.server_round - self.keep, state.server_round),
             ).fetchall()
-            db.execute(
-                "DELETE FROM rounds WHERE server_round <= ? OR server_round > ?",
-                (state.server_round - self.keep, state.server_round),
-            )
+            for table in ("rounds", "node_states"):
+                db.execute(
+                    f"DELETE FROM {table} WHERE server_round <= ? OR server_round > ?",
+                    (state.server_round - self.keep, state.server_round),
+                )
         # Only the files of the rows just dropped: a file this database does not know about
         # may belong to a run that could still be resumed.
         for (dropped_name,) in dropped:
@@ -237,9 +277,11 @@ class StateStore:
         with a warning, and the round before it is used.
         """
         with self._connect() as db:
+            # A round without a node_states row was recorded before they were: none were kept.
             rows = db.execute(
                 "SELECT server_round, arrays_file, arrays_sha256, num_parameters, strategy_state, "
-                "rng_state, history FROM rounds ORDER BY server_round DESC"
+                "rng_state, history, COALESCE(states, '{}') FROM rounds "
+                "LEFT JOIN node_states USING (server_round) ORDER BY server_round DESC"
             ).fetchall()
         if not rows:
             return None
@@ -262,6 +304,7 @@ class StateStore:
         strategy_json: str,
         rng_json: str,
         history: str,
+        nodes_json: str,
     ) -> ServerState:
         path = self.directory / str(name)
         try:
@@ -279,10 +322,34 @@ class StateStore:
                 strategy_state=decode_tree(json.loads(strategy_json), arrays[num_parameters:]),
                 rng_state=json.loads(rng_json),
                 history=History.from_json(history),
+                node_states=_decode_node_states(nodes_json, arrays[num_parameters:]),
             )
         except (ValueError, TypeError, KeyError, IndexError, AttributeError) as error:
             # JSONDecodeError is a ValueError: a garbled row, like a garbled model file.
             raise _DamagedRound(f"its row in {self.database} is damaged ({error})") from None
+
+
+def _encode_node_states(
+    node_states: Mapping[str, Mapping[str, Any]], arrays: list[np.ndarray]
+) -> dict[str, Any]:
+    """The node states' JSON form (their arrays appended to `arrays`), types kept exactly."""
+    try:
+        return {
+            str(node): encode_tree(dict(state), arrays, f"node {node}'s Context.state", exact=True)
+            for node, state in node_states.items()
+        }
+    except ConfigurationError as error:
+        raise ConfigurationError(
+            f"{error}; a run with a state directory records every node's Context.state with each "
+            "round, so keep only such values there (or run without a state directory)"
+        ) from None
+
+
+def _decode_node_states(nodes_json: str, arrays: list[np.ndarray]) -> dict[str, dict[str, Any]]:
+    decoded = decode_tree(json.loads(nodes_json), arrays)
+    if not isinstance(decoded, dict) or not all(isinstance(s, dict) for s in decoded.values()):
+        raise ValueError("the node states are not a dict of dicts")
+    return decoded
 
 
 class _DamagedRound(Exception):
