@@ -439,9 +439,10 @@ def honest_update(partition_id: int, ins: FitIns) -> np.ndarray:
     return client.fit([a.copy() for a in ins.parameters], ins.config)[0][0]
 
 
-def run_deployed(strategy, clients: dict, num_rounds: int, timeout: float = 120):
-    """Serve `num_rounds` with `start_server` and connect `clients` ({node id: client}) with
-    `start_client`, all in threads on a free loopback port; return the server's History."""
+def run_deployed(strategy, clients: dict, num_rounds: int, timeout: float = 120, **server_options):
+    """Serve `num_rounds` with `start_server` (and `server_options`) and connect `clients`
+    ({node id: client}) with `start_client`, all in threads on a free loopback port; return the
+    server's History."""
     address = f"127.0.0.1:{free_port()}"
     box: dict = {}
 
@@ -452,6 +453,7 @@ def run_deployed(strategy, clients: dict, num_rounds: int, timeout: float = 120)
             strategy=strategy,
             seed=0,
             client_wait_timeout=60,
+            **server_options,
         )
 
     server = threading.Thread(target=serve, daemon=True)

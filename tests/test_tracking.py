@@ -79,6 +79,21 @@ def test_without_client_metrics_none_are_recorded() -> None:
     assert tracker.records[0].client_metrics == {}
 
 
+def test_a_grpc_server_hands_trackers_every_clients_metrics() -> None:
+    from grpc_support import run_deployed
+
+    tracker = Collect()
+    strategy = roost.FedAvg(
+        initial_parameters=[np.zeros(2)], min_fit_clients=2, min_available_clients=2
+    )
+    nodes = {"a": Scaled(1), "b": Scaled(2)}
+    run_deployed(strategy, nodes, num_rounds=2, trackers=[tracker], client_metrics=True)
+    assert [r.server_round for r in tracker.records] == [1, 2]
+    assert tracker.closed == 1
+    assert tracker.records[-1].client_metrics["fit"] == {"a": {"seen": 1}, "b": {"seen": 2}}
+    assert tracker.records[-1].client_metrics["evaluate"]["b"]["loss"] == pytest.approx(0.2)
+
+
 def test_round_values_name_every_series_of_the_round() -> None:
     history = History()
     history.add_loss_centralized(0, 2.0)

@@ -29,6 +29,7 @@ from roost.server.loop import RoundCallback, ServerConfig, run_rounds
 from roost.server.state import open_state, recording
 from roost.strategy.presets import FedAvg
 from roost.strategy.strategy import Strategy
+from roost.tracking.base import Tracker, TrackRounds
 from roost.transport.grpc.client import GrpcClient
 from roost.transport.grpc.security import PemSource
 from roost.transport.grpc.server import GrpcServerTransport
@@ -56,6 +57,8 @@ def start_server(
     upload_idle_timeout: float | None = 60.0,
     client_wait_timeout: float | None = None,
     on_round_end: RoundCallback | None = None,
+    trackers: Sequence[Tracker] = (),
+    client_metrics: bool = False,
 ) -> History:
     """Serve a federated run over gRPC until `config.num_rounds` rounds are done; return History.
 
@@ -81,6 +84,8 @@ def start_server(
             failure (default 60; None: never).
         client_wait_timeout: seconds to wait for enough clients before giving up (default: forever).
         on_round_end: also called with the `ServerState` after every round.
+        trackers: get every round's values (`roost.tracking`); closed when the run ends.
+        client_metrics: also hand trackers each client's own fit and evaluate metrics.
 
     The final global model is `history.parameters`.
     """
@@ -96,16 +101,26 @@ def start_server(
         upload_idle_timeout=upload_idle_timeout,
         client_wait_timeout=client_wait_timeout,
     )
+    config = config if config is not None else ServerConfig(num_rounds=1)
+    track = TrackRounds(
+        trackers,
+        num_rounds=config.num_rounds,
+        client_metrics=client_metrics,
+        then=recording(store, on_round_end),
+    )
     run = partial(
         run_rounds,
         strategy if strategy is not None else FedAvg(),
-        transport,
-        config if config is not None else ServerConfig(num_rounds=1),
+        track.observe(transport),
+        config,
         seed=seed,
         resume_from=resume_from,
-        on_round_end=recording(store, on_round_end),
+        on_round_end=track,
     )
-    history = _run_then_close(run, transport)
+    try:
+        history = _run_then_close(run, transport)
+    finally:
+        track.close()
     if out_dir is not None:
         _write_outputs(Path(out_dir), history)
     return history

@@ -31,9 +31,9 @@ EXIT_NOTHING_TRAINED = 1
 """The exit status of a run in which every fit of some round failed (without --allow-failures)."""
 
 
-def add_output_options(parser: argparse.ArgumentParser, *, simulation: bool = False) -> None:
-    """`--out`, `--quiet`/`--verbose`, tracking and failure options of `roost simulate` (with
-    `simulation`, also `--client-metrics`) and `roost server`."""
+def add_output_options(parser: argparse.ArgumentParser) -> None:
+    """`--out`, `--quiet`/`--verbose`, tracking and failure options of `roost simulate | run |
+    server`."""
     parser.add_argument(
         "--out",
         metavar="DIR",
@@ -58,12 +58,11 @@ def add_output_options(parser: argparse.ArgumentParser, *, simulation: bool = Fa
         default=None,
         help="log the run to MLflow at URI (default: the local store ./mlruns)",
     )
-    if simulation:
-        parser.add_argument(
-            "--client-metrics",
-            action="store_true",
-            help="with --tensorboard/--mlflow: also log every client's fit/evaluate metrics",
-        )
+    parser.add_argument(
+        "--client-metrics",
+        action="store_true",
+        help="with --tensorboard/--mlflow: also log every client's fit/evaluate metrics",
+    )
     parser.add_argument(
         "--allow-failures",
         action="store_true",

@@ -53,7 +53,7 @@ def add_command(root: CommandParser) -> None:
         help="number of clients (default: the run config's num-clients; for a Flower project "
         "its federation's num-supernodes)",
     )
-    add_output_options(parser, simulation=True)
+    add_output_options(parser)
     add_state_options(parser)
     add_privacy_arguments(parser)
     add_clip_arguments(parser)

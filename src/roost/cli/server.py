@@ -168,7 +168,8 @@ def run(args: argparse.Namespace, default_app: App) -> int:
             server_address=args.address,
             config=app.server_config(args),
             strategy=strategy,
-            on_round_end=reporter.track,
+            trackers=reporter.trackers,
+            client_metrics=args.client_metrics,
             **server_deployment_options(args),
         )
     reporter.console.print(history_table(history))

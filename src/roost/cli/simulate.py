@@ -43,7 +43,7 @@ def add_command(root: CommandParser, default_app: App) -> None:
         default=RunSettings().seed,
         help="seed for data split, sampling and local shuffling (default: %(default)s)",
     )
-    add_output_options(parser, simulation=True)
+    add_output_options(parser)
     add_state_options(parser)
     parser.add_argument(
         "--config",
