@@ -123,12 +123,30 @@ SLOW_TESTS: dict[str, tuple[str, ...]] = {
 }
 
 
+# The longest test files (by --durations), longest first. pytest-xdist's `--dist loadfile`
+# hands out whole files in collection order, so these start first and the short files fill in
+# around them; in alphabetical order the longest ones started last and ran alone at the end.
+LONGEST_FILES: tuple[str, ...] = (
+    "test_new_run.py",
+    "test_keras.py",
+    "test_engines.py",
+    "test_examples.py",
+    "test_flower_apps.py",
+    "test_grpc_e2e.py",
+    "test_torch_client.py",
+    "test_engines_ray.py",
+    "test_keras_task.py",
+)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark the tests listed in SLOW_TESTS slow."""
+    """Mark the tests listed in SLOW_TESTS slow; run the longest files first."""
     slow = {(module, name) for module, names in SLOW_TESTS.items() for name in names}
     for item in items:
         if (item.path.name, item.name) in slow:
             item.add_marker(pytest.mark.slow)
+    rank = {name: index for index, name in enumerate(LONGEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: order kept within
 
 
 @pytest.fixture(autouse=True)
