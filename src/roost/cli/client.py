@@ -8,14 +8,8 @@ from functools import partial
 
 from roost.cli.app import App, load_app
 from roost.cli.dp_options import add_privacy_arguments, client_privacy
-from roost.cli.options import (
-    CommandParser,
-    add_certificate_and_key_option,
-    address,
-    positive_float,
-    positive_int,
-)
-from roost.cli.server import add_node_options, quiet_grpc_core
+from roost.cli.options import CommandParser, address, positive_float, positive_int
+from roost.cli.server import add_certificate_and_key_option, add_node_options, quiet_grpc_core
 from roost.cli.settings import client_connection_options
 from roost.errors import ConfigurationError
 from roost.log import ensure_logging

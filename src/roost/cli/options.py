@@ -129,8 +129,3 @@ def address(text: str) -> str:
     if not port.isdigit() or not 1 <= int(port) <= 65535:
         raise argparse.ArgumentTypeError(f"the port must be a number in 1-65535, got {port!r}")
     return text
-
-
-def add_certificate_and_key_option(parser: argparse.ArgumentParser, flag: str, help: str) -> None:
-    """Add `flag CERT KEY`: a PEM certificate (chain) and its private key, as two paths."""
-    parser.add_argument(flag, nargs=2, metavar=("CERT", "KEY"), default=None, help=help)

@@ -7,13 +7,7 @@ import logging
 import os
 
 from roost.cli.app import App, add_run_config_option, finish_app_command, load_app
-from roost.cli.options import (
-    CommandParser,
-    add_certificate_and_key_option,
-    address,
-    positive_float,
-    positive_int,
-)
+from roost.cli.options import CommandParser, address, positive_float, positive_int
 from roost.cli.report import (
     Reporter,
     add_output_options,
@@ -100,6 +94,11 @@ def add_security_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="admit only clients with a token from FILE ('node-id token' lines)",
     )
+
+
+def add_certificate_and_key_option(parser: argparse.ArgumentParser, flag: str, help: str) -> None:
+    """Add `flag CERT KEY`: a PEM certificate (chain) and its private key, as two paths."""
+    parser.add_argument(flag, nargs=2, metavar=("CERT", "KEY"), default=None, help=help)
 
 
 def add_node_options(
