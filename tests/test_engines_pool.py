@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from roost.core.types import Failure, FitIns, FitRes
+from roost.engines.federation import Federation
 from roost.engines.pool import WorkerLost, WorkerPool
 
 
@@ -22,7 +23,8 @@ class ThreadPool(WorkerPool[ThreadWorker, futures.Future]):
     find its worker unreachable, or answer with a message that cannot be read."""
 
     def __init__(self, behaviour: dict[str, str], num_clients: int, max_workers: int) -> None:
-        super().__init__(num_clients, max_workers)
+        # Its workers answer without building clients: the federation needs no client_fn.
+        super().__init__(Federation(client_fn=None, num_clients=num_clients), max_workers)
         self.behaviour = behaviour
         self.started = 0
         self.killed: list[int] = []

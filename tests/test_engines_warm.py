@@ -12,6 +12,7 @@ import roost
 from roost import ConfigurationError, WarmClients
 from roost.core.types import FitIns, FitRes
 from roost.engines import make_engine
+from roost.engines.federation import Federation
 from roost.engines.pool import WorkerPool
 from roost.engines.warm import ClientHost, estimate_bytes, warm_setting
 from roost.strategy import FedAvg, SecureAggregation
@@ -139,7 +140,7 @@ def test_warm_clients_run_secure_aggregation_phases():
 
 
 def host(**bounds) -> ClientHost:
-    return ClientHost(ClientFn(nbytes=1000), num_clients=10, warm=WarmClients(**bounds))
+    return ClientHost(Federation(ClientFn(nbytes=1000), 10), warm=WarmClients(**bounds))
 
 
 def fit(host: ClientHost, client_id: str, ticket: int | None = None):
@@ -174,7 +175,7 @@ def test_a_client_larger_than_the_budget_is_rebuilt_every_time_and_a_warning_say
 
 
 def test_a_client_whose_instruction_failed_is_not_kept():
-    clients = ClientHost(ClientFn(fail_on_fit=1), num_clients=3, warm=WarmClients())
+    clients = ClientHost(Federation(ClientFn(fail_on_fit=1), 3), warm=WarmClients())
     fit(clients, "0")
     failure = fit(clients, "1")
     assert failure.kind == "error" and "broken" in failure.reason
@@ -222,7 +223,7 @@ def test_the_node_state_stays_the_dict_a_warm_client_holds():
             self.context.state["seen"] = self.context.state.get("seen", 0) + 1
             return super().fit(parameters, config)
 
-    clients = ClientHost(Remembering, num_clients=1, warm=WarmClients())
+    clients = ClientHost(Federation(Remembering, 1), warm=WarmClients())
     state: dict = {}
     for expected in (1, 2, 3):  # the pool sends a fresh copy of the state with every call
         _, state = clients.run("0", FitIns([np.zeros(NUM_FEATURES)], {}), dict(state), None)
@@ -257,7 +258,7 @@ class Routing(WorkerPool[str, None]):
     """Only `_next_call`, the routing rule, is exercised; workers are names."""
 
     def __init__(self, workers: list[str]) -> None:
-        super().__init__(num_clients=10, max_workers=len(workers), warm=WarmClients())
+        super().__init__(Federation(client_fn=None, num_clients=10), len(workers), WarmClients())
         self._workers = list(workers)
 
     def _start_workers(self, count): ...

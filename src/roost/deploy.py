@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable, Mapping, Sequence
-from functools import partial
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from roost.client.client import ClientFn, ClientLike, Context
@@ -25,7 +24,7 @@ from roost.errors import ConfigurationError, RoostError
 from roost.log import ensure_logging
 from roost.outputs import save_run
 from roost.server.history import History
-from roost.server.loop import RoundCallback, ServerConfig, run_rounds
+from roost.server.loop import RoundCallback, ServerConfig, ServerState, run_rounds
 from roost.server.state import open_state, recording
 from roost.strategy.presets import FedAvg
 from roost.strategy.strategy import Strategy
@@ -60,7 +59,8 @@ def start_server(
     trackers: Sequence[Tracker] = (),
     client_metrics: bool = False,
 ) -> History:
-    """Serve a federated run over gRPC until `config.num_rounds` rounds are done; return History.
+    """Serve a federated run over gRPC until `config.num_rounds` rounds are done; return its
+    History, whose `parameters` are the final global model.
 
     Args:
         server_address: `host:port` to listen on (`0.0.0.0:8080` listens on every interface).
@@ -86,8 +86,6 @@ def start_server(
         on_round_end: also called with the `ServerState` after every round.
         trackers: get every round's values (`roost.tracking`); closed when the run ends.
         client_metrics: also hand trackers each client's own fit and evaluate metrics.
-
-    The final global model is `history.parameters`.
     """
     ensure_logging()
     store, resume_from = open_state(state_dir, resume, out_dir)
@@ -108,38 +106,48 @@ def start_server(
         client_metrics=client_metrics,
         then=recording(store, on_round_end),
     )
-    run = partial(
-        run_rounds,
-        strategy if strategy is not None else FedAvg(),
-        track.observe(transport),
-        config,
-        seed=seed,
-        resume_from=resume_from,
-        on_round_end=track,
-    )
-    try:
-        history = _run_then_close(run, transport)
-    finally:
-        track.close()
-    if out_dir is not None:
-        _write_outputs(Path(out_dir), history)
+    history = _serve_rounds(strategy, transport, config, track, seed, resume_from)
+    _write_outputs(out_dir, history)
     return history
 
 
-def _run_then_close(run: Callable[[], History], transport: GrpcServerTransport) -> History:
-    """`run()`, then close the transport, telling clients whether the run is over."""
+def _serve_rounds(
+    strategy: Strategy | None,
+    transport: GrpcServerTransport,
+    config: ServerConfig,
+    track: TrackRounds,
+    seed: int | None,
+    resume_from: ServerState | None,
+) -> History:
+    """Run the rounds of `strategy` (default `FedAvg()`) over `transport`, every round's values
+    handed to `track`; then close the transport, telling clients whether the run is over, and
+    the trackers."""
     finished = False
     try:
-        history = run()
+        history = run_rounds(
+            strategy if strategy is not None else FedAvg(),
+            track.observe(transport),
+            config,
+            seed=seed,
+            resume_from=resume_from,
+            on_round_end=track,
+        )
         finished = True
     finally:
         # Only a finished run sends clients home; after a failure they keep reconnecting, so
         # that a server restarted with resume finds them again.
-        transport.close(run_over=finished)
+        try:
+            transport.close(run_over=finished)
+        finally:
+            track.close()
     return history
 
 
-def _write_outputs(out_dir: Path, history: History) -> None:
+def _write_outputs(out_dir: str | Path | None, history: History) -> None:
+    """Write `history.json` and `model.npz` to `out_dir` (None: nowhere)."""
+    if out_dir is None:
+        return
+    out_dir = Path(out_dir)
     try:
         written = save_run(out_dir, history)
     except OSError as error:

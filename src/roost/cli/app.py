@@ -33,10 +33,11 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
-from roost.cli.dp_options import privacy_flags_given
+from roost.cli.dp_options import add_privacy_arguments, privacy_flags_given
 from roost.cli.project import (
     RoostProject,
     RunConfigOverrides,
@@ -45,8 +46,14 @@ from roost.cli.project import (
     project_kind,
     read_pyproject,
 )
-from roost.cli.settings import RunSettings, server_config, server_deployment_options
-from roost.cli.strategy_options import strategy_options
+from roost.cli.secagg_options import add_secagg_arguments
+from roost.cli.settings import (
+    RunSettings,
+    client_connection_options,
+    server_config,
+    server_deployment_options,
+)
+from roost.cli.strategy_options import add_strategy_arguments, strategy_options
 from roost.client.client import ClientFn
 from roost.errors import ConfigurationError
 from roost.server.loop import ServerConfig
@@ -228,16 +235,26 @@ class FlowerProjectApp(App):
 
         connect_project(
             Path(self.directory or "."),
-            server_address=args.server,
-            partition_id=args.partition_id,
-            num_partitions=args.num_partitions,
-            node_id=args.node_id,
             run_config_overrides=self.run_config_overrides,
-            root_certificates=args.root_certificate,
-            token=args.token or os.environ.get("ROOST_TOKEN") or None,
-            reconnect_timeout=args.reconnect_timeout,
+            **client_connection_options(args),
         )
         return True
+
+
+def finish_app_command(
+    parser: argparse.ArgumentParser,
+    default_app: App,
+    command: str,
+    run: Callable[[argparse.Namespace, App], int],
+) -> None:
+    """End a command that runs an app (`roost simulate`, `roost server`): add the strategy, central
+    DP and secure-aggregation options, then `default_app`'s own options for `command`; the command
+    runs `run(args, default_app=default_app)`."""
+    add_strategy_arguments(parser)
+    add_privacy_arguments(parser)
+    add_secagg_arguments(parser)
+    default_app.add_arguments(parser, command)
+    parser.set_defaults(handler=partial(run, default_app=default_app))
 
 
 def add_run_config_option(parser: argparse.ArgumentParser) -> None:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 from functools import partial
 
 from roost.cli.app import App, load_app
 from roost.cli.dp_options import add_privacy_arguments, client_privacy
 from roost.cli.options import CommandParser, address, positive_float, positive_int
-from roost.cli.server import add_node_options, quiet_grpc_core
+from roost.cli.server import add_certificate_and_key_option, add_node_options, quiet_grpc_core
+from roost.cli.settings import client_connection_options
 from roost.errors import ConfigurationError
 from roost.log import ensure_logging
 
@@ -52,12 +52,10 @@ def add_command(root: CommandParser, default_app: App) -> None:
         default=None,
         help="connect with TLS, trusting the server certificate this CA signed",
     )
-    parser.add_argument(
+    add_certificate_and_key_option(
+        parser,
         "--certificate",
-        nargs=2,
-        metavar=("CERT", "KEY"),
-        default=None,
-        help="mutual TLS: this node's PEM certificate and key (its common name is the node id)",
+        "mutual TLS: this node's PEM certificate and key (its common name is the node id)",
     )
     parser.add_argument(
         "--token",
@@ -98,15 +96,9 @@ def run(args: argparse.Namespace, default_app: App) -> int:
         return 0
     client_fn = client_privacy(args, app.make_client_fn(args.seed), args.num_partitions)
     start_client(
-        server_address=args.server,
         client_fn=client_fn,
-        partition_id=args.partition_id,
-        num_partitions=args.num_partitions,
-        node_id=args.node_id,
-        root_certificates=args.root_certificate,
         certificate=tuple(args.certificate) if args.certificate else None,
-        token=args.token or os.environ.get("ROOST_TOKEN") or None,
         max_message_bytes=int(args.max_message_mb * (1 << 20)),
-        reconnect_timeout=args.reconnect_timeout,
+        **client_connection_options(args),
     )
     return 0

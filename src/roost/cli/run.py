@@ -17,7 +17,7 @@ from roost.cli.dp_options import add_privacy_arguments, privacy_flags_given, pri
 from roost.cli.options import CommandParser, positive_int
 from roost.cli.report import Reporter, add_output_options, history_table, run_params
 from roost.cli.secagg_options import add_secagg_arguments, secure_aggregation
-from roost.cli.simulate import add_state_options
+from roost.cli.simulate import add_state_options, recording_options
 from roost.cli.strategy_options import add_clip_arguments
 from roost.client.client import ClientFn
 from roost.engines import ENGINES
@@ -128,10 +128,7 @@ def _run_roost_project(app: ProjectApp, args: argparse.Namespace, reporter: Repo
         seed=project.seed,
         run_config=run_config,
         engine=project.engine,
-        state_dir=args.state,
-        resume=args.resume,
-        trackers=reporter.trackers,
-        client_metrics=args.client_metrics,
+        **recording_options(args, reporter),
     )
 
 

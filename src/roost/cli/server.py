@@ -5,10 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-from functools import partial
 
-from roost.cli.app import App, add_run_config_option, load_app
-from roost.cli.dp_options import add_privacy_arguments
+from roost.cli.app import App, add_run_config_option, finish_app_command, load_app
 from roost.cli.options import CommandParser, address, positive_float, positive_int
 from roost.cli.report import (
     Reporter,
@@ -17,7 +15,7 @@ from roost.cli.report import (
     run_params,
     start_console,
 )
-from roost.cli.secagg_options import add_secagg_arguments, secure_aggregation_line
+from roost.cli.secagg_options import secure_aggregation_line
 from roost.cli.settings import (
     RunSettings,
     add_app_option,
@@ -25,7 +23,6 @@ from roost.cli.settings import (
     server_deployment_options,
     settings_from_args,
 )
-from roost.cli.strategy_options import add_strategy_arguments
 from roost.errors import ConfigurationError
 
 DEFAULT_MIN_CLIENTS = 2
@@ -76,21 +73,13 @@ def add_command(root: CommandParser, default_app: App) -> None:
         default_title=default_app.title,
     )
     add_run_options(parser, app_only=True)
-    add_strategy_arguments(parser)
-    add_privacy_arguments(parser)
-    add_secagg_arguments(parser)
-    default_app.add_arguments(parser, "server")
-    parser.set_defaults(handler=partial(run, default_app=default_app))
+    finish_app_command(parser, default_app, "server", run)
 
 
 def add_security_options(parser: argparse.ArgumentParser) -> None:
     """TLS, mutual TLS and tokens: who may connect, and how."""
-    parser.add_argument(
-        "--certificates",
-        nargs=2,
-        metavar=("CERT", "KEY"),
-        default=None,
-        help="serve TLS with this PEM certificate chain and private key",
+    add_certificate_and_key_option(
+        parser, "--certificates", "serve TLS with this PEM certificate chain and private key"
     )
     parser.add_argument(
         "--client-ca",
@@ -105,6 +94,11 @@ def add_security_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="admit only clients with a token from FILE ('node-id token' lines)",
     )
+
+
+def add_certificate_and_key_option(parser: argparse.ArgumentParser, flag: str, help: str) -> None:
+    """Add `flag CERT KEY`: a PEM certificate (chain) and its private key, as two paths."""
+    parser.add_argument(flag, nargs=2, metavar=("CERT", "KEY"), default=None, help=help)
 
 
 def add_node_options(

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -126,4 +127,21 @@ def server_deployment_options(args: argparse.Namespace) -> dict[str, Any]:
         "out_dir": args.out,
         "client_wait_timeout": args.wait_timeout,
         "max_message_bytes": int(args.max_message_mb * (1 << 20)),
+    }
+
+
+def client_connection_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments `roost client`'s options give a node, whatever it runs.
+
+    Both a plain `roost.App`'s client (`start_client`) and a Flower project's ClientApp
+    (`connect_project`) join with these, so they are read here once.
+    """
+    return {
+        "server_address": args.server,
+        "partition_id": args.partition_id,
+        "num_partitions": args.num_partitions,
+        "node_id": args.node_id,
+        "root_certificates": args.root_certificate,
+        "token": args.token or os.environ.get("ROOST_TOKEN") or None,
+        "reconnect_timeout": args.reconnect_timeout,
     }

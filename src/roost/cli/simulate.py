@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from functools import partial
+from typing import Any
 
-from roost.cli.app import App, load_app
-from roost.cli.dp_options import add_privacy_arguments
+from roost.cli.app import App, finish_app_command, load_app
 from roost.cli.options import CommandParser, positive_int
 from roost.cli.report import Reporter, add_output_options, history_table, run_params
-from roost.cli.secagg_options import add_secagg_arguments, secure_aggregation_line
+from roost.cli.secagg_options import secure_aggregation_line
 from roost.cli.settings import (
     RunSettings,
     add_app_option,
@@ -17,7 +16,6 @@ from roost.cli.settings import (
     server_config,
     settings_from_args,
 )
-from roost.cli.strategy_options import add_strategy_arguments
 from roost.engines import ENGINES
 from roost.errors import ConfigurationError
 
@@ -59,11 +57,7 @@ def add_command(root: CommandParser, default_app: App) -> None:
         help="how clients run (default: the fastest for the app: sequential for the demo; the "
         "run's first line names the engine and why)",
     )
-    add_strategy_arguments(parser)
-    add_privacy_arguments(parser)
-    add_secagg_arguments(parser)
-    default_app.add_arguments(parser, "simulate")
-    parser.set_defaults(handler=partial(run, default_app=default_app))
+    finish_app_command(parser, default_app, "simulate", run)
 
 
 def add_state_options(parser: argparse.ArgumentParser) -> None:
@@ -80,6 +74,18 @@ def add_state_options(parser: argparse.ArgumentParser) -> None:
         help="continue the run recorded in --state DIR (same strategy and model, at least as "
         "many rounds)",
     )
+
+
+def recording_options(args: argparse.Namespace, reporter: Reporter) -> dict[str, Any]:
+    """The keyword arguments of `run_simulation` that say what a simulation records: its rounds
+    in `--state DIR` (continued with `--resume`), and every round's values for the reporter's
+    trackers (each client's own with `--client-metrics`)."""
+    return {
+        "state_dir": args.state,
+        "resume": args.resume,
+        "trackers": reporter.trackers,
+        "client_metrics": args.client_metrics,
+    }
 
 
 def run(args: argparse.Namespace, default_app: App) -> int:
@@ -105,10 +111,7 @@ def run(args: argparse.Namespace, default_app: App) -> int:
             config=server_config(args),
             seed=settings.seed,
             engine=simulation.engine,
-            state_dir=args.state,
-            resume=args.resume,
-            trackers=reporter.trackers,
-            client_metrics=args.client_metrics,
+            **recording_options(args, reporter),
         )
     reporter.console.print(history_table(history))
     if settings.privacy and (stopped := settings.privacy.stopped_early(history, args.rounds)):

@@ -108,23 +108,21 @@ def _unpack(value: object, names: tuple[str, ...], method: str) -> tuple:
     return tuple(value)
 
 
+# The client method each model instruction calls, the names of the tuple it returns, and the
+# result those values make.
+_MODEL_CALLS: dict[type, tuple[str, tuple[str, ...], Callable[..., Result]]] = {
+    types.FitIns: ("fit", ("parameters", "num_examples", "metrics"), types.FitRes),
+    types.EvaluateIns: ("evaluate", ("loss", "num_examples", "metrics"), types.EvaluateRes),
+}
+
+
 def call_client(client: ClientLike, instruction: Instruction) -> Result:
     """Run one fit, evaluate or get_parameters instruction on a client object and wrap what it
     returns (not yet validated). Protocol phases go through `roost.client.protocols.execute`."""
-    if isinstance(instruction, types.FitIns):
-        parameters, num_examples, metrics = _unpack(
-            client.fit(instruction.parameters, dict(instruction.config)),
-            ("parameters", "num_examples", "metrics"),
-            "fit",
-        )
-        return types.FitRes(parameters, num_examples, metrics)
-    if isinstance(instruction, types.EvaluateIns):
-        loss, num_examples, metrics = _unpack(
-            client.evaluate(instruction.parameters, dict(instruction.config)),
-            ("loss", "num_examples", "metrics"),
-            "evaluate",
-        )
-        return types.EvaluateRes(loss, num_examples, metrics)
+    for kind, (method, names, result) in _MODEL_CALLS.items():
+        if isinstance(instruction, kind):
+            returned = getattr(client, method)(instruction.parameters, dict(instruction.config))
+            return result(*_unpack(returned, names, method))
     if isinstance(instruction, types.GetParametersIns):
         return types.GetParametersRes(client.get_parameters(dict(instruction.config)))
     raise TypeError(f"unknown instruction {type(instruction).__name__}")

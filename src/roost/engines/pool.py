@@ -30,10 +30,9 @@ from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from roost.client.client import ClientFn
-from roost.core.types import ClientId, Config, Failure, Instruction, Outcome, Result
-from roost.engines.node_states import KeepsNodeStates, NodeState, NodeStates
-from roost.engines.sequential import check_num_clients, simulation_clients
+from roost.core.types import ClientId, Failure, Instruction, Outcome, Result
+from roost.engines.federation import Federation, SimulatedFederation
+from roost.engines.node_states import NodeState
 from roost.engines.warm import WarmClients
 from roost.errors import ConfigurationError
 
@@ -46,15 +45,17 @@ Worker = TypeVar("Worker")
 Handle = TypeVar("Handle")
 
 
-def serialize_client_fn(client_fn: ClientFn, engine: str) -> bytes:
-    """`client_fn` as bytes for another process: cloudpickle when installed (it also handles
-    lambdas, closures and functions of `__main__`), the standard pickle otherwise."""
+def serialize_federation(federation: Federation, engine: str) -> bytes:
+    """`federation` as bytes for another process: cloudpickle when installed (it also handles a
+    `client_fn` that is a lambda, a closure or a function of `__main__`), the standard pickle
+    otherwise. Of a federation, only `client_fn` can fail to pickle (the run config is scalars).
+    """
     try:
         import cloudpickle
     except ImportError:
         cloudpickle = None
     try:
-        return (cloudpickle or pickle).dumps(client_fn)
+        return (cloudpickle or pickle).dumps(federation)
     except Exception as error:
         hint = "" if cloudpickle else " (or install cloudpickle, which also sends closures)"
         raise ConfigurationError(
@@ -77,7 +78,7 @@ class _Call:
     started: float
 
 
-class WorkerPool(ABC, KeepsNodeStates, Generic[Worker, Handle]):
+class WorkerPool(ABC, SimulatedFederation, Generic[Worker, Handle]):
     """A transport that runs clients on a pool of reusable workers.
 
     Subclasses say how to start, stop and call their kind of worker; this class owns the pool and
@@ -86,23 +87,16 @@ class WorkerPool(ABC, KeepsNodeStates, Generic[Worker, Handle]):
     """
 
     def __init__(
-        self,
-        num_clients: int,
-        max_workers: int,
-        run_config: Config | None = None,
-        warm: WarmClients | None = None,
+        self, federation: Federation, max_workers: int, warm: WarmClients | None = None
     ) -> None:
-        check_num_clients(num_clients)
         if max_workers < 1:
             raise ConfigurationError(f"the pool needs at least one worker, got {max_workers}")
-        self.num_clients = num_clients
+        # Each node's Context.state (`node_states`) travels with its instruction and comes back
+        # with the result: a client rebuilt on any worker sees what it kept before.
+        super().__init__(federation)
         self.max_workers = max_workers
-        self.run_config = dict(run_config or {})  # every client's `context.run_config`
         self._workers: list[Worker] = []
         self._exchange: Generator[Outcome, None, None] | None = None
-        # Each node's Context.state travels with its instruction and comes back with the result:
-        # a client rebuilt on any worker sees what it kept before.
-        self.node_states = NodeStates()
         self.warm = warm
         self._home: dict[ClientId, Worker] = {}  # the worker that answered each node last
         self._sent: dict[ClientId, int] = {}  # instructions sent to each node so far
@@ -146,10 +140,6 @@ class WorkerPool(ABC, KeepsNodeStates, Generic[Worker, Handle]):
         only."""
 
     # -- Transport -----------------------------------------------------------------------------
-
-    def wait_for_clients(self, count: int, timeout: float | None = None) -> list[ClientId]:
-        """Every simulated client is always available."""
-        return simulation_clients(self.num_clients, count)
 
     def run(
         self, cohort: Sequence[tuple[ClientId, Instruction]], timeout: float | None

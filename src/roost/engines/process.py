@@ -24,7 +24,8 @@ from typing import Any
 
 from roost.client.client import ClientFn
 from roost.core.types import ClientId, Config, Failure, Instruction, Result
-from roost.engines.pool import WORKER_START_TIMEOUT, WorkerLost, WorkerPool, serialize_client_fn
+from roost.engines.federation import Federation
+from roost.engines.pool import WORKER_START_TIMEOUT, WorkerLost, WorkerPool, serialize_federation
 from roost.engines.warm import ClientHost, NodeState, WarmClients, warm_setting
 from roost.errors import ConfigurationError, RoostError
 
@@ -34,23 +35,19 @@ _THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS
 
 
 def _worker_main(
-    connection: Connection,
-    payload: bytes,
-    num_clients: int,
-    run_config: Config,
-    threads: int,
-    warm: WarmClients | None,
+    connection: Connection, payload: bytes, threads: int, warm: WarmClients | None
 ) -> None:
-    """A worker's life: rebuild client_fn, then answer instructions until told to stop."""
+    """A worker's life: rebuild the federation (its client_fn), then answer instructions until
+    told to stop."""
     for variable in _THREAD_VARIABLES:  # before the client's imports read them
         os.environ.setdefault(variable, str(threads))
     try:
-        client_fn = pickle.loads(payload)
+        federation = pickle.loads(payload)
     except BaseException as error:
         connection.send(("error", f"{type(error).__name__}: {error}"))
         return
     _limit_torch_threads(threads)
-    host = ClientHost(client_fn, num_clients, run_config, warm)
+    host = ClientHost(federation, warm)
     connection.send(("ready", os.getpid()))
     while True:
         try:
@@ -130,10 +127,11 @@ class ProcessEngine(WorkerPool[_Worker, Connection]):
         if max_workers is not None and max_workers < 1:
             raise ConfigurationError(f"max_workers must be >= 1, got {max_workers}")
         warm = warm_setting(warm_clients)
-        super().__init__(num_clients, max_workers or cores, run_config, warm)
+        federation = Federation.of(client_fn, num_clients, run_config)
+        super().__init__(federation, max_workers or cores, warm)
         self._worker_warm = None if warm is None else warm.share(self.max_workers)
         self.threads_per_worker = threads_per_worker or max(1, cores // self.max_workers)
-        self._payload = serialize_client_fn(client_fn, "process")
+        self._payload = serialize_federation(federation, "process")
         self._context = multiprocessing.get_context(start_method)
 
     # -- how a worker process is called ----------------------------------------------------------
@@ -179,14 +177,7 @@ class ProcessEngine(WorkerPool[_Worker, Connection]):
             parent, child = self._context.Pipe(duplex=True)
             process = self._context.Process(
                 target=_worker_main,
-                args=(
-                    child,
-                    self._payload,
-                    self.num_clients,
-                    self.run_config,
-                    self.threads_per_worker,
-                    self._worker_warm,
-                ),
+                args=(child, self._payload, self.threads_per_worker, self._worker_warm),
                 name="roost-worker",
                 daemon=True,
             )

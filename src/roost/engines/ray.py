@@ -20,8 +20,8 @@ from typing import Any
 
 from roost.client.client import ClientFn
 from roost.core.types import ClientId, Config, Failure, Instruction, Result
-from roost.engines.pool import WORKER_START_TIMEOUT, WorkerLost, WorkerPool, serialize_client_fn
-from roost.engines.sequential import check_num_clients
+from roost.engines.federation import Federation
+from roost.engines.pool import WORKER_START_TIMEOUT, WorkerLost, WorkerPool, serialize_federation
 from roost.engines.warm import ClientHost, NodeState, WarmClients, warm_setting
 from roost.errors import ConfigurationError
 
@@ -32,10 +32,8 @@ class _ClientActor:
     """Holds the rebuilt client_fn (and, warm, the clients it built); runs one instruction per
     call."""
 
-    def __init__(
-        self, payload: bytes, num_clients: int, run_config: Config, warm: WarmClients | None
-    ) -> None:
-        self.host = ClientHost(pickle.loads(payload), num_clients, run_config, warm)
+    def __init__(self, payload: bytes, warm: WarmClients | None) -> None:
+        self.host = ClientHost(pickle.loads(payload), warm)
 
     def ready(self) -> bool:
         return True
@@ -95,10 +93,10 @@ class RayEngine(WorkerPool[Any, Any]):
             raise ConfigurationError(f"num_cpus_per_client must be > 0, got {num_cpus_per_client}")
         if max_actors is not None and max_actors < 1:
             raise ConfigurationError(f"max_actors must be >= 1, got {max_actors}")
-        check_num_clients(num_clients)  # before Ray starts
+        federation = Federation.of(client_fn, num_clients, run_config)  # checked before Ray starts
         warm = warm_setting(warm_clients)
         self._ray = ray = _import_ray()
-        payload = serialize_client_fn(client_fn, "ray")
+        payload = serialize_federation(federation, "ray")
         self._owns_ray = False
         if not ray.is_initialized():
             options = {"include_dashboard": False, "logging_level": logging.WARNING}
@@ -109,7 +107,7 @@ class RayEngine(WorkerPool[Any, Any]):
             log.info("Ray is already initialized in this process; address=%r is not used", address)
         cpus = float(ray.cluster_resources().get("CPU", 1.0))
         actors = max_actors or max(1, int(cpus // num_cpus_per_client))
-        super().__init__(num_clients, actors, run_config, warm)
+        super().__init__(federation, actors, warm)
         self._actor_warm = None if warm is None else warm.share(actors)
         self._actor_class = _actor_class(
             ray, float(num_cpus_per_client), float(num_gpus_per_client)
@@ -156,10 +154,7 @@ class RayEngine(WorkerPool[Any, Any]):
     def _start_workers(self, count: int) -> list[Any]:
         ray = self._ray
         actors = [
-            self._actor_class.remote(
-                self._payload_ref, self.num_clients, self.run_config, self._actor_warm
-            )
-            for _ in range(count)
+            self._actor_class.remote(self._payload_ref, self._actor_warm) for _ in range(count)
         ]
         try:
             ray.get([actor.ready.remote() for actor in actors], timeout=WORKER_START_TIMEOUT)

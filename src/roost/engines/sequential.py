@@ -1,7 +1,8 @@
 """The sequential engine: clients one after another, in this process. The reference engine.
 
-Also the pieces every simulation engine shares: the simulated clients' ids and the check of their
-number. How one instruction runs on a client (built cold, or kept warm) is `roost.engines.warm`.
+What every simulation engine shares (the federation it runs, its clients' ids and the check of
+their number) is `roost.engines.federation`, whose helpers this module also offers. How one
+instruction runs on a client (built cold, or kept warm) is `roost.engines.warm`.
 """
 
 from __future__ import annotations
@@ -12,35 +13,22 @@ from collections.abc import Iterator, Sequence
 
 from roost.client.client import ClientFn
 from roost.core.types import ClientId, Config, Failure, Instruction, Outcome, Result
-from roost.engines.node_states import KeepsNodeStates, NodeState, NodeStates
+from roost.engines.federation import (
+    Federation,
+    SimulatedFederation,
+    check_num_clients,
+    simulation_clients,
+)
+from roost.engines.node_states import NodeState
 from roost.engines.warm import ClientHost, WarmClients, warm_setting
-from roost.errors import ConfigurationError, NotEnoughClientsError
 
 log = logging.getLogger(__name__)
 
-
-def simulation_clients(num_clients: int, count: int) -> list[ClientId]:
-    """A simulation's client ids ("0" … "N-1", its partition ids), every one always available.
-
-    Raises `NotEnoughClientsError` at once when the strategy needs more than `num_clients`:
-    unlike a deployment, a simulation cannot wait for more clients to arrive.
-    """
-    if count > num_clients:
-        raise NotEnoughClientsError(
-            f"the strategy needs at least {count} clients but the simulation has "
-            f"{num_clients}; raise num_clients or lower min_available_clients / "
-            "min_fit_clients / min_evaluate_clients"
-        )
-    return [str(index) for index in range(num_clients)]
+# The federation helpers stay importable from here, where the engines have always found them.
+__all__ = ["SequentialEngine", "check_num_clients", "simulation_clients"]
 
 
-def check_num_clients(num_clients: int) -> None:
-    """Refuse a simulation without clients."""
-    if num_clients < 1:
-        raise ConfigurationError(f"num_clients must be at least 1, got {num_clients}")
-
-
-class SequentialEngine(KeepsNodeStates):
+class SequentialEngine(SimulatedFederation):
     """Run each sampled client in this process, one at a time.
 
     Any number of exchanges (`run` calls) may share a round. Cold (the default), each instruction
@@ -62,16 +50,8 @@ class SequentialEngine(KeepsNodeStates):
         *,
         warm_clients: bool | WarmClients = False,
     ) -> None:
-        check_num_clients(num_clients)
-        self.client_fn = client_fn
-        self.num_clients = num_clients
-        self.run_config = dict(run_config or {})
-        self.host = ClientHost(client_fn, num_clients, run_config, warm_setting(warm_clients))
-        self.node_states = NodeStates()  # each node's Context.state
-
-    def wait_for_clients(self, count: int, timeout: float | None = None) -> list[ClientId]:
-        """Every simulated client is always available."""
-        return simulation_clients(self.num_clients, count)
+        super().__init__(Federation.of(client_fn, num_clients, run_config))
+        self.host = ClientHost(self.federation, warm_setting(warm_clients))
 
     def run(
         self, cohort: Sequence[tuple[ClientId, Instruction]], timeout: float | None

@@ -28,11 +28,10 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
-from roost.client.client import ClientFn, ClientLike, Context
+from roost.client.client import ClientLike, Context
 from roost.client.protocols import execute
 from roost.core.types import (
     ClientId,
-    Config,
     EvaluateIns,
     Failure,
     FitIns,
@@ -40,6 +39,7 @@ from roost.core.types import (
     PhaseIns,
     Result,
 )
+from roost.engines.federation import Federation
 from roost.engines.node_states import NodeState
 from roost.errors import ConfigurationError
 
@@ -183,16 +183,8 @@ class ClientHost:
     is rebuilt. Thread-safe: the sequential engine's timed clients run in helper threads.
     """
 
-    def __init__(
-        self,
-        client_fn: ClientFn,
-        num_clients: int,
-        run_config: Config | None = None,
-        warm: WarmClients | None = None,
-    ) -> None:
-        self.client_fn = client_fn
-        self.num_clients = num_clients
-        self.run_config = dict(run_config or {})
+    def __init__(self, federation: Federation, warm: WarmClients | None = None) -> None:
+        self.federation = federation
         self.warm = warm
         self._budget = warm.byte_budget() if warm is not None else 0
         self._kept: OrderedDict[ClientId, _Warm] = OrderedDict()  # least recently used first
@@ -221,8 +213,9 @@ class ClientHost:
         """
         kept, epoch = self._checkout(client_id, ticket)
         if kept is None:
+            run_config = self.federation.run_config
             context = Context.for_partition(
-                int(client_id), self.num_clients, run_config=self.run_config, state=state
+                int(client_id), self.federation.num_clients, run_config=run_config, state=state
             )
         else:
             context = kept.context
@@ -232,7 +225,7 @@ class ClientHost:
         # A client's bug must not stop the federation: it is this client's failure, with its
         # traceback, and one raised while building the client names client_fn.
         try:
-            client = self.client_fn(context) if kept is None else kept.client
+            client = self.federation.client_fn(context) if kept is None else kept.client
         except Exception as error:
             return Failure.from_exception(client_id, error, in_client_fn=True), context.state
         try:
