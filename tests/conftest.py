@@ -9,7 +9,13 @@ import os
 # process a test starts): the suite runs two pytest workers on two cores, and tiny models whose
 # libraries each start a thread per core spend most of their time waiting for each other (the
 # torch digits test: 32 s with the default threads on a busy machine, 3.5 s with one).
-for _variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+for _variable in (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "TF_NUM_INTRAOP_THREADS",
+    "TF_NUM_INTEROP_THREADS",
+):
     os.environ.setdefault(_variable, "1")
 
 import pytest  # noqa: E402

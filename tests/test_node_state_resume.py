@@ -310,3 +310,24 @@ def test_exact_trees_keep_numpy_scalar_types_and_refuse_container_subclasses():
     assert same_tree(decode_tree(encode_tree(tree, arrays, exact=True), arrays), tree)
     with pytest.raises(ConfigurationError, match="is a OrderedDict"):
         encode_tree({"o": OrderedDict()}, [], exact=True)
+
+
+def test_a_flower_apps_node_states_resume_with_it(tmp_path):
+    """The Flower numpy app counts, in each node's `context.state`, the rounds it trained in and
+    reports the count: after a resume the count goes on from the recorded state."""
+    from roost.compat.flwr.project import run_project
+
+    app = Path(__file__).parent / "flower_apps" / "numpy_app"
+
+    def run(rounds: int, **state) -> roost.History:
+        return run_project(
+            app, num_nodes=2, seed=0, run_config_overrides={"num-server-rounds": rounds}, **state
+        )
+
+    straight = run(3)
+    assert [value for _, value in straight.metrics_distributed_fit["rounds"]] == [1, 2, 3]
+    run(2, state_dir=tmp_path / "state")
+    resumed = run(3, state_dir=tmp_path / "state", resume=True)
+    assert [value for _, value in resumed.metrics_distributed_fit["rounds"]] == [1, 2, 3]
+    for got, want in zip(resumed.parameters, straight.parameters, strict=True):
+        np.testing.assert_array_equal(got, want)

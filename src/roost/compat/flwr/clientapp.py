@@ -162,11 +162,27 @@ class MessageNode(Client, ProtocolClient):
         """Rebuild the message, run the app's handler, send its reply back."""
         node_id = codec.node_number(context.node_id)
         message = codec.instruction_to_message(instruction, node_id)
-        state = context.state.setdefault(STATE_KEY, RecordDict())
+        state = _flower_state(context.state.get(STATE_KEY))
         flower_context = codec.flower_context(
             message.metadata.run_id, node_id, context.node_config, context.run_config, state
         )
-        return codec.reply_to_result(self.app.handle(message, flower_context))
+        reply = self.app.handle(message, flower_context)
+        context.state[STATE_KEY] = _plain_state(state)
+        return codec.reply_to_result(reply)
+
+
+def _plain_state(state: RecordDict) -> dict[str, Any]:
+    """A node's Flower state as plain data (its arrays and their layout), the form roost keeps
+    node states in: checkpoints record it, and the process engine ships it."""
+    arrays, layout = codec.encode_records(state)
+    return {"arrays": list(arrays), "layout": layout}
+
+
+def _flower_state(kept: dict[str, Any] | None) -> RecordDict:
+    """The `RecordDict` that `_plain_state` kept (empty on a node's first message)."""
+    if kept is None:
+        return RecordDict()
+    return codec.decode_records(kept["arrays"], kept["layout"])
 
 
 def node_client(app: ClientApp, context: NodeContext) -> ClientLike:

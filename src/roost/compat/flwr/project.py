@@ -34,6 +34,7 @@ from roost.compat.flwr.serverapp.grid import Grid, RunSettings
 from roost.core.types import Config
 from roost.deploy import start_client
 from roost.engines import make_engine
+from roost.engines.node_states import KeepsNodeStates
 from roost.errors import ConfigurationError
 from roost.log import ensure_logging
 from roost.outputs import save_run
@@ -213,6 +214,7 @@ def run_apps(
         seed=settings.seed,
         resume_from=settings.take_resume_state(),
         on_round_end=settings.round_end,
+        node_states=settings.node_states,
     )
 
 
@@ -228,6 +230,8 @@ def _run_project_with(
     with project_session(project.directory, replace_installed_flwr):
         server_app, client_app = load_apps(project)
         transport = make_transport()
+        if settings.store is not None and isinstance(transport, KeepsNodeStates):
+            settings.node_states = transport.node_states  # recorded with every round
         try:
             history = run_apps(server_app, client_app, transport, run_config, settings)
         finally:

@@ -21,6 +21,7 @@ from roost.compat.flwr import codec
 from roost.compat.flwr.message import Message, new_message_id
 from roost.compat.flwr.records import RecordDict
 from roost.core.types import ClientId, Failure, PhaseIns, PhaseRes
+from roost.engines.node_states import NodeStates
 from roost.errors import ConfigurationError, InvalidMessageError
 from roost.server.history import History
 from roost.server.loop import RoundCallback, ServerState
@@ -50,13 +51,15 @@ class RunSettings:
     """roost's settings for the strategy runs a ServerApp starts through its grid.
 
     `seed` seeds node sampling; `store` records every completed round (and `resume_from` is the
-    recorded state the first strategy run continues from); `on_round_end` is called after every
-    round. Each strategy run's History is appended to `histories`.
+    recorded state the first strategy run continues from); `node_states` are the simulated
+    nodes' states, recorded with each round and restored on resume; `on_round_end` is called
+    after every round. Each strategy run's History is appended to `histories`.
     """
 
     seed: int | None = None
     store: StateStore | None = None
     resume_from: ServerState | None = None
+    node_states: NodeStates | None = None
     on_round_end: RoundCallback | None = None
     histories: list[History] = field(default_factory=list)
 

@@ -172,6 +172,7 @@ class FedAvg(Strategy):
             seed=settings.seed,
             resume_from=settings.take_resume_state(),
             on_round_end=settings.round_end,
+            node_states=settings.node_states,
         )
         if history.parameters is not None:
             result.arrays = wrap_arrays(layout.names, list(history.parameters))
