@@ -29,7 +29,10 @@ same plus `warm_clients=True`; `vectorized` the tutorial's model as a `roost.tas
 `loop` one Keras model reused for every client (the compute limit). Keras runs on its torch
 backend everywhere.
 
-Every run is a fresh process. Columns:
+Every run is a fresh process, with `OMP_WAIT_POLICY=PASSIVE` unless the environment sets it: on
+a machine shared with other work, OpenMP threads that spin while they wait (the default) made
+torch's parallel kernels, and so every runner, 2–10× slower from one invocation to the next (the
+loop most, its kernels being many and small). Columns:
   wall s      whole-process wall time: interpreter start, imports, Ray start-up, the run, exit
   run s       the simulation call alone (inside the process)
   peak MiB    peak memory of the process and all its children (PSS, sampled every 0.5 s)
@@ -113,6 +116,9 @@ def measure(command: list[str], timeout: float) -> dict:
     # Ray's workers (the ray engine's and Flower's) import the workloads from here.
     paths = [str(HERE), os.environ.get("PYTHONPATH", "")]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "KERAS_BACKEND": "torch"}
+    # OpenMP threads that wait by spinning turn every other process on a shared machine into a
+    # many-fold slowdown of torch's parallel kernels; waiting threads sleep instead.
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         started = time.perf_counter()
         child = subprocess.Popen(command, cwd=HERE, env=env, stdout=out, stderr=err, text=True)
@@ -148,8 +154,9 @@ def measure(command: list[str], timeout: float) -> dict:
     return {**result, "wall_s": wall, "peak_mib": peak / 2**20}
 
 
-def run_matrix(scenarios: list[str], runners: list[str], flower: Path | None,
-               timeout: float) -> dict:
+def run_matrix(
+    scenarios: list[str], runners: list[str], flower: Path | None, timeout: float
+) -> dict:
     results: dict[tuple[str, str], dict] = {}
     for scenario in scenarios:
         if scenario not in SEED_SCENARIOS:
@@ -184,8 +191,10 @@ def applies(scenario: str, runner: str) -> bool:
 
 
 def table(results: dict, scenarios: list[str], runners: list[str]) -> str:
-    header = (f"{'scenario':<12} {'runner':<11} {'wall s':>8} {'run s':>8} {'peak MiB':>9} "
-              f"{'accuracy':>9} {'×flower wall':>13} {'×flower run':>12} {'÷loop run':>10}")
+    header = (
+        f"{'scenario':<12} {'runner':<11} {'wall s':>8} {'run s':>8} {'peak MiB':>9} "
+        f"{'accuracy':>9} {'×flower wall':>13} {'×flower run':>12} {'÷loop run':>10}"
+    )
     lines = [header, "-" * len(header)]
     for scenario in scenarios:
         flower = results.get((scenario, "flower"))
@@ -211,13 +220,21 @@ def table(results: dict, scenarios: list[str], runners: list[str]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--scenarios", default=",".join(SCENARIOS),
-                        help=f"comma-separated, from {', '.join(SCENARIOS)}")
-    parser.add_argument("--runners", default=",".join(RUNNERS),
-                        help=f"comma-separated, from {', '.join(RUNNERS)}")
+    parser.add_argument(
+        "--scenarios",
+        default=",".join(SCENARIOS),
+        help=f"comma-separated, from {', '.join(SCENARIOS)}",
+    )
+    parser.add_argument(
+        "--runners", default=",".join(RUNNERS), help=f"comma-separated, from {', '.join(RUNNERS)}"
+    )
     parser.add_argument("--no-flower", action="store_true", help="skip Flower")
-    parser.add_argument("--flower-venv", type=Path, default=FLOWER_VENV,
-                        help="Flower's virtual environment (default: %(default)s)")
+    parser.add_argument(
+        "--flower-venv",
+        type=Path,
+        default=FLOWER_VENV,
+        help="Flower's virtual environment (default: %(default)s)",
+    )
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per run")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
@@ -235,8 +252,9 @@ def main() -> None:
     print()
     print(table(results, scenarios, runners))
     if args.json:
-        args.json.write_text(json.dumps(
-            {f"{s}/{r}": row for (s, r), row in results.items()}, indent=1))
+        args.json.write_text(
+            json.dumps({f"{s}/{r}": row for (s, r), row in results.items()}, indent=1)
+        )
 
 
 if __name__ == "__main__":

@@ -117,6 +117,20 @@ def test_chunks_give_the_same_model_as_one_batch():
     assert_same_model(whole, sequential)
 
 
+def test_the_memory_probe_runs_once_not_every_round(monkeypatch):
+    """Sizing chunks takes a forward pass; later rounds with the same batch shape reuse it."""
+    from roost.tasks import vectorized
+
+    probes = []
+    measure = vectorized._activation_bytes
+    monkeypatch.setattr(
+        vectorized, "_activation_bytes", lambda *args: probes.append(1) or measure(*args)
+    )
+    task = Task(model=mlp, data=Blobs(), optimizer=Adam(lr=0.02), batch_size=4)
+    simulate(task, "vectorized", rounds=3)
+    assert len(probes) == 1
+
+
 def test_the_vectorized_engine_is_deterministic():
     task = Task(model=mlp, data=Blobs(), optimizer=SGD(lr=0.1, momentum=0.9), batch_size=4)
     first, second = simulate(task, "vectorized"), simulate(task, "vectorized")

@@ -133,6 +133,9 @@ class VectorizedEngine:
         self._train: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self._eval: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self._warned_timeout = False
+        # Bytes of one batch's activations, by batch shape and dtype: measured with a forward
+        # pass once, not every round.
+        self._activations: dict[tuple, int] = {}
 
     # -- Transport -----------------------------------------------------------------------------
 
@@ -244,7 +247,11 @@ class VectorizedEngine:
         numel = sum(p.numel() for p in self.task_model.model.parameters())
         # params, new params, gradients, the proximal anchor share, optimizer slots (≤ 2)
         per_client = numel * element * 6
-        per_client += _activation_bytes(self.task_model, example[: recipe.batch_size]) * 3
+        batch = example[: recipe.batch_size]
+        key = (tuple(batch.shape), batch.dtype)
+        if key not in self._activations:
+            self._activations[key] = _activation_bytes(self.task_model, batch)
+        per_client += self._activations[key] * 3
         per_client += max_examples * example[:1].numel() * example.element_size()
         return max(1, int(self.memory_budget // max(per_client, 1)))
 
