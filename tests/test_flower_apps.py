@@ -285,6 +285,14 @@ def test_served_project_records_rounds_for_a_restart(tmp_path: Path) -> None:
     np.testing.assert_array_equal(resumed.parameters[0], history.parameters[0])  # nothing left
 
 
+def test_a_served_project_reports_every_round(tmp_path: Path) -> None:
+    rounds: list[int] = []
+    run_over_grpc(
+        APPS / "numpy_app", num_nodes=2, on_round_end=lambda s: rounds.append(s.server_round)
+    )
+    assert rounds == [1, 2, 3]
+
+
 def test_node_count_from_flowers_own_configuration_file(tmp_path: Path, monkeypatch) -> None:
     project = _write_project(tmp_path / "p", _LEGACY_SERVER, _LEGACY_CLIENT, rounds=1)
     home = tmp_path / "flwr-home"

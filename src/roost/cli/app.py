@@ -62,6 +62,7 @@ from roost.strategy.strategy import Strategy
 
 if TYPE_CHECKING:
     from roost.server.history import History
+    from roost.server.loop import RoundCallback
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,9 @@ class App:
 
     description: ClassVar[str] = "Simulate a federation of your app's clients on this machine."
     """What `roost simulate --help` says the run does."""
+
+    serves_whole_run: ClassVar[bool] = False
+    """True when `serve` runs the whole server side itself (a Flower project's ServerApp)."""
 
     def make_strategy(self) -> Strategy | None:
         """The strategy, built fresh when `strategy` is a factory."""
@@ -136,10 +140,10 @@ class App:
         """The rounds and timeout `roost server` runs (`--rounds`, `--round-timeout`)."""
         return server_config(args)
 
-    def serve(self, args: argparse.Namespace) -> History | None:
-        """Serve the whole run for `roost server` and return its History; None (the default)
-        lets `roost server` serve `server_strategy` itself."""
-        return None
+    def serve(self, args: argparse.Namespace, on_round_end: RoundCallback) -> History:
+        """Serve the whole run for `roost server` (where `serves_whole_run`), calling
+        `on_round_end` after every round; return its History."""
+        raise NotImplementedError("roost server serves this app's server_strategy itself")
 
     def connect(self, args: argparse.Namespace) -> bool:
         """Run the whole node for `roost client`; False (the default) lets `roost client` run
@@ -212,12 +216,13 @@ class FlowerProjectApp(App):
     run_config_overrides: RunConfigOverrides = None
 
     title: ClassVar[str] = "your Flower project"
+    serves_whole_run: ClassVar[bool] = True
 
     def simulation(self, args: argparse.Namespace, settings: RunSettings) -> Simulation:
         """Refused: `roost run DIR` simulates a Flower project."""
         raise _simulate_with_run(Path(self.directory or "."))
 
-    def serve(self, args: argparse.Namespace) -> History:
+    def serve(self, args: argparse.Namespace, on_round_end: RoundCallback) -> History:
         """`serve_project` with `roost server`'s options."""
         from roost.compat.flwr.project import serve_project
 
@@ -226,6 +231,7 @@ class FlowerProjectApp(App):
             Path(self.directory or "."),
             server_address=args.address,
             run_config_overrides=self.run_config_overrides,
+            on_round_end=on_round_end,
             **server_deployment_options(args),
         )
 

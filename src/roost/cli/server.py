@@ -13,7 +13,6 @@ from roost.cli.report import (
     add_output_options,
     history_table,
     run_params,
-    start_console,
 )
 from roost.cli.secagg_options import secure_aggregation_line
 from roost.cli.settings import (
@@ -142,9 +141,11 @@ def run(args: argparse.Namespace, default_app: App) -> int:
     if args.out:
         check_out_dir(args.out)
     app = load_app(args.app, args.run_config) if args.app else default_app
-    if (served := app.serve(args)) is not None:  # a Flower project serves its own ServerApp
-        start_console(args.quiet).print(history_table(served))
-        return 0
+    if app.serves_whole_run:  # a Flower project serves its own ServerApp
+        with Reporter(args, None, run_params(args), logs=logging.INFO) as reporter:
+            history = app.serve(args, reporter.track)
+        reporter.console.print(history_table(history))
+        return reporter.conclude(history)
     settings = settings_from_args(args, num_clients=args.min_clients or DEFAULT_MIN_CLIENTS)
     strategy = app.server_strategy(args, settings)
     if args.min_clients is not None:

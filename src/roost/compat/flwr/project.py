@@ -121,21 +121,23 @@ def serve_project(
     out_dir: str | Path | None = None,
     client_wait_timeout: float | None = None,
     replace_installed_flwr: bool = False,
+    on_round_end: RoundCallback | None = None,
     **transport_options: Any,
 ) -> History:
     """Serve the project's ServerApp over gRPC (`roost server --app DIR`); return the History.
 
     Nodes join with `connect_project` (`roost client --app DIR`). `state_dir` records every
     completed round of the app's first strategy run, and `resume=True` continues it after a
-    restart. Other keyword arguments go to `roost.transport.grpc.server.GrpcServerTransport`
-    (`max_message_bytes`, `max_concurrent_uploads`, `upload_idle_timeout`, …).
+    restart; `on_round_end` is called after every round. Other keyword arguments go to
+    `roost.transport.grpc.server.GrpcServerTransport` (`max_message_bytes`,
+    `max_concurrent_uploads`, `upload_idle_timeout`, …).
     """
     from roost.transport.grpc.server import GrpcServerTransport
 
     ensure_logging()
     project = load_project(directory)
     run_config = project.run_config(run_config_overrides)
-    settings = RunSettings(seed=seed)
+    settings = RunSettings(seed=seed, on_round_end=on_round_end)
     settings.store, settings.resume_from = open_state(state_dir, resume)
 
     def grpc_server() -> Transport:
