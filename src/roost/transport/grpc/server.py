@@ -24,6 +24,7 @@ from roost.core.types import ClientId, Failure, Instruction, Outcome
 from roost.errors import ConfigurationError, InvalidMessageError
 from roost.transport.grpc import wire
 from roost.transport.grpc.listener import Listener, server_options
+from roost.transport.grpc.outgoing import CohortFrames
 from roost.transport.grpc.registry import Awaited, Connection, Registry, Sink
 from roost.transport.grpc.security import PemSource, TokenStore
 from roost.transport.grpc.session import (
@@ -215,20 +216,18 @@ class GrpcServerTransport:
         self, cohort: Sequence[tuple[ClientId, Instruction]], sink: Sink
     ) -> tuple[list[Outcome], int]:
         """Send the cohort its instructions; the outcomes of absent clients, and how many sent."""
-        encoded: dict[int, wire.Encoded] = {}
+        try:
+            # Every instruction is encoded before any is sent, and the model once for all.
+            outgoing = CohortFrames(cohort, self.chunk_bytes)
+        except InvalidMessageError as error:
+            raise ConfigurationError(f"cannot send the instruction: {error}") from None
         absent: list[Outcome] = []
         for client_id, instruction in cohort:
-            key = id(instruction)
-            if key not in encoded:  # one encoding serves every client given this instruction
-                try:
-                    encoded[key] = wire.encode_instruction(instruction, self.chunk_bytes)
-                except InvalidMessageError as error:
-                    raise ConfigurationError(f"cannot send the instruction: {error}") from None
             awaited = self._registry.expect(client_id, instruction, sink)
             if awaited is None:
                 absent.append((client_id, Failure(client_id, "not connected", "disconnected")))
                 continue
-            awaited.connection.send(encoded[key].frames("instruction", awaited.message_id))
+            awaited.connection.send(outgoing.frames(instruction, awaited.message_id))
         return absent, len(cohort) - len(absent)
 
     def _collect(self, sink: Sink, expected: int, timeout: float | None) -> Iterator[Outcome]:
