@@ -52,7 +52,7 @@ class GrpcServerTransport:
         auth_tokens: `{node_id: token}` or a tokens file (`node-id token` per line); when given,
             only clients presenting one of these tokens, under its node id, may join.
         max_message_bytes: largest result accepted, counting its array bytes.
-        chunk_bytes: array bytes per frame sent.
+        chunk_bytes: array bytes per frame of an instruction.
         max_clients: most simultaneous connections. Connections are served by one event loop,
             so an idle connected client costs kilobytes and no thread.
         max_concurrent_uploads: upload slots: results received at once; bounds the server's
@@ -63,8 +63,10 @@ class GrpcServerTransport:
             a client may wait for it to read; None never gives up.
         receive_window_bytes: HTTP/2 flow-control window of each client's stream: what gRPC may
             buffer per client beyond roost's own buffers. A fixed window (instead of gRPC's
-            growing one) keeps that at clients × this rather than clients × model size; raise it
-            for fast uploads over links with a long round-trip time.
+            growing one) keeps that at clients × this rather than clients × model size, as long
+            as clients send chunks that fit in it (their default does; gRPC widens a stream's
+            window for a larger chunk, for good); raise it for fast uploads over links with a
+            long round-trip time.
         keepalive_s: seconds between HTTP/2 pings on an idle stream, so that a dead peer is noticed
             while a live client trains for as long as it needs.
         client_wait_timeout: seconds `wait_for_clients` waits by default; None waits forever.
@@ -82,7 +84,7 @@ class GrpcServerTransport:
         client_ca: PemSource | None = None,
         auth_tokens: Mapping[str, str] | str | Path | None = None,
         max_message_bytes: int = wire.DEFAULT_MAX_MESSAGE_BYTES,
-        chunk_bytes: int = wire.DEFAULT_CHUNK_BYTES,
+        chunk_bytes: int = wire.INSTRUCTION_CHUNK_BYTES,
         max_clients: int = 10_000,
         max_concurrent_uploads: int = 8,
         upload_idle_timeout: float | None = 60.0,

@@ -39,12 +39,19 @@ SERVICE = "roost.v1.Federation"
 JOIN_METHOD = f"/{SERVICE}/Join"
 
 DEFAULT_CHUNK_BYTES = 63 << 10
-"""Bytes of array data per `Chunk` frame (63 KiB).
+"""Bytes of array data per `Chunk` frame of a result (63 KiB): the default of clients.
 
 A chunk frame, with its framing, then fits in the 64 KiB HTTP/2 window of a server's stream
 (`receive_window_bytes`). gRPC widens a stream's window to take in a whole message once one is
 read, and keeps it wide: with larger chunks, every client waiting for an upload slot could park
 a whole chunk in the server's memory.
+"""
+
+INSTRUCTION_CHUNK_BYTES = 1 << 20
+"""Bytes of array data per `Chunk` frame of an instruction (1 MiB): the default of servers.
+
+The server builds a cohort's frames once and gRPC holds a copy only of the frames being written
+(one per send slot), so large frames cost the server little and reach clients in fewer steps.
 """
 
 DEFAULT_MAX_MESSAGE_BYTES = 1 << 30
