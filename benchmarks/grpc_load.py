@@ -6,8 +6,8 @@
 For each N, a fresh server process (`roost.start_server`, FedAvg, every client trains every round,
 no evaluation, a float32 model of --parameters values) serves N light clients that one other
 process holds on one asyncio event loop (`swarm.py`: each its own TCP connection, answering `fit`
-with the model it received). The server reports, after every round, its thread count and
-resident memory from /proc.
+with the model it received, in a roost client's default chunk size). The server reports, after
+every round, its thread count and resident memory from /proc.
 
 Columns:
   threads      the server's threads after the last round (with every client connected)
@@ -16,6 +16,7 @@ Columns:
   peak MB      the server's peak resident memory
   round s      median wall time of a round (round 1 excluded: connection warm-up)
   failures     client failures over all rounds
+  load         the machine's 1-minute load average when the run ended (other work included)
 """
 
 from __future__ import annotations
@@ -146,6 +147,7 @@ def measure(clients: int, args: argparse.Namespace) -> dict[str, float]:
         "round_s": statistics.median(times),
         "failures": sum(r["failures"] for r in rounds),
         "rounds": len(rounds),
+        "load": os.getloadavg()[0],
     }
 
 
@@ -165,16 +167,16 @@ def main() -> None:
     print(f"{args.parameters:,} float32 parameters, {args.rounds} rounds, every client every round")
     print(
         "| clients | server threads | RSS MB connected, idle | RSS MB after round 1 → last "
-        "| peak MB | round s | failures |"
+        "| peak MB | round s | failures | load |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for clients in args.clients:
         row = measure(clients, args)
         print(
             f"| {row['clients']:,} | {row['threads']} | {row['idle_rss']:.0f} | "
             f"{row['rss_first']:.0f} → "
             f"{row['rss_last']:.0f} | {row['peak']:.0f} | {row['round_s']:.2f} | "
-            f"{row['failures']} |",
+            f"{row['failures']} | {row['load']:.1f} |",
             flush=True,
         )
 

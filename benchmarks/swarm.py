@@ -1,8 +1,9 @@
 """Many light roost clients in one process, on one asyncio event loop.
 
 Each client holds its own connection (its own TCP connection and `Join` stream) and speaks the
-wire protocol directly: it answers `fit` by sending back the model it received (its chunk frames
-as they came, so answering costs no copy), and `evaluate` with a fixed loss. That makes a
+wire protocol directly: it answers `fit` by sending back the model it received, in chunks of a
+roost client's default size (the frames as they came where they are no larger, so answering
+mostly costs no copy), and `evaluate` with a fixed loss. That makes a
 thousand clients cost one process and a few hundred MB, so a server can be loaded with the
 connections of a cross-device federation on one machine.
 
@@ -158,6 +159,7 @@ class LightClient:
         if behaviour is Behaviour.LEAVE_ON_INSTRUCTION:
             await self.leave()
             return
+        chunks = _result_chunks(chunks, wire.DEFAULT_CHUNK_BYTES)
         result = pb.Header(kind=ins.kind, arrays=ins.arrays, num_chunks=len(chunks))
         result.message_id, result.num_examples = ins.message_id, 1
         if behaviour is Behaviour.NAN_METRICS:
@@ -180,6 +182,24 @@ class LightClient:
             return
         self._send([frames.frame_bytes(result=result), *chunks])
         self.answered += 1
+
+
+def _result_chunks(chunks: list[bytes], chunk_bytes: int) -> list[bytes]:
+    """Received chunk frames re-cut into frames of at most `chunk_bytes` of data, as a client
+    sends its result (its chunk size need not be the server's)."""
+    cut: list[bytes] = []
+    for raw in chunks:
+        data = frames.chunk_data(raw)
+        if data is None:
+            data = memoryview(frames.parse_frame(raw).chunk.data)
+        if len(data) <= chunk_bytes:
+            cut.append(raw)
+            continue
+        cut.extend(
+            frames.chunk_frame(data[start : start + chunk_bytes])
+            for start in range(0, len(data), chunk_bytes)
+        )
+    return cut
 
 
 def _with_id(header: pb.Header, message_id: int) -> pb.Header:

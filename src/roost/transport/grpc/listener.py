@@ -26,6 +26,12 @@ T = TypeVar("T")
 
 _LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
+# What each connection's socket reader may keep allocated between reads. gRPC otherwise sizes it
+# to the largest burst it has read and keeps it while the connection idles: after a round of
+# uploads, about a stream window per connected client. Versions of gRPC that do not know this
+# option ignore it.
+READ_BUFFER_BYTES = 16 << 10
+
 
 def server_options(receive_window_bytes: int, keepalive_s: float) -> list[tuple[str, int]]:
     """gRPC channel options of the server (see `GrpcServerTransport` for what they bound)."""
@@ -33,6 +39,7 @@ def server_options(receive_window_bytes: int, keepalive_s: float) -> list[tuple[
         *stream_options(keepalive_s),
         ("grpc.http2.bdp_probe", 0),
         ("grpc.http2.lookahead_bytes", receive_window_bytes),
+        ("grpc.experimental.tcp_max_read_buffer_size", READ_BUFFER_BYTES),
         # Clients ping as often as every second while they train; that is not abuse.
         ("grpc.http2.min_recv_ping_interval_without_data_ms", 1000),
         ("grpc.http2.max_ping_strikes", 0),

@@ -11,10 +11,12 @@ many results are received at once.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
+import os
 import queue
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from roost.core.types import ClientId, Failure, Instruction, Outcome
 from roost.errors import ConfigurationError, InvalidMessageError
 from roost.transport.grpc import wire
 from roost.transport.grpc.listener import Listener, server_options
+from roost.transport.grpc.outgoing import CohortFrames
 from roost.transport.grpc.registry import Awaited, Connection, Registry, Sink
 from roost.transport.grpc.security import PemSource, TokenStore
 from roost.transport.grpc.session import (
@@ -51,7 +54,7 @@ class GrpcServerTransport:
         auth_tokens: `{node_id: token}` or a tokens file (`node-id token` per line); when given,
             only clients presenting one of these tokens, under its node id, may join.
         max_message_bytes: largest result accepted, counting its array bytes.
-        chunk_bytes: array bytes per frame sent.
+        chunk_bytes: array bytes per frame of an instruction.
         max_clients: most simultaneous connections. Connections are served by one event loop,
             so an idle connected client costs kilobytes and no thread.
         max_concurrent_uploads: upload slots: results received at once; bounds the server's
@@ -62,8 +65,10 @@ class GrpcServerTransport:
             a client may wait for it to read; None never gives up.
         receive_window_bytes: HTTP/2 flow-control window of each client's stream: what gRPC may
             buffer per client beyond roost's own buffers. A fixed window (instead of gRPC's
-            growing one) keeps that at clients × this rather than clients × model size; raise it
-            for fast uploads over links with a long round-trip time.
+            growing one) keeps that at clients × this rather than clients × model size, as long
+            as clients send chunks that fit in it (their default does; gRPC widens a stream's
+            window for a larger chunk, for good); raise it for fast uploads over links with a
+            long round-trip time.
         keepalive_s: seconds between HTTP/2 pings on an idle stream, so that a dead peer is noticed
             while a live client trains for as long as it needs.
         client_wait_timeout: seconds `wait_for_clients` waits by default; None waits forever.
@@ -81,7 +86,7 @@ class GrpcServerTransport:
         client_ca: PemSource | None = None,
         auth_tokens: Mapping[str, str] | str | Path | None = None,
         max_message_bytes: int = wire.DEFAULT_MAX_MESSAGE_BYTES,
-        chunk_bytes: int = wire.DEFAULT_CHUNK_BYTES,
+        chunk_bytes: int = wire.INSTRUCTION_CHUNK_BYTES,
         max_clients: int = 10_000,
         max_concurrent_uploads: int = 8,
         upload_idle_timeout: float | None = 60.0,
@@ -158,6 +163,7 @@ class GrpcServerTransport:
             # Readers waiting for a slot to upload an answer nobody awaits any more stop waiting.
             self._slots.wake()
             _take_all(sink)  # a consumer that stopped early leaves results behind: free their slots
+            _give_back_freed_memory()
 
     def close(self, grace: float = 5.0, *, run_over: bool = True) -> None:
         """End every connection, give clients `grace` seconds to hang up, then stop serving.
@@ -215,20 +221,18 @@ class GrpcServerTransport:
         self, cohort: Sequence[tuple[ClientId, Instruction]], sink: Sink
     ) -> tuple[list[Outcome], int]:
         """Send the cohort its instructions; the outcomes of absent clients, and how many sent."""
-        encoded: dict[int, wire.Encoded] = {}
+        try:
+            # Every instruction is encoded before any is sent, and the model once for all.
+            outgoing = CohortFrames(cohort, self.chunk_bytes)
+        except InvalidMessageError as error:
+            raise ConfigurationError(f"cannot send the instruction: {error}") from None
         absent: list[Outcome] = []
         for client_id, instruction in cohort:
-            key = id(instruction)
-            if key not in encoded:  # one encoding serves every client given this instruction
-                try:
-                    encoded[key] = wire.encode_instruction(instruction, self.chunk_bytes)
-                except InvalidMessageError as error:
-                    raise ConfigurationError(f"cannot send the instruction: {error}") from None
             awaited = self._registry.expect(client_id, instruction, sink)
             if awaited is None:
                 absent.append((client_id, Failure(client_id, "not connected", "disconnected")))
                 continue
-            awaited.connection.send(encoded[key].frames("instruction", awaited.message_id))
+            awaited.connection.send(outgoing.frames(instruction, awaited.message_id))
         return absent, len(cohort) - len(absent)
 
     def _collect(self, sink: Sink, expected: int, timeout: float | None) -> Iterator[Outcome]:
@@ -279,6 +283,30 @@ class GrpcServerTransport:
         log.warning("closing the connection of %s: %s", connection.name, reason)
         connection.end([], (grpc.StatusCode.DEADLINE_EXCEEDED, reason))
         self._registry.drop(connection, reason, kind)
+
+
+def _find_malloc_trim() -> Callable[[int], int] | None:
+    """glibc's `malloc_trim`, or None where the C library is another one."""
+    try:
+        if not (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc"):
+            return None
+        return ctypes.CDLL(None).malloc_trim
+    except (ValueError, OSError, AttributeError):  # no such name, library or symbol
+        return None
+
+
+_MALLOC_TRIM = _find_malloc_trim()
+
+
+def _give_back_freed_memory() -> None:
+    """Hand the pages a phase freed back to the system (glibc only; elsewhere nothing).
+
+    A phase frees about what it allocated (gRPC's buffers of thousands of streams, received
+    results), but glibc keeps freed pages that lie between live blocks: without this, resident
+    memory creeps up to the rounds' high-water mark and stays there.
+    """
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 def _take_all(sink: Sink) -> list[Outcome]:

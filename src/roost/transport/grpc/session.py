@@ -43,6 +43,7 @@ SERVER_STOPPED = (
     grpc.StatusCode.UNAVAILABLE,
     "the server stopped before the end of the run; reconnect to continue it",
 )
+_STREAM_OVER = object()  # what `Session._next_frame` returns once the client's stream has ended
 _FRAME_KINDS = tuple(field.name for field in pb.Frame.DESCRIPTOR.oneofs_by_name["body"].fields)
 
 
@@ -149,16 +150,9 @@ class Session:
         reason, kind = "the connection closed", "disconnected"
         try:
             while not connection.closed.is_set():
-                raw = await context.read()
-                if raw is grpc.aio.EOF or connection.closed.is_set():
+                pending = await self._next_frame(context)
+                if pending is _STREAM_OVER:
                     break
-                pending = dispatch_frame(
-                    raw,
-                    self._handlers if connection.node_id is not None else self._before_hello,
-                    self._on_chunk,
-                    assembling="a result" if connection.upload is not None else None,
-                    sender="clients",
-                )
                 if pending is not None:
                     await pending
         except Refused as refusal:
@@ -178,6 +172,24 @@ class Session:
         finally:
             self.conduct.flush()
             self._registry.drop(connection, reason, kind)
+
+    async def _next_frame(self, context: grpc.aio.ServicerContext) -> object:
+        """Read one frame and hand it to its handler; what the handler returned, or the end.
+
+        The frame lives in this call only: a reader waiting for the next frame must not keep
+        the last one, or every connection holds a chunk (up to a model's size) between rounds.
+        """
+        raw = await context.read()
+        connection = self.connection
+        if raw is grpc.aio.EOF or connection.closed.is_set():
+            return _STREAM_OVER
+        return dispatch_frame(
+            raw,
+            self._handlers if connection.node_id is not None else self._before_hello,
+            self._on_chunk,
+            assembling="a result" if connection.upload is not None else None,
+            sender="clients",
+        )
 
     def hello_overdue(self) -> None:
         """Close a connection that has not said hello in time."""

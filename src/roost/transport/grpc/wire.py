@@ -38,8 +38,21 @@ PROTOCOL_VERSION = 1
 SERVICE = "roost.v1.Federation"
 JOIN_METHOD = f"/{SERVICE}/Join"
 
-DEFAULT_CHUNK_BYTES = 1 << 20
-"""Bytes of array data per `Chunk` frame (1 MiB)."""
+DEFAULT_CHUNK_BYTES = 63 << 10
+"""Bytes of array data per `Chunk` frame of a result (63 KiB): the default of clients.
+
+A chunk frame, with its framing, then fits in the 64 KiB HTTP/2 window of a server's stream
+(`receive_window_bytes`). gRPC widens a stream's window to take in a whole message once one is
+read, and keeps it wide: with larger chunks, every client waiting for an upload slot could park
+a whole chunk in the server's memory.
+"""
+
+INSTRUCTION_CHUNK_BYTES = 1 << 20
+"""Bytes of array data per `Chunk` frame of an instruction (1 MiB): the default of servers.
+
+The server builds a cohort's frames once and gRPC holds a copy only of the frames being written
+(one per send slot), so large frames cost the server little and reach clients in fewer steps.
+"""
 
 DEFAULT_MAX_MESSAGE_BYTES = 1 << 30
 """Largest instruction or result accepted, counting its array bytes (1 GiB)."""
@@ -132,12 +145,20 @@ def array_specs(arrays: Sequence[np.ndarray]) -> tuple[list[pb.ArraySpec], list[
     return specs, prepared
 
 
+def array_chunk_frames(array: np.ndarray, chunk_bytes: int) -> Iterator[bytes]:
+    """Serialized `Chunk` frames of one array's bytes (none for an empty array).
+
+    A chunk never spans two arrays, so each array's frames can be built (and shared) alone.
+    """
+    data = memoryview(_little_endian(array).reshape(-1).view(np.uint8))
+    for start in range(0, len(data), chunk_bytes):
+        yield chunk_frame(data[start : start + chunk_bytes])
+
+
 def chunk_frames(arrays: Sequence[np.ndarray], chunk_bytes: int) -> Iterator[bytes]:
     """Serialized `Chunk` frames holding the arrays' bytes back to back (empty arrays add none)."""
     for array in arrays:
-        data = memoryview(array.reshape(-1).view(np.uint8))
-        for start in range(0, len(data), chunk_bytes):
-            yield chunk_frame(data[start : start + chunk_bytes])
+        yield from array_chunk_frames(array, chunk_bytes)
 
 
 def count_chunks(arrays: Sequence[np.ndarray], chunk_bytes: int) -> int:
@@ -271,11 +292,34 @@ class Encoded:
     chunks: Iterator[bytes] | list[bytes]
 
     def frames(self, field: str, message_id: int) -> Iterator[bytes]:
-        header = pb.Header()
-        header.CopyFrom(self.header)
-        header.message_id = message_id
-        yield frame_bytes(**{field: header})
+        yield header_frame(self.header, field, message_id)
         yield from self.chunks
+
+
+def header_frame(header: pb.Header, field: str, message_id: int) -> bytes:
+    """The serialized frame of `header` as message `message_id` (`header` itself is unchanged)."""
+    copy = pb.Header()
+    copy.CopyFrom(header)
+    copy.message_id = message_id
+    return frame_bytes(**{field: copy})
+
+
+def _header(
+    kind: int,
+    arrays: Sequence[np.ndarray],
+    values: Mapping[str, Scalar],
+    what: str,
+    chunk_bytes: int,
+    **fields: object,
+) -> pb.Header:
+    specs, prepared = array_specs(arrays)
+    return pb.Header(
+        kind=kind,
+        arrays=specs,
+        num_chunks=count_chunks(prepared, chunk_bytes),
+        values=encode_values(values, what),
+        **fields,
+    )
 
 
 def _encode(
@@ -284,40 +328,40 @@ def _encode(
     values: Mapping[str, Scalar],
     what: str,
     chunk_bytes: int,
-    *,
-    materialize: bool,
     **fields: object,
 ) -> Encoded:
-    specs, prepared = array_specs(arrays)
-    header = pb.Header(
-        kind=kind,
-        arrays=specs,
-        num_chunks=count_chunks(prepared, chunk_bytes),
-        values=encode_values(values, what),
-        **fields,
+    header = _header(kind, arrays, values, what, chunk_bytes, **fields)
+    return Encoded(header, chunk_frames(arrays, chunk_bytes))
+
+
+def instruction_arrays(instruction: Instruction) -> list[np.ndarray]:
+    """The arrays an instruction carries, in wire order (a phase's model, then its payload)."""
+    if isinstance(instruction, PhaseIns):
+        return [*instruction.parameters, *instruction.arrays]
+    if isinstance(instruction, GetParametersIns):
+        return []
+    return list(instruction.parameters)
+
+
+def instruction_header(instruction: Instruction, chunk_bytes: int) -> pb.Header:
+    """The header of an instruction's message; raise `InvalidMessageError` if it cannot travel."""
+    fields: dict[str, object] = {}
+    if isinstance(instruction, PhaseIns):
+        fields = {
+            "protocol": instruction.protocol,
+            "phase": instruction.phase,
+            "num_parameters": len(instruction.parameters),
+        }
+    arrays = instruction_arrays(instruction)
+    return _header(
+        kind_of(instruction), arrays, instruction.config, "config", chunk_bytes, **fields
     )
-    chunks = chunk_frames(prepared, chunk_bytes)
-    return Encoded(header, list(chunks) if materialize else chunks)
 
 
 def encode_instruction(instruction: Instruction, chunk_bytes: int) -> Encoded:
-    """Encode once; the chunk frames are kept so one encoding serves a whole cohort."""
-    if isinstance(instruction, PhaseIns):
-        return _encode(
-            pb.PHASE,
-            [*instruction.parameters, *instruction.arrays],
-            instruction.config,
-            "config",
-            chunk_bytes,
-            materialize=True,
-            protocol=instruction.protocol,
-            phase=instruction.phase,
-            num_parameters=len(instruction.parameters),
-        )
-    arrays = getattr(instruction, "parameters", [])
-    return _encode(
-        kind_of(instruction), arrays, instruction.config, "config", chunk_bytes, materialize=True
-    )
+    """Encode one instruction with its chunk frames built, to be sent any number of times."""
+    header = instruction_header(instruction, chunk_bytes)
+    return Encoded(header, list(chunk_frames(instruction_arrays(instruction), chunk_bytes)))
 
 
 def encode_result(result: Result, chunk_bytes: int) -> Encoded:
@@ -329,7 +373,6 @@ def encode_result(result: Result, chunk_bytes: int) -> Encoded:
             result.metrics,
             "metrics",
             chunk_bytes,
-            materialize=False,
             num_examples=result.num_examples,
         )
     if isinstance(result, EvaluateRes):
@@ -339,18 +382,13 @@ def encode_result(result: Result, chunk_bytes: int) -> Encoded:
             result.metrics,
             "metrics",
             chunk_bytes,
-            materialize=False,
             num_examples=result.num_examples,
             loss=result.loss,
         )
     if isinstance(result, GetParametersRes):
-        return _encode(
-            pb.GET_PARAMETERS, result.parameters, {}, "metrics", chunk_bytes, materialize=False
-        )
+        return _encode(pb.GET_PARAMETERS, result.parameters, {}, "metrics", chunk_bytes)
     if isinstance(result, PhaseRes):
-        return _encode(
-            pb.PHASE, result.arrays, result.values, "values", chunk_bytes, materialize=False
-        )
+        return _encode(pb.PHASE, result.arrays, result.values, "values", chunk_bytes)
     raise TypeError(f"cannot encode {type(result).__name__}")
 
 
