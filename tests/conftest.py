@@ -56,10 +56,6 @@ SLOW_TESTS: dict[str, tuple[str, ...]] = {
         "test_fit_evaluate_evaluate_fit_with_the_same_clients[process]",
     ),
     "test_engines_registry.py": ("test_every_client_gets_its_partitions_context[process]",),
-    "test_examples.py": (
-        "test_simulation_example_trains_on_the_stand_in[torch]",
-        "test_three_terminals_server_and_two_clients[torch]",
-    ),
     "test_flower_apps.py": (
         "test_numpy_app_simulates_with_its_project_settings",
         "test_torch_app_with_a_state_dict_in_simulation_and_over_grpc",

@@ -1,5 +1,5 @@
 """The seed tutorial example (examples/seed_tutorial): simulation, and server + two clients as
-three processes, on small sizes. Keras runs with the torch backend; the TensorFlow runs are slow."""
+three processes, on small sizes, with TensorFlow as the tutorial uses it (slow)."""
 
 from __future__ import annotations
 
@@ -18,13 +18,10 @@ pytest.importorskip("keras")
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "seed_tutorial"
 
+# The tutorial's own backend. Keras on torch is tested by the adapter, KerasTask, project and
+# Flower-app tests; here each run starts TensorFlow in every process (and, for the three
+# terminals, next to gRPC), as the tutorial's users run it.
 BACKENDS = [
-    pytest.param(
-        "torch",
-        marks=pytest.mark.skipif(
-            importlib.util.find_spec("torch") is None, reason="torch is not installed"
-        ),
-    ),
     pytest.param(
         "tensorflow",
         marks=[
