@@ -264,7 +264,7 @@ class GrpcServerTransport:
     def _stop_late_upload(self, awaited: Awaited) -> None:
         """Close a timed-out client still sending its result: it holds an upload slot."""
         upload = awaited.connection.upload
-        if upload is not None and upload.keep and upload.message_id == awaited.message_id:
+        if upload is not None and upload.message_id == awaited.message_id:
             self._cut(awaited.connection, "still sending its result when the round timed out")
 
     async def _watch_uploads(self, idle_timeout: float) -> None:
