@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import grpc
 import numpy as np
@@ -186,6 +187,17 @@ class _CountedRequests:
             yield frame
 
 
+@contextmanager
+def _raw_clients(address: str, *node_ids: str):
+    """Raw clients under `node_ids`, closed on the way out."""
+    raws = [RawClient(address, node_id=node_id) for node_id in node_ids]
+    try:
+        yield raws
+    finally:
+        for raw in raws:
+            raw.close()
+
+
 def _hold_the_slot(pool, transport, holder, cohort):
     """Start a round of `cohort` (the holder first); the holder takes the only slot and sends
     nothing yet. Returns the round's future."""
@@ -194,6 +206,12 @@ def _hold_the_slot(pool, transport, holder, cohort):
     declare(holder, header.message_id, SPEC, 1, granted=True)
     assert transport.free_upload_slots == 0
     return future
+
+
+def _let_go(holder, future) -> dict:
+    """The holder sends its result's one chunk, which frees the slot; the round's outcomes."""
+    holder.send(frames.chunk_frame(np.zeros(NUM_FEATURES).tobytes()))
+    return dict(future.result(20))
 
 
 def test_clients_waiting_for_a_slot_send_no_chunk_until_granted(pool, monkeypatch):
@@ -208,8 +226,7 @@ def test_clients_waiting_for_a_slot_send_no_chunk_until_granted(pool, monkeypatc
         serving(max_concurrent_uploads=1, upload_idle_timeout=None) as transport,
         clients(transport.address, honest),
     ):
-        holder = RawClient(transport.address, node_id="holder")
-        try:
+        with _raw_clients(transport.address, "holder") as (holder,):
             transport.wait_for_clients(4, timeout=10)
             ins = fit_ins(1.0)
             future = _hold_the_slot(pool, transport, holder, [(c, ins) for c in honest])
@@ -217,10 +234,7 @@ def test_clients_waiting_for_a_slot_send_no_chunk_until_granted(pool, monkeypatc
             time.sleep(0.5)  # time in which an eager client would have sent its chunks
             assert counted.chunks == 0
             assert transport.free_upload_slots == 0 and not future.done()
-            holder.send(frames.chunk_frame(np.zeros(NUM_FEATURES).tobytes()))
-            outcomes = dict(future.result(20))
-        finally:
-            holder.close()
+            outcomes = _let_go(holder, future)
         np.testing.assert_array_equal(outcomes["holder"].parameters[0], np.zeros(NUM_FEATURES))
         for node_id in honest:
             expected = honest_update(int(node_id), ins)
@@ -234,9 +248,7 @@ def test_a_client_leaving_while_waiting_for_a_grant_frees_nothing_and_the_round_
         serving(max_concurrent_uploads=1, upload_idle_timeout=None) as transport,
         clients(transport.address, HONEST),
     ):
-        holder = RawClient(transport.address, node_id="holder")
-        waiter = RawClient(transport.address, node_id="waiter")
-        try:
+        with _raw_clients(transport.address, "holder", "waiter") as (holder, waiter):
             transport.wait_for_clients(4, timeout=10)
             ins = fit_ins(1.0)
             cohort = [("waiter", ins), ("0", ins), ("1", ins)]
@@ -249,11 +261,7 @@ def test_a_client_leaving_while_waiting_for_a_grant_frees_nothing_and_the_round_
             # The slot is still the holder's: the waiter gave back nothing it did not hold.
             time.sleep(0.2)
             assert transport.free_upload_slots == 0 and not future.done()
-            holder.send(frames.chunk_frame(np.zeros(NUM_FEATURES).tobytes()))
-            outcomes = dict(future.result(20))
-        finally:
-            holder.close()
-            waiter.close()
+            outcomes = _let_go(holder, future)
         assert outcomes["waiter"].kind == "disconnected"
         assert isinstance(outcomes["holder"], FitRes)
         for partition in (0, 1):
@@ -266,9 +274,7 @@ def test_a_client_leaving_while_waiting_for_a_grant_frees_nothing_and_the_round_
 def test_chunks_sent_before_the_grant_are_a_protocol_error(pool):
     """A client that does not wait for its grant is cut off; the slot's holder is not."""
     with serving(max_concurrent_uploads=1, upload_idle_timeout=None) as transport:
-        holder = RawClient(transport.address, node_id="holder")
-        eager = RawClient(transport.address, node_id="eager")
-        try:
+        with _raw_clients(transport.address, "holder", "eager") as (holder, eager):
             future = _hold_the_slot(pool, transport, holder, [("eager", fit_ins(1.0))])
             header, _ = eager.instruction()
             declare(eager, header.message_id, SPEC, 1)
@@ -277,11 +283,7 @@ def test_chunks_sent_before_the_grant_are_a_protocol_error(pool):
             assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
             assert "before the server granted" in error.details()
             assert transport.free_upload_slots == 0
-            holder.send(frames.chunk_frame(np.zeros(NUM_FEATURES).tobytes()))
-            outcomes = dict(future.result(20))
-        finally:
-            holder.close()
-            eager.close()
+            outcomes = _let_go(holder, future)
         assert outcomes["eager"].kind == "invalid"
         assert isinstance(outcomes["holder"], FitRes)
         assert transport.free_upload_slots == 1
@@ -293,19 +295,14 @@ def test_a_result_without_chunks_needs_no_grant(pool):
         serving(max_concurrent_uploads=1, upload_idle_timeout=None) as transport,
         clients(transport.address, {"0": lambda: LinearClient(0)}),
     ):
-        holder = RawClient(transport.address, node_id="holder")
-        try:
+        with _raw_clients(transport.address, "holder") as (holder,):
             transport.wait_for_clients(2, timeout=10)
             future = _hold_the_slot(pool, transport, holder, [])
             ins = EvaluateIns([np.ones(NUM_FEATURES)], {})
             [(_, outcome)] = start_round(pool, transport, [("0", ins)]).result(10)
             assert isinstance(outcome, EvaluateRes)
             assert transport.free_upload_slots == 0
-            holder.send(frames.chunk_frame(np.zeros(NUM_FEATURES).tobytes()))
-            [(_, outcome)] = future.result(10)
-            assert isinstance(outcome, FitRes)
-        finally:
-            holder.close()
+            assert isinstance(_let_go(holder, future)["holder"], FitRes)
 
 
 @pytest.mark.parametrize(
