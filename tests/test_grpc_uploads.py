@@ -294,15 +294,15 @@ def test_a_result_without_chunks_needs_no_grant(pool):
     with (
         serving(max_concurrent_uploads=1, upload_idle_timeout=None) as transport,
         clients(transport.address, {"0": lambda: LinearClient(0)}),
+        _raw_clients(transport.address, "holder") as (holder,),
     ):
-        with _raw_clients(transport.address, "holder") as (holder,):
-            transport.wait_for_clients(2, timeout=10)
-            future = _hold_the_slot(pool, transport, holder, [])
-            ins = EvaluateIns([np.ones(NUM_FEATURES)], {})
-            [(_, outcome)] = start_round(pool, transport, [("0", ins)]).result(10)
-            assert isinstance(outcome, EvaluateRes)
-            assert transport.free_upload_slots == 0
-            assert isinstance(_let_go(holder, future)["holder"], FitRes)
+        transport.wait_for_clients(2, timeout=10)
+        future = _hold_the_slot(pool, transport, holder, [])
+        ins = EvaluateIns([np.ones(NUM_FEATURES)], {})
+        [(_, outcome)] = start_round(pool, transport, [("0", ins)]).result(10)
+        assert isinstance(outcome, EvaluateRes)
+        assert transport.free_upload_slots == 0
+        assert isinstance(_let_go(holder, future)["holder"], FitRes)
 
 
 @pytest.mark.parametrize(
