@@ -3,9 +3,10 @@
 Each client holds its own connection (its own TCP connection and `Join` stream) and speaks the
 wire protocol directly: it answers `fit` by sending back the model it received, in chunks of a
 roost client's default size (the frames as they came where they are no larger, so answering
-mostly costs no copy), and `evaluate` with a fixed loss. That makes a
-thousand clients cost one process and a few hundred MB, so a server can be loaded with the
-connections of a cross-device federation on one machine.
+mostly costs no copy), and `evaluate` with a fixed loss. Like a roost client, it sends a result's
+header, and its chunks only once the server grants the upload. That makes a thousand clients cost
+one process and a few hundred MB, so a server can be loaded with the connections of a
+cross-device federation on one machine.
 
 A client can also misbehave (`Behaviour`), which the server's tests use: never finish an upload,
 report NaN metrics or an overflowing loss, flood stale results, or disconnect mid-round.
@@ -16,9 +17,11 @@ Used by `grpc_load.py` (the load table) and by the server's churn and hostile-cl
 from __future__ import annotations
 
 import asyncio
+import collections
 import enum
 import threading
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 
 import grpc
 import grpc.aio
@@ -32,10 +35,20 @@ class Behaviour(enum.Enum):
     ECHO = "echo"  # honest: return the model received, 1 example
     LEAVE_ON_INSTRUCTION = "leave-on-instruction"  # disconnect when the first fit arrives
     LEAVE_MID_UPLOAD = "leave-mid-upload"  # send half of the first fit result, then disconnect
-    NEVER_FINISH = "never-finish"  # declare every fit result, send no chunk, stay connected
+    NEVER_FINISH = "never-finish"  # declare a fit result, send no chunk once granted, stay
     NAN_METRICS = "nan-metrics"  # fit results with a NaN metric
     HUGE_LOSS = "huge-loss"  # evaluate: loss 1e300 over 10^9 examples; fit: a client error
     FLOOD = "flood"  # answer every instruction with hundreds of results for old instructions
+
+
+@dataclass
+class _Answer:
+    """A message to send: its first frames, and for a result with chunks, the chunks to send
+    once the server grants the upload."""
+
+    frames: list[bytes]
+    message_id: int = 0
+    chunks: list[bytes] = field(default_factory=list)
 
 
 def _options(window_bytes: int) -> list[tuple[str, int]]:
@@ -74,6 +87,9 @@ class LightClient:
         self.ended: str | None = None  # why the stream ended, once it has
         self._channel: grpc.aio.Channel | None = None
         self._outbox: asyncio.Queue[bytes | None] = asyncio.Queue()
+        # Answers not sent yet, and the result whose header waits for the server's grant.
+        self._answers: collections.deque[_Answer] = collections.deque()
+        self._awaiting: _Answer | None = None
 
     async def run(self) -> None:
         """Serve until the server ends the run, or this client leaves (or, without `reconnect`,
@@ -86,6 +102,7 @@ class LightClient:
 
     async def _serve_once(self) -> None:
         self._outbox = asyncio.Queue()
+        self._answers, self._awaiting = collections.deque(), None
         self._channel = grpc.aio.insecure_channel(self.address, options=_options(self.window_bytes))
         metadata = token_metadata(self.token) if self.token else None
         # wait_for_ready: thousands connecting at once may overflow the listen backlog; the
@@ -125,6 +142,39 @@ class LightClient:
         for frame in frames:
             self._outbox.put_nowait(frame)
 
+    def _submit(self, answer: _Answer) -> None:
+        """Queue a message; messages go out in order, each result's chunks once granted."""
+        self._answers.append(answer)
+        self._send_next()
+
+    def _send_next(self) -> None:
+        while self._awaiting is None and self._answers:
+            answer = self._answers.popleft()
+            self._send(answer.frames)
+            if answer.chunks:
+                self._awaiting = answer
+
+    async def _on_grant(self, message_id: int) -> None:
+        answer = self._awaiting
+        if answer is None or answer.message_id != message_id:
+            return
+        if self.behaviour is Behaviour.NEVER_FINISH:
+            return  # holds its upload slot, sends nothing, answers nothing more
+        if self.behaviour is Behaviour.LEAVE_MID_UPLOAD:
+            self._send(answer.chunks[: len(answer.chunks) // 2])
+            await asyncio.sleep(0.05)
+            await self.leave()
+            return
+        self._send(answer.chunks)
+        self.answered += 1
+        self._awaiting = None
+        self._send_next()
+
+    def _on_rejection(self, message_id: int) -> None:
+        if self._awaiting is not None and self._awaiting.message_id == message_id:
+            self._awaiting = None  # the result ends with its header
+            self._send_next()
+
     async def _receive(self, call: grpc.aio.StreamStreamCall) -> None:
         header: pb.Header | None = None
         chunks: list[bytes] = []
@@ -142,6 +192,10 @@ class LightClient:
             elif body == "run_end":
                 self.run_over = True
                 return
+            elif body == "grant":
+                await self._on_grant(frame.grant.message_id)
+            elif body == "rejection":
+                self._on_rejection(frame.rejection.message_id)
             elif body == "instruction":
                 header = frame.instruction
                 if header.num_chunks == 0:
@@ -153,35 +207,27 @@ class LightClient:
         if ins.kind == pb.EVALUATE:
             loss, examples = (1e300, 10**9) if behaviour is Behaviour.HUGE_LOSS else (1.0, 1)
             header = pb.Header(kind=pb.EVALUATE, loss=loss, num_examples=examples)
-            self._send([frames.frame_bytes(result=_with_id(header, ins.message_id))])
+            self._submit(_Answer([frames.frame_bytes(result=_with_id(header, ins.message_id))]))
             self.answered += 1
             return
         if behaviour is Behaviour.LEAVE_ON_INSTRUCTION:
             await self.leave()
+            return
+        if behaviour is Behaviour.HUGE_LOSS:
+            error = pb.ClientError(message_id=ins.message_id, reason="nothing to train on")
+            self._submit(_Answer([frames.frame_bytes(client_error=error)]))
             return
         chunks = _result_chunks(chunks, wire.DEFAULT_CHUNK_BYTES)
         result = pb.Header(kind=ins.kind, arrays=ins.arrays, num_chunks=len(chunks))
         result.message_id, result.num_examples = ins.message_id, 1
         if behaviour is Behaviour.NAN_METRICS:
             result.values.extend(wire.encode_values({"accuracy": float("nan")}, "metrics"))
-        if behaviour is Behaviour.HUGE_LOSS:
-            error = pb.ClientError(message_id=ins.message_id, reason="nothing to train on")
-            self._send([frames.frame_bytes(client_error=error)])
-            return
         if behaviour is Behaviour.FLOOD:
+            # Headers of results for instructions never sent: each is rejected at once.
             stale = [_with_id(result, ins.message_id + 10**6 + i) for i in range(300)]
-            for header in stale:
-                self._send([frames.frame_bytes(result=header), *chunks])
-        if behaviour is Behaviour.NEVER_FINISH:
-            self._send([frames.frame_bytes(result=result)])
-            return
-        if behaviour is Behaviour.LEAVE_MID_UPLOAD:
-            self._send([frames.frame_bytes(result=result), *chunks[: len(chunks) // 2]])
-            await asyncio.sleep(0.05)
-            await self.leave()
-            return
-        self._send([frames.frame_bytes(result=result), *chunks])
-        self.answered += 1
+            self._submit(_Answer([frames.frame_bytes(result=header) for header in stale]))
+        header = frames.frame_bytes(result=result)
+        self._submit(_Answer([header], ins.message_id, chunks) if chunks else _Answer([header]))
 
 
 def _result_chunks(chunks: list[bytes], chunk_bytes: int) -> list[bytes]:

@@ -3,6 +3,7 @@ a server with clients in this process."""
 
 from __future__ import annotations
 
+import collections
 import datetime
 import ipaddress
 import os
@@ -322,6 +323,8 @@ class RawClient:
         )
         self._outbox: queue.Queue = queue.Queue()
         self.frames: queue.Queue = queue.Queue()
+        # Frames read while waiting for an upload grant, for `next` to return first.
+        self._held: collections.deque = collections.deque()
         self.error: grpc.RpcError | None = None
         self.ended = threading.Event()
         self.call = self.channel.stream_stream(wire.JOIN_METHOD)(
@@ -352,14 +355,14 @@ class RawClient:
 
     def next(self, body: str, timeout: float = 10) -> pb.Frame:
         """The next frame, which must be of kind `body`."""
-        frame = self.frames.get(timeout=timeout)
+        frame = self._held.popleft() if self._held else self.frames.get(timeout=timeout)
         assert frame is not None, f"stream ended ({self.error}) while waiting for {body}"
         assert frame.WhichOneof("body") == body, f"expected {body}, got {frame}"
         return frame
 
     def instruction(self, timeout: float = 10) -> tuple[pb.Header, list[np.ndarray]]:
         header = self.next("instruction", timeout).instruction
-        assembly = wire.Assembly(header, wire.check_specs(header.arrays, 1 << 30), keep=True)
+        assembly = wire.Assembly(header, wire.check_specs(header.arrays, 1 << 30))
         while not assembly.complete:
             assembly.add(self.next("chunk", timeout).chunk.data)
         return header, assembly.arrays()
@@ -367,10 +370,30 @@ class RawClient:
     def send_result(
         self, message_id: int, arrays, num_examples: int = 10, kind: int = pb.FIT, metrics=None
     ) -> None:
+        """Send a result as an honest client does: its chunks only once the upload is granted."""
         result = roost.FitRes(list(arrays), num_examples, metrics or {})
         encoded = wire.encode_result(result, 1 << 16)
         encoded.header.kind = kind
-        self.send(*encoded.frames("result", message_id))
+        self.send(wire.header_frame(encoded.header, "result", message_id))
+        if encoded.header.num_chunks and self.await_grant(message_id):
+            self.send(*encoded.chunks)
+
+    def await_grant(self, message_id: int, timeout: float = 10) -> bool:
+        """Wait for the server's answer to the header of result `message_id`: True for a grant;
+        False for a rejection, which `next` then returns (other frames read meanwhile too)."""
+        read: list[pb.Frame] = []
+        try:
+            while True:
+                frame = self.frames.get(timeout=timeout)
+                assert frame is not None, f"stream ended ({self.error}) waiting for a grant"
+                body = frame.WhichOneof("body")
+                if body == "grant" and frame.grant.message_id == message_id:
+                    return True
+                read.append(frame)
+                if body == "rejection" and frame.rejection.message_id == message_id:
+                    return False
+        finally:
+            self._held.extend(read)
 
     def wait_closed(self, timeout: float = 10) -> grpc.RpcError | None:
         assert self.ended.wait(timeout), "the server did not close the stream"
@@ -382,10 +405,21 @@ class RawClient:
         self.channel.close()
 
 
-def declare(raw: RawClient, message_id: int, specs, num_chunks: int, kind: int = pb.FIT) -> None:
-    """Send only the header of a result: `num_chunks` chunks are then expected."""
+def declare(
+    raw: RawClient,
+    message_id: int,
+    specs,
+    num_chunks: int,
+    kind: int = pb.FIT,
+    *,
+    granted: bool = False,
+) -> None:
+    """Send only the header of a result: `num_chunks` chunks are then expected. With `granted`,
+    wait until the server has granted its upload."""
     header = pb.Header(message_id=message_id, kind=kind, arrays=specs, num_chunks=num_chunks)
     raw.send(frames.frame_bytes(result=header))
+    if granted:
+        assert raw.await_grant(message_id), "the upload was rejected, not granted"
 
 
 # -- a server and clients in this process ------------------------------------------------------

@@ -26,8 +26,9 @@ from grpc_support import (
 )
 
 import roost
-from roost.core.types import Failure
+from roost.core.types import Failure, FitRes
 from roost.errors import ClientRefusedError, ConfigurationError, ServerUnreachableError
+from roost.transport.grpc import wire
 from roost.transport.grpc.client import GrpcClient
 from roost.transport.grpc.server import GrpcServerTransport
 
@@ -96,9 +97,11 @@ def test_a_flood_of_stale_results_is_summarised_and_disconnected(pool, caplog):
             future = start_round(pool, transport, [("raw", fit_ins())], timeout=0.3)
             header, arrays = raw.instruction()
             future.result(10)
+            # Headers of results, sent without waiting for the server's answers: each is stale.
+            result = wire.encode_result(FitRes(arrays, 10, {}), 1 << 16).header
+            stale = wire.header_frame(result, "result", header.message_id)
             with caplog.at_level(logging.INFO, logger="roost"):
-                for _ in range(200):
-                    raw.send_result(header.message_id, arrays)
+                raw.send(*[stale] * 200)
                 error = raw.wait_closed()
             assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
             assert "not awaited from it" in error.details()

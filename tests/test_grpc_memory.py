@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import queue
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -76,7 +77,9 @@ class _FakeContext:
     """Hands a stream's frames to the server's reader; then the client goes quiet."""
 
     def __init__(self, received: list[bytes], *, write_gate: asyncio.Event | None = None) -> None:
-        self._received = received
+        self._received: asyncio.Queue[bytes] = asyncio.Queue()
+        for frame in received:
+            self._received.put_nowait(frame)
         self.quiet = asyncio.Event()
         self._write_gate = write_gate
         self.writing = 0
@@ -92,12 +95,15 @@ class _FakeContext:
     def auth_context(self) -> dict:
         return {}
 
+    def feed(self, frame: bytes) -> None:
+        """The client sends one more frame."""
+        self.quiet.clear()
+        self._received.put_nowait(frame)
+
     async def read(self) -> bytes:
-        if self._received:
-            return self._received.pop(0)
-        self.quiet.set()
-        await asyncio.Event().wait()  # a client that sends nothing more
-        raise AssertionError("unreachable")
+        if self._received.empty():
+            self.quiet.set()  # the reader waits for a frame the client has not sent
+        return await self._received.get()
 
     async def write(self, frame: bytes) -> None:
         self.writing += 1
@@ -124,20 +130,25 @@ def test_a_reader_waiting_for_the_next_frame_keeps_none_it_has_read():
         connection = registry.connect("ipv4:127.0.0.1:1", None)
         assert connection is not None
         session = Session(connection, registry, UploadSlots(1), SessionSettings(1 << 20, 10.0))
-        # A result nobody awaits is rejected and its chunk read only to keep the framing.
-        stale = pb.Header(
-            message_id=7, kind=pb.FIT, arrays=[pb.ArraySpec(dtype="|u1", shape=[4096])]
-        )
-        stale.num_chunks = 1
-        context = _FakeContext(
-            [
-                _hello("quiet"),
-                frames.frame_bytes(result=stale),
-                _TrackedFrame(frames.chunk_frame(bytes(4096))),
-            ]
-        )
+        context = _FakeContext([_hello("quiet")])
         reader = asyncio.create_task(session.read(context))
         await asyncio.wait_for(context.quiet.wait(), 10)
+        model = [np.zeros(4096, np.uint8)]
+        awaited = registry.expect("quiet", FitIns(model, {}), queue.Queue())
+        assert awaited is not None
+        result = pb.Header(message_id=awaited.message_id, kind=pb.FIT, num_examples=1)
+        result.arrays.append(pb.ArraySpec(dtype="|u1", shape=[4096]))
+        result.num_chunks = 1
+        context.feed(frames.frame_bytes(result=result))
+        for _ in range(500):  # the upload is granted at once: the slot is free
+            if connection.upload is not None:
+                break
+            await asyncio.sleep(0.01)
+        context.feed(_TrackedFrame(frames.chunk_frame(bytes(4096))))
+        await asyncio.wait_for(context.quiet.wait(), 10)
+        [(_, outcome, slot)] = [awaited.sink.get_nowait()]
+        assert isinstance(outcome, FitRes) and slot is not None
+        slot.release()
         gc.collect()
         released = _TrackedFrame.released
         reader.cancel()
@@ -148,32 +159,44 @@ def test_a_reader_waiting_for_the_next_frame_keeps_none_it_has_read():
 
 
 def test_sends_in_flight_are_bounded_however_many_clients_wait():
-    """Twenty clients are each owed a frame; only `concurrent_sends` are written at once."""
+    """Nineteen clients are each owed a model; only `concurrent_sends` are written at once. An
+    upload grant to the twentieth does not wait behind them."""
 
-    async def scenario() -> tuple[int, int]:
+    async def scenario() -> tuple[int, int, int]:
         registry = Registry(None)
         settings = SessionSettings(1 << 20, 10.0, concurrent_sends=4)
         handler = StreamHandler(registry, UploadSlots(1), settings)
         gate = asyncio.Event()
+        gate.set()  # the welcomes go out
         contexts = [_FakeContext([_hello(f"n{i}")], write_gate=gate) for i in range(20)]
         streams = [asyncio.create_task(handler.serve(None, context)) for context in contexts]
         await asyncio.wait_for(asyncio.gather(*(c.quiet.wait() for c in contexts)), 10)
+        gate.clear()  # clients that read nothing more for a while
+        instruction = FitIns([np.zeros(10_000, np.uint8)], {})
+        awaited = [registry.expect(f"n{i}", instruction, queue.Queue()) for i in range(20)]
+        for owed in awaited[:19]:
+            owed.connection.send(iter([frames.chunk_frame(bytes(10_000))]))
         await asyncio.sleep(0.05)
         writing_while_blocked = sum(context.writing for context in contexts)
+        grant = frames.frame_bytes(grant=pb.UploadGrant(message_id=awaited[19].message_id))
+        awaited[19].connection.send([grant])
+        await asyncio.sleep(0.05)
+        writing_with_the_grant = sum(context.writing for context in contexts)
         gate.set()
         for _ in range(100):
-            if all(context.written for context in contexts):
+            if all(len(context.written) >= 2 for context in contexts):
                 break
             await asyncio.sleep(0.01)
-        welcomed = sum(1 for context in contexts if context.written)
+        served = sum(1 for context in contexts if len(context.written) >= 2)
         for stream in streams:
             stream.cancel()
         await asyncio.gather(*streams, return_exceptions=True)
-        return writing_while_blocked, welcomed
+        return writing_while_blocked, writing_with_the_grant, served
 
-    writing_while_blocked, welcomed = asyncio.run(scenario())
+    writing_while_blocked, writing_with_the_grant, served = asyncio.run(scenario())
     assert writing_while_blocked == 4
-    assert welcomed == 20
+    assert writing_with_the_grant == 5
+    assert served == 20
 
 
 def test_the_server_caps_what_each_connection_keeps_for_reading():
@@ -182,5 +205,3 @@ def test_the_server_caps_what_each_connection_keeps_for_reading():
         options["grpc.experimental.tcp_max_read_buffer_size"]
         <= options["grpc.http2.lookahead_bytes"]
     )
-    # A result chunk of the clients' default size fits in a stream's window with its framing.
-    assert len(frames.chunk_frame(bytes(wire.DEFAULT_CHUNK_BYTES))) + 5 <= 64 << 10

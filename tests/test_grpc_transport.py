@@ -193,7 +193,7 @@ def _oversized_frame(raw, message_id, arrays):
 
 
 def _chunks_overflow(raw, message_id, arrays):
-    declare(raw, message_id, [pb.ArraySpec(dtype="<f8", shape=[NUM_FEATURES])], 1)
+    declare(raw, message_id, [pb.ArraySpec(dtype="<f8", shape=[NUM_FEATURES])], 1, granted=True)
     raw.send(frames.chunk_frame(b"\0" * (8 * NUM_FEATURES + 8)))
 
 

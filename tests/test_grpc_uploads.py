@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import grpc
 import numpy as np
@@ -22,8 +24,9 @@ from grpc_support import (
 )
 
 import roost
-from roost.core.types import Failure, FitRes
+from roost.core.types import EvaluateIns, EvaluateRes, Failure, FitRes
 from roost.errors import ConfigurationError
+from roost.transport.grpc import client as client_module
 from roost.transport.grpc import frames
 from roost.transport.grpc import roost_pb2 as pb
 from roost.transport.grpc.server import GrpcServerTransport
@@ -62,7 +65,7 @@ def test_a_client_stalling_mid_upload_cannot_block_other_uploads(pool):
             transport.wait_for_clients(2, timeout=10)
             future = start_round(pool, transport, [("raw", fit_ins())], timeout=0.5)
             header, _ = raw.instruction()
-            declare(raw, header.message_id, SPEC, 1)
+            declare(raw, header.message_id, SPEC, 1, granted=True)
             [(_, outcome)] = future.result(10)
             assert isinstance(outcome, Failure) and outcome.kind == "timeout"
             assert raw.wait_closed().code() == grpc.StatusCode.DEADLINE_EXCEEDED
@@ -84,7 +87,7 @@ def test_slots_come_back_from_clients_that_leave_while_waiting_or_uploading(pool
             future = start_round(pool, transport, cohort, timeout=30)
             headers = [raw.instruction()[0] for raw in leaving]
             # The first one takes the slot and sends half of its result ...
-            declare(leaving[0], headers[0].message_id, SPEC, 2)
+            declare(leaving[0], headers[0].message_id, SPEC, 2, granted=True)
             leaving[0].send(frames.chunk_frame(b"\0" * 16))
             wait_for(lambda: transport.free_upload_slots == 0, 10, what="the slot to be taken")
             # ... the others declare theirs and wait for the slot.
@@ -117,7 +120,7 @@ def test_an_upload_without_data_for_the_idle_timeout_is_that_clients_failure(poo
             started = time.monotonic()
             future = start_round(pool, transport, [("0", ins), ("stalled", ins)], timeout=60)
             header, _ = stalled.instruction()
-            declare(stalled, header.message_id, SPEC, 2)
+            declare(stalled, header.message_id, SPEC, 2, granted=True)
             stalled.send(frames.chunk_frame(b"\0" * 8))
             outcomes = dict(future.result(30))
             assert time.monotonic() - started < 20
@@ -143,17 +146,15 @@ def test_a_client_waiting_for_a_slot_stops_waiting_when_its_round_times_out(pool
             future = start_round(pool, transport, cohort, timeout=1.0)
             holder_header, _ = holder.instruction()
             waiter_header, arrays = waiter.instruction()
-            declare(holder, holder_header.message_id, SPEC, 1)
-            wait_for(lambda: transport.free_upload_slots == 0, 10, what="the slot to be taken")
+            declare(holder, holder_header.message_id, SPEC, 1, granted=True)
             declare(waiter, waiter_header.message_id, SPEC, 1)
             outcomes = dict(future.result(10))
             assert {outcome.kind for outcome in outcomes.values()} == {"timeout"}
-            # Told before sending a single chunk: it no longer waits for the slot.
+            # Told instead of a grant: its result ends with its header, no chunk is sent.
             rejection = waiter.next("rejection").rejection
             assert rejection.message_id == waiter_header.message_id
             assert "waited to upload" in rejection.reason
             assert holder.wait_closed().code() == grpc.StatusCode.DEADLINE_EXCEEDED
-            waiter.send(frames.chunk_frame(np.zeros(NUM_FEATURES).tobytes()))  # ends its message
 
             future = start_round(pool, transport, [("waiter", fit_ins(7.0, 2))])
             header, arrays = waiter.instruction()
@@ -164,6 +165,144 @@ def test_a_client_waiting_for_a_slot_stops_waiting_when_its_round_times_out(pool
         finally:
             holder.close()
             waiter.close()
+
+
+class _CountedRequests:
+    """Wraps the clients' stream of outgoing frames, counting result headers and chunk frames."""
+
+    def __init__(self, requests) -> None:
+        self._requests = requests
+        self.headers = 0
+        self.chunks = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, outbox, grants):
+        for frame in self._requests(outbox, grants):
+            is_chunk = frames.chunk_data(frame) is not None
+            with self._lock:
+                if is_chunk:
+                    self.chunks += 1
+                elif frames.parse_frame(frame).WhichOneof("body") == "result":
+                    self.headers += 1
+            yield frame
+
+
+@contextmanager
+def _raw_clients(address: str, *node_ids: str):
+    """Raw clients under `node_ids`, closed on the way out."""
+    raws = [RawClient(address, node_id=node_id) for node_id in node_ids]
+    try:
+        yield raws
+    finally:
+        for raw in raws:
+            raw.close()
+
+
+def _hold_the_slot(pool, transport, holder, cohort):
+    """Start a round of `cohort` (the holder first); the holder takes the only slot and sends
+    nothing yet. Returns the round's future."""
+    future = start_round(pool, transport, [("holder", fit_ins(1.0)), *cohort], timeout=30)
+    header, _ = holder.instruction()
+    declare(holder, header.message_id, SPEC, 1, granted=True)
+    assert transport.free_upload_slots == 0
+    return future
+
+
+def _let_go(holder, future) -> dict:
+    """The holder sends its result's one chunk, which frees the slot; the round's outcomes."""
+    holder.send(frames.chunk_frame(np.zeros(NUM_FEATURES).tobytes()))
+    return dict(future.result(20))
+
+
+def test_clients_waiting_for_a_slot_send_no_chunk_until_granted(pool, monkeypatch):
+    """One slot, held; three clients finish their fit meanwhile. Each sends its result's header
+    and no chunk until the slot comes back; then every result arrives."""
+    counted = _CountedRequests(client_module._requests)
+    monkeypatch.setattr(client_module, "_requests", counted)
+    # The clients train a little, so that the holder surely takes the slot first.
+    monkeypatch.setenv("ROOST_TEST_FIT_SLEEP", "0.3")
+    honest = {str(p): (lambda p=p: LinearClient(p)) for p in range(3)}
+    with (
+        serving(max_concurrent_uploads=1, upload_idle_timeout=None) as transport,
+        clients(transport.address, honest),
+    ):
+        with _raw_clients(transport.address, "holder") as (holder,):
+            transport.wait_for_clients(4, timeout=10)
+            ins = fit_ins(1.0)
+            future = _hold_the_slot(pool, transport, holder, [(c, ins) for c in honest])
+            wait_for(lambda: counted.headers == 3, 10, what="the three result headers")
+            time.sleep(0.5)  # time in which an eager client would have sent its chunks
+            assert counted.chunks == 0
+            assert transport.free_upload_slots == 0 and not future.done()
+            outcomes = _let_go(holder, future)
+        np.testing.assert_array_equal(outcomes["holder"].parameters[0], np.zeros(NUM_FEATURES))
+        for node_id in honest:
+            expected = honest_update(int(node_id), ins)
+            np.testing.assert_array_equal(outcomes[node_id].parameters[0], expected)
+        assert counted.chunks == 3  # one chunk of 40 bytes each, sent once granted
+        assert transport.free_upload_slots == 1
+
+
+def test_a_client_leaving_while_waiting_for_a_grant_frees_nothing_and_the_round_goes_on(pool):
+    with (
+        serving(max_concurrent_uploads=1, upload_idle_timeout=None) as transport,
+        clients(transport.address, HONEST),
+    ):
+        with _raw_clients(transport.address, "holder", "waiter") as (holder, waiter):
+            transport.wait_for_clients(4, timeout=10)
+            ins = fit_ins(1.0)
+            cohort = [("waiter", ins), ("0", ins), ("1", ins)]
+            future = _hold_the_slot(pool, transport, holder, cohort)
+            header, _ = waiter.instruction()
+            declare(waiter, header.message_id, SPEC, 1)
+            time.sleep(0.3)
+            waiter.close()
+            wait_for(lambda: "waiter" not in transport.connected(), 10, what="the waiter to go")
+            # The slot is still the holder's: the waiter gave back nothing it did not hold.
+            time.sleep(0.2)
+            assert transport.free_upload_slots == 0 and not future.done()
+            outcomes = _let_go(holder, future)
+        assert outcomes["waiter"].kind == "disconnected"
+        assert isinstance(outcomes["holder"], FitRes)
+        for partition in (0, 1):
+            expected = honest_update(partition, ins)
+            np.testing.assert_array_equal(outcomes[str(partition)].parameters[0], expected)
+        assert transport.free_upload_slots == 1
+        assert_honest_rounds_complete(pool, transport, rounds=(2,))
+
+
+def test_chunks_sent_before_the_grant_are_a_protocol_error(pool):
+    """A client that does not wait for its grant is cut off; the slot's holder is not."""
+    with serving(max_concurrent_uploads=1, upload_idle_timeout=None) as transport:
+        with _raw_clients(transport.address, "holder", "eager") as (holder, eager):
+            future = _hold_the_slot(pool, transport, holder, [("eager", fit_ins(1.0))])
+            header, _ = eager.instruction()
+            declare(eager, header.message_id, SPEC, 1)
+            eager.send(frames.chunk_frame(np.zeros(NUM_FEATURES).tobytes()))
+            error = eager.wait_closed()
+            assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "before the server granted" in error.details()
+            assert transport.free_upload_slots == 0
+            outcomes = _let_go(holder, future)
+        assert outcomes["eager"].kind == "invalid"
+        assert isinstance(outcomes["holder"], FitRes)
+        assert transport.free_upload_slots == 1
+
+
+def test_a_result_without_chunks_needs_no_grant(pool):
+    """An evaluate result is complete with its header, even while every slot is taken."""
+    with (
+        serving(max_concurrent_uploads=1, upload_idle_timeout=None) as transport,
+        clients(transport.address, {"0": lambda: LinearClient(0)}),
+        _raw_clients(transport.address, "holder") as (holder,),
+    ):
+        transport.wait_for_clients(2, timeout=10)
+        future = _hold_the_slot(pool, transport, holder, [])
+        ins = EvaluateIns([np.ones(NUM_FEATURES)], {})
+        [(_, outcome)] = start_round(pool, transport, [("0", ins)]).result(10)
+        assert isinstance(outcome, EvaluateRes)
+        assert transport.free_upload_slots == 0
+        assert isinstance(_let_go(holder, future)["holder"], FitRes)
 
 
 @pytest.mark.parametrize(

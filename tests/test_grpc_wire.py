@@ -17,7 +17,7 @@ def send(encoded: wire.Encoded, field: str, max_bytes: int = 1 << 30):
     frames = list(encoded.frames(field, 42))
     header = getattr(framing.parse_frame(frames[0]), field)
     assert header.message_id == 42 and header.num_chunks == len(frames) - 1
-    assembly = wire.Assembly(header, wire.check_specs(header.arrays, max_bytes), keep=True)
+    assembly = wire.Assembly(header, wire.check_specs(header.arrays, max_bytes))
     for raw in frames[1:]:
         data = framing.chunk_data(raw)
         assert data is not None
@@ -117,7 +117,7 @@ def test_chunks_must_add_up_to_the_declared_bytes():
     layout = wire.check_specs(specs, 100)
 
     def assembly(num_chunks):
-        return wire.Assembly(pb.Header(arrays=specs, num_chunks=num_chunks), layout, keep=True)
+        return wire.Assembly(pb.Header(arrays=specs, num_chunks=num_chunks), layout)
 
     with pytest.raises(InvalidMessageError, match="more than the 16 bytes"):
         assembly(1).add(b"\0" * 17)

@@ -1,7 +1,8 @@
 """The client side of deployment: connect, carry out instructions, reconnect, stop when told.
 
 A client keeps one `Join` stream open to the server. It carries out instructions one at a time, in
-the order they arrive, and sends each result back on the same stream. When the connection is lost
+the order they arrive, and sends each result back on the same stream: its header first, then,
+once the server grants the upload (an upload slot is free), its chunks. When the connection is lost
 (the server restarted, the network failed) it reconnects with exponential backoff; when the server
 says the run is over it returns. A connection that fails the way a TLS mismatch fails is looked
 into at once (`probe`): a mismatch is named and ends the client, as retrying cannot fix it.
@@ -15,6 +16,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 
 import grpc
 
@@ -52,12 +54,69 @@ class _Lost(Exception):
         self.welcomed = welcomed
 
 
-def _requests(outbox: queue.Queue[Iterable[bytes] | None]) -> Iterator[bytes]:
-    while True:
-        frames = outbox.get()
-        if frames is None:
-            return
-        yield from frames
+@dataclass(frozen=True)
+class _Upload:
+    """A result with chunks: its header frame goes out at once, its chunks once granted."""
+
+    message_id: int
+    header: bytes
+    chunks: Iterable[bytes]
+
+
+Outgoing = Iterable[bytes] | _Upload  # frames sent as they are, or a result to upload
+
+
+class _Grants:
+    """The server's answer to the result header sent last: a grant of its upload, or a rejection.
+
+    The stream's sender waits here (gRPC's thread that reads the outgoing frames) while the
+    receiver hands over what the server answered.
+    """
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._expected: int | None = None
+        self._granted: bool | None = None
+        self._closed = False
+
+    def expect(self, message_id: int) -> None:
+        """The header of result `message_id` is about to go out: its answer is awaited."""
+        with self._changed:
+            self._expected, self._granted = message_id, None
+
+    def answer(self, message_id: int, granted: bool) -> bool:
+        """Hand over the server's answer; False if result `message_id` awaits none."""
+        with self._changed:
+            if message_id != self._expected:
+                return False
+            self._expected, self._granted = None, granted
+            self._changed.notify_all()
+            return True
+
+    def wait(self) -> bool:
+        """Wait for the answer to the expected result; True if its upload was granted."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._granted is not None or self._closed)
+            return bool(self._granted) and not self._closed
+
+    def close(self) -> None:
+        """The stream ended: nothing will be granted any more."""
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+
+
+def _requests(outbox: queue.Queue[Outgoing | None], grants: _Grants) -> Iterator[bytes]:
+    """The frames to send, in order; a result's chunks only once its upload is granted."""
+    while (item := outbox.get()) is not None:
+        if isinstance(item, _Upload):
+            grants.expect(item.message_id)
+            yield item.header
+            if grants.wait():
+                yield from item.chunks
+            # Not granted (rejected): the result ends with its header.
+        else:
+            yield from item
 
 
 def _client_error(message_id: int, reason: str) -> list[bytes]:
@@ -200,7 +259,7 @@ class GrpcClient:
         try:
             # No serializers: frames are bytes, parsed here with roost's checks and errors.
             call = channel.stream_stream(wire.JOIN_METHOD)(
-                _requests(stream.outbox), metadata=self._metadata
+                _requests(stream.outbox, stream.grants), metadata=self._metadata
             )
             self._call = call
             if self._stopped.is_set():
@@ -224,7 +283,7 @@ class GrpcClient:
             ) from None
         finally:
             self._call = None
-            stream.outbox.put(None)
+            stream.close()
             if call is not None:
                 call.cancel()
             channel.close()
@@ -239,8 +298,8 @@ class GrpcClient:
         if mismatch is not None:
             raise TlsMismatchError(mismatch) from None
 
-    def _carry_out(self, assembly: wire.Assembly) -> Iterable[bytes]:
-        """Run one instruction on the client; return the frames of its result (or of an error)."""
+    def _carry_out(self, assembly: wire.Assembly) -> Outgoing:
+        """Run one instruction on the client; what to send: its result (or an error report)."""
         message_id = assembly.header.message_id
         instruction: Instruction = wire.decode_instruction(assembly.header, assembly.arrays())
         kind = type(instruction).__name__
@@ -270,7 +329,10 @@ class GrpcClient:
         log.info(
             "%s (instruction %d) done in %.2f s", kind, message_id, time.perf_counter() - started
         )
-        return encoded.frames("result", message_id)
+        if not encoded.header.num_chunks:
+            return list(encoded.frames("result", message_id))
+        header = wire.header_frame(encoded.header, "result", message_id)
+        return _Upload(message_id, header, encoded.chunks)
 
 
 class _Stream:
@@ -281,13 +343,14 @@ class _Stream:
         server_address: str,
         node_id: str,
         max_message_bytes: int,
-        carry_out: Callable[[wire.Assembly], Iterable[bytes]],
+        carry_out: Callable[[wire.Assembly], Outgoing],
     ) -> None:
         self._server_address = server_address
         self._node_id = node_id
         self._max_message_bytes = max_message_bytes
         self._carry_out = carry_out
-        self.outbox: queue.Queue[Iterable[bytes] | None] = queue.Queue()
+        self.outbox: queue.Queue[Outgoing | None] = queue.Queue()
+        self.grants = _Grants()
         hello = pb.Hello(protocol_version=wire.PROTOCOL_VERSION, node_id=node_id)
         self.outbox.put([frames.frame_bytes(hello=hello)])
         self.welcomed = False
@@ -296,6 +359,7 @@ class _Stream:
         self._handlers = {
             "welcome": self._on_welcome,
             "instruction": self._on_instruction,
+            "grant": self._on_grant,
             "rejection": self._on_rejection,
             "refusal": self._on_refusal,
             "run_end": self._on_run_end,
@@ -319,7 +383,7 @@ class _Stream:
     def _on_instruction(self, frame: pb.Frame) -> None:
         header = frame.instruction
         layout = wire.check_specs(header.arrays, self._max_message_bytes)
-        self._assembly = wire.Assembly(header, layout, keep=True)
+        self._assembly = wire.Assembly(header, layout)
         self._carry_out_if_complete()
 
     def _on_chunk(self, data: bytes | memoryview) -> None:
@@ -334,12 +398,28 @@ class _Stream:
             self._assembly = None
             self.outbox.put(self._carry_out(assembly))
 
+    def _on_grant(self, frame: pb.Frame) -> None:
+        message_id = frame.grant.message_id
+        if not self.grants.answer(message_id, True):
+            raise InvalidMessageError(
+                f"the server granted the upload of result {message_id}, which this client "
+                "is not waiting to upload"
+            )
+
     def _on_rejection(self, frame: pb.Frame) -> None:
+        message_id = frame.rejection.message_id
         log.error(
             "the server rejected the result of instruction %d: %s",
-            frame.rejection.message_id,
+            message_id,
             frame.rejection.reason,
         )
+        # A rejection of a result waiting for its grant: its chunks are not sent.
+        self.grants.answer(message_id, False)
+
+    def close(self) -> None:
+        """The connection ended: the sender stops, whatever it was waiting for."""
+        self.outbox.put(None)
+        self.grants.close()
 
     def _on_refusal(self, frame: pb.Frame) -> None:
         raise ClientRefusedError(f"the server refused this client: {frame.refusal.reason}")

@@ -238,10 +238,10 @@ class Registry:
             return sorted(self._clients)
 
     def uploading(self) -> list[Connection]:
-        """Connections in the middle of sending a result that is kept."""
+        """Connections granted an upload and in the middle of sending its chunks."""
         with self._lock:
             connections = list(self._connections)
-        return [c for c in connections if c.upload is not None and c.upload.keep]
+        return [c for c in connections if c.upload is not None]
 
     def wait_for(self, count: int, timeout: float | None) -> list[ClientId]:
         """Block until `count` clients are connected; return all connected ids, sorted."""

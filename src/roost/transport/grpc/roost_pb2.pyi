@@ -113,6 +113,12 @@ class Rejection(_message.Message):
     reason: str
     def __init__(self, message_id: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
 
+class UploadGrant(_message.Message):
+    __slots__ = ("message_id",)
+    MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    message_id: int
+    def __init__(self, message_id: _Optional[int] = ...) -> None: ...
+
 class Refusal(_message.Message):
     __slots__ = ("reason",)
     REASON_FIELD_NUMBER: _ClassVar[int]
@@ -126,7 +132,7 @@ class RunEnd(_message.Message):
     def __init__(self, reason: _Optional[str] = ...) -> None: ...
 
 class Frame(_message.Message):
-    __slots__ = ("hello", "welcome", "instruction", "result", "chunk", "client_error", "rejection", "refusal", "run_end")
+    __slots__ = ("hello", "welcome", "instruction", "result", "chunk", "client_error", "rejection", "refusal", "run_end", "grant")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     WELCOME_FIELD_NUMBER: _ClassVar[int]
     INSTRUCTION_FIELD_NUMBER: _ClassVar[int]
@@ -136,6 +142,7 @@ class Frame(_message.Message):
     REJECTION_FIELD_NUMBER: _ClassVar[int]
     REFUSAL_FIELD_NUMBER: _ClassVar[int]
     RUN_END_FIELD_NUMBER: _ClassVar[int]
+    GRANT_FIELD_NUMBER: _ClassVar[int]
     hello: Hello
     welcome: Welcome
     instruction: Header
@@ -145,4 +152,5 @@ class Frame(_message.Message):
     rejection: Rejection
     refusal: Refusal
     run_end: RunEnd
-    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., welcome: _Optional[_Union[Welcome, _Mapping]] = ..., instruction: _Optional[_Union[Header, _Mapping]] = ..., result: _Optional[_Union[Header, _Mapping]] = ..., chunk: _Optional[_Union[Chunk, _Mapping]] = ..., client_error: _Optional[_Union[ClientError, _Mapping]] = ..., rejection: _Optional[_Union[Rejection, _Mapping]] = ..., refusal: _Optional[_Union[Refusal, _Mapping]] = ..., run_end: _Optional[_Union[RunEnd, _Mapping]] = ...) -> None: ...
+    grant: UploadGrant
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., welcome: _Optional[_Union[Welcome, _Mapping]] = ..., instruction: _Optional[_Union[Header, _Mapping]] = ..., result: _Optional[_Union[Header, _Mapping]] = ..., chunk: _Optional[_Union[Chunk, _Mapping]] = ..., client_error: _Optional[_Union[ClientError, _Mapping]] = ..., rejection: _Optional[_Union[Rejection, _Mapping]] = ..., refusal: _Optional[_Union[Refusal, _Mapping]] = ..., run_end: _Optional[_Union[RunEnd, _Mapping]] = ..., grant: _Optional[_Union[UploadGrant, _Mapping]] = ...) -> None: ...

@@ -59,16 +59,18 @@ class GrpcServerTransport:
             so an idle connected client costs kilobytes and no thread.
         max_concurrent_uploads: upload slots: results received at once; bounds the server's
             buffers of received models to about (this + 1) × model size however many clients
-            answer. Other clients' results wait, in their streams, for a slot.
-        upload_idle_timeout: seconds an upload may go without a chunk before it is that client's
-            failure (and its connection is closed, freeing the slot), and seconds a frame sent to
-            a client may wait for it to read; None never gives up.
+            answer. Other clients send their result's header and wait for the server to grant
+            them a slot before they send its chunks, so a waiting client costs the server
+            nothing.
+        upload_idle_timeout: seconds a granted upload may go without a chunk before it is that
+            client's failure (and its connection is closed, freeing the slot), and seconds a frame
+            sent to a client may wait for it to read; None never gives up. Time spent waiting
+            for a slot does not count.
         receive_window_bytes: HTTP/2 flow-control window of each client's stream: what gRPC may
             buffer per client beyond roost's own buffers. A fixed window (instead of gRPC's
-            growing one) keeps that at clients × this rather than clients × model size, as long
-            as clients send chunks that fit in it (their default does; gRPC widens a stream's
-            window for a larger chunk, for good); raise it for fast uploads over links with a
-            long round-trip time.
+            growing one) bounds what a client can send before the server reads it; honest
+            clients send chunks only once granted, and the server reads them as they come.
+            Raise it for fast uploads over links with a long round-trip time.
         keepalive_s: seconds between HTTP/2 pings on an idle stream, so that a dead peer is noticed
             while a live client trains for as long as it needs.
         client_wait_timeout: seconds `wait_for_clients` waits by default; None waits forever.
@@ -264,7 +266,7 @@ class GrpcServerTransport:
     def _stop_late_upload(self, awaited: Awaited) -> None:
         """Close a timed-out client still sending its result: it holds an upload slot."""
         upload = awaited.connection.upload
-        if upload is not None and upload.keep and upload.message_id == awaited.message_id:
+        if upload is not None and upload.message_id == awaited.message_id:
             self._cut(awaited.connection, "still sending its result when the round timed out")
 
     async def _watch_uploads(self, idle_timeout: float) -> None:

@@ -12,6 +12,11 @@ timed-out or earlier rounds, replays and answers to other clients' instructions 
 that its arrays have the global model's shapes and dtypes. A client is told why its result was
 rejected; a client that breaks the protocol, or sends more stale results than an honest client
 could (see `Conduct`), is disconnected.
+
+A result with chunks is received in two steps: its header is checked, then the session waits for
+an upload slot and grants the upload, and only then does the client send the chunks. The reader
+keeps reading meanwhile, so a client that leaves while it waits is noticed at once, and one that
+sends chunks before its grant is disconnected: no client's chunks wait in the server's buffers.
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ SERVER_STOPPED = (
     grpc.StatusCode.UNAVAILABLE,
     "the server stopped before the end of the run; reconnect to continue it",
 )
-_STREAM_OVER = object()  # what `Session._next_frame` returns once the client's stream has ended
+_SMALL_SEND_BYTES = 4096  # frames sent without a send slot (see `StreamHandler._write`)
 _FRAME_KINDS = tuple(field.name for field in pb.Frame.DESCRIPTOR.oneofs_by_name["body"].fields)
 
 
@@ -113,12 +118,25 @@ class StreamHandler:
             context.set_details(connection.status[1])
 
     async def _write(self, context: grpc.aio.ServicerContext, frames: Iterable[bytes]) -> None:
-        """Write one message's frames, holding one of the server's send slots meanwhile."""
+        """Write one message's frames, holding one of the server's send slots meanwhile.
+
+        A few small frames (a welcome, a grant, a rejection) need no send slot: the slots bound
+        the memory of large sends, and a client's upload grant must not wait behind the models
+        of a whole cohort.
+        """
+        if isinstance(frames, list) and sum(map(len, frames)) <= _SMALL_SEND_BYTES:
+            await self._write_frames(context, frames)
+            return
         if self._sends is None:
             self._sends = asyncio.Semaphore(self._settings.concurrent_sends)
         async with self._sends:
-            for frame in frames:
-                await asyncio.wait_for(context.write(frame), self._settings.send_timeout)
+            await self._write_frames(context, frames)
+
+    async def _write_frames(
+        self, context: grpc.aio.ServicerContext, frames: Iterable[bytes]
+    ) -> None:
+        for frame in frames:
+            await asyncio.wait_for(context.write(frame), self._settings.send_timeout)
 
 
 class Session:
@@ -143,18 +161,16 @@ class Session:
         }
         self._before_hello = {kind: self._hello_first for kind in _FRAME_KINDS}
         self._before_hello["hello"] = self._on_hello
+        # The wait for an upload slot of the result whose header came last, until it is granted.
+        self._granting: asyncio.Task[None] | None = None
 
     async def read(self, context: grpc.aio.ServicerContext) -> None:
         """Handle every frame the client sends; drop the connection when the stream ends."""
         connection = self.connection
         reason, kind = "the connection closed", "disconnected"
         try:
-            while not connection.closed.is_set():
-                pending = await self._next_frame(context)
-                if pending is _STREAM_OVER:
-                    break
-                if pending is not None:
-                    await pending
+            while not connection.closed.is_set() and await self._next_frame(context):
+                pass
         except Refused as refusal:
             reason = f"refused: {refusal}"
             log.warning("refused %s: %s", connection.name, refusal)
@@ -170,11 +186,14 @@ class Session:
             reason = "internal server error"
             connection.end([], (grpc.StatusCode.INTERNAL, reason))
         finally:
+            if self._granting is not None:
+                # It holds no slot yet: one is taken only together with the grant.
+                self._granting.cancel()
             self.conduct.flush()
             self._registry.drop(connection, reason, kind)
 
-    async def _next_frame(self, context: grpc.aio.ServicerContext) -> object:
-        """Read one frame and hand it to its handler; what the handler returned, or the end.
+    async def _next_frame(self, context: grpc.aio.ServicerContext) -> bool:
+        """Read one frame and hand it to its handler; False once the client's stream has ended.
 
         The frame lives in this call only: a reader waiting for the next frame must not keep
         the last one, or every connection holds a chunk (up to a model's size) between rounds.
@@ -182,14 +201,16 @@ class Session:
         raw = await context.read()
         connection = self.connection
         if raw is grpc.aio.EOF or connection.closed.is_set():
-            return _STREAM_OVER
-        return dispatch_frame(
+            return False
+        in_result = connection.upload is not None or self._granting is not None
+        dispatch_frame(
             raw,
             self._handlers if connection.node_id is not None else self._before_hello,
             self._on_chunk,
-            assembling="a result" if connection.upload is not None else None,
+            assembling="a result" if in_result else None,
             sender="clients",
         )
+        return True
 
     def hello_overdue(self) -> None:
         """Close a connection that has not said hello in time."""
@@ -232,33 +253,27 @@ class Session:
         if not self._registry.deliver(self.connection, error.message_id, failure):
             self._violation(f"an error report for instruction {error.message_id}, not awaited")
 
-    async def _on_result(self, frame: pb.Frame) -> None:
+    def _on_result(self, frame: pb.Frame) -> None:
         header = frame.result
         layout = wire.check_specs(header.arrays, self._settings.max_message_bytes)
-        keep = self._accept(header, layout)
-        slot = None
-        if keep and layout.total_bytes:
-            slot = await self._wait_for_slot(header.message_id)
-            if slot is None:
-                if self.connection.closed.is_set():
-                    return
-                keep = False
-                # The server made it wait: not the client's fault, so not a violation.
-                self.connection.send(
-                    rejection(
-                        header.message_id,
-                        f"result for instruction {header.message_id}, which is not awaited from "
-                        "this client any more (its round stopped waiting while it waited to "
-                        "upload)",
-                    )
-                )
-        upload = Upload(header, layout, keep=keep, slot=slot)
-        if self.connection.start_upload(upload) and upload.complete:
-            self._finish_result()
+        wire.check_chunk_count(header, layout)
+        if not self._accept(header, layout):
+            return  # rejected, and the client told so: it sends no chunk of this result
+        if not layout.total_bytes:
+            # Complete with its header: no slot, no grant.
+            if self.connection.start_upload(Upload(header, layout, slot=None)):
+                self._finish_result()
+            return
+        self._granting = asyncio.create_task(self._grant_upload(header, layout))
 
     def _on_chunk(self, data: bytes | memoryview) -> None:
         upload = self.connection.upload
         if self.connection.node_id is None or upload is None:
+            if self._granting is not None:
+                raise InvalidMessageError(
+                    "a chunk frame before the server granted the result's upload; a client "
+                    "sends a result's chunks only after its upload grant"
+                )
             raise InvalidMessageError("a chunk frame outside of any result")
         upload.add(data)
         if upload.complete:
@@ -287,6 +302,35 @@ class Session:
             return False
         return True
 
+    async def _grant_upload(self, header: pb.Header, layout: wire.Layout) -> None:
+        """Wait for an upload slot, then grant the client the upload of its result's chunks.
+
+        A client waiting here is not idle through its own fault: the upload idle timeout
+        starts with the grant. If its round stops waiting first, it is told so (not a violation:
+        the server made it wait), and the result ends with its header.
+        """
+        connection, message_id = self.connection, header.message_id
+        try:
+            slot = await self._wait_for_slot(message_id)
+            if slot is None:
+                if not connection.closed.is_set():
+                    reason = (
+                        f"result for instruction {message_id}, which is not awaited from this "
+                        "client any more (its round stopped waiting while it waited to upload)"
+                    )
+                    connection.send(rejection(message_id, reason))
+                return
+            # No await from here on: the slot is the connection's before anything can cancel.
+            if connection.start_upload(Upload(header, layout, slot)):
+                grant = pb.UploadGrant(message_id=message_id)
+                connection.send([frames.frame_bytes(grant=grant)])
+        except Exception:  # a bug here must cost one connection, not the server
+            log.exception("unexpected error granting an upload to %s", connection.name)
+            connection.end([], (grpc.StatusCode.INTERNAL, "internal server error"))
+            self._registry.drop(connection, "internal server error")
+        finally:
+            self._granting = None
+
     async def _wait_for_slot(self, message_id: int) -> Slot | None:
         """An upload slot; None once the connection ended or nobody awaits the result."""
 
@@ -305,8 +349,8 @@ class Session:
 
     def _finish_result(self) -> None:
         upload = self.connection.finish_upload()
-        if upload is None or not upload.keep:
-            return  # a stale or rejected result: its chunks were read only to keep the framing
+        if upload is None:
+            return
         slot = upload.take_slot()
         handed_over = False
         try:

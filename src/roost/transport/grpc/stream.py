@@ -8,14 +8,13 @@ middle of a message's chunks, is a protocol error.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 
 from roost.errors import ConfigurationError, InvalidMessageError
 from roost.transport.grpc import frames, wire
 from roost.transport.grpc import roost_pb2 as pb
 
-# A handler returns None, or an awaitable when the frame needs waiting for (an upload slot).
-FrameHandler = Callable[[pb.Frame], Awaitable[None] | None]
+FrameHandler = Callable[[pb.Frame], None]
 ChunkHandler = Callable[[bytes | memoryview], None]
 
 
@@ -47,8 +46,8 @@ def dispatch_frame(
     *,
     assembling: str | None,
     sender: str,
-) -> Awaitable[None] | None:
-    """Handle one received frame; what the frame's handler returned (an awaitable, or None).
+) -> None:
+    """Handle one received frame.
 
     Args:
         raw: the frame as received.
@@ -61,15 +60,15 @@ def dispatch_frame(
     data = frames.chunk_data(raw)
     if data is not None:
         on_chunk(data)
-        return None
+        return
     frame = frames.parse_frame(raw)
     body = frame.WhichOneof("body")
     if body == "chunk":
         on_chunk(frame.chunk.data)
-        return None
+        return
     if assembling is not None:
         raise InvalidMessageError(f"a {body} frame arrived in the middle of {assembling}'s chunks")
     handler = handlers.get(body)
     if handler is None:
         raise InvalidMessageError(f"{sender} do not send {body} frames")
-    return handler(frame)
+    handler(frame)

@@ -1,8 +1,10 @@
 """Upload slots: how many clients may send their results to the server at once.
 
 A result is received into one buffer of the model's size, so the server's memory for received
-models is bounded by the number of slots, not by the number of clients. A slot belongs to one live
-upload: it is taken when the upload starts and given back on every way out (the result was
+models is bounded by the number of slots, not by the number of clients. A client sends its
+result's header, then waits: the server grants the upload (and the client sends its chunks) once
+a slot is free, so a waiting client costs the server no buffer at all. A slot belongs to one live
+upload: it is taken when the upload is granted and given back on every way out (the result was
 handed to the round, rejected or dropped; the client disconnected, stalled or was too late).
 
 Uploads wait for slots on the server's event loop; slots come back from any thread (a result
@@ -122,15 +124,13 @@ class UploadSlots:
 class Upload:
     """A result being received on one connection: its chunks, its slot, and when data last came.
 
-    `keep=False` reads a result only to stay in step with the stream's framing (a stale or
-    rejected result): it allocates nothing and holds no slot.
+    A result with chunks holds a slot from its grant on; one without chunks (`slot=None`) is
+    complete with its header.
     """
 
-    def __init__(
-        self, header: pb.Header, layout: wire.Layout, *, keep: bool, slot: Slot | None
-    ) -> None:
+    def __init__(self, header: pb.Header, layout: wire.Layout, slot: Slot | None) -> None:
         try:
-            self.assembly = wire.Assembly(header, layout, keep=keep)
+            self.assembly = wire.Assembly(header, layout)
         except BaseException:
             if slot is not None:
                 slot.release()
@@ -143,10 +143,6 @@ class Upload:
         return self.assembly.header.message_id
 
     @property
-    def keep(self) -> bool:
-        return self.assembly.keep
-
-    @property
     def complete(self) -> bool:
         return self.assembly.complete
 
@@ -155,7 +151,7 @@ class Upload:
         self.last_data = time.monotonic()
 
     def idle_for(self, now: float) -> float:
-        """Seconds since the header or the last chunk arrived."""
+        """Seconds since the upload was granted or its last chunk arrived."""
         return now - self.last_data
 
     def take_slot(self) -> Slot | None:

@@ -34,17 +34,20 @@ from roost.errors import InvalidMessageError
 from roost.transport.grpc import roost_pb2 as pb
 from roost.transport.grpc.frames import chunk_frame, frame_bytes
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
+"""Version of the frame protocol; a server admits only clients that speak the same one.
+
+2: a client sends a result's chunks only once the server has granted its upload (`UploadGrant`).
+"""
 SERVICE = "roost.v1.Federation"
 JOIN_METHOD = f"/{SERVICE}/Join"
 
-DEFAULT_CHUNK_BYTES = 63 << 10
-"""Bytes of array data per `Chunk` frame of a result (63 KiB): the default of clients.
+DEFAULT_CHUNK_BYTES = 1 << 20
+"""Bytes of array data per `Chunk` frame of a result (1 MiB): the default of clients.
 
-A chunk frame, with its framing, then fits in the 64 KiB HTTP/2 window of a server's stream
-(`receive_window_bytes`). gRPC widens a stream's window to take in a whole message once one is
-read, and keeps it wide: with larger chunks, every client waiting for an upload slot could park
-a whole chunk in the server's memory.
+A client sends its chunks only once the server has granted it an upload slot, and the server
+reads them as they come, so a chunk's size costs the server memory only for the uploads in
+progress (one chunk each), never for the clients that wait for a slot.
 """
 
 INSTRUCTION_CHUNK_BYTES = 1 << 20
@@ -225,21 +228,25 @@ def check_layout_matches(layout: Layout, template: Parameters) -> None:
             )
 
 
+def check_chunk_count(header: pb.Header, layout: Layout) -> None:
+    """A message declares at least one chunk for its array bytes, and no empty chunk."""
+    total = layout.total_bytes
+    if header.num_chunks > total:
+        raise InvalidMessageError(
+            f"{header.num_chunks} chunks declared for {total} bytes of arrays"
+        )
+    if total and not header.num_chunks:
+        raise InvalidMessageError(f"no chunks declared for {total} bytes of arrays")
+
+
 class Assembly:
     """Collects one message's chunks into a single buffer, checking counts and sizes."""
 
-    def __init__(self, header: pb.Header, layout: Layout, *, keep: bool) -> None:
+    def __init__(self, header: pb.Header, layout: Layout) -> None:
+        check_chunk_count(header, layout)
         self.header = header
         self.layout = layout
-        self.keep = keep
-        total = layout.total_bytes
-        if header.num_chunks > total:
-            raise InvalidMessageError(
-                f"{header.num_chunks} chunks declared for {total} bytes of arrays"
-            )
-        if total and not header.num_chunks:
-            raise InvalidMessageError(f"no chunks declared for {total} bytes of arrays")
-        self._buffer = bytearray(total) if keep else None
+        self._buffer = bytearray(layout.total_bytes)
         self._received = 0
         self._chunks = 0
 
@@ -255,8 +262,7 @@ class Assembly:
             raise InvalidMessageError(
                 f"chunks carry more than the {self.layout.total_bytes} bytes declared"
             )
-        if self._buffer is not None:
-            self._buffer[self._received : end] = data
+        self._buffer[self._received : end] = data
         self._received = end
         self._chunks += 1
         if self.complete and self._received != self.layout.total_bytes:
@@ -267,7 +273,7 @@ class Assembly:
 
     def arrays(self) -> Parameters:
         """The received arrays (writable, native byte order on little-endian machines)."""
-        assert self._buffer is not None and self.complete
+        assert self.complete
         arrays: Parameters = []
         offset = 0
         for dtype, shape, nbytes in zip(
