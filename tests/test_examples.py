@@ -14,7 +14,11 @@ import numpy as np
 import pytest
 from grpc_support import free_port
 
-pytest.importorskip("keras")
+# Keras runs in the subprocesses only: checking it is installed without importing it here saves
+# every pytest worker a TensorFlow import (Keras' default backend) at collection.
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("keras") is None, reason="keras is not installed"
+)
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "seed_tutorial"
 

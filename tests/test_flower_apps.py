@@ -8,6 +8,7 @@ in every round, both give the same final model.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -165,8 +166,8 @@ print(json.dumps({{
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("keras") is None, reason="keras is not installed")
 def test_keras_app_in_simulation_and_over_grpc() -> None:
-    pytest.importorskip("keras")
     script = _KERAS_SCRIPT.format(tests=str(Path(__file__).resolve().parent))
     env = {**os.environ, "KERAS_BACKEND": "torch", "PYTHONPATH": str(SRC)}
     completed = subprocess.run(

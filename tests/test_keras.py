@@ -16,7 +16,11 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("keras")
+# Keras runs in the subprocesses only: checking it is installed without importing it here saves
+# every pytest worker a TensorFlow import (Keras' default backend) at collection.
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("keras") is None, reason="keras is not installed"
+)
 
 
 def _worker() -> None:  # runs in the subprocess
@@ -42,12 +46,14 @@ def _worker() -> None:  # runs in the subprocess
 
     def make_model() -> keras.Model:
         # The tutorial's network, sized for 8×8 digits instead of 32×32×3 images.
-        model = keras.Sequential([
-            keras.Input(shape=(64,)),
-            keras.layers.Dense(64, activation="relu"),
-            keras.layers.Dense(64, activation="relu"),
-            keras.layers.Dense(10, activation="softmax"),
-        ])
+        model = keras.Sequential(
+            [
+                keras.Input(shape=(64,)),
+                keras.layers.Dense(64, activation="relu"),
+                keras.layers.Dense(64, activation="relu"),
+                keras.layers.Dense(10, activation="softmax"),
+            ]
+        )
         model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
         return model
 
@@ -76,9 +82,11 @@ def _worker() -> None:  # runs in the subprocess
     out["reference_last_loss"] = float(history.history["loss"][-1])
     steps_model = make_model()
     KerasClient(steps_model, x, y).fit(start, {"epochs": 3, "batch_size": 8, "steps_per_epoch": 5})
-    out["optimizer_steps"] = int(steps_model.optimizer.iterations.numpy()
-                                 if hasattr(steps_model.optimizer.iterations, "numpy")
-                                 else steps_model.optimizer.iterations)
+    out["optimizer_steps"] = int(
+        steps_model.optimizer.iterations.numpy()
+        if hasattr(steps_model.optimizer.iterations, "numpy")
+        else steps_model.optimizer.iterations
+    )
 
     # 3. evaluate == cross-entropy and accuracy computed with NumPy from predicted probabilities.
     xv, yv = train.x[256:356].astype("float32"), train.y[256:356]
@@ -86,17 +94,22 @@ def _worker() -> None:  # runs in the subprocess
     probe = make_model()
     probe.set_weights(updated)
     p = np.clip(np.asarray(probe.predict(xv, verbose=0), dtype=np.float64), 1e-7, 1 - 1e-7)
-    out["eval"] = {"loss": loss, "n": n_val, "metrics": metrics,
-                   "numpy_loss": float(-np.log(p[np.arange(len(yv)), yv]).mean()),
-                   "numpy_accuracy": float((p.argmax(axis=1) == yv).mean())}
+    out["eval"] = {
+        "loss": loss,
+        "n": n_val,
+        "metrics": metrics,
+        "numpy_loss": float(-np.log(p[np.arange(len(yv)), yv]).mean()),
+        "numpy_accuracy": float((p.argmax(axis=1) == yv).mean()),
+    }
 
     # 4. Federated: 5 clients, FedAvg, centralized accuracy on the held-out digits.
     parts = iid_partition(len(train.y), 5, 0)
 
     def client_fn(context: roost.Context) -> KerasClient:
         part = parts[context.partition_id]
-        return KerasClient(make_model(), train.x[part].astype("float32"), train.y[part],
-                           epochs=3, batch_size=32)
+        return KerasClient(
+            make_model(), train.x[part].astype("float32"), train.y[part], epochs=3, batch_size=32
+        )
 
     evaluator = make_model()
 
@@ -105,13 +118,22 @@ def _worker() -> None:  # runs in the subprocess
         result = evaluator.evaluate(test.x.astype("float32"), test.y, verbose=0, return_dict=True)
         return float(result["loss"]), {"accuracy": float(result["accuracy"])}
 
-    strategy = roost.FedAvg(initial_parameters=make_model().get_weights(), evaluate_fn=evaluate,
-                            min_fit_clients=5, min_available_clients=5)
+    strategy = roost.FedAvg(
+        initial_parameters=make_model().get_weights(),
+        evaluate_fn=evaluate,
+        min_fit_clients=5,
+        min_available_clients=5,
+    )
     # Warm clients: each client's model is built, compiled and traced once, not every round
     # (the cold path is the same adapter; test_engines_warm compares the two).
-    fed = roost.run_simulation(client_fn, 5, strategy=strategy,
-                               config=roost.ServerConfig(num_rounds=5), seed=0,
-                               warm_clients=True)
+    fed = roost.run_simulation(
+        client_fn,
+        5,
+        strategy=strategy,
+        config=roost.ServerConfig(num_rounds=5),
+        seed=0,
+        warm_clients=True,
+    )
     out["federated_accuracy"] = fed.metrics_centralized["accuracy"]
     out["federated_loss_distributed"] = fed.losses_distributed
     print("RESULT " + json.dumps(out))
@@ -119,13 +141,22 @@ def _worker() -> None:  # runs in the subprocess
 
 def _run(backend: str, timeout: float) -> dict:
     # One thread per framework: tiny models on a shared machine are much faster without contention.
-    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3",
-           "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1",
-           "TF_NUM_INTEROP_THREADS": "1"}
-    code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
-            "import test_keras; test_keras._worker()")
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    env = {
+        **os.environ,
+        "KERAS_BACKEND": backend,
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "CUDA_VISIBLE_DEVICES": "",
+        "OMP_NUM_THREADS": "1",
+        "TF_NUM_INTRAOP_THREADS": "1",
+        "TF_NUM_INTEROP_THREADS": "1",
+    }
+    code = (
+        f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+        "import test_keras; test_keras._worker()"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=timeout
+    )
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     assert done.returncode == 0 and lines, done.stderr[-4000:]
     return json.loads(lines[-1].removeprefix("RESULT "))
@@ -164,7 +195,9 @@ def test_keras_adapter_on_torch_backend(torch_run: dict) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None,
-                    reason="tensorflow is not installed (pip install tensorflow-cpu)")
+@pytest.mark.skipif(
+    importlib.util.find_spec("tensorflow") is None,
+    reason="tensorflow is not installed (pip install tensorflow-cpu)",
+)
 def test_keras_adapter_on_tensorflow_backend() -> None:
     _check(_run("tensorflow", timeout=600), "tensorflow")

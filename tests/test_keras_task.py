@@ -6,6 +6,7 @@ is first imported) and print JSON; the tests assert on those numbers.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -14,8 +15,12 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("keras")
-pytest.importorskip("torch")
+# Keras runs in the subprocesses only: checking it is installed without importing it here saves
+# every pytest worker a TensorFlow import (Keras' default backend) at collection.
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("keras") is None or importlib.util.find_spec("torch") is None,
+    reason="keras and torch are needed",
+)
 
 SIZES = (30, 17, 45, 8, 23)  # unequal clients: some run out of batches before the others
 
