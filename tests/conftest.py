@@ -133,20 +133,22 @@ SLOW_TESTS: dict[str, tuple[str, ...]] = {
 }
 
 
-# The longest test files (by --durations), longest first. pytest-xdist's `--dist loadfile`
-# hands out whole files in collection order, so these start first and the short files fill in
-# around them; in alphabetical order the longest ones started last and ran alone at the end.
+# The longest test files (by --durations), longest first. With `--dist loadgroup` pytest-xdist
+# hands out single tests in collection order, so these start first and the short tests fill in
+# around them (with `--dist loadfile` it ordered files by their number of tests, and the long
+# files of few tests ran alone at the end).
 LONGEST_FILES: tuple[str, ...] = (
-    "test_new_run.py",
     "test_keras.py",
-    "test_engines.py",
     "test_examples.py",
+    "test_new_run.py",
     "test_flower_apps.py",
+    "test_engines.py",
     "test_grpc_e2e.py",
-    "test_torch_client.py",
-    "test_engines_ray.py",
-    "test_keras_task.py",
+    "test_notebook.py",
 )
+
+# Files whose tests share one expensive module fixture (a Ray start, a Keras subprocess run) mark
+# themselves `xdist_group`, so that one worker runs them all and makes the fixture once.
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

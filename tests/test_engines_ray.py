@@ -16,7 +16,9 @@ from roost.engines import make_engine
 ray = pytest.importorskip("ray")
 cloudpickle = pytest.importorskip("cloudpickle")
 
-pytestmark = pytest.mark.slow  # starting Ray takes several seconds
+# Starting Ray takes seconds: slow, and one group, so that --dist loadgroup runs every test of
+# this file on one worker, with one Ray start.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
 
 # Ray workers cannot import this test module: send its classes by value.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])

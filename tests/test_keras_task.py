@@ -17,10 +17,15 @@ import pytest
 
 # Keras runs in the subprocesses only: checking it is installed without importing it here saves
 # every pytest worker a TensorFlow import (Keras' default backend) at collection.
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("keras") is None or importlib.util.find_spec("torch") is None,
-    reason="keras and torch are needed",
-)
+# One group: --dist loadgroup runs this file on one worker, so its module fixture's subprocess
+# (a few Keras runs) is started once.
+pytestmark = [
+    pytest.mark.skipif(
+        importlib.util.find_spec("keras") is None or importlib.util.find_spec("torch") is None,
+        reason="keras and torch are needed",
+    ),
+    pytest.mark.xdist_group("keras_task"),
+]
 
 SIZES = (30, 17, 45, 8, 23)  # unequal clients: some run out of batches before the others
 
