@@ -64,6 +64,10 @@ SLOW_TESTS: dict[str, tuple[str, ...]] = {
         "test_a_long_fit_outlives_many_keepalive_pings",
         "test_tls_serves_clients_that_trust_its_certificate",
     ),
+    "test_grpc_churn.py": (
+        "test_200_clients_40_leave_mid_round_and_every_later_round_has_all_the_rest",
+        "test_hostile_clients_with_valid_tokens_cannot_stop_the_run_or_change_the_model",
+    ),
     "test_keras.py": ("test_keras_adapter_on_torch_backend",),
     "test_notebook.py": ("test_tutorial_notebook_runs_end_to_end",),
     "test_package.py": (
@@ -124,11 +128,16 @@ SLOW_TESTS: dict[str, tuple[str, ...]] = {
     "test_strategy_composition.py": (
         "test_every_preset_resumes_bit_for_bit_from_a_serialised_state[dpfedavg-plain]",
     ),
+    "test_new_run.py": ("test_pip_install_editable_works",),
     "test_task.py": (
+        "test_per_client_training_matches_torch_optim[0.0-nesterov]",
         "test_digits_task_trains_exactly_like_the_numpy_demo_client",
         "test_per_client_training_matches_torch_optim[0.0-sgd]",
     ),
     "test_torch_client.py": ("test_torch_client_federates_the_digits_to_the_demo_accuracy",),
+    "test_engines_warm.py": (
+        "test_a_stateless_client_gives_identical_results_warm_and_cold[process]",
+    ),
     "test_tracking.py": ("test_roost_simulate_logs_to_a_local_mlflow_store",),
 }
 

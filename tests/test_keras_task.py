@@ -25,6 +25,7 @@ pytestmark = [
         reason="keras and torch are needed",
     ),
     pytest.mark.xdist_group("keras_task"),
+    pytest.mark.slow,
 ]
 
 SIZES = (30, 17, 45, 8, 23)  # unequal clients: some run out of batches before the others
