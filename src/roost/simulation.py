@@ -17,7 +17,7 @@ from typing import Any
 from roost.client.client import ClientFn
 from roost.core.types import Config
 from roost.engines import make_engine
-from roost.engines.node_states import KeepsNodeStates
+from roost.engines.node_states import recorded_node_states
 from roost.engines.warm import WarmClients
 from roost.errors import ConfigurationError
 from roost.log import ensure_logging
@@ -110,8 +110,6 @@ def _run_on(
 ) -> History:
     """The rounds run on `engine` (its results shown to `track`'s trackers), closed at the end."""
     transport = track.observe(engine)
-    # Node states are copied into each round's record only where they are saved: copies cost.
-    keeps = store is not None and isinstance(engine, KeepsNodeStates)
     try:
         return run_rounds(
             strategy,
@@ -120,7 +118,7 @@ def _run_on(
             seed=seed,
             resume_from=saved,
             on_round_end=track,
-            node_states=engine.node_states if keeps else None,
+            node_states=recorded_node_states(engine, recording=store is not None),
         )
     finally:
         transport.close()

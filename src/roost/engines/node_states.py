@@ -82,6 +82,15 @@ class KeepsNodeStates:
     node_states: NodeStates
 
 
+def recorded_node_states(engine: object, recording: bool) -> NodeStates | None:
+    """The node states a run hands the round loop to record with each round: `engine`'s, when
+    the run records its rounds (`recording`) and the engine keeps any; else None, since every
+    round's snapshot is a copy, worth making only where it is saved."""
+    if recording and isinstance(engine, KeepsNodeStates):
+        return engine.node_states
+    return None
+
+
 def _copy(value: Any) -> Any:
     # Exact types only: a subclass (a Flower record, a named tuple) is shared as it is, and the
     # checkpoint refuses it rather than bring it back as a plain container.

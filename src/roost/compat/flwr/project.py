@@ -34,7 +34,7 @@ from roost.compat.flwr.serverapp.grid import Grid, RunSettings
 from roost.core.types import Config
 from roost.deploy import start_client
 from roost.engines import make_engine
-from roost.engines.node_states import KeepsNodeStates
+from roost.engines.node_states import recorded_node_states
 from roost.errors import ConfigurationError
 from roost.log import ensure_logging
 from roost.outputs import save_run
@@ -232,8 +232,7 @@ def _run_project_with(
     with project_session(project.directory, replace_installed_flwr):
         server_app, client_app = load_apps(project)
         transport = make_transport()
-        if settings.store is not None and isinstance(transport, KeepsNodeStates):
-            settings.node_states = transport.node_states  # recorded with every round
+        settings.node_states = recorded_node_states(transport, settings.store is not None)
         try:
             history = run_apps(server_app, client_app, transport, run_config, settings)
         finally:
