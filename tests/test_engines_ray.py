@@ -70,19 +70,21 @@ def slow_once_client_fn(context: roost.Context) -> SlowOnce:
     return SlowOnce(context.partition_id)
 
 
+def demo_run(engine: str, **options) -> roost.History:
+    """Two rounds of the digits demo's NumPy clients, four of them, on `engine`."""
+    return roost.run_simulation(
+        make_client_fn(0),
+        4,
+        strategy=make_strategy(DemoSettings(num_clients=4, num_rounds=2)),
+        config=roost.ServerConfig(num_rounds=2),
+        seed=0,
+        engine=engine,
+        **options,
+    )
+
+
 def test_ray_engine_gives_the_sequential_model(local_ray):
-    settings = DemoSettings(num_clients=4, num_rounds=2)
-    histories = [
-        roost.run_simulation(
-            make_client_fn(0),
-            4,
-            strategy=make_strategy(settings),
-            config=roost.ServerConfig(num_rounds=2),
-            seed=0,
-            engine=engine,
-        )
-        for engine in ("sequential", "ray")
-    ]
+    histories = [demo_run(engine) for engine in ("sequential", "ray")]
     for a, b in zip(histories[0].parameters, histories[1].parameters, strict=True):
         np.testing.assert_allclose(a, b, atol=1e-12, rtol=0)
     assert ray.is_initialized()  # the engine leaves a Ray it did not start running
@@ -159,19 +161,7 @@ def counting_client_fn(context: roost.Context) -> Counting:
 
 
 def test_ray_engine_keeps_warm_clients_and_gives_the_cold_model(local_ray):
-    settings = DemoSettings(num_clients=4, num_rounds=2)
-    histories = [
-        roost.run_simulation(
-            make_client_fn(0),
-            4,
-            strategy=make_strategy(settings),
-            config=roost.ServerConfig(num_rounds=2),
-            seed=0,
-            engine="ray",
-            warm_clients=warm,
-        )
-        for warm in (False, True)
-    ]
+    histories = [demo_run("ray", warm_clients=warm) for warm in (False, True)]
     for a, b in zip(histories[0].parameters, histories[1].parameters, strict=True):
         np.testing.assert_allclose(a, b, atol=1e-12, rtol=0)
 
