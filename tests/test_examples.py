@@ -100,12 +100,14 @@ def test_simulation_example_trains_on_the_stand_in(tmp_path: Path, processes, ba
     log = tmp_path / "simulation.log"
     process = processes(
         "simulation.py",
+        "--num-clients",
+        "2",
         "--num-images",
         "1000",
         "--rounds",
-        "3",
-        "--epochs",
         "2",
+        "--epochs",
+        "1",
         "--out",
         str(out),
         env=example_env(tmp_path, backend),
@@ -114,8 +116,9 @@ def test_simulation_example_trains_on_the_stand_in(tmp_path: Path, processes, ba
     text = _wait(process, log, timeout=600)
     assert "NOTICE: CIFAR-10 is not available" in text and "STAND-IN" in text
     history = json.loads((out / "history.json").read_text())
-    assert [r["fit_results"] for r in history["rounds"]] == [5, 5, 5]
-    assert [r["evaluate_results"] for r in history["rounds"]] == [2, 2, 2]
+    # Two clients, two rounds: TensorFlow's start-up and tracing, not the rounds, take the time.
+    assert [r["fit_results"] for r in history["rounds"]] == [2, 2]
+    assert [r["evaluate_results"] for r in history["rounds"]] == [1, 1]
     accuracy = [value for _, value in history["metrics_distributed"]["accuracy"]]
     losses = [value for _, value in history["losses_distributed"]]
     assert losses[-1] < losses[0]

@@ -126,10 +126,14 @@ def test_numpy_app_on_the_process_engine_matches_sequential() -> None:
 _KERAS_SCRIPT = """
 import json, os, subprocess, sys, threading
 sys.path.insert(0, {tests!r})
-from test_flower_apps import APPS, _free_address, run_project, serve_project
+# The server app seeds with keras.utils.set_random_seed, which on torch imports TensorFlow (when
+# installed) only to seed it: about 10 s. Keep it out of this process.
+sys.modules["tensorflow"] = None
+from test_flower_apps import APPS, _free_address, connect_project, run_project, serve_project
 simulated = run_project(APPS / "keras_app", num_nodes=2, seed=0)
-# Each node in its own process, as on real machines: two Keras models training in threads of one
-# process can disturb each other's global state.
+# Node 0 in this process (the server thread trains nothing) and node 1 through `roost client` in a
+# process of its own: two Keras models training in threads of one process can disturb each
+# other's global state, and a second client process would cost one more Keras start-up.
 address = _free_address()
 box = {{}}
 server = threading.Thread(
@@ -145,9 +149,13 @@ nodes = [
         "--server", address, "--partition-id", str(index), "--num-partitions", "2",
         "--reconnect-timeout", "60",
     ])
-    for index in range(2)
+    for index in (1,)
 ]
 try:
+    connect_project(
+        APPS / "keras_app", server_address=address, partition_id=0, num_partitions=2,
+        reconnect_timeout=60,
+    )
     server.join(300)
     codes = [node.wait(60) for node in nodes]
 finally:
@@ -177,7 +185,7 @@ def test_keras_app_in_simulation_and_over_grpc() -> None:
     report = json.loads(completed.stdout.strip().splitlines()[-1])
     assert report["shapes"] == [[4, 8], [8], [8, 2], [2]]
     assert report["rounds"] == [2, 2]
-    assert report["codes"] == [0, 0]
+    assert report["codes"] == [0]
     assert report["difference"] < 1e-6
 
 

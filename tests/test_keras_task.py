@@ -34,6 +34,9 @@ SIZES = (30, 17, 45, 8, 23)  # unequal clients: some run out of batches before t
 def _worker() -> None:  # runs in the subprocess
     import logging
 
+    # On torch, keep TensorFlow out of this process: keras.utils.set_random_seed imports it (when
+    # installed) only to seed it, about 10 s of a Keras test's start-up.
+    sys.modules["tensorflow"] = None  # type: ignore[assignment]
     import keras
     import numpy as np
 
