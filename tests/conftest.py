@@ -4,6 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
+
+# Cache bytecode as Python does by default, even where the environment sets
+# PYTHONDONTWRITEBYTECODE: without it every pytest worker rewrites and compiles every test module
+# (about 5 s of collection) and every process a test starts (servers, clients, pool workers, Ray
+# actors) compiles roost again. The caches go to __pycache__/, which git ignores.
+sys.dont_write_bytecode = False
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
 # One math thread per process, set before NumPy, torch or TensorFlow load (and inherited by every
 # process a test starts): the suite runs two pytest workers on two cores, and tiny models whose
@@ -168,6 +176,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.slow)
     rank = {name: index for index, name in enumerate(LONGEST_FILES)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: order kept within
+
+
+@pytest.fixture(scope="session")
+def keras_on_torch() -> dict[str, dict]:
+    """test_keras's and test_keras_task's checks, run in one Keras-on-torch process (Keras takes
+    about 10 s to start); by module name. Their tests share the xdist group "keras_torch"."""
+    from keras_checks import run_keras_checks
+
+    pytest.importorskip("torch")
+    return run_keras_checks(["test_keras", "test_keras_task"], "torch", timeout=400)
 
 
 @pytest.fixture(autouse=True)

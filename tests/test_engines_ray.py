@@ -83,13 +83,6 @@ def demo_run(engine: str, **options) -> roost.History:
     )
 
 
-def test_ray_engine_gives_the_sequential_model(local_ray):
-    histories = [demo_run(engine) for engine in ("sequential", "ray")]
-    for a, b in zip(histories[0].parameters, histories[1].parameters, strict=True):
-        np.testing.assert_allclose(a, b, atol=1e-12, rtol=0)
-    assert ray.is_initialized()  # the engine leaves a Ray it did not start running
-
-
 def test_ray_engine_reuses_actors_and_replaces_a_hung_one(local_ray):
     pids: list[int] = []
 
@@ -160,10 +153,15 @@ def counting_client_fn(context: roost.Context) -> Counting:
     return Counting()
 
 
-def test_ray_engine_keeps_warm_clients_and_gives_the_cold_model(local_ray):
-    histories = [demo_run("ray", warm_clients=warm) for warm in (False, True)]
-    for a, b in zip(histories[0].parameters, histories[1].parameters, strict=True):
-        np.testing.assert_allclose(a, b, atol=1e-12, rtol=0)
+def test_ray_engine_gives_the_sequential_model_and_keeps_warm_clients(local_ray):
+    sequential, *on_ray = [
+        demo_run(engine, warm_clients=warm)
+        for engine, warm in (("sequential", False), ("ray", False), ("ray", True))
+    ]
+    for history in on_ray:
+        for a, b in zip(sequential.parameters, history.parameters, strict=True):
+            np.testing.assert_allclose(a, b, atol=1e-12, rtol=0)
+    assert ray.is_initialized()  # the engine leaves a Ray it did not start running
 
     fits: list[int] = []
     strategy = roost.FedAvg(

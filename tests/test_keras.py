@@ -1,21 +1,19 @@
 """The Keras adapter, run in a fresh process per backend (Keras picks its backend at import time).
 
-The worker below runs every check once in a subprocess with `KERAS_BACKEND` set and prints JSON;
-the tests assert on those numbers. Torch is the default backend here; one run with TensorFlow's
-`tf.keras` (the adapter's arithmetic, without the federated run) is marked slow and needs
-`tensorflow` installed.
+`_worker()` below runs every check in a subprocess with `KERAS_BACKEND` set (keras_checks.py) and
+returns the numbers the tests assert on. Torch is the default backend here, in one process with
+test_keras_task's checks; one run with TensorFlow's `tf.keras` (the adapter's arithmetic, without
+the federated run) is marked slow and needs `tensorflow` installed.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from keras_checks import run_keras_checks
 
 # Keras runs in the subprocesses only: checking it is installed without importing it here saves
 # every pytest worker a TensorFlow import (Keras' default backend) at collection.
@@ -24,7 +22,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _worker() -> None:  # runs in the subprocess
+def _worker() -> dict:  # runs in the subprocess (keras_checks)
     import logging
 
     import numpy as np
@@ -110,8 +108,7 @@ def _worker() -> None:  # runs in the subprocess
     # torch backend only: the adapter's arithmetic is backend-specific and checked above, the round
     # loop is not, and TensorFlow Keras federates in the seed tutorial's test (test_examples).
     if os.environ.get("ROOST_TEST_FEDERATED") == "0":
-        print("RESULT " + json.dumps(out))
-        return
+        return out
     parts = iid_partition(len(train.y), 5, 0)
 
     def client_fn(context: roost.Context) -> KerasClient:
@@ -145,37 +142,7 @@ def _worker() -> None:  # runs in the subprocess
     )
     out["federated_accuracy"] = fed.metrics_centralized["accuracy"]
     out["federated_loss_distributed"] = fed.losses_distributed
-    print("RESULT " + json.dumps(out))
-
-
-def _run(backend: str, timeout: float, federated: bool = True) -> dict:
-    # One thread per framework: tiny models on a shared machine are much faster without contention.
-    env = {
-        **os.environ,
-        "KERAS_BACKEND": backend,
-        "TF_CPP_MIN_LOG_LEVEL": "3",
-        "CUDA_VISIBLE_DEVICES": "",
-        "OMP_NUM_THREADS": "1",
-        "TF_NUM_INTRAOP_THREADS": "1",
-        "TF_NUM_INTEROP_THREADS": "1",
-        "ROOST_TEST_FEDERATED": "1" if federated else "0",
-    }
-    code = (
-        f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
-        "import test_keras; test_keras._worker()"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=timeout
-    )
-    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    assert done.returncode == 0 and lines, done.stderr[-4000:]
-    return json.loads(lines[-1].removeprefix("RESULT "))
-
-
-@pytest.fixture(scope="module")
-def torch_run() -> dict:
-    pytest.importorskip("torch")
-    return _run("torch", timeout=300)
+    return out
 
 
 def _check(out: dict, backend: str, federated: bool = True) -> None:
@@ -202,8 +169,11 @@ def _check(out: dict, backend: str, federated: bool = True) -> None:
     assert accuracy[-1][1] >= 0.85
 
 
-def test_keras_adapter_on_torch_backend(torch_run: dict) -> None:
-    _check(torch_run, "torch")
+# Run with test_keras_task's checks in one process (the conftest fixture keras_on_torch): one
+# xdist group keeps both files' tests on the worker that made it.
+@pytest.mark.xdist_group("keras_torch")
+def test_keras_adapter_on_torch_backend(keras_on_torch: dict) -> None:
+    _check(keras_on_torch["test_keras"], "torch")
 
 
 @pytest.mark.slow
@@ -212,4 +182,7 @@ def test_keras_adapter_on_torch_backend(torch_run: dict) -> None:
     reason="tensorflow is not installed (pip install tensorflow-cpu)",
 )
 def test_keras_adapter_on_tensorflow_backend() -> None:
-    _check(_run("tensorflow", timeout=600, federated=False), "tensorflow", federated=False)
+    out = run_keras_checks(
+        ["test_keras"], "tensorflow", timeout=600, ROOST_TEST_FEDERATED="0"
+    )["test_keras"]
+    _check(out, "tensorflow", federated=False)

@@ -1,37 +1,34 @@
 """`KerasTask` on the vectorized engine against the Keras adapter on the sequential engine.
 
-The checks run once in a subprocess with `KERAS_BACKEND=torch` (Keras picks its backend when it
-is first imported) and print JSON; the tests assert on those numbers.
+`_worker()` runs the checks in a subprocess with `KERAS_BACKEND=torch` (Keras picks its backend
+when it is first imported), together with test_keras's (the conftest fixture keras_on_torch),
+and returns the numbers the tests assert on.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import json
-import os
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 # Keras runs in the subprocesses only: checking it is installed without importing it here saves
 # every pytest worker a TensorFlow import (Keras' default backend) at collection.
-# One group: --dist loadgroup runs this file on one worker, so its module fixture's subprocess
-# (a few Keras runs) is started once.
+# One group with test_keras's torch test: --dist loadgroup runs them on one worker, so the
+# session fixture keras_on_torch (one Keras process for both files) is made once.
 pytestmark = [
     pytest.mark.skipif(
         importlib.util.find_spec("keras") is None or importlib.util.find_spec("torch") is None,
         reason="keras and torch are needed",
     ),
-    pytest.mark.xdist_group("keras_task"),
+    pytest.mark.xdist_group("keras_torch"),
     pytest.mark.slow,
 ]
 
 SIZES = (30, 17, 45, 8, 23)  # unequal clients: some run out of batches before the others
 
 
-def _worker() -> None:  # runs in the subprocess
+def _worker() -> dict:  # runs in the subprocess (keras_checks)
     import logging
 
     # On torch, keep TensorFlow out of this process: keras.utils.set_random_seed imports it (when
@@ -164,28 +161,12 @@ def _worker() -> None:  # runs in the subprocess
         except roost.ConfigurationError as error:
             refusals[label] = str(error)
     out["refusals"] = refusals
-    print("RESULT " + json.dumps(out))
+    return out
 
 
-@pytest.fixture(scope="module")
-def run() -> dict:
-    env = {
-        **os.environ,
-        "KERAS_BACKEND": "torch",
-        "TF_CPP_MIN_LOG_LEVEL": "3",
-        "CUDA_VISIBLE_DEVICES": "",
-        "OMP_NUM_THREADS": "1",
-    }
-    code = (
-        f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
-        "import test_keras_task; test_keras_task._worker()"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
-    )
-    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    assert done.returncode == 0 and lines, done.stderr[-4000:]
-    return json.loads(lines[-1].removeprefix("RESULT "))
+@pytest.fixture
+def run(keras_on_torch: dict) -> dict:
+    return keras_on_torch["test_keras_task"]
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])

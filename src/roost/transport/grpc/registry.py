@@ -182,18 +182,20 @@ class Registry:
             connection.node_id = node_id
             self._clients[node_id] = connection
             connected = sorted(self._clients)
+            # Logged before anyone waiting is woken, so the log never shows a round starting
+            # with a client it has not yet said joined.
+            log.info(
+                "client %s connected from %s (%d connected: %s)",
+                node_id,
+                connection.peer,
+                len(connected),
+                some_of(connected),
+            )
             self._changed.notify_all()
         if previous is not None:
             # The same node connecting again means its old connection is dead, even if the
             # network has not said so yet.
             self.drop(previous, "replaced by a new connection of the same node")
-        log.info(
-            "client %s connected from %s (%d connected: %s)",
-            node_id,
-            connection.peer,
-            len(connected),
-            some_of(connected),
-        )
         return True
 
     def drop(self, connection: Connection, reason: str, kind: str = "disconnected") -> None:
