@@ -68,6 +68,7 @@ SLOW_TESTS: dict[str, tuple[str, ...]] = {
         "test_numpy_app_simulates_with_its_project_settings",
         "test_torch_app_with_a_state_dict_in_simulation_and_over_grpc",
     ),
+    "test_grpc_uploads.py": ("test_clients_waiting_for_a_slot_send_no_chunk_until_granted",),
     "test_grpc_transport.py": (
         "test_a_long_fit_outlives_many_keepalive_pings",
         "test_tls_serves_clients_that_trust_its_certificate",
@@ -138,6 +139,8 @@ SLOW_TESTS: dict[str, tuple[str, ...]] = {
     ),
     "test_new_run.py": ("test_pip_install_editable_works",),
     "test_task.py": (
+        "test_per_client_training_matches_torch_optim[0.0-adam-wd]",
+        "test_per_client_training_matches_torch_optim[0.0-momentum-wd]",
         "test_per_client_training_matches_torch_optim[0.0-nesterov]",
         "test_digits_task_trains_exactly_like_the_numpy_demo_client",
         "test_per_client_training_matches_torch_optim[0.0-sgd]",
