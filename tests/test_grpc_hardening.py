@@ -28,7 +28,8 @@ from grpc_support import (
 import roost
 from roost.core.types import Failure, FitRes
 from roost.errors import ClientRefusedError, ConfigurationError, ServerUnreachableError
-from roost.transport.grpc import wire
+from roost.transport.grpc import frames, wire
+from roost.transport.grpc import roost_pb2 as pb
 from roost.transport.grpc.client import GrpcClient
 from roost.transport.grpc.server import GrpcServerTransport
 
@@ -129,6 +130,56 @@ def test_an_honest_late_client_stays_connected(pool):
             assert transport.connected() == ["raw"]
         finally:
             raw.close()
+
+
+TOKENS = {"0": "token-of-node-zero-0123456789"}
+
+
+def test_a_flood_of_refused_connections_is_summarised_and_the_server_serves_on(pool, caplog):
+    with serving(auth_tokens=TOKENS) as transport, caplog.at_level(logging.INFO, logger="roost"):
+        for attempt in range(30):
+            # Half without a token, half with a valid token under another node id's name.
+            token = None if attempt % 2 else TOKENS["0"]
+            raw = RawClient(transport.address, node_id="intruder", token=token, hello=False)
+            raw.send(
+                frames.frame_bytes(
+                    hello=pb.Hello(protocol_version=wire.PROTOCOL_VERSION, node_id="intruder")
+                )
+            )
+            error = raw.wait_closed()
+            raw.close()
+            assert error is not None
+        during = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+        # One line each 10 s: the first in full (a slow machine may reach a second line).
+        assert 1 <= len(during) <= 2 and "refused a connection" in during[0], during
+        with clients(transport.address, {"0": lambda: LinearClient(0)}, token=TOKENS["0"]):
+            assert transport.wait_for_clients(1, timeout=10) == ["0"]
+    # Closing the server logs what was counted since the last line: every refusal is counted.
+    lines = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    counted = 1 + sum(int(line.split()[1]) for line in lines[1:])
+    assert counted == 30 and "(30 since the server started; latest:" in lines[-1], lines
+
+
+def test_a_summary_logs_the_first_event_then_one_line_per_interval(caplog):
+    from roost.transport.grpc import conduct
+
+    now = [100.0]
+    summary = conduct.Summary(
+        "refused %s", "refused %d more (%d in all; latest: %s)", 10.0, clock=lambda: now[0]
+    )
+    with caplog.at_level(logging.INFO, logger="roost"):
+        for index in range(50):
+            summary.add(f"#{index}")
+        now[0] += 10.0
+        summary.add("#50")
+        summary.add("#51")
+        summary.flush()
+        summary.flush()  # nothing new: no line
+    assert [r.getMessage() for r in caplog.records] == [
+        "refused #0",
+        "refused 50 more (51 in all; latest: #50)",
+        "refused 1 more (52 in all; latest: #51)",
+    ]
 
 
 def _drain(raw: RawClient) -> list:

@@ -13,6 +13,7 @@ import grpc.aio
 
 from roost.errors import ConfigurationError
 from roost.transport.grpc import wire
+from roost.transport.grpc.conduct import Summary
 from roost.transport.grpc.security import (
     PemSource,
     TokenAuthInterceptor,
@@ -60,6 +61,7 @@ class Listener:
         certificates: `(chain, key)` or `(ca, chain, key)` PEM to serve TLS; None: no TLS.
         client_ca: with TLS, require client certificates this CA signed (mutual TLS).
         store: the admitted tokens; None admits calls without a token.
+        refusals: where calls without an admitted token are counted and logged.
         max_clients: most simultaneous streams.
         options: gRPC server options (`server_options`).
     """
@@ -72,6 +74,7 @@ class Listener:
         certificates: Sequence[PemSource] | None,
         client_ca: PemSource | None = None,
         store: TokenStore | None,
+        refusals: Summary,
         max_clients: int,
         options: list[tuple[str, int]],
     ) -> None:
@@ -87,7 +90,7 @@ class Listener:
         )
         self._thread.start()
         handler = grpc.method_handlers_generic_handler(wire.SERVICE, {"Join": join})
-        interceptors = [TokenAuthInterceptor(store)] if store else []
+        interceptors = [TokenAuthInterceptor(store, refusals)] if store else []
         try:
             self.port = self.call(
                 self._start(address, handler, interceptors, credentials, max_clients, options)

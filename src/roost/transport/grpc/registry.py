@@ -25,6 +25,7 @@ import grpc
 
 from roost.core.types import ClientId, Failure, Instruction, Result
 from roost.errors import ConfigurationError, NotEnoughClientsError, RoostError
+from roost.transport.grpc.conduct import Summary
 from roost.transport.grpc.security import TokenStore, check_node_id
 from roost.transport.grpc.uploads import Slot, Upload
 
@@ -131,6 +132,11 @@ class Registry:
 
     def __init__(self, store: TokenStore | None) -> None:
         self.store = store
+        # Outsiders can repeat refused connections at will: summarised, not a line each.
+        self.refusals = Summary(
+            "refused a connection %s",
+            "refused %d more connection(s) (%d since the server started; latest: %s)",
+        )
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._clients: dict[ClientId, Connection] = {}

@@ -9,7 +9,6 @@ its token was issued for.
 from __future__ import annotations
 
 import hashlib
-import logging
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -18,8 +17,7 @@ import grpc
 import grpc.aio
 
 from roost.errors import ConfigurationError
-
-log = logging.getLogger(__name__)
+from roost.transport.grpc.conduct import Summary
 
 AUTH_METADATA_KEY = "authorization"
 _BEARER = "Bearer "
@@ -183,21 +181,26 @@ def token_metadata(token: str) -> tuple[tuple[str, str], ...]:
     return ((AUTH_METADATA_KEY, _BEARER + token),)
 
 
-async def _refuse(request_iterator: object, context: grpc.aio.ServicerContext) -> None:
-    # Never touches request_iterator: nothing the caller sent is read, let alone parsed.
-    log.warning("refused a connection from %s: missing or unknown token", context.peer())
-    await context.abort(
-        grpc.StatusCode.UNAUTHENTICATED,
-        "missing or unknown token; pass the token this server issued for your node id",
-    )
-
-
 class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
-    """Refuses every call whose metadata lacks a token of `store`, before any handler runs."""
+    """Refuses every call whose metadata lacks a token of `store`, before any handler runs.
 
-    def __init__(self, store: TokenStore) -> None:
+    Args:
+        store: the admitted tokens.
+        refusals: where refused calls are counted and logged.
+    """
+
+    def __init__(self, store: TokenStore, refusals: Summary) -> None:
         self._store = store
-        self._refusal = grpc.stream_stream_rpc_method_handler(_refuse)
+        self._refusals = refusals
+        self._refusal = grpc.stream_stream_rpc_method_handler(self._refuse)
+
+    async def _refuse(self, request_iterator: object, context: grpc.aio.ServicerContext) -> None:
+        # Never touches request_iterator: nothing the caller sent is read, let alone parsed.
+        self._refusals.add(f"from {context.peer()}: missing or unknown token")
+        await context.abort(
+            grpc.StatusCode.UNAUTHENTICATED,
+            "missing or unknown token; pass the token this server issued for your node id",
+        )
 
     async def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
         if self._store.identify(handler_call_details.invocation_metadata) is None:
