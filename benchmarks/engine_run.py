@@ -155,11 +155,15 @@ def main() -> None:
         parameters, imported, finished = run_numpy(scenario)
     else:
         parameters, imported, finished = run_roost(scenario, runner)
-    print(json.dumps({
-        "import_s": imported - STARTED,
-        "run_s": finished - imported,
-        "accuracy": workloads.accuracy(scenario, parameters),
-    }))
+    print(
+        json.dumps(
+            {
+                "import_s": imported - STARTED,
+                "run_s": finished - imported,
+                "accuracy": workloads.accuracy(scenario, parameters),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -44,7 +44,12 @@ class BenchClient(NumPyClient):
             scenario.model, workloads.MODELS[scenario.model]()
         )
         trained = workloads.train_plain(
-            model, parameters, self.x, self.y, scenario, int(config["server_round"]),
+            model,
+            parameters,
+            self.x,
+            self.y,
+            scenario,
+            int(config["server_round"]),
             self.partition_id,
         )
         return trained, len(self.y), {}
@@ -91,11 +96,15 @@ def main() -> None:
         backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}},
     )
     finished = time.perf_counter()
-    print(json.dumps({
-        "import_s": imported - STARTED,
-        "run_s": finished - imported,
-        "accuracy": workloads.accuracy(SCENARIO, _final["parameters"]),
-    }))
+    print(
+        json.dumps(
+            {
+                "import_s": imported - STARTED,
+                "run_s": finished - imported,
+                "accuracy": workloads.accuracy(SCENARIO, _final["parameters"]),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -186,8 +186,12 @@ def _mnist_files(seed: int = 0) -> tuple[dict[str, bytes], list[np.ndarray]]:
         rng.integers(0, 256, (3, 28, 28), dtype=np.uint8),
         rng.integers(0, 10, 3).astype(np.uint8),
     ]
-    names = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-             "t10k-labels-idx1-ubyte"]
+    names = [
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ]
     return {f"{n}.gz": gzip.compress(_idx(a)) for n, a in zip(names, arrays, strict=True)}, arrays
 
 
@@ -215,8 +219,13 @@ def test_mnist_idx_files_plain_gz_and_torchvision_layout(tmp_path: Path) -> None
 
 def test_mnist_keras_npz(tmp_path: Path) -> None:
     _, arrays = _mnist_files(1)
-    np.savez(tmp_path / "mnist.npz", x_train=arrays[0], y_train=arrays[1], x_test=arrays[2],
-             y_test=arrays[3])
+    np.savez(
+        tmp_path / "mnist.npz",
+        x_train=arrays[0],
+        y_train=arrays[1],
+        x_test=arrays[2],
+        y_test=arrays[3],
+    )
     _check_mnist(load_mnist(tmp_path), arrays)
 
 

@@ -39,8 +39,9 @@ def test_an_engine_asked_for_is_named_on_the_first_line(tmp_path, capsys):
 
 def test_every_engine_trains_the_same_demo_model(tmp_path):
     args = ("--clients", "4", "--rounds", "2", "--fraction-fit", "0.5", "--local-epochs", "2")
-    reference_history, reference, _ = simulate(tmp_path, "sequential", *args,
-                                               "--engine", "sequential")
+    reference_history, reference, _ = simulate(
+        tmp_path, "sequential", *args, "--engine", "sequential"
+    )
     for engine in ("vectorized", "process"):
         history, model, _ = simulate(tmp_path, engine, *args, "--engine", engine)
         for a, b in zip(model, reference, strict=True):
@@ -60,7 +61,19 @@ def test_without_torch_the_demo_falls_back_with_a_one_line_notice(tmp_path, caps
 
 
 def test_attacked_clients_run_on_the_sequential_engine(tmp_path, capsys):
-    simulate(tmp_path, "attack", "--rounds", "1", "--attack", "signflip", "--attackers", "1",
-             "--strategy", "fedmedian", "--engine", "vectorized")
+    simulate(
+        tmp_path,
+        "attack",
+        "--rounds",
+        "1",
+        "--attack",
+        "signflip",
+        "--attackers",
+        "1",
+        "--strategy",
+        "fedmedian",
+        "--engine",
+        "vectorized",
+    )
     out = capsys.readouterr().out
     assert "attacked and gradient-returning clients run on the sequential engine" in out

@@ -285,29 +285,71 @@ def test_server_runs_a_named_strategy_like_the_simulation(tmp_path):
     options = ["--rounds", "2", "--strategy", "fedadam", "--server-lr", "0.05"]
     with processes(tmp_path) as run:
         server = run.start(
-            "server", "server", "--address", address, "--min-clients", "2", "--out", "out",
+            "server",
+            "server",
+            "--address",
+            address,
+            "--min-clients",
+            "2",
+            "--out",
+            "out",
             *options,
         )
         wait_listening(address)
         clients = [
             run.start(
-                f"client{p}", "client", "--server", address, "--partition-id", str(p),
-                "--num-partitions", "2",
+                f"client{p}",
+                "client",
+                "--server",
+                address,
+                "--partition-id",
+                str(p),
+                "--num-partitions",
+                "2",
             )
             for p in (0, 1)
         ]
         assert run.wait(server, 120) == 0, run.log(server)
         for client in clients:
             assert run.wait(client, 30) == 0, run.log(client)
-    assert main(["simulate", "--quiet", "--clients", "2", "--engine", "sequential",
-                 "--out", str(tmp_path / "simulated"), *options]) == 0
+    assert (
+        main(
+            [
+                "simulate",
+                "--quiet",
+                "--clients",
+                "2",
+                "--engine",
+                "sequential",
+                "--out",
+                str(tmp_path / "simulated"),
+                *options,
+            ]
+        )
+        == 0
+    )
     deployed = load_model(tmp_path / "out" / "model.npz")
     simulated = load_model(tmp_path / "simulated" / "model.npz")
     for got, expected in zip(deployed, simulated, strict=True):
         np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9)
     # FedAdam moved the model differently from FedAvg's plain replacement.
-    assert main(["simulate", "--quiet", "--clients", "2", "--engine", "sequential", "--rounds",
-                 "2", "--out", str(tmp_path / "fedavg")]) == 0
+    assert (
+        main(
+            [
+                "simulate",
+                "--quiet",
+                "--clients",
+                "2",
+                "--engine",
+                "sequential",
+                "--rounds",
+                "2",
+                "--out",
+                str(tmp_path / "fedavg"),
+            ]
+        )
+        == 0
+    )
     fedavg = load_model(tmp_path / "fedavg" / "model.npz")
     assert not np.allclose(deployed[0], fedavg[0])
 
@@ -315,6 +357,18 @@ def test_server_runs_a_named_strategy_like_the_simulation(tmp_path):
 def test_server_refuses_strategy_flags_with_an_app(capsys):
     from roost.cli import main
 
-    assert main(["server", "--app", APP, "--strategy", "fedadam", "--address",
-                 f"127.0.0.1:{free_port()}"]) == 2
+    assert (
+        main(
+            [
+                "server",
+                "--app",
+                APP,
+                "--strategy",
+                "fedadam",
+                "--address",
+                f"127.0.0.1:{free_port()}",
+            ]
+        )
+        == 2
+    )
     assert "your roost.App's strategy" in capsys.readouterr().err

@@ -182,7 +182,7 @@ def test_keras_adapter_on_torch_backend(keras_on_torch: dict) -> None:
     reason="tensorflow is not installed (pip install tensorflow-cpu)",
 )
 def test_keras_adapter_on_tensorflow_backend() -> None:
-    out = run_keras_checks(
-        ["test_keras"], "tensorflow", timeout=600, ROOST_TEST_FEDERATED="0"
-    )["test_keras"]
+    out = run_keras_checks(["test_keras"], "tensorflow", timeout=600, ROOST_TEST_FEDERATED="0")[
+        "test_keras"
+    ]
     _check(out, "tensorflow", federated=False)

@@ -28,8 +28,7 @@ def make_history() -> History:
         history.add_metrics_distributed(r, {"accuracy": acc})
         history.add_loss_centralized(r, loss + 0.05)
         history.add_metrics_centralized(r, {"accuracy": acc - 0.02})
-        history.rounds.append(RoundRecord(r, fit_results=3, fit_failures=r - 1,
-                                          evaluate_results=2))
+        history.rounds.append(RoundRecord(r, fit_results=3, fit_failures=r - 1, evaluate_results=2))
     history.parameters = [np.arange(4.0)]
     return history
 
@@ -81,8 +80,10 @@ def test_plot_without_accuracy_still_draws_losses(tmp_path: Path) -> None:
         history.add_loss_distributed(r, 1.0 / r)
     plot_history(history, tmp_path / "p.png")
     assert (tmp_path / "p.png").stat().st_size > 10_000
-    assert history_csv(history).splitlines()[0] == "round,fit_results,fit_failures," \
+    assert (
+        history_csv(history).splitlines()[0] == "round,fit_results,fit_failures,"
         "evaluate_results,evaluate_failures,loss_distributed,loss_centralized"
+    )
 
 
 def test_roost_plot_command(tmp_path: Path, capsys) -> None:
@@ -101,8 +102,9 @@ def test_roost_plot_command(tmp_path: Path, capsys) -> None:
 
 def test_simulate_config_file_with_flags_overriding_it(tmp_path: Path) -> None:
     config = tmp_path / "run.toml"
-    config.write_text("clients = 3\nrounds = 4\nlocal_epochs = 1\nfraction_fit = 1.0\n"
-                      "quiet = true\n")
+    config.write_text(
+        "clients = 3\nrounds = 4\nlocal_epochs = 1\nfraction_fit = 1.0\nquiet = true\n"
+    )
     out = tmp_path / "out"
     assert main(["simulate", "--config", str(config), "--rounds", "2", "--out", str(out)]) == 0
     data = json.loads((out / "history.json").read_text())

@@ -55,8 +55,9 @@ def _iid(num_clients: int) -> list[np.ndarray]:
 
 
 def test_logistic_regression_federated_on_digits_reaches_85_percent() -> None:
-    _, accuracy = _federate(lambda: LogisticRegression(max_iter=1), rounds=5, partitions=_iid(5),
-                            epochs=5)
+    _, accuracy = _federate(
+        lambda: LogisticRegression(max_iter=1), rounds=5, partitions=_iid(5), epochs=5
+    )
     assert accuracy[0] == (0, pytest.approx(0.1, abs=0.02))  # zeros predict one class: ~10 %
     assert accuracy[-1][1] >= 0.85
 
@@ -67,8 +68,10 @@ def test_sgd_classifier_on_label_skewed_clients_reaches_85_percent() -> None:
     parts = dirichlet_partition(train.y, 5, 0.5, min_size=20, seed=0)
     assert any(len(np.unique(train.y[p])) < 10 for p in parts)
     _, accuracy = _federate(
-        lambda: SGDClassifier(loss="log_loss", alpha=1e-4, random_state=0), rounds=8,
-        partitions=parts, epochs=3,
+        lambda: SGDClassifier(loss="log_loss", alpha=1e-4, random_state=0),
+        rounds=8,
+        partitions=parts,
+        epochs=3,
     )
     assert accuracy[-1][1] >= 0.85
 
@@ -76,7 +79,9 @@ def test_sgd_classifier_on_label_skewed_clients_reaches_85_percent() -> None:
 def test_mlp_federated_on_digits_reaches_85_percent() -> None:
     _, accuracy = _federate(
         lambda: MLPClassifier(hidden_layer_sizes=(32,), random_state=0, learning_rate_init=0.01),
-        rounds=5, partitions=_iid(4), epochs=5,
+        rounds=5,
+        partitions=_iid(4),
+        epochs=5,
     )
     assert accuracy[-1][1] >= 0.85
     assert accuracy[-1][1] > accuracy[0][1] + 0.5
@@ -122,8 +127,9 @@ def test_parameter_layout_and_shape_errors() -> None:
     assert [p.shape for p in mlp] == [(64, 16), (16,), (16, 8), (8,), (8, 10), (10,)]
     bound = np.sqrt(6 / (64 + 16))
     assert np.abs(mlp[0]).max() <= bound and np.abs(mlp[0]).max() > 0.8 * bound
-    np.testing.assert_array_equal(mlp[0], initial_parameters(MLPClassifier((16, 8)), 64, CLASSES,
-                                                             seed=3)[0])
+    np.testing.assert_array_equal(
+        mlp[0], initial_parameters(MLPClassifier((16, 8)), 64, CLASSES, seed=3)[0]
+    )
     linear = initial_parameters(LogisticRegression(), 64, CLASSES)
     assert [p.shape for p in linear] == [(10, 64), (10,)] and not any(p.any() for p in linear)
     model = LogisticRegression()

@@ -1,5 +1,7 @@
 """roost: federated learning that is fast to simulate, safe to deploy and simple to read.
 
+Example::
+
     import roost
 
     history = roost.run_simulation(
@@ -62,6 +64,7 @@ def __getattr__(name: str) -> object:
 
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'roost' has no attribute {name!r}")
+
 
 __all__ = [
     "SGD",

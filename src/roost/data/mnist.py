@@ -48,6 +48,7 @@ def load_mnist(
     Raises:
         DatasetUnavailableError: the files are not on disk and `download` is False or failed.
     """
+
     def fetch(target: Path) -> str | None:
         for name in FILES.values():
             reason = try_download(f"{url}{name}.gz", target / f"{name}.gz")
