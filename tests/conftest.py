@@ -137,7 +137,18 @@ SLOW_TESTS: dict[str, tuple[str, ...]] = {
     "test_strategy_composition.py": (
         "test_every_preset_resumes_bit_for_bit_from_a_serialised_state[dpfedavg-plain]",
     ),
-    "test_new_run.py": ("test_pip_install_editable_works",),
+    "test_new_run.py": (
+        "test_pip_install_editable_works",
+        "test_run_config_reaches_the_clients_and_flags_win",
+        "test_run_resumes_from_its_state_directory",
+        "test_simulate_resumes_the_demo",
+    ),
+    "test_tls_mismatch.py": (
+        "test_a_server_that_is_not_there_is_retried_until_the_reconnect_timeout",
+    ),
+    "test_grpc_hardening.py": (
+        "test_clients_of_a_failed_server_keep_reconnecting_and_finish_the_resumed_run",
+    ),
     "test_task.py": (
         "test_per_client_training_matches_torch_optim[0.0-adam-wd]",
         "test_per_client_training_matches_torch_optim[0.0-momentum-wd]",
