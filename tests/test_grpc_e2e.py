@@ -296,62 +296,22 @@ def test_server_runs_a_named_strategy_like_the_simulation(tmp_path):
             *options,
         )
         wait_listening(address)
-        clients = [
-            run.start(
-                f"client{p}",
-                "client",
-                "--server",
-                address,
-                "--partition-id",
-                str(p),
-                "--num-partitions",
-                "2",
-            )
-            for p in (0, 1)
-        ]
+        clients = start_clients(run, address, 2)
         assert run.wait(server, 120) == 0, run.log(server)
         for client in clients:
             assert run.wait(client, 30) == 0, run.log(client)
-    assert (
-        main(
-            [
-                "simulate",
-                "--quiet",
-                "--clients",
-                "2",
-                "--engine",
-                "sequential",
-                "--out",
-                str(tmp_path / "simulated"),
-                *options,
-            ]
-        )
-        == 0
-    )
+
+    def simulated(name: str, *flags: str) -> list[np.ndarray]:
+        out = str(tmp_path / name)
+        command = ["simulate", "--quiet", "--clients", "2", "--engine", "sequential", *flags]
+        assert main([*command, "--out", out]) == 0
+        return load_model(tmp_path / name / "model.npz")
+
     deployed = load_model(tmp_path / "out" / "model.npz")
-    simulated = load_model(tmp_path / "simulated" / "model.npz")
-    for got, expected in zip(deployed, simulated, strict=True):
+    for got, expected in zip(deployed, simulated("simulated", *options), strict=True):
         np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9)
     # FedAdam moved the model differently from FedAvg's plain replacement.
-    assert (
-        main(
-            [
-                "simulate",
-                "--quiet",
-                "--clients",
-                "2",
-                "--engine",
-                "sequential",
-                "--rounds",
-                "2",
-                "--out",
-                str(tmp_path / "fedavg"),
-            ]
-        )
-        == 0
-    )
-    fedavg = load_model(tmp_path / "fedavg" / "model.npz")
-    assert not np.allclose(deployed[0], fedavg[0])
+    assert not np.allclose(deployed[0], simulated("fedavg", "--rounds", "2")[0])
 
 
 def test_server_refuses_strategy_flags_with_an_app(capsys):
