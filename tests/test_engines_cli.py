@@ -15,7 +15,7 @@ pytest.importorskip("torch")
 
 def simulate(tmp_path: Path, name: str, *args: str) -> tuple[dict, list[np.ndarray], Path]:
     out = tmp_path / name
-    assert main(["simulate", "--quiet", "--out", str(out), *args]) == 0
+    assert main(["simulate", "--quiet", "--no-plot", "--out", str(out), *args]) == 0
     with np.load(out / "model.npz", allow_pickle=False) as model:
         arrays = [model[f"arr_{i}"] for i in range(len(model.files))]
     return json.loads((out / "history.json").read_text()), arrays, out

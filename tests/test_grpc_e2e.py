@@ -58,6 +58,7 @@ def test_server_and_two_clients_run_the_demo_for_three_rounds(tmp_path):
             "3",
             "--min-clients",
             "2",
+            "--no-plot",
             "--out",
             "out",
         )
@@ -68,6 +69,7 @@ def test_server_and_two_clients_run_the_demo_for_three_rounds(tmp_path):
         server_log = run.log(server)
     counts, _ = round_counts(tmp_path / "out")
     assert counts == [(r, 2, 0, 2, 0) for r in (1, 2, 3)]
+    assert not (tmp_path / "out" / "plot.png").exists()  # --no-plot
     assert "2 connected: 0, 1" in server_log
     # The deployed run is the simulated run: same seed, same clients, same model.
     settings = DemoSettings(num_clients=2, num_rounds=3)
@@ -92,7 +94,17 @@ def test_a_client_killed_during_fit_fails_that_round_and_rejoins(tmp_path):
     env = {"ROOST_TEST_MARKERS": str(markers), "ROOST_TEST_FIT_SLEEP": "0.5"}
     with processes(tmp_path, env) as run:
         server = run.start(
-            "server", "server", "--app", APP, "--address", address, "--rounds", "4", "--out", "out"
+            "server",
+            "server",
+            "--app",
+            APP,
+            "--address",
+            address,
+            "--rounds",
+            "4",
+            "--no-plot",
+            "--out",
+            "out",
         )
 
         def client(partition, name):
@@ -150,6 +162,7 @@ def test_a_server_killed_after_round_2_resumes_to_the_same_model(tmp_path):
         "4",
         "--state",
         str(state),
+        "--no-plot",
         "--out",
         "out",
     ]
@@ -211,6 +224,7 @@ def test_tls_with_tokens_refuses_wrong_credentials_and_completes(tmp_path):
             address,
             "--rounds",
             "2",
+            "--no-plot",
             "--out",
             "out",
             "--certificates",
@@ -291,6 +305,7 @@ def test_server_runs_a_named_strategy_like_the_simulation(tmp_path):
             address,
             "--min-clients",
             "2",
+            "--no-plot",
             "--out",
             "out",
             *options,
@@ -304,7 +319,7 @@ def test_server_runs_a_named_strategy_like_the_simulation(tmp_path):
     def simulated(name: str, *flags: str) -> list[np.ndarray]:
         out = str(tmp_path / name)
         command = ["simulate", "--quiet", "--clients", "2", "--engine", "sequential", *flags]
-        assert main([*command, "--out", out]) == 0
+        assert main([*command, "--no-plot", "--out", out]) == 0
         return load_model(tmp_path / name / "model.npz")
 
     deployed = load_model(tmp_path / "out" / "model.npz")

@@ -112,7 +112,7 @@ def write_files(root: Path, files: dict[str, str]) -> Path:
 def test_run_config_reaches_the_clients_and_flags_win(tmp_path, capsys):
     project = write_files(tmp_path / "probe", PROBE_PROJECT)
     args = ["run", project, "--run-config", "learning-rate=0.25", "label=cli", "--clients", "3"]
-    assert roost(*args, "--out", tmp_path / "out", "--quiet") == 0
+    assert roost(*args, "--no-plot", "--out", tmp_path / "out", "--quiet") == 0
     fit = json.loads((tmp_path / "out" / "history.json").read_text())["metrics_distributed_fit"]
     assert fit["lr"] == [[1, 0.25]]
     assert fit["clients"] == [[1, 3.0]]
@@ -177,9 +177,9 @@ def test_run_resumes_from_its_state_directory(tmp_path, monkeypatch, capsys):
     def run(*args: str) -> int:
         return roost("run", "resumable", "--run-config", "num-clients=4", *args, "--quiet")
 
-    assert run("num-rounds=4", "--out", "whole") == 0
+    assert run("num-rounds=4", "--no-plot", "--out", "whole") == 0
     assert run("num-rounds=2", "--state", "state") == 0
-    assert run("num-rounds=4", "--state", "state", "--resume", "--out", "resumed") == 0
+    assert run("num-rounds=4", "--state", "state", "--resume", "--no-plot", "--out", "resumed") == 0
     assert model_bytes(tmp_path / "resumed") == model_bytes(tmp_path / "whole")
     capsys.readouterr()
     line = one_error_line(
@@ -206,7 +206,7 @@ def test_simulate_resumes_the_demo(tmp_path, capsys):
         common = ["--clients", "4", "--engine", "sequential", "--quiet"]
         return roost("simulate", *common, *args)
 
-    assert simulate("--rounds", "3", "--out", tmp_path / "whole") == 0
+    assert simulate("--rounds", "3", "--no-plot", "--out", tmp_path / "whole") == 0
     assert simulate("--rounds", "1", "--state", tmp_path / "state") == 0
     assert (
         simulate(
@@ -215,6 +215,7 @@ def test_simulate_resumes_the_demo(tmp_path, capsys):
             "--state",
             tmp_path / "state",
             "--resume",
+            "--no-plot",
             "--out",
             tmp_path / "resumed",
         )
@@ -237,7 +238,7 @@ def test_simulate_resumes_the_demo(tmp_path, capsys):
 
 def test_run_detects_a_flower_project(tmp_path, capsys):
     args = ["run", FLOWER_NUMPY_APP, "--clients", "2", "--run-config", "num-server-rounds=1"]
-    assert roost(*args, "--out", tmp_path, "--quiet") == 0
+    assert roost(*args, "--no-plot", "--out", tmp_path, "--quiet") == 0
     history = json.loads((tmp_path / "history.json").read_text())
     assert len(history["rounds"]) == 1
     assert "not in [tool.flwr.app.config]" in one_error_line(
@@ -298,8 +299,8 @@ import pytest
 
 from roost.cli import main
 
-status = main(["run", ".", "--run-config", "num-rounds=2", "num-clients=3", "--out", sys.argv[1],
-               "--quiet"])
+status = main(["run", ".", "--run-config", "num-rounds=2", "num-clients=3", "--no-plot",
+               "--out", sys.argv[1], "--quiet"])
 if status != 0:
     sys.exit(f"roost run exited {status}")
 sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", "tests"]))
@@ -332,12 +333,31 @@ def test_the_same_project_deploys_with_server_and_clients(tmp_path):
     address = f"127.0.0.1:{free_port()}"
     rounds = ["--run-config", "num-rounds=2"]
     assert (
-        roost("run", project, *rounds, "num-clients=2", "--out", tmp_path / "sim", "--quiet") == 0
+        roost(
+            "run",
+            project,
+            *rounds,
+            "num-clients=2",
+            "--quiet",
+            "--no-plot",
+            "--out",
+            tmp_path / "sim",
+        )
+        == 0
     )
     paths = os.pathsep.join([str(ROOT / "tests"), environment()["PYTHONPATH"]])
     with processes(tmp_path, env={"PYTHONPATH": paths}) as group:
         server = group.start(
-            "server", "server", "--app", str(project), "--address", address, *rounds, "--out", "net"
+            "server",
+            "server",
+            "--app",
+            str(project),
+            "--address",
+            address,
+            *rounds,
+            "--no-plot",
+            "--out",
+            "net",
         )
         wait_listening(address)
         nodes = [

@@ -111,6 +111,14 @@ def test_simulate_config_file_with_flags_overriding_it(tmp_path: Path) -> None:
     assert [record["server_round"] for record in data["rounds"]] == [1, 2]  # the flag won
     assert {record["fit_results"] for record in data["rounds"]} == {3}  # the file's clients = 3
     assert (out / "plot.png").exists() and (out / "history.csv").exists()
+    assert (
+        main(["simulate", "--config", str(config), "--no-plot", "--out", str(tmp_path / "np")]) == 0
+    )
+    assert sorted(p.name for p in (tmp_path / "np").iterdir()) == [
+        "history.csv",
+        "history.json",
+        "model.npz",
+    ]
 
     table = tmp_path / "table.toml"
     table.write_text("[simulate]\nclients = 2\nrounds = 1\nquiet = true\n")

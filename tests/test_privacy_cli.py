@@ -43,7 +43,10 @@ def server_strategy(*flags: str):
 
 def run(tmp_path: Path, capsys, *flags: str) -> tuple[dict, str]:
     out = tmp_path / "run"
-    assert main(["simulate", "--quiet", "--clients", "10", "--out", str(out), *flags]) == 0
+    assert (
+        main(["simulate", "--quiet", "--clients", "10", "--no-plot", "--out", str(out), *flags])
+        == 0
+    )
     return json.loads((out / "history.json").read_text()), capsys.readouterr().out
 
 

@@ -21,7 +21,8 @@ def load_model(path):
 
 
 def test_simulate_secagg_gives_the_plaintext_model_within_the_quantization_bound(tmp_path):
-    common = ["simulate", "--rounds", "2", "--clients", "6", "--engine", "sequential", "--quiet"]
+    common = ["simulate", "--rounds", "2", "--clients", "6", "--engine", "sequential"]
+    common += ["--quiet", "--no-plot"]
     assert run_cli(*common, "--out", str(tmp_path / "plain")) == 0
     assert run_cli(*common, "--secagg", "--secagg-bits", "48", "--out", str(tmp_path / "sec")) == 0
     for secure, plain in zip(
@@ -51,6 +52,7 @@ def test_secagg_composes_with_central_dp_on_the_command_line(tmp_path, capsys):
         "0.5",
         "--clip-norm",
         "2",
+        "--no-plot",
         "--out",
         str(tmp_path),
     )
@@ -92,6 +94,7 @@ def test_server_secagg_with_plain_clients_over_grpc(tmp_path):
             "--min-clients",
             "3",
             "--secagg",
+            "--no-plot",
             "--out",
             "out",
         )

@@ -27,7 +27,18 @@ OPTIONS = {
 def simulate(tmp_path: Path, *args: str) -> dict:
     out = tmp_path / "run"
     code = main(
-        ["simulate", "--quiet", "--clients", "5", "--rounds", "3", "--out", str(out), *args]
+        [
+            "simulate",
+            "--quiet",
+            "--no-plot",
+            "--clients",
+            "5",
+            "--rounds",
+            "3",
+            "--out",
+            str(out),
+            *args,
+        ]
     )
     assert code == 0
     return json.loads((out / "history.json").read_text())

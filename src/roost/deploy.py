@@ -51,6 +51,7 @@ def start_server(
     state_dir: str | Path | None = None,
     resume: bool = False,
     out_dir: str | Path | None = None,
+    plot: bool = True,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     max_concurrent_uploads: int = 8,
     upload_idle_timeout: float | None = 60.0,
@@ -77,6 +78,7 @@ def start_server(
         state_dir: record every completed round there (SQLite + model files) to survive restarts.
         resume: continue the run recorded in `state_dir` after its last completed round.
         out_dir: write `history.json` and `model.npz` there at the end, as `roost simulate` does.
+        plot: also draw `plot.png` there (needs matplotlib).
         max_message_bytes: largest result accepted from a client, with its arrays (default 1 GiB).
         max_concurrent_uploads: upload slots: results received at once, which bounds the memory
             of received models to about this + 1 models (default 8).
@@ -107,7 +109,7 @@ def start_server(
         then=recording(store, on_round_end),
     )
     history = _serve_rounds(strategy, transport, config, track, seed, resume_from)
-    _write_outputs(out_dir, history)
+    _write_outputs(out_dir, history, plot)
     return history
 
 
@@ -143,13 +145,13 @@ def _serve_rounds(
     return history
 
 
-def _write_outputs(out_dir: str | Path | None, history: History) -> None:
-    """Write `history.json` and `model.npz` to `out_dir` (None: nowhere)."""
+def _write_outputs(out_dir: str | Path | None, history: History, plot: bool) -> None:
+    """Write the run's files (`save_run`) to `out_dir` (None: nowhere)."""
     if out_dir is None:
         return
     out_dir = Path(out_dir)
     try:
-        written = save_run(out_dir, history)
+        written = save_run(out_dir, history, plot=plot)
     except OSError as error:
         raise RoostError(
             f"the run finished but its outputs could not be written to {out_dir}: "

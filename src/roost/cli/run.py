@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
             history = _run_roost_project(app, args, reporter)
     reporter.console.print(history_table(history))
     if args.out:
-        for path in save_run(args.out, history):
+        for path in save_run(args.out, history, plot=not args.no_plot):
             reporter.print(f"wrote {path}")
     return reporter.conclude(history)
 

@@ -125,6 +125,7 @@ def server_deployment_options(args: argparse.Namespace) -> dict[str, Any]:
         "state_dir": args.state,
         "resume": args.resume,
         "out_dir": args.out,
+        "plot": not args.no_plot,
         "client_wait_timeout": args.wait_timeout,
         "max_message_bytes": int(args.max_message_mb * (1 << 20)),
     }

@@ -117,6 +117,6 @@ def run(args: argparse.Namespace, default_app: App) -> int:
     if settings.privacy and (stopped := settings.privacy.stopped_early(history, args.rounds)):
         reporter.print(stopped)
     if args.out:
-        for path in save_run(args.out, history):
+        for path in save_run(args.out, history, plot=not args.no_plot):
             reporter.print(f"wrote {path}")
     return reporter.conclude(history)

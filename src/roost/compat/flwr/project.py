@@ -59,6 +59,7 @@ def run_project(
     engine: str = "sequential",
     engine_options: Mapping[str, Any] | None = None,
     out_dir: str | Path | None = None,
+    plot: bool = True,
     seed: int | None = None,
     federation: str | None = None,
     on_round_end: RoundCallback | None = None,
@@ -76,7 +77,8 @@ def run_project(
             project's default one, or `federation`); a number given here wins over it.
         engine / engine_options: how the nodes run ("sequential", "process", "ray"; see
             `roost.engines.make_engine`).
-        out_dir: write `history.json`, `model.npz`, `history.csv` there at the end.
+        out_dir: write `history.json`, `model.npz`, `history.csv` there at the end, and
+            `plot.png` unless `plot` is false.
         seed: seeds node sampling, so a run is reproducible.
         on_round_end: called with the round loop's state after every round.
         replace_installed_flwr: run on roost's layer even though Flower itself is installed.
@@ -104,7 +106,7 @@ def run_project(
         return make_engine(engine, client_fn, count, run_config=run_config, **options)
 
     return _run_project_with(
-        project, run_config, settings, engine_for_project, out_dir, replace_installed_flwr
+        project, run_config, settings, engine_for_project, (out_dir, plot), replace_installed_flwr
     )
 
 
@@ -119,6 +121,7 @@ def serve_project(
     state_dir: str | Path | None = None,
     resume: bool = False,
     out_dir: str | Path | None = None,
+    plot: bool = True,
     client_wait_timeout: float | None = None,
     replace_installed_flwr: bool = False,
     on_round_end: RoundCallback | None = None,
@@ -128,7 +131,8 @@ def serve_project(
 
     Nodes join with `connect_project` (`roost client --app DIR`). `state_dir` records every
     completed round of the app's first strategy run, and `resume=True` continues it after a
-    restart; `on_round_end` is called after every round. Other keyword arguments go to
+    restart; `out_dir` gets the run's files at the end (`plot=False`: no `plot.png`);
+    `on_round_end` is called after every round. Other keyword arguments go to
     `roost.transport.grpc.server.GrpcServerTransport` (`max_message_bytes`,
     `max_concurrent_uploads`, `upload_idle_timeout`, …).
     """
@@ -150,7 +154,7 @@ def serve_project(
         )
 
     return _run_project_with(
-        project, run_config, settings, grpc_server, out_dir, replace_installed_flwr
+        project, run_config, settings, grpc_server, (out_dir, plot), replace_installed_flwr
     )
 
 
@@ -225,10 +229,11 @@ def _run_project_with(
     run_config: Config,
     settings: RunSettings,
     make_transport: Callable[[], Transport],
-    out_dir: str | Path | None,
+    outputs: tuple[str | Path | None, bool],
     replace_installed_flwr: bool,
 ) -> History:
-    """Load the project's apps, run them over the transport `make_transport` builds, save."""
+    """Load the project's apps, run them over the transport `make_transport` builds, and save
+    the run to `outputs` (directory or None, whether to draw plot.png)."""
     with project_session(project.directory, replace_installed_flwr):
         server_app, client_app = load_apps(project)
         transport = make_transport()
@@ -237,8 +242,9 @@ def _run_project_with(
             history = run_apps(server_app, client_app, transport, run_config, settings)
         finally:
             transport.close()
+    out_dir, plot = outputs
     if out_dir is not None:
-        save_run(out_dir, history)
+        save_run(out_dir, history, plot=plot)
     return history
 
 
