@@ -86,6 +86,12 @@ def test_server_and_two_clients_run_the_demo_for_three_rounds(tmp_path):
         np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9)
 
 
+def start_app_server(run, address: str, rounds: int, *options: str):
+    """`roost server` with the test app for `rounds` rounds, writing out/ (without the chart)."""
+    app = ["--app", APP, "--address", address, "--rounds", str(rounds)]
+    return run.start("server", "server", *app, "--no-plot", "--out", "out", *options)
+
+
 @pytest.mark.slow
 def test_a_client_killed_during_fit_fails_that_round_and_rejoins(tmp_path):
     address = f"127.0.0.1:{free_port()}"
@@ -93,19 +99,7 @@ def test_a_client_killed_during_fit_fails_that_round_and_rejoins(tmp_path):
     markers.mkdir()
     env = {"ROOST_TEST_MARKERS": str(markers), "ROOST_TEST_FIT_SLEEP": "0.5"}
     with processes(tmp_path, env) as run:
-        server = run.start(
-            "server",
-            "server",
-            "--app",
-            APP,
-            "--address",
-            address,
-            "--rounds",
-            "4",
-            "--no-plot",
-            "--out",
-            "out",
-        )
+        server = start_app_server(run, address, 4)
 
         def client(partition, name):
             return run.start(
@@ -215,18 +209,10 @@ def test_tls_with_tokens_refuses_wrong_credentials_and_completes(tmp_path):
         "# node-id token\n" + "".join(f"{n} {t}\n" for n, t in tokens.items())
     )
     with processes(tmp_path) as run:
-        server = run.start(
-            "server",
-            "server",
-            "--app",
-            APP,
-            "--address",
+        server = start_app_server(
+            run,
             address,
-            "--rounds",
-            "2",
-            "--no-plot",
-            "--out",
-            "out",
+            2,
             "--certificates",
             str(certs["server"]),
             str(certs["server-key"]),

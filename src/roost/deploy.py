@@ -77,8 +77,8 @@ def start_server(
             these tokens may join, each under its token's node id.
         state_dir: record every completed round there (SQLite + model files) to survive restarts.
         resume: continue the run recorded in `state_dir` after its last completed round.
-        out_dir: write `history.json` and `model.npz` there at the end, as `roost simulate` does.
-        plot: also draw `plot.png` there (needs matplotlib).
+        out_dir / plot: write the run's files there at the end, as `roost simulate` does; `plot`
+            false leaves out `plot.png`.
         max_message_bytes: largest result accepted from a client, with its arrays (default 1 GiB).
         max_concurrent_uploads: upload slots: results received at once, which bounds the memory
             of received models to about this + 1 models (default 8).
@@ -102,11 +102,9 @@ def start_server(
         client_wait_timeout=client_wait_timeout,
     )
     config = config if config is not None else ServerConfig(num_rounds=1)
+    then = recording(store, on_round_end)
     track = TrackRounds(
-        trackers,
-        num_rounds=config.num_rounds,
-        client_metrics=client_metrics,
-        then=recording(store, on_round_end),
+        trackers, num_rounds=config.num_rounds, client_metrics=client_metrics, then=then
     )
     history = _serve_rounds(strategy, transport, config, track, seed, resume_from)
     _write_outputs(out_dir, history, plot)

@@ -132,10 +132,15 @@ class Registry:
 
     def __init__(self, store: TokenStore | None) -> None:
         self.store = store
-        # Outsiders can repeat refused connections at will: summarised, not a line each.
-        self.refusals = Summary(
+        # Outsiders can repeat refused connections at will: summarised, not a line each, and
+        # apart by cause, so the first of each cause is logged in full.
+        self.token_refusals = Summary(
             "refused a connection %s",
-            "refused %d more connection(s) (%d since the server started; latest: %s)",
+            "refused %d more connection(s) without an admitted token (%d in all; latest: %s)",
+        )
+        self.hello_refusals = Summary(
+            "refused a hello %s",
+            "refused %d more hello(s) (%d in all; latest: %s)",
         )
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)

@@ -130,7 +130,7 @@ class GrpcServerTransport:
             certificates=certificates,
             client_ca=client_ca,
             store=store,
-            refusals=self._registry.refusals,
+            refusals=self._registry.token_refusals,
             max_clients=max_clients,
             options=server_options(receive_window_bytes, keepalive_s),
         )
@@ -187,7 +187,8 @@ class GrpcServerTransport:
                 connection.end([], SERVER_STOPPED)
         self._registry.wait_until_empty(grace)
         self._listener.stop(grace=1.0)
-        self._registry.refusals.flush()
+        self._registry.token_refusals.flush()
+        self._registry.hello_refusals.flush()
         log.info("roost server stopped")
 
     def __enter__(self) -> GrpcServerTransport:

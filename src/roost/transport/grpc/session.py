@@ -173,7 +173,7 @@ class Session:
                 pass
         except Refused as refusal:
             reason = f"refused: {refusal}"
-            self._registry.refusals.add(f"of {connection.name}: {refusal}")
+            self._registry.hello_refusals.add(f"of {connection.name}: {refusal}")
             self._refuse(str(refusal), grpc.StatusCode.PERMISSION_DENIED, str(refusal))
         except InvalidMessageError as error:
             reason, kind = f"protocol error: {error}", "invalid"
