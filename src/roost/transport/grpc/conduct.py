@@ -87,7 +87,7 @@ class Conduct:
         self.name = name
         self.allowance = allowance
         self._stale = Summary(
-            "dropped a stale message: %s",
+            "dropped a stale message %s",
             "dropped %d more stale message(s) (%d in all from this client; latest: %s)",
         )
 
