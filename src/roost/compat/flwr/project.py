@@ -106,7 +106,7 @@ def run_project(
         return make_engine(engine, client_fn, count, run_config=run_config, **options)
 
     return _run_project_with(
-        project, run_config, settings, engine_for_project, (out_dir, plot), replace_installed_flwr
+        project, run_config, settings, engine_for_project, out_dir, plot, replace_installed_flwr
     )
 
 
@@ -154,7 +154,7 @@ def serve_project(
         )
 
     return _run_project_with(
-        project, run_config, settings, grpc_server, (out_dir, plot), replace_installed_flwr
+        project, run_config, settings, grpc_server, out_dir, plot, replace_installed_flwr
     )
 
 
@@ -229,11 +229,11 @@ def _run_project_with(
     run_config: Config,
     settings: RunSettings,
     make_transport: Callable[[], Transport],
-    outputs: tuple[str | Path | None, bool],
+    out_dir: str | Path | None,
+    plot: bool,
     replace_installed_flwr: bool,
 ) -> History:
-    """Load the project's apps, run them over the transport `make_transport` builds, and save
-    the run to `outputs` (directory or None, whether to draw plot.png)."""
+    """Load the project's apps, run them over the transport `make_transport` builds, save."""
     with project_session(project.directory, replace_installed_flwr):
         server_app, client_app = load_apps(project)
         transport = make_transport()
@@ -242,7 +242,6 @@ def _run_project_with(
             history = run_apps(server_app, client_app, transport, run_config, settings)
         finally:
             transport.close()
-    out_dir, plot = outputs
     if out_dir is not None:
         save_run(out_dir, history, plot=plot)
     return history

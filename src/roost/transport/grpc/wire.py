@@ -310,24 +310,6 @@ def header_frame(header: pb.Header, field: str, message_id: int) -> bytes:
     return frame_bytes(**{field: copy})
 
 
-def _header(
-    kind: int,
-    arrays: Sequence[np.ndarray],
-    values: Mapping[str, Scalar],
-    what: str,
-    chunk_bytes: int,
-    **fields: object,
-) -> pb.Header:
-    specs, prepared = array_specs(arrays)
-    return pb.Header(
-        kind=kind,
-        arrays=specs,
-        num_chunks=count_chunks(prepared, chunk_bytes),
-        values=encode_values(values, what),
-        **fields,
-    )
-
-
 def _encode(
     kind: int,
     arrays: Sequence[np.ndarray],
@@ -336,8 +318,16 @@ def _encode(
     chunk_bytes: int,
     **fields: object,
 ) -> Encoded:
-    header = _header(kind, arrays, values, what, chunk_bytes, **fields)
-    return Encoded(header, chunk_frames(arrays, chunk_bytes))
+    """A message's header, and its chunk frames as a generator: none is built until read."""
+    specs, prepared = array_specs(arrays)
+    header = pb.Header(
+        kind=kind,
+        arrays=specs,
+        num_chunks=count_chunks(prepared, chunk_bytes),
+        values=encode_values(values, what),
+        **fields,
+    )
+    return Encoded(header, chunk_frames(prepared, chunk_bytes))
 
 
 def instruction_arrays(instruction: Instruction) -> list[np.ndarray]:
@@ -349,8 +339,7 @@ def instruction_arrays(instruction: Instruction) -> list[np.ndarray]:
     return list(instruction.parameters)
 
 
-def instruction_header(instruction: Instruction, chunk_bytes: int) -> pb.Header:
-    """The header of an instruction's message; raise `InvalidMessageError` if it cannot travel."""
+def _encode_instruction(instruction: Instruction, chunk_bytes: int) -> Encoded:
     fields: dict[str, object] = {}
     if isinstance(instruction, PhaseIns):
         fields = {
@@ -359,15 +348,20 @@ def instruction_header(instruction: Instruction, chunk_bytes: int) -> pb.Header:
             "num_parameters": len(instruction.parameters),
         }
     arrays = instruction_arrays(instruction)
-    return _header(
+    return _encode(
         kind_of(instruction), arrays, instruction.config, "config", chunk_bytes, **fields
     )
 
 
+def instruction_header(instruction: Instruction, chunk_bytes: int) -> pb.Header:
+    """The header of an instruction's message; raise `InvalidMessageError` if it cannot travel."""
+    return _encode_instruction(instruction, chunk_bytes).header
+
+
 def encode_instruction(instruction: Instruction, chunk_bytes: int) -> Encoded:
     """Encode one instruction with its chunk frames built, to be sent any number of times."""
-    header = instruction_header(instruction, chunk_bytes)
-    return Encoded(header, list(chunk_frames(instruction_arrays(instruction), chunk_bytes)))
+    encoded = _encode_instruction(instruction, chunk_bytes)
+    return Encoded(encoded.header, list(encoded.chunks))
 
 
 def encode_result(result: Result, chunk_bytes: int) -> Encoded:
