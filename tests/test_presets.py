@@ -34,6 +34,7 @@ from roost.strategy import (
     ServerSGD,
     ServerYogi,
     TrimmedMean,
+    presets,
 )
 from roost.strategy.presets import STRATEGY_KNOBS, preset
 
@@ -70,6 +71,14 @@ def test_every_named_preset_is_registered() -> None:
             "dpfedavg",
         ]
     )
+
+
+def test_roost_and_roost_strategy_export_every_named_preset() -> None:
+    named = sorted(cls.__name__ for cls in PRESETS.values())
+    assert sorted(presets.__all__) == named
+    for package in (roost, roost.strategy):
+        assert set(named) <= set(package.__all__)
+        assert [getattr(package, name) for name in named] == [PRESETS[n.lower()] for n in named]
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))

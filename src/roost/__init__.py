@@ -9,6 +9,8 @@ Example::
     )
 """
 
+from typing import TYPE_CHECKING
+
 from roost.cli.app import App
 from roost.client import Client, ClientFn, ClientLike, Context
 from roost.core.types import (
@@ -33,28 +35,18 @@ from roost.errors import (
 )
 from roost.server import History, ServerConfig, ServerState, run_rounds
 from roost.simulation import run_simulation
-from roost.strategy import (
-    Bulyan,
-    FedAdagrad,
-    FedAdam,
-    FedAvg,
-    FedAvgM,
-    FedMedian,
-    FedProx,
-    FedSGD,
-    FedTrimmedAvg,
-    FedWeightedAvg,
-    FedYogi,
-    Krum,
-    MultiKrum,
-    QFedAvg,
-    Strategy,
-)
+from roost.strategy import Strategy
+from roost.strategy import presets as _presets
+from roost.strategy.presets import *  # noqa: F403 (the named strategies: presets.__all__)
 from roost.tasks import SGD, Adam, Task
+
+if TYPE_CHECKING:
+    from roost.deploy import start_client, start_server
 
 __version__ = "0.1.0"
 
-# Deployment needs grpc; it is imported on first use so that `import roost` stays light.
+# Deployment needs grpc; it is imported on first use so that `import roost` stays light (type
+# checkers see the import above).
 _LAZY = {"start_server": "roost.deploy", "start_client": "roost.deploy"}
 
 
@@ -70,7 +62,6 @@ __all__ = [
     "SGD",
     "Adam",
     "App",
-    "Bulyan",
     "Client",
     "ClientFn",
     "ClientLike",
@@ -81,26 +72,13 @@ __all__ = [
     "EvaluateIns",
     "EvaluateRes",
     "Failure",
-    "FedAdagrad",
-    "FedAdam",
-    "FedAvg",
-    "FedAvgM",
-    "FedMedian",
-    "FedProx",
-    "FedSGD",
-    "FedTrimmedAvg",
-    "FedWeightedAvg",
-    "FedYogi",
     "FitIns",
     "FitRes",
     "History",
     "InvalidMessageError",
-    "Krum",
     "Metrics",
-    "MultiKrum",
     "NotEnoughClientsError",
     "Parameters",
-    "QFedAvg",
     "RoostError",
     "Scalar",
     "ServerConfig",
@@ -114,3 +92,4 @@ __all__ = [
     "start_client",
     "start_server",
 ]
+__all__ += _presets.__all__

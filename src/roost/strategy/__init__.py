@@ -1,5 +1,6 @@
 """Strategies by composition: selection, weighting, transforms, aggregators, server optimizers."""
 
+from roost.strategy import presets
 from roost.strategy.aggregators import (
     BulyanMean,
     CoordinateMedian,
@@ -26,24 +27,8 @@ from roost.strategy.optimizers import (
     ServerSGD,
     ServerYogi,
 )
-from roost.strategy.presets import (
-    PRESETS,
-    Bulyan,
-    DPFedAvg,
-    FedAdagrad,
-    FedAdam,
-    FedAvg,
-    FedAvgM,
-    FedMedian,
-    FedProx,
-    FedSGD,
-    FedTrimmedAvg,
-    FedWeightedAvg,
-    FedYogi,
-    Krum,
-    MultiKrum,
-    QFedAvg,
-)
+from roost.strategy.presets import *  # noqa: F403 (the named strategies: presets.__all__)
+from roost.strategy.presets import PRESETS
 from roost.strategy.sampling import sample_uniformly
 from roost.strategy.secure import SecureAggregation
 from roost.strategy.strategy import Strategy
@@ -59,29 +44,14 @@ __all__ = [
     "PRESETS",
     "AdaptiveClipL2",
     "Aggregator",
-    "Bulyan",
     "BulyanMean",
     "ClipL2",
     "CoordinateMedian",
-    "DPFedAvg",
-    "FedAdagrad",
-    "FedAdam",
-    "FedAvg",
-    "FedAvgM",
-    "FedMedian",
-    "FedProx",
-    "FedSGD",
-    "FedTrimmedAvg",
-    "FedWeightedAvg",
-    "FedYogi",
     "FitAggregate",
-    "Krum",
     "KrumMean",
     "Mean",
-    "MultiKrum",
     "NotEnoughUpdatesError",
     "QFFLMean",
-    "QFedAvg",
     "RoundContext",
     "Sampler",
     "SecureAggregation",
@@ -103,3 +73,4 @@ __all__ = [
     "weight_by_metric",
     "weight_by_num_examples",
 ]
+__all__ += presets.__all__

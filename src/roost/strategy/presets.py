@@ -33,6 +33,25 @@ from roost.strategy.strategy import Strategy
 from roost.strategy.updates import negative_gradient
 from roost.strategy.weighting import weight_by_metric
 
+__all__ = [
+    "Bulyan",
+    "DPFedAvg",
+    "FedAdagrad",
+    "FedAdam",
+    "FedAvg",
+    "FedAvgM",
+    "FedMedian",
+    "FedProx",
+    "FedSGD",
+    "FedTrimmedAvg",
+    "FedWeightedAvg",
+    "FedYogi",
+    "Krum",
+    "MultiKrum",
+    "QFedAvg",
+]
+"""The named strategies, listed once: `roost` and `roost.strategy` re-export exactly these."""
+
 
 def _robust_minimums(knobs: dict[str, Any], needed: int) -> None:
     """Raise min_fit_clients / min_available_clients to what a robust aggregator needs."""
