@@ -58,12 +58,7 @@ _FILES = {
 
 def add_command(root: CommandParser) -> None:
     """Add `roost new` to `root`."""
-    parser = root.add_command(
-        "new",
-        help="write a new project to start your own app from",
-        description="Write a small, complete roost project in the directory NAME: client, "
-        "strategy, model and data, a README and a test. Run it with `roost run NAME`.",
-    )
+    parser = root.add_command("new", __doc__)
     parser.add_argument("name", metavar="NAME", help="the project's name and directory")
     parser.add_argument(
         "--framework",

@@ -56,8 +56,21 @@ class CommandParser(argparse.ArgumentParser):
                 self.long_options[option[2:]] = action
         return action
 
-    def add_command(self, name: str, **kwargs: Any) -> CommandParser:
-        """Add the subcommand `name` (`roost NAME ...`) and return its parser."""
+    def add_command(self, name: str, doc: str | None = None, **kwargs: Any) -> CommandParser:
+        """Add the subcommand `name` (`roost NAME ...`) and return its parser.
+
+        `doc`, the command module's docstring, is its help, written once: `roost --help` lists
+        the summary after its first line's colon, and `roost NAME --help` shows all of it, its
+        examples as written. Explicit `help=` / `description=` win.
+        """
+        if doc is not None:
+            summary = doc.split("\n", 1)[0].split(": ", 1)[-1].rstrip(".")
+            kwargs = {
+                "help": summary,
+                "description": doc.strip(),
+                "formatter_class": argparse.RawDescriptionHelpFormatter,
+                **kwargs,
+            }
         if self._command_choices is None:
             self._command_choices = self.add_subparsers(dest="command", required=True)
         parser = self._command_choices.add_parser(name, **kwargs)

@@ -1,4 +1,10 @@
-"""`roost plot`: draw accuracy and loss per round from a run's history.json."""
+"""`roost plot`: draw accuracy and loss per round from a run's history.json.
+
+    roost simulate --out out && roost plot out
+
+Draws plot.png next to history.json (or where `--out` says): accuracy and loss per round,
+distributed (the clients') beside centralized (the server's).
+"""
 
 from __future__ import annotations
 
@@ -11,12 +17,7 @@ from roost.errors import ConfigurationError
 
 def add_command(root: CommandParser) -> None:
     """Add `roost plot` to `root`."""
-    parser = root.add_command(
-        "plot",
-        help="draw accuracy and loss per round from a run's history.json",
-        description="Draw plot.png from history.json (written by `roost simulate --out DIR`): "
-        "accuracy and loss per round, distributed (clients) vs centralized (server).",
-    )
+    parser = root.add_command("plot", __doc__)
     parser.add_argument(
         "history", metavar="HISTORY", help="a history.json, or the directory that holds one"
     )

@@ -29,12 +29,7 @@ from roost.strategy.strategy import Strategy
 
 def add_command(root: CommandParser) -> None:
     """Add `roost run` to `root`."""
-    parser = root.add_command(
-        "run",
-        help="simulate the project in a directory (roost new NAME makes one)",
-        description="Simulate the app of a project directory on this machine: a roost project "
-        "([tool.roost] in its pyproject.toml) or a Flower project ([tool.flwr.app]).",
-    )
+    parser = root.add_command("run", __doc__)
     parser.add_argument(
         "directory", nargs="?", default=".", help="the project directory (default: .)"
     )
