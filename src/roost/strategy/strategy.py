@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
+from typing import TypeVar
 
 import numpy as np
 
@@ -58,6 +59,7 @@ ConfigFn = Callable[[int], Config]
 EvaluateFn = Callable[[int, Parameters, Config], "tuple[float, Metrics] | None"]
 UpdateFn = Callable[[Parameters, Parameters], Parameters]
 SampleFn = Callable[[Sequence[ClientId], int, np.random.Generator], list[ClientId]]
+InsT = TypeVar("InsT", FitIns, EvaluateIns)
 
 
 def _check_fraction(name: str, value: float) -> None:
@@ -254,19 +256,16 @@ class Strategy:
         state = self.init(parameters) if state is None else state
         config = self.on_fit_config_fn(server_round) if self.on_fit_config_fn else {}
         count = min(self.num_fit_clients(len(client_ids)), len(client_ids))
-        chosen, sampler_state = self.sampler.sample(client_ids, count, rng, state["sampler"])
+        instruction = FitIns(parameters, {**self.fit_config_defaults, **config})
+        cohort, state = self._sample_cohort(client_ids, count, rng, state, instruction)
         needed = self.aggregator.min_updates
-        if len(chosen) < needed:
+        if len(cohort) < needed:
             raise ConfigurationError(
                 f"{self.aggregator!r} needs at least {needed} updates per round but this round "
-                f"samples {len(chosen)} of {len(client_ids)} clients; raise min_fit_clients and "
+                f"samples {len(cohort)} of {len(client_ids)} clients; raise min_fit_clients and "
                 "min_available_clients (or fraction_fit), or lower num_malicious_clients"
             )
-        instruction = FitIns(parameters, {**self.fit_config_defaults, **config})
-        return [(client_id, instruction) for client_id in chosen], {
-            **state,
-            "sampler": sampler_state,
-        }
+        return cohort, state
 
     def aggregate_fit(
         self,
@@ -356,12 +355,22 @@ class Strategy:
         if count == 0:
             return [], state
         config = self.on_evaluate_config_fn(server_round) if self.on_evaluate_config_fn else {}
-        chosen, sampler_state = self.sampler.sample(client_ids, count, rng, state["sampler"])
         instruction = EvaluateIns(parameters, dict(config))
-        return [(client_id, instruction) for client_id in chosen], {
-            **state,
-            "sampler": sampler_state,
-        }
+        return self._sample_cohort(client_ids, count, rng, state, instruction)
+
+    def _sample_cohort(
+        self,
+        client_ids: Sequence[ClientId],
+        count: int,
+        rng: np.random.Generator,
+        state: dict[str, State],
+        instruction: InsT,
+    ) -> tuple[list[tuple[ClientId, InsT]], dict[str, State]]:
+        """The sampler's choice of `count` of `client_ids`, each given `instruction`, and the
+        state with the sampler's next state."""
+        chosen, sampler_state = self.sampler.sample(client_ids, count, rng, state["sampler"])
+        cohort = [(client_id, instruction) for client_id in chosen]
+        return cohort, {**state, "sampler": sampler_state}
 
     def aggregate_evaluate(
         self, server_round: int, outcomes: Iterable[Outcome]
