@@ -18,6 +18,7 @@ you pass brings its own.
 from __future__ import annotations
 
 import numbers
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,26 @@ def _scalar_metrics(values: dict[str, Any], prefix: str = "") -> Metrics:
         if value.ndim == 0 and isinstance(value.item(), numbers.Real):
             metrics[prefix + name] = float(value.item())
     return metrics
+
+
+@dataclass(frozen=True)
+class LocalSchedule:
+    """How long a client trains in a round: local epochs, mini-batch size and the batches kept
+    per epoch (None: every batch)."""
+
+    epochs: int = 1
+    batch_size: int = 32
+    steps_per_epoch: int | None = None
+
+    def for_round(self, config: Config) -> LocalSchedule:
+        """This schedule with the round config's `"local_epochs"` (or `"epochs"`),
+        `"batch_size"` and `"steps_per_epoch"` in place of its own."""
+        steps = config.get(STEPS_PER_EPOCH, self.steps_per_epoch)
+        return LocalSchedule(
+            int(config.get(LOCAL_EPOCHS, config.get(EPOCHS, self.epochs))),
+            int(config.get(BATCH_SIZE, self.batch_size)),
+            None if steps is None else int(steps),
+        )
 
 
 class KerasClient(Client):
@@ -90,9 +111,7 @@ class KerasClient(Client):
         self.x_train, self.y_train = x_train, y_train
         self.x_val = x_train if x_val is None else x_val
         self.y_val = y_train if y_val is None else y_val
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.steps_per_epoch = steps_per_epoch
+        self.schedule = LocalSchedule(epochs, batch_size, steps_per_epoch)
         self.shuffle = shuffle
         self.verbose = verbose
         self.batch_order = batch_order
@@ -107,26 +126,21 @@ class KerasClient(Client):
 
     def fit(self, parameters: Parameters, config: Config) -> tuple[Parameters, int, Metrics]:
         self.set_parameters(parameters)
-        epochs = int(config.get(LOCAL_EPOCHS, config.get(EPOCHS, self.epochs)))
-        batch_size = int(config.get(BATCH_SIZE, self.batch_size))
-        steps = config.get(STEPS_PER_EPOCH, self.steps_per_epoch)
-        steps = None if steps is None else int(steps)
+        schedule = self.schedule.for_round(config)
         if self.fresh_optimizer:
             self._reset_optimizer()
         if self.batch_order is None:
             history = self.model.fit(
                 self.x_train,
                 self.y_train,
-                epochs=epochs,
-                batch_size=batch_size,
-                steps_per_epoch=steps,
+                epochs=schedule.epochs,
+                batch_size=schedule.batch_size,
+                steps_per_epoch=schedule.steps_per_epoch,
                 shuffle=self.shuffle,
                 verbose=self.verbose,
             ).history
         else:
-            history = self._fit_in_order(
-                int(config.get(SERVER_ROUND, 0)), epochs, batch_size, steps
-            )
+            history = self._fit_in_order(int(config.get(SERVER_ROUND, 0)), schedule)
         last = {name: values[-1] for name, values in history.items() if len(values)}
         updated = [
             np.asarray(new).astype(old.dtype, copy=False)
@@ -134,20 +148,22 @@ class KerasClient(Client):
         ]
         return updated, len(self.y_train), _scalar_metrics(last, "train_")
 
-    def _fit_in_order(
-        self, server_round: int, epochs: int, batch_size: int, steps: int | None
-    ) -> dict[str, list[Any]]:
+    def _fit_in_order(self, server_round: int, schedule: LocalSchedule) -> dict[str, list[Any]]:
         """Train epoch by epoch on the examples in roost's batch order for this round."""
         seed, partition_id = self.batch_order  # type: ignore[misc]
         rng = client_rng(seed, server_round, partition_id)
         x, y = np.asarray(self.x_train), np.asarray(self.y_train)
         history: dict[str, list[Any]] = {}
-        for _ in range(epochs):
+        for _ in range(schedule.epochs):
             order = rng.permutation(len(y))
-            if steps is not None:
-                order = order[: steps * batch_size]
+            if schedule.steps_per_epoch is not None:
+                order = order[: schedule.steps_per_epoch * schedule.batch_size]
             epoch = self.model.fit(
-                x[order], y[order], batch_size=batch_size, shuffle=False, verbose=self.verbose
+                x[order],
+                y[order],
+                batch_size=schedule.batch_size,
+                shuffle=False,
+                verbose=self.verbose,
             )
             for name, values in epoch.history.items():
                 history.setdefault(name, []).extend(values)
@@ -169,7 +185,7 @@ class KerasClient(Client):
         results = self.model.evaluate(
             self.x_val,
             self.y_val,
-            batch_size=int(config.get(BATCH_SIZE, self.batch_size)),
+            batch_size=int(config.get(BATCH_SIZE, self.schedule.batch_size)),
             verbose=self.verbose,
             return_dict=True,
         )
