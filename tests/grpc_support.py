@@ -334,7 +334,7 @@ class RawClient:
         if hello:
             self.send(
                 frames.frame_bytes(
-                    hello=pb.Hello(protocol_version=wire.PROTOCOL_VERSION, node_id=node_id)
+                    hello=pb.Greeting(protocol_version=wire.PROTOCOL_VERSION, node_id=node_id)
                 )
             )
             assert self.next("welcome").welcome.node_id == node_id

@@ -143,7 +143,7 @@ def test_a_flood_of_refused_connections_is_summarised_and_the_server_serves_on(p
             raw = RawClient(transport.address, node_id="intruder", token=token, hello=False)
             raw.send(
                 frames.frame_bytes(
-                    hello=pb.Hello(protocol_version=wire.PROTOCOL_VERSION, node_id="intruder")
+                    hello=pb.Greeting(protocol_version=wire.PROTOCOL_VERSION, node_id="intruder")
                 )
             )
             error = raw.wait_closed()

@@ -117,7 +117,7 @@ class _FakeContext:
 
 
 def _hello(node_id: str) -> bytes:
-    hello = pb.Hello(protocol_version=wire.PROTOCOL_VERSION, node_id=node_id)
+    hello = pb.Greeting(protocol_version=wire.PROTOCOL_VERSION, node_id=node_id)
     return frames.frame_bytes(hello=hello)
 
 

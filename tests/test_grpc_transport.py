@@ -359,7 +359,7 @@ def test_hostile_client_never_reaches_the_global_model():
                 else:
                     raw.send(
                         frames.frame_bytes(
-                            client_error=pb.ClientError(
+                            client_error=pb.MessageFailure(
                                 message_id=header.message_id, reason="will not evaluate"
                             )
                         )
@@ -483,7 +483,7 @@ def test_hello_is_required_promptly_and_must_speak_our_protocol():
             silent.close()
         future = RawClient(transport.address, hello=False)
         try:
-            future.send(frames.frame_bytes(hello=pb.Hello(protocol_version=99, node_id="x")))
+            future.send(frames.frame_bytes(hello=pb.Greeting(protocol_version=99, node_id="x")))
             assert "protocol version 99" in future.next("refusal").refusal.reason
             assert future.wait_closed().code() == grpc.StatusCode.PERMISSION_DENIED
         finally:

@@ -82,7 +82,7 @@ def test_chunk_frames_match_protobuf_and_other_frames_are_parsed():
         raw = framing.chunk_frame(memoryview(data))
         assert raw == pb.Frame(chunk=pb.Chunk(data=data)).SerializeToString()
         assert bytes(framing.chunk_data(raw)) == data
-    assert framing.chunk_data(framing.frame_bytes(run_end=pb.RunEnd(reason="x"))) is None
+    assert framing.chunk_data(framing.frame_bytes(run_end=pb.Farewell(reason="x"))) is None
     assert framing.chunk_data(b"\x2a\x05\x0a\x09abc") is None  # inconsistent lengths: parse decides
     with pytest.raises(InvalidMessageError, match="malformed"):
         framing.parse_frame(b"\x2a\x05\x0a\x09abc")

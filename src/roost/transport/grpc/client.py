@@ -120,7 +120,9 @@ def _requests(outbox: queue.Queue[Outgoing | None], grants: _Grants) -> Iterator
 
 
 def _client_error(message_id: int, reason: str) -> list[bytes]:
-    return [frames.frame_bytes(client_error=pb.ClientError(message_id=message_id, reason=reason))]
+    return [
+        frames.frame_bytes(client_error=pb.MessageFailure(message_id=message_id, reason=reason))
+    ]
 
 
 class GrpcClient:
@@ -351,7 +353,7 @@ class _Stream:
         self._carry_out = carry_out
         self.outbox: queue.Queue[Outgoing | None] = queue.Queue()
         self.grants = _Grants()
-        hello = pb.Hello(protocol_version=wire.PROTOCOL_VERSION, node_id=node_id)
+        hello = pb.Greeting(protocol_version=wire.PROTOCOL_VERSION, node_id=node_id)
         self.outbox.put([frames.frame_bytes(hello=hello)])
         self.welcomed = False
         self.run_over = False

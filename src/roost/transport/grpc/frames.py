@@ -21,7 +21,7 @@ def parse_frame(raw: bytes) -> pb.Frame:
 
 
 def frame_bytes(**body: object) -> bytes:
-    """Serialize a Frame with one body field, e.g. `frame_bytes(run_end=pb.RunEnd())`."""
+    """Serialize a Frame with one body field, e.g. `frame_bytes(run_end=pb.Farewell())`."""
     return pb.Frame(**body).SerializeToString()
 
 

@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n roost/transport/grpc/roost.proto\x12\x08roost.v1\"\x7f\n\x06Scalar\x12\x14\n\nbool_value\x18\x01 \x01(\x08H\x00\x12\x13\n\tint_value\x18\x02 \x01(\x12H\x00\x12\x15\n\x0b\x66loat_value\x18\x03 \x01(\x01H\x00\x12\x13\n\tstr_value\x18\x04 \x01(\tH\x00\x12\x15\n\x0b\x62ytes_value\x18\x05 \x01(\x0cH\x00\x42\x07\n\x05value\"5\n\x05\x45ntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1f\n\x05value\x18\x02 \x01(\x0b\x32\x10.roost.v1.Scalar\")\n\tArraySpec\x12\r\n\x05\x64type\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x04\"\xf1\x01\n\x06Header\x12\x12\n\nmessage_id\x18\x01 \x01(\x04\x12\x1c\n\x04kind\x18\x02 \x01(\x0e\x32\x0e.roost.v1.Kind\x12#\n\x06\x61rrays\x18\x03 \x03(\x0b\x32\x13.roost.v1.ArraySpec\x12\x12\n\nnum_chunks\x18\x04 \x01(\x04\x12\x1f\n\x06values\x18\x05 \x03(\x0b\x32\x0f.roost.v1.Entry\x12\x14\n\x0cnum_examples\x18\x06 \x01(\x04\x12\x0c\n\x04loss\x18\x07 \x01(\x01\x12\x10\n\x08protocol\x18\x08 \x01(\t\x12\r\n\x05phase\x18\t \x01(\t\x12\x16\n\x0enum_parameters\x18\n \x01(\x04\"\x15\n\x05\x43hunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"2\n\x05Hello\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x0f\n\x07node_id\x18\x02 \x01(\t\"4\n\x07Welcome\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x0f\n\x07node_id\x18\x02 \x01(\t\"1\n\x0b\x43lientError\x12\x12\n\nmessage_id\x18\x01 \x01(\x04\x12\x0e\n\x06reason\x18\x02 \x01(\t\"/\n\tRejection\x12\x12\n\nmessage_id\x18\x01 \x01(\x04\x12\x0e\n\x06reason\x18\x02 \x01(\t\"!\n\x0bUploadGrant\x12\x12\n\nmessage_id\x18\x01 \x01(\x04\"\x19\n\x07Refusal\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\x18\n\x06RunEnd\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\x92\x03\n\x05\x46rame\x12 \n\x05hello\x18\x01 \x01(\x0b\x32\x0f.roost.v1.HelloH\x00\x12$\n\x07welcome\x18\x02 \x01(\x0b\x32\x11.roost.v1.WelcomeH\x00\x12\'\n\x0binstruction\x18\x03 \x01(\x0b\x32\x10.roost.v1.HeaderH\x00\x12\"\n\x06result\x18\x04 \x01(\x0b\x32\x10.roost.v1.HeaderH\x00\x12 \n\x05\x63hunk\x18\x05 \x01(\x0b\x32\x0f.roost.v1.ChunkH\x00\x12-\n\x0c\x63lient_error\x18\x06 \x01(\x0b\x32\x15.roost.v1.ClientErrorH\x00\x12(\n\trejection\x18\x07 \x01(\x0b\x32\x13.roost.v1.RejectionH\x00\x12$\n\x07refusal\x18\x08 \x01(\x0b\x32\x11.roost.v1.RefusalH\x00\x12#\n\x07run_end\x18\t \x01(\x0b\x32\x10.roost.v1.RunEndH\x00\x12&\n\x05grant\x18\n \x01(\x0b\x32\x15.roost.v1.UploadGrantH\x00\x42\x06\n\x04\x62ody*R\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x12\n\x0eGET_PARAMETERS\x10\x01\x12\x07\n\x03\x46IT\x10\x02\x12\x0c\n\x08\x45VALUATE\x10\x03\x12\t\n\x05PHASE\x10\x04\x32:\n\nFederation\x12,\n\x04Join\x12\x0f.roost.v1.Frame\x1a\x0f.roost.v1.Frame(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n roost/transport/grpc/roost.proto\x12\x08roost.v1\"\x7f\n\x06Scalar\x12\x14\n\nbool_value\x18\x01 \x01(\x08H\x00\x12\x13\n\tint_value\x18\x02 \x01(\x12H\x00\x12\x15\n\x0b\x66loat_value\x18\x03 \x01(\x01H\x00\x12\x13\n\tstr_value\x18\x04 \x01(\tH\x00\x12\x15\n\x0b\x62ytes_value\x18\x05 \x01(\x0cH\x00\x42\x07\n\x05value\"5\n\x05\x45ntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1f\n\x05value\x18\x02 \x01(\x0b\x32\x10.roost.v1.Scalar\")\n\tArraySpec\x12\r\n\x05\x64type\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x04\"\xf1\x01\n\x06Header\x12\x12\n\nmessage_id\x18\x01 \x01(\x04\x12\x1c\n\x04kind\x18\x02 \x01(\x0e\x32\x0e.roost.v1.Kind\x12#\n\x06\x61rrays\x18\x03 \x03(\x0b\x32\x13.roost.v1.ArraySpec\x12\x12\n\nnum_chunks\x18\x04 \x01(\x04\x12\x1f\n\x06values\x18\x05 \x03(\x0b\x32\x0f.roost.v1.Entry\x12\x14\n\x0cnum_examples\x18\x06 \x01(\x04\x12\x0c\n\x04loss\x18\x07 \x01(\x01\x12\x10\n\x08protocol\x18\x08 \x01(\t\x12\r\n\x05phase\x18\t \x01(\t\x12\x16\n\x0enum_parameters\x18\n \x01(\x04\"\x15\n\x05\x43hunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"5\n\x08Greeting\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x0f\n\x07node_id\x18\x02 \x01(\t\"4\n\x0eMessageFailure\x12\x12\n\nmessage_id\x18\x01 \x01(\x04\x12\x0e\n\x06reason\x18\x02 \x01(\t\"!\n\x0bUploadGrant\x12\x12\n\nmessage_id\x18\x01 \x01(\x04\"\x1a\n\x08\x46\x61rewell\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\xa1\x03\n\x05\x46rame\x12#\n\x05hello\x18\x01 \x01(\x0b\x32\x12.roost.v1.GreetingH\x00\x12%\n\x07welcome\x18\x02 \x01(\x0b\x32\x12.roost.v1.GreetingH\x00\x12\'\n\x0binstruction\x18\x03 \x01(\x0b\x32\x10.roost.v1.HeaderH\x00\x12\"\n\x06result\x18\x04 \x01(\x0b\x32\x10.roost.v1.HeaderH\x00\x12 \n\x05\x63hunk\x18\x05 \x01(\x0b\x32\x0f.roost.v1.ChunkH\x00\x12\x30\n\x0c\x63lient_error\x18\x06 \x01(\x0b\x32\x18.roost.v1.MessageFailureH\x00\x12-\n\trejection\x18\x07 \x01(\x0b\x32\x18.roost.v1.MessageFailureH\x00\x12%\n\x07refusal\x18\x08 \x01(\x0b\x32\x12.roost.v1.FarewellH\x00\x12%\n\x07run_end\x18\t \x01(\x0b\x32\x12.roost.v1.FarewellH\x00\x12&\n\x05grant\x18\n \x01(\x0b\x32\x15.roost.v1.UploadGrantH\x00\x42\x06\n\x04\x62ody*R\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x12\n\x0eGET_PARAMETERS\x10\x01\x12\x07\n\x03\x46IT\x10\x02\x12\x0c\n\x08\x45VALUATE\x10\x03\x12\t\n\x05PHASE\x10\x04\x32:\n\nFederation\x12,\n\x04Join\x12\x0f.roost.v1.Frame\x1a\x0f.roost.v1.Frame(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'roost.transport.grpc.roost_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_KIND']._serialized_start=1239
-  _globals['_KIND']._serialized_end=1321
+  _globals['_KIND']._serialized_start=1132
+  _globals['_KIND']._serialized_end=1214
   _globals['_SCALAR']._serialized_start=46
   _globals['_SCALAR']._serialized_end=173
   _globals['_ENTRY']._serialized_start=175
@@ -44,22 +44,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HEADER']._serialized_end=515
   _globals['_CHUNK']._serialized_start=517
   _globals['_CHUNK']._serialized_end=538
-  _globals['_HELLO']._serialized_start=540
-  _globals['_HELLO']._serialized_end=590
-  _globals['_WELCOME']._serialized_start=592
-  _globals['_WELCOME']._serialized_end=644
-  _globals['_CLIENTERROR']._serialized_start=646
-  _globals['_CLIENTERROR']._serialized_end=695
-  _globals['_REJECTION']._serialized_start=697
-  _globals['_REJECTION']._serialized_end=744
-  _globals['_UPLOADGRANT']._serialized_start=746
-  _globals['_UPLOADGRANT']._serialized_end=779
-  _globals['_REFUSAL']._serialized_start=781
-  _globals['_REFUSAL']._serialized_end=806
-  _globals['_RUNEND']._serialized_start=808
-  _globals['_RUNEND']._serialized_end=832
-  _globals['_FRAME']._serialized_start=835
-  _globals['_FRAME']._serialized_end=1237
-  _globals['_FEDERATION']._serialized_start=1323
-  _globals['_FEDERATION']._serialized_end=1381
+  _globals['_GREETING']._serialized_start=540
+  _globals['_GREETING']._serialized_end=593
+  _globals['_MESSAGEFAILURE']._serialized_start=595
+  _globals['_MESSAGEFAILURE']._serialized_end=647
+  _globals['_UPLOADGRANT']._serialized_start=649
+  _globals['_UPLOADGRANT']._serialized_end=682
+  _globals['_FAREWELL']._serialized_start=684
+  _globals['_FAREWELL']._serialized_end=710
+  _globals['_FRAME']._serialized_start=713
+  _globals['_FRAME']._serialized_end=1130
+  _globals['_FEDERATION']._serialized_start=1216
+  _globals['_FEDERATION']._serialized_end=1274
 # @@protoc_insertion_point(module_scope)

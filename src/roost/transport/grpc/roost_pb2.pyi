@@ -81,7 +81,7 @@ class Chunk(_message.Message):
     data: bytes
     def __init__(self, data: _Optional[bytes] = ...) -> None: ...
 
-class Hello(_message.Message):
+class Greeting(_message.Message):
     __slots__ = ("protocol_version", "node_id")
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -89,23 +89,7 @@ class Hello(_message.Message):
     node_id: str
     def __init__(self, protocol_version: _Optional[int] = ..., node_id: _Optional[str] = ...) -> None: ...
 
-class Welcome(_message.Message):
-    __slots__ = ("protocol_version", "node_id")
-    PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
-    NODE_ID_FIELD_NUMBER: _ClassVar[int]
-    protocol_version: int
-    node_id: str
-    def __init__(self, protocol_version: _Optional[int] = ..., node_id: _Optional[str] = ...) -> None: ...
-
-class ClientError(_message.Message):
-    __slots__ = ("message_id", "reason")
-    MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
-    REASON_FIELD_NUMBER: _ClassVar[int]
-    message_id: int
-    reason: str
-    def __init__(self, message_id: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
-
-class Rejection(_message.Message):
+class MessageFailure(_message.Message):
     __slots__ = ("message_id", "reason")
     MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
@@ -119,13 +103,7 @@ class UploadGrant(_message.Message):
     message_id: int
     def __init__(self, message_id: _Optional[int] = ...) -> None: ...
 
-class Refusal(_message.Message):
-    __slots__ = ("reason",)
-    REASON_FIELD_NUMBER: _ClassVar[int]
-    reason: str
-    def __init__(self, reason: _Optional[str] = ...) -> None: ...
-
-class RunEnd(_message.Message):
+class Farewell(_message.Message):
     __slots__ = ("reason",)
     REASON_FIELD_NUMBER: _ClassVar[int]
     reason: str
@@ -143,14 +121,14 @@ class Frame(_message.Message):
     REFUSAL_FIELD_NUMBER: _ClassVar[int]
     RUN_END_FIELD_NUMBER: _ClassVar[int]
     GRANT_FIELD_NUMBER: _ClassVar[int]
-    hello: Hello
-    welcome: Welcome
+    hello: Greeting
+    welcome: Greeting
     instruction: Header
     result: Header
     chunk: Chunk
-    client_error: ClientError
-    rejection: Rejection
-    refusal: Refusal
-    run_end: RunEnd
+    client_error: MessageFailure
+    rejection: MessageFailure
+    refusal: Farewell
+    run_end: Farewell
     grant: UploadGrant
-    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., welcome: _Optional[_Union[Welcome, _Mapping]] = ..., instruction: _Optional[_Union[Header, _Mapping]] = ..., result: _Optional[_Union[Header, _Mapping]] = ..., chunk: _Optional[_Union[Chunk, _Mapping]] = ..., client_error: _Optional[_Union[ClientError, _Mapping]] = ..., rejection: _Optional[_Union[Rejection, _Mapping]] = ..., refusal: _Optional[_Union[Refusal, _Mapping]] = ..., run_end: _Optional[_Union[RunEnd, _Mapping]] = ..., grant: _Optional[_Union[UploadGrant, _Mapping]] = ...) -> None: ...
+    def __init__(self, hello: _Optional[_Union[Greeting, _Mapping]] = ..., welcome: _Optional[_Union[Greeting, _Mapping]] = ..., instruction: _Optional[_Union[Header, _Mapping]] = ..., result: _Optional[_Union[Header, _Mapping]] = ..., chunk: _Optional[_Union[Chunk, _Mapping]] = ..., client_error: _Optional[_Union[MessageFailure, _Mapping]] = ..., rejection: _Optional[_Union[MessageFailure, _Mapping]] = ..., refusal: _Optional[_Union[Farewell, _Mapping]] = ..., run_end: _Optional[_Union[Farewell, _Mapping]] = ..., grant: _Optional[_Union[UploadGrant, _Mapping]] = ...) -> None: ...

@@ -41,7 +41,7 @@ from roost.transport.grpc.uploads import Slot, Upload, UploadSlots
 
 log = logging.getLogger(__name__)
 
-RUN_END = frames.frame_bytes(run_end=pb.RunEnd(reason="the run is over"))
+RUN_END = frames.frame_bytes(run_end=pb.Farewell(reason="the run is over"))
 # The status a stream ends with when the server stops before the run is over (it failed, or
 # its operator stopped it): clients keep reconnecting, so a resumed server finds them again.
 SERVER_STOPPED = (
@@ -54,7 +54,7 @@ _FRAME_KINDS = tuple(field.name for field in pb.Frame.DESCRIPTOR.oneofs_by_name[
 
 def rejection(message_id: int, reason: str) -> list[bytes]:
     """The frames telling a client that its result `message_id` was not accepted."""
-    return [frames.frame_bytes(rejection=pb.Rejection(message_id=message_id, reason=reason))]
+    return [frames.frame_bytes(rejection=pb.MessageFailure(message_id=message_id, reason=reason))]
 
 
 @dataclass(frozen=True)
@@ -221,7 +221,7 @@ class Session:
             self._refuse(reason, grpc.StatusCode.DEADLINE_EXCEEDED, reason)
 
     def _refuse(self, told: str, code: grpc.StatusCode, details: str) -> None:
-        self.connection.end([frames.frame_bytes(refusal=pb.Refusal(reason=told))], (code, details))
+        self.connection.end([frames.frame_bytes(refusal=pb.Farewell(reason=told))], (code, details))
 
     # -- frames -------------------------------------------------------------------------------
 
@@ -242,7 +242,7 @@ class Session:
             self.connection.end([RUN_END])
             return
         self.conduct.name = self.connection.name
-        welcome = pb.Welcome(protocol_version=wire.PROTOCOL_VERSION, node_id=hello.node_id)
+        welcome = pb.Greeting(protocol_version=wire.PROTOCOL_VERSION, node_id=hello.node_id)
         self.connection.send([frames.frame_bytes(welcome=welcome)])
 
     def _on_client_error(self, frame: pb.Frame) -> None:
