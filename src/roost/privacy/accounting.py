@@ -258,26 +258,12 @@ def local_epsilon(
         discretization: the PLD accountant's step on privacy-loss values; a coarser step is
             faster for many rounds and still never under-states ε (rounding is pessimistic).
     """
-    import dp_accounting
-
     _check_noise_multiplier(noise_multiplier)
-    _check_delta(delta)
-    _check_rounds(rounds)
-    _check_choice("relation", relation, RELATIONS)
-    sensitivities = 2.0 if relation == "replace" else 1.0
-    one_release = dp_accounting.GaussianDpEvent(noise_multiplier / sensitivities)
-    event = (
-        dp_accounting.SelfComposedDpEvent(one_release, rounds)
-        if rounds
-        else dp_accounting.NoOpDpEvent()
+    _check_local(delta, rounds, relation)
+    accountant = _local_accountant(discretization)
+    return float(
+        accountant.compose(_local_releases(noise_multiplier, rounds, relation)).get_epsilon(delta)
     )
-    if not discretization > 0:
-        raise ConfigurationError(f"discretization must be > 0, got {discretization}")
-    accountant = dp_accounting.pld.PLDAccountant(
-        dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE,
-        value_discretization_interval=discretization,
-    )
-    return float(accountant.compose(event).get_epsilon(delta))
 
 
 def local_noise_multiplier_for(
@@ -291,22 +277,47 @@ def local_noise_multiplier_for(
     """The smallest σ (to within 1e-6) whose `local_epsilon` over `rounds` releases is at most
     `target_epsilon`; found by `dp_accounting.calibrate_dp_mechanism` (arguments as for
     `local_epsilon`)."""
-    import dp_accounting
-
     _check_target(target_epsilon)
+    _check_local(delta, rounds, relation)
+    _local_accountant(discretization)  # refuses a bad step now, not inside the search
+    if rounds == 0:
+        return 0.0
+    return _calibrate(
+        lambda: _local_accountant(discretization),
+        lambda sigma: _local_releases(sigma, rounds, relation),
+        target_epsilon,
+        delta,
+    )
+
+
+def _check_local(delta: float, rounds: int, relation: str) -> None:
     _check_delta(delta)
     _check_rounds(rounds)
     _check_choice("relation", relation, RELATIONS)
+
+
+def _local_releases(noise_multiplier: float, rounds: int, relation: str) -> Any:
+    """The `dp_accounting` event of `rounds` local releases: Gaussian noise of std σ·C on an
+    update clipped to C, in sensitivities (2C under "replace", C under "add_remove")."""
+    import dp_accounting
+
     if rounds == 0:
-        return 0.0
+        return dp_accounting.NoOpDpEvent()
     sensitivities = 2.0 if relation == "replace" else 1.0
-    return _calibrate(
-        lambda: dp_accounting.pld.PLDAccountant(value_discretization_interval=discretization),
-        lambda sigma: dp_accounting.SelfComposedDpEvent(
-            dp_accounting.GaussianDpEvent(sigma / sensitivities), rounds
-        ),
-        target_epsilon,
-        delta,
+    one_release = dp_accounting.GaussianDpEvent(noise_multiplier / sensitivities)
+    return dp_accounting.SelfComposedDpEvent(one_release, rounds)
+
+
+def _local_accountant(discretization: float) -> Any:
+    """A PLD accountant in add/remove terms (each release's sensitivity already says which
+    neighbours it compares), with privacy-loss step `discretization`."""
+    import dp_accounting
+
+    if not discretization > 0:
+        raise ConfigurationError(f"discretization must be > 0, got {discretization}")
+    return dp_accounting.pld.PLDAccountant(
+        dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE,
+        value_discretization_interval=discretization,
     )
 
 
