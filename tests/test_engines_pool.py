@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from concurrent import futures
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 
 from roost.core.types import Failure, FitIns, FitRes
 from roost.engines.federation import Federation
-from roost.engines.pool import WorkerLost, WorkerPool
+from roost.engines.pool import WorkerLost, WorkerPool, in_cohort_order
 
 
 class ThreadWorker:
@@ -19,8 +20,8 @@ class ThreadWorker:
 
 
 class ThreadPool(WorkerPool[ThreadWorker, futures.Future]):
-    """Each call runs in a thread. `behaviour[client_id]` makes a client hang, kill its worker,
-    find its worker unreachable, or answer with a message that cannot be read."""
+    """Each call runs in a thread. `behaviour[client_id]` makes a client hang, answer last,
+    kill its worker, find its worker unreachable, or answer with a message that cannot be read."""
 
     def __init__(self, behaviour: dict[str, str], num_clients: int, max_workers: int) -> None:
         # Its workers answer without building clients: the federation needs no client_fn.
@@ -29,6 +30,8 @@ class ThreadPool(WorkerPool[ThreadWorker, futures.Future]):
         self.started = 0
         self.killed: list[int] = []
         self.release = threading.Event()
+        self.received: list[str] = []  # client ids in the order their results came back
+        self.cohort_size = num_clients
         self.executor = futures.ThreadPoolExecutor(max_workers=8)
 
     def _start_workers(self, count: int) -> list[ThreadWorker]:
@@ -48,9 +51,17 @@ class ThreadPool(WorkerPool[ThreadWorker, futures.Future]):
         kind = self.behaviour.get(client_id, "ok")
         if kind == "hang":
             self.release.wait(10)
+        if kind == "last":  # answer once every other call of the cohort is back
+            deadline = time.monotonic() + 10
+            while len(self.received) < self.cohort_size - 1 and time.monotonic() < deadline:
+                time.sleep(0.005)
         moved = [p + int(client_id) for p in instruction.parameters]
         calls = state.get("calls", 0) + 1
-        return kind, FitRes(moved, 1, {"worker": worker.number, "calls": calls}), {"calls": calls}
+        return (
+            kind,
+            FitRes(moved, 1, {"worker": worker.number, "calls": calls, "client": client_id}),
+            {"calls": calls},
+        )
 
     def _wait(self, handles, timeout):
         done, _ = futures.wait(handles, timeout, return_when=futures.FIRST_COMPLETED)
@@ -58,6 +69,7 @@ class ThreadPool(WorkerPool[ThreadWorker, futures.Future]):
 
     def _receive(self, worker, handle):
         kind, result, state = handle.result()
+        self.received.append(result.metrics["client"])
         if kind == "die":
             raise WorkerLost("its worker died (exit code 3)")
         if kind == "garbled":
@@ -123,6 +135,30 @@ def test_close_abandons_the_running_exchange_without_starting_workers():
         assert list(exchange) == []
     finally:
         pool.finish()
+
+
+def test_results_come_in_the_cohorts_order_however_they_finish():
+    """Aggregators sum as results arrive; in finishing order, a seed would not fix the bits."""
+    pool = ThreadPool({"0": "last"}, num_clients=5, max_workers=2)
+    try:
+        order = [client_id for client_id, _ in pool.run(cohort(5), timeout=20)]
+    finally:
+        pool.finish()
+    assert pool.received == ["1", "2", "3", "4", "0"]
+    assert order == ["0", "1", "2", "3", "4"]
+
+
+def test_cohort_order_holds_back_only_what_is_early_and_loses_nothing():
+    def outcome(client_id):
+        return client_id, FitRes([np.zeros(1)], 1, {})
+
+    finished = [outcome(c) for c in ("b", "c", "a", "a", "x", "d")]
+    delivered = in_cohort_order(iter(finished), ["a", "b", "a", "c", "d"])
+    # The repeated "a" fills both of its places; "x", no member, is passed on when it comes.
+    assert [client_id for client_id, _ in delivered] == ["a", "b", "a", "c", "x", "d"]
+    # A call never answered (the exchange ended early) does not hold the others back for ever.
+    partial = list(in_cohort_order(iter([outcome("b"), outcome("c")]), ["a", "b", "c"]))
+    assert [c for c, _ in partial] == ["b", "c"]
 
 
 def test_a_pool_needs_clients_and_workers():

@@ -2,9 +2,10 @@
 
 A pool keeps up to `max_workers` workers. They start on first use, receive `client_fn` once, and
 are reused by every exchange (every `run` call, any number of them per round). An exchange hands
-the cohort's instructions to idle workers, one call per worker at a time, and yields each result
-as soon as it is back. A client past the timeout is a failure and its worker is replaced, so a hung
-client cannot hold a worker; a worker that dies is a failure of its client and is replaced too.
+the cohort's instructions to idle workers, one call per worker at a time, and yields the results
+in the cohort's order (so that a seed gives the same bits), each as soon as it and all before it
+are back. A client past the timeout is a failure and its worker is replaced, so a hung client
+cannot hold a worker; a worker that dies is a failure of its client and is replaced too.
 
 With warm clients (`WarmClients`), each worker keeps the clients it built, and the pool routes a
 node's instruction to the worker that answered the node last (affinity), so its kept client answers
@@ -144,11 +145,12 @@ class WorkerPool(ABC, SimulatedFederation, Generic[Worker, Handle]):
     def run(
         self, cohort: Sequence[tuple[ClientId, Instruction]], timeout: float | None
     ) -> Iterator[Outcome]:
-        """Run each instruction on a worker; yield outcomes in the order they finish."""
+        """Run each instruction on a worker; yield the outcomes in the cohort's order."""
         if self._exchange is not None:
             self._exchange.close()  # its busy workers stop: their results belong to no one now
-        self._exchange = self._dispatch(list(cohort), timeout)
-        return self._exchange
+        cohort = list(cohort)
+        self._exchange = self._dispatch(cohort, timeout)
+        return in_cohort_order(self._exchange, [client_id for client_id, _ in cohort])
 
     def close(self) -> None:
         """Stop every worker. The pool starts afresh if `run` is called again."""
@@ -278,6 +280,35 @@ class WorkerPool(ABC, SimulatedFederation, Generic[Worker, Handle]):
         fresh = self._start_workers(1)[0]
         self._workers.append(fresh)
         return fresh
+
+
+def in_cohort_order(
+    outcomes: Iterator[Outcome], client_ids: Sequence[ClientId]
+) -> Iterator[Outcome]:
+    """`outcomes` (in the order clients finish) in the order of `client_ids`, each one yielded as
+    soon as all before it are.
+
+    The aggregators sum as results stream in, and floating-point sums depend on their order: in
+    finishing order, two runs with one seed would differ in the last bits of the model. Holding
+    back the results that finish early keeps them (at most the cohort's, and usually a few) in
+    memory a little longer; a run gets the same bits on every engine.
+    """
+    places: dict[ClientId, deque[int]] = {}
+    for index, client_id in enumerate(client_ids):
+        places.setdefault(client_id, deque()).append(index)
+    held: dict[int, Outcome] = {}
+    next_index = 0
+    for outcome in outcomes:
+        place = places.get(outcome[0])
+        if not place:  # not one of the cohort's: nothing to order it by
+            yield outcome
+            continue
+        held[place.popleft()] = outcome
+        while next_index in held:
+            yield held.pop(next_index)
+            next_index += 1
+    for index in sorted(held):  # a call never answered (its exchange ended early)
+        yield held[index]
 
 
 def _take(pending: deque, index: int) -> tuple[ClientId, Instruction]:
