@@ -110,7 +110,7 @@ class LightClient:
         call = self._channel.stream_stream(wire.JOIN_METHOD)(
             self._requests(), metadata=metadata, wait_for_ready=True
         )
-        hello = pb.Hello(protocol_version=wire.PROTOCOL_VERSION, node_id=self.node_id)
+        hello = pb.Greeting(protocol_version=wire.PROTOCOL_VERSION, node_id=self.node_id)
         self._outbox.put_nowait(frames.frame_bytes(hello=hello))
         try:
             await self._receive(call)
@@ -214,7 +214,7 @@ class LightClient:
             await self.leave()
             return
         if behaviour is Behaviour.HUGE_LOSS:
-            error = pb.ClientError(message_id=ins.message_id, reason="nothing to train on")
+            error = pb.MessageFailure(message_id=ins.message_id, reason="nothing to train on")
             self._submit(_Answer([frames.frame_bytes(client_error=error)]))
             return
         chunks = _result_chunks(chunks, wire.DEFAULT_CHUNK_BYTES)
