@@ -352,3 +352,15 @@ def test_with_central_dp_keeps_the_strategys_optimizer_and_refuses_robust_ones()
     ):
         with pytest.raises(ConfigurationError, match=message):
             with_central_dp(robust, **dp)
+
+
+def test_with_central_dp_takes_its_parameters_as_one_object() -> None:
+    from roost.privacy import CentralDPParams, with_central_dp
+    from roost.strategy import FedAdam
+
+    params = CentralDPParams(1.0, 1.0, 4, num_clients=20, clip_quantile=0.5, count_noise_stddev=1.0)
+    private = with_central_dp(FedAdam(eta=0.05), params)
+    assert private.central_dp == CentralDP(**params.options())
+    assert private.central_dp == with_central_dp(FedAdam(eta=0.05), **params.options()).central_dp
+    with pytest.raises(ConfigurationError, match="not both; got seed"):
+        with_central_dp(FedAdam(), params, seed=1)

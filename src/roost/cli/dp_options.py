@@ -23,6 +23,7 @@ from roost.cli.options import non_negative_float, positive_float, probability
 from roost.client.client import ClientFn
 from roost.errors import ConfigurationError
 from roost.privacy.accounting import SAMPLINGS, default_delta, local_epsilon
+from roost.privacy.central import CentralDPParams
 from roost.privacy.local import LocalDPAccountant, LocalDPClientFn
 from roost.privacy.preset import with_central_dp
 from roost.server.history import History
@@ -90,55 +91,22 @@ def add_privacy_arguments(parser: argparse.ArgumentParser, *, client: bool = Fal
 
 
 @dataclass(frozen=True)
-class PrivacySettings:
-    """What `--dp` asks of a run (built by `privacy_settings`).
+class PrivacySettings(CentralDPParams):
+    """What `--dp` asks of a run (built by `privacy_settings`): the mechanism's parameters with
+    δ resolved, which central DP hands to `with_central_dp` as they are (local DP reads σ, C, δ
+    and the target ε), and the mode.
 
     Args:
         mode: "central" or "local".
-        noise_multiplier: σ.
-        clip_norm: C (the starting bound with `clip_quantile`).
-        num_clients: N, the federation's clients.
-        delta: the δ of the reported ε.
         delta_is_default: whether δ is the default 1/N^1.1 (the run says so).
-        expected_clients: m, clients per round (central DP).
-        sampling: "poisson" or "fixed" (central DP).
-        target_epsilon: stop before the round that would exceed it.
-        clip_quantile: adaptive clipping's target share of unclipped updates (central DP).
     """
 
     mode: str
-    noise_multiplier: float
-    clip_norm: float
-    num_clients: int
-    delta: float
     delta_is_default: bool
-    expected_clients: int
-    sampling: str = "poisson"
-    target_epsilon: float | None = None
-    clip_quantile: float | None = None
 
     def central(self, strategy: Strategy) -> Strategy:
         """`strategy` as DP-FedAvg with these settings (its server optimizer kept)."""
-        return with_central_dp(
-            strategy,
-            noise_multiplier=self.noise_multiplier,
-            clip_norm=self.clip_norm,
-            expected_clients=self.expected_clients,
-            num_clients=self.num_clients,
-            sampling=self.sampling,
-            delta=self.delta,
-            target_epsilon=self.target_epsilon,
-            clip_quantile=self.clip_quantile,
-            count_noise_stddev=self.count_noise_stddev,
-        )
-
-    @property
-    def count_noise_stddev(self) -> float | None:
-        """σ_b of adaptive clipping's noisy count: the paper's m/20, but at least σ, so that
-        small cohorts keep most of the budget for the updates (it must exceed σ/2)."""
-        if self.clip_quantile is None:
-            return None
-        return max(self.expected_clients / 20, self.noise_multiplier)
+        return with_central_dp(strategy, self)
 
     def local_accountant(self) -> LocalDPAccountant:
         """The server-side record of each client's local-DP ε."""
@@ -224,17 +192,21 @@ def privacy_settings(args: argparse.Namespace, *, num_clients: int) -> PrivacySe
             "--clip-norm, and the server does not choose who is private"
         )
     expected = min(num_clients, max(1, round(args.fraction_fit * num_clients)))
+    # σ_b of adaptive clipping's noisy count: the paper's m/20, but at least σ, so that small
+    # cohorts keep most of the budget for the updates (it must exceed σ/2).
+    count_noise = None if args.clip_quantile is None else max(expected / 20, args.noise_multiplier)
     return PrivacySettings(
-        mode=mode,
-        noise_multiplier=args.noise_multiplier,
-        clip_norm=args.clip_norm,
+        args.noise_multiplier,
+        args.clip_norm,
+        expected,
         num_clients=num_clients,
-        delta=args.delta if args.delta is not None else default_delta(num_clients),
-        delta_is_default=args.delta is None,
-        expected_clients=expected,
         sampling=args.sampling or "poisson",
+        delta=args.delta if args.delta is not None else default_delta(num_clients),
         target_epsilon=args.target_epsilon,
         clip_quantile=args.clip_quantile,
+        count_noise_stddev=count_noise,
+        mode=mode,
+        delta_is_default=args.delta is None,
     )
 
 

@@ -6,7 +6,8 @@
 - `LocalDP` / `LocalDPClientFn`: each client clips and noises its own update;
   `LocalDPAccountant` records on the server what that costs each client.
 - `with_central_dp(strategy, ...)`: any mean-aggregating strategy (FedAdam, FedProx, ...) as
-  DP-FedAvg with that strategy's server optimizer.
+  DP-FedAvg with that strategy's server optimizer; its parameters as keywords, or as one
+  `CentralDPParams`.
 - `epsilon`, `noise_multiplier_for`, `local_epsilon`, `local_noise_multiplier_for`,
   `default_delta`: the privacy arithmetic, all of it computed by Google's `dp_accounting`.
 - `SecureRandom`: the cryptographic randomness every privacy part draws from.
@@ -23,7 +24,7 @@ from roost.privacy.accounting import (
     local_noise_multiplier_for,
     noise_multiplier_for,
 )
-from roost.privacy.central import CentralDP, SampledMean
+from roost.privacy.central import CentralDP, CentralDPParams, SampledMean
 from roost.privacy.local import LocalDP, LocalDPAccountant, LocalDPClientFn
 from roost.privacy.noise import SecureRandom
 from roost.privacy.preset import DPFedAvg, dp_fedavg_parts, with_central_dp
@@ -31,6 +32,7 @@ from roost.privacy.sampling import FixedSizeSampler, PoissonSampler
 
 __all__ = [
     "CentralDP",
+    "CentralDPParams",
     "DPFedAvg",
     "FixedSizeSampler",
     "LocalDP",

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import KW_ONLY, dataclass
+from dataclasses import KW_ONLY, dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -65,7 +65,34 @@ def _is_float(array: np.ndarray) -> bool:
 
 
 @dataclass(frozen=True)
-class CentralDP(UpdateTransform):
+class CentralDPParams:
+    """`CentralDP`'s parameters as one value: nothing checked, built or logged yet.
+
+    Hand them to `with_central_dp(strategy, params)`, or keep them until the strategy is built
+    (as the command line does); `CentralDP` documents each field.
+    """
+
+    noise_multiplier: float
+    clip_norm: float
+    expected_clients: int
+    _: KW_ONLY
+    num_clients: int
+    sampling: str = "poisson"
+    delta: float | None = None
+    target_epsilon: float | None = None
+    accountant: str = "rdp"
+    clip_quantile: float | None = None
+    clip_learning_rate: float = 0.2
+    count_noise_stddev: float | None = None
+    seed: int | None = None
+
+    def options(self) -> dict[str, Any]:
+        """The parameters as keyword arguments: `CentralDP(**p.options())`, or `DPFedAvg`'s."""
+        return {item.name: getattr(self, item.name) for item in fields(CentralDPParams)}
+
+
+@dataclass(frozen=True)
+class CentralDP(CentralDPParams, UpdateTransform):
     """DP-FedAvg's clip-and-noise, optionally with adaptive clipping, and its privacy accountant.
 
     Args:
@@ -92,20 +119,6 @@ class CentralDP(UpdateTransform):
     ``delta`` (when σ > 0; `History.privacy` reads them), ``clip_norm`` and, when adaptive, the
     noised ``unclipped_share``.
     """
-
-    noise_multiplier: float
-    clip_norm: float
-    expected_clients: int
-    _: KW_ONLY
-    num_clients: int
-    sampling: str = "poisson"
-    delta: float | None = None
-    target_epsilon: float | None = None
-    accountant: str = "rdp"
-    clip_quantile: float | None = None
-    clip_learning_rate: float = 0.2
-    count_noise_stddev: float | None = None
-    seed: int | None = None
 
     def __post_init__(self) -> None:
         _check_cohort(self.sampling, self.expected_clients, self.num_clients)

@@ -12,7 +12,7 @@ from typing import Any
 
 from roost.core.types import Parameters
 from roost.errors import ConfigurationError
-from roost.privacy.central import CentralDP, SampledMean
+from roost.privacy.central import CentralDP, CentralDPParams, SampledMean
 from roost.privacy.sampling import FixedSizeSampler, PoissonSampler
 from roost.strategy.aggregators import Mean, WeightedMean
 from roost.strategy.base import FitAggregate, RoundContext, State
@@ -121,7 +121,9 @@ DP_FEDAVG_OPTIONS = tuple(
 """`CentralDP`'s keyword options, which `DPFedAvg` passes on."""
 
 
-def with_central_dp(strategy: Strategy, **dp_options: Any) -> DPFedAvg:
+def with_central_dp(
+    strategy: Strategy, params: CentralDPParams | None = None, /, **dp_options: Any
+) -> DPFedAvg:
     """`strategy` made differentially private: DP-FedAvg with its server optimizer.
 
     Keeps the strategy's knobs, server optimizer, update rule, update transforms (before
@@ -131,9 +133,17 @@ def with_central_dp(strategy: Strategy, **dp_options: Any) -> DPFedAvg:
 
     Args:
         strategy: a mean-aggregating strategy, e.g. `FedAdam(...)` or `FedProx(...)`.
+        params: the DP-FedAvg parameters as one `CentralDPParams`, instead of `dp_options`.
         **dp_options: `DPFedAvg`'s options (noise_multiplier, clip_norm, expected_clients,
             num_clients, sampling, delta, target_epsilon, ...).
     """
+    if params is not None:
+        if dp_options:
+            raise ConfigurationError(
+                f"with_central_dp takes CentralDPParams or its options, not both; got "
+                f"{', '.join(sorted(dp_options))} besides the parameters"
+            )
+        dp_options = params.options()
     if isinstance(strategy, DPFedAvg):
         raise ConfigurationError("the strategy is DP-FedAvg already; build it with its options")
     _check_mean_aggregation(strategy)
