@@ -110,11 +110,11 @@ def serve(port: int, num_clients: int, num_parameters: int, rounds: int) -> None
 def host_clients(port: int, node_ids: list[str]) -> None:
     """Client process: one thread per client, until the server ends the run."""
     from roost.transport.grpc.client import GrpcClient
+    from roost.transport.grpc.options import ClientOptions
 
+    options = ClientOptions(reconnect_timeout=60)
     threads = [
-        threading.Thread(
-            target=GrpcClient(f"127.0.0.1:{port}", EchoClient, node_id, reconnect_timeout=60).run
-        )
+        threading.Thread(target=GrpcClient(f"127.0.0.1:{port}", EchoClient, node_id, options).run)
         for node_id in node_ids
     ]
     for thread in threads:

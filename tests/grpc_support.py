@@ -27,6 +27,7 @@ from roost.core.types import FitIns
 from roost.transport.grpc import frames, wire
 from roost.transport.grpc import roost_pb2 as pb
 from roost.transport.grpc.client import GrpcClient
+from roost.transport.grpc.options import ClientOptions, ServerOptions
 from roost.transport.grpc.security import token_metadata
 from roost.transport.grpc.server import GrpcServerTransport
 
@@ -427,7 +428,7 @@ def declare(
 
 @contextmanager
 def serving(**options):
-    transport = GrpcServerTransport("127.0.0.1:0", **options)
+    transport = GrpcServerTransport("127.0.0.1:0", ServerOptions(**options))
     try:
         yield transport
     finally:
@@ -439,7 +440,9 @@ def clients(address: str, make_clients: dict, **options):
     """gRPC clients in threads, keyed by node id; each is stopped and joined at the end."""
     grpc_clients, threads, errors = [], [], []
     for node_id, make_client in make_clients.items():
-        grpc_client = GrpcClient(address, make_client, node_id, reconnect_timeout=10, **options)
+        grpc_client = GrpcClient(
+            address, make_client, node_id, ClientOptions(reconnect_timeout=10, **options)
+        )
 
         def serve(grpc_client=grpc_client):
             try:

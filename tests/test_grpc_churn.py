@@ -23,6 +23,7 @@ import roost
 from roost.core.files import load_parameters
 from roost.core.types import Failure, FitIns, FitRes
 from roost.transport.grpc.client import GrpcClient
+from roost.transport.grpc.options import ClientOptions
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from swarm import Behaviour, Swarm
@@ -100,8 +101,7 @@ def test_hostile_clients_with_valid_tokens_cannot_stop_the_run_or_change_the_mod
             address,
             lambda node=node: LinearClient(int(node)),
             node,
-            token=tokens[node],
-            reconnect_timeout=30,
+            ClientOptions(token=tokens[node], reconnect_timeout=30),
         )
         grpc_clients.append(grpc_client)
         threads.append(threading.Thread(target=grpc_client.run, daemon=True))

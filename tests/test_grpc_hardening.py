@@ -31,6 +31,7 @@ from roost.errors import ClientRefusedError, ConfigurationError, ServerUnreachab
 from roost.transport.grpc import frames, wire
 from roost.transport.grpc import roost_pb2 as pb
 from roost.transport.grpc.client import GrpcClient
+from roost.transport.grpc.options import ClientOptions, ServerOptions
 from roost.transport.grpc.server import GrpcServerTransport
 
 
@@ -216,9 +217,9 @@ def test_mutual_tls_admits_a_client_only_under_its_certificates_name(tmp_path, p
                 address,
                 lambda: LinearClient(0),
                 node_id,
-                root_certificates=ca["ca"],
-                certificate=certificate,
-                reconnect_timeout=timeout,
+                ClientOptions(
+                    root_certificates=ca["ca"], certificate=certificate, reconnect_timeout=timeout
+                ),
             )
 
         for certificate in (None, forged):  # no certificate, or one the CA did not sign
@@ -242,6 +243,11 @@ def test_mutual_tls_admits_a_client_only_under_its_certificates_name(tmp_path, p
 def test_client_certificates_need_tls(tmp_path):
     ca = make_certificates(tmp_path)
     with pytest.raises(ConfigurationError, match="need TLS"):
-        GrpcServerTransport("127.0.0.1:0", client_ca=ca["ca"])
+        GrpcServerTransport("127.0.0.1:0", ServerOptions(client_ca=ca["ca"]))
     with pytest.raises(ConfigurationError, match="needs TLS"):
-        GrpcClient("127.0.0.1:1", lambda: LinearClient(0), "a", certificate=(ca["ca"], ca["ca"]))
+        GrpcClient(
+            "127.0.0.1:1",
+            lambda: LinearClient(0),
+            "a",
+            ClientOptions(certificate=(ca["ca"], ca["ca"])),
+        )

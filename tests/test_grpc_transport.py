@@ -40,6 +40,7 @@ from roost.server.loop import ServerConfig, run_rounds
 from roost.transport.grpc import frames, wire
 from roost.transport.grpc import roost_pb2 as pb
 from roost.transport.grpc.client import GrpcClient
+from roost.transport.grpc.options import ClientOptions
 
 MAX_MESSAGE = 1 << 20
 
@@ -404,8 +405,7 @@ def test_tokens_admit_their_node_and_refuse_everything_else(pool):
                 transport.address,
                 lambda: LinearClient(0),
                 node_id,
-                token=token,
-                reconnect_timeout=5,
+                ClientOptions(token=token, reconnect_timeout=5),
             )
             with pytest.raises(ClientRefusedError) as info:
                 grpc_client.run()
@@ -431,7 +431,10 @@ def test_tls_serves_clients_that_trust_its_certificate(tmp_path, pool):
         address = f"localhost:{transport.port}"
         for root in (None, untrusted_ca):  # no TLS at all, or a CA that did not sign the server
             grpc_client = GrpcClient(
-                address, lambda: LinearClient(0), "0", root_certificates=root, reconnect_timeout=1.0
+                address,
+                lambda: LinearClient(0),
+                "0",
+                ClientOptions(root_certificates=root, reconnect_timeout=1.0),
             )
             with pytest.raises(ServerUnreachableError):
                 grpc_client.run()

@@ -29,6 +29,7 @@ from roost.errors import ConfigurationError
 from roost.transport.grpc import client as client_module
 from roost.transport.grpc import frames
 from roost.transport.grpc import roost_pb2 as pb
+from roost.transport.grpc.options import ServerOptions
 from roost.transport.grpc.server import GrpcServerTransport
 
 SPEC = [pb.ArraySpec(dtype="<f8", shape=[NUM_FEATURES])]
@@ -316,7 +317,7 @@ def test_a_result_without_chunks_needs_no_grant(pool):
 )
 def test_upload_settings_are_checked(options, fragment):
     with pytest.raises(ConfigurationError, match=fragment):
-        GrpcServerTransport("127.0.0.1:0", **options)
+        GrpcServerTransport("127.0.0.1:0", ServerOptions(**options))
     # start_server passes them to its transport, so they are refused there too.
     with pytest.raises(ConfigurationError, match=fragment):
         roost.start_server(server_address="127.0.0.1:0", **options)

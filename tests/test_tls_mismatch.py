@@ -20,6 +20,7 @@ from grpc_support import (
 
 from roost.errors import ServerUnreachableError, TlsMismatchError
 from roost.transport.grpc.client import GrpcClient
+from roost.transport.grpc.options import ClientOptions
 from roost.transport.grpc.probe import (
     client_context,
     explain_tls_failure,
@@ -54,9 +55,8 @@ def certs(tmp_path_factory) -> dict:
 
 def first_error(address: str, reconnect_timeout: float = RECONNECT_TIMEOUT_S, **tls) -> Exception:
     """Run a client of `address` in a thread; the error it stopped with within NAMED_WITHIN_S."""
-    client = GrpcClient(
-        address, lambda: LinearClient(0), "alice", reconnect_timeout=reconnect_timeout, **tls
-    )
+    options = ClientOptions(reconnect_timeout=reconnect_timeout, **tls)
+    client = GrpcClient(address, lambda: LinearClient(0), "alice", options)
     errors: list[Exception] = []
 
     def serve() -> None:

@@ -30,6 +30,7 @@ from roost.strategy.presets import FedAvg
 from roost.strategy.strategy import Strategy
 from roost.tracking.base import Tracker, TrackRounds
 from roost.transport.grpc.client import GrpcClient
+from roost.transport.grpc.options import ClientOptions, ServerOptions
 from roost.transport.grpc.security import PemSource
 from roost.transport.grpc.server import GrpcServerTransport
 from roost.transport.grpc.wire import DEFAULT_MAX_MESSAGE_BYTES
@@ -90,9 +91,7 @@ def start_server(
         client_metrics: also hand trackers each client's own fit and evaluate metrics.
     """
     ensure_logging()
-    store, resume_from = open_state(state_dir, resume, out_dir)
-    transport = GrpcServerTransport(
-        server_address,
+    options = ServerOptions(
         certificates=certificates,
         client_ca=client_ca,
         auth_tokens=auth_tokens,
@@ -101,6 +100,8 @@ def start_server(
         upload_idle_timeout=upload_idle_timeout,
         client_wait_timeout=client_wait_timeout,
     )
+    store, resume_from = open_state(state_dir, resume, out_dir)
+    transport = GrpcServerTransport(server_address, options)
     config = config if config is not None else ServerConfig(num_rounds=1)
     then = recording(store, on_round_end)
     track = TrackRounds(
@@ -217,14 +218,11 @@ def start_client(
     def make_client() -> ClientLike:
         return client if client is not None else client_fn(context)
 
-    GrpcClient(
-        server_address,
-        make_client,
-        node_id,
-        context=context,
+    options = ClientOptions(
         root_certificates=root_certificates,
         certificate=certificate,
         token=token,
         max_message_bytes=max_message_bytes,
         reconnect_timeout=reconnect_timeout,
-    ).run()
+    )
+    GrpcClient(server_address, make_client, node_id, options, context=context).run()

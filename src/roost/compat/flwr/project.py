@@ -132,26 +132,27 @@ def serve_project(
     Nodes join with `connect_project` (`roost client --app DIR`). `state_dir` records every
     completed round of the app's first strategy run, and `resume=True` continues it after a
     restart; `out_dir` gets the run's files at the end (`plot=False`: no `plot.png`);
-    `on_round_end` is called after every round. Other keyword arguments go to
-    `roost.transport.grpc.server.GrpcServerTransport` (`max_message_bytes`,
+    `on_round_end` is called after every round. Other keyword arguments are fields of
+    `roost.transport.grpc.options.ServerOptions` (`client_ca`, `max_message_bytes`,
     `max_concurrent_uploads`, `upload_idle_timeout`, …).
     """
+    from roost.transport.grpc.options import ServerOptions
     from roost.transport.grpc.server import GrpcServerTransport
 
     ensure_logging()
+    options = ServerOptions(
+        certificates=certificates,
+        auth_tokens=auth_tokens,
+        client_wait_timeout=client_wait_timeout,
+        **transport_options,
+    )
     project = load_project(directory)
     run_config = project.run_config(run_config_overrides)
     settings = RunSettings(seed=seed, on_round_end=on_round_end)
     settings.store, settings.resume_from = open_state(state_dir, resume)
 
     def grpc_server() -> Transport:
-        return GrpcServerTransport(
-            server_address,
-            certificates=certificates,
-            auth_tokens=auth_tokens,
-            client_wait_timeout=client_wait_timeout,
-            **transport_options,
-        )
+        return GrpcServerTransport(server_address, options)
 
     return _run_project_with(
         project, run_config, settings, grpc_server, out_dir, plot, replace_installed_flwr

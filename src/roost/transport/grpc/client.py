@@ -26,22 +26,21 @@ from roost.core.types import Failure, FitIns, Instruction
 from roost.core.validation import validate_result
 from roost.errors import (
     ClientRefusedError,
-    ConfigurationError,
     InvalidMessageError,
     ServerUnreachableError,
     TlsMismatchError,
 )
 from roost.transport.grpc import frames, wire
 from roost.transport.grpc import roost_pb2 as pb
+from roost.transport.grpc.options import ClientOptions
 from roost.transport.grpc.probe import explain_tls_failure, looks_like_tls_failure
 from roost.transport.grpc.security import (
-    PemSource,
     channel_credentials,
     check_node_id,
     read_pem,
     token_metadata,
 )
-from roost.transport.grpc.stream import check_chunk_bytes, dispatch_frame, stream_options
+from roost.transport.grpc.stream import dispatch_frame, stream_options
 
 log = logging.getLogger(__name__)
 
@@ -132,20 +131,10 @@ class GrpcClient:
         server_address: `host:port` of the server.
         make_client: returns the client object; called once, when the first instruction arrives.
         node_id: the name this client joins under (with tokens: the node id its token names).
-        root_certificates: PEM bytes or path of the certificate that signed the server's; enables
-            TLS. None connects without TLS.
-        certificate: `(certificate_chain, private_key)`, PEM bytes or paths: this client's own
-            certificate, for servers that require one (mutual TLS); its subject's common name
-            must be `node_id`. Needs `root_certificates`.
+        options: credentials, limits and reconnection (`ClientOptions`; default: its defaults,
+            no TLS and no token).
         context: the node's `Context`, whose `state` client-side protocols keep between
             instructions (default: a fresh one for `node_id`).
-        token: the token the server issued for `node_id`, if it authenticates clients.
-        max_message_bytes: largest instruction accepted, counting its array bytes.
-        chunk_bytes: array bytes per frame sent.
-        keepalive_s: seconds between HTTP/2 pings while the stream is idle (for example during a
-            long `fit`), which keep the connection known to be alive in both directions.
-        reconnect_timeout: give up after this many seconds without a connection (None: never).
-        initial_backoff / max_backoff: first and longest wait between connection attempts.
     """
 
     def __init__(
@@ -153,35 +142,19 @@ class GrpcClient:
         server_address: str,
         make_client: Callable[[], ClientLike],
         node_id: str,
+        options: ClientOptions | None = None,
         *,
         context: Context | None = None,
-        root_certificates: PemSource | None = None,
-        certificate: tuple[PemSource, PemSource] | None = None,
-        token: str | None = None,
-        max_message_bytes: int = wire.DEFAULT_MAX_MESSAGE_BYTES,
-        chunk_bytes: int = wire.DEFAULT_CHUNK_BYTES,
-        keepalive_s: float = 30.0,
-        reconnect_timeout: float | None = 600.0,
-        initial_backoff: float = 0.5,
-        max_backoff: float = 10.0,
     ) -> None:
-        check_chunk_bytes(chunk_bytes)
-        if not isinstance(max_message_bytes, int) or max_message_bytes < 1:
-            raise ConfigurationError(
-                f"max_message_bytes must be an int >= 1, got {max_message_bytes!r}"
-            )
+        options = options if options is not None else ClientOptions()
+        self.options = options
         self.server_address = server_address
         self.node_id = check_node_id(node_id)
         self._make_client = make_client
         self._client: ClientLike | None = None
         self._context = context or Context.for_partition(0, 1, node_id=self.node_id)
-        if certificate is not None and root_certificates is None:
-            raise ConfigurationError(
-                "a client certificate needs TLS: pass root_certificates (--root-certificate) too"
-            )
-        if certificate is not None and len(certificate) != 2:
-            raise ConfigurationError("certificate must be (certificate_chain, private_key)")
         # Read once: the channel's credentials and a TLS probe both use the PEM data.
+        root_certificates, certificate = options.root_certificates, options.certificate
         self._root_certificates = (
             None if root_certificates is None else read_pem(root_certificates, "root certificate")
         )
@@ -198,15 +171,10 @@ class GrpcClient:
             if self._root_certificates is None
             else channel_credentials(self._root_certificates, self._certificate)
         )
-        self._metadata = token_metadata(token) if token else ()
-        self.max_message_bytes = max_message_bytes
-        self.chunk_bytes = chunk_bytes
-        self.reconnect_timeout = reconnect_timeout
-        self.initial_backoff = initial_backoff
-        self.max_backoff = max_backoff
+        self._metadata = token_metadata(options.token) if options.token else ()
         self._stopped = threading.Event()
         self._call: grpc.Future | None = None
-        self._options = stream_options(keepalive_s)
+        self._channel_options = stream_options(options.keepalive_s)
 
     def run(self) -> None:
         """Serve until the server ends the run.
@@ -215,7 +183,8 @@ class GrpcClient:
         once when its TLS settings do not fit the server's, and `ServerUnreachableError` after
         `reconnect_timeout` seconds without a connection.
         """
-        backoff = self.initial_backoff
+        options = self.options
+        backoff = options.initial_backoff
         lost_since = time.monotonic()
         while not self._stopped.is_set():
             try:
@@ -226,17 +195,17 @@ class GrpcClient:
                     return
                 now = time.monotonic()
                 if lost.welcomed:
-                    lost_since, backoff = now, self.initial_backoff
+                    lost_since, backoff = now, options.initial_backoff
                 waited = now - lost_since
-                if self.reconnect_timeout is not None and waited >= self.reconnect_timeout:
+                if options.reconnect_timeout is not None and waited >= options.reconnect_timeout:
                     raise ServerUnreachableError(
                         f"no connection to the server at {self.server_address} for "
                         f"{waited:.0f} s (last error: {lost}); check the address, that the "
                         "server is running and, with TLS, the root certificate"
                     ) from None
-                delay = min(backoff, self.max_backoff) * random.uniform(0.8, 1.2)
-                if self.reconnect_timeout is not None:
-                    delay = min(delay, self.reconnect_timeout - waited)
+                delay = min(backoff, options.max_backoff) * random.uniform(0.8, 1.2)
+                if options.reconnect_timeout is not None:
+                    delay = min(delay, options.reconnect_timeout - waited)
                 log.warning("%s; reconnecting in %.1f s", lost, delay)
                 self._stopped.wait(max(delay, 0.0))
                 backoff *= 2
@@ -250,12 +219,16 @@ class GrpcClient:
 
     def _channel(self) -> grpc.Channel:
         if self._credentials is None:
-            return grpc.insecure_channel(self.server_address, options=self._options)
-        return grpc.secure_channel(self.server_address, self._credentials, options=self._options)
+            return grpc.insecure_channel(self.server_address, options=self._channel_options)
+        return grpc.secure_channel(
+            self.server_address, self._credentials, options=self._channel_options
+        )
 
     def _serve_once(self) -> None:
         """One connection: serve it until the run ends (return) or the connection is lost."""
-        stream = _Stream(self.server_address, self.node_id, self.max_message_bytes, self._carry_out)
+        stream = _Stream(
+            self.server_address, self.node_id, self.options.max_message_bytes, self._carry_out
+        )
         channel = self._channel()
         call = None
         try:
@@ -324,7 +297,7 @@ class GrpcClient:
             )
             return _client_error(message_id, checked.reason)
         try:
-            encoded = wire.encode_result(checked, self.chunk_bytes)
+            encoded = wire.encode_result(checked, self.options.chunk_bytes)
         except InvalidMessageError as error:
             log.error("cannot send the result of %s (instruction %d): %s", kind, message_id, error)
             return _client_error(message_id, str(error))

@@ -16,26 +16,24 @@ import logging
 import os
 import queue
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
-from pathlib import Path
 
 import grpc
 
 from roost.core.types import ClientId, Failure, Instruction, Outcome
 from roost.errors import ConfigurationError, InvalidMessageError
-from roost.transport.grpc import wire
 from roost.transport.grpc.listener import Listener, server_options
+from roost.transport.grpc.options import ServerOptions
 from roost.transport.grpc.outgoing import CohortFrames
 from roost.transport.grpc.registry import Awaited, Connection, Registry, Sink
-from roost.transport.grpc.security import PemSource, TokenStore
+from roost.transport.grpc.security import TokenStore
 from roost.transport.grpc.session import (
     RUN_END,
     SERVER_STOPPED,
     SessionSettings,
     StreamHandler,
 )
-from roost.transport.grpc.stream import check_chunk_bytes
 from roost.transport.grpc.uploads import UploadSlots
 
 log = logging.getLogger(__name__)
@@ -46,80 +44,22 @@ class GrpcServerTransport:
 
     Args:
         address: `host:port` to listen on; port 0 picks a free port (see `port`).
-        certificates: `(certificate_chain, private_key)` (or Flower's `(ca, chain, key)`), as PEM
-            bytes or file paths, to serve TLS; None serves without TLS.
-        client_ca: PEM (bytes or path) of a CA: with it (and `certificates`), only clients
-            presenting a certificate this CA signed may connect, each under the node id its
-            certificate's subject (common name) names (mutual TLS).
-        auth_tokens: `{node_id: token}` or a tokens file (`node-id token` per line); when given,
-            only clients presenting one of these tokens, under its node id, may join.
-        max_message_bytes: largest result accepted, counting its array bytes.
-        chunk_bytes: array bytes per frame of an instruction.
-        max_clients: most simultaneous connections. Connections are served by one event loop,
-            so an idle connected client costs kilobytes and no thread.
-        max_concurrent_uploads: upload slots: results received at once; bounds the server's
-            buffers of received models to about (this + 1) × model size however many clients
-            answer. Other clients send their result's header and wait for the server to grant
-            them a slot before they send its chunks, so a waiting client costs the server
-            nothing.
-        upload_idle_timeout: seconds a granted upload may go without a chunk before it is that
-            client's failure (and its connection is closed, freeing the slot), and seconds a frame
-            sent to a client may wait for it to read; None never gives up. Time spent waiting
-            for a slot does not count.
-        receive_window_bytes: HTTP/2 flow-control window of each client's stream: what gRPC may
-            buffer per client beyond roost's own buffers. A fixed window (instead of gRPC's
-            growing one) bounds what a client can send before the server reads it; honest
-            clients send chunks only once granted, and the server reads them as they come.
-            Raise it for fast uploads over links with a long round-trip time.
-        keepalive_s: seconds between HTTP/2 pings on an idle stream, so that a dead peer is noticed
-            while a live client trains for as long as it needs.
-        client_wait_timeout: seconds `wait_for_clients` waits by default; None waits forever.
-        hello_timeout: seconds a new connection has to introduce itself.
-        violation_allowance: results or error reports for instructions not awaited (replays,
-            late answers) a client may send beyond one per instruction it was sent; past that
-            its connection is closed. They are logged in summary lines, not one line each.
+        options: who may connect and the limits served with (`ServerOptions`; default: its
+            defaults, no TLS and no authentication).
     """
 
-    def __init__(
-        self,
-        address: str,
-        *,
-        certificates: Sequence[PemSource] | None = None,
-        client_ca: PemSource | None = None,
-        auth_tokens: Mapping[str, str] | str | Path | None = None,
-        max_message_bytes: int = wire.DEFAULT_MAX_MESSAGE_BYTES,
-        chunk_bytes: int = wire.INSTRUCTION_CHUNK_BYTES,
-        max_clients: int = 10_000,
-        max_concurrent_uploads: int = 8,
-        upload_idle_timeout: float | None = 60.0,
-        receive_window_bytes: int = 64 << 10,
-        keepalive_s: float = 30.0,
-        client_wait_timeout: float | None = None,
-        hello_timeout: float = 10.0,
-        violation_allowance: int = 32,
-    ) -> None:
-        _check_settings(
-            chunk_bytes=chunk_bytes,
-            upload_idle_timeout=upload_idle_timeout,
-            max_message_bytes=max_message_bytes,
-            max_clients=max_clients,
-            max_concurrent_uploads=max_concurrent_uploads,
-            receive_window_bytes=receive_window_bytes,
-        )
-        if not isinstance(violation_allowance, int) or violation_allowance < 0:
-            raise ConfigurationError(
-                f"violation_allowance must be an int >= 0, got {violation_allowance!r}"
-            )
-        self.max_message_bytes = max_message_bytes
-        self.chunk_bytes = chunk_bytes
-        self.upload_idle_timeout = upload_idle_timeout
-        self.client_wait_timeout = client_wait_timeout
-        self.hello_timeout = hello_timeout
-        self._slots = UploadSlots(max_concurrent_uploads)
+    def __init__(self, address: str, options: ServerOptions | None = None) -> None:
+        options = options if options is not None else ServerOptions()
+        self.options = options
+        self._slots = UploadSlots(options.max_concurrent_uploads)
+        auth_tokens = options.auth_tokens
         store = TokenStore.from_source(auth_tokens) if auth_tokens is not None else None
         self._registry = Registry(store)
         settings = SessionSettings(
-            max_message_bytes, hello_timeout, violation_allowance, send_timeout=upload_idle_timeout
+            options.max_message_bytes,
+            options.hello_timeout,
+            options.violation_allowance,
+            send_timeout=options.upload_idle_timeout,
         )
         join = StreamHandler(self._registry, self._slots, settings)
         # No deserializer: frames arrive as bytes and are parsed by roost, after the
@@ -127,17 +67,17 @@ class GrpcServerTransport:
         self._listener = Listener(
             address,
             grpc.stream_stream_rpc_method_handler(join.serve),
-            certificates=certificates,
-            client_ca=client_ca,
+            certificates=options.certificates,
+            client_ca=options.client_ca,
             store=store,
             refusals=self._registry.token_refusals,
-            max_clients=max_clients,
-            options=server_options(receive_window_bytes, keepalive_s),
+            max_clients=options.max_clients,
+            options=server_options(options.receive_window_bytes, options.keepalive_s),
         )
         self._watcher: Future[None] | None = None
-        if upload_idle_timeout is not None:
+        if options.upload_idle_timeout is not None:
             self._watcher = asyncio.run_coroutine_threadsafe(
-                self._watch_uploads(upload_idle_timeout), self._listener.loop
+                self._watch_uploads(options.upload_idle_timeout), self._listener.loop
             )
 
     # -- Transport ----------------------------------------------------------------------------
@@ -145,7 +85,7 @@ class GrpcServerTransport:
     def wait_for_clients(self, count: int, timeout: float | None = None) -> list[ClientId]:
         """Block until `count` clients are connected; return all connected ids, sorted."""
         return self._registry.wait_for(
-            count, self.client_wait_timeout if timeout is None else timeout
+            count, self.options.client_wait_timeout if timeout is None else timeout
         )
 
     def run(
@@ -228,7 +168,7 @@ class GrpcServerTransport:
         """Send the cohort its instructions; the outcomes of absent clients, and how many sent."""
         try:
             # Every instruction is encoded before any is sent, and the model once for all.
-            outgoing = CohortFrames(cohort, self.chunk_bytes)
+            outgoing = CohortFrames(cohort, self.options.chunk_bytes)
         except InvalidMessageError as error:
             raise ConfigurationError(f"cannot send the instruction: {error}") from None
         absent: list[Outcome] = []
@@ -325,19 +265,3 @@ def _take_all(sink: Sink) -> list[Outcome]:
         if slot is not None:
             slot.release()
         outcomes.append((client_id, outcome))
-
-
-def _check_settings(
-    *, chunk_bytes: int, upload_idle_timeout: float | None, **positive_ints: int
-) -> None:
-    check_chunk_bytes(chunk_bytes)
-    for name, value in positive_ints.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ConfigurationError(f"{name} must be an int >= 1, got {value!r}")
-    if upload_idle_timeout is not None and not (
-        isinstance(upload_idle_timeout, int | float) and upload_idle_timeout > 0
-    ):
-        raise ConfigurationError(
-            f"upload_idle_timeout must be a number of seconds > 0, or None, got "
-            f"{upload_idle_timeout!r}"
-        )
