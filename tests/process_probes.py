@@ -7,6 +7,8 @@ import os
 import time
 
 import roost
+from roost.compat.flwr.client import NumPyClient
+from roost.compat.flwr.common import ConfigRecord
 
 
 class ProbeClient(roost.Client):
@@ -30,3 +32,25 @@ class ProbeClient(roost.Client):
 
 def probe_client_fn(context: roost.Context) -> ProbeClient:
     return ProbeClient(context.partition_id, dict(context.run_config))
+
+
+class RememberingClient(NumPyClient):
+    """Flower's stateful-client pattern: it counts its fits in `context.state`, a RecordDict."""
+
+    def __init__(self, context) -> None:
+        self.client_state = context.state
+        if "fits" not in self.client_state.config_records:
+            self.client_state.config_records["fits"] = ConfigRecord({"count": 0})
+
+    def fit(self, parameters, config):
+        record = self.client_state["fits"]
+        record["count"] = int(record["count"]) + 1
+        same = self.context.state is self.client_state  # NumPyClient.context, as on Flower
+        return [p + 1 for p in parameters], 1, {"fits": record["count"], "same": int(same)}
+
+    def evaluate(self, parameters, config):
+        return 0.0, 1, {"fits": int(self.client_state["fits"]["count"])}
+
+
+def remembering_client_fn(context) -> RememberingClient:
+    return RememberingClient(context).to_client()

@@ -7,6 +7,7 @@ import threading
 import numpy as np
 import pytest
 from grpc_support import free_port
+from process_probes import remembering_client_fn
 
 import roost
 import roost.compat.flwr as fl
@@ -197,7 +198,40 @@ def test_roost_engines_are_available_through_run_simulation() -> None:
         engine_options={"max_workers": 2},
     )
     for a, b in zip(sequential.parameters, pooled.parameters, strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+        np.testing.assert_array_equal(a, b)  # results are summed in the cohort's order on both
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"warm_clients": True}, {"engine": "process", "engine_options": {"max_workers": 2}}],
+    ids=["cold", "warm", "process"],
+)
+def test_an_older_form_client_keeps_its_flower_state_across_rounds(options) -> None:
+    """`client_fn(context)` gets the node's state as a RecordDict, kept from round to round."""
+
+    def fewest_fits(pairs):
+        return {
+            "fits": min(m["fits"] for _, m in pairs),
+            "same": min(m.get("same", 1) for _, m in pairs),
+        }
+
+    app = ServerApp(
+        config=ServerConfig(num_rounds=3),
+        strategy=FedAvg(
+            initial_parameters=ndarrays_to_parameters([np.zeros(2)]),
+            fit_metrics_aggregation_fn=fewest_fits,
+            evaluate_metrics_aggregation_fn=fewest_fits,
+        ),
+    )
+    history = run_simulation(
+        server_app=app,
+        client_app=ClientApp(client_fn=remembering_client_fn),
+        num_supernodes=3,
+        **options,
+    )
+    assert history.metrics_distributed_fit["fits"] == [(1, 1), (2, 2), (3, 3)]
+    assert history.metrics_distributed_fit["same"] == [(1, 1), (2, 1), (3, 1)]
+    assert history.metrics_distributed["fits"] == [(1, 1), (2, 2), (3, 3)]
 
 
 def test_warm_clients_through_run_simulation_give_the_same_model_with_fewer_builds() -> None:

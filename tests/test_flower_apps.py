@@ -213,20 +213,24 @@ def _write_project(root: Path, server: str, client: str, **config: int) -> Path:
 _LEGACY_CLIENT = """
     import numpy as np
     from flwr.client import ClientApp, NumPyClient
-    from flwr.common import Context
+    from flwr.common import Context, MetricRecord
 
     class Client(NumPyClient):
-        def __init__(self, partition_id):
+        def __init__(self, partition_id, state):
             self.partition_id = partition_id
+            self.state = state  # the node's RecordDict: it counts the rounds this node trained
 
         def fit(self, parameters, config):
-            return [parameters[0] + self.partition_id + 1], 10, {}
+            seen = self.state.metric_records.get("seen", MetricRecord({"rounds": 0}))
+            seen["rounds"] += 1
+            self.state["seen"] = seen
+            return [parameters[0] + self.partition_id + 1], 10, {"rounds": seen["rounds"]}
 
         def evaluate(self, parameters, config):
             return 0.0, 10, {}
 
     def client_fn(context: Context):
-        return Client(context.node_config["partition-id"]).to_client()
+        return Client(context.node_config["partition-id"], context.state).to_client()
 
     app = ClientApp(client_fn=client_fn)
 """
@@ -238,7 +242,12 @@ _LEGACY_SERVER = """
     from flwr.server.strategy import FedAvg
 
     def server_fn(context: Context):
-        strategy = FedAvg(initial_parameters=ndarrays_to_parameters([np.zeros(2)]))
+        strategy = FedAvg(
+            initial_parameters=ndarrays_to_parameters([np.zeros(2)]),
+            fit_metrics_aggregation_fn=lambda pairs: {
+                "rounds": min(metrics.get("rounds", 0) for _, metrics in pairs)
+            },
+        )
         return ServerAppComponents(
             strategy=strategy, config=ServerConfig(num_rounds=context.run_config["rounds"])
         )
@@ -262,6 +271,16 @@ def test_a_classic_server_fn_project_runs_on_the_round_loop(tmp_path: Path) -> N
     history = run_project(project, num_nodes=2)
     assert len(history.rounds) == 2
     np.testing.assert_allclose(history.parameters[0], [3.0, 3.0])  # two rounds of mean(1, 2)
+    # Each node's client is built afresh every round; its context.state carried the count.
+    assert history.metrics_distributed_fit["rounds"] == [(1, 1), (2, 2)]
+
+
+def test_a_classic_clients_flower_state_is_checkpointed_and_resumed(tmp_path: Path) -> None:
+    project = _write_project(tmp_path / "classic", _LEGACY_SERVER, _LEGACY_CLIENT, rounds=3)
+    state = tmp_path / "state"
+    run_project(project, num_nodes=2, run_config_overrides={"rounds": 2}, state_dir=state)
+    resumed = run_project(project, num_nodes=2, state_dir=state, resume=True)
+    assert resumed.metrics_distributed_fit["rounds"][-1] == (3, 3)
 
 
 def test_project_mistakes_get_clear_errors(tmp_path: Path, monkeypatch) -> None:

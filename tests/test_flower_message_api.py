@@ -67,6 +67,15 @@ def test_records_check_their_values() -> None:
     content = RecordDict({"a": ArrayRecord([np.zeros(1)]), "m": metrics, "c": config})
     assert list(content.array_records) == ["a"]
     assert list(content.metric_records) == ["m"] and list(content.config_records) == ["c"]
+    # The typed views write through, as `record_dict.config_records["name"] = ...` expects.
+    content.config_records["d"] = ConfigRecord({"x": 1})
+    assert content["d"]["x"] == 1 and list(content.config_records) == ["c", "d"]
+    with pytest.raises(TypeError, match="expected a MetricRecord"):
+        content.metric_records["e"] = ConfigRecord()
+    with pytest.raises(KeyError):
+        del content.config_records["m"]  # a MetricRecord: not this view's to delete
+    del content.config_records["d"]
+    assert list(content) == ["a", "m", "c"]
 
 
 def test_codec_round_trips_every_kind_of_value() -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import replace
 from typing import Any
 
 from roost.client.client import Client, ClientFn, ClientLike
@@ -26,7 +27,7 @@ from roost.compat.flwr import codec
 from roost.compat.flwr.message import Context, Message, MessageType
 from roost.compat.flwr.records import RecordDict
 from roost.compat.flwr.unsupported import missing_names
-from roost.core.types import PhaseIns, PhaseRes
+from roost.core.types import Config, Metrics, Parameters, PhaseIns, PhaseRes
 from roost.errors import ConfigurationError
 
 Handler = Callable[[Message, Context], Message]
@@ -189,7 +190,56 @@ def node_client(app: ClientApp, context: NodeContext) -> ClientLike:
     """roost's client object for `app` on the node `context` describes."""
     if app.is_message_app:
         return MessageNode(app)
-    return app(context)
+    assert app.client_fn is not None
+    return StatefulClientFn(app.client_fn)(context)
+
+
+class StatefulClientFn:
+    """An older-form Flower `client_fn(context)`, called as roost calls a `client_fn`, with the
+    node's state as Flower keeps it.
+
+    The client is built with a copy of the node's context whose `state` is the node's own
+    `RecordDict` (a `NumPyClient` also gets it as `self.context`, as on Flower), and after each
+    call that record is kept in roost's per-node state, as a Message-API node's is: so it
+    persists across rounds on every engine, even where clients are rebuilt each round, and a
+    checkpoint records it.
+    """
+
+    def __init__(self, client_fn: ClientFn) -> None:
+        self.client_fn = client_fn
+
+    def __call__(self, context: NodeContext) -> ClientLike:
+        state = _flower_state(context.state.get(STATE_KEY))
+        flower_context = replace(context, state=state)  # type: ignore[arg-type]
+        client = self.client_fn(flower_context)
+        if isinstance(client, Client):
+            client.context = flower_context  # type: ignore[attr-defined]
+        return _KeepsFlowerState(client, state, context)
+
+
+class _KeepsFlowerState(Client):
+    """`client`, whose node's `RecordDict` is written back to the node's state after each call."""
+
+    def __init__(self, client: ClientLike, state: RecordDict, context: NodeContext) -> None:
+        self.client = client
+        self.state = state
+        self.node_context = context
+
+    def get_parameters(self, config: Config) -> Parameters:
+        """The client's answer, its node's state kept."""
+        return self._kept(self.client.get_parameters(config))
+
+    def fit(self, parameters: Parameters, config: Config) -> tuple[Parameters, int, Metrics]:
+        """The client's answer, its node's state kept."""
+        return self._kept(self.client.fit(parameters, config))
+
+    def evaluate(self, parameters: Parameters, config: Config) -> tuple[float, int, Metrics]:
+        """The client's answer, its node's state kept."""
+        return self._kept(self.client.evaluate(parameters, config))
+
+    def _kept(self, answer: Any) -> Any:
+        self.node_context.state[STATE_KEY] = _plain_state(self.state)
+        return answer
 
 
 __all__ = ["ClientApp"]

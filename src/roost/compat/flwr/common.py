@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from roost.client.client import Context
+from roost.compat.flwr.records import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from roost.core.types import Config, Metrics, Scalar
 from roost.errors import InvalidMessageError
 
@@ -59,13 +60,18 @@ def as_ndarrays(parameters: Parameters | NDArrays | None) -> NDArrays | None:
 
 
 __all__ = [
+    "Array",
+    "ArrayRecord",
     "Config",
+    "ConfigRecord",
     "Context",
+    "MetricRecord",
     "Metrics",
     "NDArray",
     "NDArrays",
     "Parameters",
     "Properties",
+    "RecordDict",
     "Scalar",
     "bytes_to_ndarray",
     "ndarray_to_bytes",

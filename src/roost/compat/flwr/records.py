@@ -324,20 +324,52 @@ class RecordDict(_Record):
             )
         return value
 
-    def _of_type(self, kind: type) -> dict[str, Any]:
-        return {key: value for key, value in self.items() if isinstance(value, kind)}
+    @property
+    def array_records(self) -> MutableMapping[str, ArrayRecord]:
+        """The `ArrayRecord` entries, as a live view: what is set through it is set here."""
+        return _RecordsOfType(self, ArrayRecord)
 
     @property
-    def array_records(self) -> dict[str, ArrayRecord]:
-        return self._of_type(ArrayRecord)
+    def metric_records(self) -> MutableMapping[str, MetricRecord]:
+        """The `MetricRecord` entries, as a live view."""
+        return _RecordsOfType(self, MetricRecord)
 
     @property
-    def metric_records(self) -> dict[str, MetricRecord]:
-        return self._of_type(MetricRecord)
+    def config_records(self) -> MutableMapping[str, ConfigRecord]:
+        """The `ConfigRecord` entries, as a live view."""
+        return _RecordsOfType(self, ConfigRecord)
 
-    @property
-    def config_records(self) -> dict[str, ConfigRecord]:
-        return self._of_type(ConfigRecord)
+
+class _RecordsOfType(MutableMapping):
+    """The entries of one record type in a `RecordDict`; writes go through to it, as Flower's
+    `record_dict.config_records["name"] = ConfigRecord(...)` expects."""
+
+    def __init__(self, records: RecordDict, kind: type) -> None:
+        self._records = records
+        self._kind = kind
+
+    def __getitem__(self, key: str) -> Any:
+        value = self._records[key]
+        if not isinstance(value, self._kind):
+            raise KeyError(key)
+        return value
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if not isinstance(value, self._kind):
+            raise TypeError(
+                f"{key!r}: expected a {self._kind.__name__}, got {type(value).__name__}"
+            )
+        self._records[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        self[key]  # only this type's entries may be deleted through the view
+        del self._records[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return (key for key, value in self._records.items() if isinstance(value, self._kind))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 __all__ = ["Array", "ArrayRecord", "ConfigRecord", "MetricRecord", "RecordDict"]

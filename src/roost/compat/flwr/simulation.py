@@ -10,6 +10,7 @@ from typing import Any
 
 from roost.client.client import ClientLike, Context
 from roost.compat.flwr.client import ClientApp
+from roost.compat.flwr.clientapp import StatefulClientFn
 from roost.compat.flwr.server import ServerApp
 from roost.compat.flwr.server.strategy import FedAvg
 from roost.engines.warm import WarmClients
@@ -63,7 +64,7 @@ def run_simulation(
     if verbose_logging:
         logging.getLogger("roost").setLevel(logging.DEBUG)
     return roost_run_simulation(
-        client_app.client_fn,
+        StatefulClientFn(client_app.client_fn),
         num_supernodes,
         strategy=components.strategy if components.strategy is not None else FedAvg(),
         config=components.config,
@@ -152,11 +153,11 @@ def _context_client_fn(
     try:
         parameters = list(inspect.signature(client_fn).parameters.values())
     except (TypeError, ValueError):  # a builtin or C callable: assume the current signature
-        return client_fn
+        return StatefulClientFn(client_fn)
     first = parameters[0] if parameters else None
     if first is not None and (first.name == "cid" or first.annotation in (str, "str")):
         return _CidClientFn(client_fn, ids)
-    return client_fn
+    return StatefulClientFn(client_fn)
 
 
 __all__ = ["run_simulation", "start_simulation"]
