@@ -29,7 +29,7 @@ from roost.errors import ConfigurationError
 from roost.transport.grpc import client as client_module
 from roost.transport.grpc import frames
 from roost.transport.grpc import roost_pb2 as pb
-from roost.transport.grpc.options import ServerOptions
+from roost.transport.grpc.options import ClientOptions, ServerOptions
 from roost.transport.grpc.server import GrpcServerTransport
 
 SPEC = [pb.ArraySpec(dtype="<f8", shape=[NUM_FEATURES])]
@@ -311,8 +311,10 @@ def test_a_result_without_chunks_needs_no_grant(pool):
     [
         ({"max_concurrent_uploads": 0}, "max_concurrent_uploads must be an int >= 1"),
         ({"max_concurrent_uploads": 2.5}, "max_concurrent_uploads must be an int >= 1"),
-        ({"upload_idle_timeout": 0}, "upload_idle_timeout must be a number of seconds > 0"),
-        ({"upload_idle_timeout": "1"}, "upload_idle_timeout must be a number of seconds > 0"),
+        ({"upload_idle_timeout": 0}, "upload_idle_timeout must be a finite number of seconds"),
+        ({"upload_idle_timeout": "1"}, "upload_idle_timeout must be a finite number of seconds"),
+        ({"client_wait_timeout": -5}, "client_wait_timeout must be a finite number of seconds"),
+        ({"client_wait_timeout": float("nan")}, "client_wait_timeout must be a finite number"),
     ],
 )
 def test_upload_settings_are_checked(options, fragment):
@@ -321,3 +323,37 @@ def test_upload_settings_are_checked(options, fragment):
     # start_server passes them to its transport, so they are refused there too.
     with pytest.raises(ConfigurationError, match=fragment):
         roost.start_server(server_address="127.0.0.1:0", **options)
+
+
+@pytest.mark.parametrize(
+    "options, fragment",
+    [
+        ({"keepalive_s": 0}, "keepalive_s must be a finite number of seconds > 0, got 0"),
+        ({"hello_timeout": -1}, "hello_timeout must be a finite number of seconds > 0"),
+        ({"upload_idle_timeout": None}, None),  # never gives up: allowed
+    ],
+)
+def test_server_durations_are_checked(options, fragment):
+    if fragment is None:
+        assert ServerOptions(**options).upload_idle_timeout is None
+        return
+    with pytest.raises(ConfigurationError, match=fragment):
+        ServerOptions(**options)
+
+
+@pytest.mark.parametrize(
+    "options, fragment",
+    [
+        ({"reconnect_timeout": -1}, "reconnect_timeout must be a finite number of seconds > 0"),
+        ({"reconnect_timeout": float("inf")}, "reconnect_timeout must be a finite number"),
+        ({"initial_backoff": 0}, "initial_backoff must be a finite number of seconds > 0"),
+        ({"initial_backoff": 20.0}, r"initial_backoff \(20 s\) must not exceed max_backoff"),
+        ({"token": 5}, "token must be a str, got int"),
+    ],
+)
+def test_client_options_are_checked(options, fragment):
+    with pytest.raises(ConfigurationError, match=fragment):
+        ClientOptions(**options)
+    if "initial_backoff" not in options:  # start_client takes the others as keywords
+        with pytest.raises(ConfigurationError, match=fragment):
+            roost.start_client(server_address="127.0.0.1:1", client=object(), **options)

@@ -7,6 +7,7 @@ transport reads settings already known to be valid.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,7 +58,8 @@ class ServerOptions:
 
     Raises:
         ConfigurationError: a count or size that is not a positive int, a chunk size out of
-            range, or an `upload_idle_timeout` that is not a positive number or None.
+            range, or a duration that is not a finite number of seconds > 0 (None only where
+            a timeout may be off).
     """
 
     certificates: Sequence[PemSource] | None = None
@@ -84,11 +86,10 @@ class ServerOptions:
         ):
             _check_whole(name, getattr(self, name), minimum=1)
         _check_whole("violation_allowance", self.violation_allowance, minimum=0)
-        timeout = self.upload_idle_timeout
-        if timeout is not None and not (isinstance(timeout, int | float) and timeout > 0):
-            raise ConfigurationError(
-                f"upload_idle_timeout must be a number of seconds > 0, or None, got {timeout!r}"
-            )
+        for name in ("keepalive_s", "hello_timeout"):
+            _check_seconds(name, getattr(self, name))
+        for name in ("upload_idle_timeout", "client_wait_timeout"):
+            _check_seconds(name, getattr(self, name), or_none=True)
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,9 @@ class ClientOptions:
 
     Raises:
         ConfigurationError: a `max_message_bytes` that is not a positive int, a chunk size out
-            of range, or a `certificate` that is not a pair or comes without `root_certificates`.
+            of range, a `certificate` that is not a pair or comes without `root_certificates`, a
+            token that is not a str, or a duration that is not a finite number of seconds > 0
+            (`reconnect_timeout` may be None).
     """
 
     root_certificates: PemSource | None = None
@@ -133,6 +136,32 @@ class ClientOptions:
             )
         if self.certificate is not None and len(self.certificate) != 2:
             raise ConfigurationError("certificate must be (certificate_chain, private_key)")
+        if self.token is not None and not isinstance(self.token, str):
+            raise ConfigurationError(f"token must be a str, got {type(self.token).__name__}")
+        for name in ("keepalive_s", "initial_backoff", "max_backoff"):
+            _check_seconds(name, getattr(self, name))
+        _check_seconds("reconnect_timeout", self.reconnect_timeout, or_none=True)
+        if self.initial_backoff > self.max_backoff:
+            raise ConfigurationError(
+                f"initial_backoff ({self.initial_backoff:g} s) must not exceed max_backoff "
+                f"({self.max_backoff:g} s)"
+            )
+
+
+def _check_seconds(name: str, value: object, *, or_none: bool = False) -> None:
+    """Refuse a duration that is not a finite number of seconds > 0 (or None, where allowed)."""
+    if value is None and or_none:
+        return
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        allowed = ", or None" if or_none else ""
+        raise ConfigurationError(
+            f"{name} must be a finite number of seconds > 0{allowed}, got {value!r}"
+        )
 
 
 def _check_whole(name: str, value: object, *, minimum: int) -> None:
