@@ -164,6 +164,8 @@ def test_bad_task_settings_are_refused_with_a_clear_error(kwargs, message):
     "make, message",
     [
         (lambda: SGD(lr=0), "lr"),
+        (lambda: Adam(lr=float("inf")), "Adam lr must be a finite number > 0, got inf"),
+        (lambda: SGD(weight_decay=float("nan")), "SGD weight_decay must be a finite number"),
         (lambda: SGD(lr=0.1, nesterov=True), "nesterov"),
         (lambda: Adam(betas=(0.9, 1.0)), "betas"),
     ],

@@ -6,6 +6,7 @@ Nothing here imports an ML framework or any other part of the tasks package, so 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -50,13 +51,13 @@ def accuracy(outputs: Any, targets: Any) -> Any:
 
 
 def _check_positive(name: str, value: float) -> None:
-    if not value > 0:
-        raise ConfigurationError(f"{name} must be > 0, got {value!r}")
+    if not (value > 0 and math.isfinite(value)):
+        raise ConfigurationError(f"{name} must be a finite number > 0, got {value!r}")
 
 
 def _check_non_negative(name: str, value: float) -> None:
-    if not value >= 0:
-        raise ConfigurationError(f"{name} must be >= 0, got {value!r}")
+    if not (value >= 0 and math.isfinite(value)):
+        raise ConfigurationError(f"{name} must be a finite number >= 0, got {value!r}")
 
 
 def _check_steps(steps: int | None, name: str) -> None:
