@@ -70,6 +70,15 @@ def test_every_client_gets_its_partitions_context(engine):
         }
 
 
+def test_the_pool_engines_keep_the_cohorts_order_unless_told_not_to():
+    for options, expected in (({}, True), ({"in_order": False}, False)):
+        transport = make_engine("process", context_client_fn, 2, max_workers=1, **options)
+        try:  # workers start on the first exchange: nothing runs here
+            assert transport.in_order is expected
+        finally:
+            transport.close()
+
+
 def test_the_registry_makes_each_engine_by_name(monkeypatch):
     assert make_transport is make_engine
     assert engines.ENGINES == ("sequential", "process", "ray", "vectorized")

@@ -65,7 +65,7 @@ _REGISTRY: dict[str, EngineEntry] = {
     "sequential": EngineEntry("roost.engines.sequential:SequentialEngine", ("warm_clients",)),
     "process": EngineEntry(
         "roost.engines.process:ProcessEngine",
-        ("max_workers", "threads_per_worker", "start_method", "warm_clients"),
+        ("max_workers", "threads_per_worker", "start_method", "warm_clients", "in_order"),
     ),
     "ray": EngineEntry(
         "roost.engines.ray:RayEngine",
@@ -76,6 +76,7 @@ _REGISTRY: dict[str, EngineEntry] = {
             "max_actors",
             "init_kwargs",
             "warm_clients",
+            "in_order",
         ),
     ),
     "vectorized": EngineEntry(
@@ -115,7 +116,8 @@ def make_engine(
         num_clients: how many clients (partitions) exist.
         run_config: passed to every client built by `client_fn` in `context.run_config`.
         options: engine settings: `warm_clients` (sequential, process, ray: keep the clients
-            `client_fn` builds, see `roost.engines.warm.WarmClients`); `max_workers`,
+            `client_fn` builds, see `roost.engines.warm.WarmClients`); `in_order` (process,
+            ray: results reach the aggregator in the cohort's order, default True); `max_workers`,
             `threads_per_worker`, `start_method` (process); `address`, `num_cpus_per_client`,
             `num_gpus_per_client`, `max_actors`, `init_kwargs` (ray); `device`, `chunk_size`,
             `memory_budget`, `cache_data` (vectorized).

@@ -4,8 +4,10 @@ A pool keeps up to `max_workers` workers. They start on first use, receive `clie
 are reused by every exchange (every `run` call, any number of them per round). An exchange hands
 the cohort's instructions to idle workers, one call per worker at a time, and yields the results
 in the cohort's order (so that a seed gives the same bits), each as soon as it and all before it
-are back. A client past the timeout is a failure and its worker is replaced, so a hung client
-cannot hold a worker; a worker that dies is a failure of its client and is replaced too.
+are back; with `in_order=False`, as each finishes (the memory of finished results then stays at
+about one per worker even when an early client is slow, but the last bits of a sum can differ).
+A client past the timeout is a failure and its worker is replaced, so a hung client cannot hold
+a worker; a worker that dies is a failure of its client and is replaced too.
 
 With warm clients (`WarmClients`), each worker keeps the clients it built, and the pool routes a
 node's instruction to the worker that answered the node last (affinity), so its kept client answers
@@ -88,7 +90,12 @@ class WorkerPool(ABC, SimulatedFederation, Generic[Worker, Handle]):
     """
 
     def __init__(
-        self, federation: Federation, max_workers: int, warm: WarmClients | None = None
+        self,
+        federation: Federation,
+        max_workers: int,
+        warm: WarmClients | None = None,
+        *,
+        in_order: bool = True,
     ) -> None:
         if max_workers < 1:
             raise ConfigurationError(f"the pool needs at least one worker, got {max_workers}")
@@ -99,6 +106,7 @@ class WorkerPool(ABC, SimulatedFederation, Generic[Worker, Handle]):
         self._workers: list[Worker] = []
         self._exchange: Generator[Outcome, None, None] | None = None
         self.warm = warm
+        self.in_order = in_order
         self._home: dict[ClientId, Worker] = {}  # the worker that answered each node last
         self._sent: dict[ClientId, int] = {}  # instructions sent to each node so far
 
@@ -145,11 +153,14 @@ class WorkerPool(ABC, SimulatedFederation, Generic[Worker, Handle]):
     def run(
         self, cohort: Sequence[tuple[ClientId, Instruction]], timeout: float | None
     ) -> Iterator[Outcome]:
-        """Run each instruction on a worker; yield the outcomes in the cohort's order."""
+        """Run each instruction on a worker; yield the outcomes in the cohort's order (or, with
+        `in_order` False, as they finish)."""
         if self._exchange is not None:
             self._exchange.close()  # its busy workers stop: their results belong to no one now
         cohort = list(cohort)
         self._exchange = self._dispatch(cohort, timeout)
+        if not self.in_order:
+            return self._exchange
         return in_cohort_order(self._exchange, [client_id for client_id, _ in cohort])
 
     def close(self) -> None:

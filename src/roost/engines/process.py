@@ -108,6 +108,11 @@ class ProcessEngine(WorkerPool[_Worker, Connection]):
         warm_clients: keep the clients each worker builds (True, or `WarmClients(...)` bounds,
             split among the workers); see `roost.engines.warm` for how that can change the
             results of clients that keep state. Default False: a fresh client per instruction.
+        in_order: hand results to the aggregator in the cohort's order (default), so that a seed
+            gives the same bits on every run. A result that finishes before those ahead of it
+            waits in memory; with very uneven clients and large models, `False` hands each on
+            as it finishes instead (at most about one waiting result per worker), and the
+            model may then differ from run to run in its last bits.
 
     Workers start on the first exchange and are reused until `close()`.
     """
@@ -122,13 +127,14 @@ class ProcessEngine(WorkerPool[_Worker, Connection]):
         threads_per_worker: int | None = None,
         start_method: str = "spawn",
         warm_clients: bool | WarmClients = False,
+        in_order: bool = True,
     ) -> None:
         cores = os.cpu_count() or 1
         if max_workers is not None and max_workers < 1:
             raise ConfigurationError(f"max_workers must be >= 1, got {max_workers}")
         warm = warm_setting(warm_clients)
         federation = Federation.of(client_fn, num_clients, run_config)
-        super().__init__(federation, max_workers or cores, warm)
+        super().__init__(federation, max_workers or cores, warm, in_order=in_order)
         self._worker_warm = None if warm is None else warm.share(self.max_workers)
         self.threads_per_worker = threads_per_worker or max(1, cores // self.max_workers)
         self._payload = serialize_federation(federation, "process")

@@ -74,6 +74,11 @@ class RayEngine(WorkerPool[Any, Any]):
         warm_clients: keep the clients each actor builds (True, or `WarmClients(...)` bounds,
             split among the actors); see `roost.engines.warm` for how that can change the
             results of clients that keep state. Default False: a fresh client per instruction.
+        in_order: hand results to the aggregator in the cohort's order (default), so that a seed
+            gives the same bits on every run. A result that finishes before those ahead of it
+            waits in memory; with very uneven clients and large models, `False` hands each on
+            as it finishes instead (at most about one waiting result per worker), and the
+            model may then differ from run to run in its last bits.
     """
 
     def __init__(
@@ -88,6 +93,7 @@ class RayEngine(WorkerPool[Any, Any]):
         max_actors: int | None = None,
         init_kwargs: Mapping[str, Any] | None = None,
         warm_clients: bool | WarmClients = False,
+        in_order: bool = True,
     ) -> None:
         if not num_cpus_per_client > 0:
             raise ConfigurationError(f"num_cpus_per_client must be > 0, got {num_cpus_per_client}")
@@ -107,7 +113,7 @@ class RayEngine(WorkerPool[Any, Any]):
             log.info("Ray is already initialized in this process; address=%r is not used", address)
         cpus = float(ray.cluster_resources().get("CPU", 1.0))
         actors = max_actors or max(1, int(cpus // num_cpus_per_client))
-        super().__init__(federation, actors, warm)
+        super().__init__(federation, actors, warm, in_order=in_order)
         self._actor_warm = None if warm is None else warm.share(actors)
         self._actor_class = _actor_class(
             ray, float(num_cpus_per_client), float(num_gpus_per_client)
