@@ -517,19 +517,35 @@ def run_deployed(strategy, clients: dict, num_rounds: int, timeout: float = 120,
     return box["history"]
 
 
+def start_client_process(
+    run: Processes,
+    name: str,
+    address: str,
+    partition: tuple[int, int],
+    *options: str,
+    env: dict[str, str] | None = None,
+) -> subprocess.Popen:
+    """Start `roost client` (logging to `name`.log) for `partition` = (id, count)."""
+    partition_id, count = partition
+    where = ["--server", address, "--partition-id", str(partition_id)]
+    return run.start(name, "client", *where, "--num-partitions", str(count), *options, env=env)
+
+
 def start_clients(run: Processes, address: str, count: int, *options: str) -> list:
     """Start `count` `roost client` processes for partitions 0..count-1 of `count`."""
     return [
-        run.start(
-            f"client{p}",
-            "client",
-            "--server",
-            address,
-            "--partition-id",
-            str(p),
-            "--num-partitions",
-            str(count),
-            *options,
-        )
-        for p in range(count)
+        start_client_process(run, f"client{p}", address, (p, count), *options) for p in range(count)
     ]
+
+
+def start_demo_server(run: Processes, address: str, min_clients: int, *options: str):
+    """`roost server` (the bundled demo) waiting for `min_clients`, writing out/ (no chart)."""
+    where = ["--address", address, "--min-clients", str(min_clients)]
+    return run.start("server", "server", *where, "--no-plot", "--out", "out", *options)
+
+
+def wait_all(run: Processes, server: subprocess.Popen, clients: list) -> None:
+    """Wait for the server, then its clients, to exit with 0 (else fail with the log)."""
+    assert run.wait(server, 120) == 0, run.log(server)
+    for client in clients:
+        assert run.wait(client, 30) == 0, run.log(client)

@@ -13,7 +13,10 @@ from grpc_support import (
     make_certificates,
     processes,
     simulate,
+    start_client_process,
     start_clients,
+    start_demo_server,
+    wait_all,
     wait_for,
     wait_listening,
 )
@@ -49,23 +52,8 @@ def round_counts(out_dir):
 def test_server_and_two_clients_run_the_demo_for_three_rounds(tmp_path):
     address = f"127.0.0.1:{free_port()}"
     with processes(tmp_path) as run:
-        server = run.start(
-            "server",
-            "server",
-            "--address",
-            address,
-            "--rounds",
-            "3",
-            "--min-clients",
-            "2",
-            "--no-plot",
-            "--out",
-            "out",
-        )
-        clients = start_clients(run, address, 2)
-        assert run.wait(server, 120) == 0, run.log(server)
-        for client in clients:
-            assert run.wait(client, 30) == 0, run.log(client)
+        server = start_demo_server(run, address, 2, "--rounds", "3")
+        wait_all(run, server, start_clients(run, address, 2))
         server_log = run.log(server)
     counts, _ = round_counts(tmp_path / "out")
     assert counts == [(r, 2, 0, 2, 0) for r in (1, 2, 3)]
@@ -102,18 +90,7 @@ def test_a_client_killed_during_fit_fails_that_round_and_rejoins(tmp_path):
         server = start_app_server(run, address, 4)
 
         def client(partition, name):
-            return run.start(
-                name,
-                "client",
-                "--app",
-                APP,
-                "--server",
-                address,
-                "--partition-id",
-                str(partition),
-                "--num-partitions",
-                "2",
-            )
+            return start_client_process(run, name, address, (partition, 2), "--app", APP)
 
         first = client(0, "client0")
         doomed = client(1, "client1")
@@ -123,9 +100,7 @@ def test_a_client_killed_during_fit_fails_that_round_and_rejoins(tmp_path):
         doomed.send_signal(signal.SIGKILL)
         assert doomed.wait(10) == -signal.SIGKILL
         reborn = client(1, "client1-restarted")
-        assert run.wait(server, 120) == 0, run.log(server)
-        assert run.wait(first, 30) == 0, run.log(first)
-        assert run.wait(reborn, 30) == 0, run.log(reborn)
+        wait_all(run, server, [first, reborn])
         reborn_log = run.log(reborn)
     counts, history = round_counts(tmp_path / "out")
     assert counts == [(1, 2, 0, 2, 0), (2, 1, 1, 2, 0), (3, 2, 0, 2, 0), (4, 2, 0, 2, 0)]
@@ -163,19 +138,7 @@ def test_a_server_killed_after_round_2_resumes_to_the_same_model(tmp_path):
     with processes(tmp_path, {"ROOST_TEST_FIT_SLEEP": "0.5"}) as run:
         server = run.start("server", *server_args)
         clients = [
-            run.start(
-                f"client{p}",
-                "client",
-                "--app",
-                APP,
-                "--server",
-                address,
-                "--partition-id",
-                str(p),
-                "--num-partitions",
-                "2",
-            )
-            for p in (0, 1)
+            start_client_process(run, f"client{p}", address, (p, 2), "--app", APP) for p in (0, 1)
         ]
         wait_for(lambda: completed_rounds(state) >= 2, 60, what="round 2 to be recorded")
         server.send_signal(signal.SIGKILL)
@@ -224,19 +187,8 @@ def test_tls_with_tokens_refuses_wrong_credentials_and_completes(tmp_path):
         wait_listening(address)
 
         def client(name, partition, *options, env=None):
-            return run.start(
-                name,
-                "client",
-                "--app",
-                APP,
-                "--server",
-                address,
-                "--partition-id",
-                str(partition),
-                "--num-partitions",
-                "2",
-                *options,
-                env=env,
+            return start_client_process(
+                run, name, address, (partition, 2), "--app", APP, *options, env=env
             )
 
         wrong_token = client(
@@ -263,9 +215,7 @@ def test_tls_with_tokens_refuses_wrong_credentials_and_completes(tmp_path):
         assert "refused this client's credentials" in run.log(wrong_token)
         assert run.wait(no_tls, 90) != 0
         assert "no connection to the server" in run.log(no_tls)
-        assert run.wait(server, 120) == 0, run.log(server)
-        for process in honest:
-            assert run.wait(process, 30) == 0, run.log(process)
+        wait_all(run, server, honest)
         server_log = run.log(server)
     assert "TLS, token authentication" in server_log
     assert "missing or unknown token" in server_log
@@ -284,23 +234,9 @@ def test_server_runs_a_named_strategy_like_the_simulation(tmp_path):
     address = f"127.0.0.1:{free_port()}"
     options = ["--rounds", "2", "--strategy", "fedadam", "--server-lr", "0.05"]
     with processes(tmp_path) as run:
-        server = run.start(
-            "server",
-            "server",
-            "--address",
-            address,
-            "--min-clients",
-            "2",
-            "--no-plot",
-            "--out",
-            "out",
-            *options,
-        )
+        server = start_demo_server(run, address, 2, *options)
         wait_listening(address)
-        clients = start_clients(run, address, 2)
-        assert run.wait(server, 120) == 0, run.log(server)
-        for client in clients:
-            assert run.wait(client, 30) == 0, run.log(client)
+        wait_all(run, server, start_clients(run, address, 2))
 
     def simulated(name: str, *flags: str) -> list[np.ndarray]:
         out = str(tmp_path / name)

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from grpc_support import free_port, processes, start_clients
+from grpc_support import free_port, processes, start_clients, start_demo_server, wait_all
 
 from roost.cli import main
 
@@ -84,24 +84,8 @@ def test_bad_secagg_settings_get_one_clear_line(flags, message, capsys):
 def test_server_secagg_with_plain_clients_over_grpc(tmp_path):
     address = f"127.0.0.1:{free_port()}"
     with processes(tmp_path) as run:
-        server = run.start(
-            "server",
-            "server",
-            "--address",
-            address,
-            "--rounds",
-            "2",
-            "--min-clients",
-            "3",
-            "--secagg",
-            "--no-plot",
-            "--out",
-            "out",
-        )
-        clients = start_clients(run, address, 3)
-        assert run.wait(server, 120) == 0, run.log(server)
-        for client in clients:
-            assert run.wait(client, 30) == 0, run.log(client)
+        server = start_demo_server(run, address, 3, "--rounds", "2", "--secagg")
+        wait_all(run, server, start_clients(run, address, 3))
         assert "secure aggregation: SecAgg (complete graph) over 3 clients" in run.log(server)
     history = json.loads((tmp_path / "out" / "history.json").read_text())
     assert [r["phases"]["secagg_unmask"] for r in history["rounds"]] == [[3, 0], [3, 0]]
