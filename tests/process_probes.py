@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import time
 
+import numpy as np
+
 import roost
 from roost.compat.flwr.client import NumPyClient
 from roost.compat.flwr.common import ConfigRecord
@@ -32,6 +34,24 @@ class ProbeClient(roost.Client):
 
 def probe_client_fn(context: roost.Context) -> ProbeClient:
     return ProbeClient(context.partition_id, dict(context.run_config))
+
+
+def pid_recording_fedavg(pids: list, size: int) -> roost.Strategy:
+    """FedAvg from zeros of `size`, training only, that appends each fit's worker pid to `pids`
+    and sends the round number (which the probes' hang and die settings read)."""
+
+    def collect(pairs):
+        pids.extend(metrics["pid"] for _, metrics in pairs)
+        return {}
+
+    return roost.FedAvg(
+        fraction_evaluate=0.0,
+        min_fit_clients=1,
+        min_available_clients=1,
+        initial_parameters=[np.zeros(size)],
+        fit_metrics_aggregation_fn=collect,
+        on_fit_config_fn=lambda server_round: {"server_round": server_round},
+    )
 
 
 class RememberingClient(NumPyClient):

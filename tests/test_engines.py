@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 import pytest
-from process_probes import probe_client_fn
+from process_probes import pid_recording_fedavg, probe_client_fn
 
 import roost
 from roost import ConfigurationError
@@ -200,18 +200,7 @@ def test_unknown_engines_and_options_are_refused():
 
 
 def run_probe(num_clients: int, run_config: dict, rounds: int, pids: list, **options):
-    def collect(pairs):
-        pids.extend(metrics["pid"] for _, metrics in pairs)
-        return {}
-
-    strategy = roost.FedAvg(
-        fraction_evaluate=0.0,
-        min_fit_clients=1,
-        min_available_clients=1,
-        initial_parameters=[np.zeros(3)],
-        fit_metrics_aggregation_fn=collect,
-        on_fit_config_fn=lambda server_round: {"server_round": server_round},
-    )
+    strategy = pid_recording_fedavg(pids, 3)
     return roost.run_simulation(
         probe_client_fn,
         num_clients,

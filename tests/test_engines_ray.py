@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 import pytest
+from process_probes import pid_recording_fedavg
 
 import roost
 from roost.apps.digits import DemoSettings, make_client_fn, make_strategy
@@ -85,19 +86,7 @@ def demo_run(engine: str, **options) -> roost.History:
 
 def test_ray_engine_reuses_actors_and_replaces_a_hung_one(local_ray):
     pids: list[int] = []
-
-    def collect(pairs):
-        pids.extend(metrics["pid"] for _, metrics in pairs)
-        return {}
-
-    strategy = roost.FedAvg(
-        fraction_evaluate=0.0,
-        min_fit_clients=1,
-        min_available_clients=1,
-        initial_parameters=[np.zeros(2)],
-        fit_metrics_aggregation_fn=collect,
-        on_fit_config_fn=lambda server_round: {"server_round": server_round},
-    )
+    strategy = pid_recording_fedavg(pids, 2)
     history = roost.run_simulation(
         slow_once_client_fn,
         4,
