@@ -368,3 +368,46 @@ def test_start_server_and_start_client_deploy_over_grpc() -> None:
     # Full participation and deterministic clients: the deployed model is the simulated one.
     for a, b in zip(deployed.parameters, simulated.parameters, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_a_deployed_older_form_client_keeps_its_flower_state() -> None:
+    pytest.importorskip("grpc")
+    address = f"127.0.0.1:{_free_port()}"
+    box: dict = {}
+
+    def fewest_fits(pairs):
+        return {"fits": min(metrics["fits"] for _, metrics in pairs)}
+
+    def serve() -> None:
+        strategy = FedAvg(
+            initial_parameters=ndarrays_to_parameters([np.zeros(2)]),
+            fraction_evaluate=0.0,
+            fit_metrics_aggregation_fn=fewest_fits,
+        )
+        try:
+            box["history"] = fl.server.start_server(
+                server_address=address,
+                config=ServerConfig(num_rounds=3, round_timeout=60),
+                strategy=strategy,
+                client_wait_timeout=60,
+            )
+        except BaseException as error:  # reported below
+            box["error"] = error
+
+    def join(partition_id: int) -> None:
+        fl.client.start_client(
+            server_address=address,
+            client_fn=remembering_client_fn,
+            partition_id=partition_id,
+            max_wait_time=60,
+        )
+
+    threads = [threading.Thread(target=serve, daemon=True)]
+    threads += [threading.Thread(target=join, args=(i,), daemon=True) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not any(thread.is_alive() for thread in threads), "the deployed run did not finish"
+    assert "error" not in box, box.get("error")
+    assert box["history"].metrics_distributed_fit["fits"] == [(1, 1), (2, 2), (3, 3)]

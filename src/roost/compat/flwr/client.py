@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from roost.client.client import Client, ClientFn, ClientLike, Context
-from roost.compat.flwr.clientapp import ClientApp
+from roost.compat.flwr.clientapp import ClientApp, StatefulClientFn
 from roost.core.types import Config, Scalar
 from roost.errors import ConfigurationError
 
@@ -40,8 +40,10 @@ def start_client(
 ) -> None:
     """Connect to a roost server (see `roost.start_client`) and serve it until the run ends.
 
-    `max_wait_time` becomes roost's `reconnect_timeout`; other keyword arguments are passed on to
-    `roost.deploy.start_client` (e.g. `token=`, `partition_id=`).
+    As on Flower, the client (or each one `client_fn(context)` builds) sees the node's state as a
+    `RecordDict` in `context.state` (a `NumPyClient` also as `self.context`), kept across the
+    run's instructions. `max_wait_time` becomes roost's `reconnect_timeout`; other keyword
+    arguments are passed on to `roost.deploy.start_client` (e.g. `token=`, `partition_id=`).
     """
     from roost.deploy import start_client as roost_start_client
 
@@ -51,6 +53,9 @@ def start_client(
         options.setdefault("reconnect_timeout", max_wait_time)
     options.pop("transport", None)  # roost speaks one protocol: gRPC
     options.pop("grpc_max_message_length", None)
+    if (client is None) != (client_fn is None):  # else roost's start_client says what is wrong
+        build = client_fn if client_fn is not None else _Always(client)
+        client, client_fn = None, StatefulClientFn(build)
     roost_start_client(
         server_address=server_address,
         client=client,
@@ -58,6 +63,16 @@ def start_client(
         root_certificates=root_certificates,
         **options,
     )
+
+
+class _Always:
+    """A `client_fn` that returns the one client it was given."""
+
+    def __init__(self, client: ClientLike) -> None:
+        self.client = client
+
+    def __call__(self, context: Context) -> ClientLike:
+        return self.client
 
 
 def start_numpy_client(*, server_address: str, client: NumPyClient, **options: Any) -> None:
