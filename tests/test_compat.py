@@ -324,42 +324,46 @@ def test_misuse_gets_clear_errors() -> None:
         ServerApp(server_fn=server_fn, config=ServerConfig())
 
 
-def _free_port() -> int:
-    return free_port()
-
-
-def test_start_server_and_start_client_deploy_over_grpc() -> None:
+def deploy(strategy, num_rounds: int, join, num_clients: int):
+    """`fl.server.start_server` with `strategy` in a thread and `join(i)` (a client) in one
+    thread per client; the server's History once every thread is done."""
     pytest.importorskip("grpc")
-    address = f"127.0.0.1:{_free_port()}"
+    address = f"127.0.0.1:{free_port()}"
     box: dict = {}
 
     def serve() -> None:
         try:
             box["history"] = fl.server.start_server(
                 server_address=address,
-                config=ServerConfig(num_rounds=2, round_timeout=60),
-                strategy=make_strategy(),
+                config=ServerConfig(num_rounds=num_rounds, round_timeout=60),
+                strategy=strategy,
                 client_wait_timeout=60,
             )
         except BaseException as error:  # reported below
             box["error"] = error
 
-    def join(partition_id: int) -> None:
-        fl.client.start_client(
-            server_address=address,
-            client=client_fn(Context(partition_id, NUM_CLIENTS)),
-            max_wait_time=60,
-        )
-
     threads = [threading.Thread(target=serve, daemon=True)]
-    threads += [threading.Thread(target=join, args=(i,), daemon=True) for i in range(NUM_CLIENTS)]
+    threads += [
+        threading.Thread(target=join, args=(address, i), daemon=True) for i in range(num_clients)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(120)
     assert not any(thread.is_alive() for thread in threads), "the deployed run did not finish"
     assert "error" not in box, box.get("error")
-    deployed = box["history"]
+    return box["history"]
+
+
+def test_start_server_and_start_client_deploy_over_grpc() -> None:
+    def join(address: str, partition_id: int) -> None:
+        fl.client.start_client(
+            server_address=address,
+            client=client_fn(Context(partition_id, NUM_CLIENTS)),
+            max_wait_time=60,
+        )
+
+    deployed = deploy(make_strategy(), 2, join, NUM_CLIENTS)
     simulated = run_simulation(
         server_app=ServerApp(config=ServerConfig(num_rounds=2), strategy=make_strategy()),
         client_app=client,
@@ -371,30 +375,16 @@ def test_start_server_and_start_client_deploy_over_grpc() -> None:
 
 
 def test_a_deployed_older_form_client_keeps_its_flower_state() -> None:
-    pytest.importorskip("grpc")
-    address = f"127.0.0.1:{_free_port()}"
-    box: dict = {}
-
     def fewest_fits(pairs):
         return {"fits": min(metrics["fits"] for _, metrics in pairs)}
 
-    def serve() -> None:
-        strategy = FedAvg(
-            initial_parameters=ndarrays_to_parameters([np.zeros(2)]),
-            fraction_evaluate=0.0,
-            fit_metrics_aggregation_fn=fewest_fits,
-        )
-        try:
-            box["history"] = fl.server.start_server(
-                server_address=address,
-                config=ServerConfig(num_rounds=3, round_timeout=60),
-                strategy=strategy,
-                client_wait_timeout=60,
-            )
-        except BaseException as error:  # reported below
-            box["error"] = error
+    strategy = FedAvg(
+        initial_parameters=ndarrays_to_parameters([np.zeros(2)]),
+        fraction_evaluate=0.0,
+        fit_metrics_aggregation_fn=fewest_fits,
+    )
 
-    def join(partition_id: int) -> None:
+    def join(address: str, partition_id: int) -> None:
         fl.client.start_client(
             server_address=address,
             client_fn=remembering_client_fn,
@@ -402,12 +392,5 @@ def test_a_deployed_older_form_client_keeps_its_flower_state() -> None:
             max_wait_time=60,
         )
 
-    threads = [threading.Thread(target=serve, daemon=True)]
-    threads += [threading.Thread(target=join, args=(i,), daemon=True) for i in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
-    assert not any(thread.is_alive() for thread in threads), "the deployed run did not finish"
-    assert "error" not in box, box.get("error")
-    assert box["history"].metrics_distributed_fit["fits"] == [(1, 1), (2, 2), (3, 3)]
+    history = deploy(strategy, 3, join, 2)
+    assert history.metrics_distributed_fit["fits"] == [(1, 1), (2, 2), (3, 3)]
