@@ -74,11 +74,8 @@ class RayEngine(WorkerPool[Any, Any]):
         warm_clients: keep the clients each actor builds (True, or `WarmClients(...)` bounds,
             split among the actors); see `roost.engines.warm` for how that can change the
             results of clients that keep state. Default False: a fresh client per instruction.
-        in_order: hand results to the aggregator in the cohort's order (default), so that a seed
-            gives the same bits on every run. A result that finishes before those ahead of it
-            waits in memory; with very uneven clients and large models, `False` hands each on
-            as it finishes instead (at most about one waiting result per worker), and the
-            model may then differ from run to run in its last bits.
+        in_order: results reach the aggregator in the cohort's order (default: a seed gives
+            the same bits), or, False, as they finish; see `ProcessEngine` for the trade-off.
     """
 
     def __init__(
