@@ -301,8 +301,9 @@ def in_cohort_order(
 
     The aggregators sum as results stream in, and floating-point sums depend on their order: in
     finishing order, two runs with one seed would differ in the last bits of the model. Holding
-    back the results that finish early keeps them (at most the cohort's, and usually a few) in
-    memory a little longer; a run gets the same bits on every engine.
+    back the results that finish early keeps them in memory a little longer (with even clients
+    about one more; at worst, a slow first client, all the others: see
+    `benchmarks/pool_order_memory.py`); a run gets the same bits on every engine.
     """
     places: dict[ClientId, deque[int]] = {}
     for index, client_id in enumerate(client_ids):
