@@ -34,7 +34,10 @@ import pytest  # noqa: E402
 SLOW_TESTS: dict[str, tuple[str, ...]] = {
     "test_aggregators.py": ("test_streaming_mean_consumes_a_generator_without_buffering",),
     "test_attacks.py": ("test_fedavg_collapses_while_robust_aggregators_hold",),
-    "test_compat.py": ("test_roost_engines_are_available_through_run_simulation",),
+    "test_compat.py": (
+        "test_roost_engines_are_available_through_run_simulation",
+        "test_an_older_form_client_keeps_its_flower_state_across_rounds[process]",
+    ),
     "test_engines.py": (
         "test_chunks_give_the_same_model_as_one_batch",
         "test_convolutions_give_the_sequential_model_batched_or_one_by_one",
