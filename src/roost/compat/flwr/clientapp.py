@@ -163,24 +163,26 @@ class MessageNode(Client, ProtocolClient):
         """Rebuild the message, run the app's handler, send its reply back."""
         node_id = codec.node_number(context.node_id)
         message = codec.instruction_to_message(instruction, node_id)
-        state = _flower_state(context.state.get(STATE_KEY))
+        state = _node_records(context)
         flower_context = codec.flower_context(
             message.metadata.run_id, node_id, context.node_config, context.run_config, state
         )
         reply = self.app.handle(message, flower_context)
-        context.state[STATE_KEY] = _plain_state(state)
+        _keep_node_records(context, state)
         return codec.reply_to_result(reply)
 
 
-def _plain_state(state: RecordDict) -> dict[str, Any]:
-    """A node's Flower state as plain data (its arrays and their layout), the form roost keeps
-    node states in: checkpoints record it, and the process engine ships it."""
-    arrays, layout = codec.encode_records(state)
-    return {"arrays": list(arrays), "layout": layout}
+def _keep_node_records(context: NodeContext, records: RecordDict) -> None:
+    """Keep a node's Flower state in its roost state as plain data (its arrays and their
+    layout), the form roost keeps node states in: checkpoints record it, and the process
+    engine ships it."""
+    arrays, layout = codec.encode_records(records)
+    context.state[STATE_KEY] = {"arrays": list(arrays), "layout": layout}
 
 
-def _flower_state(kept: dict[str, Any] | None) -> RecordDict:
-    """The `RecordDict` that `_plain_state` kept (empty on a node's first message)."""
+def _node_records(context: NodeContext) -> RecordDict:
+    """The node's Flower state that `_keep_node_records` kept (empty on its first call)."""
+    kept = context.state.get(STATE_KEY)
     if kept is None:
         return RecordDict()
     return codec.decode_records(kept["arrays"], kept["layout"])
@@ -209,7 +211,7 @@ class StatefulClientFn:
         self.client_fn = client_fn
 
     def __call__(self, context: NodeContext) -> ClientLike:
-        state = _flower_state(context.state.get(STATE_KEY))
+        state = _node_records(context)
         flower_context = replace(context, state=state)  # type: ignore[arg-type]
         client = self.client_fn(flower_context)
         if isinstance(client, Client):
@@ -238,7 +240,7 @@ class _KeepsFlowerState(Client):
         return self._kept(self.client.evaluate(parameters, config))
 
     def _kept(self, answer: Any) -> Any:
-        self.node_context.state[STATE_KEY] = _plain_state(self.state)
+        _keep_node_records(self.node_context, self.state)
         return answer
 
 
