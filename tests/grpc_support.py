@@ -476,15 +476,27 @@ def honest_update(partition_id: int, ins: FitIns) -> np.ndarray:
     return client.fit([a.copy() for a in ins.parameters], ins.config)[0][0]
 
 
-def run_deployed(strategy, clients: dict, num_rounds: int, timeout: float = 120, **server_options):
-    """Serve `num_rounds` with `start_server` (and `server_options`) and connect `clients`
-    ({node id: client}) with `start_client`, all in threads on a free loopback port; return the
-    server's History."""
+def run_deployed(
+    strategy,
+    clients: dict,
+    num_rounds: int,
+    timeout: float = 120,
+    *,
+    start_server=roost.start_server,
+    start_client=roost.start_client,
+    **server_options,
+):
+    """Serve `num_rounds` with `start_server` (and `server_options`) and connect `clients` with
+    `start_client`, all in threads on a free loopback port; return the server's History.
+
+    `clients` maps a node id to its client, or to the other keyword arguments of its
+    `start_client` (`{"client_fn": ..., "partition_id": 0}`). The start functions may be the
+    Flower layer's (`roost.compat.flwr`)."""
     address = f"127.0.0.1:{free_port()}"
     box: dict = {}
 
     def serve() -> None:
-        box["history"] = roost.start_server(
+        box["history"] = start_server(
             server_address=address,
             config=roost.ServerConfig(num_rounds=num_rounds, round_timeout=60),
             strategy=strategy,
@@ -497,10 +509,10 @@ def run_deployed(strategy, clients: dict, num_rounds: int, timeout: float = 120,
     server.start()
     threads = [
         threading.Thread(
-            target=roost.start_client,
+            target=start_client,
             kwargs={
                 "server_address": address,
-                "client": client,
+                **(client if isinstance(client, dict) else {"client": client}),
                 "node_id": node_id,
                 "reconnect_timeout": 60,
             },

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import pytest
-from grpc_support import free_port
+from grpc_support import run_deployed
 from process_probes import remembering_client_fn
 
 import roost
@@ -324,46 +322,21 @@ def test_misuse_gets_clear_errors() -> None:
         ServerApp(server_fn=server_fn, config=ServerConfig())
 
 
-def deploy(strategy, num_rounds: int, join, num_clients: int):
-    """`fl.server.start_server` with `strategy` in a thread and `join(i)` (a client) in one
-    thread per client; the server's History once every thread is done."""
+def deploy(strategy, clients: dict, num_rounds: int):
+    """`run_deployed` with the Flower layer's `start_server` and `start_client`."""
     pytest.importorskip("grpc")
-    address = f"127.0.0.1:{free_port()}"
-    box: dict = {}
-
-    def serve() -> None:
-        try:
-            box["history"] = fl.server.start_server(
-                server_address=address,
-                config=ServerConfig(num_rounds=num_rounds, round_timeout=60),
-                strategy=strategy,
-                client_wait_timeout=60,
-            )
-        except BaseException as error:  # reported below
-            box["error"] = error
-
-    threads = [threading.Thread(target=serve, daemon=True)]
-    threads += [
-        threading.Thread(target=join, args=(address, i), daemon=True) for i in range(num_clients)
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
-    assert not any(thread.is_alive() for thread in threads), "the deployed run did not finish"
-    assert "error" not in box, box.get("error")
-    return box["history"]
+    return run_deployed(
+        strategy,
+        clients,
+        num_rounds,
+        start_server=fl.server.start_server,
+        start_client=fl.client.start_client,
+    )
 
 
 def test_start_server_and_start_client_deploy_over_grpc() -> None:
-    def join(address: str, partition_id: int) -> None:
-        fl.client.start_client(
-            server_address=address,
-            client=client_fn(Context(partition_id, NUM_CLIENTS)),
-            max_wait_time=60,
-        )
-
-    deployed = deploy(make_strategy(), 2, join, NUM_CLIENTS)
+    clients = {str(k): client_fn(Context(k, NUM_CLIENTS)) for k in range(NUM_CLIENTS)}
+    deployed = deploy(make_strategy(), clients, 2)
     simulated = run_simulation(
         server_app=ServerApp(config=ServerConfig(num_rounds=2), strategy=make_strategy()),
         client_app=client,
@@ -383,14 +356,6 @@ def test_a_deployed_older_form_client_keeps_its_flower_state() -> None:
         fraction_evaluate=0.0,
         fit_metrics_aggregation_fn=fewest_fits,
     )
-
-    def join(address: str, partition_id: int) -> None:
-        fl.client.start_client(
-            server_address=address,
-            client_fn=remembering_client_fn,
-            partition_id=partition_id,
-            max_wait_time=60,
-        )
-
-    history = deploy(strategy, 3, join, 2)
+    nodes = {str(k): {"client_fn": remembering_client_fn, "partition_id": k} for k in (0, 1)}
+    history = deploy(strategy, nodes, 3)
     assert history.metrics_distributed_fit["fits"] == [(1, 1), (2, 2), (3, 3)]
