@@ -259,7 +259,7 @@ def local_epsilon(
             faster for many rounds and still never under-states ε (rounding is pessimistic).
     """
     _check_noise_multiplier(noise_multiplier)
-    _check_local(delta, rounds, relation)
+    _check_local(delta, rounds, relation, discretization)
     accountant = _local_accountant(discretization)
     return float(
         accountant.compose(_local_releases(noise_multiplier, rounds, relation)).get_epsilon(delta)
@@ -278,8 +278,7 @@ def local_noise_multiplier_for(
     `target_epsilon`; found by `dp_accounting.calibrate_dp_mechanism` (arguments as for
     `local_epsilon`)."""
     _check_target(target_epsilon)
-    _check_local(delta, rounds, relation)
-    _local_accountant(discretization)  # refuses a bad step now, not inside the search
+    _check_local(delta, rounds, relation, discretization)
     if rounds == 0:
         return 0.0
     return _calibrate(
@@ -290,10 +289,12 @@ def local_noise_multiplier_for(
     )
 
 
-def _check_local(delta: float, rounds: int, relation: str) -> None:
+def _check_local(delta: float, rounds: int, relation: str, discretization: float) -> None:
     _check_delta(delta)
     _check_rounds(rounds)
     _check_choice("relation", relation, RELATIONS)
+    if not discretization > 0:
+        raise ConfigurationError(f"discretization must be > 0, got {discretization}")
 
 
 def _local_releases(noise_multiplier: float, rounds: int, relation: str) -> Any:
@@ -313,8 +314,6 @@ def _local_accountant(discretization: float) -> Any:
     neighbours it compares), with privacy-loss step `discretization`."""
     import dp_accounting
 
-    if not discretization > 0:
-        raise ConfigurationError(f"discretization must be > 0, got {discretization}")
     return dp_accounting.pld.PLDAccountant(
         dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE,
         value_discretization_interval=discretization,
