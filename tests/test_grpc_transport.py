@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +18,7 @@ from grpc_support import (
     clients,
     declare,
     fit_ins,
+    free_port,
     honest_update,
     make_certificates,
     make_strategy,
@@ -509,3 +511,19 @@ def test_a_node_connecting_again_replaces_its_old_connection(pool):
         finally:
             old.close()
             new.close()
+
+
+def test_reconnecting_leaves_the_random_module_as_the_app_seeded_it():
+    # Apps seed Python's `random` (keras.utils.set_random_seed does) and then draw their initial
+    # weights from it; a client waiting for its server in the same process must not move it.
+    random.seed(0)
+    expected = random.getstate()
+    grpc_client = GrpcClient(
+        f"127.0.0.1:{free_port()}",
+        lambda: LinearClient(0),
+        "0",
+        ClientOptions(reconnect_timeout=0.5, initial_backoff=0.05),
+    )
+    with pytest.raises(ServerUnreachableError):
+        grpc_client.run()
+    assert random.getstate() == expected

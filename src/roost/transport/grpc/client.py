@@ -44,6 +44,10 @@ from roost.transport.grpc.stream import dispatch_frame, stream_options
 
 log = logging.getLogger(__name__)
 
+# The reconnect jitter has a generator of its own: drawing from the `random` module would move the
+# state a user's app seeded (keras.utils.set_random_seed seeds it) and so change their results.
+_JITTER = random.Random()
+
 
 class _Lost(Exception):
     """The connection ended without the server ending the run: try again."""
@@ -203,7 +207,7 @@ class GrpcClient:
                         f"{waited:.0f} s (last error: {lost}); check the address, that the "
                         "server is running and, with TLS, the root certificate"
                     ) from None
-                delay = min(backoff, options.max_backoff) * random.uniform(0.8, 1.2)
+                delay = min(backoff, options.max_backoff) * _JITTER.uniform(0.8, 1.2)
                 if options.reconnect_timeout is not None:
                     delay = min(delay, options.reconnect_timeout - waited)
                 log.warning("%s; reconnecting in %.1f s", lost, delay)
