@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -147,3 +149,32 @@ def test_values_refuse_what_the_wire_cannot_carry():
         wire.decode_values([pb.Entry(key="a")], "metrics")
     with pytest.raises(InvalidMessageError, match="cannot be sent"):
         wire.array_specs([np.array(["text"])])
+
+
+def test_the_committed_generated_code_matches_roost_proto(tmp_path):
+    """roost_pb2.py is generated from roost.proto and committed; an edit to one alone fails here."""
+    protoc = pytest.importorskip("grpc_tools.protoc")
+    from google.protobuf import descriptor_pb2
+
+    source_root = Path(pb.__file__).resolve().parents[3]  # the directory holding `roost`
+    descriptor_set = tmp_path / "roost.desc"
+    status = protoc.main(
+        [
+            "grpc_tools.protoc",
+            f"-I{source_root}",
+            f"--descriptor_set_out={descriptor_set}",
+            "roost/transport/grpc/roost.proto",
+        ]
+    )
+    assert status == 0
+    [compiled] = descriptor_pb2.FileDescriptorSet.FromString(descriptor_set.read_bytes()).file
+    committed = descriptor_pb2.FileDescriptorProto.FromString(pb.DESCRIPTOR.serialized_pb)
+    _clear_json_names(compiled.message_type)  # protoc's Python output leaves them out
+    assert committed == compiled, "run `python tools/generate_grpc.py` after editing roost.proto"
+
+
+def _clear_json_names(messages) -> None:
+    for message in messages:
+        for field in message.field:
+            field.ClearField("json_name")
+        _clear_json_names(message.nested_type)
