@@ -5,9 +5,11 @@
 
 The process and Ray engines hand results to the aggregator in the cohort's order (`in_order`,
 the default), so that a seeded run gives the same bits every time. A result that finishes before
-those ahead of it waits in memory. This measures the worst case on purpose: client 0 trains for
-`--slow` seconds while the other workers finish every other client, so with `in_order` all the
-others wait for it; `in_order=False` hands each on as it finishes.
+those ahead of it waits in memory, and calls run at most a window (`ORDER_WINDOW_PER_WORKER` ×
+workers places) ahead of the first result not yet back. This measures the worst case on purpose:
+client 0 trains for `--slow` seconds while the other workers could finish every other client; in
+order, a window of them waits for it (and the workers then wait too); `in_order=False` hands each
+on as it finishes and keeps the workers busy.
 
 The server side consumes the exchange as the streaming aggregators do: each result is added to a
 running float64 sum and dropped. Peak memory is what the server process allocates during the

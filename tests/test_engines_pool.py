@@ -11,7 +11,7 @@ import pytest
 
 from roost.core.types import Failure, FitIns, FitRes
 from roost.engines.federation import Federation
-from roost.engines.pool import WorkerLost, WorkerPool, in_cohort_order
+from roost.engines.pool import ORDER_WINDOW_PER_WORKER, CohortOrder, WorkerLost, WorkerPool
 
 
 class ThreadWorker:
@@ -54,10 +54,14 @@ class ThreadPool(WorkerPool[ThreadWorker, futures.Future]):
         kind = self.behaviour.get(client_id, "ok")
         if kind == "hang":
             self.release.wait(10)
-        if kind == "last":  # answer once every other call of the cohort is back
+        if kind == "last" or kind.startswith("after:"):  # answer once every other call of
+            # the cohort (or that many) is back, and a moment more for any others that could be
+            wanted = self.cohort_size - 1 if kind == "last" else int(kind.split(":")[1])
             deadline = time.monotonic() + 10
-            while len(self.received) < self.cohort_size - 1 and time.monotonic() < deadline:
+            while len(self.received) < wanted and time.monotonic() < deadline:
                 time.sleep(0.005)
+            if kind != "last":
+                time.sleep(0.3)
         moved = [p + int(client_id) for p in instruction.parameters]
         calls = state.get("calls", 0) + 1
         return (
@@ -157,13 +161,37 @@ def test_cohort_order_holds_back_only_what_is_early_and_loses_nothing():
     def outcome(client_id):
         return client_id, FitRes([np.zeros(1)], 1, {})
 
-    finished = [outcome(c) for c in ("b", "c", "a", "a", "x", "d")]
-    delivered = in_cohort_order(iter(finished), ["a", "b", "a", "c", "d"])
+    order = CohortOrder(["a", "b", "a", "c", "d"])
+    steps = [[c for c, _ in order.add(outcome(c))] for c in ("b", "c", "a", "a", "x", "d")]
     # The repeated "a" fills both of its places; "x", no member, is passed on when it comes.
-    assert [client_id for client_id, _ in delivered] == ["a", "b", "a", "c", "x", "d"]
-    # A call never answered (the exchange ended early) does not hold the others back for ever.
-    partial = list(in_cohort_order(iter([outcome("b"), outcome("c")]), ["a", "b", "c"]))
-    assert [c for c, _ in partial] == ["b", "c"]
+    assert steps == [[], [], ["a", "b"], ["a", "c"], ["x"], ["d"]]
+    assert order.delivered == 5 and order.rest() == []
+    # A call never answered does not hold the others back for ever.
+    partial = CohortOrder(["a", "b", "c"])
+    assert partial.add(outcome("b")) == [] and partial.add(outcome("c")) == []
+    assert [c for c, _ in partial.rest()] == ["b", "c"]
+
+
+def test_a_slow_client_holds_back_a_window_of_results_not_the_whole_cohort():
+    """In cohort order, calls run at most a window ahead of the first result not back: the
+    results held in memory for a slow first client are bounded, whatever the cohort's size."""
+    window = ORDER_WINDOW_PER_WORKER * 2
+    pool = ThreadPool({"0": f"after:{window - 1}"}, num_clients=40, max_workers=2)
+    try:
+        order = [client_id for client_id, _ in pool.run(cohort(40), timeout=20)]
+    finally:
+        pool.finish()
+    assert order == [str(k) for k in range(40)]
+    # Client 0 answered after the others in its window, and nothing beyond it had started.
+    assert pool.received[:window] == [*(str(k) for k in range(1, window)), "0"]
+    unordered = ThreadPool(
+        {"0": f"after:{window - 1}"}, num_clients=40, max_workers=2, in_order=False
+    )
+    try:
+        list(unordered.run(cohort(40), timeout=20))
+    finally:
+        unordered.finish()
+    assert unordered.received.index("0") > window  # without the window, the others run on
 
 
 def test_a_pool_needs_clients_and_workers():

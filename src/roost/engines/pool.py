@@ -4,8 +4,11 @@ A pool keeps up to `max_workers` workers. They start on first use, receive `clie
 are reused by every exchange (every `run` call, any number of them per round). An exchange hands
 the cohort's instructions to idle workers, one call per worker at a time, and yields the results
 in the cohort's order (so that a seed gives the same bits), each as soon as it and all before it
-are back; with `in_order=False`, as each finishes (the memory of finished results then stays at
-about one per worker even when an early client is slow, but the last bits of a sum can differ).
+are back. A result that finishes early waits in memory for those ahead of it, so a call is sent
+only while it is fewer than `ORDER_WINDOW_PER_WORKER × max_workers` places after the first result
+not yet back: a slow client then holds back that many results at most, not the whole cohort, and
+the workers wait for it once they are that far ahead. With `in_order=False` results are handed on
+as each finishes (no worker waits and no result is held, but the last bits of a sum can differ).
 A client past the timeout is a failure and its worker is replaced, so a hung client cannot hold
 a worker; a worker that dies is a failure of its client and is replaced too.
 
@@ -43,6 +46,10 @@ log = logging.getLogger(__name__)
 
 # Seconds a new worker may take to import roost and rebuild client_fn before start-up fails.
 WORKER_START_TIMEOUT = 120.0
+
+# In cohort order, how far (in places per worker) calls may run ahead of the first result not yet
+# back: the most finished results the server holds in memory while it waits for a slow client.
+ORDER_WINDOW_PER_WORKER = 4
 
 Worker = TypeVar("Worker")
 Handle = TypeVar("Handle")
@@ -157,11 +164,8 @@ class WorkerPool(ABC, SimulatedFederation, Generic[Worker, Handle]):
         `in_order` False, as they finish)."""
         if self._exchange is not None:
             self._exchange.close()  # its busy workers stop: their results belong to no one now
-        cohort = list(cohort)
-        self._exchange = self._dispatch(cohort, timeout)
-        if not self.in_order:
-            return self._exchange
-        return in_cohort_order(self._exchange, [client_id for client_id, _ in cohort])
+        self._exchange = self._dispatch(list(cohort), timeout)
+        return self._exchange
 
     def close(self) -> None:
         """Stop every worker. The pool starts afresh if `run` is called again."""
@@ -186,18 +190,29 @@ class WorkerPool(ABC, SimulatedFederation, Generic[Worker, Handle]):
         wanted = min(self.max_workers, max(len(cohort), 1))
         if len(self._workers) < wanted:
             self._workers += self._start_workers(wanted - len(self._workers))
-        pending = deque(cohort)
+        order = CohortOrder([client_id for client_id, _ in cohort]) if self.in_order else None
+        deliver = order.add if order is not None else _as_ready
+        window = ORDER_WINDOW_PER_WORKER * self.max_workers
+        unreleased = deque(cohort)  # calls not yet allowed to start (see ORDER_WINDOW_PER_WORKER)
+        pending: deque[tuple[ClientId, Instruction]] = deque()
         idle = list(self._workers)
         busy: dict[Handle, _Call] = {}
         try:
-            while pending or busy:
-                yield from self._send_pending(pending, idle, busy)
+            while unreleased or pending or busy:
+                limit = len(cohort) if order is None else order.delivered + window
+                while unreleased and len(cohort) - len(unreleased) < limit:
+                    pending.append(unreleased.popleft())
+                for outcome in self._send_pending(pending, idle, busy):
+                    yield from deliver(outcome)
                 if not busy:
                     continue
                 for handle in self._wait(list(busy), _time_left(busy, timeout)):
-                    yield self._collect(busy.pop(handle), handle, idle)
+                    yield from deliver(self._collect(busy.pop(handle), handle, idle))
                 if timeout is not None:
-                    yield from self._expire(busy, idle, timeout)
+                    for outcome in self._expire(busy, idle, timeout):
+                        yield from deliver(outcome)
+            if order is not None:
+                yield from order.rest()
         finally:
             # Left early (the consumer stopped, or a new exchange began): calls still in flight
             # must not answer into another exchange, so their workers go. The pool regrows
@@ -293,34 +308,43 @@ class WorkerPool(ABC, SimulatedFederation, Generic[Worker, Handle]):
         return fresh
 
 
-def in_cohort_order(
-    outcomes: Iterator[Outcome], client_ids: Sequence[ClientId]
-) -> Iterator[Outcome]:
-    """`outcomes` (in the order clients finish) in the order of `client_ids`, each one yielded as
-    soon as all before it are.
+class CohortOrder:
+    """Puts outcomes that arrive in finishing order back in the cohort's order.
 
     The aggregators sum as results stream in, and floating-point sums depend on their order: in
-    finishing order, two runs with one seed would differ in the last bits of the model. Holding
-    back the results that finish early keeps them in memory a little longer (with even clients
-    about one more; at worst, a slow first client, all the others: see
-    `benchmarks/pool_order_memory.py`); a run gets the same bits on every engine.
+    finishing order, two runs with one seed would differ in the last bits of the model. The price
+    is memory: a result that finishes early is held until all before it are back (bounded by the
+    pool's window, see `ORDER_WINDOW_PER_WORKER`; measured in `benchmarks/pool_order_memory.py`).
     """
-    places: dict[ClientId, deque[int]] = {}
-    for index, client_id in enumerate(client_ids):
-        places.setdefault(client_id, deque()).append(index)
-    held: dict[int, Outcome] = {}
-    next_index = 0
-    for outcome in outcomes:
-        place = places.get(outcome[0])
+
+    def __init__(self, client_ids: Sequence[ClientId]) -> None:
+        self._places: dict[ClientId, deque[int]] = {}
+        for index, client_id in enumerate(client_ids):
+            self._places.setdefault(client_id, deque()).append(index)
+        self._held: dict[int, Outcome] = {}
+        self.delivered = 0  # outcomes handed on so far, so the first place not yet back
+
+    def add(self, outcome: Outcome) -> list[Outcome]:
+        """`outcome` and the held ones it unblocks, in the cohort's order (none if it is early)."""
+        place = self._places.get(outcome[0])
         if not place:  # not one of the cohort's: nothing to order it by
-            yield outcome
-            continue
-        held[place.popleft()] = outcome
-        while next_index in held:
-            yield held.pop(next_index)
-            next_index += 1
-    for index in sorted(held):  # a call never answered (its exchange ended early)
-        yield held[index]
+            return [outcome]
+        self._held[place.popleft()] = outcome
+        ready = []
+        while self.delivered in self._held:
+            ready.append(self._held.pop(self.delivered))
+            self.delivered += 1
+        return ready
+
+    def rest(self) -> list[Outcome]:
+        """What is still held when no more outcomes will come (some call was never answered)."""
+        rest = [self._held.pop(index) for index in sorted(self._held)]
+        self.delivered += len(rest)
+        return rest
+
+
+def _as_ready(outcome: Outcome) -> list[Outcome]:
+    return [outcome]
 
 
 def _take(pending: deque, index: int) -> tuple[ClientId, Instruction]:

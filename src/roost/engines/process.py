@@ -110,9 +110,10 @@ class ProcessEngine(WorkerPool[_Worker, Connection]):
             results of clients that keep state. Default False: a fresh client per instruction.
         in_order: hand results to the aggregator in the cohort's order (default), so that a seed
             gives the same bits on every run. A result that finishes before those ahead of it
-            waits in memory; with very uneven clients and large models, `False` hands each on
-            as it finishes instead (at most about one waiting result per worker), and the
-            model may then differ from run to run in its last bits.
+            waits in memory, and workers wait once they are a window ahead of a slow client
+            (see `roost.engines.pool`); with stragglers, `False` hands each result on as it
+            finishes instead (at most about one waiting result per worker, no worker waits),
+            and the model may then differ from run to run in its last bits.
 
     Workers start on the first exchange and are reused until `close()`.
     """
