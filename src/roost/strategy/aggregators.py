@@ -46,9 +46,12 @@ def accumulate(running: np.ndarray, array: np.ndarray, weight: float) -> None:
     """running += weight · array, in place, computed in running's dtype, block by block."""
     flat_sum = running.reshape(-1)  # a view: running is always a fresh contiguous array
     flat = np.asarray(array).reshape(-1)
-    for start in range(0, flat.size, _BLOCK):
-        stop = start + _BLOCK
-        flat_sum[start:stop] += np.multiply(flat[start:stop], weight, dtype=flat_sum.dtype)
+    # A sum that overflows is caught where the round ends (the model is kept, with a warning that
+    # says so); NumPy's own RuntimeWarning would only repeat it, less clearly.
+    with np.errstate(over="ignore", invalid="ignore"):
+        for start in range(0, flat.size, _BLOCK):
+            stop = start + _BLOCK
+            flat_sum[start:stop] += np.multiply(flat[start:stop], weight, dtype=flat_sum.dtype)
 
 
 def divided(running: np.ndarray, total: float, dtype: np.dtype) -> np.ndarray:
