@@ -48,7 +48,8 @@ class FlowerAliasFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
                 raise
             raise UnsupportedFlowerModule(
                 f"{fullname} is not supported by roost's Flower layer; it provides flwr.app, "
-                "flwr.clientapp, flwr.serverapp, flwr.serverapp.strategy, flwr.client, "
+                "flwr.clientapp, flwr.clientapp.mod, flwr.serverapp, flwr.serverapp.strategy, "
+                "flwr.client, "
                 "flwr.common, flwr.server, flwr.server.strategy and flwr.simulation",
                 name=fullname,
             ) from None

@@ -25,6 +25,10 @@ from roost.compat.flwr.serverapp.strategy.presets import (
     MultiKrum,
     QFedAvg,
 )
+from roost.compat.flwr.serverapp.strategy.privacy import (
+    DifferentialPrivacyClientSideFixedClipping,
+    DifferentialPrivacyServerSideFixedClipping,
+)
 from roost.compat.flwr.serverapp.strategy.result import Result
 from roost.compat.flwr.unsupported import missing_names
 
@@ -44,6 +48,9 @@ __all__ = [
     "Krum",
     "MultiKrum",
     "QFedAvg",
+    # wrappers that add central differential privacy to one of the above
+    "DifferentialPrivacyClientSideFixedClipping",
+    "DifferentialPrivacyServerSideFixedClipping",
 ]
 
 __getattr__ = missing_names("flwr.serverapp.strategy", __all__)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, dataclass_transform
 
 from roost.compat.flwr.records import (
@@ -39,6 +39,7 @@ from roost.errors import ConfigurationError
 from roost.server.history import History
 from roost.server.loop import ServerConfig, run_rounds
 from roost.strategy import presets
+from roost.strategy.base import UpdateTransform
 from roost.strategy.strategy import Strategy as RoostStrategy
 from roost.strategy.weighting import weight_by_metric
 
@@ -79,6 +80,15 @@ class Strategy:
             f"roost cannot run the strategy {type(self).__name__}: write-your-own Flower "
             "strategies are not supported; use a named one (FedAvg, FedAdam, …) or roost.Strategy"
         )
+
+
+@dataclass(frozen=True)
+class Additions:
+    """What a wrapper strategy adds to the strategy it wraps: update transforms (the Flower
+    strategies have none of their own) and entries for every train config."""
+
+    update_transforms: tuple[UpdateTransform, ...] = ()
+    train_extras: dict[str, Any] = field(default_factory=dict)
 
 
 def _step_error(step: str) -> ConfigurationError:
@@ -151,6 +161,31 @@ class FedAvg(Strategy):
         to the nodes with `"server-round"` added; `evaluate_fn(server_round, arrays)` evaluates the
         global model on the server before round 1 and after every round.
         """
+        return self.start_with(
+            grid,
+            initial_arrays,
+            Additions(),
+            num_rounds=num_rounds,
+            timeout=timeout,
+            train_config=train_config,
+            evaluate_config=evaluate_config,
+            evaluate_fn=evaluate_fn,
+        )
+
+    def start_with(
+        self,
+        grid: Grid,
+        initial_arrays: ArrayRecord,
+        additions: Additions,
+        *,
+        num_rounds: int = 3,
+        timeout: float = 3600,
+        train_config: ConfigRecord | None = None,
+        evaluate_config: ConfigRecord | None = None,
+        evaluate_fn: EvaluateFn | None = None,
+    ) -> Result:
+        """`start`, with what a wrapper strategy adds (`Additions`): the entry point of the
+        differential-privacy wrappers, which keep this strategy and add their parts to it."""
         self._check_runnable(grid, initial_arrays)
         layout = MessageLayout(
             names=list(initial_arrays.keys()),
@@ -159,11 +194,13 @@ class FedAvg(Strategy):
             configrecord_key=self.configrecord_key,
             train_config=ConfigRecord(dict(train_config or {})),
             evaluate_config=ConfigRecord(dict(evaluate_config or {})),
-            train_extras=self.train_extras(),
+            train_extras={**self.train_extras(), **additions.train_extras},
         )
         result = Result(arrays=initial_arrays)
         transport = GridTransport(grid, layout)
-        strategy = self._roost_strategy(initial_arrays, layout, result, transport, evaluate_fn)
+        strategy = self._roost_strategy(
+            initial_arrays, layout, result, transport, evaluate_fn, additions.update_transforms
+        )
         settings = grid.settings
         history = run_rounds(
             strategy,
@@ -204,6 +241,7 @@ class FedAvg(Strategy):
         result: Result,
         transport: GridTransport,
         evaluate_fn: EvaluateFn | None,
+        update_transforms: tuple[UpdateTransform, ...] = (),
     ) -> RoostStrategy:
         options: dict[str, Any] = {
             "fraction_fit": self.fraction_train,
@@ -225,6 +263,8 @@ class FedAvg(Strategy):
             options["evaluate_fn"] = _server_evaluate(evaluate_fn, layout.names, result)
         if self.weights_by_key:
             options["weight_fn"] = weight_by_metric(self.weighted_by_key)
+        if update_transforms:
+            options["update_transforms"] = update_transforms
         return self.preset(**options, **self.preset_options())
 
 

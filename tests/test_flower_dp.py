@@ -1,0 +1,134 @@
+"""Flower's central-DP wrappers (fixed clipping on the server or the nodes), fixedclipping_mod."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+from test_flower_strategies import SIZES, make_client_app, run_main, start_with
+
+from roost.compat.flwr import alias
+from roost.compat.flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from roost.compat.flwr.clientapp import ClientApp
+from roost.compat.flwr.clientapp.mod import fixedclipping_mod
+from roost.compat.flwr.message import ErrorCode, MessageType
+from roost.compat.flwr.serverapp import Grid
+from roost.compat.flwr.serverapp import strategy as flwr_strategy
+from roost.errors import ConfigurationError
+
+# make_client_app's node p adds p + 1 to all 4 entries (w: 3, b: 1): an update of norm 2(p + 1).
+# Clipped to C = 3, nodes 1 and 2 send 1.5 per entry; weighted by examples (10, 20, 30):
+CLIPPED_MEAN = (SIZES[0] * 1.0 + SIZES[1] * 1.5 + SIZES[2] * 1.5) / sum(SIZES[:3])
+
+
+def _wrapped(wrapper: type, noise_multiplier: float = 0.0, **fedavg):
+    inner = flwr_strategy.FedAvg(min_available_nodes=3, min_train_nodes=3, **fedavg)
+    return wrapper(inner, noise_multiplier, 3.0, 3)
+
+
+def test_server_side_clipping_clips_each_update_before_the_weighted_mean(caplog) -> None:
+    results: list = []
+    strategy = _wrapped(flwr_strategy.DifferentialPrivacyServerSideFixedClipping)
+    with caplog.at_level(logging.WARNING, logger="roost"):
+        run_main(start_with(strategy, results), make_client_app())
+    np.testing.assert_allclose(results[0].arrays["w"].numpy(), np.full(3, CLIPPED_MEAN))
+    np.testing.assert_allclose(results[0].arrays["b"].numpy(), [CLIPPED_MEAN])
+    assert "no privacy" in caplog.text  # σ = 0 says so
+
+
+def test_client_side_clipping_sends_the_norm_and_the_mod_clips_on_the_node() -> None:
+    results: list = []
+    configs: list[dict] = []
+    client_app = make_client_app(configs)
+    client_app.mods = [fixedclipping_mod]
+    strategy = _wrapped(flwr_strategy.DifferentialPrivacyClientSideFixedClipping)
+
+    def main(grid: Grid, context: Context) -> None:
+        # The mod, like Flower's, needs the reply's array names to be those sent: the nodes
+        # here reply with ArrayRecord(list), so the server sends one too.
+        arrays = ArrayRecord([np.zeros(3), np.zeros(1)])
+        results.append(strategy.start(grid=grid, initial_arrays=arrays, num_rounds=1))
+
+    run_main(main, client_app)
+    assert [config["clipping_norm"] for config in configs] == [3.0] * 3
+    np.testing.assert_allclose(results[0].arrays["0"].numpy(), np.full(3, CLIPPED_MEAN))
+
+
+def test_the_noise_on_the_aggregate_has_std_sigma_c_over_m_and_is_not_the_run_seed() -> None:
+    """σ = 2, C = 3, m = 3: noise of std 2 on every entry of the aggregated update."""
+    finals = []
+    for _ in range(2):  # the same run seed twice: the noise comes from the OS, not the seed
+        results: list = []
+        strategy = _wrapped(flwr_strategy.DifferentialPrivacyServerSideFixedClipping, 2.0)
+
+        def main(grid: Grid, context: Context, strategy=strategy, results=results) -> None:
+            arrays = ArrayRecord({"w": np.zeros(20_000, np.float32), "b": np.zeros(1)})
+            results.append(strategy.start(grid=grid, initial_arrays=arrays, num_rounds=1))
+
+        run_main(main, make_client_app())
+        finals.append(results[0].arrays["w"].numpy())
+    for final in finals:
+        # Each update (p + 1 on 20,001 entries) is clipped to norm 3: entries of 3/√20001.
+        noise = final.astype(np.float64) - 3.0 / np.sqrt(20_001)
+        assert final.dtype == np.float32
+        assert abs(noise.std() / 2.0 - 1.0) < 0.03  # about 6 standard errors
+        assert abs(noise.mean()) < 0.06
+    assert not np.allclose(finals[0], finals[1])
+
+
+def test_fixedclipping_mod_clips_the_reply_and_refuses_a_message_without_the_norm() -> None:
+    sent = ArrayRecord({"w": np.ones(4, np.float32)})
+
+    def trains_far(msg: Message, context: Context) -> Message:
+        arrays = {"w": msg.content["arrays"]["w"].numpy() + 10.0}
+        return Message(RecordDict({"arrays": ArrayRecord(arrays)}), reply_to=msg)
+
+    context = Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config={})
+    content = RecordDict({"arrays": sent, "config": ConfigRecord({"clipping_norm": 2.0})})
+    reply = fixedclipping_mod(Message(content, 1, MessageType.TRAIN), context, trains_far)
+    # The update (10 on 4 entries, norm 20) is scaled to norm 2: 1 per entry, added back.
+    np.testing.assert_allclose(reply.content["arrays"]["w"].numpy(), np.full(4, 2.0))
+    assert list(reply.content["arrays"]) == ["w"]
+
+    missing = RecordDict({"arrays": sent, "config": ConfigRecord({"lr": 0.1})})
+    refused = fixedclipping_mod(Message(missing, 1, MessageType.TRAIN), context, trains_far)
+    assert refused.has_error() and refused.error.code == ErrorCode.MOD_FAILED_PRECONDITION
+    assert "DifferentialPrivacyClientSideFixedClipping" in refused.error.reason
+    renamed = lambda msg, context: Message(  # noqa: E731
+        RecordDict({"arrays": ArrayRecord([np.ones(4)])}), reply_to=msg
+    )
+    mismatch = fixedclipping_mod(Message(content, 1, MessageType.TRAIN), context, renamed)
+    assert mismatch.has_error() and "same names" in mismatch.error.reason
+    # Other message types pass through untouched.
+    evaluated = fixedclipping_mod(Message(missing, 1, MessageType.EVALUATE), context, trains_far)
+    np.testing.assert_allclose(evaluated.content["arrays"]["w"].numpy(), np.full(4, 11.0))
+
+
+def test_the_wrappers_check_their_arguments_and_what_they_wrap() -> None:
+    wrapper = flwr_strategy.DifferentialPrivacyServerSideFixedClipping
+    inner = flwr_strategy.FedAvg()
+    for bad in (
+        {"noise_multiplier": -1.0},
+        {"noise_multiplier": float("nan")},
+        {"clipping_norm": 0.0},
+        {"clipping_norm": float("inf")},
+        {"num_sampled_clients": 0},
+        {"num_sampled_clients": 2.5},
+    ):
+        arguments = {"noise_multiplier": 1.0, "clipping_norm": 1.0, "num_sampled_clients": 2}
+        with pytest.raises(ConfigurationError, match=next(iter(bad))):
+            wrapper(inner, **{**arguments, **bad})
+    with pytest.raises(ConfigurationError, match="named strategies"):
+        wrapper(flwr_strategy.Strategy(), 1.0, 1.0, 2)
+    assert "server-side clipping" in repr(wrapper(inner, 1.0, 1.0, 2))
+
+
+def test_a_flower_app_imports_the_wrappers_and_the_mod_by_their_flower_names() -> None:
+    with alias.flower_alias():
+        from flwr.clientapp.mod import fixedclipping_mod as flower_mod
+        from flwr.serverapp.strategy import DifferentialPrivacyClientSideFixedClipping
+
+        assert flower_mod is fixedclipping_mod
+        assert DifferentialPrivacyClientSideFixedClipping.__module__.startswith("roost.")
+        assert isinstance(ClientApp(mods=[flower_mod]), ClientApp)
