@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from test_flower_strategies import SIZES, make_client_app, run_main, start_with
 
+import roost
 from roost.compat.flwr import alias
 from roost.compat.flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from roost.compat.flwr.clientapp import ClientApp
@@ -132,3 +133,42 @@ def test_a_flower_app_imports_the_wrappers_and_the_mod_by_their_flower_names() -
         assert flower_mod is fixedclipping_mod
         assert DifferentialPrivacyClientSideFixedClipping.__module__.startswith("roost.")
         assert isinstance(ClientApp(mods=[flower_mod]), ClientApp)
+
+
+class _AddsItsNumber(roost.Client):
+    """The older client form: client p adds p + 1 to every entry, with SIZES[p] examples."""
+
+    def __init__(self, partition_id: int) -> None:
+        self.partition_id = partition_id
+
+    def fit(self, parameters, config):
+        return [p + self.partition_id + 1 for p in parameters], SIZES[self.partition_id], {}
+
+    def evaluate(self, parameters, config):
+        return 0.0, 1, {}
+
+
+def test_the_older_strategy_api_wrapper_rebuilds_the_strategy_with_clipping_and_noise() -> None:
+    from roost.compat.flwr.server import strategy as older
+
+    inner = older.FedAvg(
+        initial_parameters=[np.zeros(3), np.zeros(1)],
+        min_fit_clients=3,
+        min_available_clients=3,
+        fraction_evaluate=0.0,
+    )
+    wrapped = older.DifferentialPrivacyServerSideFixedClipping(inner, 0.0, 3.0, 3)
+    assert type(wrapped) is older.FedAvg and wrapped.fraction_evaluate == 0.0
+    assert inner.update_transforms == ()  # the user's strategy is left as it was
+    history = roost.run_simulation(
+        lambda context: _AddsItsNumber(context.partition_id),
+        3,
+        strategy=wrapped,
+        config=roost.ServerConfig(num_rounds=1),
+        seed=0,
+    )
+    np.testing.assert_allclose(history.parameters[0], np.full(3, CLIPPED_MEAN))
+    with pytest.raises(ConfigurationError, match="named strategies"):
+        older.DifferentialPrivacyServerSideFixedClipping(roost.FedAvg(), 1.0, 1.0, 3)
+    with pytest.raises(ConfigurationError, match="clipping_norm"):
+        older.DifferentialPrivacyServerSideFixedClipping(inner, 1.0, -1.0, 3)
