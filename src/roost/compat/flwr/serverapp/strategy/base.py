@@ -153,39 +153,19 @@ class FedAvg(Strategy):
         train_config: ConfigRecord | None = None,
         evaluate_config: ConfigRecord | None = None,
         evaluate_fn: EvaluateFn | None = None,
+        *,
+        additions: Additions | None = None,
     ) -> Result:
         """Run `num_rounds` rounds from `initial_arrays` on roost's round loop; return the final
         arrays and every round's aggregated metrics.
 
         `timeout` is each node's time to answer a message. `train_config` / `evaluate_config` go
         to the nodes with `"server-round"` added; `evaluate_fn(server_round, arrays)` evaluates the
-        global model on the server before round 1 and after every round.
+        global model on the server before round 1 and after every round. `additions` (roost's,
+        not Flower's) is what a wrapper strategy adds: the differential-privacy wrappers run the
+        strategy they wrap with their parts added.
         """
-        return self.start_with(
-            grid,
-            initial_arrays,
-            Additions(),
-            num_rounds=num_rounds,
-            timeout=timeout,
-            train_config=train_config,
-            evaluate_config=evaluate_config,
-            evaluate_fn=evaluate_fn,
-        )
-
-    def start_with(
-        self,
-        grid: Grid,
-        initial_arrays: ArrayRecord,
-        additions: Additions,
-        *,
-        num_rounds: int = 3,
-        timeout: float = 3600,
-        train_config: ConfigRecord | None = None,
-        evaluate_config: ConfigRecord | None = None,
-        evaluate_fn: EvaluateFn | None = None,
-    ) -> Result:
-        """`start`, with what a wrapper strategy adds (`Additions`): the entry point of the
-        differential-privacy wrappers, which keep this strategy and add their parts to it."""
+        additions = additions or Additions()
         self._check_runnable(grid, initial_arrays)
         layout = MessageLayout(
             names=list(initial_arrays.keys()),

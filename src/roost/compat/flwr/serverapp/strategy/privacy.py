@@ -58,7 +58,7 @@ class _FixedClippingWrapper(Strategy):
         """Run the wrapped strategy with clipping and noise added (see `roost.compat.flwr.dp`)."""
         extras = {CLIPPING_NORM_KEY: float(self.dp.clipping_norm)} if self.clipping_on_nodes else {}
         additions = Additions(self.dp.transforms(type(self).__name__), extras)
-        return self.strategy.start_with(grid, initial_arrays, additions, **options)
+        return self.strategy.start(grid, initial_arrays, additions=additions, **options)
 
 
 class DifferentialPrivacyServerSideFixedClipping(_FixedClippingWrapper):
