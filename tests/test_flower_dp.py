@@ -96,6 +96,14 @@ def test_fixedclipping_mod_clips_the_reply_and_refuses_a_message_without_the_nor
     refused = fixedclipping_mod(Message(missing, 1, MessageType.TRAIN), context, trains_far)
     assert refused.has_error() and refused.error.code == ErrorCode.MOD_FAILED_PRECONDITION
     assert "DifferentialPrivacyClientSideFixedClipping" in refused.error.reason
+    for bad_norm in (-1.0, float("inf"), "2"):
+        config = ConfigRecord({"clipping_norm": bad_norm})
+        bad = fixedclipping_mod(
+            Message(RecordDict({"arrays": sent, "config": config}), 1, MessageType.TRAIN),
+            context,
+            trains_far,
+        )
+        assert bad.has_error() and "finite number > 0" in bad.error.reason
     renamed = lambda msg, context: Message(  # noqa: E731
         RecordDict({"arrays": ArrayRecord([np.ones(4)])}), reply_to=msg
     )

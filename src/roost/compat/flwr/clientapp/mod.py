@@ -10,6 +10,7 @@ the reply's update (reply arrays − received arrays) to that L2 norm before it 
 from __future__ import annotations
 
 import logging
+import math
 
 import numpy as np
 
@@ -44,7 +45,15 @@ def fixedclipping_mod(msg: Message, context: Context, call_next: Handler) -> Mes
             f"fixedclipping_mod needs '{CLIPPING_NORM_KEY}' in the train config: wrap the "
             "server's strategy in DifferentialPrivacyClientSideFixedClipping",
         )
-    clipping_norm = float(config[CLIPPING_NORM_KEY])
+    clipping_norm = config[CLIPPING_NORM_KEY]
+    if isinstance(clipping_norm, bool) or not isinstance(clipping_norm, int | float):
+        clipping_norm = math.nan  # refused just below, with the value the server sent
+    if not (clipping_norm > 0 and math.isfinite(clipping_norm)):
+        return _failed(
+            msg,
+            f"fixedclipping_mod: '{CLIPPING_NORM_KEY}' must be a finite number > 0, got "
+            f"{config[CLIPPING_NORM_KEY]!r}",
+        )
     reply = call_next(msg, context)
     if reply.has_error():
         return reply
