@@ -180,3 +180,50 @@ def test_the_older_strategy_api_wrapper_rebuilds_the_strategy_with_clipping_and_
         older.DifferentialPrivacyServerSideFixedClipping(roost.FedAvg(), 1.0, 1.0, 3)
     with pytest.raises(ConfigurationError, match="clipping_norm"):
         older.DifferentialPrivacyServerSideFixedClipping(inner, 1.0, -1.0, 3)
+
+
+_DP_SERVER = """
+    import numpy as np
+    from flwr.app import ArrayRecord
+    from flwr.serverapp import ServerApp
+    from flwr.serverapp.strategy import DifferentialPrivacyClientSideFixedClipping, FedAvg
+
+    app = ServerApp()
+
+    @app.main()
+    def main(grid, context):
+        strategy = DifferentialPrivacyClientSideFixedClipping(
+            FedAvg(), noise_multiplier=0.0, clipping_norm=0.5, num_sampled_clients=2
+        )
+        strategy.start(grid=grid, initial_arrays=ArrayRecord([np.zeros(4)]), num_rounds=2)
+"""
+
+_DP_CLIENT = """
+    from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
+    from flwr.clientapp import ClientApp
+    from flwr.clientapp.mod import fixedclipping_mod
+
+    app = ClientApp(mods=[fixedclipping_mod])
+
+    @app.train()
+    def train(msg, context):
+        step = 10.0 * (context.node_config["partition-id"] + 1)
+        arrays = [a + step for a in msg.content["arrays"].to_numpy_ndarrays()]
+        content = RecordDict(
+            {"arrays": ArrayRecord(arrays), "metrics": MetricRecord({"num-examples": 5})}
+        )
+        return Message(content, reply_to=msg)
+"""
+
+
+def test_a_flower_project_with_client_side_dp_runs_unchanged(tmp_path) -> None:
+    """Files as Flower's DP guide writes them: each round moves the model by at most C."""
+    from test_flower_apps import _write_project
+
+    from roost.compat.flwr.project import run_project
+
+    project = _write_project(tmp_path / "dp", _DP_SERVER, _DP_CLIENT)
+    history = run_project(project, num_nodes=2, seed=0)
+    assert [r.fit_results for r in history.rounds] == [2, 2]
+    # Updates of 10 and 20 on 4 entries, clipped on the nodes to norm 0.5: 0.25 per entry.
+    np.testing.assert_allclose(history.parameters[0], np.full(4, 0.5))
