@@ -135,10 +135,12 @@ def test_the_wrappers_check_their_arguments_and_what_they_wrap() -> None:
 
 def test_a_flower_app_imports_the_wrappers_and_the_mod_by_their_flower_names() -> None:
     with alias.flower_alias():
+        from flwr.clientapp.mod import LocalDpMod
         from flwr.clientapp.mod import fixedclipping_mod as flower_mod
         from flwr.serverapp.strategy import DifferentialPrivacyClientSideFixedClipping
 
         assert flower_mod is fixedclipping_mod
+        assert LocalDpMod.__module__ == "roost.compat.flwr.clientapp.mod"
         assert DifferentialPrivacyClientSideFixedClipping.__module__.startswith("roost.")
         assert isinstance(ClientApp(mods=[flower_mod]), ClientApp)
 
@@ -227,3 +229,38 @@ def test_a_flower_project_with_client_side_dp_runs_unchanged(tmp_path) -> None:
     assert [r.fit_results for r in history.rounds] == [2, 2]
     # Updates of 10 and 20 on 4 entries, clipped on the nodes to norm 0.5: 0.25 per entry.
     np.testing.assert_allclose(history.parameters[0], np.full(4, 0.5))
+
+
+def test_local_dp_mod_clips_then_adds_noise_of_the_gaussian_calibration(caplog) -> None:
+    from roost.compat.flwr.clientapp.mod import LocalDpMod
+
+    with caplog.at_level(logging.WARNING, logger="roost"):
+        mod = LocalDpMod(clipping_norm=1.0, sensitivity=2.0, epsilon=0.5, delta=1e-5)
+    assert caplog.text == ""  # ε < 1 and sensitivity 2C: the calibration holds
+    expected_std = 2.0 * np.sqrt(2 * np.log(1.25 / 1e-5)) / 0.5
+    assert mod.noise_stddev == pytest.approx(expected_std)
+    sent = ArrayRecord({"w": np.zeros(40_000, np.float32), "steps": np.zeros(2, np.int64)})
+
+    def trains(msg: Message, context: Context) -> Message:
+        received = msg.content["arrays"]
+        arrays = {"w": received["w"].numpy() + 1.0, "steps": received["steps"].numpy() + 3}
+        return Message(RecordDict({"arrays": ArrayRecord(arrays)}), reply_to=msg)
+
+    context = Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config={})
+    message = Message(RecordDict({"arrays": sent}), 1, MessageType.TRAIN)
+    replies = [mod(message, context, trains).content["arrays"] for _ in range(2)]
+    for reply in replies:
+        w = reply["w"].numpy()
+        assert w.dtype == np.float32
+        # The update (1 on 40,000 floats, 3 on 2 ints) is clipped to norm 1: w moves by ~1/200.
+        assert abs(w.std() / expected_std - 1.0) < 0.02  # about 6 standard errors
+        assert abs(w.mean()) < 0.2
+        np.testing.assert_array_equal(reply["steps"].numpy(), [0, 0])  # ints: clipped, no noise
+    assert not np.array_equal(replies[0]["w"].numpy(), replies[1]["w"].numpy())  # fresh noise
+    for bad in ({"epsilon": 0.0}, {"delta": 1.0}, {"clipping_norm": -1.0}, {"sensitivity": -1}):
+        arguments = {"clipping_norm": 1.0, "sensitivity": 2.0, "epsilon": 0.5, "delta": 1e-5}
+        with pytest.raises(ConfigurationError, match=next(iter(bad))):
+            LocalDpMod(**{**arguments, **bad})
+    with caplog.at_level(logging.WARNING, logger="roost"):
+        LocalDpMod(clipping_norm=1.0, sensitivity=1.0, epsilon=2.0, delta=1e-5)
+    assert "not (ε, δ)-DP as stated" in caplog.text

@@ -1,10 +1,13 @@
-"""`flwr.clientapp.mod`: the built-in mod for central DP with clipping on the nodes.
+"""`flwr.clientapp.mod`: Flower's built-in differential-privacy mods.
 
-    app = ClientApp(mods=[fixedclipping_mod])
+    app = ClientApp(mods=[fixedclipping_mod])            # central DP, clipped on the node
+    app = ClientApp(mods=[LocalDpMod(1.0, 2.0, 0.5, 1e-5)])  # local DP
 
 `fixedclipping_mod` goes with `DifferentialPrivacyClientSideFixedClipping` on the server, which
 puts `"clipping_norm"` in every train message's config: the mod lets the app train, then clips
 the reply's update (reply arrays − received arrays) to that L2 norm before it leaves the node.
+`LocalDpMod` clips to its own bound and adds Gaussian noise to what the node sends, drawn from
+roost's cryptographic source (`roost.privacy.noise`) rather than NumPy's.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from roost.compat.flwr.clientapp import Handler
 from roost.compat.flwr.message import Context, Error, ErrorCode, Message, MessageType
 from roost.compat.flwr.records import ArrayRecord, ConfigRecord, array_values, wrap_arrays
 from roost.compat.flwr.unsupported import missing_names
+from roost.errors import ConfigurationError
+from roost.privacy.noise import noise_source
 from roost.strategy.transforms import clip_to_norm
 
 log = logging.getLogger("roost")
@@ -35,10 +40,9 @@ def fixedclipping_mod(msg: Message, context: Context, call_next: Handler) -> Mes
     """
     if msg.metadata.message_type != MessageType.TRAIN:
         return call_next(msg, context)
-    sent_arrays = _single(msg, ArrayRecord)
-    config = _single(msg, ConfigRecord)
-    if isinstance(sent_arrays, str) or isinstance(config, str):
-        return _failed(msg, sent_arrays if isinstance(sent_arrays, str) else str(config))
+    config = _single(msg, ConfigRecord, "fixedclipping_mod")
+    if isinstance(config, str):
+        return _failed(msg, config)
     if CLIPPING_NORM_KEY not in config:
         return _failed(
             msg,
@@ -46,47 +50,134 @@ def fixedclipping_mod(msg: Message, context: Context, call_next: Handler) -> Mes
             "server's strategy in DifferentialPrivacyClientSideFixedClipping",
         )
     clipping_norm = config[CLIPPING_NORM_KEY]
-    if isinstance(clipping_norm, bool) or not isinstance(clipping_norm, int | float):
-        clipping_norm = math.nan  # refused just below, with the value the server sent
-    if not (clipping_norm > 0 and math.isfinite(clipping_norm)):
+    if not _positive_number(clipping_norm):
         return _failed(
             msg,
             f"fixedclipping_mod: '{CLIPPING_NORM_KEY}' must be a finite number > 0, got "
-            f"{config[CLIPPING_NORM_KEY]!r}",
+            f"{clipping_norm!r}",
         )
+    return _clipped_reply("fixedclipping_mod", msg, context, call_next, float(clipping_norm))
+
+
+class LocalDpMod:
+    """Local differential privacy on the node: Flower's mod of this name.
+
+    Each train reply's update is clipped to L2 norm `clipping_norm`, then Gaussian noise of
+    standard deviation `sensitivity · √(2 ln(1.25/δ)) / ε` is added to every float array the node
+    sends: the classic Gaussian-mechanism calibration, which gives (ε, δ)-DP per reply only for
+    ε < 1 and a `sensitivity` that covers the clipped update (2 × `clipping_norm` for any two
+    datasets of the node). A warning says so when either does not hold. For local DP with an
+    accountant over the rounds, use roost's own (`roost simulate --dp local`, `roost.privacy`).
+
+    Args:
+        clipping_norm: the L2 bound of the update (> 0).
+        sensitivity: the sensitivity the noise is calibrated to (>= 0).
+        epsilon: ε of one reply (> 0).
+        delta: δ of one reply, in (0, 1).
+    """
+
+    def __init__(
+        self, clipping_norm: float, sensitivity: float, epsilon: float, delta: float
+    ) -> None:
+        if not _positive_number(clipping_norm):
+            raise ConfigurationError(
+                f"clipping_norm must be a finite number > 0, got {clipping_norm!r}"
+            )
+        if not (_positive_number(sensitivity) or sensitivity == 0):
+            raise ConfigurationError(
+                f"sensitivity must be a finite number >= 0, got {sensitivity!r}"
+            )
+        if not _positive_number(epsilon):
+            raise ConfigurationError(f"epsilon must be a finite number > 0, got {epsilon!r}")
+        if not (_positive_number(delta) and delta < 1):
+            raise ConfigurationError(f"delta must be a number in (0, 1), got {delta!r}")
+        self.clipping_norm = float(clipping_norm)
+        self.sensitivity = float(sensitivity)
+        self.epsilon = float(epsilon)
+        self.delta = float(delta)
+        if self.epsilon >= 1 or self.sensitivity < 2 * self.clipping_norm:
+            log.warning(
+                "LocalDpMod: the Gaussian calibration holds for ε < 1 and a sensitivity of at "
+                "least 2 × clipping_norm; got ε = %g, sensitivity %g, clipping_norm %g, so the "
+                "per-reply guarantee is not (ε, δ)-DP as stated",
+                self.epsilon,
+                self.sensitivity,
+                self.clipping_norm,
+            )
+
+    @property
+    def noise_stddev(self) -> float:
+        """The standard deviation of the noise added to each entry."""
+        return self.sensitivity * math.sqrt(2 * math.log(1.25 / self.delta)) / self.epsilon
+
+    def __repr__(self) -> str:
+        return (
+            f"LocalDpMod(clipping_norm={self.clipping_norm}, sensitivity={self.sensitivity}, "
+            f"epsilon={self.epsilon}, delta={self.delta})"
+        )
+
+    def __call__(self, msg: Message, context: Context, call_next: Handler) -> Message:
+        """Clip and noise this node's train reply (other messages pass through)."""
+        if msg.metadata.message_type != MessageType.TRAIN:
+            return call_next(msg, context)
+        return _clipped_reply(
+            "LocalDpMod", msg, context, call_next, self.clipping_norm, self.noise_stddev
+        )
+
+
+def _clipped_reply(
+    name: str,
+    msg: Message,
+    context: Context,
+    call_next: Handler,
+    clipping_norm: float,
+    noise_stddev: float = 0.0,
+) -> Message:
+    """The app's reply to `msg`, its update clipped to `clipping_norm` and, when
+    `noise_stddev` > 0, Gaussian noise added to its float arrays; or an error reply."""
+    sent_arrays = _single(msg, ArrayRecord, name)
+    if isinstance(sent_arrays, str):
+        return _failed(msg, sent_arrays)
     reply = call_next(msg, context)
     if reply.has_error():
         return reply
-    returned = _single(reply, ArrayRecord)
+    returned = _single(reply, ArrayRecord, name)
     if isinstance(returned, str):
         return _failed(msg, returned)
     if list(returned.keys()) != list(sent_arrays.keys()):
         return _failed(
             msg,
-            "fixedclipping_mod: the reply's ArrayRecord must hold the arrays the node received, "
-            f"under the same names; got {list(returned.keys())}, sent {list(sent_arrays.keys())}",
+            f"{name}: the reply's ArrayRecord must hold the arrays the node received, under the "
+            f"same names; got {list(returned.keys())}, sent {list(sent_arrays.keys())}",
         )
     received = array_values(sent_arrays)
     update = [
         np.subtract(new, old) for new, old in zip(array_values(returned), received, strict=True)
     ]
     clipped, norm = clip_to_norm(update, clipping_norm)
-    if norm > clipping_norm:
-        log.debug("fixedclipping_mod: update norm %.4g clipped to %.4g", norm, clipping_norm)
-    arrays = [
-        np.add(old, step).astype(old.dtype, copy=False)
-        for old, step in zip(received, clipped, strict=True)
-    ]
-    key = next(name for name, value in reply.content.items() if value is returned)
+    log.debug("%s: update norm %.4g, bound %.4g", name, norm, clipping_norm)
+    source = noise_source(None, name) if noise_stddev > 0 else None
+    arrays = []
+    for old, step in zip(received, clipped, strict=True):
+        new = np.add(old, step, dtype=np.float64 if old.dtype.kind == "f" else None)
+        if source is not None and old.dtype.kind == "f":
+            new = new + source.normal(noise_stddev, old.shape)
+        arrays.append(np.asarray(new).astype(old.dtype, copy=False))
+    key = next(key for key, value in reply.content.items() if value is returned)
     reply.content[key] = wrap_arrays(list(returned.keys()), arrays)
     return reply
 
 
-def _single(msg: Message, kind: type) -> ArrayRecord | ConfigRecord | str:
+def _positive_number(value: object) -> bool:
+    real = isinstance(value, int | float) and not isinstance(value, bool)
+    return real and math.isfinite(value) and value > 0
+
+
+def _single(msg: Message, kind: type, name: str) -> ArrayRecord | ConfigRecord | str:
     """The message's one record of `kind`, or why there is not exactly one."""
     records = [value for value in msg.content.values() if isinstance(value, kind)]
     if len(records) != 1:
-        return f"fixedclipping_mod expects exactly one {kind.__name__}, found {len(records)}"
+        return f"{name} expects exactly one {kind.__name__}, found {len(records)}"
     return records[0]
 
 
@@ -95,6 +186,6 @@ def _failed(msg: Message, reason: str) -> Message:
     return Message(Error(ErrorCode.MOD_FAILED_PRECONDITION, reason), reply_to=msg)
 
 
-__all__ = ["fixedclipping_mod"]
+__all__ = ["LocalDpMod", "fixedclipping_mod"]
 
 __getattr__ = missing_names("flwr.clientapp.mod", __all__)
