@@ -6,11 +6,11 @@ Nothing here imports an ML framework or any other part of the tasks package, so 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from roost.core.checks import check_number
 from roost.core.config_keys import (
     BATCH_SIZE,
     LEARNING_RATE,
@@ -50,16 +50,6 @@ def accuracy(outputs: Any, targets: Any) -> Any:
     return (outputs.argmax(dim=-1) == targets).to(outputs.dtype)
 
 
-def _check_positive(name: str, value: float) -> None:
-    if not (value > 0 and math.isfinite(value)):
-        raise ConfigurationError(f"{name} must be a finite number > 0, got {value!r}")
-
-
-def _check_non_negative(name: str, value: float) -> None:
-    if not (value >= 0 and math.isfinite(value)):
-        raise ConfigurationError(f"{name} must be a finite number >= 0, got {value!r}")
-
-
 def _check_steps(steps: int | None, name: str) -> None:
     if steps is not None and (not isinstance(steps, int) or steps < 1):
         raise ConfigurationError(f"{name} must be an int >= 1 or None, got {steps!r}")
@@ -79,9 +69,9 @@ class SGD:
     nesterov: bool = False
 
     def __post_init__(self) -> None:
-        _check_positive("SGD lr", self.lr)
-        _check_non_negative("SGD momentum", self.momentum)
-        _check_non_negative("SGD weight_decay", self.weight_decay)
+        check_number("SGD lr", self.lr)
+        check_number("SGD momentum", self.momentum, allow_zero=True)
+        check_number("SGD weight_decay", self.weight_decay, allow_zero=True)
         if self.nesterov and self.momentum == 0:
             raise ConfigurationError("SGD nesterov=True needs momentum > 0")
 
@@ -102,9 +92,9 @@ class Adam:
     eps_before_bias_correction: bool = False
 
     def __post_init__(self) -> None:
-        _check_positive("Adam lr", self.lr)
-        _check_positive("Adam eps", self.eps)
-        _check_non_negative("Adam weight_decay", self.weight_decay)
+        check_number("Adam lr", self.lr)
+        check_number("Adam eps", self.eps)
+        check_number("Adam weight_decay", self.weight_decay, allow_zero=True)
         if len(self.betas) != 2 or not all(0 <= beta < 1 for beta in self.betas):
             raise ConfigurationError(f"Adam betas must be two numbers in [0, 1), got {self.betas}")
 
@@ -174,7 +164,7 @@ class TaskSpec:
             raise ConfigurationError(
                 f"Task.batch_size must be an int >= 1, got {self.batch_size!r}"
             )
-        _check_non_negative("Task.proximal_mu", self.proximal_mu)
+        check_number("Task.proximal_mu", self.proximal_mu, allow_zero=True)
         _check_steps(self.steps_per_epoch, "Task.steps_per_epoch")
         if self.dtype not in ("float32", "float64"):
             raise ConfigurationError(
@@ -187,7 +177,7 @@ class TaskSpec:
         optimizer = self.optimizer
         if LEARNING_RATE in config:
             lr = float(config[LEARNING_RATE])
-            _check_positive("config 'lr'", lr)
+            check_number("config 'lr'", lr)
             optimizer = replace(optimizer, lr=lr)
         epochs = int(config.get(LOCAL_EPOCHS, self.epochs))
         batch_size = int(config.get(BATCH_SIZE, self.batch_size))
@@ -196,7 +186,7 @@ class TaskSpec:
                 f"config local_epochs and batch_size must be >= 1, got {epochs} and {batch_size}"
             )
         mu = float(config.get(PROXIMAL_MU, self.proximal_mu))
-        _check_non_negative("config 'proximal_mu'", mu)
+        check_number("config 'proximal_mu'", mu, allow_zero=True)
         steps = config.get(STEPS_PER_EPOCH, self.steps_per_epoch)
         steps = None if steps is None else int(steps)
         _check_steps(steps, "config 'steps_per_epoch'")

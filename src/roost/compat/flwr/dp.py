@@ -19,12 +19,11 @@ reported ε, use roost's `DPFedAvg` (uniform weights, secret sampling, an accoun
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
+from roost.core.checks import check_number
 from roost.core.types import Parameters
 from roost.errors import ConfigurationError
 from roost.privacy.noise import noise_source
@@ -67,8 +66,8 @@ class FixedClippingDP:
     num_sampled_clients: int
 
     def __post_init__(self) -> None:
-        _check_number("noise_multiplier", self.noise_multiplier, above_zero=False)
-        _check_number("clipping_norm", self.clipping_norm, above_zero=True)
+        check_number("noise_multiplier", self.noise_multiplier, allow_zero=True)
+        check_number("clipping_norm", self.clipping_norm)
         count = self.num_sampled_clients
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise ConfigurationError(f"num_sampled_clients must be an int >= 1, got {count!r}")
@@ -90,10 +89,3 @@ class FixedClippingDP:
             self.noise_stddev,
         )
         return ClipL2(float(self.clipping_norm)), AggregateNoise(self.noise_stddev)
-
-
-def _check_number(name: str, value: Any, *, above_zero: bool) -> None:
-    real = isinstance(value, int | float) and not isinstance(value, bool)
-    if not real or not math.isfinite(value) or value < 0 or (above_zero and value == 0):
-        bound = "> 0" if above_zero else ">= 0"
-        raise ConfigurationError(f"{name} must be a finite number {bound}, got {value!r}")

@@ -7,11 +7,11 @@ transport reads settings already known to be valid.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from roost.core.checks import is_finite_number
 from roost.errors import ConfigurationError
 from roost.transport.grpc import wire
 from roost.transport.grpc.security import PemSource
@@ -152,12 +152,7 @@ def _check_seconds(name: str, value: object, *, or_none: bool = False) -> None:
     """Refuse a duration that is not a finite number of seconds > 0 (or None, where allowed)."""
     if value is None and or_none:
         return
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
+    if not is_finite_number(value) or value <= 0:
         allowed = ", or None" if or_none else ""
         raise ConfigurationError(
             f"{name} must be a finite number of seconds > 0{allowed}, got {value!r}"

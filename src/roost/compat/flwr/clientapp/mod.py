@@ -21,6 +21,7 @@ from roost.compat.flwr.clientapp import Handler
 from roost.compat.flwr.message import Context, Error, ErrorCode, Message, MessageType
 from roost.compat.flwr.records import ArrayRecord, ConfigRecord, array_values, wrap_arrays
 from roost.compat.flwr.unsupported import missing_names
+from roost.core.checks import check_number, is_finite_number
 from roost.errors import ConfigurationError
 from roost.privacy.noise import noise_source
 from roost.strategy.transforms import clip_to_norm
@@ -50,7 +51,7 @@ def fixedclipping_mod(msg: Message, context: Context, call_next: Handler) -> Mes
             "server's strategy in DifferentialPrivacyClientSideFixedClipping",
         )
     clipping_norm = config[CLIPPING_NORM_KEY]
-    if not _positive_number(clipping_norm):
+    if not (is_finite_number(clipping_norm) and clipping_norm > 0):
         return _failed(
             msg,
             f"fixedclipping_mod: '{CLIPPING_NORM_KEY}' must be a finite number > 0, got "
@@ -79,17 +80,10 @@ class LocalDpMod:
     def __init__(
         self, clipping_norm: float, sensitivity: float, epsilon: float, delta: float
     ) -> None:
-        if not _positive_number(clipping_norm):
-            raise ConfigurationError(
-                f"clipping_norm must be a finite number > 0, got {clipping_norm!r}"
-            )
-        if not (_positive_number(sensitivity) or sensitivity == 0):
-            raise ConfigurationError(
-                f"sensitivity must be a finite number >= 0, got {sensitivity!r}"
-            )
-        if not _positive_number(epsilon):
-            raise ConfigurationError(f"epsilon must be a finite number > 0, got {epsilon!r}")
-        if not (_positive_number(delta) and delta < 1):
+        check_number("clipping_norm", clipping_norm)
+        check_number("sensitivity", sensitivity, allow_zero=True)
+        check_number("epsilon", epsilon)
+        if not (is_finite_number(delta) and 0 < delta < 1):
             raise ConfigurationError(f"delta must be a number in (0, 1), got {delta!r}")
         self.clipping_norm = float(clipping_norm)
         self.sensitivity = float(sensitivity)
@@ -166,11 +160,6 @@ def _clipped_reply(
     key = next(key for key, value in reply.content.items() if value is returned)
     reply.content[key] = wrap_arrays(list(returned.keys()), arrays)
     return reply
-
-
-def _positive_number(value: object) -> bool:
-    real = isinstance(value, int | float) and not isinstance(value, bool)
-    return real and math.isfinite(value) and value > 0
 
 
 def _single(msg: Message, kind: type, name: str) -> ArrayRecord | ConfigRecord | str:
