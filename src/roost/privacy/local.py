@@ -33,6 +33,7 @@ NOT private.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import KW_ONLY, dataclass
 
 import numpy as np
@@ -42,7 +43,7 @@ from roost.core.config_keys import RETURN_GRADIENTS, SERVER_ROUND
 from roost.core.types import Config, Metrics, Parameters
 from roost.errors import ConfigurationError, InvalidMessageError, RunFinished
 from roost.privacy.accounting import local_epsilon
-from roost.privacy.noise import noise_source, warn_not_private
+from roost.privacy.noise import SecureRandom, noise_source, warn_not_private
 from roost.strategy.base import Measurements, State, UpdateTransform
 
 
@@ -53,6 +54,35 @@ def clip_l2(update: Parameters, max_norm: float) -> list[np.ndarray]:
     if norm <= max_norm:
         return arrays
     return [a * (max_norm / norm) for a in arrays]
+
+
+def clipped_and_noised(
+    trained: Parameters,
+    bases: Sequence[np.ndarray | float],
+    clip_norm: float,
+    std: float,
+    source: SecureRandom,
+) -> list[np.ndarray]:
+    """bases + clip(trained − bases, C) + N(0, std²) on every entry, each in `trained`'s dtype.
+
+    Integer arrays (counters) go back as their base, a zero update: nothing of the client's
+    escapes through them. No noise is drawn when `std` is 0.
+    """
+    floats = [np.asarray(t).dtype.kind == "f" for t in trained]
+    update = [
+        np.asarray(t, np.float64) - np.asarray(base, np.float64)
+        if is_float
+        else np.zeros(np.shape(t))
+        for t, base, is_float in zip(trained, bases, floats, strict=True)
+    ]
+    sent = []
+    for delta, base, t, is_float in zip(
+        clip_l2(update, clip_norm), bases, trained, floats, strict=True
+    ):
+        if is_float and std > 0:
+            delta = delta + source.normal(std, delta.shape)
+        sent.append(np.asarray(np.asarray(base, np.float64) + delta).astype(np.asarray(t).dtype))
+    return sent
 
 
 class _LocalSettings:
@@ -144,23 +174,10 @@ class LocalDP(_LocalSettings):
     def _privatized(self, trained: Parameters, received: Parameters, config: Config) -> Parameters:
         """received + clip(trained − received) + noise; for gradients, clip(gradient) + noise."""
         gradients = bool(config.get(RETURN_GRADIENTS, False))
-        bases = [0.0 if gradients else np.asarray(r, np.float64) for r in received]
-        floats = [np.asarray(t).dtype.kind == "f" for t in trained]
-        update = [
-            np.asarray(t, np.float64) - base if is_float else np.zeros(np.shape(t))
-            for t, base, is_float in zip(trained, bases, floats, strict=True)
-        ]
+        bases = [0.0 if gradients else r for r in received]
         source = noise_source(self.seed, *self._context(config))
         std = self.noise_multiplier * self.clip_norm
-        sent = []
-        for delta, base, t, is_float in zip(
-            clip_l2(update, self.clip_norm), bases, trained, floats, strict=True
-        ):
-            if is_float and std > 0:
-                delta = delta + source.normal(std, delta.shape)
-            # Integer arrays (counters) get a zero update: nothing of the client's escapes.
-            sent.append(np.asarray(base + delta).astype(np.asarray(t).dtype))
-        return sent
+        return clipped_and_noised(trained, bases, self.clip_norm, std, source)
 
     def _context(self, config: Config) -> tuple:
         if self.seed is None:

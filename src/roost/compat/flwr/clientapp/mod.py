@@ -15,16 +15,14 @@ from __future__ import annotations
 import logging
 import math
 
-import numpy as np
-
 from roost.compat.flwr.clientapp import Handler
 from roost.compat.flwr.message import Context, Error, ErrorCode, Message, MessageType
 from roost.compat.flwr.records import ArrayRecord, ConfigRecord, array_values, wrap_arrays
 from roost.compat.flwr.unsupported import missing_names
 from roost.core.checks import check_number, is_finite_number
 from roost.errors import ConfigurationError
+from roost.privacy.local import clipped_and_noised
 from roost.privacy.noise import noise_source
-from roost.strategy.transforms import clip_to_norm
 
 log = logging.getLogger("roost")
 
@@ -144,19 +142,10 @@ def _clipped_reply(
             f"{name}: the reply's ArrayRecord must hold the arrays the node received, under the "
             f"same names; got {list(returned.keys())}, sent {list(sent_arrays.keys())}",
         )
-    received = array_values(sent_arrays)
-    update = [
-        np.subtract(new, old) for new, old in zip(array_values(returned), received, strict=True)
-    ]
-    clipped, norm = clip_to_norm(update, clipping_norm)
-    log.debug("%s: update norm %.4g, bound %.4g", name, norm, clipping_norm)
-    source = noise_source(None, name) if noise_stddev > 0 else None
-    arrays = []
-    for old, step in zip(received, clipped, strict=True):
-        new = np.add(old, step, dtype=np.float64 if old.dtype.kind == "f" else None)
-        if source is not None and old.dtype.kind == "f":
-            new = new + source.normal(noise_stddev, old.shape)
-        arrays.append(np.asarray(new).astype(old.dtype, copy=False))
+    source = noise_source(None, name)  # drawn from only when noise_stddev > 0
+    arrays = clipped_and_noised(
+        array_values(returned), array_values(sent_arrays), clipping_norm, noise_stddev, source
+    )
     key = next(key for key, value in reply.content.items() if value is returned)
     reply.content[key] = wrap_arrays(list(returned.keys()), arrays)
     return reply
