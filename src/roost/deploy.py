@@ -17,6 +17,7 @@ import logging
 import secrets
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from roost.client.client import ClientFn, ClientLike, Context
 from roost.core.types import Config
@@ -60,6 +61,7 @@ def start_server(
     on_round_end: RoundCallback | None = None,
     trackers: Sequence[Tracker] = (),
     client_metrics: bool = False,
+    settings: Mapping[str, Any] | None = None,
 ) -> History:
     """Serve a federated run over gRPC until `config.num_rounds` rounds are done; return its
     History, whose `parameters` are the final global model.
@@ -89,6 +91,8 @@ def start_server(
         on_round_end: also called with the `ServerState` after every round.
         trackers: get every round's values (`roost.tracking`); closed when the run ends.
         client_metrics: also hand trackers each client's own fit and evaluate metrics.
+        settings: with `state_dir`, what the result depends on (JSON values by name), recorded
+            by a new run and compared on resume, where a change is refused; default: the seed.
     """
     ensure_logging()
     options = ServerOptions(
@@ -100,7 +104,8 @@ def start_server(
         upload_idle_timeout=upload_idle_timeout,
         client_wait_timeout=client_wait_timeout,
     )
-    store, resume_from = open_state(state_dir, resume, out_dir)
+    settings = settings if settings is not None else {"seed": seed}
+    store, resume_from = open_state(state_dir, resume, out_dir, settings)
     transport = GrpcServerTransport(server_address, options)
     config = config if config is not None else ServerConfig(num_rounds=1)
     then = recording(store, on_round_end)

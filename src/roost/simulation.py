@@ -50,6 +50,7 @@ def run_simulation(
     trackers: Sequence[Tracker] = (),
     client_metrics: bool = False,
     warm_clients: bool | WarmClients = False,
+    settings: Mapping[str, Any] | None = None,
 ) -> History:
     """Simulate `num_clients` clients built by `client_fn`; return the History (the final model
     is `history.parameters`).
@@ -80,7 +81,9 @@ def run_simulation(
     ensure_logging()
     strategy = strategy if strategy is not None else FedAvg()
     config = config if config is not None else ServerConfig(num_rounds=1)
-    store, saved = open_state(state_dir, resume, out_dir)
+    if settings is None:
+        settings = {"num_clients": num_clients, "seed": seed, "engine": engine}
+    store, saved = open_state(state_dir, resume, out_dir, settings)
     track = TrackRounds(
         trackers,
         num_rounds=config.num_rounds,

@@ -35,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from roost.cli.dp_options import add_privacy_arguments, privacy_flags_given
 from roost.cli.project import (
@@ -140,6 +140,10 @@ class App:
         """The rounds and timeout `roost server` runs (`--rounds`, `--round-timeout`)."""
         return server_config(args)
 
+    def run_settings(self) -> dict[str, Any]:
+        """Settings of the app's own that a resumed run must keep (beyond the command line's)."""
+        return {}
+
     def serve(self, args: argparse.Namespace, on_round_end: RoundCallback) -> History:
         """Serve the whole run for `roost server` (where `serves_whole_run`), calling
         `on_round_end` after every round; return its History."""
@@ -201,6 +205,11 @@ class ProjectApp(App):
             )
         timeout = args.round_timeout or self._project.round_timeout
         return ServerConfig(num_rounds=self._project.num_rounds, round_timeout=timeout)
+
+    def run_settings(self) -> dict[str, Any]:
+        """The project's run config but its number of rounds."""
+        config = self._project.run_config
+        return {f"run-config {key}": value for key, value in config.items() if key != "num-rounds"}
 
     def make_client_fn(self, seed: int) -> ClientFn:
         """The project's `client_fn`, its contexts carrying the project's run config."""

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import replace
+from typing import Any
 
 from roost.cli.app import FlowerProjectApp, ProjectApp, add_run_config_option, load_project_app
 from roost.cli.dp_options import add_privacy_arguments, privacy_flags_given, privacy_settings
 from roost.cli.options import CommandParser, positive_int
 from roost.cli.report import Reporter, add_output_options, history_table, run_params
 from roost.cli.secagg_options import add_secagg_arguments, secure_aggregation
+from roost.cli.settings import result_settings
 from roost.cli.simulate import add_state_options, recording_options
 from roost.cli.strategy_options import add_clip_arguments
 from roost.client.client import ClientFn
@@ -47,6 +49,13 @@ def add_command(root: CommandParser) -> None:
         default=None,
         help="number of clients (default: the run config's num-clients; for a Flower project "
         "its federation's num-supernodes)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="seed of client sampling and of the app's data and training: the same seed gives "
+        "the same run (default: the run config's seed; a Flower project is unseeded without it)",
     )
     add_output_options(parser)
     add_state_options(parser)
@@ -101,7 +110,7 @@ def _run_roost_project(app: ProjectApp, args: argparse.Namespace, reporter: Repo
 
     assert app.project is not None  # load_project_app always sets it
     engine, why = engine_choice(args.engine, app.project.configured_engine)
-    flags = {"num-clients": args.clients, "engine": engine}
+    flags = {"num-clients": args.clients, "engine": engine, "seed": args.seed}
     run_config = {**app.project.run_config, **{k: v for k, v in flags.items() if v is not None}}
     project = replace(app.project, run_config=run_config)  # the flags reach context.run_config
     if project.engine not in ENGINES:
@@ -123,8 +132,15 @@ def _run_roost_project(app: ProjectApp, args: argparse.Namespace, reporter: Repo
         seed=project.seed,
         run_config=run_config,
         engine=project.engine,
-        **recording_options(args, reporter),
+        **{**recording_options(args, reporter), "settings": _project_settings(args, run_config)},
     )
+
+
+def _project_settings(args: argparse.Namespace, run_config: dict[str, Any]) -> dict[str, Any]:
+    """What a resumed project run must keep: its run config (all but num-rounds), with the
+    flags that set it folded in, and the privacy and secure-aggregation flags."""
+    kept = {f"run-config {key}": value for key, value in run_config.items() if key != "num-rounds"}
+    return {**kept, **result_settings(args, leave_out=("run_config", "clients", "engine", "seed"))}
 
 
 def _protected(
@@ -175,6 +191,7 @@ def _run_flower_project(
         run_config_overrides=app.run_config_overrides,
         num_nodes=args.clients,
         engine=engine,
+        seed=args.seed,
         state_dir=args.state,
         resume=args.resume,
         on_round_end=reporter.track,

@@ -19,6 +19,7 @@ from roost.cli.settings import (
     RunSettings,
     add_app_option,
     add_run_options,
+    result_settings,
     server_deployment_options,
     settings_from_args,
 )
@@ -165,6 +166,7 @@ def run(args: argparse.Namespace, default_app: App) -> int:
             strategy=strategy,
             trackers=reporter.trackers,
             client_metrics=args.client_metrics,
+            settings={**result_settings(args, leave_out=("run_config",)), **app.run_settings()},
             **server_deployment_options(args),
         )
     reporter.console.print(history_table(history))

@@ -107,6 +107,34 @@ def settings_from_args(args: argparse.Namespace, *, num_clients: int) -> RunSett
     )
 
 
+_NOT_RESULT = frozenset(
+    {
+        # what a run shows, writes and records, and where it listens: not what it computes
+        *("command", "handler", "out", "no_plot", "quiet", "verbose", "tensorboard", "mlflow"),
+        *("client_metrics", "allow_failures", "state", "resume", "config", "directory"),
+        *("address", "certificates", "client_ca", "auth_tokens", "wait_timeout"),
+        *("max_message_mb",),
+        "rounds",  # a resumed run may have more rounds: that is what resuming is for
+    }
+)
+
+
+def result_settings(args: argparse.Namespace, leave_out: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Every option in `args` that the run's result depends on, by its flag (`{"--lr": 0.5}`):
+    what `--state` records and `--resume` compares. `leave_out` names more options to skip."""
+    return {
+        "--" + name.replace("_", "-"): value
+        for name, value in sorted(vars(args).items())
+        if name not in _NOT_RESULT and name not in leave_out and _recordable(value)
+    }
+
+
+def _recordable(value: Any) -> bool:
+    if isinstance(value, list | tuple):
+        return all(_recordable(item) for item in value)
+    return value is None or isinstance(value, bool | int | float | str)
+
+
 def server_config(args: argparse.Namespace) -> ServerConfig:
     """The round loop's settings: the number of rounds and the per-instruction timeout."""
     return ServerConfig(num_rounds=args.rounds, round_timeout=args.round_timeout)

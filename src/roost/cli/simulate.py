@@ -13,11 +13,13 @@ from roost.cli.settings import (
     RunSettings,
     add_app_option,
     add_run_options,
+    result_settings,
     server_config,
     settings_from_args,
 )
 from roost.engines import ENGINES
 from roost.errors import ConfigurationError
+from roost.server.state import last_recorded_round
 
 
 def add_command(root: CommandParser, default_app: App) -> None:
@@ -79,12 +81,16 @@ def add_state_options(parser: argparse.ArgumentParser) -> None:
 def recording_options(args: argparse.Namespace, reporter: Reporter) -> dict[str, Any]:
     """The keyword arguments of `run_simulation` that say what a simulation records: its rounds
     in `--state DIR` (continued with `--resume`), and every round's values for the reporter's
-    trackers (each client's own with `--client-metrics`)."""
+    trackers (each client's own with `--client-metrics`). Says which round a resume continues
+    after."""
+    if args.resume and (done := last_recorded_round(args.state)) is not None:
+        reporter.print(f"resuming after round {done} (recorded in {args.state})")
     return {
         "state_dir": args.state,
         "resume": args.resume,
         "trackers": reporter.trackers,
         "client_metrics": args.client_metrics,
+        "settings": result_settings(args),
     }
 
 

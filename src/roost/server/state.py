@@ -16,16 +16,14 @@ Nothing is pickled.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import io
 import json
 import logging
-import math
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +33,7 @@ from roost.core.files import atomic_write_bytes, unwritable_reason
 from roost.errors import ConfigurationError, RoostError
 from roost.server.history import History
 from roost.server.loop import ServerState
+from roost.server.tree_codec import decode_tree, encode_tree
 
 log = logging.getLogger(__name__)
 
@@ -65,89 +64,6 @@ CREATE TABLE IF NOT EXISTS node_states (
 
 class StateError(RoostError):
     """A state directory cannot be used (wrong version, or no intact round to resume from)."""
-
-
-# -- state trees as JSON + arrays -----------------------------------------------------------------
-
-
-def encode_tree(
-    value: Any, arrays: list[np.ndarray], where: str = "state", *, exact: bool = False
-) -> Any:
-    """JSON-ready form of nested dicts/lists/tuples of arrays and scalars; arrays go to `arrays`.
-
-    With `exact`, what comes back is of the very types saved: NumPy bool and number scalars stay
-    NumPy scalars of their dtype (saved as 0-d arrays), and only plain dicts, lists and tuples are
-    accepted as containers (a subclass would come back as its base class). Without it, NumPy
-    scalars come back as Python scalars, as a strategy's state always has.
-    """
-    if exact and isinstance(value, np.generic) and value.dtype.kind in "biuf":
-        arrays.append(np.asarray(value))
-        return {"$scalar": len(arrays) - 1}
-    if value is None or isinstance(value, bool | str):
-        return value
-    if isinstance(value, np.bool_):
-        return bool(value)
-    if isinstance(value, int | np.integer):
-        return int(value)
-    if isinstance(value, float | np.floating):
-        number = float(value)
-        return number if math.isfinite(number) else {"$float": repr(number)}
-    if isinstance(value, bytes):
-        return {"$bytes": base64.b64encode(value).decode("ascii")}
-    if isinstance(value, np.ndarray):
-        if value.dtype.kind not in "biuf":
-            raise ConfigurationError(
-                f"{where} is an array of dtype {value.dtype}; only bool, integer and float "
-                "arrays can be saved"
-            )
-        arrays.append(value)
-        return {"$array": len(arrays) - 1}
-    if exact and type(value) not in (tuple, list, dict):
-        raise _unsavable(where, value)
-    if isinstance(value, tuple):
-        items = [encode_tree(v, arrays, f"{where}[{i}]", exact=exact) for i, v in enumerate(value)]
-        return {"$tuple": items}
-    if isinstance(value, list):
-        return [encode_tree(v, arrays, f"{where}[{i}]", exact=exact) for i, v in enumerate(value)]
-    if isinstance(value, Mapping):
-        encoded = {}
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise ConfigurationError(f"{where} has a key {key!r}; state dict keys must be str")
-            encoded[key] = encode_tree(item, arrays, f"{where}[{key!r}]", exact=exact)
-        # A user key that looks like one of our markers is wrapped, so decoding stays unambiguous.
-        return {"$dict": encoded} if any(k.startswith("$") for k in encoded) else encoded
-    raise _unsavable(where, value)
-
-
-def _unsavable(where: str, value: Any) -> ConfigurationError:
-    return ConfigurationError(
-        f"{where} is a {type(value).__name__}; saved state may hold only arrays, scalars, None, "
-        "and lists, tuples or dicts of them"
-    )
-
-
-def decode_tree(value: Any, arrays: list[np.ndarray]) -> Any:
-    """Inverse of `encode_tree`."""
-    if isinstance(value, list):
-        return [decode_tree(v, arrays) for v in value]
-    if isinstance(value, dict):
-        if len(value) == 1:
-            ((key, item),) = value.items()
-            if key == "$array":
-                return arrays[item]
-            if key == "$scalar":
-                return arrays[item][()]
-            if key == "$float":
-                return float(item)
-            if key == "$bytes":
-                return base64.b64decode(item)
-            if key == "$tuple":
-                return tuple(decode_tree(v, arrays) for v in item)
-            if key == "$dict":
-                return {k: decode_tree(v, arrays) for k, v in item.items()}
-        return {k: decode_tree(v, arrays) for k, v in value.items()}
-    return value
 
 
 # -- the store -----------------------------------------------------------------------------------
@@ -205,6 +121,25 @@ class StateStore:
                 db.close()
         except sqlite3.DatabaseError as error:
             raise StateError(_database_trouble(self.database, error)) from None
+
+    def run_settings(self) -> dict[str, Any] | None:
+        """The settings recorded when the run began (None: recorded before roost kept them)."""
+        with self._connect() as db:
+            row = db.execute("SELECT value FROM meta WHERE key = 'run_settings'").fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def record_run_settings(self, settings: Mapping[str, Any]) -> None:
+        """Record what the run's result depends on, so that a resume can be checked against it."""
+        try:
+            text = json.dumps(dict(settings), sort_keys=True)
+        except (TypeError, ValueError) as error:
+            raise ConfigurationError(
+                f"run settings must be JSON scalars, lists or dicts to be recorded: {error}"
+            ) from None
+        with self._connect() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('run_settings', ?)", (text,)
+            )
 
     def rounds(self) -> list[int]:
         """The recorded rounds, oldest first."""
@@ -382,14 +317,19 @@ def check_writable(directory: Path, what: str) -> None:
 
 
 def open_state(
-    state_dir: str | Path | None, resume: bool, out_dir: str | Path | None = None
+    state_dir: str | Path | None,
+    resume: bool,
+    out_dir: str | Path | None = None,
+    settings: Mapping[str, Any] | None = None,
 ) -> tuple[StateStore | None, ServerState | None]:
     """The state store of `state_dir` (if any), and the recorded state to resume from (if any).
 
     The rules every run follows (simulation, server, Flower projects): `resume` needs a directory
     that records a completed round; a directory that records one needs `resume`. Checks now, not
-    after the last round, that `out_dir` (if any) can be written. Whether the run may continue the
-    recorded one (same strategy, model, enough rounds) is the round loop's check.
+    after the last round, that `out_dir` (if any) can be written. `settings` (what the result
+    depends on, by the names the user gave them, e.g. ``{"--clients": 10}``) are recorded by a new
+    run and must be the same on resume: a changed one is refused in one line naming it. Whether the
+    run may continue the recorded one (same model shape, enough rounds) is the round loop's check.
     """
     if out_dir is not None:
         check_writable(Path(out_dir), "output directory")
@@ -415,7 +355,56 @@ def open_state(
             f"nothing to resume: {database} records no completed round; check the state "
             "directory, or start a new run without resume (--resume)"
         )
+    if settings is not None:
+        if saved is None:
+            store.record_run_settings(settings)
+        else:
+            check_same_settings(store.run_settings(), settings, state_dir)
+    if saved is not None:
+        log.info("resuming after round %d (recorded in %s)", saved.server_round, state_dir)
     return store, saved
+
+
+def last_recorded_round(state_dir: str | Path) -> int | None:
+    """The latest round recorded in `state_dir` (None when it records none); changes nothing."""
+    database = Path(state_dir) / DATABASE_NAME
+    if not database.is_file():
+        return None
+    try:
+        with closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
+            row = db.execute("SELECT MAX(server_round) FROM rounds").fetchone()
+    except sqlite3.DatabaseError:
+        return None  # opening the store for the run reports what is wrong
+    return None if row is None else row[0]
+
+
+def check_same_settings(
+    recorded: Mapping[str, Any] | None, settings: Mapping[str, Any], state_dir: str | Path
+) -> None:
+    """Refuse, in one line, a resume whose `settings` differ from those the run `recorded`."""
+    if recorded is None:
+        log.warning(
+            "%s was recorded by an older roost that kept no run settings; resuming without "
+            "checking that they are unchanged",
+            state_dir,
+        )
+        return
+    now = json.loads(json.dumps(dict(settings), sort_keys=True))  # as recorded: tuples as lists
+    changed = [
+        f"{name} was {_shown(recorded.get(name))}, now {_shown(now.get(name))}"
+        for name in sorted(set(recorded) | set(now))
+        if recorded.get(name) != now.get(name)
+    ]
+    if changed:
+        raise ConfigurationError(
+            f"cannot resume the run in {state_dir} with other settings: {'; '.join(changed)}. "
+            "A resumed run keeps every setting but the number of rounds: drop the change, or "
+            "start a new run in an empty state directory"
+        )
+
+
+def _shown(value: Any) -> str:
+    return "unset" if value is None else json.dumps(value)
 
 
 def recording(

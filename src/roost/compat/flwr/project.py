@@ -51,6 +51,24 @@ RUN_ID = 1
 """The run id apps see in `context.run_id` and message metadata (roost serves one run)."""
 
 
+def seed_global_generators(seed: int) -> None:
+    """Seed Python's `random` and NumPy's global generator, which apps often draw from."""
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)  # the app's own global generator, on purpose
+
+
+def run_settings(run_config: Mapping[str, Any]) -> dict[str, Any]:
+    """What a resumed run must keep: the run config, but for the number of rounds (each app
+    names its own key for it: every key that mentions rounds may change)."""
+    return {
+        f"run-config {key}": value for key, value in run_config.items() if "round" not in key
+    }
+
+
 def run_project(
     directory: str | Path,
     *,
@@ -79,7 +97,8 @@ def run_project(
             `roost.engines.make_engine`).
         out_dir: write `history.json`, `model.npz`, `history.csv` there at the end, and
             `plot.png` unless `plot` is false.
-        seed: seeds node sampling, so a run is reproducible.
+        seed: seeds node sampling, and Python's `random` and NumPy's global generator before the
+            apps start (for apps that draw from them), so a run is reproducible.
         on_round_end: called with the round loop's state after every round.
         replace_installed_flwr: run on roost's layer even though Flower itself is installed.
         state_dir / resume: record every completed round of the app's first strategy run there,
@@ -97,8 +116,11 @@ def run_project(
             f"how many nodes? {project.directory} sets no options.num-supernodes in its "
             "federation; pass num_nodes (roost run --clients N)"
         )
+    if seed is not None:
+        seed_global_generators(seed)
     settings = RunSettings(seed=seed, on_round_end=on_round_end)
-    settings.store, settings.resume_from = open_state(state_dir, resume)
+    recorded = {**run_settings(run_config), "seed": seed, "nodes": count, "engine": engine}
+    settings.store, settings.resume_from = open_state(state_dir, resume, None, recorded)
 
     def engine_for_project() -> Transport:
         client_fn = ProjectClientFn(str(project.directory), project.clientapp)
@@ -149,7 +171,8 @@ def serve_project(
     project = load_project(directory)
     run_config = project.run_config(run_config_overrides)
     settings = RunSettings(seed=seed, on_round_end=on_round_end)
-    settings.store, settings.resume_from = open_state(state_dir, resume)
+    recorded = run_settings(run_config)  # the seed only seeds sampling, whose state is recorded
+    settings.store, settings.resume_from = open_state(state_dir, resume, None, recorded)
 
     def grpc_server() -> Transport:
         return GrpcServerTransport(server_address, options)
