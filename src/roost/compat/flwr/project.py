@@ -64,9 +64,7 @@ def seed_global_generators(seed: int) -> None:
 def run_settings(run_config: Mapping[str, Any]) -> dict[str, Any]:
     """What a resumed run must keep: the run config, but for the number of rounds (each app
     names its own key for it: every key that mentions rounds may change)."""
-    return {
-        f"run-config {key}": value for key, value in run_config.items() if "round" not in key
-    }
+    return {f"run-config {key}": value for key, value in run_config.items() if "round" not in key}
 
 
 def run_project(
