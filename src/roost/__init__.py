@@ -38,6 +38,7 @@ from roost.simulation import run_simulation
 from roost.strategy import Strategy
 from roost.strategy import presets as _presets
 from roost.strategy.presets import *  # noqa: F403 (the named strategies: presets.__all__)
+from roost.strategy.run_config import strategy_from_run_config
 from roost.tasks import SGD, Adam, Task
 
 if TYPE_CHECKING:
@@ -91,5 +92,6 @@ __all__ = [
     "run_simulation",
     "start_client",
     "start_server",
+    "strategy_from_run_config",
 ]
 __all__ += _presets.__all__

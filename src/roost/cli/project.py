@@ -30,6 +30,7 @@ from typing import Any
 
 from roost.client.client import ClientLike, Context
 from roost.errors import ConfigurationError
+from roost.strategy.run_config import strategy_option_keys
 from roost.strategy.strategy import Strategy
 
 ROOST_KEYS: dict[str, str] = {
@@ -197,11 +198,12 @@ def checked_run_config(
 
     defined = flatten(table)
     updates = parse_overrides(overrides)
-    unknown = sorted(set(updates) - set(defined) - set(ROOST_KEYS))
+    unknown = sorted(set(updates) - set(defined) - set(ROOST_KEYS) - strategy_option_keys())
     if unknown:
         raise ConfigurationError(
             f"run config key(s) {', '.join(unknown)} are not in [tool.roost.config] of {root}; "
-            f"it defines: {', '.join(sorted(defined)) or 'nothing'}"
+            f"it defines: {', '.join(sorted(defined)) or 'nothing'} (besides roost's own keys "
+            "and the named strategies' options, e.g. proximal-mu)"
         )
     run_config = {**DEFAULTS, **defined, **updates}
     for key in ("num-rounds", "num-clients"):
