@@ -387,12 +387,36 @@ def test_the_same_project_deploys_with_server_and_clients(tmp_path):
         assert group.wait(server, 300) == 0, group.log(server)
         for node in nodes:
             assert group.wait(node, 60) == 0, group.log(node)
+        shown = group.log(server)
+        assert "round 2/2" in shown and "/5" not in shown, shown  # the project's rounds
     with (
         np.load(tmp_path / "net" / "model.npz") as net,
         np.load(tmp_path / "sim" / "model.npz") as sim,
     ):
         for name in sim.files:
             np.testing.assert_allclose(net[name], sim[name], rtol=1e-12, atol=1e-12)
+
+
+def test_server_shows_and_runs_the_projects_rounds(tmp_path, monkeypatch):
+    """`roost server --app DIR`: progress counts the run config's rounds, not --rounds' default."""
+    from roost import deploy
+    from roost.cli.progress import ProgressTracker
+    from roost.server.history import History
+
+    seen = {}
+
+    def serve(**kwargs):
+        seen["rounds"] = kwargs["config"].num_rounds
+        shown = [t for t in kwargs["trackers"] if isinstance(t, ProgressTracker)]
+        seen["shown"] = shown[0].num_rounds
+        return History()
+
+    monkeypatch.setattr(deploy, "start_server", serve)
+    project = create_project(tmp_path / "served", "numpy")
+    args = ["server", "--app", project, "--address", "127.0.0.1:1", "--run-config", "num-rounds=3"]
+    assert roost(*args) == 0
+    assert seen == {"rounds": 3, "shown": 3}
+    assert roost(*args, "--rounds", "5") == 2  # the project's run config sets the rounds
 
 
 def test_run_takes_dp_and_secagg_like_simulate(tmp_path, monkeypatch, capsys):

@@ -136,9 +136,9 @@ class App:
             raise ConfigurationError("the app names no client_fn; set roost.App(client_fn=...)")
         return self.client_fn
 
-    def server_config(self, args: argparse.Namespace) -> ServerConfig:
+    def server_config(self, settings: RunSettings) -> ServerConfig:
         """The rounds and timeout `roost server` runs (`--rounds`, `--round-timeout`)."""
-        return server_config(args)
+        return server_config(settings)
 
     def run_settings(self) -> dict[str, Any]:
         """Settings of the app's own that a resumed run must keep (beyond the command line's)."""
@@ -196,14 +196,14 @@ class ProjectApp(App):
         _refuse_strategy_options(args)
         return self._project.make_strategy()
 
-    def server_config(self, args: argparse.Namespace) -> ServerConfig:
+    def server_config(self, settings: RunSettings) -> ServerConfig:
         """The project's `num-rounds`; `--round-timeout` wins over its `round-timeout`."""
-        if args.rounds != RunSettings().num_rounds:
+        if "rounds" in settings.given:
             raise ConfigurationError(
                 "with --app DIR the project's run config sets the rounds: pass "
-                f"--run-config num-rounds={args.rounds} instead of --rounds"
+                f"--run-config num-rounds={settings.num_rounds} instead of --rounds"
             )
-        timeout = args.round_timeout or self._project.round_timeout
+        timeout = settings.round_timeout or self._project.round_timeout
         return ServerConfig(num_rounds=self._project.num_rounds, round_timeout=timeout)
 
     def run_settings(self) -> dict[str, Any]:

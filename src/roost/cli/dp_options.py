@@ -163,8 +163,11 @@ class PrivacySettings(CentralDPParams):
         )
 
 
-def privacy_settings(args: argparse.Namespace, *, num_clients: int) -> PrivacySettings | None:
-    """The `--dp` settings `args` give for `num_clients` clients (None without `--dp`).
+def privacy_settings(
+    args: argparse.Namespace, *, num_clients: int, fraction_fit: float
+) -> PrivacySettings | None:
+    """The `--dp` settings `args` give for `num_clients` clients of which a `fraction_fit` share
+    trains each round (None without `--dp`).
 
     Refuses, with a line saying what to do, options that need `--dp` without it, and options
     that do not fit the chosen mode.
@@ -191,7 +194,7 @@ def privacy_settings(args: argparse.Namespace, *, num_clients: int) -> PrivacySe
             f"{given[0]} is for --dp central: with --dp local every client clips to a fixed "
             "--clip-norm, and the server does not choose who is private"
         )
-    expected = min(num_clients, max(1, round(args.fraction_fit * num_clients)))
+    expected = min(num_clients, max(1, round(fraction_fit * num_clients)))
     # σ_b of adaptive clipping's noisy count: the paper's m/20, but at least σ, so that small
     # cohorts keep most of the budget for the updates (it must exceed σ/2).
     count_noise = None if args.clip_quantile is None else max(expected / 20, args.noise_multiplier)

@@ -216,11 +216,15 @@ def _writers(args: argparse.Namespace, params: Mapping[str, Any] | None) -> list
     return writers
 
 
-def run_params(args: argparse.Namespace) -> dict[str, Any]:
-    """The run's settings worth recording with it: every option that has a plain value."""
+def run_params(
+    args: argparse.Namespace, resolved: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The run's settings worth recording with it: every option that has a plain value, with the
+    values `resolved` gives options left to their defaults."""
+    values = {**vars(args), **{k: v for k, v in (resolved or {}).items() if v is not None}}
     return {
         name: value
-        for name, value in sorted(vars(args).items())
+        for name, value in sorted(values.items())
         if isinstance(value, bool | int | float | str) and name not in ("command",)
     }
 

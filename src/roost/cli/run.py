@@ -152,9 +152,11 @@ def _protected(
 ) -> tuple[ClientFn, Strategy]:
     """The project's clients and strategy with `--dp` and `--secagg` applied (as on `roost
     simulate`: central DP keeps the strategy's server optimizer; local DP wraps the clients)."""
-    flags = argparse.Namespace(**vars(args), strategy="project", fraction_fit=strategy.fraction_fit)
+    flags = argparse.Namespace(**vars(args), strategy="project")
     privacy = privacy_settings(
-        flags, num_clients=int(args.clients or strategy.min_available_clients)
+        flags,
+        num_clients=int(args.clients or strategy.min_available_clients),
+        fraction_fit=strategy.fraction_fit,
     )
     secure = secure_aggregation(args)
     if secure is not None:

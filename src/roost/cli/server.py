@@ -19,6 +19,7 @@ from roost.cli.settings import (
     RunSettings,
     add_app_option,
     add_run_options,
+    option_values,
     result_settings,
     server_deployment_options,
     settings_from_args,
@@ -151,7 +152,9 @@ def run(args: argparse.Namespace, default_app: App) -> int:
     strategy = app.server_strategy(args, settings)
     if args.min_clients is not None:
         strategy.min_available_clients = args.min_clients
-    with Reporter(args, args.rounds, run_params(args), logs=logging.INFO) as reporter:
+    config = app.server_config(settings)
+    params = run_params(args, option_values(settings))
+    with Reporter(args, config.num_rounds, params, logs=logging.INFO) as reporter:
         reporter.print(secure_aggregation_line(settings, strategy))
         if (privacy := settings.privacy) is not None:
             reporter.print(privacy.describe())
@@ -162,14 +165,17 @@ def run(args: argparse.Namespace, default_app: App) -> int:
                 )
         history = start_server(
             server_address=args.address,
-            config=app.server_config(args),
+            config=config,
             strategy=strategy,
             trackers=reporter.trackers,
             client_metrics=args.client_metrics,
-            settings={**result_settings(args, leave_out=("run_config",)), **app.run_settings()},
+            settings={
+                **result_settings(args, settings, leave_out=("run_config",)),
+                **app.run_settings(),
+            },
             **server_deployment_options(args),
         )
     reporter.console.print(history_table(history))
-    if privacy is not None and (stopped := privacy.stopped_early(history, args.rounds)):
+    if privacy is not None and (stopped := privacy.stopped_early(history, config.num_rounds)):
         reporter.print(stopped)
     return reporter.conclude(history)

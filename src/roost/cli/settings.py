@@ -31,8 +31,12 @@ class RunSettings:
         batch_size: local mini-batch size.
         learning_rate: the clients' local learning rate.
         seed: seed of client sampling, the data split and local shuffling.
+        round_timeout: seconds a client may take per instruction (None: no limit).
         privacy: what `--dp` asks (None: no differential privacy).
         secure_aggregation: what `--secagg` asks (None: updates in the clear).
+        given: the round and training options set on the command line (their names in
+            `argparse`'s namespace: "rounds", "lr", ...), so that `--rounds 5` differs from the
+            default.
     """
 
     num_clients: int = 10
@@ -43,18 +47,41 @@ class RunSettings:
     batch_size: int = 16
     learning_rate: float = 0.5
     seed: int = 0
+    round_timeout: float | None = None
     privacy: PrivacySettings | None = None
     secure_aggregation: SecureAggregation | None = None
+    given: frozenset[str] = frozenset()
+
+
+DEMO_OPTIONS = ("fraction_fit", "fraction_evaluate", "local_epochs", "batch_size", "lr")
+"""The training options only an app that builds its clients from them reads (the demo does)."""
+
+
+def option_values(settings: RunSettings) -> dict[str, Any]:
+    """The round and training options as `settings` resolved them, by their names in the
+    parsed namespace (defaults filled in)."""
+    return {
+        "rounds": settings.num_rounds,
+        "fraction_fit": settings.fraction_fit,
+        "fraction_evaluate": settings.fraction_evaluate,
+        "local_epochs": settings.local_epochs,
+        "batch_size": settings.batch_size,
+        "lr": settings.learning_rate,
+    }
 
 
 def add_run_options(parser: argparse.ArgumentParser, *, app_only: bool = False) -> None:
-    """Add the round and local-training options; `app_only` marks those only the app reads."""
+    """Add the round and local-training options; `app_only` marks those only the app reads.
+
+    Their parsed value is None when not given (so a command can tell `--rounds 5` from the
+    default); `settings_from_args` fills in the defaults, once.
+    """
     defaults = RunSettings()
     parser.add_argument(
         "--rounds",
         type=positive_int,
-        default=defaults.num_rounds,
-        help="number of federated rounds (default: %(default)s)",
+        default=None,
+        help=f"number of federated rounds (default: {defaults.num_rounds})",
     )
     parser.add_argument(
         "--round-timeout",
@@ -76,7 +103,7 @@ def add_run_options(parser: argparse.ArgumentParser, *, app_only: bool = False) 
         ("--lr", positive_float, defaults.learning_rate, "local SGD learning rate"),
     ):
         parser.add_argument(
-            flag, type=kind, default=default, help=f"{mark}{text} (default: %(default)s)"
+            flag, type=kind, default=None, help=f"{mark}{text} (default: {default})"
         )
 
 
@@ -92,18 +119,30 @@ def add_app_option(parser: argparse.ArgumentParser, default_title: str) -> None:
 
 
 def settings_from_args(args: argparse.Namespace, *, num_clients: int) -> RunSettings:
-    """The `RunSettings` a command's parsed options describe, for `num_clients` clients."""
+    """The `RunSettings` a command's parsed options describe, for `num_clients` clients: the
+    one place where an option not given takes its default."""
+    defaults = RunSettings()
+
+    def given(name: str, default: Any) -> Any:
+        value = getattr(args, name, None)
+        return default if value is None else value
+
+    fraction_fit = given("fraction_fit", defaults.fraction_fit)
     return RunSettings(
         num_clients=num_clients,
-        num_rounds=args.rounds,
-        fraction_fit=args.fraction_fit,
-        fraction_evaluate=args.fraction_evaluate,
-        local_epochs=args.local_epochs,
-        batch_size=args.batch_size,
-        learning_rate=args.lr,
+        num_rounds=given("rounds", defaults.num_rounds),
+        fraction_fit=fraction_fit,
+        fraction_evaluate=given("fraction_evaluate", defaults.fraction_evaluate),
+        local_epochs=given("local_epochs", defaults.local_epochs),
+        batch_size=given("batch_size", defaults.batch_size),
+        learning_rate=given("lr", defaults.learning_rate),
         seed=args.seed,
-        privacy=privacy_settings(args, num_clients=num_clients),
+        round_timeout=args.round_timeout,
+        privacy=privacy_settings(args, num_clients=num_clients, fraction_fit=fraction_fit),
         secure_aggregation=secure_aggregation(args),
+        given=frozenset(
+            name for name in ("rounds", *DEMO_OPTIONS) if getattr(args, name, None) is not None
+        ),
     )
 
 
@@ -119,12 +158,18 @@ _NOT_RESULT = frozenset(
 )
 
 
-def result_settings(args: argparse.Namespace, leave_out: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Every option in `args` that the run's result depends on, by its flag (`{"--lr": 0.5}`):
-    what `--state` records and `--resume` compares. `leave_out` names more options to skip."""
+def result_settings(
+    args: argparse.Namespace,
+    settings: RunSettings | None = None,
+    leave_out: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """Every option in `args` that the run's result depends on, by its flag (`{"--lr": 0.5}`),
+    with the defaults `settings` resolved: what `--state` records and `--resume` compares.
+    `leave_out` names more options to skip."""
+    values = {**vars(args), **(option_values(settings) if settings is not None else {})}
     return {
         "--" + name.replace("_", "-"): value
-        for name, value in sorted(vars(args).items())
+        for name, value in sorted(values.items())
         if name not in _NOT_RESULT and name not in leave_out and _recordable(value)
     }
 
@@ -135,9 +180,9 @@ def _recordable(value: Any) -> bool:
     return value is None or isinstance(value, bool | int | float | str)
 
 
-def server_config(args: argparse.Namespace) -> ServerConfig:
+def server_config(settings: RunSettings) -> ServerConfig:
     """The round loop's settings: the number of rounds and the per-instruction timeout."""
-    return ServerConfig(num_rounds=args.rounds, round_timeout=args.round_timeout)
+    return ServerConfig(num_rounds=settings.num_rounds, round_timeout=settings.round_timeout)
 
 
 def server_deployment_options(args: argparse.Namespace) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from roost.cli.settings import (
     RunSettings,
     add_app_option,
     add_run_options,
+    option_values,
     result_settings,
     server_config,
     settings_from_args,
@@ -78,7 +79,9 @@ def add_state_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def recording_options(args: argparse.Namespace, reporter: Reporter) -> dict[str, Any]:
+def recording_options(
+    args: argparse.Namespace, reporter: Reporter, settings: RunSettings | None = None
+) -> dict[str, Any]:
     """The keyword arguments of `run_simulation` that say what a simulation records: its rounds
     in `--state DIR` (continued with `--resume`), and every round's values for the reporter's
     trackers (each client's own with `--client-metrics`). Says which round a resume continues
@@ -90,7 +93,7 @@ def recording_options(args: argparse.Namespace, reporter: Reporter) -> dict[str,
         "resume": args.resume,
         "trackers": reporter.trackers,
         "client_metrics": args.client_metrics,
-        "settings": result_settings(args),
+        "settings": result_settings(args, settings),
     }
 
 
@@ -106,7 +109,7 @@ def run(args: argparse.Namespace, default_app: App) -> int:
     app = load_app(args.app) if args.app else default_app
     settings = settings_from_args(args, num_clients=args.clients)
     simulation = app.simulation(args, settings)
-    with Reporter(args, args.rounds, run_params(args)) as reporter:
+    with Reporter(args, settings.num_rounds, run_params(args, option_values(settings))) as reporter:
         reporter.print(simulation.notice)
         reporter.print(settings.privacy and settings.privacy.describe())
         reporter.print(secure_aggregation_line(settings, simulation.strategy))
@@ -114,13 +117,15 @@ def run(args: argparse.Namespace, default_app: App) -> int:
             simulation.client_fn,
             settings.num_clients,
             strategy=simulation.strategy,
-            config=server_config(args),
+            config=server_config(settings),
             seed=settings.seed,
             engine=simulation.engine,
-            **recording_options(args, reporter),
+            **recording_options(args, reporter, settings),
         )
     reporter.console.print(history_table(history))
-    if settings.privacy and (stopped := settings.privacy.stopped_early(history, args.rounds)):
+    if settings.privacy and (
+        stopped := settings.privacy.stopped_early(history, settings.num_rounds)
+    ):
         reporter.print(stopped)
     if args.out:
         for path in save_run(args.out, history, plot=not args.no_plot):
