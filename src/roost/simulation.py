@@ -140,7 +140,7 @@ def _engine(
     if engine == "vectorized" and strategy.secure_aggregation is not None:
         raise ConfigurationError(
             "the vectorized engine trains clients together and runs no secure aggregation; "
-            "use engine='sequential' or 'process'"
+            "use --engine sequential or process (engine='sequential' in Python)"
         )
     options = dict(engine_options or {})
     if warm_clients is not False:

@@ -37,7 +37,7 @@ def build_parser(default_app: App | None = None) -> CommandParser:
     parser = CommandParser(
         prog="roost", description="roost: federated learning, simulated or deployed."
     )
-    parser.add_argument("--version", action="version", version=f"roost {package_version()}")
+    parser.add_argument("-V", "--version", action="version", version=f"roost {package_version()}")
     simulate.add_command(parser, app)
     run.add_command(parser)
     new.add_command(parser)
@@ -52,6 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `roost` command; returns the exit status (2: a refused setting)."""
     try:
         parser = build_parser()
+        if not (sys.argv[1:] if argv is None else argv):  # `roost` alone: what can it do?
+            parser.print_help()
+            return 0
         args = parser.parse_args(argv)
         if getattr(args, "config", None):  # only `roost simulate` reads option files
             args = parse_with_config_file(parser, argv, args)

@@ -48,6 +48,7 @@ from roost.cli.project import (
 )
 from roost.cli.secagg_options import add_secagg_arguments
 from roost.cli.settings import (
+    DEMO_OPTIONS,
     RunSettings,
     client_connection_options,
     server_config,
@@ -113,16 +114,20 @@ class App:
     def simulation(self, args: argparse.Namespace, settings: RunSettings) -> Simulation:
         """What `roost simulate` runs: `client_fn` and the strategy (FedAvg when none is set)."""
         _refuse_strategy_options(args)
+        _refuse_demo_options(settings)
         strategy = self.make_strategy()
+        engine, why = (args.engine, "--engine") if args.engine else ("sequential", "the default")
         return Simulation(
             client_fn=self.make_client_fn(settings.seed),
             strategy=strategy if strategy is not None else FedAvg(),
-            engine=args.engine or "sequential",
+            engine=engine,
+            notice=f"engine: {engine} ({why})",
         )
 
     def server_strategy(self, args: argparse.Namespace, settings: RunSettings) -> Strategy:
         """The strategy `roost server` runs; a plain App must name one."""
         _refuse_strategy_options(args)
+        _refuse_demo_options(settings)
         strategy = self.make_strategy()
         if strategy is None:
             raise ConfigurationError(
@@ -163,6 +168,17 @@ def _refuse_strategy_options(args: argparse.Namespace) -> None:
             "with --app, your roost.App's strategy is used: set the strategy there (for privacy: "
             "roost.privacy.with_central_dp or LocalDPClientFn; "
             "secure_aggregation=roost.strategy.SecureAggregation(...))"
+        )
+
+
+def _refuse_demo_options(settings: RunSettings) -> None:
+    """A plain App builds its own clients and strategy: the demo's training options would be
+    silently ignored, so they are refused."""
+    if given := sorted(set(settings.given) & set(DEMO_OPTIONS)):
+        flags = ", ".join("--" + name.replace("_", "-") for name in given)
+        raise ConfigurationError(
+            f"{flags} set the default app's training; with --app, your roost.App builds its "
+            "own clients and strategy: set them there"
         )
 
 

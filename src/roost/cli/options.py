@@ -8,7 +8,12 @@ argparse's internals; the root parser also keeps its subcommands' parsers by nam
 from __future__ import annotations
 
 import argparse
+import difflib
+from collections.abc import Sequence
 from typing import Any, NoReturn
+
+RUN_CONFIG_KEYS = {"rounds": "num-rounds", "num-rounds": "num-rounds", "clients": "num-clients"}
+"""Command-line option names that a project's run config calls otherwise."""
 
 
 class OptionGroup:
@@ -34,6 +39,31 @@ class CommandParser(argparse.ArgumentParser):
         self._constructed = False
         super().__init__(*args, **kwargs)
         self._constructed = True
+
+    def parse_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> argparse.Namespace:
+        """`ArgumentParser.parse_args`, suggesting the nearest option for an unknown one."""
+        parsed, unknown = self.parse_known_args(args, namespace)
+        if unknown:
+            command = self.commands.get(getattr(parsed, "command", None) or "", self)
+            self.error(f"unrecognized arguments: {' '.join(unknown)}{command.hint(unknown)}")
+        return parsed
+
+    def hint(self, unknown: Sequence[str]) -> str:
+        """What to type instead of the first unknown option (`; did you mean --rounds?`)."""
+        flag = next((item for item in unknown if item.startswith("--")), None)
+        if flag is None:
+            return ""
+        name = flag[2:].partition("=")[0]
+        if "run-config" in self.long_options:  # a project command: its settings are the config's
+            key = RUN_CONFIG_KEYS.get(name, name)
+            value = next(iter(unknown[unknown.index(flag) + 1 :]), "VALUE")
+            nearest = difflib.get_close_matches(name, list(self.long_options), n=1, cutoff=0.8)
+            if not nearest:
+                return f"; set the project's settings with --run-config {key}={value}"
+        nearest = difflib.get_close_matches(name, list(self.long_options), n=1, cutoff=0.5)
+        return f"; did you mean --{nearest[0]}?" if nearest else ""
 
     def error(self, message: str) -> NoReturn:
         """Print the one useful line (not the whole usage block) and exit with status 2."""
@@ -123,6 +153,14 @@ def fraction(text: str) -> float:
     value = _number(text, float)
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value}")
+    return value
+
+
+def positive_fraction(text: str) -> float:
+    """A number in (0, 1]."""
+    value = _number(text, float)
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
     return value
 
 

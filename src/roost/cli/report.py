@@ -152,6 +152,8 @@ class Reporter:
         if args.quiet and args.verbose:
             raise ConfigurationError("--quiet and --verbose contradict each other: pick one")
         self.console = Console(stderr=False)
+        if not self.console.is_terminal:  # a file or CI log: the table as wide as it needs
+            self.console = Console(stderr=False, width=160)
         self.allow_failures: bool = args.allow_failures
         quiet_level = logging.ERROR if args.quiet else logs
         configure_logging(self.console, logging.INFO if args.verbose else quiet_level)
@@ -242,8 +244,9 @@ def _format(value: object) -> str:
 
 
 def history_table(history: History, accuracy_key: str = "accuracy") -> Table:
-    """One row per round: results/failures, distributed vs centralized loss and accuracy, and
-    the ε spent so far for a private run (central, or each client's with local DP)."""
+    """One row per round: results/failures, distributed vs centralized loss and accuracy, the
+    clients' training loss and accuracy (when their fits report `train_loss` / `train_accuracy`),
+    and the ε spent so far for a private run (central, or each client's with local DP)."""
     from rich.table import Table
 
     privacy = history.privacy
@@ -260,6 +263,16 @@ def history_table(history: History, accuracy_key: str = "accuracy") -> Table:
         f"{accuracy_key[:3]} dist",
         f"{accuracy_key[:3]} central",
     ]
+    # The clients' training metrics, when they report them (aggregated over each round's fits).
+    training = {
+        label: _by_round(history.metrics_distributed_fit[name])
+        for name, label in (
+            ("train_loss", "train loss"),
+            (f"train_{accuracy_key}", f"train {accuracy_key[:3]}"),
+        )
+        if name in history.metrics_distributed_fit
+    }
+    columns.extend(training)
     if privacy is not None:
         columns.append("ε" if privacy.kind == "central" else "ε per client")
     for column in columns:
@@ -281,6 +294,7 @@ def history_table(history: History, accuracy_key: str = "accuracy") -> Table:
             _format(loss_c.get(server_round)),
             _format(acc_d.get(server_round)),
             _format(acc_c.get(server_round)),
+            *(_format(values.get(server_round)) for values in training.values()),
         ]
         if privacy is not None:
             cells.append(_format(spent.get(server_round)))

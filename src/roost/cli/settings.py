@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from roost.cli.dp_options import PrivacySettings, privacy_settings
-from roost.cli.options import fraction, positive_float, positive_int
+from roost.cli.options import fraction, positive_float, positive_fraction, positive_int
 from roost.cli.secagg_options import secure_aggregation
 from roost.server.loop import ServerConfig
 from roost.strategy.secure import SecureAggregation
@@ -91,7 +91,12 @@ def add_run_options(parser: argparse.ArgumentParser, *, app_only: bool = False) 
     )
     mark = "demo: " if app_only else ""
     for flag, kind, default, text in (
-        ("--fraction-fit", fraction, defaults.fraction_fit, "share of clients trained per round"),
+        (
+            "--fraction-fit",
+            positive_fraction,
+            defaults.fraction_fit,
+            "share of clients trained per round",
+        ),
         (
             "--fraction-evaluate",
             fraction,
@@ -114,7 +119,7 @@ def add_app_option(parser: argparse.ArgumentParser, default_title: str) -> None:
         metavar="MODULE:ATTR",
         default=None,
         help=f"run your roost.App (or client_fn) instead of {default_title}; "
-        "the demo options below are then ignored",
+        "the demo's training options below are then refused",
     )
 
 

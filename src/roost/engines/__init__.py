@@ -55,7 +55,8 @@ def _require_task(client_fn: ClientFn) -> None:
         raise ConfigurationError(
             "the vectorized engine trains a roost Task (model + loss + optimizer recipe + "
             f"per-client data), got a {type(client_fn).__name__} as client_fn; pass a Task, "
-            "or use engine='sequential', 'process' or 'ray' for an arbitrary client_fn"
+            "or choose another engine for an arbitrary client_fn: --engine sequential, "
+            "process or ray (engine='sequential', ... in Python)"
         )
     if not torch_available():
         raise ConfigurationError("the vectorized engine needs torch: pip install torch")

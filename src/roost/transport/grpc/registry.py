@@ -272,7 +272,7 @@ class Registry:
                     raise NotEnoughClientsError(
                         f"only {len(self._clients)} of the {count} clients the strategy needs "
                         f"connected within {timeout:g} s; start more clients or lower "
-                        "min_available_clients"
+                        "--min-clients (the strategy's min_available_clients)"
                     )
                 wait = next_log - now if deadline is None else min(next_log, deadline) - now
                 self._changed.wait(max(wait, 0.01))
