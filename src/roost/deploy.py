@@ -108,15 +108,8 @@ def start_server(
     track = TrackRounds(
         trackers, num_rounds=config.num_rounds, client_metrics=client_metrics, then=then
     )
-    return _serve_rounds(
-        strategy,
-        transport,
-        config,
-        track,
-        seed,
-        resume_from,
-        partial(_write_outputs, out_dir, plot),
-    )
+    keep = partial(_write_outputs, out_dir, plot)
+    return _serve_rounds(strategy, transport, config, track, seed, resume_from, keep)
 
 
 def _serve_rounds(
