@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from roost.client.client import ClientFn, ClientLike, Context
 from roost.core.types import Config
 from roost.errors import ConfigurationError, RoostError
 from roost.log import ensure_logging
-from roost.outputs import save_run
+from roost.outputs import save_run, save_run_elsewhere
 from roost.server.history import History
 from roost.server.loop import RoundCallback, ServerConfig, ServerState, run_rounds
 from roost.server.state import open_state, recording
@@ -112,9 +113,8 @@ def start_server(
     track = TrackRounds(
         trackers, num_rounds=config.num_rounds, client_metrics=client_metrics, then=then
     )
-    history = _serve_rounds(strategy, transport, config, track, seed, resume_from)
-    _write_outputs(out_dir, history, plot)
-    return history
+    keep = partial(_write_outputs, out_dir, plot)
+    return _serve_rounds(strategy, transport, config, track, seed, resume_from, keep)
 
 
 def _serve_rounds(
@@ -124,10 +124,11 @@ def _serve_rounds(
     track: TrackRounds,
     seed: int | None,
     resume_from: ServerState | None,
+    keep: Callable[[History], RoostError | None],
 ) -> History:
     """Run the rounds of `strategy` (default `FedAvg()`) over `transport`, every round's values
-    handed to `track`; then close the transport, telling clients whether the run is over, and
-    the trackers."""
+    handed to `track`; `keep` the result; then close the transport, telling clients whether the
+    run is over, and the trackers. An error `keep` returns is raised once the clients are gone."""
     finished = False
     try:
         history = run_rounds(
@@ -138,6 +139,8 @@ def _serve_rounds(
             resume_from=resume_from,
             on_round_end=track,
         )
+        # Written before the clients are sent home: a result kept nowhere ends no run.
+        trouble = keep(history)
         finished = True
     finally:
         # Only a finished run sends clients home; after a failure they keep reconnecting, so
@@ -146,24 +149,44 @@ def _serve_rounds(
             transport.close(run_over=finished)
         finally:
             track.close()
+    if trouble is not None:
+        raise trouble
     return history
 
 
-def _write_outputs(out_dir: str | Path | None, history: History, plot: bool) -> None:
-    """Write the run's files (`save_run`) to `out_dir` (None: nowhere)."""
+def _write_outputs(out_dir: str | Path | None, plot: bool, history: History) -> RoostError | None:
+    """Write the run's files (`save_run`) to `out_dir` (None: nowhere).
+
+    Should that fail (a full disk), they are written to a fallback directory instead
+    (`save_run_elsewhere`), and the error saying where is returned, to raise once the clients
+    are released. Raises `RoostError` if no directory takes them.
+    """
     if out_dir is None:
-        return
+        return None
     out_dir = Path(out_dir)
     try:
         written = save_run(out_dir, history, plot=plot)
     except OSError as error:
-        raise RoostError(
-            f"the run finished but its outputs could not be written to {out_dir}: "
-            f"{error.strerror or error}; free disk space or fix the directory's permissions "
-            "(with a state directory, its latest round file holds the final model)"
-        ) from None
+        reason = error.strerror or str(error)
+        elsewhere = save_run_elsewhere(history)
+        if elsewhere is None:
+            raise RoostError(
+                f"the run finished but its outputs could not be written to {out_dir} ({reason}) "
+                "nor to a temporary, working or home directory; free disk space or fix the "
+                "directory's permissions (with a state directory, its latest round file holds "
+                "the final model)"
+            ) from None
+        log.error(
+            "could not write to %s (%s): wrote the run's outputs to %s", out_dir, reason, elsewhere
+        )
+        return RoostError(
+            f"the run finished but its outputs could not be written to {out_dir} ({reason}); "
+            f"they are in {elsewhere} instead: move them from there, and free disk space or "
+            "fix the directory's permissions"
+        )
     for path in written:
         log.info("wrote %s", path)
+    return None
 
 
 def start_client(

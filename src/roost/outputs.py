@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
+import tempfile
 from pathlib import Path
 
 from roost.core.files import atomic_write_bytes, save_parameters, unwritable_reason
@@ -63,3 +65,35 @@ def save_run(out_dir: Path | str, history: History, *, plot: bool = True) -> lis
             written.append(out / "plot.png")
             atomic_write_bytes(written[-1], image)
     return written
+
+
+def fallback_parents() -> list[Path]:
+    """Where `save_run_elsewhere` tries to write, in order: the system's temporary directory
+    (often another file system than the results'), the working directory, the home directory."""
+    parents: list[Path] = []
+    for parent in (Path(tempfile.gettempdir()), Path.cwd(), Path.home()):
+        if parent not in parents:
+            parents.append(parent)
+    return parents
+
+
+def save_run_elsewhere(history: History) -> Path | None:
+    """Write `model.npz`, `history.json` and `history.csv` (`save_run` without the plot) into
+    a new `roost-run-*` directory under the first of `fallback_parents` that takes them.
+
+    For a run whose results could not be written where they were asked for: returns the
+    directory, or None when none took them (each one tried is removed again).
+    """
+    for parent in fallback_parents():
+        try:
+            directory = Path(tempfile.mkdtemp(prefix="roost-run-", dir=parent))
+        except OSError:
+            continue
+        try:
+            save_run(directory, history, plot=False)
+        except OSError as error:
+            log.warning("could not write the run's results to %s either: %s", directory, error)
+            shutil.rmtree(directory, ignore_errors=True)
+            continue
+        return directory
+    return None

@@ -11,8 +11,13 @@ from roost.cli.dp_options import add_privacy_arguments, client_privacy
 from roost.cli.options import CommandParser, address, positive_float, positive_int
 from roost.cli.server import add_certificate_and_key_option, add_node_options, quiet_grpc_core
 from roost.cli.settings import client_connection_options
-from roost.errors import ConfigurationError
+from roost.errors import ConfigurationError, ServerUnreachableError, TlsMismatchError
 from roost.log import ensure_logging
+
+RECONNECT_TIMEOUT_S = 60.0
+"""`roost client`'s default `--reconnect-timeout`: about what a person at a terminal waits for
+a server that is not there. The library's default (`ClientOptions`) stays long, for deployments
+whose clients outlast a server's restart."""
 
 
 def add_command(root: CommandParser, default_app: App) -> None:
@@ -64,9 +69,12 @@ def add_command(root: CommandParser, default_app: App) -> None:
     )
     parser.add_argument(
         "--reconnect-timeout",
+        metavar="SECONDS",
         type=positive_float,
-        default=600.0,
-        help="give up after this many seconds without a connection (default: %(default)s)",
+        default=RECONNECT_TIMEOUT_S,
+        help="give up after this many seconds without a connection, at the start or after the "
+        "server went away (default: %(default)g; pass more where a server may take longer to "
+        "come back)",
     )
     add_node_options(
         parser,
@@ -92,13 +100,21 @@ def run(args: argparse.Namespace, default_app: App) -> int:
             f"--partition-id must be in [0, {args.num_partitions - 1}], got {args.partition_id}"
         )
     app = load_app(args.app, args.run_config) if args.app else default_app
-    if app.connect(args):  # a Flower project runs its own ClientApp
-        return 0
-    client_fn = client_privacy(args, app.make_client_fn(args.seed), args.num_partitions)
-    start_client(
-        client_fn=client_fn,
-        certificate=tuple(args.certificate) if args.certificate else None,
-        max_message_bytes=int(args.max_message_mb * (1 << 20)),
-        **client_connection_options(args),
-    )
+    try:
+        if app.connect(args):  # a Flower project runs its own ClientApp
+            return 0
+        client_fn = client_privacy(args, app.make_client_fn(args.seed), args.num_partitions)
+        start_client(
+            client_fn=client_fn,
+            certificate=tuple(args.certificate) if args.certificate else None,
+            max_message_bytes=int(args.max_message_mb * (1 << 20)),
+            **client_connection_options(args),
+        )
+    except TlsMismatchError:
+        raise  # waiting longer cannot fix it
+    except ServerUnreachableError as error:
+        raise ServerUnreachableError(
+            f"{error}; to wait longer, pass --reconnect-timeout SECONDS "
+            f"(now {args.reconnect_timeout:g})"
+        ) from None
     return 0

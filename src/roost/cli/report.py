@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from roost.cli.progress import ProgressTracker
 from roost.errors import ConfigurationError
-from roost.log import ensure_logging
+from roost.log import ensure_logging, log_handler
 from roost.server.history import History
 from roost.tracking.base import Tracker, TrackRounds
 from roost.tracking.failures import ROOST_LOGGER, FailureDigest, spans
@@ -86,33 +86,10 @@ def configure_logging(console: Console, level: int) -> None:
     for handler in list(logger.handlers):
         if handler.get_name() in _HANDLER_NAMES:
             logger.removeHandler(handler)
-    if console.is_terminal:
-        from rich.logging import RichHandler
-
-        handler: logging.Handler = RichHandler(
-            console=console, show_path=False, markup=False, rich_tracebacks=False
-        )
-        handler.setFormatter(logging.Formatter("%(message)s", datefmt="[%X]"))
-    else:
-        handler = _PlainHandler()
-        handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
-        )
+    handler = log_handler(console)
     handler.set_name(_HANDLER_NAMES[0])
     logger.addHandler(handler)
     logger.setLevel(level)
-
-
-class _PlainHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """One unwrapped line per record on the current standard output (looked up per record, so
-    a redirected or captured stdout is honoured)."""
-
-    def __init__(self) -> None:
-        super().__init__(sys.stdout)
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.setStream(sys.stdout)
-        super().emit(record)
 
 
 def start_console(quiet: bool) -> Console:

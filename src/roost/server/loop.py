@@ -19,6 +19,7 @@ import numpy as np
 from roost.core.types import (
     CLIENT_FN_RAISED,
     ClientId,
+    Failure,
     GetParametersIns,
     GetParametersRes,
     Metrics,
@@ -269,6 +270,10 @@ def tree_structure(tree: Any) -> Any:
     return type(tree).__name__
 
 
+INITIAL_PARAMETERS_TRIES = 5
+"""How many clients are asked, one after another, for the initial parameters before giving up."""
+
+
 def _initial_parameters(
     strategy: Strategy, transport: Transport, rng: np.random.Generator, timeout: float | None
 ) -> Parameters:
@@ -277,23 +282,54 @@ def _initial_parameters(
         log.info("using initial parameters provided by the strategy")
         return check_parameters(parameters)
     client_ids = transport.wait_for_clients(strategy.min_available_clients)
-    client_id = client_ids[int(rng.integers(len(client_ids)))]
-    log.info("requesting initial parameters from one random client (client %s)", client_id)
+    first = int(rng.integers(len(client_ids)))
+    # One draw, as always: a run whose first client answers samples exactly as before. Should it
+    # fail, the clients after it are asked in turn (no more draws), as a round would go on.
+    candidates = (client_ids[first:] + client_ids[:first])[:INITIAL_PARAMETERS_TRIES]
+    log.info("requesting initial parameters from one random client (client %s)", candidates[0])
+    failures: list[Failure] = []
+    for client_id in candidates:
+        if failures:
+            log.info("requesting initial parameters from client %s instead", client_id)
+        outcome = _ask_for_parameters(transport, client_id, timeout)
+        if not isinstance(outcome, Failure):
+            log.info("received initial parameters from client %s", client_id)
+            return outcome
+        failures.append(outcome)
+    raise RoostError(_no_initial_parameters(failures))
+
+
+def _ask_for_parameters(
+    transport: Transport, client_id: ClientId, timeout: float | None
+) -> Parameters | Failure:
+    """One client's parameters, or why it sent none (its failure is logged as it comes)."""
     outcomes = PhaseOutcomes(transport, [(client_id, GetParametersIns())], timeout, None, "init")
     for _, result in outcomes:
         if isinstance(result, GetParametersRes):
-            log.info("received initial parameters from client %s", client_id)
             return result.parameters
-        culprit = (
-            "the app's client_fn"
-            if result.reason.startswith(CLIENT_FN_RAISED)
-            else "the client's get_parameters"
-        )
-        raise RoostError(
-            f"could not get initial parameters from client {client_id}: {result.reason}; "
+        return result
+    return Failure(client_id, "it sent no initial parameters", kind="disconnected")
+
+
+def _no_initial_parameters(failures: list[Failure]) -> str:
+    """The one line that ends a run no client of which gave initial parameters."""
+    last = failures[-1]
+    culprit = (
+        "the app's client_fn"
+        if last.reason.startswith(CLIENT_FN_RAISED)
+        else "the client's get_parameters"
+    )
+    if len(failures) == 1:
+        return (
+            f"could not get initial parameters from client {last.client_id}: {last.reason}; "
             f"pass initial_parameters to the strategy or fix {culprit}"
         )
-    raise RoostError(f"client {client_id} sent no initial parameters")
+    names = ", ".join(str(failure.client_id) for failure in failures)
+    return (
+        f"could not get initial parameters from any of the {len(failures)} clients asked "
+        f"({names}); the last said: {last.reason}; pass initial_parameters to the strategy or "
+        f"fix {culprit}"
+    )
 
 
 def _evaluate_centralized(

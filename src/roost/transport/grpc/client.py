@@ -122,6 +122,20 @@ def _requests(outbox: queue.Queue[Outgoing | None], grants: _Grants) -> Iterator
             yield from item
 
 
+def _gist(details: str | None) -> str:
+    """What gRPC says of a failed connection, cut to its last error's own words.
+
+    "failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:1: Failed to
+    connect to remote host: Connection refused" becomes "Connection refused": the rest repeats
+    the address the warning names already, and the line stays short enough to read at a glance.
+    """
+    if not details:
+        return "no details"
+    if "last error:" in details:
+        return details.rsplit(": ", 1)[-1].strip() or details
+    return details
+
+
 def _client_error(message_id: int, reason: str) -> list[bytes]:
     return [
         frames.frame_bytes(client_error=pb.MessageFailure(message_id=message_id, reason=reason))
@@ -189,7 +203,7 @@ class GrpcClient:
         """
         options = self.options
         backoff = options.initial_backoff
-        lost_since = time.monotonic()
+        lost_since, attempts = time.monotonic(), 0
         while not self._stopped.is_set():
             try:
                 self._serve_once()
@@ -199,18 +213,20 @@ class GrpcClient:
                     return
                 now = time.monotonic()
                 if lost.welcomed:
-                    lost_since, backoff = now, options.initial_backoff
+                    lost_since, backoff, attempts = now, options.initial_backoff, 0
+                attempts += 1
                 waited = now - lost_since
                 if options.reconnect_timeout is not None and waited >= options.reconnect_timeout:
                     raise ServerUnreachableError(
                         f"no connection to the server at {self.server_address} for "
-                        f"{waited:.0f} s (last error: {lost}); check the address, that the "
-                        "server is running and, with TLS, the root certificate"
+                        f"{waited:.0f} s ({attempts} attempts; last error: {lost}); check the "
+                        "address, that the server is running and, with TLS, the root "
+                        "certificate"
                     ) from None
                 delay = min(backoff, options.max_backoff) * _JITTER.uniform(0.8, 1.2)
                 if options.reconnect_timeout is not None:
                     delay = min(delay, options.reconnect_timeout - waited)
-                log.warning("%s; reconnecting in %.1f s", lost, delay)
+                log.warning("%s; attempt %d, retrying in %.1f s", lost, attempts, delay)
                 self._stopped.wait(max(delay, 0.0))
                 backoff *= 2
 
@@ -257,7 +273,7 @@ class GrpcClient:
             if code == grpc.StatusCode.UNAVAILABLE and not stream.welcomed:
                 self._check_tls_fits(details)
             raise _Lost(
-                f"connection to {self.server_address} failed: {code.name}: {details}",
+                f"connection to {self.server_address} failed: {code.name}: {_gist(details)}",
                 stream.welcomed,
             ) from None
         finally:
