@@ -59,7 +59,8 @@ def test_central_dp_composes_with_a_mean_strategy_keeping_its_server_optimizer()
     assert isinstance(strategy.server_optimizer, ServerAdam)
     assert strategy.server_optimizer.learning_rate == 0.05
     assert strategy.fit_config_defaults == {"lr": 0.5}  # FedAdam's eta_l is the demo's --lr
-    assert strategy.update_transforms.transforms == (strategy.central_dp,)  # last, and no plain clipping
+    # CentralDP last, and no plain clipping
+    assert strategy.update_transforms.transforms == (strategy.central_dp,)
     assert isinstance(strategy.sampler, PoissonSampler) and strategy.sampler.q == 1.0
     central = strategy.central_dp
     assert (central.noise_multiplier, central.clip_norm) == (1.0, 1.0)

@@ -30,7 +30,7 @@ from roost.core.types import (
 )
 from roost.core.validation import check_parameters
 from roost.errors import ConfigurationError
-from roost.strategy.aggregators import NotEnoughUpdatesError, WeightedMean
+from roost.strategy.aggregators import WeightedMean
 from roost.strategy.base import (
     Aggregator,
     Chain,
@@ -49,7 +49,7 @@ from roost.strategy.base import (
 from roost.strategy.optimizers import ServerSGD
 from roost.strategy.sampling import sample_uniformly
 from roost.strategy.secure import SecureAggregation
-from roost.strategy.tally import FitSteps, Returning, Tally, tally_updates
+from roost.strategy.tally import FitSteps, aggregate_outcomes
 from roost.strategy.updates import UpdateFn, parameter_delta
 from roost.strategy.weighting import WeightFn, weight_by_num_examples
 
@@ -297,24 +297,7 @@ class Strategy:
         steps = FitSteps(
             self.weight_fn, self.update_fn, self.update_transforms, server_round, parameters
         )
-        updates = Returning(
-            tally_updates(steps, outcomes, Tally(state["weighting"], state["transforms"]))
-        )
-        try:
-            aggregate, aggregator_state, measurements = self.aggregator.aggregate(
-                updates, parameters, state["aggregator"]
-            )
-        except NotEnoughUpdatesError as error:
-            log.warning("fit_round %d: %s: global model unchanged", server_round, error)
-            aggregate, aggregator_state, measurements = None, state["aggregator"], {}
-        tally = updates.result()
-        state = {
-            **state,
-            "weighting": tally.weighting,
-            "transforms": tally.transforms,
-            "aggregator": aggregator_state,
-        }
-        partial = PartialFit(aggregate, state, tally.fit_metrics, measurements, tally.failures)
+        partial = aggregate_outcomes(self.aggregator, steps, outcomes, state)
         return self.conclude_fit(server_round, parameters, partial)
 
     def conclude_fit(

@@ -17,7 +17,8 @@ import numpy as np
 
 from roost.core.types import ClientId, Failure, FitRes, Metrics, Outcome, Parameters
 from roost.errors import InvalidMessageError
-from roost.strategy.base import State, UpdateTransform, Weighting
+from roost.strategy.aggregators import NotEnoughUpdatesError
+from roost.strategy.base import Aggregator, PartialFit, State, UpdateTransform, Weighting
 from roost.strategy.updates import UpdateFn
 
 log = logging.getLogger(__name__)
@@ -106,15 +107,21 @@ def tally_updates(
 
 
 class Returning(Generic[ItemT, ValueT]):
-    """A generator, iterable once, that keeps the value it returns (a `for` loop drops it)."""
+    """A generator's items, once, keeping the value it returns (a `for` loop drops it)."""
 
     def __init__(self, generator: Generator[ItemT, None, ValueT]) -> None:
         self._generator = generator
         self._value: tuple[ValueT] | None = None
 
     def __iter__(self) -> Iterator[ItemT]:
-        value = yield from self._generator
-        self._value = (value,)
+        return self
+
+    def __next__(self) -> ItemT:
+        try:
+            return next(self._generator)
+        except StopIteration as stop:
+            self._value = (stop.value,)
+            raise
 
     def result(self) -> ValueT:
         """The generator's return value; reads what the consumer left unread first, so the
@@ -124,3 +131,30 @@ class Returning(Generic[ItemT, ValueT]):
                 pass
         assert self._value is not None
         return self._value[0]
+
+
+def aggregate_outcomes(
+    aggregator: Aggregator, steps: FitSteps, outcomes: Iterable[Outcome], state: dict[str, State]
+) -> PartialFit:
+    """The cohort's outcomes tallied and aggregated as they stream in, and the next state.
+
+    An aggregator that gets fewer updates than it needs leaves the aggregate None (the model
+    stays unchanged) and its state as it was.
+    """
+    start = Tally(state["weighting"], state["transforms"])
+    updates = Returning(tally_updates(steps, outcomes, start))
+    try:
+        aggregate, aggregator_state, measurements = aggregator.aggregate(
+            updates, steps.parameters, state["aggregator"]
+        )
+    except NotEnoughUpdatesError as error:
+        log.warning("fit_round %d: %s: global model unchanged", steps.server_round, error)
+        aggregate, aggregator_state, measurements = None, state["aggregator"], {}
+    tally = updates.result()
+    state = {
+        **state,
+        "weighting": tally.weighting,
+        "transforms": tally.transforms,
+        "aggregator": aggregator_state,
+    }
+    return PartialFit(aggregate, state, tally.fit_metrics, measurements, tally.failures)
