@@ -169,7 +169,7 @@ def test_the_older_strategy_api_wrapper_rebuilds_the_strategy_with_clipping_and_
     )
     wrapped = older.DifferentialPrivacyServerSideFixedClipping(inner, 0.0, 3.0, 3)
     assert type(wrapped) is older.FedAvg and wrapped.fraction_evaluate == 0.0
-    assert inner.update_transforms == ()  # the user's strategy is left as it was
+    assert inner.update_transforms.transforms == ()  # the user's strategy is left as it was
     history = roost.run_simulation(
         lambda context: _AddsItsNumber(context.partition_id),
         3,

@@ -246,7 +246,7 @@ def test_dpfedavg_wires_secret_sampling_and_composes_with_any_optimizer() -> Non
     with pytest.raises(ConfigurationError, match="sets aggregator, sampler itself"):
         dpfedavg(sampler=PoissonSampler(0.5), aggregator=Mean())
     clipped_first = dpfedavg(update_transforms=[ClipL2(0.5)])
-    assert clipped_first.update_transforms == (ClipL2(0.5), clipped_first.central_dp)
+    assert clipped_first.update_transforms.transforms == (ClipL2(0.5), clipped_first.central_dp)
     history = dp_run(poisson, rounds=3)
     assert [r for r, _ in history.measurements["epsilon"]] == sorted(
         r for r, _ in history.measurements["epsilon"]
@@ -341,7 +341,7 @@ def test_with_central_dp_keeps_the_strategys_optimizer_and_refuses_robust_ones()
     adam = FedAdam(eta=0.05, eta_l=0.2, update_transforms=[ClipL2(2.0)], min_fit_clients=3)
     private = with_central_dp(adam, **dp)
     assert isinstance(private, DPFedAvg) and private.server_optimizer is adam.server_optimizer
-    assert private.update_transforms == (ClipL2(2.0), private.central_dp)
+    assert private.update_transforms.transforms == (ClipL2(2.0), private.central_dp)
     assert private.fit_config_defaults == {"lr": 0.2} and private.min_fit_clients == 3
     for robust, message in (
         (Krum(), "aggregates with KrumMean"),

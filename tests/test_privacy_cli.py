@@ -59,7 +59,8 @@ def test_central_dp_composes_with_a_mean_strategy_keeping_its_server_optimizer()
     assert isinstance(strategy.server_optimizer, ServerAdam)
     assert strategy.server_optimizer.learning_rate == 0.05
     assert strategy.fit_config_defaults == {"lr": 0.5}  # FedAdam's eta_l is the demo's --lr
-    assert strategy.update_transforms == (strategy.central_dp,)  # last, and no plain clipping
+    # CentralDP last, and no plain clipping
+    assert strategy.update_transforms.transforms == (strategy.central_dp,)
     assert isinstance(strategy.sampler, PoissonSampler) and strategy.sampler.q == 1.0
     central = strategy.central_dp
     assert (central.noise_multiplier, central.clip_norm) == (1.0, 1.0)
@@ -93,9 +94,9 @@ def test_dpfedavg_is_fedavg_under_central_dp() -> None:
 def test_without_dp_clip_norm_keeps_its_plain_meaning() -> None:
     plain = simulation("--clip-norm", "0.5").strategy
     assert isinstance(plain, FedAvg) and not isinstance(plain, DPFedAvg)
-    assert plain.update_transforms == (ClipL2(0.5),)
+    assert plain.update_transforms.transforms == (ClipL2(0.5),)
     adaptive = simulation("--clip-norm", "0.5", "--clip-quantile", "0.5").strategy
-    assert isinstance(adaptive.update_transforms[0], AdaptiveClipL2)
+    assert isinstance(adaptive.update_transforms.transforms[0], AdaptiveClipL2)
 
 
 def test_a_central_dp_run_reports_epsilon_in_every_output(tmp_path: Path, capsys) -> None:
@@ -148,7 +149,7 @@ def test_local_dp_wraps_the_clients_and_runs_sequentially() -> None:
     assert isinstance(run_plan.client_fn, LocalDPClientFn)
     assert (run_plan.client_fn.clip_norm, run_plan.client_fn.noise_multiplier) == (1.0, 2.0)
     assert run_plan.engine == "sequential" and "local DP" in run_plan.notice
-    accountant = run_plan.strategy.update_transforms[-1]
+    accountant = run_plan.strategy.update_transforms.transforms[-1]
     assert accountant == LocalDPAccountant(2.0, delta=default_delta(10))
 
 
@@ -163,7 +164,7 @@ def test_a_local_dp_run_reports_each_clients_epsilon(tmp_path: Path, capsys) -> 
 
 def test_local_dp_on_the_server_records_each_clients_epsilon() -> None:
     strategy = server_strategy("--strategy", "fedmedian", *LOCAL)
-    assert isinstance(strategy.update_transforms[-1], LocalDPAccountant)
+    assert isinstance(strategy.update_transforms.transforms[-1], LocalDPAccountant)
 
 
 def test_roost_client_protects_itself_with_local_dp(capsys) -> None:

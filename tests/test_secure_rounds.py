@@ -3,13 +3,33 @@ transports, the same model as plaintext FedAvg (to the quantization bound), drop
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 import pytest
 from grpc_support import run_deployed
 
 import roost
+from roost.core.types import FitIns
+from roost.engines.sequential import SequentialEngine
 from roost.errors import ConfigurationError
-from roost.strategy import ClipL2, FedAvg, FedMedian, SecureAggregation, Strategy
+from roost.server.phases import Round
+from roost.strategy import (
+    Aggregator,
+    ClipL2,
+    FedAvg,
+    FedMedian,
+    SecureAggregation,
+    Strategy,
+    TrimmedMean,
+    UpdateTransform,
+    WeightedMean,
+    Weighting,
+    chain,
+    weight_by_num_examples,
+)
+from roost.strategy.base import FunctionWeighting
+from roost.strategy.secure import PLAN
 
 NUM_FEATURES = 6
 
@@ -219,3 +239,57 @@ def test_central_dp_noise_is_added_after_unmasking(noise_multiplier) -> None:
         roost.run_simulation(
             ClientFn(), 5, strategy=adaptive, config=roost.ServerConfig(num_rounds=1), seed=0
         )
+
+
+@dataclass(frozen=True)
+class _Parts:
+    """Not a Strategy: only what secure aggregation needs of one (`SecureParts`)."""
+
+    aggregator: Aggregator = field(default_factory=WeightedMean)
+    weight_fn: Weighting = field(default_factory=lambda: FunctionWeighting(weight_by_num_examples))
+    update_transforms: UpdateTransform = field(default_factory=chain)
+
+
+class _Recording:
+    """A round context that notes each phase it runs, in order (the real `Round` runs them)."""
+
+    def __init__(self, context: Round) -> None:
+        self.context, self.server_round, self.rng = context, context.server_round, context.rng
+        self.phases: list[str] = []
+
+    def available(self, count):
+        return self.context.available(count)
+
+    def exchange(self, phase, cohort, template):
+        self.phases.append(phase)
+        return self.context.exchange(phase, cohort, template)
+
+
+def test_secure_aggregation_is_a_plan_of_phases_over_the_strategys_parts() -> None:
+    engine = SequentialEngine(ClientFn(), 5)
+    context = _Recording(Round(1, engine, None, np.random.default_rng(0)))
+    parts = _Parts()
+    secure = SecureAggregation(clip_range=4.0, bits=48)
+    secure.check(parts)
+    cohort = [(client_id, FitIns(START, {})) for client_id in context.available(5)]
+    state = {"transforms": parts.update_transforms.init(START), "optimizer": {}}
+    partial = secure.aggregate(parts, context, cohort, START, state)
+    context.context.close()
+    # The plan's phases, in the protocol's order, each through the same `exchange`.
+    assert context.phases == [phase.label for phase in PLAN]
+    assert context.phases == ["secagg_advertise_keys", "secagg_share_keys", "fit", "secagg_unmask"]
+    assert context.context.record.fit_results == 5  # the masked inputs are the round's fit
+    assert partial.failures == 0 and partial.measurements == {"secagg_survivors": 5.0}
+    assert sorted(m["partition"] for _, m in partial.fit_metrics) == [0, 1, 2, 3, 4]
+    assert partial.state == state
+    weights = np.array([20 + 3 * p for p in range(5)], dtype=np.float64)
+    updates = np.array([LinearClient(p).fit(START, {})[0][0] for p in range(5)])
+    np.testing.assert_allclose(partial.aggregate[0], weights @ updates / weights.sum(), atol=1e-6)
+    assert secure.aggregate(parts, context, cohort[:1], START, state) is None  # too few to hide
+
+
+def test_secure_aggregation_refuses_parts_it_cannot_sum_whatever_holds_them() -> None:
+    with pytest.raises(ConfigurationError, match="needs each update"):
+        SecureAggregation().check(_Parts(aggregator=TrimmedMean(0.2)))
+    with pytest.raises(ConfigurationError, match="weighs clients"):
+        SecureAggregation().check(_Parts(weight_fn=FunctionWeighting(lambda c, n, m: 2.0)))

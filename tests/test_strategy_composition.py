@@ -9,7 +9,7 @@ import logging
 import numpy as np
 import pytest
 
-from roost.core.types import FitRes
+from roost.core.types import Failure, FitRes
 from roost.errors import ConfigurationError
 from roost.server.loop import tree_structure
 from roost.server.state import decode_tree, encode_tree
@@ -19,12 +19,19 @@ from roost.strategy import (
     ClipL2,
     FedAvg,
     FedWeightedAvg,
+    PartialFit,
     ServerAdam,
+    ServerSGD,
     Strategy,
     TrimmedMean,
+    chain,
+    parameter_delta,
     uniform_weight,
     weight_by_metric,
+    weight_by_num_examples,
 )
+from roost.strategy.base import Chain, FunctionWeighting
+from roost.strategy.tally import FitSteps, Returning, Tally, tally_updates
 
 # -- clipping -----------------------------------------------------------------------------------
 
@@ -276,3 +283,79 @@ def test_every_preset_resumes_bit_for_bit_from_a_serialised_state(name, adaptive
     for a, b in zip(uninterrupted, resumed, strict=True):
         assert a.dtype == b.dtype
         np.testing.assert_array_equal(a, b)  # bit for bit
+
+
+# -- one name per part, a pure tally, the partial fit ---------------------------------------------
+
+
+def test_each_part_keeps_the_name_of_the_argument_it_is_given_as() -> None:
+    strategy = Strategy(weight_fn=uniform_weight, update_transforms=[ClipL2(1.0)])
+    assert strategy.weight_fn == FunctionWeighting(uniform_weight)
+    assert isinstance(strategy.update_transforms, Chain)
+    assert strategy.update_transforms.transforms == (ClipL2(1.0),)
+    assert not hasattr(strategy, "weighting") and not hasattr(strategy, "transform")
+    # A strategy's chain is a sequence of its members: it rebuilds a strategy, or extends one.
+    extended = Strategy(update_transforms=[*strategy.update_transforms, ClipL2(0.5)])
+    assert extended.update_transforms.transforms == (ClipL2(1.0), ClipL2(0.5))
+    assert Strategy(update_transforms=strategy.update_transforms).update_transforms.transforms == (
+        ClipL2(1.0),
+    )
+
+
+def _steps(template: list[np.ndarray]) -> FitSteps:
+    clip = chain(AdaptiveClipL2(initial_norm=1.0, target_quantile=0.5, learning_rate=0.2))
+    return FitSteps(FunctionWeighting(weight_by_num_examples), parameter_delta, clip, 1, template)
+
+
+def test_a_tally_step_returns_the_next_tally_and_leaves_its_input_alone() -> None:
+    template = [np.zeros(2)]
+    steps = _steps(template)
+    start = Tally((), steps.update_transforms.init(template))
+    tally, weighted = steps.step(start, "a", FitRes([np.array([3.0, 4.0])], 4, {"x": 1.0}))
+    assert start == Tally((), ({"clip_norm": 1.0, "seen": 0, "unclipped": 0},))
+    assert tally.transforms == ({"clip_norm": 1.0, "seen": 1, "unclipped": 0},)
+    assert tally.fit_metrics == ((4, {"x": 1.0}),) and tally.failures == 0
+    update, weight = weighted
+    np.testing.assert_allclose(update[0], [0.6, 0.8])  # clipped to norm 1
+    assert weight == 4.0
+    failed, nothing = steps.step(tally, "b", Failure("b", "timed out", kind="timeout"))
+    assert nothing is None and failed == tally._replace(failures=1)
+
+
+def test_the_tally_stream_returns_its_final_tally_as_a_value() -> None:
+    template = [np.zeros(2)]
+    steps = _steps(template)
+    outcomes = [
+        ("a", FitRes([np.array([0.3, 0.4])], 2, {})),
+        ("b", Failure("b", "gone", kind="disconnected")),
+        ("c", FitRes([np.array([6.0, 8.0])], 1, {})),
+    ]
+    start = Tally((), steps.update_transforms.init(template))
+    stream = Returning(tally_updates(steps, outcomes, start))
+    first = next(iter(stream))  # a consumer that stops early: the value still covers all
+    np.testing.assert_allclose(first[0][0], [0.3, 0.4])
+    final = stream.result()
+    assert final.failures == 1 and final.fit_metrics == ((2, {}), (1, {}))
+    assert final.transforms == ({"clip_norm": 1.0, "seen": 2, "unclipped": 1},)
+    assert start.transforms[0]["seen"] == 0
+
+
+def test_conclude_fit_takes_a_partial_fit() -> None:
+    start = [np.zeros(2)]
+    strategy = Strategy(
+        server_optimizer=ServerSGD(learning_rate=0.5),
+        update_transforms=[AdaptiveClipL2(initial_norm=1.0, target_quantile=0.5)],
+        fit_metrics_aggregation_fn=lambda pairs: {"clients": len(pairs)},
+        accept_failures=False,
+    )
+    state = strategy.init(start)
+    _, clipped = strategy.update_transforms.apply([np.ones(2)], state["transforms"])
+    state = {**state, "transforms": clipped}  # one update seen: the bound moves at finish
+    partial = PartialFit([np.ones(2)], state, ((3, {}), (5, {})), {"secagg_survivors": 2.0})
+    done = strategy.conclude_fit(1, start, partial)
+    np.testing.assert_allclose(done.parameters[0], [0.5, 0.5])
+    assert done.metrics == {"clients": 2}
+    assert done.measurements["secagg_survivors"] == 2.0 and "clip_norm" in done.measurements
+    refused = strategy.conclude_fit(1, start, PartialFit([np.ones(2)], state, failures=1))
+    assert refused.parameters is None and refused.metrics == {}
+    assert "clip_norm" in refused.measurements  # the transforms finished all the same

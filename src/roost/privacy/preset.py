@@ -15,7 +15,13 @@ from roost.errors import ConfigurationError
 from roost.privacy.central import CentralDP, CentralDPParams, SampledMean
 from roost.privacy.sampling import FixedSizeSampler, PoissonSampler
 from roost.strategy.aggregators import Mean, WeightedMean
-from roost.strategy.base import FitAggregate, RoundContext, State
+from roost.strategy.base import (
+    FitAggregate,
+    FunctionWeighting,
+    PartialFit,
+    RoundContext,
+    State,
+)
 from roost.strategy.options import STRATEGY_KNOBS, NamedStrategy, Option
 from roost.strategy.strategy import Strategy
 from roost.strategy.weighting import uniform_weight, weight_by_num_examples
@@ -112,7 +118,7 @@ class DPFedAvg(NamedStrategy):
             return fitted
         # Nobody was sampled, so aggregation never ran; the accountant charged this round for
         # a Gaussian release, and skipping it would reveal that the cohort was empty.
-        return self.conclude_fit(context.server_round, parameters, None, fitted.state, [], {}, 0)
+        return self.conclude_fit(context.server_round, parameters, PartialFit(None, fitted.state))
 
 
 DP_FEDAVG_OPTIONS = tuple(
@@ -176,7 +182,8 @@ def _check_mean_aggregation(strategy: Strategy) -> None:
             f"central DP adds noise to a mean of clipped updates, but {name} aggregates with "
             f"{strategy.aggregator!r}; use local DP, or a strategy that averages"
         )
-    if strategy.weight_fn not in (weight_by_num_examples, uniform_weight):
+    accepted = (FunctionWeighting(weight_by_num_examples), FunctionWeighting(uniform_weight))
+    if strategy.weight_fn not in accepted:
         raise ConfigurationError(
             f"central DP weighs every client equally, but {name} has its own weight_fn "
             f"{strategy.weight_fn!r}; drop it (and weight_metric)"

@@ -14,6 +14,7 @@ from roost.strategy.aggregators import (
 from roost.strategy.base import (
     Aggregator,
     FitAggregate,
+    PartialFit,
     RoundContext,
     Sampler,
     ServerOptimizer,
@@ -51,6 +52,7 @@ __all__ = [
     "KrumMean",
     "Mean",
     "NotEnoughUpdatesError",
+    "PartialFit",
     "QFFLMean",
     "RoundContext",
     "Sampler",

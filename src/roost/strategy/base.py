@@ -19,8 +19,8 @@ discovered with `hasattr`; a part's settings are read by name from its dataclass
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
@@ -152,6 +152,13 @@ class Chain(UpdateTransform):
                 )
         self.transforms = tuple(transforms)
 
+    def __iter__(self) -> Iterator[UpdateTransform]:
+        """The members, in order (so a chain can be extended: `chain(*strategy_chain, more)`)."""
+        return iter(self.transforms)
+
+    def __len__(self) -> int:
+        return len(self.transforms)
+
     def init(self, template: Parameters) -> State:
         return tuple(transform.init(template) for transform in self.transforms)
 
@@ -270,3 +277,24 @@ class FitAggregate(NamedTuple):
     metrics: Metrics
     state: State
     measurements: Measurements
+
+
+@dataclass(frozen=True)
+class PartialFit:
+    """A fit round's result before it is concluded: what the cohort's updates combined into.
+
+    However the aggregate was made (in the clear, by secure aggregation, or not at all when the
+    cohort was empty), `Strategy.conclude_fit` turns this into the round's `FitAggregate`: the
+    transforms' `finish`, the failure rule, the server optimizer's step, the fit metrics.
+    """
+
+    aggregate: Parameters | None
+    """The aggregated update (None: nothing usable arrived)."""
+    state: State
+    """The strategy's state tree after sampling and aggregation."""
+    fit_metrics: tuple[tuple[int, Metrics], ...] = ()
+    """`(num_examples, metrics)` of each client that contributed."""
+    measurements: Measurements = field(default_factory=dict)
+    """What the aggregation measured."""
+    failures: int = 0
+    """Clients of the cohort whose update is not in the aggregate."""

@@ -242,7 +242,7 @@ class FedSGD(NamedStrategy):
         """One fit phase, then (with `line_search_probes`) the line search's probe phases."""
         if not self.line_search_probes:
             return super().fit_round(context, parameters, state)
-        state = {**state, "transforms": self.transform.start_round(state["transforms"])}
+        state = {**state, "transforms": self.update_transforms.start_round(state["transforms"])}
         return backtracking_fit_round(
             self,
             context,

@@ -1,12 +1,12 @@
-"""Secure aggregation (SecAgg+) as a strategy's fit round: the server learns only the sum.
+"""Secure aggregation (SecAgg+) as a plan of phases: the server learns only the sum.
 
 `Strategy(secure_aggregation=SecureAggregation(...))` replaces the round's single fit phase with
-four phases over the same transport: "secagg_advertise_keys", "secagg_share_keys", "fit" (the
-clients train and return their masked, quantized (w·update, w)) and "secagg_unmask". Clients need
-nothing extra: every engine but the vectorized one and the gRPC client answer these phases
-(`roost.client.secure_aggregation`). After unmasking, the server divides the two sums into the
-weighted mean update, then the strategy's transforms finish (central DP adds its noise here) and
-its server optimizer steps, as in any round.
+the four phases of `PLAN`, over the same transport: "secagg_advertise_keys", "secagg_share_keys",
+"fit" (the clients train and return their masked, quantized (w·update, w)) and "secagg_unmask".
+Clients need nothing extra: every engine but the vectorized one and the gRPC client answer these
+phases (`roost.client.secure_aggregation`). After unmasking, the server divides the two sums into
+the weighted mean update (a `PartialFit`); the strategy then concludes the round as any other:
+its transforms finish (central DP adds its noise here) and its server optimizer steps.
 
 What it composes with: a mean aggregator (`WeightedMean`, `Mean`) weighted by `num_examples` or
 uniformly, update transforms that clients can apply themselves (`ClipL2`, central DP with a fixed
@@ -18,15 +18,33 @@ travel in the clear, each counted with weight 1 (the server never learns `num_ex
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from roost.core.types import Config, Failure, Metrics, Parameters, PhaseIns, PhaseRes
+from roost.core.types import (
+    ClientId,
+    Config,
+    Failure,
+    FitIns,
+    Metrics,
+    Parameters,
+    PhaseIns,
+    PhaseRes,
+)
 from roost.errors import ConfigurationError
 from roost.strategy.aggregators import Mean, WeightedMean
-from roost.strategy.base import FitAggregate, FunctionWeighting, RoundContext, State
+from roost.strategy.base import (
+    Aggregator,
+    FunctionWeighting,
+    PartialFit,
+    RoundContext,
+    State,
+    UpdateTransform,
+    Weighting,
+)
 from roost.strategy.weighting import uniform_weight, weight_by_num_examples
 
 if TYPE_CHECKING:  # the protocol's code (and `cryptography`) loads when a secure round runs
@@ -37,12 +55,23 @@ log = logging.getLogger(__name__)
 PROTOCOL = "secagg"
 FIT_PREFIX = "fit/"  # must match roost.client.secure_aggregation
 QUANT_PREFIX = "quant/"
-_PHASE_NAMES = {  # by roost.secagg.Phase value
-    "advertise_keys": "secagg_advertise_keys",
-    "share_keys": "secagg_share_keys",
-    "masked_input": "fit",
-    "unmask": "secagg_unmask",
-}
+
+
+class SecureParts(Protocol):
+    """What secure aggregation needs of a strategy: the parts that say how updates combine.
+
+    It reads them to refuse what it cannot do, to tell clients how to weigh and clip their own
+    update, and to step the transforms' state; it never calls the strategy's steps.
+    """
+
+    @property
+    def aggregator(self) -> Aggregator: ...
+
+    @property
+    def weight_fn(self) -> Weighting: ...
+
+    @property
+    def update_transforms(self) -> UpdateTransform: ...
 
 
 @dataclass(frozen=True)
@@ -76,7 +105,7 @@ class SecureAggregation:
         if not self.max_weight > 0:
             raise ConfigurationError(f"max_weight must be > 0, got {self.max_weight}")
 
-    def check(self, strategy: Any) -> None:
+    def check(self, strategy: SecureParts) -> None:
         """Refuse a strategy whose aggregation needs to see each update."""
         if not isinstance(strategy.aggregator, WeightedMean | Mean):
             raise ConfigurationError(
@@ -86,14 +115,14 @@ class SecureAggregation:
         if self._uniform(strategy) is None:
             raise ConfigurationError(
                 "secure aggregation weighs clients by num_examples or uniformly; "
-                f"{strategy.weighting!r} needs what the server cannot see"
+                f"{strategy.weight_fn!r} needs what the server cannot see"
             )
 
     @staticmethod
-    def _uniform(strategy: Any) -> bool | None:
+    def _uniform(strategy: SecureParts) -> bool | None:
         if isinstance(strategy.aggregator, Mean):
             return True
-        weighting = strategy.weighting
+        weighting = strategy.weight_fn
         if isinstance(weighting, FunctionWeighting):
             if weighting.function is weight_by_num_examples:
                 return False
@@ -114,35 +143,41 @@ class SecureAggregation:
         parameters.check(cohort_size)
         return parameters
 
-    def fit_round(
-        self, strategy: Any, context: RoundContext, parameters: Parameters, state: dict[str, State]
-    ) -> FitAggregate:
-        """One fit round in four phases; the server sees only the cohort's sums."""
+    def aggregate(
+        self,
+        strategy: SecureParts,
+        context: RoundContext,
+        cohort: Sequence[tuple[ClientId, FitIns]],
+        parameters: Parameters,
+        state: dict[str, State],
+    ) -> PartialFit | None:
+        """Run `PLAN`'s phases with the sampled `cohort`: the server sees only the cohort's sums.
+
+        Returns the weighted mean update, for the strategy to conclude like any fit round, or
+        None (the model stays unchanged, the transforms do not finish) when the cohort has
+        fewer than 2 clients or the protocol aborted.
+        """
         from roost.secagg import SecAggAbortedError, SecAggServer, WeightedQuantizer
 
         server_round = context.server_round
-        available = context.available(max(strategy.min_available_clients, strategy.min_fit_clients))
-        cohort, state = strategy.configure_fit(
-            server_round, parameters, available, context.rng, state
-        )
         if len(cohort) < 2:
             log.warning("fit_round %d: secure aggregation needs 2 or more clients", server_round)
-            return FitAggregate(None, {}, state, {})
-        client_side = strategy.transform.client_side(state["transforms"])
+            return None
+        transforms = strategy.update_transforms
+        client_side = transforms.client_side(state["transforms"])
         quantizer = WeightedQuantizer(self.clip_range, self.max_weight, len(cohort), self.bits)
         settings = self._settings(cohort[0][1].config, client_side, len(cohort), strategy)
-        size = sum(int(np.size(p)) for p in parameters)
         server = SecAggServer(
             [client_id for client_id, _ in cohort],
-            size + 1,
+            sum(int(np.size(p)) for p in parameters) + 1,
             server_round=server_round,
             bits=self.bits,
             parameters=self.graph(len(cohort)),
         )
         fit_metrics: list[tuple[int, Metrics]] = []
         try:
-            while not server.done:
-                fit_metrics += _run_phase(context, server, parameters, settings)
+            for phase in PLAN:
+                fit_metrics += phase.run(context, server, parameters, settings)
                 server.close_phase()
         except SecAggAbortedError as error:
             log.warning(
@@ -150,22 +185,20 @@ class SecureAggregation:
                 server_round,
                 error,
             )
-            return FitAggregate(None, {}, state, {})
+            return None
         result = server.result()
         mean, _ = quantizer.decode_mean(result.total, len(result.survivors))
-        aggregate = _unflatten(mean, parameters)
-        state = {
-            **state,
-            "transforms": strategy.transform.summed(state["transforms"], len(result.survivors)),
-        }
-        measurements = {"secagg_survivors": float(len(result.survivors))}
-        dropped = len(cohort) - len(result.survivors)
-        return strategy.conclude_fit(
-            server_round, parameters, aggregate, state, fit_metrics, measurements, dropped
+        survivors = len(result.survivors)
+        return PartialFit(
+            _unflatten(mean, parameters),
+            {**state, "transforms": transforms.summed(state["transforms"], survivors)},
+            tuple(fit_metrics),
+            {"secagg_survivors": float(survivors)},
+            failures=len(cohort) - survivors,
         )
 
     def _settings(
-        self, fit_config: Config, client_side: Config, cohort_size: int, strategy: Any
+        self, fit_config: Config, client_side: Config, cohort_size: int, strategy: SecureParts
     ) -> Config:
         """The masked-input phase's config: the fit config and the quantizer's settings."""
         quant: Config = {
@@ -183,47 +216,67 @@ class SecureAggregation:
         }
 
 
-def _run_phase(
-    context: RoundContext, server: SecAggServer, parameters: Parameters, settings: Config
-) -> list[tuple[int, Metrics]]:
-    """Send the phase's instructions, hand every reply to `server`; return fit metrics."""
-    from roost.secagg import SecAggClientError
+@dataclass(frozen=True)
+class SecurePhase:
+    """One phase of a secure round: one kind of instruction to the cohort, through the same
+    `RoundContext.exchange` (transport, timeouts, validation, failures) as every phase."""
 
-    phase = server.phase.value
-    training = phase == "masked_input"
-    cohort = [
-        (
-            client_id,
-            PhaseIns(
-                PROTOCOL,
-                phase,
-                parameters if training else [],
-                list(arrays),
-                {**values, **settings} if training else dict(values),
-            ),
-        )
-        for client_id, (arrays, values) in server.instructions().items()
-    ]
-    fit_metrics: list[tuple[int, Metrics]] = []
-    for client_id, outcome in context.exchange(_PHASE_NAMES[phase], cohort, None):
-        if isinstance(outcome, Failure):
-            server.drop(client_id, outcome.reason)
-            continue
-        assert isinstance(outcome, PhaseRes)
-        message = {k: v for k, v in outcome.values.items() if not k.startswith(FIT_PREFIX)}
-        try:
-            server.receive(client_id, outcome.arrays, message)
-        except SecAggClientError as error:
-            log.warning("%s: client %s left out: %s", _PHASE_NAMES[phase], client_id, error.reason)
-            continue
-        if training:
-            metrics = {
-                k[len(FIT_PREFIX) :]: v
-                for k, v in outcome.values.items()
-                if k.startswith(FIT_PREFIX)
-            }
-            fit_metrics.append((1, metrics))
-    return fit_metrics
+    step: str
+    """The protocol's step (a `roost.secagg.Phase` value), which the clients answer."""
+    label: str
+    """The phase's name in logs and in the round's record."""
+    training: bool = False
+    """Whether clients train in this phase: it carries the model and the fit config, and its
+    replies carry fit metrics."""
+
+    def run(
+        self, context: RoundContext, server: SecAggServer, parameters: Parameters, settings: Config
+    ) -> list[tuple[int, Metrics]]:
+        """Send the phase's instructions, hand every reply to `server`; return fit metrics."""
+        from roost.secagg import SecAggClientError
+
+        if server.phase.value != self.step:
+            raise RuntimeError(f"secure aggregation is at {server.phase.value}, not {self.step}")
+        cohort = [
+            (client_id, self._instruction(arrays, values, parameters, settings))
+            for client_id, (arrays, values) in server.instructions().items()
+        ]
+        fit_metrics: list[tuple[int, Metrics]] = []
+        for client_id, outcome in context.exchange(self.label, cohort, None):
+            if isinstance(outcome, Failure):
+                server.drop(client_id, outcome.reason)
+                continue
+            assert isinstance(outcome, PhaseRes)
+            message = {k: v for k, v in outcome.values.items() if not k.startswith(FIT_PREFIX)}
+            try:
+                server.receive(client_id, outcome.arrays, message)
+            except SecAggClientError as error:
+                log.warning("%s: client %s left out: %s", self.label, client_id, error.reason)
+                continue
+            if self.training:
+                metrics = {
+                    k[len(FIT_PREFIX) :]: v
+                    for k, v in outcome.values.items()
+                    if k.startswith(FIT_PREFIX)
+                }
+                fit_metrics.append((1, metrics))
+        return fit_metrics
+
+    def _instruction(
+        self, arrays: Sequence[np.ndarray], values: Config, parameters: Parameters, settings: Config
+    ) -> PhaseIns:
+        if self.training:
+            return PhaseIns(PROTOCOL, self.step, parameters, list(arrays), {**values, **settings})
+        return PhaseIns(PROTOCOL, self.step, [], list(arrays), dict(values))
+
+
+PLAN = (
+    SecurePhase("advertise_keys", "secagg_advertise_keys"),
+    SecurePhase("share_keys", "secagg_share_keys"),
+    SecurePhase("masked_input", "fit", training=True),
+    SecurePhase("unmask", "secagg_unmask"),
+)
+"""A secure round, phase by phase (the order `roost.secagg.SecAggServer` runs them in)."""
 
 
 def _unflatten(flat: np.ndarray, like: Parameters) -> Parameters:

@@ -30,13 +30,14 @@ from roost.core.types import (
 )
 from roost.core.validation import check_parameters
 from roost.errors import ConfigurationError
-from roost.strategy.aggregators import NotEnoughUpdatesError, WeightedMean
+from roost.strategy.aggregators import WeightedMean
 from roost.strategy.base import (
     Aggregator,
+    Chain,
     FitAggregate,
     FunctionSampler,
     FunctionWeighting,
-    Measurements,
+    PartialFit,
     RoundContext,
     Sampler,
     ServerOptimizer,
@@ -48,8 +49,8 @@ from roost.strategy.base import (
 from roost.strategy.optimizers import ServerSGD
 from roost.strategy.sampling import sample_uniformly
 from roost.strategy.secure import SecureAggregation
-from roost.strategy.tally import FitTally
-from roost.strategy.updates import parameter_delta
+from roost.strategy.tally import FitSteps, aggregate_outcomes
+from roost.strategy.updates import UpdateFn, parameter_delta
 from roost.strategy.weighting import WeightFn, weight_by_num_examples
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,6 @@ log = logging.getLogger(__name__)
 MetricsAggregationFn = Callable[[list[tuple[int, Metrics]]], Metrics]
 ConfigFn = Callable[[int], Config]
 EvaluateFn = Callable[[int, Parameters, Config], "tuple[float, Metrics] | None"]
-UpdateFn = Callable[[Parameters, Parameters], Parameters]
 SampleFn = Callable[[Sequence[ClientId], int, np.random.Generator], list[ClientId]]
 InsT = TypeVar("InsT", FitIns, EvaluateIns)
 
@@ -90,10 +90,11 @@ class Strategy:
         accept_failures: when False, any failed client leaves the global model unchanged that round.
         aggregator: how the cohort's updates are combined (default: weighted mean, streaming).
         weight_fn: a `Weighting`, or a plain `(client_id, num_examples, metrics) -> weight`
-            function (default: num_examples).
+            function (default: num_examples); kept as a `Weighting` (a function is wrapped in
+            `FunctionWeighting`).
         server_optimizer: turns the pseudo-gradient into the next model (default: plain replace).
-        update_transforms: applied, in order, to each client's update before aggregation (see
-            `roost.strategy.chain`).
+        update_transforms: applied, in order, to each client's update before aggregation; kept
+            as one `Chain` of them (see `roost.strategy.chain`).
         sampler: a `Sampler`, or a plain `(client_ids, count, rng) -> chosen ids` function
             (default: uniform without replacement).
         update_fn: `(client result parameters, global parameters) -> update`; the default,
@@ -148,13 +149,12 @@ class Strategy:
         self.evaluate_metrics_aggregation_fn = evaluate_metrics_aggregation_fn
         self.accept_failures = accept_failures
         self.aggregator: Aggregator = aggregator or WeightedMean()
-        self.weight_fn = weight_fn
-        self.weighting: Weighting = (
+        # One attribute per part, named as its argument; a plain function becomes the part.
+        self.weight_fn: Weighting = (
             weight_fn if isinstance(weight_fn, Weighting) else FunctionWeighting(weight_fn)
         )
         self.server_optimizer: ServerOptimizer = server_optimizer or ServerSGD()
-        self.update_transforms = tuple(update_transforms)
-        self.transform = chain(*self.update_transforms)
+        self.update_transforms: Chain = chain(*update_transforms)
         self.sampler: Sampler = (
             sampler if isinstance(sampler, Sampler) else FunctionSampler(sampler)
         )
@@ -190,8 +190,8 @@ class Strategy:
         return {
             "strategy": type(self).__name__,
             "sampler": self.sampler.init(),
-            "weighting": self.weighting.init(),
-            "transforms": self.transform.init(parameters),
+            "weighting": self.weight_fn.init(),
+            "transforms": self.update_transforms.init(parameters),
             "aggregator": self.aggregator.init(parameters),
             "optimizer": self.server_optimizer.init(parameters),
         }
@@ -201,21 +201,24 @@ class Strategy:
     def fit_round(
         self, context: RoundContext, parameters: Parameters, state: dict[str, State]
     ) -> FitAggregate:
-        """The round's training: one fit phase with a sampled cohort, then aggregation."""
-        state = {**state, "transforms": self.transform.start_round(state["transforms"])}
-        if self.secure_aggregation is not None:
-            return self.secure_aggregation.fit_round(self, context, parameters, state)
+        """The round's training: a sampled cohort, one fit phase (or secure aggregation's
+        phases), aggregation, then `conclude_fit`."""
+        state = {**state, "transforms": self.update_transforms.start_round(state["transforms"])}
+        server_round = context.server_round
         available = context.available(max(self.min_available_clients, self.min_fit_clients))
-        cohort, state = self.configure_fit(
-            context.server_round, parameters, available, context.rng, state
-        )
+        cohort, state = self.configure_fit(server_round, parameters, available, context.rng, state)
+        if self.secure_aggregation is not None:
+            partial = self.secure_aggregation.aggregate(self, context, cohort, parameters, state)
+            if partial is None:
+                return FitAggregate(None, {}, state, {})
+            return self.conclude_fit(server_round, parameters, partial)
         if not cohort:
             # Still finish the round: a transform may release something for an empty cohort
             # (central DP under Poisson sampling adds its noise all the same).
-            log.info("fit_round %d: no clients selected", context.server_round)
-            return self.conclude_fit(context.server_round, parameters, None, state, [], {}, 0)
+            log.info("fit_round %d: no clients selected", server_round)
+            return self.conclude_fit(server_round, parameters, PartialFit(None, state))
         outcomes = context.exchange("fit", cohort, parameters)
-        return self.aggregate_fit(context.server_round, parameters, outcomes, state)
+        return self.aggregate_fit(server_round, parameters, outcomes, state)
 
     def evaluate_round(
         self, context: RoundContext, parameters: Parameters, state: dict[str, State]
@@ -291,41 +294,28 @@ class Strategy:
         """
         if state is None:
             state = self.init(parameters)
-        tally = FitTally(self, server_round, parameters, state)
-        try:
-            aggregate, aggregator_state, measurements = self.aggregator.aggregate(
-                tally.updates(outcomes), parameters, state["aggregator"]
-            )
-        except NotEnoughUpdatesError as error:
-            log.warning("fit_round %d: %s: global model unchanged", server_round, error)
-            aggregate, aggregator_state, measurements = None, state["aggregator"], {}
-        state = {**tally.state, "aggregator": aggregator_state}
-        return self.conclude_fit(
-            server_round, parameters, aggregate, state, tally.metrics, measurements, tally.failures
+        steps = FitSteps(
+            self.weight_fn, self.update_fn, self.update_transforms, server_round, parameters
         )
+        partial = aggregate_outcomes(self.aggregator, steps, outcomes, state)
+        return self.conclude_fit(server_round, parameters, partial)
 
     def conclude_fit(
-        self,
-        server_round: int,
-        parameters: Parameters,
-        aggregate: Parameters | None,
-        state: dict[str, State],
-        fit_metrics: list[tuple[int, Metrics]],
-        measurements: Measurements,
-        failures: int,
+        self, server_round: int, parameters: Parameters, partial: PartialFit
     ) -> FitAggregate:
         """The end of every fit round, however the aggregate was made: the transforms' `finish`,
         the failure rule, the server optimizer's step and the fit metrics."""
-        aggregate, transforms_state, measured = self.transform.finish(
-            aggregate, state["transforms"]
+        state = partial.state
+        aggregate, transforms_state, measured = self.update_transforms.finish(
+            partial.aggregate, state["transforms"]
         )
         state = {**state, "transforms": transforms_state}
-        measurements = {**measurements, **measured}
-        if failures and not self.accept_failures:
+        measurements = {**partial.measurements, **measured}
+        if partial.failures and not self.accept_failures:
             log.warning(
                 "fit_round %d: %d failure(s) and accept_failures=False: global model unchanged",
                 server_round,
-                failures,
+                partial.failures,
             )
             return FitAggregate(None, {}, state, measurements)
         if aggregate is None:
@@ -336,7 +326,7 @@ class Strategy:
         new_parameters, optimizer_state = self.server_optimizer.apply(
             parameters, aggregate, state["optimizer"]
         )
-        metrics = self._aggregate_metrics(self.fit_metrics_aggregation_fn, fit_metrics)
+        metrics = self._aggregate_metrics(self.fit_metrics_aggregation_fn, partial.fit_metrics)
         return FitAggregate(
             new_parameters, metrics, {**state, "optimizer": optimizer_state}, measurements
         )
@@ -403,8 +393,8 @@ class Strategy:
 
     @staticmethod
     def _aggregate_metrics(
-        function: MetricsAggregationFn | None, pairs: list[tuple[int, Metrics]]
+        function: MetricsAggregationFn | None, pairs: Sequence[tuple[int, Metrics]]
     ) -> Metrics:
         if function is None or not pairs:
             return {}
-        return dict(function(pairs))
+        return dict(function(list(pairs)))

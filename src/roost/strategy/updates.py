@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from roost.core.types import Parameters
 from roost.strategy.optimizers import subtract
+
+UpdateFn = Callable[[Parameters, Parameters], Parameters]
+"""`(client result parameters, global parameters) -> the client's update`."""
 
 
 def parameter_delta(result: Parameters, global_parameters: Parameters) -> Parameters:
