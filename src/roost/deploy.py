@@ -81,8 +81,7 @@ def start_server(
             these tokens may join, each under its token's node id.
         state_dir: record every completed round there (SQLite + model files) to survive restarts.
         resume: continue the run recorded in `state_dir` after its last completed round.
-        out_dir / plot: write the run's files there at the end, as `roost simulate` does; `plot`
-            false leaves out `plot.png`.
+        out_dir / plot: write the run's files there at the end (`plot=False`: no `plot.png`).
         max_message_bytes: largest result accepted from a client, with its arrays (default 1 GiB).
         max_concurrent_uploads: upload slots: results received at once, which bounds the memory
             of received models to about this + 1 models (default 8).
@@ -92,8 +91,7 @@ def start_server(
         on_round_end: also called with the `ServerState` after every round.
         trackers: get every round's values (`roost.tracking`); closed when the run ends.
         client_metrics: also hand trackers each client's own fit and evaluate metrics.
-        settings: with `state_dir`, what the result depends on (JSON values by name), recorded
-            by a new run and compared on resume, where a change is refused; default: the seed.
+        settings: what the result depends on (JSON by name): recorded, and kept on resume.
     """
     ensure_logging()
     options = ServerOptions(
@@ -105,7 +103,6 @@ def start_server(
         upload_idle_timeout=upload_idle_timeout,
         client_wait_timeout=client_wait_timeout,
     )
-    settings = settings if settings is not None else {"seed": seed}
     store, resume_from = open_state(state_dir, resume, out_dir, settings)
     transport = GrpcServerTransport(server_address, options)
     config = config if config is not None else ServerConfig(num_rounds=1)
