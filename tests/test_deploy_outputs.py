@@ -99,7 +99,6 @@ def test_a_full_out_dir_leaves_the_model_in_a_named_fallback_before_clients_go_h
     out, spare = tmp_path / "out", tmp_path / "spare"
     spare.mkdir()
     monkeypatch.setattr(roost.outputs, "save_run", disk_full(events, lambda path: path == out))
-    monkeypatch.setattr(roost.deploy, "save_run", roost.outputs.save_run)
     monkeypatch.setattr(roost.outputs, "fallback_parents", lambda: [spare])
     server, clients = deploy(monkeypatch, events, out)
 
@@ -128,7 +127,6 @@ def test_a_result_no_directory_takes_sends_no_client_home(tmp_path, monkeypatch)
     spare.mkdir()
     refused = disk_full(events, lambda path: path == out or path.parent == spare)
     monkeypatch.setattr(roost.outputs, "save_run", refused)
-    monkeypatch.setattr(roost.deploy, "save_run", roost.outputs.save_run)
     monkeypatch.setattr(roost.outputs, "fallback_parents", lambda: [spare, spare])
     server, clients = deploy(monkeypatch, events, out)
 
@@ -144,10 +142,33 @@ def test_a_result_no_directory_takes_sends_no_client_home(tmp_path, monkeypatch)
 def test_outputs_written_where_asked_send_the_clients_home_after(tmp_path, monkeypatch):
     events: list = []
     out = tmp_path / "out"
-    monkeypatch.setattr(roost.deploy, "save_run", disk_full(events, lambda path: False))
+    monkeypatch.setattr(roost.outputs, "save_run", disk_full(events, lambda path: False))
     server, clients = deploy(monkeypatch, events, out)
 
     assert isinstance(server, roost.History), server
     assert events[:2] == [("saved", out), ("close", True)]
     assert clients == [None, None]
     np.testing.assert_array_equal(load_parameters(out / "model.npz")[0], server.parameters[0])
+
+
+def test_a_flower_projects_full_out_dir_leaves_its_model_in_a_named_fallback(
+    monkeypatch, tmp_path: Path
+) -> None:
+    """A Flower project (served or simulated: one path) keeps its result as a roost app does."""
+    from roost.compat.flwr.project import run_project, seed_global_generators
+
+    events: list = []
+    monkeypatch.setattr(roost.outputs, "save_run", disk_full(events, lambda d: d == tmp_path))
+    monkeypatch.setattr(roost.outputs, "fallback_parents", lambda: [tmp_path / "elsewhere"])
+    (tmp_path / "elsewhere").mkdir()
+    app = Path(__file__).parent / "flower_apps" / "numpy_app"
+    seed_global_generators(0)
+    try:
+        run_project(app, num_nodes=2, seed=0, out_dir=tmp_path)
+    except RoostError as error:
+        message = str(error)
+    else:
+        raise AssertionError("a run whose outputs were not written where asked must say so")
+    (kept,) = (tmp_path / "elsewhere").glob("roost-run-*")
+    assert str(kept) in message
+    assert load_parameters(kept / "model.npz")[0].shape == (4,)

@@ -24,7 +24,7 @@ from roost.client.client import ClientFn, ClientLike, Context
 from roost.core.types import Config
 from roost.errors import ConfigurationError, RoostError
 from roost.log import ensure_logging
-from roost.outputs import save_run, save_run_elsewhere
+from roost.outputs import keep_outputs
 from roost.server.history import History
 from roost.server.loop import RoundCallback, ServerConfig, ServerState, run_rounds
 from roost.server.state import open_state, recording
@@ -110,7 +110,7 @@ def start_server(
     track = TrackRounds(
         trackers, num_rounds=config.num_rounds, client_metrics=client_metrics, then=then
     )
-    keep = partial(_write_outputs, out_dir, plot)
+    keep = partial(keep_outputs, out_dir, plot)
     return _serve_rounds(strategy, transport, config, track, seed, resume_from, keep)
 
 
@@ -149,41 +149,6 @@ def _serve_rounds(
     if trouble is not None:
         raise trouble
     return history
-
-
-def _write_outputs(out_dir: str | Path | None, plot: bool, history: History) -> RoostError | None:
-    """Write the run's files (`save_run`) to `out_dir` (None: nowhere).
-
-    Should that fail (a full disk), they are written to a fallback directory instead
-    (`save_run_elsewhere`), and the error saying where is returned, to raise once the clients
-    are released. Raises `RoostError` if no directory takes them.
-    """
-    if out_dir is None:
-        return None
-    out_dir = Path(out_dir)
-    try:
-        written = save_run(out_dir, history, plot=plot)
-    except OSError as error:
-        reason = error.strerror or str(error)
-        elsewhere = save_run_elsewhere(history)
-        if elsewhere is None:
-            raise RoostError(
-                f"the run finished but its outputs could not be written to {out_dir} ({reason}) "
-                "nor to a temporary, working or home directory; free disk space or fix the "
-                "directory's permissions (with a state directory, its latest round file holds "
-                "the final model)"
-            ) from None
-        log.error(
-            "could not write to %s (%s): wrote the run's outputs to %s", out_dir, reason, elsewhere
-        )
-        return RoostError(
-            f"the run finished but its outputs could not be written to {out_dir} ({reason}); "
-            f"they are in {elsewhere} instead: move them from there, and free disk space or "
-            "fix the directory's permissions"
-        )
-    for path in written:
-        log.info("wrote %s", path)
-    return None
 
 
 def start_client(

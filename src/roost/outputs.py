@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 from roost.core.files import atomic_write_bytes, save_parameters, unwritable_reason
-from roost.errors import ConfigurationError
+from roost.errors import ConfigurationError, RoostError
 from roost.plotting import history_csv, render_plot
 from roost.server.history import History
 
@@ -96,4 +96,40 @@ def save_run_elsewhere(history: History) -> Path | None:
             shutil.rmtree(directory, ignore_errors=True)
             continue
         return directory
+    return None
+
+
+def keep_outputs(out_dir: str | Path | None, plot: bool, history: History) -> RoostError | None:
+    """Write the run's files (`save_run`) to `out_dir` (None: nowhere), before the clients of a
+    deployed run are sent home.
+
+    Should that fail (a full disk), they are written to a fallback directory instead
+    (`save_run_elsewhere`), and the error saying where is returned, to raise once the clients
+    are released. Raises `RoostError` if no directory takes them.
+    """
+    if out_dir is None:
+        return None
+    out_dir = Path(out_dir)
+    try:
+        written = save_run(out_dir, history, plot=plot)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        elsewhere = save_run_elsewhere(history)
+        if elsewhere is None:
+            raise RoostError(
+                f"the run finished but its outputs could not be written to {out_dir} ({reason}) "
+                "nor to a temporary, working or home directory; free disk space or fix the "
+                "directory's permissions (with a state directory, its latest round file holds "
+                "the final model)"
+            ) from None
+        log.error(
+            "could not write to %s (%s): wrote the run's outputs to %s", out_dir, reason, elsewhere
+        )
+        return RoostError(
+            f"the run finished but its outputs could not be written to {out_dir} ({reason}); "
+            f"they are in {elsewhere} instead: move them from there, and free disk space or "
+            "fix the directory's permissions"
+        )
+    for path in written:
+        log.info("wrote %s", path)
     return None

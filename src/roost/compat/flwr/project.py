@@ -37,7 +37,7 @@ from roost.engines import make_engine
 from roost.engines.node_states import recorded_node_states
 from roost.errors import ConfigurationError
 from roost.log import ensure_logging
-from roost.outputs import save_run
+from roost.outputs import keep_outputs
 from roost.server.history import History
 from roost.server.loop import RoundCallback, ServerConfig, run_rounds
 from roost.server.state import open_state  # the same state-directory rules
@@ -262,10 +262,12 @@ def _run_project_with(
         settings.node_states = recorded_node_states(transport, settings.store is not None)
         try:
             history = run_apps(server_app, client_app, transport, run_config, settings)
+            # Written before the nodes are sent home: a result kept nowhere ends no run.
+            trouble = keep_outputs(out_dir, plot, history)
         finally:
             transport.close()
-    if out_dir is not None:
-        save_run(out_dir, history, plot=plot)
+    if trouble is not None:
+        raise trouble
     return history
 
 
