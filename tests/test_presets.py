@@ -75,10 +75,24 @@ def test_every_named_preset_is_registered() -> None:
 
 def test_roost_and_roost_strategy_export_every_named_preset() -> None:
     named = sorted(cls.__name__ for cls in PRESETS.values())
-    assert sorted(presets.__all__) == named
+    # presets.py lists its own; roost.privacy registers DPFedAvg from the layer above.
+    assert sorted([*presets.__all__, "DPFedAvg"]) == named
+    assert set(named) <= set(roost.__all__)
+    assert set(presets.__all__) <= set(roost.strategy.__all__)
     for package in (roost, roost.strategy):
-        assert set(named) <= set(package.__all__)
         assert [getattr(package, name) for name in named] == [PRESETS[n.lower()] for n in named]
+
+
+def test_register_preset_refuses_a_second_class_under_a_taken_name() -> None:
+    from roost.strategy.options import NamedStrategy
+    from roost.strategy.presets import register_preset
+
+    class FedAvg(NamedStrategy):  # the name of a built-in preset
+        pass
+
+    with pytest.raises(ConfigurationError, match="already registered"):
+        register_preset(FedAvg)
+    assert register_preset(PRESETS["dpfedavg"]) is PRESETS["dpfedavg"]  # the same class: no-op
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))

@@ -35,8 +35,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
+from roost.app import STRATEGY_FLAGS_GIVEN, App, Simulation, refuse_strategy_options
 from roost.cli.dp_options import add_privacy_arguments, privacy_flags_given
 from roost.cli.project import (
     RoostProject,
@@ -50,116 +51,20 @@ from roost.cli.secagg_options import add_secagg_arguments
 from roost.cli.settings import (
     RunSettings,
     client_connection_options,
-    server_config,
     server_deployment_options,
 )
 from roost.cli.strategy_options import add_strategy_arguments, strategy_options
 from roost.client.client import ClientFn
 from roost.errors import ConfigurationError
 from roost.server.loop import ServerConfig
-from roost.strategy.presets import FedAvg
 from roost.strategy.strategy import Strategy
 
-if TYPE_CHECKING:
-    from roost.server.history import History
-    from roost.server.loop import RoundCallback
 
-
-@dataclass(frozen=True)
-class Simulation:
-    """What `roost simulate` runs: the clients, the strategy, the engine, and a line to print."""
-
-    client_fn: ClientFn
-    strategy: Strategy
-    engine: str
-    notice: str | None = None
-
-
-@dataclass(frozen=True)
-class App:
-    """A federated application for the command line: how to build clients, and the strategy.
-
-    Args:
-        client_fn: builds a client from a `roost.Context` (`partition_id`, `num_partitions`, ...).
-        strategy: the server's strategy, or a function of no arguments returning a fresh one.
-    """
-
-    client_fn: ClientFn | None = None
-    strategy: Strategy | Callable[[], Strategy] | None = None
-
-    title: ClassVar[str] = "your app"
-    """How help texts name this app."""
-
-    description: ClassVar[str] = "Simulate a federation of your app's clients on this machine."
-    """What `roost simulate --help` says the run does."""
-
-    serves_whole_run: ClassVar[bool] = False
-    """True when `serve` runs the whole server side itself (a Flower project's ServerApp)."""
-
-    def make_strategy(self) -> Strategy | None:
-        """The strategy, built fresh when `strategy` is a factory."""
-        if self.strategy is None or isinstance(self.strategy, Strategy):
-            return self.strategy
-        strategy = self.strategy()
-        if not isinstance(strategy, Strategy):
-            raise ConfigurationError(
-                f"the app's strategy factory returned a {type(strategy).__name__}, not a Strategy"
-            )
-        return strategy
-
-    def add_arguments(self, parser: argparse.ArgumentParser, command: str) -> None:
-        """Add this app's own options to `roost COMMAND` (none for a plain App)."""
-
-    def simulation(self, args: argparse.Namespace, settings: RunSettings) -> Simulation:
-        """What `roost simulate` runs: `client_fn` and the strategy (FedAvg when none is set)."""
-        _refuse_strategy_options(args)
-        strategy = self.make_strategy()
-        return Simulation(
-            client_fn=self.make_client_fn(settings.seed),
-            strategy=strategy if strategy is not None else FedAvg(),
-            engine=args.engine or "sequential",
-        )
-
-    def server_strategy(self, args: argparse.Namespace, settings: RunSettings) -> Strategy:
-        """The strategy `roost server` runs; a plain App must name one."""
-        _refuse_strategy_options(args)
-        strategy = self.make_strategy()
-        if strategy is None:
-            raise ConfigurationError(
-                "the app names no strategy; roost server needs roost.App(strategy=...)"
-            )
-        return strategy
-
-    def make_client_fn(self, seed: int) -> ClientFn:
-        """The `client_fn` of `roost client` and `roost simulate` (`seed`: their `--seed`)."""
-        if self.client_fn is None:
-            raise ConfigurationError("the app names no client_fn; set roost.App(client_fn=...)")
-        return self.client_fn
-
-    def server_config(self, args: argparse.Namespace) -> ServerConfig:
-        """The rounds and timeout `roost server` runs (`--rounds`, `--round-timeout`)."""
-        return server_config(args)
-
-    def serve(self, args: argparse.Namespace, on_round_end: RoundCallback) -> History:
-        """Serve the whole run for `roost server` (where `serves_whole_run`), calling
-        `on_round_end` after every round; return its History."""
-        raise NotImplementedError("roost server serves this app's server_strategy itself")
-
-    def connect(self, args: argparse.Namespace) -> bool:
-        """Run the whole node for `roost client`; False (the default) lets `roost client` run
-        `make_client_fn`'s clients itself."""
-        return False
-
-
-def _refuse_strategy_options(args: argparse.Namespace) -> None:
+def _strategy_flags_given(args: argparse.Namespace) -> bool:
     secure = getattr(args, "secagg", False)
-    if args.strategy != "fedavg" or strategy_options(args) or privacy_flags_given(args) or secure:
-        raise ConfigurationError(
-            "--strategy, --dp, --secagg and their options build the strategy of the default app; "
-            "with --app, your roost.App's strategy is used: set the strategy there (for privacy: "
-            "roost.privacy.with_central_dp or LocalDPClientFn; "
-            "secure_aggregation=roost.strategy.SecureAggregation(...))"
-        )
+    return bool(
+        args.strategy != "fedavg" or strategy_options(args) or privacy_flags_given(args) or secure
+    )
 
 
 def _simulate_with_run(directory: Path) -> ConfigurationError:
@@ -189,7 +94,7 @@ class ProjectApp(App):
 
     def server_strategy(self, args: argparse.Namespace, settings: RunSettings) -> Strategy:
         """The project's strategy, built from its run config."""
-        _refuse_strategy_options(args)
+        refuse_strategy_options(args)
         return self._project.make_strategy()
 
     def server_config(self, args: argparse.Namespace) -> ServerConfig:
@@ -226,7 +131,7 @@ class FlowerProjectApp(App):
         """`serve_project` with `roost server`'s options."""
         from roost.compat.flwr.project import serve_project
 
-        _refuse_strategy_options(args)
+        refuse_strategy_options(args)
         return serve_project(
             Path(self.directory or "."),
             server_address=args.address,
@@ -260,7 +165,14 @@ def finish_app_command(
     add_privacy_arguments(parser)
     add_secagg_arguments(parser)
     default_app.add_arguments(parser, command)
-    parser.set_defaults(handler=partial(run, default_app=default_app))
+    parser.set_defaults(handler=partial(_run_app_command, run=run, default_app=default_app))
+
+
+def _run_app_command(args: argparse.Namespace, *, run: Callable[..., int], default_app: App) -> int:
+    # roost.App sits below the command line and cannot read its options: hand it the question
+    # "were the default app's strategy options given?", asked only when an app refuses them.
+    setattr(args, STRATEGY_FLAGS_GIVEN, partial(_strategy_flags_given, args))
+    return run(args, default_app=default_app)
 
 
 def add_run_config_option(parser: argparse.ArgumentParser) -> None:

@@ -74,3 +74,12 @@ __all__ = [
     "weight_by_num_examples",
 ]
 __all__ += presets.__all__
+
+
+def __getattr__(name: str) -> object:
+    # Presets a layer above registers (roost.privacy's DPFedAvg) by class name, so
+    # `roost.strategy.DPFedAvg` keeps working without this package importing that layer.
+    for cls in PRESETS.values():
+        if cls.__name__ == name:
+            return cls
+    raise AttributeError(f"module 'roost.strategy' has no attribute {name!r}")

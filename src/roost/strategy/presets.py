@@ -17,7 +17,6 @@ from typing import Any, ClassVar
 from roost.core import config_keys
 from roost.core.types import Config, Parameters
 from roost.errors import ConfigurationError
-from roost.privacy.preset import DPFedAvg
 from roost.strategy.aggregators import (
     BulyanMean,
     CoordinateMedian,
@@ -35,7 +34,6 @@ from roost.strategy.weighting import weight_by_metric
 
 __all__ = [
     "Bulyan",
-    "DPFedAvg",
     "FedAdagrad",
     "FedAdam",
     "FedAvg",
@@ -50,7 +48,8 @@ __all__ = [
     "MultiKrum",
     "QFedAvg",
 ]
-"""The named strategies, listed once: `roost` and `roost.strategy` re-export exactly these."""
+"""The named strategies defined here: `roost` and `roost.strategy` re-export them (and those
+registered from above, `register_preset`)."""
 
 
 def _robust_minimums(knobs: dict[str, Any], needed: int) -> None:
@@ -411,10 +410,28 @@ PRESETS: dict[str, type[NamedStrategy]] = {
         MultiKrum,
         Bulyan,
         QFedAvg,
-        DPFedAvg,
     )
 }
-"""Every named preset by lower-case name, as `roost simulate --strategy NAME` knows them."""
+"""Every named preset by lower-case name, as `roost simulate --strategy NAME` knows them.
+
+Layers above add their own with `register_preset` (`roost.privacy` adds `DPFedAvg`)."""
+
+
+def register_preset(cls: type[NamedStrategy]) -> type[NamedStrategy]:
+    """Add a named strategy defined in a layer above this one to `PRESETS`.
+
+    A layer above (`roost.privacy`) registers its presets so that `--strategy NAME`, `preset(NAME)`
+    and `roost.strategy.NAME` know them without this module importing that layer. Usable as a
+    decorator.
+    """
+    key = cls.__name__.lower()
+    if PRESETS.get(key, cls) is not cls:
+        raise ConfigurationError(
+            f"a preset named {key!r} is already registered ({PRESETS[key].__qualname__}); "
+            "give your strategy class another name"
+        )
+    PRESETS[key] = cls
+    return cls
 
 
 def preset(name: str, *, like: Strategy | None = None, **options: Any) -> NamedStrategy:

@@ -1,0 +1,91 @@
+"""The layer order (pyproject.toml's [tool.importlinter]) holds, and `import roost` stays light."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _env() -> dict[str, str]:
+    # This checkout's roost, whatever is installed: lint-imports and the child find it first.
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
+    return env
+
+
+def test_imports_point_down_the_layers_only() -> None:
+    lint_imports = shutil.which("lint-imports") or str(Path(sys.executable).parent / "lint-imports")
+    if not Path(lint_imports).exists():
+        pytest.fail("lint-imports is missing: pip install -e '.[test]' (it brings import-linter)")
+    done = subprocess.run(
+        [lint_imports, "--no-cache", "--no-logo"],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 kept, 0 broken" in done.stdout
+
+
+def test_the_layers_contract_lists_no_exceptions() -> None:
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    (contract,) = config["contracts"]
+    assert contract["type"] == "layers" and contract["containers"] == ["roost"]
+    assert not {"ignore_imports", "exhaustive_ignores", "unmatched_ignore_imports_alerting"} & set(
+        contract
+    )
+    # Every module and package right under roost/ has its place in the order.
+    package = ROOT / "src" / "roost"
+    modules = {
+        path.stem if path.suffix == ".py" else path.name
+        for path in package.iterdir()
+        if (path.suffix == ".py" and path.stem != "__init__")
+        or (path.is_dir() and (path / "__init__.py").exists())
+    }
+    placed = {name.strip() for layer in contract["layers"] for name in layer.split("|")}
+    assert modules == placed
+
+
+def _fresh_import(code: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return done.stdout.strip()
+
+
+def test_import_roost_loads_neither_the_cli_nor_an_ml_framework() -> None:
+    loaded = _fresh_import(
+        "import sys, roost\n"
+        "heavy = ('roost.cli', 'roost.apps', 'roost.compat', 'torch', 'keras', 'tensorflow', "
+        "'jax', 'ray', 'sklearn')\n"
+        "print(sorted({m for m in sys.modules for h in heavy if m == h or m.startswith(h + '.')}))"
+    )
+    assert loaded == "[]"
+
+
+def test_dpfedavg_is_a_preset_whatever_is_imported_first() -> None:
+    # roost/__init__ runs before any roost submodule and registers the privacy presets.
+    for first in ("roost.strategy.presets", "roost.cli.strategy_options", "roost.privacy"):
+        found = _fresh_import(
+            f"import {first}\n"
+            "from roost.strategy.presets import PRESETS, preset\n"
+            "print(PRESETS['dpfedavg'].__module__, type(preset('DPFedAvg', "
+            "noise_multiplier=0.0, clip_norm=1.0, expected_clients=2, num_clients=4)).__name__)"
+        )
+        assert found == "roost.privacy.preset DPFedAvg", first
