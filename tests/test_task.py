@@ -19,7 +19,7 @@ from roost.apps.digits import (  # noqa: E402
 from roost.client.torch import TorchClient  # noqa: E402
 from roost.core.rng import client_rng  # noqa: E402
 from roost.tasks import SGD, Adam, Task  # noqa: E402
-from roost.tasks.training import batch_plan  # noqa: E402
+from roost.client.training import batch_plan  # noqa: E402
 
 
 def mlp() -> nn.Module:

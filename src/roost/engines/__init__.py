@@ -80,7 +80,7 @@ _REGISTRY: dict[str, EngineEntry] = {
         ),
     ),
     "vectorized": EngineEntry(
-        "roost.tasks.vectorized:VectorizedEngine",
+        "roost.engines.vectorized:VectorizedEngine",
         ("device", "chunk_size", "memory_budget", "cache_data"),
         check=_require_task,
     ),

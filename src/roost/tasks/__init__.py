@@ -5,7 +5,7 @@ torch (or Keras) is needed only once a task trains.
 """
 
 from roost.tasks.keras import KerasTask
-from roost.tasks.recipe import (
+from roost.client.recipe import (
     SGD,
     Adam,
     accuracy,

@@ -34,7 +34,7 @@ import numpy as np
 
 from roost.client.keras import KerasClient
 from roost.errors import ConfigurationError
-from roost.tasks.recipe import SGD, Adam, LocalOptimizer, LossFn
+from roost.client.recipe import SGD, Adam, LocalOptimizer, LossFn
 from roost.tasks.task import Task
 
 _ACCURACY = ("accuracy", "acc")
