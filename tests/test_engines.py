@@ -19,8 +19,8 @@ from roost.metrics import weighted_average
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
-from roost.tasks import SGD, Adam, Task  # noqa: E402
 from roost.engines.vectorized import VectorizedEngine  # noqa: E402
+from roost.tasks import SGD, Adam, Task  # noqa: E402
 
 # Unequal client sizes, including a client with a single example and one with none.
 SIZES = (3, 17, 9, 1, 26, 12, 0, 8)

@@ -89,3 +89,16 @@ def test_dpfedavg_is_a_preset_whatever_is_imported_first() -> None:
             "noise_multiplier=0.0, clip_norm=1.0, expected_clients=2, num_clients=4)).__name__)"
         )
         assert found == "roost.privacy.preset DPFedAvg", first
+
+
+def test_the_command_line_loads_the_flower_layer_only_for_a_flower_project(tmp_path) -> None:
+    # roost.cli finds the Flower layer by name (PROJECT_KINDS), like an --app, when it needs it.
+    loaded = _fresh_import(
+        "import sys\n"
+        "from roost.cli import build_parser\n"
+        "build_parser().parse_args(['simulate', '--rounds', '1'])\n"
+        "from roost.cli.app import PROJECT_KINDS\n"
+        "print(sorted(m for m in sys.modules if m.startswith('roost.compat')), "
+        "sorted(PROJECT_KINDS))"
+    )
+    assert loaded == "[] ['flower']"

@@ -17,9 +17,9 @@ from roost.apps.digits import (  # noqa: E402
     digits_task,
 )
 from roost.client.torch import TorchClient  # noqa: E402
+from roost.client.training import batch_plan  # noqa: E402
 from roost.core.rng import client_rng  # noqa: E402
 from roost.tasks import SGD, Adam, Task  # noqa: E402
-from roost.client.training import batch_plan  # noqa: E402
 
 
 def mlp() -> nn.Module:

@@ -35,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from roost.app import STRATEGY_FLAGS_GIVEN, App, Simulation, refuse_strategy_options
 from roost.cli.dp_options import add_privacy_arguments, privacy_flags_given
@@ -50,14 +50,16 @@ from roost.cli.project import (
 from roost.cli.secagg_options import add_secagg_arguments
 from roost.cli.settings import (
     RunSettings,
-    client_connection_options,
-    server_deployment_options,
 )
 from roost.cli.strategy_options import add_strategy_arguments, strategy_options
 from roost.client.client import ClientFn
 from roost.errors import ConfigurationError
 from roost.server.loop import ServerConfig
 from roost.strategy.strategy import Strategy
+
+if TYPE_CHECKING:
+    from roost.cli.report import Reporter
+    from roost.server.history import History
 
 
 def _strategy_flags_given(args: argparse.Namespace) -> bool:
@@ -113,43 +115,27 @@ class ProjectApp(App):
 
 
 @dataclass(frozen=True)
-class FlowerProjectApp(App):
-    """A Flower project directory (`[tool.flwr.app]`), served and joined through
-    `roost.compat.flwr.project`."""
+class ForeignProjectApp(App):
+    """A project directory of another framework's kind, served by a layer above the command line
+    (`PROJECT_KINDS`): `roost run DIR` simulates it with `simulate_project`."""
 
     directory: Path | None = None
     run_config_overrides: RunConfigOverrides = None
 
-    title: ClassVar[str] = "your Flower project"
-    serves_whole_run: ClassVar[bool] = True
-
-    def simulation(self, args: argparse.Namespace, settings: RunSettings) -> Simulation:
-        """Refused: `roost run DIR` simulates a Flower project."""
+    def simulation(self, args: argparse.Namespace, settings: Any) -> Simulation:
+        """Refused: `roost run DIR` simulates a project directory."""
         raise _simulate_with_run(Path(self.directory or "."))
 
-    def serve(self, args: argparse.Namespace, on_round_end: RoundCallback) -> History:
-        """`serve_project` with `roost server`'s options."""
-        from roost.compat.flwr.project import serve_project
+    def simulate_project(self, args: argparse.Namespace, reporter: Reporter) -> History:
+        """What `roost run DIR` runs for this project: the whole simulation; its History."""
+        raise NotImplementedError
 
-        refuse_strategy_options(args)
-        return serve_project(
-            Path(self.directory or "."),
-            server_address=args.address,
-            run_config_overrides=self.run_config_overrides,
-            on_round_end=on_round_end,
-            **server_deployment_options(args),
-        )
 
-    def connect(self, args: argparse.Namespace) -> bool:
-        """`connect_project` with `roost client`'s options."""
-        from roost.compat.flwr.project import connect_project
-
-        connect_project(
-            Path(self.directory or "."),
-            run_config_overrides=self.run_config_overrides,
-            **client_connection_options(args),
-        )
-        return True
+PROJECT_KINDS: dict[str, str] = {"flower": "roost.compat.flwr.command:flower_project_app"}
+"""Project kinds (`roost.cli.project.project_kind`) whose app a layer above the command line
+builds, by "module:attribute" of a `(directory, run_config) -> ForeignProjectApp`. Like `--app`,
+it is imported only when such a project is run: the command line does not import the Flower
+layer."""
 
 
 def finish_app_command(
@@ -190,18 +176,16 @@ def add_run_config_option(parser: argparse.ArgumentParser) -> None:
 
 def load_project_app(
     directory: str | Path, run_config: RunConfigOverrides = None
-) -> ProjectApp | FlowerProjectApp:
+) -> ProjectApp | ForeignProjectApp:
     """The app of the project in `directory`: a roost project or a Flower project."""
     root, data = read_pyproject(directory)
     kind = project_kind(data)
     if kind == "roost":
         return ProjectApp(project=load_roost_project(root, run_config))
-    if kind == "flower":
-        from roost.compat.flwr.pyproject import load_project
-
-        overrides = parse_overrides(run_config)
-        load_project(root).run_config(overrides)  # refuse bad files and overrides up front
-        return FlowerProjectApp(directory=root, run_config_overrides=overrides)
+    if kind in PROJECT_KINDS:
+        module_name, _, attribute = PROJECT_KINDS[kind].partition(":")
+        make_app = getattr(importlib.import_module(module_name), attribute)
+        return make_app(root, parse_overrides(run_config))
     raise ConfigurationError(
         f"{root / 'pyproject.toml'} has neither [tool.roost] nor [tool.flwr.app]; "
         "create a roost project with `roost new NAME`"

@@ -18,7 +18,6 @@ from typing import Any
 import torch
 
 from roost.client.client import Client
-from roost.core.types import Config, Metrics, Parameters
 from roost.client.evaluation import evaluate_model, fit_client
 from roost.client.recipe import (
     LocalOptimizer,
@@ -29,6 +28,7 @@ from roost.client.recipe import (
     cross_entropy,
 )
 from roost.client.training import TaskModel
+from roost.core.types import Config, Metrics, Parameters
 
 _local = threading.local()
 

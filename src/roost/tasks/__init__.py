@@ -4,7 +4,6 @@
 torch (or Keras) is needed only once a task trains.
 """
 
-from roost.tasks.keras import KerasTask
 from roost.client.recipe import (
     SGD,
     Adam,
@@ -12,6 +11,7 @@ from roost.client.recipe import (
     cross_entropy,
     squared_error,
 )
+from roost.tasks.keras import KerasTask
 from roost.tasks.task import Task
 
 __all__ = ["SGD", "Adam", "KerasTask", "Task", "accuracy", "cross_entropy", "squared_error"]

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from roost.core.types import Parameters
 from roost.client.recipe import TaskSpec
+from roost.core.types import Parameters
 
 if TYPE_CHECKING:
     from roost.client.client import Context
