@@ -103,3 +103,22 @@ def test_the_command_line_loads_the_flower_layer_only_for_a_flower_project(tmp_p
         "sorted(PROJECT_KINDS))"
     )
     assert loaded == "[] ['flower']"
+
+
+def test_the_flower_protocol_is_registered_by_the_flower_layer() -> None:
+    known = _fresh_import(
+        "from roost.client.protocols import PROTOCOLS\n"
+        "before = sorted(PROTOCOLS)\n"
+        "import roost.compat.flwr.clientapp\n"
+        "print(before, sorted(PROTOCOLS))"
+    )
+    assert known == "['secagg'] ['flwr', 'secagg']"
+
+
+def test_register_protocol_refuses_a_taken_name() -> None:
+    from roost.client.protocols import PROTOCOLS, answer_by_client, register_protocol
+    from roost.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="already registered"):
+        register_protocol("secagg", answer_by_client)
+    register_protocol("secagg", PROTOCOLS["secagg"])  # the same handler again: a no-op
