@@ -122,3 +122,29 @@ def test_register_protocol_refuses_a_taken_name() -> None:
     with pytest.raises(ConfigurationError, match="already registered"):
         register_protocol("secagg", answer_by_client)
     register_protocol("secagg", PROTOCOLS["secagg"])  # the same handler again: a no-op
+
+
+@pytest.mark.parametrize(
+    ("module", "gone"),
+    [
+        ("roost.engines", "make_transport"),  # make_engine's old second name
+        ("roost.apps.digits", "DemoSettings"),  # roost.cli.settings.RunSettings's
+    ],
+)
+def test_one_name_one_home_no_aliases(module: str, gone: str) -> None:
+    import importlib
+
+    assert not hasattr(importlib.import_module(module), gone)
+
+
+def test_one_name_one_home_tiny_modules_folded() -> None:
+    import importlib.util
+
+    from roost.client.client import client_rng
+    from roost.strategy.base import sample_uniformly
+    from roost.strategy.optimizers import negative_gradient, parameter_delta
+
+    for folded in ("roost.strategy.sampling", "roost.strategy.updates", "roost.core.rng"):
+        assert importlib.util.find_spec(folded) is None, folded
+    assert callable(client_rng) and callable(sample_uniformly)
+    assert callable(negative_gradient) and callable(parameter_delta)

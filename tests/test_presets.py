@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import roost
-from roost.apps.digits import DemoSettings, make_client_fn, make_strategy, softmax
+from roost.apps.digits import make_client_fn, make_strategy, softmax
+from roost.cli.settings import RunSettings
 from roost.core.types import FitRes
 from roost.engines.sequential import SequentialEngine
 from roost.errors import ConfigurationError
@@ -213,7 +214,7 @@ def digits_run(strategy, rounds=2, client_fn=None, num_clients=5):
 
 
 def demo_knobs(num_clients=5, rounds=2):
-    return make_strategy(DemoSettings(num_clients=num_clients, num_rounds=rounds))
+    return make_strategy(RunSettings(num_clients=num_clients, num_rounds=rounds))
 
 
 def test_fedprox_reaches_the_demo_client_and_pulls_toward_the_global_model() -> None:

@@ -22,9 +22,9 @@ from typing import Any
 import torch
 from torch.func import vmap
 
+from roost.client.client import client_rng
 from roost.client.recipe import TaskSpec
 from roost.client.training import TaskModel, TensorDict, round_of, train_client
-from roost.core.rng import client_rng
 from roost.core.types import Config, Metrics, Parameters
 
 # Evaluation forward passes take this many examples at a time (no gradients are kept).

@@ -162,3 +162,13 @@ class ServerYogi(ServerAdam):
 def subtract(a: Parameters, b: Parameters) -> Parameters:
     """a − b, array by array, in a's dtype."""
     return [np.subtract(x, y, dtype=x.dtype) for x, y in zip(a, b, strict=True)]
+
+
+def parameter_delta(result: Parameters, global_parameters: Parameters) -> Parameters:
+    """A client's update when it returns trained parameters: result − global."""
+    return subtract(result, global_parameters)
+
+
+def negative_gradient(result: Parameters, global_parameters: Parameters) -> Parameters:
+    """A client's update when it returns a gradient (FedSGD): −gradient, a descent direction."""
+    return [np.negative(gradient) for gradient in result]

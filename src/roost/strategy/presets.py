@@ -26,10 +26,15 @@ from roost.strategy.aggregators import (
 )
 from roost.strategy.base import FitAggregate, RoundContext, ServerOptimizer
 from roost.strategy.line_search import backtracking_fit_round
-from roost.strategy.optimizers import ServerAdagrad, ServerAdam, ServerSGD, ServerYogi
+from roost.strategy.optimizers import (
+    ServerAdagrad,
+    ServerAdam,
+    ServerSGD,
+    ServerYogi,
+    negative_gradient,
+)
 from roost.strategy.options import STRATEGY_KNOBS, NamedStrategy, Option
 from roost.strategy.strategy import Strategy
-from roost.strategy.updates import negative_gradient
 from roost.strategy.weighting import weight_by_metric
 
 __all__ = [

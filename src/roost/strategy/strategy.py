@@ -44,12 +44,11 @@ from roost.strategy.base import (
     UpdateTransform,
     Weighting,
     chain,
+    sample_uniformly,
 )
-from roost.strategy.optimizers import ServerSGD
-from roost.strategy.sampling import sample_uniformly
+from roost.strategy.optimizers import ServerSGD, parameter_delta
 from roost.strategy.secure import SecureAggregation
 from roost.strategy.tally import FitTally
-from roost.strategy.updates import parameter_delta
 from roost.strategy.weighting import WeightFn, weight_by_num_examples
 
 log = logging.getLogger(__name__)
