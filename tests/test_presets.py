@@ -37,7 +37,8 @@ from roost.strategy import (
     TrimmedMean,
     presets,
 )
-from roost.strategy.presets import STRATEGY_KNOBS, preset
+from roost.strategy.options import STRATEGY_KNOBS
+from roost.strategy.presets import preset
 
 REQUIRED = {
     "fedprox": {"proximal_mu": 0.1},
@@ -85,8 +86,7 @@ def test_roost_and_roost_strategy_export_every_named_preset() -> None:
 
 
 def test_register_preset_refuses_a_second_class_under_a_taken_name() -> None:
-    from roost.strategy.options import NamedStrategy
-    from roost.strategy.presets import register_preset
+    from roost.strategy.options import NamedStrategy, register_preset
 
     class FedAvg(NamedStrategy):  # the name of a built-in preset
         pass

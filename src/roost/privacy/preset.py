@@ -17,8 +17,7 @@ from roost.privacy.central import CentralDP, CentralDPParams, SampledMean
 from roost.privacy.sampling import FixedSizeSampler, PoissonSampler
 from roost.strategy.aggregators import Mean, WeightedMean
 from roost.strategy.base import FitAggregate, RoundContext, State
-from roost.strategy.options import STRATEGY_KNOBS, NamedStrategy, Option
-from roost.strategy.presets import register_preset
+from roost.strategy.options import STRATEGY_KNOBS, NamedStrategy, Option, register_preset
 from roost.strategy.strategy import Strategy
 from roost.strategy.weighting import uniform_weight, weight_by_num_examples
 

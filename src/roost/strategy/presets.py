@@ -33,8 +33,9 @@ from roost.strategy.optimizers import (
     ServerYogi,
     negative_gradient,
 )
-from roost.strategy.options import STRATEGY_KNOBS, NamedStrategy, Option
-from roost.strategy.strategy import Strategy
+from roost.strategy.options import PRESETS as PRESETS  # `roost.strategy.presets.PRESETS` too
+from roost.strategy.options import NamedStrategy, Option, register_preset
+from roost.strategy.options import preset as preset
 from roost.strategy.weighting import weight_by_metric
 
 __all__ = [
@@ -398,60 +399,20 @@ class QFedAvg(NamedStrategy):
         }
 
 
-PRESETS: dict[str, type[NamedStrategy]] = {
-    cls.__name__.lower(): cls
-    for cls in (
-        FedAvg,
-        FedWeightedAvg,
-        FedAvgM,
-        FedAdagrad,
-        FedAdam,
-        FedYogi,
-        FedProx,
-        FedSGD,
-        FedMedian,
-        FedTrimmedAvg,
-        Krum,
-        MultiKrum,
-        Bulyan,
-        QFedAvg,
-    )
-}
-"""Every named preset by lower-case name, as `roost simulate --strategy NAME` knows them.
-
-Layers above add their own with `register_preset` (`roost.privacy` adds `DPFedAvg`)."""
-
-
-def register_preset(cls: type[NamedStrategy]) -> type[NamedStrategy]:
-    """Add a named strategy defined in a layer above this one to `PRESETS`.
-
-    A layer above (`roost.privacy`) registers its presets so that `--strategy NAME`, `preset(NAME)`
-    and `roost.strategy.NAME` know them without this module importing that layer. Usable as a
-    decorator.
-    """
-    key = cls.__name__.lower()
-    if PRESETS.get(key, cls) is not cls:
-        raise ConfigurationError(
-            f"a preset named {key!r} is already registered ({PRESETS[key].__qualname__}); "
-            "give your strategy class another name"
-        )
-    PRESETS[key] = cls
-    return cls
-
-
-def preset(name: str, *, like: Strategy | None = None, **options: Any) -> NamedStrategy:
-    """Build the preset called `name` (any case, e.g. "FedAdam" or "fedadam").
-
-    Args:
-        name: a key of `PRESETS`.
-        like: copy the FedAvg knobs (`STRATEGY_KNOBS`) from this strategy, e.g. an app's FedAvg.
-        **options: the preset's own parameters and any `Strategy` knob; they win over `like`.
-    """
-    key = name.lower().replace("-", "").replace("_", "")
-    if key not in PRESETS:
-        raise ConfigurationError(
-            f"unknown strategy {name!r}; choose one of: {', '.join(sorted(PRESETS))}"
-        )
-    kwargs = {knob: vars(like)[knob] for knob in STRATEGY_KNOBS} if like is not None else {}
-    kwargs.update(options)
-    return PRESETS[key](**kwargs)
+for _preset in (
+    FedAvg,
+    FedWeightedAvg,
+    FedAvgM,
+    FedAdagrad,
+    FedAdam,
+    FedYogi,
+    FedProx,
+    FedSGD,
+    FedMedian,
+    FedTrimmedAvg,
+    Krum,
+    MultiKrum,
+    Bulyan,
+    QFedAvg,
+):
+    register_preset(_preset)
