@@ -148,3 +148,17 @@ def test_one_name_one_home_tiny_modules_folded() -> None:
         assert importlib.util.find_spec(folded) is None, folded
     assert callable(client_rng) and callable(sample_uniformly)
     assert callable(negative_gradient) and callable(parameter_delta)
+
+
+def test_the_readme_states_the_order_the_contract_enforces() -> None:
+    import re
+    import tomllib
+
+    layers = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"][
+        "contracts"
+    ][0]["layers"]
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("- **Layers**") :]
+    block = section[section.index("```text") + len("```text") : section.index("  ```\n")]
+    stated = [re.split(r"\s{2,}", line.strip())[0] for line in block.strip().splitlines()]
+    assert stated == layers
