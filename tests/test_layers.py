@@ -92,7 +92,7 @@ def test_dpfedavg_is_a_preset_whatever_is_imported_first() -> None:
         assert found == "roost.privacy.preset DPFedAvg", first
 
 
-def test_the_command_line_loads_the_flower_layer_only_for_a_flower_project(tmp_path) -> None:
+def test_the_command_line_loads_the_flower_layer_only_for_a_flower_project() -> None:
     # roost.cli finds the Flower layer by name (PROJECT_KINDS), like an --app, when it needs it.
     loaded = _fresh_import(
         "import sys\n"
