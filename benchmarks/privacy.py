@@ -28,7 +28,8 @@ import time
 import numpy as np
 
 import roost
-from roost.apps.digits import DemoSettings, make_client_fn, make_strategy
+from roost.apps.digits import make_client_fn, make_strategy
+from roost.cli.settings import RunSettings
 from roost.privacy import (
     LocalDPAccountant,
     LocalDPClientFn,
@@ -39,7 +40,7 @@ from roost.privacy import (
 from roost.strategy.presets import preset
 
 
-def central_run(settings: DemoSettings, sigma: float, clip_norm: float, delta: float) -> float:
+def central_run(settings: RunSettings, sigma: float, clip_norm: float, delta: float) -> float:
     strategy = with_central_dp(
         make_strategy(settings),
         noise_multiplier=sigma,
@@ -51,14 +52,14 @@ def central_run(settings: DemoSettings, sigma: float, clip_norm: float, delta: f
     return final_accuracy(make_client_fn(settings.seed), strategy, settings)
 
 
-def local_run(settings: DemoSettings, sigma: float, clip_norm: float, delta: float) -> float:
+def local_run(settings: RunSettings, sigma: float, clip_norm: float, delta: float) -> float:
     accountant = LocalDPAccountant(sigma, delta=delta)
     strategy = preset("fedavg", like=make_strategy(settings), update_transforms=[accountant])
     client_fn = LocalDPClientFn(make_client_fn(settings.seed), clip_norm, sigma)
     return final_accuracy(client_fn, strategy, settings)
 
 
-def final_accuracy(client_fn, strategy, settings: DemoSettings) -> float:
+def final_accuracy(client_fn, strategy, settings: RunSettings) -> float:
     history = roost.run_simulation(
         client_fn,
         settings.num_clients,
@@ -116,8 +117,8 @@ def main() -> None:
     print(f"({elapsed:.0f} s)")
 
 
-def settings(args: argparse.Namespace, seed: int) -> DemoSettings:
-    return DemoSettings(
+def settings(args: argparse.Namespace, seed: int) -> RunSettings:
+    return RunSettings(
         num_clients=args.clients,
         num_rounds=args.rounds,
         fraction_fit=args.q,

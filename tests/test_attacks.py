@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import roost
-from roost.apps.digits import DemoSettings, DigitsClient, make_client_fn, make_strategy
+from roost.apps.digits import DigitsClient, make_client_fn, make_strategy
+from roost.cli.settings import RunSettings
 from roost.client.attacks import (
     GaussianNoise,
     LabelFlip,
@@ -157,7 +158,7 @@ ROUNDS = 10
 
 
 def final_accuracy(name: str, attacked: bool, **options) -> float:
-    settings = DemoSettings(num_clients=10, num_rounds=ROUNDS, fraction_evaluate=0.0)
+    settings = RunSettings(num_clients=10, num_rounds=ROUNDS, fraction_evaluate=0.0)
     client_fn = make_client_fn(0)
     if attacked:  # 2 of 10 clients send −10 × their honest update
         client_fn = with_attackers(client_fn, SignFlip(scale=10), malicious=[3, 7])

@@ -19,8 +19,8 @@ from roost.metrics import weighted_average
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
+from roost.engines.vectorized import VectorizedEngine  # noqa: E402
 from roost.tasks import SGD, Adam, Task  # noqa: E402
-from roost.tasks.vectorized import VectorizedEngine  # noqa: E402
 
 # Unequal client sizes, including a client with a single example and one with none.
 SIZES = (3, 17, 9, 1, 26, 12, 0, 8)
@@ -120,7 +120,7 @@ def test_chunks_give_the_same_model_as_one_batch():
 
 def test_the_memory_probe_runs_once_not_every_round(monkeypatch):
     """Sizing chunks takes a forward pass; later rounds with the same batch shape reuse it."""
-    from roost.tasks import vectorized
+    from roost.engines import vectorized
 
     probes = []
     measure = vectorized._activation_bytes
@@ -239,9 +239,10 @@ def test_process_pool_replaces_hung_and_dead_workers():
 
 
 def test_process_engine_gives_the_sequential_model_for_any_client_fn():
-    from roost.apps.digits import DemoSettings, make_strategy
+    from roost.apps.digits import make_strategy
+    from roost.cli.settings import RunSettings
 
-    settings = DemoSettings(num_clients=4, num_rounds=2)
+    settings = RunSettings(num_clients=4, num_rounds=2)
     histories = [
         roost.run_simulation(
             make_client_fn(0),

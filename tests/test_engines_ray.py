@@ -11,7 +11,8 @@ import pytest
 from process_probes import pid_recording_fedavg
 
 import roost
-from roost.apps.digits import DemoSettings, make_client_fn, make_strategy
+from roost.apps.digits import make_client_fn, make_strategy
+from roost.cli.settings import RunSettings
 from roost.engines import make_engine
 
 ray = pytest.importorskip("ray")
@@ -76,7 +77,7 @@ def demo_run(engine: str, **options) -> roost.History:
     return roost.run_simulation(
         make_client_fn(0),
         4,
-        strategy=make_strategy(DemoSettings(num_clients=4, num_rounds=2)),
+        strategy=make_strategy(RunSettings(num_clients=4, num_rounds=2)),
         config=roost.ServerConfig(num_rounds=2),
         seed=0,
         engine=engine,

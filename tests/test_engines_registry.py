@@ -8,7 +8,7 @@ import pytest
 import roost
 from roost import engines
 from roost.core.types import EvaluateIns, EvaluateRes
-from roost.engines import EngineEntry, make_engine, make_transport, register_engine
+from roost.engines import EngineEntry, make_engine, register_engine
 from roost.engines.sequential import SequentialEngine
 from roost.errors import ConfigurationError
 
@@ -80,7 +80,6 @@ def test_the_pool_engines_keep_the_cohorts_order_unless_told_not_to():
 
 
 def test_the_registry_makes_each_engine_by_name(monkeypatch):
-    assert make_transport is make_engine
     assert engines.ENGINES == ("sequential", "process", "ray", "vectorized")
     assert isinstance(make_engine("sequential", context_client_fn, 2), SequentialEngine)
     monkeypatch.setattr(engines, "_REGISTRY", dict(engines._REGISTRY))

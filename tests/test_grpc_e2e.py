@@ -21,8 +21,9 @@ from grpc_support import (
     wait_listening,
 )
 
-from roost.apps.digits import DemoSettings, make_client_fn
+from roost.apps.digits import make_client_fn
 from roost.apps.digits import make_strategy as make_demo_strategy
+from roost.cli.settings import RunSettings
 from roost.server.loop import ServerConfig
 from roost.simulation import run_simulation
 
@@ -60,7 +61,7 @@ def test_server_and_two_clients_run_the_demo_for_three_rounds(tmp_path):
     assert not (tmp_path / "out" / "plot.png").exists()  # --no-plot
     assert "2 connected: 0, 1" in server_log
     # The deployed run is the simulated run: same seed, same clients, same model.
-    settings = DemoSettings(num_clients=2, num_rounds=3)
+    settings = RunSettings(num_clients=2, num_rounds=3)
     reference = run_simulation(
         make_client_fn(0),
         2,

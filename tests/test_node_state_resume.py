@@ -14,8 +14,8 @@ import test_resume_simulation as resume_simulation
 from test_resume_simulation import StopAfter
 
 import roost
+from roost.client.client import client_rng
 from roost.core.config_keys import SERVER_ROUND
-from roost.core.rng import client_rng
 from roost.engines.node_states import NodeStates
 from roost.engines.sequential import SequentialEngine
 from roost.errors import ConfigurationError

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import roost
-from roost.apps.digits import DemoSettings, make_client_fn, make_strategy, softmax
+from roost.apps.digits import make_client_fn, make_strategy, softmax
+from roost.cli.settings import RunSettings
 from roost.core.types import FitRes
 from roost.engines.sequential import SequentialEngine
 from roost.errors import ConfigurationError
@@ -36,7 +37,8 @@ from roost.strategy import (
     TrimmedMean,
     presets,
 )
-from roost.strategy.presets import STRATEGY_KNOBS, preset
+from roost.strategy.options import STRATEGY_KNOBS
+from roost.strategy.presets import preset
 
 REQUIRED = {
     "fedprox": {"proximal_mu": 0.1},
@@ -75,10 +77,23 @@ def test_every_named_preset_is_registered() -> None:
 
 def test_roost_and_roost_strategy_export_every_named_preset() -> None:
     named = sorted(cls.__name__ for cls in PRESETS.values())
-    assert sorted(presets.__all__) == named
+    # presets.py lists its own; roost.privacy registers DPFedAvg from the layer above.
+    assert sorted([*presets.__all__, "DPFedAvg"]) == named
+    assert set(named) <= set(roost.__all__)
+    assert set(presets.__all__) <= set(roost.strategy.__all__)
     for package in (roost, roost.strategy):
-        assert set(named) <= set(package.__all__)
         assert [getattr(package, name) for name in named] == [PRESETS[n.lower()] for n in named]
+
+
+def test_register_preset_refuses_a_second_class_under_a_taken_name() -> None:
+    from roost.strategy.options import NamedStrategy, register_preset
+
+    class FedAvg(NamedStrategy):  # the name of a built-in preset
+        pass
+
+    with pytest.raises(ConfigurationError, match="already registered"):
+        register_preset(FedAvg)
+    assert register_preset(PRESETS["dpfedavg"]) is PRESETS["dpfedavg"]  # the same class: no-op
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
@@ -199,7 +214,7 @@ def digits_run(strategy, rounds=2, client_fn=None, num_clients=5):
 
 
 def demo_knobs(num_clients=5, rounds=2):
-    return make_strategy(DemoSettings(num_clients=num_clients, num_rounds=rounds))
+    return make_strategy(RunSettings(num_clients=num_clients, num_rounds=rounds))
 
 
 def test_fedprox_reaches_the_demo_client_and_pulls_toward_the_global_model() -> None:

@@ -16,10 +16,10 @@ from roost.apps.digits import (  # noqa: E402
     DigitsData,
     digits_task,
 )
+from roost.client.client import client_rng  # noqa: E402
 from roost.client.torch import TorchClient  # noqa: E402
-from roost.core.rng import client_rng  # noqa: E402
+from roost.client.training import batch_plan  # noqa: E402
 from roost.tasks import SGD, Adam, Task  # noqa: E402
-from roost.tasks.training import batch_plan  # noqa: E402
 
 
 def mlp() -> nn.Module:
@@ -264,9 +264,9 @@ def test_evaluate_fn_scores_the_global_model_on_the_server():
 
 def test_digits_task_trains_exactly_like_the_numpy_demo_client():
     """Same data, recipe and batch order in float64: the same model to float rounding."""
-    from roost.apps.digits import DemoSettings
+    from roost.cli.settings import RunSettings
 
-    settings = DemoSettings(num_clients=5, local_epochs=2, batch_size=16, learning_rate=0.5)
+    settings = RunSettings(num_clients=5, local_epochs=2, batch_size=16, learning_rate=0.5)
     task = digits_task(settings)
     start = [np.random.default_rng(1).normal(size=(64, 10)) * 0.01, np.zeros(10)]
     config = {"server_round": 3, "local_epochs": 2, "batch_size": 16, "lr": 0.5}

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 
 import roost
+from roost.client.client import client_rng
 from roost.core.config_keys import SERVER_ROUND
-from roost.core.rng import client_rng
 from roost.data.bundled_digits import load_digits_split
 from roost.data.partition import dirichlet_partition
 from roost.log import ensure_logging

@@ -11,7 +11,7 @@ Example::
 
 from typing import TYPE_CHECKING
 
-from roost.cli.app import App
+from roost.app import App
 from roost.client import Client, ClientFn, ClientLike, Context
 from roost.core.types import (
     Config,
@@ -33,6 +33,12 @@ from roost.errors import (
     RoostError,
     ServerUnreachableError,
 )
+
+# Before anything reads roost.strategy.presets.PRESETS: Python runs this file before any roost
+# submodule, whichever is imported first, so importing roost.privacy here (it registers DPFedAvg,
+# which `roost.DPFedAvg` exports anyway) makes `--strategy dpfedavg` and `preset("dpfedavg")`
+# work from every entry point: the CLI, roost.privacy, a user's own import.
+from roost.privacy import DPFedAvg
 from roost.server import History, ServerConfig, ServerState, run_rounds
 from roost.simulation import run_simulation
 from roost.strategy import Strategy
@@ -70,6 +76,7 @@ __all__ = [
     "Config",
     "ConfigurationError",
     "Context",
+    "DPFedAvg",
     "EvaluateIns",
     "EvaluateRes",
     "Failure",

@@ -11,8 +11,9 @@ import sys
 from collections.abc import Sequence
 from importlib import metadata
 
+from roost.app import App
 from roost.cli import client, new, plot, privacy, run, server, simulate
-from roost.cli.app import App, load_app
+from roost.cli.app import load_app
 from roost.cli.config_file import parse_with_config_file
 from roost.cli.options import CommandParser
 from roost.errors import RoostError

@@ -37,6 +37,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from roost.app import STRATEGY_FLAGS_GIVEN, App, Simulation, refuse_strategy_options
 from roost.cli.dp_options import add_privacy_arguments, privacy_flags_given
 from roost.cli.project import (
     RoostProject,
@@ -50,125 +51,23 @@ from roost.cli.secagg_options import add_secagg_arguments
 from roost.cli.settings import (
     DEMO_OPTIONS,
     RunSettings,
-    client_connection_options,
-    server_config,
-    server_deployment_options,
 )
 from roost.cli.strategy_options import add_strategy_arguments, strategy_options
 from roost.client.client import ClientFn
 from roost.errors import ConfigurationError
 from roost.server.loop import ServerConfig
-from roost.strategy.presets import FedAvg
 from roost.strategy.strategy import Strategy
 
 if TYPE_CHECKING:
+    from roost.cli.report import Reporter
     from roost.server.history import History
-    from roost.server.loop import RoundCallback
 
 
-@dataclass(frozen=True)
-class Simulation:
-    """What `roost simulate` runs: the clients, the strategy, the engine, and a line to print."""
-
-    client_fn: ClientFn
-    strategy: Strategy
-    engine: str
-    notice: str | None = None
-
-
-@dataclass(frozen=True)
-class App:
-    """A federated application for the command line: how to build clients, and the strategy.
-
-    Args:
-        client_fn: builds a client from a `roost.Context` (`partition_id`, `num_partitions`, ...).
-        strategy: the server's strategy, or a function of no arguments returning a fresh one.
-    """
-
-    client_fn: ClientFn | None = None
-    strategy: Strategy | Callable[[], Strategy] | None = None
-
-    title: ClassVar[str] = "your app"
-    """How help texts name this app."""
-
-    description: ClassVar[str] = "Simulate a federation of your app's clients on this machine."
-    """What `roost simulate --help` says the run does."""
-
-    serves_whole_run: ClassVar[bool] = False
-    """True when `serve` runs the whole server side itself (a Flower project's ServerApp)."""
-
-    def make_strategy(self) -> Strategy | None:
-        """The strategy, built fresh when `strategy` is a factory."""
-        if self.strategy is None or isinstance(self.strategy, Strategy):
-            return self.strategy
-        strategy = self.strategy()
-        if not isinstance(strategy, Strategy):
-            raise ConfigurationError(
-                f"the app's strategy factory returned a {type(strategy).__name__}, not a Strategy"
-            )
-        return strategy
-
-    def add_arguments(self, parser: argparse.ArgumentParser, command: str) -> None:
-        """Add this app's own options to `roost COMMAND` (none for a plain App)."""
-
-    def simulation(self, args: argparse.Namespace, settings: RunSettings) -> Simulation:
-        """What `roost simulate` runs: `client_fn` and the strategy (FedAvg when none is set)."""
-        _refuse_strategy_options(args)
-        _refuse_demo_options(settings)
-        strategy = self.make_strategy()
-        engine, why = (args.engine, "--engine") if args.engine else ("sequential", "the default")
-        return Simulation(
-            client_fn=self.make_client_fn(settings.seed),
-            strategy=strategy if strategy is not None else FedAvg(),
-            engine=engine,
-            notice=f"engine: {engine} ({why})",
-        )
-
-    def server_strategy(self, args: argparse.Namespace, settings: RunSettings) -> Strategy:
-        """The strategy `roost server` runs; a plain App must name one."""
-        _refuse_strategy_options(args)
-        _refuse_demo_options(settings)
-        strategy = self.make_strategy()
-        if strategy is None:
-            raise ConfigurationError(
-                "the app names no strategy; roost server needs roost.App(strategy=...)"
-            )
-        return strategy
-
-    def make_client_fn(self, seed: int) -> ClientFn:
-        """The `client_fn` of `roost client` and `roost simulate` (`seed`: their `--seed`)."""
-        if self.client_fn is None:
-            raise ConfigurationError("the app names no client_fn; set roost.App(client_fn=...)")
-        return self.client_fn
-
-    def server_config(self, settings: RunSettings) -> ServerConfig:
-        """The rounds and timeout `roost server` runs (`--rounds`, `--round-timeout`)."""
-        return server_config(settings)
-
-    def run_settings(self) -> dict[str, Any]:
-        """Settings of the app's own that a resumed run must keep (beyond the command line's)."""
-        return {}
-
-    def serve(self, args: argparse.Namespace, on_round_end: RoundCallback) -> History:
-        """Serve the whole run for `roost server` (where `serves_whole_run`), calling
-        `on_round_end` after every round; return its History."""
-        raise NotImplementedError("roost server serves this app's server_strategy itself")
-
-    def connect(self, args: argparse.Namespace) -> bool:
-        """Run the whole node for `roost client`; False (the default) lets `roost client` run
-        `make_client_fn`'s clients itself."""
-        return False
-
-
-def _refuse_strategy_options(args: argparse.Namespace) -> None:
+def _strategy_flags_given(args: argparse.Namespace) -> bool:
     secure = getattr(args, "secagg", False)
-    if args.strategy != "fedavg" or strategy_options(args) or privacy_flags_given(args) or secure:
-        raise ConfigurationError(
-            "--strategy, --dp, --secagg and their options build the strategy of the default app; "
-            "with --app, your roost.App's strategy is used: set the strategy there (for privacy: "
-            "roost.privacy.with_central_dp or LocalDPClientFn; "
-            "secure_aggregation=roost.strategy.SecureAggregation(...))"
-        )
+    return bool(
+        args.strategy != "fedavg" or strategy_options(args) or privacy_flags_given(args) or secure
+    )
 
 
 def _refuse_demo_options(settings: RunSettings) -> None:
@@ -209,7 +108,7 @@ class ProjectApp(App):
 
     def server_strategy(self, args: argparse.Namespace, settings: RunSettings) -> Strategy:
         """The project's strategy, built from its run config."""
-        _refuse_strategy_options(args)
+        refuse_strategy_options(args)
         return self._project.make_strategy()
 
     def server_config(self, settings: RunSettings) -> ServerConfig:
@@ -233,43 +132,27 @@ class ProjectApp(App):
 
 
 @dataclass(frozen=True)
-class FlowerProjectApp(App):
-    """A Flower project directory (`[tool.flwr.app]`), served and joined through
-    `roost.compat.flwr.project`."""
+class ForeignProjectApp(App):
+    """A project directory of another framework's kind, served by a layer above the command line
+    (`PROJECT_KINDS`): `roost run DIR` simulates it with `simulate_project`."""
 
     directory: Path | None = None
     run_config_overrides: RunConfigOverrides = None
 
-    title: ClassVar[str] = "your Flower project"
-    serves_whole_run: ClassVar[bool] = True
-
-    def simulation(self, args: argparse.Namespace, settings: RunSettings) -> Simulation:
-        """Refused: `roost run DIR` simulates a Flower project."""
+    def simulation(self, args: argparse.Namespace, settings: Any) -> Simulation:
+        """Refused: `roost run DIR` simulates a project directory."""
         raise _simulate_with_run(Path(self.directory or "."))
 
-    def serve(self, args: argparse.Namespace, on_round_end: RoundCallback) -> History:
-        """`serve_project` with `roost server`'s options."""
-        from roost.compat.flwr.project import serve_project
+    def simulate_project(self, args: argparse.Namespace, reporter: Reporter) -> History:
+        """What `roost run DIR` runs for this project: the whole simulation; its History."""
+        raise NotImplementedError
 
-        _refuse_strategy_options(args)
-        return serve_project(
-            Path(self.directory or "."),
-            server_address=args.address,
-            run_config_overrides=self.run_config_overrides,
-            on_round_end=on_round_end,
-            **server_deployment_options(args),
-        )
 
-    def connect(self, args: argparse.Namespace) -> bool:
-        """`connect_project` with `roost client`'s options."""
-        from roost.compat.flwr.project import connect_project
-
-        connect_project(
-            Path(self.directory or "."),
-            run_config_overrides=self.run_config_overrides,
-            **client_connection_options(args),
-        )
-        return True
+PROJECT_KINDS: dict[str, str] = {"flower": "roost.compat.flwr.command:flower_project_app"}
+"""Project kinds (`roost.cli.project.project_kind`) whose app a layer above the command line
+builds, by "module:attribute" of a `(directory, run_config) -> ForeignProjectApp`. Like `--app`,
+it is imported only when such a project is run: the command line does not import the Flower
+layer."""
 
 
 def finish_app_command(
@@ -285,7 +168,14 @@ def finish_app_command(
     add_privacy_arguments(parser)
     add_secagg_arguments(parser)
     default_app.add_arguments(parser, command)
-    parser.set_defaults(handler=partial(run, default_app=default_app))
+    parser.set_defaults(handler=partial(_run_app_command, run=run, default_app=default_app))
+
+
+def _run_app_command(args: argparse.Namespace, *, run: Callable[..., int], default_app: App) -> int:
+    # roost.App sits below the command line and cannot read its options: hand it the question
+    # "were the default app's strategy options given?", asked only when an app refuses them.
+    setattr(args, STRATEGY_FLAGS_GIVEN, partial(_strategy_flags_given, args))
+    return run(args, default_app=default_app)
 
 
 def add_run_config_option(parser: argparse.ArgumentParser) -> None:
@@ -303,18 +193,16 @@ def add_run_config_option(parser: argparse.ArgumentParser) -> None:
 
 def load_project_app(
     directory: str | Path, run_config: RunConfigOverrides = None
-) -> ProjectApp | FlowerProjectApp:
+) -> ProjectApp | ForeignProjectApp:
     """The app of the project in `directory`: a roost project or a Flower project."""
     root, data = read_pyproject(directory)
     kind = project_kind(data)
     if kind == "roost":
         return ProjectApp(project=load_roost_project(root, run_config))
-    if kind == "flower":
-        from roost.compat.flwr.pyproject import load_project
-
-        overrides = parse_overrides(run_config)
-        load_project(root).run_config(overrides)  # refuse bad files and overrides up front
-        return FlowerProjectApp(directory=root, run_config_overrides=overrides)
+    if kind in PROJECT_KINDS:
+        module_name, _, attribute = PROJECT_KINDS[kind].partition(":")
+        make_app = getattr(importlib.import_module(module_name), attribute)
+        return make_app(root, parse_overrides(run_config))
     raise ConfigurationError(
         f"{root / 'pyproject.toml'} has neither [tool.roost] nor [tool.flwr.app]; "
         "create a roost project with `roost new NAME`"

@@ -6,7 +6,8 @@ import argparse
 import logging
 from functools import partial
 
-from roost.cli.app import App, load_app
+from roost.app import App
+from roost.cli.app import load_app
 from roost.cli.dp_options import add_privacy_arguments, client_privacy
 from roost.cli.options import CommandParser, address, positive_float, positive_int
 from roost.cli.server import add_certificate_and_key_option, add_node_options, quiet_grpc_core

@@ -49,14 +49,24 @@ RunConfigOverrides = Mapping[str, Any] | str | Sequence[str] | None
 """`{"key": value}`, or `--run-config` texts: `"key=value other='text'"`, or a `.toml` file."""
 
 
+def flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested TOML tables as dotted keys, as run configs (roost's and Flower's) have them."""
+    flat: dict[str, Any] = {}
+    for key, value in table.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
 def parse_overrides(overrides: RunConfigOverrides) -> dict[str, Any]:
     """Run-config overrides as a flat dict (nested tables become dotted keys).
 
     Each `KEY=VALUE` value is read as TOML (`3`, `0.5`, `true`, `'text'`); one that is not
     TOML is taken as text, so `strategy=fedprox` needs no quotes.
     """
-    from roost.compat.flwr.pyproject import flatten
-
     if overrides is None:
         return {}
     if isinstance(overrides, Mapping):
@@ -194,8 +204,6 @@ def checked_run_config(
     root: Path, table: Mapping[str, Any], overrides: RunConfigOverrides
 ) -> dict[str, Any]:
     """`[tool.roost.config]` with `overrides` applied and roost's own keys checked."""
-    from roost.compat.flwr.pyproject import flatten
-
     defined = flatten(table)
     updates = parse_overrides(overrides)
     unknown = sorted(set(updates) - set(defined) - set(ROOST_KEYS) - strategy_option_keys())

@@ -13,8 +13,8 @@ import argparse
 from dataclasses import replace
 from typing import Any
 
-from roost.cli.app import FlowerProjectApp, ProjectApp, add_run_config_option, load_project_app
-from roost.cli.dp_options import add_privacy_arguments, privacy_flags_given, privacy_settings
+from roost.cli.app import ProjectApp, add_run_config_option, load_project_app
+from roost.cli.dp_options import add_privacy_arguments, privacy_settings
 from roost.cli.options import CommandParser, positive_int
 from roost.cli.report import Reporter, add_output_options, history_table, run_params
 from roost.cli.secagg_options import add_secagg_arguments, secure_aggregation
@@ -76,10 +76,10 @@ def run(args: argparse.Namespace) -> int:
     app = load_project_app(args.directory, args.run_config)
     num_rounds = app.project.num_rounds if isinstance(app, ProjectApp) and app.project else None
     with Reporter(args, num_rounds, run_params(args)) as reporter:
-        if isinstance(app, FlowerProjectApp):
-            history = _run_flower_project(app, args, reporter)
-        else:
+        if isinstance(app, ProjectApp):
             history = _run_roost_project(app, args, reporter)
+        else:  # a Flower project, simulated by the Flower layer (roost.cli.app.PROJECT_KINDS)
+            history = app.simulate_project(args, reporter)
     reporter.console.print(history_table(history))
     if args.out:
         for path in save_run(args.out, history, plot=not args.no_plot):
@@ -168,33 +168,3 @@ def _protected(
             strategy = privacy.central(strategy)
         client_fn = privacy.client_fn(client_fn)
     return client_fn, strategy
-
-
-def _run_flower_project(
-    app: FlowerProjectApp, args: argparse.Namespace, reporter: Reporter
-) -> History:
-    from roost.compat.flwr.project import run_project
-
-    assert app.directory is not None  # load_project_app always sets it
-    if privacy_flags_given(args) or args.secagg:
-        raise ConfigurationError(
-            "--dp and --secagg apply to roost projects; a Flower project builds its own "
-            "strategy in its ServerApp"
-        )
-    if args.client_metrics:
-        raise ConfigurationError(
-            "--client-metrics applies to roost projects; a Flower project's ServerApp receives "
-            "its nodes' replies as Messages and logs from them what it chooses"
-        )
-    engine, why = engine_choice(args.engine, None)
-    reporter.print(f"{app.directory.name}: Flower project; engine: {engine} ({why})")
-    return run_project(
-        app.directory,
-        run_config_overrides=app.run_config_overrides,
-        num_nodes=args.clients,
-        engine=engine,
-        seed=args.seed,
-        state_dir=args.state,
-        resume=args.resume,
-        on_round_end=reporter.track,
-    )

@@ -21,9 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from roost.client.client import ClientFn, ClientLike, Context
+from roost.client.client import ClientFn, ClientLike, Context, client_rng
 from roost.core.config_keys import SERVER_ROUND
-from roost.core.rng import client_rng
 from roost.core.types import Config, Metrics, Parameters
 from roost.errors import ConfigurationError
 

@@ -10,6 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+import numpy as np
+
 from roost.core import types
 from roost.core.types import Config, Instruction, Metrics, Parameters, Result
 from roost.errors import InvalidMessageError
@@ -126,3 +128,13 @@ def call_client(client: ClientLike, instruction: Instruction) -> Result:
     if isinstance(instruction, types.GetParametersIns):
         return types.GetParametersRes(client.get_parameters(dict(instruction.config)))
     raise TypeError(f"unknown instruction {type(instruction).__name__}")
+
+
+def client_rng(seed: int, server_round: int, partition_id: int) -> np.random.Generator:
+    """One reproducible stream per (seed, round, client), independent across clients and rounds,
+    for simulated training and simulated attacks (batch order, subsampling).
+
+    Not for anything that protects people: DP noise and secure-aggregation masks use the operating
+    system's CSPRNG or a cryptographic stream instead.
+    """
+    return np.random.default_rng([seed, server_round, partition_id])

@@ -23,9 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from roost.client.client import Client
+from roost.client.client import Client, client_rng
 from roost.core.config_keys import BATCH_SIZE, EPOCHS, LOCAL_EPOCHS, SERVER_ROUND, STEPS_PER_EPOCH
-from roost.core.rng import client_rng
 from roost.core.types import Config, Metrics, Parameters
 from roost.errors import ConfigurationError
 
@@ -71,7 +70,7 @@ class KerasClient(Client):
         shuffle: shuffle the local data every epoch (Keras' own shuffling).
         verbose: Keras' verbosity during local fit and evaluate.
         batch_order: `(seed, partition_id)`: instead of Keras' shuffling, each round's batch
-            order is drawn from `roost.core.rng.client_rng(seed, server_round, partition_id)`
+            order is drawn from `roost.client.client.client_rng(seed, server_round, partition_id)`
             (a permutation per epoch, cut into batches, the first `steps_per_epoch` of them
             kept): the order a `roost.Task` and the vectorized engine use.
         fresh_optimizer: start every `fit` from the optimizer's state before its first step

@@ -4,7 +4,7 @@
                          epochs=1, batch_size=32, eval_data=(x_val, y_val))
 
 It is the per-client form of a `roost.Task` (`task(context)` builds one), and it trains and scores
-with the task's one code path (`roost.tasks.training`, `roost.tasks.evaluation`), so a task gives
+with the task's one code path (`roost.client.training`, `roost.client.evaluation`), so a task gives
 the same model whichever engine runs it. Requires torch (imported when this module is).
 """
 
@@ -18,9 +18,8 @@ from typing import Any
 import torch
 
 from roost.client.client import Client
-from roost.core.types import Config, Metrics, Parameters
-from roost.tasks.evaluation import evaluate_model, fit_client
-from roost.tasks.recipe import (
+from roost.client.evaluation import evaluate_model, fit_client
+from roost.client.recipe import (
     LocalOptimizer,
     LossFn,
     MetricFn,
@@ -28,7 +27,8 @@ from roost.tasks.recipe import (
     accuracy,
     cross_entropy,
 )
-from roost.tasks.training import TaskModel
+from roost.client.training import TaskModel
+from roost.core.types import Config, Metrics, Parameters
 
 _local = threading.local()
 

@@ -81,7 +81,7 @@ _REGISTRY: dict[str, EngineEntry] = {
         ),
     ),
     "vectorized": EngineEntry(
-        "roost.tasks.vectorized:VectorizedEngine",
+        "roost.engines.vectorized:VectorizedEngine",
         ("device", "chunk_size", "memory_budget", "cache_data"),
         check=_require_task,
     ),
@@ -136,10 +136,6 @@ def make_engine(
     return factory(client_fn, num_clients, run_config, **options)
 
 
-make_transport = make_engine
-"""The same function under the name the round loop's callers have always used."""
-
-
 def _check_options(engine: str, options: dict[str, Any], names: tuple[str, ...]) -> None:
     if not options:
         return
@@ -159,7 +155,6 @@ __all__ = [
     "ENGINES",
     "EngineEntry",
     "make_engine",
-    "make_transport",
     "register_engine",
     "torch_available",
 ]

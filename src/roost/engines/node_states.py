@@ -17,9 +17,7 @@ import numpy as np
 
 from roost.client.secure_aggregation import STATE_KEY as SECURE_AGGREGATION_KEY
 from roost.core.types import ClientId
-
-NodeState = dict[str, Any]
-"""A simulated node's `Context.state`; engines keep it between the node's instructions."""
+from roost.transport.base import NodeState
 
 # Entries good for one round only, never checkpointed: a secure-aggregation round's secrets
 # (a resumed run starts a new round, with new keys, anyway).
@@ -27,7 +25,8 @@ ROUND_SCOPED_KEYS = frozenset({SECURE_AGGREGATION_KEY})
 
 
 class NodeStates:
-    """Every node's `Context.state`, by node id; a node never seen has an empty one.
+    """Every node's `Context.state`, by node id; a node never seen has an empty one. The round
+    loop sees it as a `roost.transport.base.NodeStateStore`.
 
     `for_node` hands out the live dict (a client, warm or cold, changes it in place);
     `snapshot` and `restore` copy, so a recorded state and a running one never share an array.

@@ -14,9 +14,6 @@
 - `roost.privacy.planning`: the `roost privacy` questions as text reports.
 """
 
-# roost.strategy first: its presets include DPFedAvg from here, and our parts build on its
-# modules, so loading it before our own modules lets either package be imported first.
-import roost.strategy  # noqa: F401
 from roost.privacy.accounting import (
     default_delta,
     epsilon,

@@ -1,8 +1,9 @@
 """DP-FedAvg as a named strategy: `roost.privacy`'s parts wired into one `Strategy`.
 
-`roost.strategy.DPFedAvg` (and ``PRESETS["dpfedavg"]``) is this class. It lives beside the parts it
-wires so that the preset table stays small; `dp_fedavg_parts` gives the same parts for a
-`Strategy(...)` of your own, and `with_central_dp(strategy, ...)` makes any mean-aggregating
+`roost.DPFedAvg` (also `roost.strategy.DPFedAvg`, and ``PRESETS["dpfedavg"]``) is this class,
+registered into `roost.strategy.presets.PRESETS` from here: it lives beside the parts it wires,
+above the strategy layer, which does not import privacy. `dp_fedavg_parts` gives the same parts
+for a `Strategy(...)` of your own, and `with_central_dp(strategy, ...)` makes any mean-aggregating
 strategy (FedAdam, FedProx, ...) DP-FedAvg with that strategy's server optimizer.
 """
 
@@ -22,7 +23,7 @@ from roost.strategy.base import (
     RoundContext,
     State,
 )
-from roost.strategy.options import STRATEGY_KNOBS, NamedStrategy, Option
+from roost.strategy.options import STRATEGY_KNOBS, NamedStrategy, Option, register_preset
 from roost.strategy.strategy import Strategy
 from roost.strategy.weighting import uniform_weight, weight_by_num_examples
 
@@ -71,6 +72,7 @@ def dp_fedavg_parts(
 _REQUIRED_DP = ("noise_multiplier", "clip_norm", "expected_clients", "num_clients")
 
 
+@register_preset  # so `--strategy dpfedavg` and `preset("dpfedavg")` know it
 class DPFedAvg(NamedStrategy):
     """DP-FedAvg (McMahan et al., ICLR 2018): secret sampling, clipping, noise, accounting.
 

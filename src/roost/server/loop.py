@@ -26,12 +26,11 @@ from roost.core.types import (
     Parameters,
 )
 from roost.core.validation import check_parameters
-from roost.engines.node_states import NodeState, NodeStates
 from roost.errors import ConfigurationError, InvalidMessageError, RoostError, RunFinished
 from roost.server.history import History
 from roost.server.phases import PhaseOutcomes, Round
 from roost.strategy.strategy import Strategy
-from roost.transport.base import Transport
+from roost.transport.base import NodeState, NodeStateStore, Transport
 
 log = logging.getLogger("roost")
 
@@ -62,7 +61,7 @@ class ServerState:
     `strategy_state` is the tree `Strategy.init` made and every round's steps advanced; it holds
     plain data only, so `roost.server.state.StateStore` saves it without knowing what is in it.
     `node_states` holds each simulated node's `Context.state` (by node id, empty ones left out)
-    when the run hands the loop its engine's `NodeStates`; it is empty otherwise.
+    when the run hands the loop its engine's `NodeStateStore`; it is empty otherwise.
     """
 
     server_round: int
@@ -84,7 +83,7 @@ def run_rounds(
     seed: int | None = None,
     resume_from: ServerState | None = None,
     on_round_end: RoundCallback | None = None,
-    node_states: NodeStates | None = None,
+    node_states: NodeStateStore | None = None,
 ) -> History:
     """Run `config.num_rounds` federated rounds; return the History, final model included.
 
@@ -244,7 +243,7 @@ def _resumed(
     )
 
 
-def _check_node_states(saved: ServerState, node_states: NodeStates | None) -> None:
+def _check_node_states(saved: ServerState, node_states: NodeStateStore | None) -> None:
     """Refuse to resume a run whose nodes kept state on a transport that keeps none."""
     if saved.node_states and node_states is None:
         raise ConfigurationError(

@@ -21,20 +21,21 @@ from roost.strategy.base import (
     UpdateTransform,
     Weighting,
     chain,
+    sample_uniformly,
 )
 from roost.strategy.optimizers import (
     ServerAdagrad,
     ServerAdam,
     ServerSGD,
     ServerYogi,
+    negative_gradient,
+    parameter_delta,
 )
 from roost.strategy.presets import *  # noqa: F403 (the named strategies: presets.__all__)
 from roost.strategy.presets import PRESETS
-from roost.strategy.sampling import sample_uniformly
 from roost.strategy.secure import SecureAggregation
 from roost.strategy.strategy import Strategy
 from roost.strategy.transforms import AdaptiveClipL2, ClipL2
-from roost.strategy.updates import negative_gradient, parameter_delta
 from roost.strategy.weighting import (
     uniform_weight,
     weight_by_metric,
@@ -76,3 +77,12 @@ __all__ = [
     "weight_by_num_examples",
 ]
 __all__ += presets.__all__
+
+
+def __getattr__(name: str) -> object:
+    # Presets a layer above registers (roost.privacy's DPFedAvg) by class name, so
+    # `roost.strategy.DPFedAvg` keeps working without this package importing that layer.
+    for cls in PRESETS.values():
+        if cls.__name__ == name:
+            return cls
+    raise AttributeError(f"module 'roost.strategy' has no attribute {name!r}")

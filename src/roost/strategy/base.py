@@ -71,6 +71,15 @@ class FunctionSampler(Sampler):
         return list(self.function(client_ids, count, rng)), state
 
 
+def sample_uniformly(
+    client_ids: Sequence[ClientId], count: int, rng: np.random.Generator
+) -> list[ClientId]:
+    """The default sampling rule: `count` distinct clients drawn uniformly, returned in the order
+    of `client_ids`. (The secret samplers of private runs are `roost.privacy.sampling`'s.)"""
+    chosen = np.sort(rng.choice(len(client_ids), size=count, replace=False))
+    return [client_ids[index] for index in chosen]
+
+
 class Weighting:
     """Gives each client's update its weight in the aggregate (finite, >= 0)."""
 

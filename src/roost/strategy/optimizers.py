@@ -18,6 +18,7 @@ with m starting at 0 and v at τ².
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -162,3 +163,17 @@ class ServerYogi(ServerAdam):
 def subtract(a: Parameters, b: Parameters) -> Parameters:
     """a − b, array by array, in a's dtype."""
     return [np.subtract(x, y, dtype=x.dtype) for x, y in zip(a, b, strict=True)]
+
+
+UpdateFn = Callable[[Parameters, Parameters], Parameters]
+"""`(client result parameters, global parameters) -> the client's update`."""
+
+
+def parameter_delta(result: Parameters, global_parameters: Parameters) -> Parameters:
+    """A client's update when it returns trained parameters: result − global."""
+    return subtract(result, global_parameters)
+
+
+def negative_gradient(result: Parameters, global_parameters: Parameters) -> Parameters:
+    """A client's update when it returns a gradient (FedSGD): −gradient, a descent direction."""
+    return [np.negative(gradient) for gradient in result]

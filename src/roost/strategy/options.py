@@ -228,3 +228,39 @@ def _with_args_section(cls: type[NamedStrategy]) -> str:
         "        **kwargs: every `Strategy` knob, and every part this preset does not set itself."
     )
     return text + "\n\n    Args:\n" + "\n".join(lines) + "\n    "
+
+
+PRESETS: dict[str, type[NamedStrategy]] = {}
+"""Every named preset by lower-case name, as `roost simulate --strategy NAME` knows them:
+`roost.strategy.presets` registers its own, `roost.privacy` adds `DPFedAvg` from the layer above."""
+
+
+def register_preset(cls: type[NamedStrategy]) -> type[NamedStrategy]:
+    """Add a named strategy to `PRESETS` (usable as a decorator), so that `--strategy NAME`,
+    `preset(NAME)` and `roost.strategy.NAME` know it, also from a layer this one does not import."""
+    key = cls.__name__.lower()
+    if PRESETS.get(key, cls) is not cls:
+        raise ConfigurationError(
+            f"a preset named {key!r} is already registered ({PRESETS[key].__qualname__}); "
+            "give your strategy class another name"
+        )
+    PRESETS[key] = cls
+    return cls
+
+
+def preset(name: str, *, like: Strategy | None = None, **options: Any) -> NamedStrategy:
+    """Build the preset called `name` (any case, e.g. "FedAdam" or "fedadam").
+
+    Args:
+        name: a key of `PRESETS`.
+        like: copy the FedAvg knobs (`STRATEGY_KNOBS`) from this strategy, e.g. an app's FedAvg.
+        **options: the preset's own parameters and any `Strategy` knob; they win over `like`.
+    """
+    key = name.lower().replace("-", "").replace("_", "")
+    if key not in PRESETS:
+        raise ConfigurationError(
+            f"unknown strategy {name!r}; choose one of: {', '.join(sorted(PRESETS))}"
+        )
+    kwargs = {knob: vars(like)[knob] for knob in STRATEGY_KNOBS} if like is not None else {}
+    kwargs.update(options)
+    return PRESETS[key](**kwargs)

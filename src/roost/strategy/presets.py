@@ -17,7 +17,6 @@ from typing import Any, ClassVar
 from roost.core import config_keys
 from roost.core.types import Config, Parameters
 from roost.errors import ConfigurationError
-from roost.privacy.preset import DPFedAvg
 from roost.strategy.aggregators import (
     BulyanMean,
     CoordinateMedian,
@@ -27,15 +26,20 @@ from roost.strategy.aggregators import (
 )
 from roost.strategy.base import FitAggregate, RoundContext, ServerOptimizer
 from roost.strategy.line_search import backtracking_fit_round
-from roost.strategy.optimizers import ServerAdagrad, ServerAdam, ServerSGD, ServerYogi
-from roost.strategy.options import STRATEGY_KNOBS, NamedStrategy, Option
-from roost.strategy.strategy import Strategy
-from roost.strategy.updates import negative_gradient
+from roost.strategy.optimizers import (
+    ServerAdagrad,
+    ServerAdam,
+    ServerSGD,
+    ServerYogi,
+    negative_gradient,
+)
+from roost.strategy.options import PRESETS as PRESETS  # `roost.strategy.presets.PRESETS` too
+from roost.strategy.options import NamedStrategy, Option, register_preset
+from roost.strategy.options import preset as preset
 from roost.strategy.weighting import weight_by_metric
 
 __all__ = [
     "Bulyan",
-    "DPFedAvg",
     "FedAdagrad",
     "FedAdam",
     "FedAvg",
@@ -50,7 +54,8 @@ __all__ = [
     "MultiKrum",
     "QFedAvg",
 ]
-"""The named strategies, listed once: `roost` and `roost.strategy` re-export exactly these."""
+"""The named strategies defined here: `roost` and `roost.strategy` re-export them (and those
+registered from above, `register_preset`)."""
 
 
 def _robust_minimums(knobs: dict[str, Any], needed: int) -> None:
@@ -394,42 +399,20 @@ class QFedAvg(NamedStrategy):
         }
 
 
-PRESETS: dict[str, type[NamedStrategy]] = {
-    cls.__name__.lower(): cls
-    for cls in (
-        FedAvg,
-        FedWeightedAvg,
-        FedAvgM,
-        FedAdagrad,
-        FedAdam,
-        FedYogi,
-        FedProx,
-        FedSGD,
-        FedMedian,
-        FedTrimmedAvg,
-        Krum,
-        MultiKrum,
-        Bulyan,
-        QFedAvg,
-        DPFedAvg,
-    )
-}
-"""Every named preset by lower-case name, as `roost simulate --strategy NAME` knows them."""
-
-
-def preset(name: str, *, like: Strategy | None = None, **options: Any) -> NamedStrategy:
-    """Build the preset called `name` (any case, e.g. "FedAdam" or "fedadam").
-
-    Args:
-        name: a key of `PRESETS`.
-        like: copy the FedAvg knobs (`STRATEGY_KNOBS`) from this strategy, e.g. an app's FedAvg.
-        **options: the preset's own parameters and any `Strategy` knob; they win over `like`.
-    """
-    key = name.lower().replace("-", "").replace("_", "")
-    if key not in PRESETS:
-        raise ConfigurationError(
-            f"unknown strategy {name!r}; choose one of: {', '.join(sorted(PRESETS))}"
-        )
-    kwargs = {knob: vars(like)[knob] for knob in STRATEGY_KNOBS} if like is not None else {}
-    kwargs.update(options)
-    return PRESETS[key](**kwargs)
+for _preset in (
+    FedAvg,
+    FedWeightedAvg,
+    FedAvgM,
+    FedAdagrad,
+    FedAdam,
+    FedYogi,
+    FedProx,
+    FedSGD,
+    FedMedian,
+    FedTrimmedAvg,
+    Krum,
+    MultiKrum,
+    Bulyan,
+    QFedAvg,
+):
+    register_preset(_preset)

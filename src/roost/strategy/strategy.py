@@ -45,12 +45,11 @@ from roost.strategy.base import (
     UpdateTransform,
     Weighting,
     chain,
+    sample_uniformly,
 )
-from roost.strategy.optimizers import ServerSGD
-from roost.strategy.sampling import sample_uniformly
+from roost.strategy.optimizers import ServerSGD, UpdateFn, parameter_delta
 from roost.strategy.secure import SecureAggregation
 from roost.strategy.tally import FitSteps, aggregate_outcomes
-from roost.strategy.updates import UpdateFn, parameter_delta
 from roost.strategy.weighting import WeightFn, weight_by_num_examples
 
 log = logging.getLogger(__name__)

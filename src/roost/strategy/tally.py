@@ -19,7 +19,7 @@ from roost.core.types import ClientId, Failure, FitRes, Metrics, Outcome, Parame
 from roost.errors import InvalidMessageError
 from roost.strategy.aggregators import NotEnoughUpdatesError
 from roost.strategy.base import Aggregator, PartialFit, State, UpdateTransform, Weighting
-from roost.strategy.updates import UpdateFn
+from roost.strategy.optimizers import UpdateFn
 
 log = logging.getLogger(__name__)
 

@@ -4,14 +4,14 @@
 torch (or Keras) is needed only once a task trains.
 """
 
-from roost.tasks.keras import KerasTask
-from roost.tasks.recipe import (
+from roost.client.recipe import (
     SGD,
     Adam,
     accuracy,
     cross_entropy,
     squared_error,
 )
+from roost.tasks.keras import KerasTask
 from roost.tasks.task import Task
 
 __all__ = ["SGD", "Adam", "KerasTask", "Task", "accuracy", "cross_entropy", "squared_error"]

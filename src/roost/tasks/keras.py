@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 
 from roost.client.keras import KerasClient
+from roost.client.recipe import SGD, Adam, LocalOptimizer, LossFn
 from roost.errors import ConfigurationError
-from roost.tasks.recipe import SGD, Adam, LocalOptimizer, LossFn
 from roost.tasks.task import Task
 
 _ACCURACY = ("accuracy", "acc")

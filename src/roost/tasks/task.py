@@ -2,7 +2,7 @@
 
 The class imports no ML framework, so `roost.Task` is available without torch installed; torch is
 imported only when a task builds its model or its clients. It sits above the training code and the
-PyTorch client, which read only the settings (`roost.tasks.recipe.TaskSpec`).
+PyTorch client, which read only the settings (`roost.client.recipe.TaskSpec`).
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from roost.client.recipe import TaskSpec
 from roost.core.types import Parameters
-from roost.tasks.recipe import TaskSpec
 
 if TYPE_CHECKING:
     from roost.client.client import Context
@@ -54,14 +54,14 @@ class Task(TaskSpec):
 
     def initial_parameters(self) -> Parameters:
         """The model built under `seed`, as a list of NumPy arrays (its `state_dict` order)."""
-        from roost.tasks.training import initial_parameters
+        from roost.client.training import initial_parameters
 
         return initial_parameters(self)
 
     def evaluate_fn(self, x: Any, y: Any, batch_size: int = 1024) -> Callable:
         """A centralized `evaluate_fn` for the strategy: loss and metrics of the global model on
         `(x, y)`, computed on the server."""
-        from roost.tasks.evaluation import make_evaluate_fn
+        from roost.client.evaluation import make_evaluate_fn
 
         return make_evaluate_fn(self, x, y, batch_size)
 

@@ -3,12 +3,15 @@
 The round loop hands a transport a whole cohort of `(client_id, instruction)` pairs and a timeout;
 the transport yields `(client_id, result | Failure)` pairs as they finish. That is the only thing
 in-process simulation, worker pools, the vectorized engine and gRPC differ in.
+
+`NodeStateStore` is the one other thing the loop asks of a transport that keeps per-node state (a
+simulation engine keeps each node's `Context.state`): a snapshot to checkpoint, and a restore.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from typing import Protocol, runtime_checkable
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 from roost.core.types import ClientId, Instruction, Outcome
 
@@ -35,4 +38,23 @@ class Transport(Protocol):
 
     def close(self) -> None:
         """Release workers, connections and threads. Called once, when the run ends."""
+        ...
+
+
+NodeState = dict[str, Any]
+"""A simulated node's `Context.state`; engines keep it between the node's instructions."""
+
+
+@runtime_checkable
+class NodeStateStore(Protocol):
+    """Where a transport keeps its nodes' `Context.state`, as the round loop records and restores
+    it (implemented by `roost.engines.node_states.NodeStates`)."""
+
+    def snapshot(self) -> dict[ClientId, NodeState]:
+        """A copy of every non-empty node state, by node id, for the round's checkpoint."""
+        ...
+
+    def restore(self, states: Mapping[ClientId, NodeState]) -> None:
+        """Make every node's state a copy of its entry in `states`, before a resumed run's first
+        round."""
         ...

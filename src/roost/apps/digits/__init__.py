@@ -3,9 +3,10 @@
 `roost simulate` runs it with no arguments; `roost server` / `roost client` deploy it. `app` is the
 demo as a `roost.App`; the parts are usable on their own:
 
-    from roost.apps.digits import DemoSettings, make_client_fn, make_strategy
+    from roost.apps.digits import make_client_fn, make_strategy
+    from roost.cli.settings import RunSettings
 
-    settings = DemoSettings(num_clients=10, num_rounds=5)
+    settings = RunSettings(num_clients=10, num_rounds=5)
     history = roost.run_simulation(
         make_client_fn(settings.seed), settings.num_clients, strategy=make_strategy(settings),
         config=roost.ServerConfig(num_rounds=settings.num_rounds), seed=settings.seed,
@@ -17,7 +18,6 @@ from roost.apps.digits.commands import DigitsApp
 from roost.apps.digits.settings import (
     NUM_CLASSES,
     NUM_FEATURES,
-    DemoSettings,
     check_settings,
 )
 from roost.apps.digits.strategy import centralized_evaluate_fn, make_strategy
@@ -29,7 +29,6 @@ app = DigitsApp()
 __all__ = [
     "NUM_CLASSES",
     "NUM_FEATURES",
-    "DemoSettings",
     "DigitsApp",
     "DigitsClient",
     "DigitsClientFn",

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from roost.apps.digits import softmax
 from roost.apps.digits.settings import NUM_CLASSES, NUM_FEATURES, VALIDATION_FRACTION
-from roost.client.client import Client, Context
+from roost.client.client import Client, Context, client_rng
 from roost.core.config_keys import (
     BATCH_SIZE,
     LEARNING_RATE,
@@ -15,7 +15,6 @@ from roost.core.config_keys import (
     RETURN_GRADIENTS,
     SERVER_ROUND,
 )
-from roost.core.rng import client_rng
 from roost.core.types import Config, Metrics, Parameters
 from roost.data.bundled_digits import Split, load_digits_split
 from roost.data.partition import iid_partition

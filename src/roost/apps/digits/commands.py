@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 
+from roost.app import App, Simulation
 from roost.apps.digits.attacks import add_attack_arguments, attacked_client_fn
 from roost.apps.digits.client import make_client_fn
 from roost.apps.digits.settings import check_settings
 from roost.apps.digits.strategy import demo_strategy
 from roost.apps.digits.task import demo_engine
-from roost.cli.app import App, Simulation
 from roost.cli.settings import RunSettings
 from roost.client.client import ClientFn
 from roost.strategy.strategy import Strategy

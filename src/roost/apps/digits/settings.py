@@ -1,4 +1,9 @@
-"""The demo's sizes and knobs, and the check that refuses settings it cannot run."""
+"""The demo's sizes, and the check that refuses settings it cannot run.
+
+The demo's knobs are the command line's `roost.cli.settings.RunSettings`: clients, rounds,
+fractions, epochs, batch size, learning rate and seed (`RunSettings()` gives the defaults
+`roost simulate` runs).
+"""
 
 from __future__ import annotations
 
@@ -10,12 +15,8 @@ NUM_FEATURES = 64
 NUM_CLASSES = 10
 VALIDATION_FRACTION = 0.1
 
-DemoSettings = RunSettings
-"""The demo's knobs are the command line's run settings: clients, rounds, fractions, epochs,
-batch size, learning rate and seed (`DemoSettings()` gives the defaults `roost simulate` runs)."""
 
-
-def check_settings(settings: DemoSettings) -> None:
+def check_settings(settings: RunSettings) -> None:
     """Refuse settings the demo cannot run, before any client is built."""
     train, _ = load_digits_split(seed=settings.seed)
     # Each client keeps 10 % of its share for validation and must still have something to train on.

@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 
 from roost.apps.digits import softmax
-from roost.apps.digits.settings import NUM_CLASSES, NUM_FEATURES, DemoSettings
+from roost.apps.digits.settings import NUM_CLASSES, NUM_FEATURES
+from roost.cli.settings import RunSettings
 from roost.cli.strategy_options import strategy_from_args
 from roost.core.config_keys import BATCH_SIZE, LEARNING_RATE, LOCAL_EPOCHS, SERVER_ROUND
 from roost.core.types import Config, Metrics, Parameters
@@ -33,7 +34,7 @@ def centralized_evaluate_fn(seed: int = 0) -> EvaluateFn:
     return evaluate
 
 
-def make_strategy(settings: DemoSettings) -> FedAvg:
+def make_strategy(settings: RunSettings) -> FedAvg:
     """FedAvg over the demo's clients, with centralized evaluation and weighted metrics."""
 
     def fit_config(server_round: int) -> Config:
@@ -60,7 +61,7 @@ def make_strategy(settings: DemoSettings) -> FedAvg:
     )
 
 
-def demo_strategy(args: argparse.Namespace, settings: DemoSettings) -> Strategy:
+def demo_strategy(args: argparse.Namespace, settings: RunSettings) -> Strategy:
     """The `--strategy` preset with the demo's knobs (`roost simulate` and `roost server`).
 
     A preset's own client learning rate (FedAdam's `eta_l`, ...) is the demo's `--lr`; with

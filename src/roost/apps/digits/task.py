@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from roost.apps.digits.client import client_data
-from roost.apps.digits.settings import NUM_CLASSES, NUM_FEATURES, DemoSettings
+from roost.apps.digits.settings import NUM_CLASSES, NUM_FEATURES
+from roost.cli.settings import RunSettings
 from roost.client.client import ClientFn
 from roost.engines import torch_available
 from roost.tasks import SGD, Task
@@ -38,7 +39,7 @@ def softmax_regression() -> Any:
     return SoftmaxRegression(NUM_FEATURES, NUM_CLASSES)
 
 
-def digits_task(settings: DemoSettings) -> Task:
+def digits_task(settings: RunSettings) -> Task:
     """The digits demo's clients as one `Task` (local SGD, the demo's epochs, batch size and lr)."""
     return Task(
         model=softmax_regression,
@@ -54,7 +55,7 @@ def digits_task(settings: DemoSettings) -> Task:
 
 
 def demo_engine(
-    engine: str | None, client_fn: ClientFn, settings: DemoSettings, *, plain: bool
+    engine: str | None, client_fn: ClientFn, settings: RunSettings, *, plain: bool
 ) -> tuple[str, ClientFn, str | None]:
     """The engine and client_fn `roost simulate` runs the demo with, and the line that says
     which engine runs and why (the run's first line).

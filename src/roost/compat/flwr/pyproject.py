@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from roost.cli.project import flatten
 from roost.errors import ConfigurationError
 
 RunConfigOverrides = Mapping[str, Any] | str | Sequence[str] | None
@@ -116,18 +117,6 @@ def _reference(value: object, name: str) -> str:
     if not isinstance(value, str) or value.count(":") != 1:
         raise ConfigurationError(f'{name} must be "module:attribute", got {value!r}')
     return value
-
-
-def flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested TOML tables as dotted keys, as Flower's run config has them."""
-    flat: dict[str, Any] = {}
-    for key, value in table.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(flatten(value, name + "."))
-        else:
-            flat[name] = value
-    return flat
 
 
 def parse_run_config(overrides: RunConfigOverrides) -> dict[str, Any]:

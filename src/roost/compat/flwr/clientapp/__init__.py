@@ -22,7 +22,7 @@ from typing import Any
 
 from roost.client.client import Client, ClientFn, ClientLike
 from roost.client.client import Context as NodeContext
-from roost.client.protocols import ProtocolClient
+from roost.client.protocols import ProtocolClient, register_protocol
 from roost.compat.flwr import codec
 from roost.compat.flwr.message import Context, Message, MessageType
 from roost.compat.flwr.records import RecordDict
@@ -33,6 +33,10 @@ from roost.errors import ConfigurationError
 Handler = Callable[[Message, Context], Message]
 Mod = Callable[[Message, Context, Handler], Message]
 Lifespan = Callable[[Context], Iterator[None]]
+
+# Here, beside MessageNode (the only node object that answers "flwr"): any node running one has
+# imported this module, so it knows the protocol; roost's client layer does not know Flower.
+register_protocol(codec.PROTOCOL)
 
 DEFAULT_ACTION = "default"
 STATE_KEY = "flwr.state"

@@ -29,15 +29,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from roost.client.client import client_rng
+from roost.client.evaluation import evaluate_clients, evaluate_stacked, fit_client
+from roost.client.recipe import Recipe
+from roost.client.training import TaskModel, TensorDict, batch_plan, round_of
 from roost.core import types
-from roost.core.rng import client_rng
 from roost.core.types import ClientId, Config, Failure, Instruction, Metrics, Outcome
 from roost.engines.sequential import check_num_clients, simulation_clients
 from roost.errors import ConfigurationError
-from roost.tasks.evaluation import evaluate_clients, evaluate_stacked, fit_client
-from roost.tasks.recipe import Recipe
 from roost.tasks.task import Task
-from roost.tasks.training import TaskModel, TensorDict, batch_plan, round_of
 
 log = logging.getLogger(__name__)
 

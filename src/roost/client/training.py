@@ -22,10 +22,10 @@ import numpy as np
 import torch
 from torch.func import functional_call, vmap
 
+from roost.client.recipe import SGD, Adam, LocalOptimizer, Recipe, TaskSpec
 from roost.core.config_keys import SERVER_ROUND
 from roost.core.types import Config, Parameters
 from roost.errors import ConfigurationError
-from roost.tasks.recipe import SGD, Adam, LocalOptimizer, Recipe, TaskSpec
 
 TensorDict = dict[str, torch.Tensor]
 OptState = dict[str, Any]

@@ -1,7 +1,7 @@
 """What a PyTorch task trains, as plain data: local optimizer recipes, losses and a task's settings.
 
-Nothing here imports an ML framework or any other part of the tasks package, so the training code
-(`roost.tasks.training`), the PyTorch client and `roost.Task` (`roost.tasks.task`) all build on it.
+Nothing here imports an ML framework, so the training code (`roost.client.training`), the PyTorch
+client, `roost.Task` (`roost.tasks.task`, a layer above) and the vectorized engine all build on it.
 """
 
 from __future__ import annotations

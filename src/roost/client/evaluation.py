@@ -22,10 +22,10 @@ from typing import Any
 import torch
 from torch.func import vmap
 
-from roost.core.rng import client_rng
+from roost.client.client import client_rng
+from roost.client.recipe import TaskSpec
+from roost.client.training import TaskModel, TensorDict, round_of, train_client
 from roost.core.types import Config, Metrics, Parameters
-from roost.tasks.recipe import TaskSpec
-from roost.tasks.training import TaskModel, TensorDict, round_of, train_client
 
 # Evaluation forward passes take this many examples at a time (no gradients are kept).
 EVAL_BATCH_SIZE = 1024
