@@ -4,8 +4,9 @@
 
 The project: `pyproject.toml` (its `[tool.roost]` table names the components and the run
 config), a package with the client, the strategy, the model and its data (scikit-learn's digits,
-bundled: nothing to download), a README and a test. It runs at once and installs with
-`pip install -e NAME`.
+bundled: nothing to download), a README and a test. The command prints, and the project's
+README repeats, the line that installs it with what its framework needs (torch named with its
+version, so pip does not pick a multi-GB CUDA build; a backend for Keras) and with pytest.
 """
 
 from __future__ import annotations

@@ -23,8 +23,9 @@ TENSORFLOW = '"tensorflow-cpu>=2.16"'
 """Keras 3's default backend, without the GPU libraries (2.16 is the first release on Keras 3)."""
 
 TORCH_CPU_NOTE = (
-    "any torch >= 2.2 works; PyTorch's own CPU-only package index, given to pip with "
-    "--index-url, has a CPU build of every release"
+    "any torch >= 2.2 works: for a CPU build of another release, install torch by itself first "
+    "from PyTorch's own CPU-only package index (pip install torch --index-url and that index's "
+    "address)"
 )
 """Where a CPU build of another torch release comes from, in words."""
 
