@@ -81,7 +81,7 @@ def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
             "pytorch",
             "torch",
             "app/task.py:6 needs the package torch, which is not installed here: pip install "
-            '"torch==2.13.0" (any torch >= 2.2 works; ',
+            '"torch==2.13.0" (any torch >= 2.2 works: for a CPU build ',
         ),
     ],
     ids=["keras", "keras-backend", "torch"],
