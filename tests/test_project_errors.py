@@ -195,3 +195,14 @@ def test_an_unsupported_flower_name_is_one_line_saying_what_to_do(
     assert len(err) == 1
     assert err[0].startswith(f"roost: error: unsupported_app/server_app.py:2: {unsupported}")
     assert err[0].endswith("; import one of those instead, or run this project on Flower itself")
+
+
+def test_an_app_module_importing_a_missing_package_names_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "needy_module.py").write_text("import roost_absent_package\nclient_fn = None\n")
+    assert main(["simulate", "--app", "needy_module:client_fn"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "roost: error: needy_module.py:1 needs the package roost_absent_package, which is not "
+        "installed here: pip install roost_absent_package (if its package is named otherwise, "
+        "install that one)"
+    ]
