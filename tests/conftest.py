@@ -172,6 +172,7 @@ SLOW_TESTS: dict[str, tuple[str, ...]] = {
 # around them (with `--dist loadfile` it ordered files by their number of tests, and the long
 # files of few tests ran alone at the end).
 LONGEST_FILES: tuple[str, ...] = (
+    "test_fresh_venv.py",
     "test_keras.py",
     "test_examples.py",
     "test_new_run.py",

@@ -57,7 +57,8 @@ def save_run(out_dir: Path | str, history: History, *, plot: bool = True) -> lis
             image = render_plot(history)
         except ImportError:
             log.warning(
-                "plot.png not written: matplotlib is not installed (pip install matplotlib)"
+                'plot.png not written: matplotlib is not installed (pip install "roost[plot]"; '
+                "--no-plot leaves the chart out without this note)"
             )
         except Exception as error:  # the run's results are saved; a chart must not undo that
             log.warning("plot.png not written: %s", error)

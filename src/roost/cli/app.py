@@ -54,6 +54,7 @@ from roost.cli.settings import (
 )
 from roost.cli.strategy_options import add_strategy_arguments, strategy_options
 from roost.client.client import ClientFn
+from roost.core.packages import missing_package
 from roost.errors import ConfigurationError
 from roost.server.loop import ServerConfig
 from roost.strategy.strategy import Strategy
@@ -227,6 +228,10 @@ def load_app(spec: str, run_config: RunConfigOverrides = None) -> App:
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:
+        if isinstance(error, ModuleNotFoundError):
+            missing = missing_package(error, module_name, Path.cwd())
+            if missing is not None:  # the app is there; a package it imports is not
+                raise missing from None
         raise ConfigurationError(
             f"cannot import {module_name!r} for --app: {error}; run roost from the directory "
             "holding it or add that directory to PYTHONPATH"

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from roost.client.client import ClientLike, Context
+from roost.core.packages import missing_package
 from roost.errors import ConfigurationError
 from roost.strategy.run_config import strategy_option_keys
 from roost.strategy.strategy import Strategy
@@ -159,7 +160,13 @@ class RoostProject:
         return None if value is None else float(value)
 
     def client_fn(self) -> ProjectClientFn:
-        """The project's `client_fn`, importable in worker processes too."""
+        """The project's `client_fn`, importable in worker processes too.
+
+        Its module is imported here first, so a wrong reference or a package the client needs
+        and lacks is refused in one line before a run starts, rather than as a failure of every
+        client (on the process and Ray engines this process then imports the framework too).
+        """
+        load_component(self.directory, self.client, "client")
         return ProjectClientFn(str(self.directory), self.client, dict(self.run_config))
 
     def make_strategy(self) -> Strategy:
@@ -242,10 +249,11 @@ def load_component(directory: Path, reference: str, what: str) -> Any:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as error:
-        if error.name is None or not module_name.startswith(error.name):
-            raise  # the project's own code imports something that is missing
+        missing = missing_package(error, module_name, directory)
+        if missing is not None:  # the project's own code imports a package that is not here
+            raise missing from None
         raise ConfigurationError(
-            f"{what} = {reference!r}: no module {module_name!r} in {directory}"
+            f"{what} = {reference!r}: no module {error.name or module_name!r} in {directory}"
         ) from None
     component = vars(module).get(attribute)
     if component is None:

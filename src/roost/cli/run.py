@@ -117,12 +117,13 @@ def _run_roost_project(app: ProjectApp, args: argparse.Namespace, reporter: Repo
         raise ConfigurationError(
             f"run config engine = {project.engine!r}: choose one of {', '.join(ENGINES)}"
         )
+    project_client_fn, project_strategy = project.client_fn(), project.make_strategy()
     reporter.print(
         f"{project.name}: {project.num_rounds} rounds, {project.num_clients} clients; "
         f"engine: {project.engine} ({why})"
     )
     client_fn, strategy = _protected(
-        project.client_fn(), project.make_strategy(), project.num_clients, args, reporter
+        project_client_fn, project_strategy, project.num_clients, args, reporter
     )
     return run_simulation(
         client_fn,

@@ -31,6 +31,8 @@ from roost.compat.flwr.pyproject import FlowerProject, RunConfigOverrides, load_
 from roost.compat.flwr.records import RecordDict
 from roost.compat.flwr.serverapp.app import ServerApp
 from roost.compat.flwr.serverapp.grid import Grid, RunSettings
+from roost.compat.flwr.unsupported import UnsupportedFlowerName
+from roost.core.packages import missing_package, project_line
 from roost.core.types import Config
 from roost.deploy import start_client
 from roost.engines import make_engine
@@ -328,12 +330,19 @@ def _component(directory: str, reference: str, kind: type, name: str) -> Any:
     _forget_other_projects(module_name.partition(".")[0], Path(directory))
     try:
         module = importlib.import_module(module_name)
+    except (UnsupportedFlowerName, alias.UnsupportedFlowerModule) as error:
+        where = project_line(error, Path(directory)) or module_name
+        raise ConfigurationError(
+            f"{where}: {error}; import one of those instead, or run this project on Flower itself"
+        ) from None
     except ModuleNotFoundError as error:
-        if error.name is not None and module_name.startswith(error.name):
-            raise ConfigurationError(
-                f"{name} = {reference!r}: no module {module_name!r} in the project directory"
-            ) from None
-        raise
+        missing = missing_package(error, module_name, Path(directory))
+        if missing is not None:
+            raise missing from None
+        raise ConfigurationError(
+            f"{name} = {reference!r}: no module {error.name or module_name!r} in the project "
+            "directory"
+        ) from None
     component = vars(module).get(attribute)
     if not isinstance(component, kind):
         raise ConfigurationError(
