@@ -29,7 +29,6 @@ import numpy as np
 
 import roost
 from roost.apps.digits import make_client_fn, make_strategy
-from roost.cli.settings import RunSettings
 from roost.privacy import (
     LocalDPAccountant,
     LocalDPClientFn,
@@ -37,6 +36,7 @@ from roost.privacy import (
     noise_multiplier_for,
     with_central_dp,
 )
+from roost.settings import RunSettings
 from roost.strategy.presets import preset
 
 

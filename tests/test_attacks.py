@@ -11,7 +11,6 @@ import pytest
 
 import roost
 from roost.apps.digits import DigitsClient, make_client_fn, make_strategy
-from roost.cli.settings import RunSettings
 from roost.client.attacks import (
     GaussianNoise,
     LabelFlip,
@@ -23,6 +22,7 @@ from roost.client.attacks import (
 )
 from roost.client.client import Context
 from roost.errors import ConfigurationError
+from roost.settings import RunSettings
 from roost.strategy.presets import preset
 
 

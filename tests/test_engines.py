@@ -240,7 +240,7 @@ def test_process_pool_replaces_hung_and_dead_workers():
 
 def test_process_engine_gives_the_sequential_model_for_any_client_fn():
     from roost.apps.digits import make_strategy
-    from roost.cli.settings import RunSettings
+    from roost.settings import RunSettings
 
     settings = RunSettings(num_clients=4, num_rounds=2)
     histories = [

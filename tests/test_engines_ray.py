@@ -12,8 +12,8 @@ from process_probes import pid_recording_fedavg
 
 import roost
 from roost.apps.digits import make_client_fn, make_strategy
-from roost.cli.settings import RunSettings
 from roost.engines import make_engine
+from roost.settings import RunSettings
 
 ray = pytest.importorskip("ray")
 cloudpickle = pytest.importorskip("cloudpickle")

@@ -23,8 +23,8 @@ from grpc_support import (
 
 from roost.apps.digits import make_client_fn
 from roost.apps.digits import make_strategy as make_demo_strategy
-from roost.cli.settings import RunSettings
 from roost.server.loop import ServerConfig
+from roost.settings import RunSettings
 from roost.simulation import run_simulation
 
 APP = "grpc_support:app"

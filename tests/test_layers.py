@@ -128,7 +128,7 @@ def test_register_protocol_refuses_a_taken_name() -> None:
     ("module", "gone"),
     [
         ("roost.engines", "make_transport"),  # make_engine's old second name
-        ("roost.apps.digits", "DemoSettings"),  # roost.cli.settings.RunSettings's
+        ("roost.apps.digits", "DemoSettings"),  # roost.settings.RunSettings's
     ],
 )
 def test_one_name_one_home_no_aliases(module: str, gone: str) -> None:

@@ -7,12 +7,12 @@ import pytest
 
 import roost
 from roost.apps.digits import make_client_fn, make_strategy, softmax
-from roost.cli.settings import RunSettings
 from roost.core.types import FitRes
 from roost.engines.sequential import SequentialEngine
 from roost.errors import ConfigurationError
 from roost.metrics import weighted_average
 from roost.server.loop import run_rounds
+from roost.settings import RunSettings
 from roost.strategy import (
     PRESETS,
     AdaptiveClipL2,
@@ -114,6 +114,7 @@ def test_every_preset_accepts_the_fedavg_knobs(name) -> None:
         "fit_metrics_aggregation_fn": weighted_average,
         "evaluate_metrics_aggregation_fn": weighted_average,
         "accept_failures": False,
+        "fit_config_defaults": {"extra": 1},
     }
     strategy = PRESETS[name](**knobs, **REQUIRED.get(name, {}))
     assert set(STRATEGY_KNOBS) == set(knobs)
@@ -121,6 +122,8 @@ def test_every_preset_accepts_the_fedavg_knobs(name) -> None:
         got = getattr(strategy, knob)
         if knob == "initial_parameters":
             np.testing.assert_array_equal(got[0], value[0])
+        elif knob == "fit_config_defaults":
+            assert value.items() <= got.items()  # beside the preset's own entries
         elif knob in ("min_fit_clients", "min_available_clients") and name in (
             "krum",
             "multikrum",

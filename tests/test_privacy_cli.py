@@ -33,12 +33,12 @@ LOCAL = ["--dp", "local", "--noise-multiplier", "2.0", "--clip-norm", "1.0"]
 
 def simulation(*flags: str):
     args = build_parser().parse_args(["simulate", "--clients", "10", *flags])
-    return digits_app.simulation(args, settings_from_args(args, num_clients=args.clients))
+    return digits_app.simulation(settings_from_args(args, num_clients=args.clients))
 
 
 def server_strategy(*flags: str):
     args = build_parser().parse_args(["server", "--min-clients", "10", *flags])
-    return digits_app.server_strategy(args, settings_from_args(args, num_clients=10))
+    return digits_app.server_strategy(settings_from_args(args, num_clients=10))
 
 
 def run(tmp_path: Path, capsys, *flags: str) -> tuple[dict, str]:

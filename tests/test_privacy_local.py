@@ -130,7 +130,7 @@ def test_the_demo_client_trains_under_local_dp() -> None:
 
     client_fn = LocalDPClientFn(make_client_fn(0), clip_norm=5.0, noise_multiplier=0.01)
     assert pickle.loads(pickle.dumps(client_fn)).clip_norm == 5.0  # the process engine can send it
-    from roost.cli.settings import RunSettings
+    from roost.settings import RunSettings
 
     settings = RunSettings(num_clients=5, num_rounds=3)
     strategy = roost.apps.digits.make_strategy(settings)

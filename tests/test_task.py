@@ -264,7 +264,7 @@ def test_evaluate_fn_scores_the_global_model_on_the_server():
 
 def test_digits_task_trains_exactly_like_the_numpy_demo_client():
     """Same data, recipe and batch order in float64: the same model to float rounding."""
-    from roost.cli.settings import RunSettings
+    from roost.settings import RunSettings
 
     settings = RunSettings(num_clients=5, local_epochs=2, batch_size=16, learning_rate=0.5)
     task = digits_task(settings)

@@ -10,11 +10,12 @@
 
     $ roost simulate --app my_app:app --clients 10 --rounds 3
 
-The command line (`roost.cli`) loads an `App` and calls it; this module does not import the command
-line, so `import roost` does not load it. `settings` below is the command's
-`roost.cli.settings.RunSettings`: an app that builds its clients and strategy from the command
-line's options (the bundled one, `roost.apps.digits`) subclasses `App`, reads them, and overrides
-`simulation`, `server_strategy` and `make_client_fn` (and `add_arguments` for options of its own).
+The command line (`roost.cli`) reads its options once into a `roost.settings.RunSettings` and
+hands it to the app; this module does not import the command line, so `import roost` does not
+load it. An app that builds its clients and strategy from those settings (the bundled one,
+`roost.apps.digits`) subclasses `App` and overrides `simulation`, `server_strategy` and
+`make_client_fn`, building its strategy with `settings.build_strategy(its own knobs)` (and
+`add_arguments` for options of its own, which it finds in `settings.app_options`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from roost.client.client import ClientFn
 from roost.errors import ConfigurationError
 from roost.server.loop import ServerConfig
+from roost.settings import RunSettings
 from roost.strategy.presets import FedAvg
 from roost.strategy.strategy import Strategy
 
@@ -34,21 +36,25 @@ if TYPE_CHECKING:
     from roost.server.history import History
     from roost.server.loop import RoundCallback
 
-STRATEGY_FLAGS_GIVEN = "strategy_flags_given"
-"""The attribute the command line sets on its parsed arguments: a function of no arguments, True
-when `--strategy`, `--dp`, `--secagg` or one of their options was given (they build the default
-app's strategy). Asked only when an app refuses them, so its checks run where they always did."""
+DEMO_OPTIONS = ("fraction_fit", "fraction_evaluate", "local_epochs", "batch_size", "lr")
+"""The training settings only an app that builds its clients from them reads (the demo does)."""
 
 
-def refuse_strategy_options(args: argparse.Namespace) -> None:
-    """Refuse the default app's strategy options for an app that brings its own strategy."""
-    given = getattr(args, STRATEGY_FLAGS_GIVEN, None)
-    if given is not None and given():
+def refuse_strategy_options(settings: RunSettings) -> None:
+    """Refuse the command line's strategy and training options for an app that brings its own
+    clients and strategy: they would be silently ignored."""
+    if settings.strategy.given:
         raise ConfigurationError(
             "--strategy, --dp, --secagg and their options build the strategy of the default app; "
             "with --app, your roost.App's strategy is used: set the strategy there (for privacy: "
             "roost.privacy.with_central_dp or LocalDPClientFn; "
             "secure_aggregation=roost.strategy.SecureAggregation(...))"
+        )
+    if given := sorted(set(settings.given) & set(DEMO_OPTIONS)):
+        flags = ", ".join("--" + name.replace("_", "-") for name in given)
+        raise ConfigurationError(
+            f"{flags} set the default app's training; with --app, your roost.App builds its "
+            "own clients and strategy: set them there"
         )
 
 
@@ -97,19 +103,23 @@ class App:
     def add_arguments(self, parser: argparse.ArgumentParser, command: str) -> None:
         """Add this app's own options to `roost COMMAND` (none for a plain App)."""
 
-    def simulation(self, args: argparse.Namespace, settings: Any) -> Simulation:
+    def simulation(self, settings: RunSettings) -> Simulation:
         """What `roost simulate` runs: `client_fn` and the strategy (FedAvg when none is set)."""
-        refuse_strategy_options(args)
+        refuse_strategy_options(settings)
         strategy = self.make_strategy()
+        engine, why = (
+            (settings.engine, "--engine") if settings.engine else ("sequential", "the default")
+        )
         return Simulation(
             client_fn=self.make_client_fn(settings.seed),
             strategy=strategy if strategy is not None else FedAvg(),
-            engine=args.engine or "sequential",
+            engine=engine,
+            notice=f"engine: {engine} ({why})",
         )
 
-    def server_strategy(self, args: argparse.Namespace, settings: Any) -> Strategy:
+    def server_strategy(self, settings: RunSettings) -> Strategy:
         """The strategy `roost server` runs; a plain App must name one."""
-        refuse_strategy_options(args)
+        refuse_strategy_options(settings)
         strategy = self.make_strategy()
         if strategy is None:
             raise ConfigurationError(
@@ -123,9 +133,13 @@ class App:
             raise ConfigurationError("the app names no client_fn; set roost.App(client_fn=...)")
         return self.client_fn
 
-    def server_config(self, args: argparse.Namespace) -> ServerConfig:
+    def server_config(self, settings: RunSettings) -> ServerConfig:
         """The rounds and timeout `roost server` runs (`--rounds`, `--round-timeout`)."""
-        return ServerConfig(num_rounds=args.rounds, round_timeout=args.round_timeout)
+        return ServerConfig(num_rounds=settings.num_rounds, round_timeout=settings.round_timeout)
+
+    def run_settings(self) -> dict[str, Any]:
+        """Settings of the app's own that a resumed run must keep (beyond the command line's)."""
+        return {}
 
     def serve(self, args: argparse.Namespace, on_round_end: RoundCallback) -> History:
         """Serve the whole run for `roost server` (where `serves_whole_run`), calling

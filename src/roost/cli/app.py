@@ -37,8 +37,9 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from roost.app import STRATEGY_FLAGS_GIVEN, App, Simulation, refuse_strategy_options
-from roost.cli.dp_options import add_privacy_arguments, privacy_flags_given
+from roost.app import App, Simulation, refuse_strategy_options
+from roost.cli.dp_options import add_privacy_arguments
+from roost.cli.options import CommandParser
 from roost.cli.project import (
     RoostProject,
     RunConfigOverrides,
@@ -48,38 +49,18 @@ from roost.cli.project import (
     read_pyproject,
 )
 from roost.cli.secagg_options import add_secagg_arguments
-from roost.cli.settings import (
-    DEMO_OPTIONS,
-    RunSettings,
-)
-from roost.cli.strategy_options import add_strategy_arguments, strategy_options
+from roost.cli.settings import APP_OPTIONS
+from roost.cli.strategy_options import add_strategy_arguments
 from roost.client.client import ClientFn
 from roost.core.packages import missing_package
 from roost.errors import ConfigurationError
 from roost.server.loop import ServerConfig
+from roost.settings import RunSettings
 from roost.strategy.strategy import Strategy
 
 if TYPE_CHECKING:
     from roost.cli.report import Reporter
     from roost.server.history import History
-
-
-def _strategy_flags_given(args: argparse.Namespace) -> bool:
-    secure = getattr(args, "secagg", False)
-    return bool(
-        args.strategy != "fedavg" or strategy_options(args) or privacy_flags_given(args) or secure
-    )
-
-
-def _refuse_demo_options(settings: RunSettings) -> None:
-    """A plain App builds its own clients and strategy: the demo's training options would be
-    silently ignored, so they are refused."""
-    if given := sorted(set(settings.given) & set(DEMO_OPTIONS)):
-        flags = ", ".join("--" + name.replace("_", "-") for name in given)
-        raise ConfigurationError(
-            f"{flags} set the default app's training; with --app, your roost.App builds its "
-            "own clients and strategy: set them there"
-        )
 
 
 def _simulate_with_run(directory: Path) -> ConfigurationError:
@@ -103,13 +84,13 @@ class ProjectApp(App):
             raise ConfigurationError("ProjectApp needs project=load_roost_project(directory)")
         return self.project
 
-    def simulation(self, args: argparse.Namespace, settings: RunSettings) -> Simulation:
+    def simulation(self, settings: RunSettings) -> Simulation:
         """Refused: `roost run DIR` simulates a project (rounds and clients from its file)."""
         raise _simulate_with_run(self._project.directory)
 
-    def server_strategy(self, args: argparse.Namespace, settings: RunSettings) -> Strategy:
+    def server_strategy(self, settings: RunSettings) -> Strategy:
         """The project's strategy, built from its run config."""
-        refuse_strategy_options(args)
+        refuse_strategy_options(settings)
         return self._project.make_strategy()
 
     def server_config(self, settings: RunSettings) -> ServerConfig:
@@ -140,7 +121,7 @@ class ForeignProjectApp(App):
     directory: Path | None = None
     run_config_overrides: RunConfigOverrides = None
 
-    def simulation(self, args: argparse.Namespace, settings: Any) -> Simulation:
+    def simulation(self, settings: RunSettings) -> Simulation:
         """Refused: `roost run DIR` simulates a project directory."""
         raise _simulate_with_run(Path(self.directory or "."))
 
@@ -157,7 +138,7 @@ layer."""
 
 
 def finish_app_command(
-    parser: argparse.ArgumentParser,
+    parser: CommandParser,
     default_app: App,
     command: str,
     run: Callable[[argparse.Namespace, App], int],
@@ -168,15 +149,13 @@ def finish_app_command(
     add_strategy_arguments(parser)
     add_privacy_arguments(parser)
     add_secagg_arguments(parser)
+    before = set(parser.long_options.values())
     default_app.add_arguments(parser, command)
-    parser.set_defaults(handler=partial(_run_app_command, run=run, default_app=default_app))
-
-
-def _run_app_command(args: argparse.Namespace, *, run: Callable[..., int], default_app: App) -> int:
-    # roost.App sits below the command line and cannot read its options: hand it the question
-    # "were the default app's strategy options given?", asked only when an app refuses them.
-    setattr(args, STRATEGY_FLAGS_GIVEN, partial(_strategy_flags_given, args))
-    return run(args, default_app=default_app)
+    own = [a.dest for a in parser.long_options.values() if a not in before]
+    parser.set_defaults(
+        handler=partial(run, default_app=default_app),
+        **{APP_OPTIONS: tuple(dict.fromkeys(own))},  # the app finds them in settings.app_options
+    )
 
 
 def add_run_config_option(parser: argparse.ArgumentParser) -> None:

@@ -17,18 +17,14 @@ keep their plain meaning: clipping, no privacy.
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
 
 from roost.cli.options import non_negative_float, positive_float, probability
 from roost.client.client import ClientFn
 from roost.errors import ConfigurationError
 from roost.privacy.accounting import SAMPLINGS, default_delta, local_epsilon
 from roost.privacy.central import CentralDPParams
-from roost.privacy.local import LocalDPAccountant, LocalDPClientFn
-from roost.privacy.preset import with_central_dp
-from roost.server.history import History
-from roost.strategy.presets import PRESETS
-from roost.strategy.strategy import Strategy
+from roost.privacy.local import LocalDPClientFn
+from roost.settings import PrivacySettings
 
 MODES = ("central", "local")
 """What `--dp` accepts."""
@@ -90,79 +86,6 @@ def add_privacy_arguments(parser: argparse.ArgumentParser, *, client: bool = Fal
     )
 
 
-@dataclass(frozen=True)
-class PrivacySettings(CentralDPParams):
-    """What `--dp` asks of a run (built by `privacy_settings`): the mechanism's parameters with
-    δ resolved, which central DP hands to `with_central_dp` as they are (local DP reads σ, C, δ
-    and the target ε), and the mode.
-
-    Args:
-        mode: "central" or "local".
-        delta_is_default: whether δ is the default 1/N^1.1 (the run says so).
-    """
-
-    mode: str
-    delta_is_default: bool
-
-    def central(self, strategy: Strategy) -> Strategy:
-        """`strategy` as DP-FedAvg with these settings (its server optimizer kept)."""
-        return with_central_dp(strategy, self)
-
-    def local_accountant(self) -> LocalDPAccountant:
-        """The server-side record of each client's local-DP ε."""
-        return LocalDPAccountant(
-            self.noise_multiplier, delta=self.delta, target_epsilon=self.target_epsilon
-        )
-
-    def client_fn(self, client_fn: ClientFn) -> ClientFn:
-        """`client_fn` whose clients clip and noise their updates (local DP; else unchanged)."""
-        if self.mode != "local":
-            return client_fn
-        return LocalDPClientFn(client_fn, self.clip_norm, self.noise_multiplier)
-
-    def describe(self) -> str:
-        """One line: the mechanism, its parameters and the δ (saying when it was chosen)."""
-        m, n = self.expected_clients, self.num_clients
-        if self.mode == "central":
-            cohort = (
-                f"each of {n} clients joins a round with probability q = {m / n:.3g}"
-                if self.sampling == "poisson"
-                else f"{m} of {n} clients a round"
-            )
-            clip = f"C = {self.clip_norm:g}" + (
-                f" adapting to quantile {self.clip_quantile:g} (count noise "
-                f"{self.count_noise_stddev:.3g})"
-                if self.clip_quantile is not None
-                else ""
-            )
-            what = f"central DP: {cohort} (secret sampling), updates clipped to {clip}"
-        else:
-            what = f"local DP: every client clips its update to C = {self.clip_norm:g}"
-        noise = (
-            "no noise, so no privacy (σ = 0)"
-            if self.noise_multiplier == 0
-            else f"noise σ = {self.noise_multiplier:g}"
-        )
-        chosen = f" (1/N^1.1 for N = {n}, the default; --delta sets it)"
-        return (
-            f"{what}, {noise}; ε reported at δ = {self.delta:.3g}"
-            f"{chosen if self.delta_is_default else ''}"
-        )
-
-    def stopped_early(self, history: History, num_rounds: int) -> str | None:
-        """The line saying the run stopped at `target_epsilon`, or None if it did not."""
-        done = len(history.rounds)
-        if self.target_epsilon is None or done >= num_rounds:
-            return None
-        privacy = history.privacy
-        spent = privacy.epsilon[-1][1] if privacy is not None and privacy.epsilon else 0.0
-        return (
-            f"privacy budget reached: stopped after round {done} of {num_rounds}, at ε = "
-            f"{spent:.4g} (δ = {self.delta:.3g}); one more round would pass --target-epsilon "
-            f"{self.target_epsilon:g}"
-        )
-
-
 def privacy_settings(
     args: argparse.Namespace, *, num_clients: int, fraction_fit: float
 ) -> PrivacySettings | None:
@@ -198,7 +121,7 @@ def privacy_settings(
     # σ_b of adaptive clipping's noisy count: the paper's m/20, but at least σ, so that small
     # cohorts keep most of the budget for the updates (it must exceed σ/2).
     count_noise = None if args.clip_quantile is None else max(expected / 20, args.noise_multiplier)
-    return PrivacySettings(
+    params = CentralDPParams(
         args.noise_multiplier,
         args.clip_norm,
         expected,
@@ -208,30 +131,13 @@ def privacy_settings(
         target_epsilon=args.target_epsilon,
         clip_quantile=args.clip_quantile,
         count_noise_stddev=count_noise,
-        mode=mode,
-        delta_is_default=args.delta is None,
     )
+    return PrivacySettings(params, mode=mode, delta_is_default=args.delta is None)
 
 
 def privacy_flags_given(args: argparse.Namespace) -> bool:
     """Whether any `--dp` option is set in `args`."""
     return any(getattr(args, dest, None) is not None for dest in ("dp", *_DP_ONLY))
-
-
-def preset_name(strategy: str, privacy: PrivacySettings | None) -> str:
-    """The preset to build for `--strategy strategy`: dpfedavg is fedavg under central DP."""
-    return "fedavg" if strategy == "dpfedavg" and privacy is not None else strategy
-
-
-def check_central_dp_strategy(name: str) -> None:
-    """Refuse, in one line, central DP with a preset that does not average updates."""
-    if PRESETS[name].mean_aggregation:
-        return
-    means = sorted(key for key, cls in PRESETS.items() if cls.mean_aggregation)
-    raise ConfigurationError(
-        f"--dp central adds noise to the mean of the updates, and --strategy {name} aggregates "
-        f"otherwise (robustly); choose one of {', '.join(means)}, or --dp local"
-    )
 
 
 def client_privacy(args: argparse.Namespace, client_fn: ClientFn, num_partitions: int) -> ClientFn:

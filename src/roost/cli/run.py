@@ -161,8 +161,7 @@ def _protected(
     )
     secure = secure_aggregation(args)
     if secure is not None:
-        secure.check(strategy)
-        strategy.secure_aggregation = secure
+        strategy = strategy.replace(secure_aggregation=secure)  # checked as Strategy(...) does
     if privacy is not None:
         reporter.print(privacy.describe())
         if privacy.mode == "central":

@@ -6,14 +6,12 @@ Clients need no flag: a deployed client answers the server's secure-aggregation 
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from roost.cli.options import positive_float, positive_int
 from roost.errors import ConfigurationError
+from roost.settings import RunSettings
 from roost.strategy.secure import SecureAggregation
 from roost.strategy.strategy import Strategy
-
-RunSettingsLike = Any  # roost.cli.settings.RunSettings (which imports this module)
 
 _OPTIONS = {
     "secagg_threshold": "--secagg-threshold",
@@ -69,7 +67,7 @@ def secure_aggregation(args: argparse.Namespace) -> SecureAggregation | None:
     )
 
 
-def secure_aggregation_line(settings: RunSettingsLike, strategy: Strategy) -> str | None:
+def secure_aggregation_line(settings: RunSettings, strategy: Strategy) -> str | None:
     """The line saying how a run's rounds are secured (None without `--secagg`)."""
     if settings.secure_aggregation is None:
         return None

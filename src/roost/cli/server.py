@@ -149,9 +149,9 @@ def run(args: argparse.Namespace, default_app: App) -> int:
         reporter.console.print(history_table(history))
         return reporter.conclude(history)
     settings = settings_from_args(args, num_clients=args.min_clients or DEFAULT_MIN_CLIENTS)
-    strategy = app.server_strategy(args, settings)
-    if args.min_clients is not None:
-        strategy.min_available_clients = args.min_clients
+    strategy = app.server_strategy(settings)
+    if args.min_clients is not None and strategy.min_available_clients != args.min_clients:
+        strategy = strategy.replace(min_available_clients=args.min_clients)  # an app's own
     config = app.server_config(settings)
     params = run_params(args, option_values(settings))
     with Reporter(args, config.num_rounds, params, logs=logging.INFO) as reporter:
@@ -161,7 +161,7 @@ def run(args: argparse.Namespace, default_app: App) -> int:
             if privacy.mode == "local":
                 reporter.print(
                     f"start every client with: roost client --dp local --noise-multiplier "
-                    f"{privacy.noise_multiplier:g} --clip-norm {privacy.clip_norm:g}"
+                    f"{privacy.params.noise_multiplier:g} --clip-norm {privacy.params.clip_norm:g}"
                 )
         history = start_server(
             server_address=args.address,

@@ -1,60 +1,26 @@
 """The round and local-training options `roost simulate` and `roost server` share.
 
-`add_run_options` adds them to a command; `settings_from_args` reads them back as one
-`RunSettings`, which the command hands to its app; `server_config` is the round loop's part of them.
+`add_run_options` adds them to a command; `settings_from_args` reads every option of a run once
+into one `roost.settings.RunSettings` (defaults filled in, the strategy asked for as a
+`StrategySpec`), which the command hands to its app; `server_config` is the round loop's part.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import dataclass
 from typing import Any
 
-from roost.cli.dp_options import PrivacySettings, privacy_settings
+from roost.app import DEMO_OPTIONS
+from roost.cli.dp_options import privacy_settings
 from roost.cli.options import fraction, positive_float, positive_fraction, positive_int
 from roost.cli.secagg_options import secure_aggregation
+from roost.cli.strategy_options import strategy_spec
 from roost.server.loop import ServerConfig
-from roost.strategy.secure import SecureAggregation
+from roost.settings import RunSettings
 
-
-@dataclass(frozen=True)
-class RunSettings:
-    """What the command line asks of a run; an app maps these onto its clients and strategy.
-
-    Args:
-        num_clients: clients in the federation (`roost server`: the clients it waits for).
-        num_rounds: federated rounds.
-        fraction_fit: share of the clients trained per round.
-        fraction_evaluate: share of the clients evaluating per round.
-        local_epochs: local epochs per round.
-        batch_size: local mini-batch size.
-        learning_rate: the clients' local learning rate.
-        seed: seed of client sampling, the data split and local shuffling.
-        round_timeout: seconds a client may take per instruction (None: no limit).
-        privacy: what `--dp` asks (None: no differential privacy).
-        secure_aggregation: what `--secagg` asks (None: updates in the clear).
-        given: the round and training options set on the command line (their names in
-            `argparse`'s namespace: "rounds", "lr", ...), so that `--rounds 5` differs from the
-            default.
-    """
-
-    num_clients: int = 10
-    num_rounds: int = 5
-    fraction_fit: float = 1.0
-    fraction_evaluate: float = 1.0
-    local_epochs: int = 1
-    batch_size: int = 16
-    learning_rate: float = 0.5
-    seed: int = 0
-    round_timeout: float | None = None
-    privacy: PrivacySettings | None = None
-    secure_aggregation: SecureAggregation | None = None
-    given: frozenset[str] = frozenset()
-
-
-DEMO_OPTIONS = ("fraction_fit", "fraction_evaluate", "local_epochs", "batch_size", "lr")
-"""The training options only an app that builds its clients from them reads (the demo does)."""
+APP_OPTIONS = "app_option_names"
+"""Where the parsed arguments keep the names of the app's own options (`App.add_arguments`)."""
 
 
 def option_values(settings: RunSettings) -> dict[str, Any]:
@@ -143,8 +109,13 @@ def settings_from_args(args: argparse.Namespace, *, num_clients: int) -> RunSett
         learning_rate=given("lr", defaults.learning_rate),
         seed=args.seed,
         round_timeout=args.round_timeout,
-        privacy=privacy_settings(args, num_clients=num_clients, fraction_fit=fraction_fit),
-        secure_aggregation=secure_aggregation(args),
+        engine=getattr(args, "engine", None),
+        strategy=strategy_spec(
+            args,
+            privacy_settings(args, num_clients=num_clients, fraction_fit=fraction_fit),
+            secure_aggregation(args),
+        ),
+        app_options={name: getattr(args, name) for name in getattr(args, APP_OPTIONS, ())},
         given=frozenset(
             name for name in ("rounds", *DEMO_OPTIONS) if getattr(args, name, None) is not None
         ),
@@ -157,7 +128,7 @@ _NOT_RESULT = frozenset(
         *("command", "handler", "out", "no_plot", "quiet", "verbose", "tensorboard", "mlflow"),
         *("client_metrics", "allow_failures", "state", "resume", "config", "directory"),
         *("address", "certificates", "client_ca", "auth_tokens", "wait_timeout"),
-        *("max_message_mb",),
+        *("max_message_mb", APP_OPTIONS),
         "rounds",  # a resumed run may have more rounds: that is what resuming is for
     }
 )

@@ -108,7 +108,7 @@ def run(args: argparse.Namespace, default_app: App) -> int:
         check_out_dir(args.out)
     app = load_app(args.app) if args.app else default_app
     settings = settings_from_args(args, num_clients=args.clients)
-    simulation = app.simulation(args, settings)
+    simulation = app.simulation(settings)
     with Reporter(args, settings.num_rounds, run_params(args, option_values(settings))) as reporter:
         reporter.print(simulation.notice)
         reporter.print(settings.privacy and settings.privacy.describe())

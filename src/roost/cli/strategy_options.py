@@ -5,9 +5,9 @@ records with a `flag` (`roost.strategy.options`), and this module turns every de
 an option of `roost simulate` / `roost server`. A flag several presets declare (`--server-lr`)
 sets each one's own parameter; given with a preset that does not declare it, it is an error.
 
-`add_strategy_arguments(parser)` adds them; `strategy_options(args)` turns the given ones into the
-chosen preset's keyword arguments; `strategy_from_args(args, settings, like=...)` builds that
-preset with an app's FedAvg knobs, and with `--dp` makes it private (`roost.cli.dp_options`).
+`add_strategy_arguments(parser)` adds them; `strategy_spec(args, ...)` reads the given ones, once,
+into the run's `roost.settings.StrategySpec`, which the app builds with its own knobs
+(`RunSettings.build_strategy`).
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from roost.cli.dp_options import PrivacySettings, check_central_dp_strategy, preset_name
+from roost.cli.dp_options import privacy_flags_given
 from roost.cli.options import non_negative_float
-from roost.cli.settings import RunSettings
 from roost.errors import ConfigurationError
-from roost.strategy.options import Option
-from roost.strategy.presets import PRESETS, preset
-from roost.strategy.strategy import Strategy
+from roost.settings import PrivacySettings, StrategySpec
+from roost.strategy.base import UpdateTransform
+from roost.strategy.options import PRESETS, Option
+from roost.strategy.secure import SecureAggregation
 from roost.strategy.transforms import AdaptiveClipL2, ClipL2
 
 
@@ -101,11 +101,7 @@ def add_clip_arguments(group: argparse._ActionsContainer) -> None:
 
 
 def strategy_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The chosen preset's keyword arguments from `args`; options for other presets are errors.
-
-    `--clip-norm` / `--clip-quantile` become a clipping transform here only without `--dp`
-    (with it they are the DP bound, which `roost.cli.dp_options` wires).
-    """
+    """The chosen preset's own options from `args`; options for other presets are errors."""
     name = args.strategy
     options: dict[str, Any] = {}
     for flag, by_preset in PRESET_FLAGS.items():
@@ -121,49 +117,39 @@ def strategy_options(args: argparse.Namespace) -> dict[str, Any]:
     for option in PRESETS[name].options:
         if option.required and option.flag is not None and option.name not in options:
             raise ConfigurationError(f"--strategy {name} needs {option.flag}: {option.help}")
+    return options
+
+
+def clip_transform(args: argparse.Namespace) -> UpdateTransform | None:
+    """`--clip-norm` / `--clip-quantile` as a clipping transform, without `--dp` (with it they
+    are the DP bound, which `roost.cli.dp_options` reads)."""
     clip_norm, clip_quantile = (
         getattr(args, "clip_norm", None),
         getattr(args, "clip_quantile", None),
     )
     if clip_quantile is not None and clip_norm is None:
         raise ConfigurationError("--clip-quantile needs --clip-norm (the starting bound)")
-    if clip_norm is not None and getattr(args, "dp", None) is None and name != "dpfedavg":
-        options["update_transforms"] = [
-            ClipL2(clip_norm)
-            if clip_quantile is None
-            else AdaptiveClipL2(initial_norm=clip_norm, target_quantile=clip_quantile)
-        ]
-    return options
+    if clip_norm is None or getattr(args, "dp", None) is not None or args.strategy == "dpfedavg":
+        return None
+    if clip_quantile is None:
+        return ClipL2(clip_norm)
+    return AdaptiveClipL2(initial_norm=clip_norm, target_quantile=clip_quantile)
 
 
-def strategy_from_args(
+def strategy_spec(
     args: argparse.Namespace,
-    settings: RunSettings,
-    *,
-    like: Strategy | None = None,
-    **overrides: Any,
-) -> Strategy:
-    """Build `--strategy` with the FedAvg knobs of `like` (an app's strategy) and the options.
-
-    A preset option that restates a run setting (the clients' learning rate, e.g. FedAdam's
-    `eta_l`) takes it from `settings`; with `--dp` the strategy is made private as
-    `settings.privacy` says.
-    """
-    privacy: PrivacySettings | None = settings.privacy
-    name = preset_name(args.strategy, privacy)
-    if privacy is not None and privacy.mode == "central":
-        check_central_dp_strategy(name)
-    mirrored = {
-        option.name: getattr(settings, option.mirrors)
-        for option in PRESETS[name].options
-        if option.mirrors is not None
-    }
-    options = {**mirrored, **strategy_options(args), **overrides}
-    if settings.secure_aggregation is not None:
-        options["secure_aggregation"] = settings.secure_aggregation
-    if privacy is not None and privacy.mode == "local":
-        options["update_transforms"] = [privacy.local_accountant()]
-    strategy = preset(name, like=like, **options)
-    if privacy is not None and privacy.mode == "central":
-        return privacy.central(strategy)
-    return strategy
+    privacy: PrivacySettings | None,
+    secure: SecureAggregation | None,
+) -> StrategySpec:
+    """The strategy `args` ask for: `--strategy`, its options, clipping, `--dp` (`privacy`) and
+    `--secagg` (`secure`), read once; `RunSettings.build_strategy` builds it."""
+    options = strategy_options(args)
+    clip = clip_transform(args)
+    given = bool(
+        args.strategy != "fedavg"
+        or options
+        or getattr(args, "clip_norm", None) is not None
+        or privacy_flags_given(args)
+        or secure is not None
+    )
+    return StrategySpec(args.strategy, options, clip, privacy, secure, given)

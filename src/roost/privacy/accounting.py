@@ -49,6 +49,11 @@ def default_delta(num_clients: int) -> float:
     return 1.0 / num_clients**1.1
 
 
+def delta_rule(num_clients: int) -> str:
+    """How `default_delta` chose δ for `num_clients` clients, in words (runs print it)."""
+    return f"1/N^1.1 for N = {num_clients}"
+
+
 @dataclass(frozen=True)
 class Cohort:
     """How each round's clients are chosen, as the accountant analyses it.

@@ -120,6 +120,11 @@ class CentralDP(CentralDPParams, UpdateTransform):
     noised ``unclipped_share``.
     """
 
+    @classmethod
+    def from_params(cls, params: CentralDPParams) -> CentralDP:
+        """The transform of the parameters `params` (checked and resolved here)."""
+        return cls(**params.options())
+
     def __post_init__(self) -> None:
         _check_cohort(self.sampling, self.expected_clients, self.num_clients)
         if not self.noise_multiplier >= 0 or math.isinf(self.noise_multiplier):

@@ -55,7 +55,12 @@ def dp_fedavg_parts(
         )
     if unknown := sorted(set(options) - set(DP_FEDAVG_OPTIONS)):
         raise ConfigurationError(f"DP-FedAvg has no option {', '.join(unknown)}")
-    central = CentralDP(**required, **options)
+    return central_dp_parts(CentralDPParams(**required, **options))
+
+
+def central_dp_parts(params: CentralDPParams) -> dict[str, Any]:
+    """`dp_fedavg_parts` of the parameters `params`: the one place DP-FedAvg's parts are made."""
+    central = CentralDP.from_params(params)
     sampler = (
         FixedSizeSampler(central.expected_clients, seed=central.seed)
         if central.sampling == "fixed"
@@ -103,9 +108,7 @@ class DPFedAvg(NamedStrategy):
     )
 
     def preset_parts(self, knobs: dict[str, Any]) -> dict[str, Any]:
-        options = self.option_values()
-        required = [options.pop(name) for name in _REQUIRED_DP[:3]]
-        parts = dp_fedavg_parts(*required, **options)
+        parts = central_dp_parts(CentralDPParams(**self.option_values()))
         self.central_dp: CentralDP = parts["update_transforms"][0]
         # The user's transforms go first: CentralDP must see the updates last and the mean first.
         parts["update_transforms"] = [*knobs.pop("update_transforms", ()), self.central_dp]
@@ -161,8 +164,8 @@ def with_central_dp(
             "FedSGD's line search asks clients for their loss in the clear; central DP cannot "
             "protect it: set line_search_probes=0"
         )
-    knobs = {knob: getattr(strategy, knob) for knob in STRATEGY_KNOBS}
-    private = DPFedAvg(
+    knobs = {knob: getattr(strategy, knob) for knob in STRATEGY_KNOBS}  # fit-config entries too
+    return DPFedAvg(
         **knobs,
         **dp_options,
         server_optimizer=strategy.server_optimizer,
@@ -170,8 +173,6 @@ def with_central_dp(
         update_transforms=strategy.update_transforms,
         secure_aggregation=strategy.secure_aggregation,
     )
-    private.fit_config_defaults = {**strategy.fit_config_defaults, **private.fit_config_defaults}
-    return private
 
 
 def _check_mean_aggregation(strategy: Strategy) -> None:

@@ -187,7 +187,7 @@ class NamedStrategy(Strategy):
         kwargs.setdefault("weight_fn", weight_by_num_examples)
         kwargs.setdefault("server_optimizer", ServerSGD())
         super().__init__(**{**kwargs, **parts})
-        self.fit_config_defaults = self.preset_fit_config()
+        self.fit_config_defaults = {**self.fit_config_defaults, **self.preset_fit_config()}
 
     def preset_parts(self, knobs: dict[str, Any]) -> dict[str, Any]:
         """The parts this preset builds from its options (`knobs`: the other arguments, which

@@ -10,9 +10,10 @@ theirs through the `RoundContext` the loop hands them; a strategy with more phas
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from typing import TypeVar
+from typing import Any, Self, TypeVar
 
 import numpy as np
 
@@ -71,6 +72,14 @@ def _check_count(name: str, value: int, minimum: int) -> None:
         raise ConfigurationError(f"{name} must be an int >= {minimum}, got {value!r}")
 
 
+_REPLACEABLE = (
+    *("fraction_fit", "fraction_evaluate", "min_fit_clients", "min_evaluate_clients"),
+    *("min_available_clients", "evaluate_fn", "on_fit_config_fn", "on_evaluate_config_fn"),
+    *("fit_metrics_aggregation_fn", "evaluate_metrics_aggregation_fn", "accept_failures"),
+)
+"""The knobs `Strategy.replace` changes: those kept as given, with no part built from them."""
+
+
 class Strategy:
     """The composable federated strategy.
 
@@ -101,6 +110,8 @@ class Strategy:
             return gradients (FedSGD).
         secure_aggregation: run each fit round with SecAgg+ so the server learns only the
             cohort's sums (`roost.strategy.secure`); None: updates in the clear.
+        fit_config_defaults: entries added to every fit config (what `on_fit_config_fn` sends
+            wins); presets add their own (FedProx's μ).
     """
 
     def __init__(
@@ -125,14 +136,8 @@ class Strategy:
         sampler: Sampler | SampleFn = sample_uniformly,
         update_fn: UpdateFn = parameter_delta,
         secure_aggregation: SecureAggregation | None = None,
+        fit_config_defaults: Config | None = None,
     ) -> None:
-        _check_fraction("fraction_fit", fraction_fit)
-        _check_fraction("fraction_evaluate", fraction_evaluate)
-        _check_count("min_fit_clients", min_fit_clients, 1)
-        _check_count("min_evaluate_clients", min_evaluate_clients, 0)
-        _check_count("min_available_clients", min_available_clients, 1)
-        if fraction_fit == 0:
-            raise ConfigurationError("fraction_fit must be > 0: a round needs clients to train")
         self.fraction_fit = fraction_fit
         self.fraction_evaluate = fraction_evaluate
         self.min_fit_clients = min_fit_clients
@@ -159,16 +164,43 @@ class Strategy:
         )
         self.update_fn = update_fn
         self.secure_aggregation = secure_aggregation
-        if secure_aggregation is not None:
-            if update_fn is not parameter_delta:
+        # Entries a preset adds to every fit config (FedProx's μ, FedAdam's client learning rate);
+        # what on_fit_config_fn sends wins, so a preset default never overrides the user's choice.
+        self.fit_config_defaults: Config = dict(fit_config_defaults or {})
+        self._check()
+
+    def _check(self) -> None:
+        """Refuse knobs and parts that cannot work together (the constructor's and `replace`'s
+        checks)."""
+        _check_fraction("fraction_fit", self.fraction_fit)
+        _check_fraction("fraction_evaluate", self.fraction_evaluate)
+        _check_count("min_fit_clients", self.min_fit_clients, 1)
+        _check_count("min_evaluate_clients", self.min_evaluate_clients, 0)
+        _check_count("min_available_clients", self.min_available_clients, 1)
+        if self.fraction_fit == 0:
+            raise ConfigurationError("fraction_fit must be > 0: a round needs clients to train")
+        if self.secure_aggregation is not None:
+            if self.update_fn is not parameter_delta:
                 raise ConfigurationError(
                     "secure aggregation sums trained models' updates; clients that return "
                     "gradients (FedSGD) are not supported with it"
                 )
-            secure_aggregation.check(self)
-        # Entries a preset adds to every fit config (FedProx's μ, FedAdam's client learning rate);
-        # what on_fit_config_fn sends wins, so a preset default never overrides the user's choice.
-        self.fit_config_defaults: Config = {}
+            self.secure_aggregation.check(self)
+
+    def replace(self, **changes: Any) -> Self:
+        """A copy of this strategy with `changes` to its knobs (`min_available_clients`, ...) or
+        its `secure_aggregation`, checked as the constructor checks them. The strategy itself is
+        not changed; parts are shared with the copy, which is fine: they keep settings only."""
+        allowed = {*_REPLACEABLE, "secure_aggregation"}
+        if unknown := sorted(set(changes) - allowed):
+            raise ConfigurationError(
+                f"replace() changes knobs and secure_aggregation only, not {', '.join(unknown)}; "
+                "build a new strategy for other parts"
+            )
+        changed = copy.copy(self)
+        vars(changed).update(changes)
+        changed._check()
+        return changed
 
     def __repr__(self) -> str:
         return (

@@ -4,7 +4,7 @@
 demo as a `roost.App`; the parts are usable on their own:
 
     from roost.apps.digits import make_client_fn, make_strategy
-    from roost.cli.settings import RunSettings
+    from roost.settings import RunSettings
 
     settings = RunSettings(num_clients=10, num_rounds=5)
     history = roost.run_simulation(

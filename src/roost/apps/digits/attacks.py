@@ -7,6 +7,8 @@ and to the demo's data (label flipping over its ten classes).
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
+from typing import Any
 
 from roost.apps.digits.settings import NUM_CLASSES
 from roost.cli.options import non_negative_float, non_negative_int
@@ -51,28 +53,31 @@ def add_attack_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def chosen_attack(args: argparse.Namespace) -> Attack:
+def chosen_attack(options: Mapping[str, Any]) -> Attack:
     """The attack `--attack` names, with `--attack-scale` / `--attack-std` or their defaults."""
-    scale = args.attack_scale
-    if args.attack == "signflip":
+    scale, std = options.get("attack_scale"), options.get("attack_std")
+    if options.get("attack") == "signflip":
         return SignFlip(scale if scale is not None else 1.0)
-    if args.attack == "scale":
+    if options.get("attack") == "scale":
         return Scale(scale if scale is not None else 10.0)
-    if args.attack == "noise":
-        return GaussianNoise(args.attack_std if args.attack_std is not None else 1.0)
+    if options.get("attack") == "noise":
+        return GaussianNoise(std if std is not None else 1.0)
     return LabelFlip(num_classes=NUM_CLASSES)
 
 
-def attacked_client_fn(args: argparse.Namespace, client_fn: ClientFn, num_clients: int) -> ClientFn:
-    """`client_fn` with `--attackers` of the clients running `--attack` (unchanged without)."""
-    if args.attack is None:
-        if args.attackers or args.attack_scale is not None or args.attack_std is not None:
+def attacked_client_fn(
+    options: Mapping[str, Any], client_fn: ClientFn, num_clients: int, seed: int
+) -> ClientFn:
+    """`client_fn` with `--attackers` of the clients running `--attack` (unchanged without);
+    `options` are the attack options' values by name, `seed` chooses the attackers."""
+    count = options.get("attackers")
+    if options.get("attack") is None:
+        if count or any(options.get(name) is not None for name in ("attack_scale", "attack_std")):
             raise ConfigurationError("--attackers/--attack-scale/--attack-std need --attack")
         return client_fn
-    count = args.attackers
     if not count:
         raise ConfigurationError("--attack needs --attackers N (N >= 1)")
     if count > num_clients:
         raise ConfigurationError(f"--attackers {count} exceeds the {num_clients} clients")
-    malicious = choose_malicious(num_clients, count, seed=args.seed)
-    return with_attackers(client_fn, chosen_attack(args), malicious, seed=args.seed)
+    malicious = choose_malicious(num_clients, count, seed=seed)
+    return with_attackers(client_fn, chosen_attack(options), malicious, seed=seed)

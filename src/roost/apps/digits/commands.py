@@ -10,8 +10,8 @@ from roost.apps.digits.client import make_client_fn
 from roost.apps.digits.settings import check_settings
 from roost.apps.digits.strategy import demo_strategy
 from roost.apps.digits.task import demo_engine
-from roost.cli.settings import RunSettings
 from roost.client.client import ClientFn
+from roost.settings import RunSettings
 from roost.strategy.strategy import Strategy
 
 
@@ -29,7 +29,7 @@ class DigitsApp(App):
         if command == "simulate":
             add_attack_arguments(parser)
 
-    def simulation(self, args: argparse.Namespace, settings: RunSettings) -> Simulation:
+    def simulation(self, settings: RunSettings) -> Simulation:
         """The demo's clients (some attacking, with `--attack`; noising their updates, with
         `--dp local`) and `--strategy`, on `--engine`.
 
@@ -37,26 +37,25 @@ class DigitsApp(App):
         Attackers do not protect themselves: local DP wraps the honest client inside the attack.
         """
         check_settings(settings)
-        strategy = demo_strategy(args, settings)
+        strategy = demo_strategy(settings, min_available_clients=min(2, settings.num_clients))
         client_fn = make_client_fn(settings.seed)
         local_dp = settings.privacy is not None and settings.privacy.mode == "local"
         if settings.privacy is not None:
             client_fn = settings.privacy.client_fn(client_fn)
-        client_fn = attacked_client_fn(args, client_fn, settings.num_clients)
+        options = settings.app_options
+        client_fn = attacked_client_fn(options, client_fn, settings.num_clients, settings.seed)
         plain = (
-            args.attack is None
-            and args.strategy != "fedsgd"
+            options.get("attack") is None
+            and settings.strategy.name != "fedsgd"
             and not local_dp
             and settings.secure_aggregation is None
         )
-        engine, client_fn, notice = demo_engine(args.engine, client_fn, settings, plain=plain)
+        engine, client_fn, notice = demo_engine(settings.engine, client_fn, settings, plain=plain)
         return Simulation(client_fn, strategy, engine, notice)
 
-    def server_strategy(self, args: argparse.Namespace, settings: RunSettings) -> Strategy:
+    def server_strategy(self, settings: RunSettings) -> Strategy:
         """`--strategy` with the demo's knobs, waiting for `settings.num_clients` clients."""
-        strategy = demo_strategy(args, settings)
-        strategy.min_available_clients = settings.num_clients
-        return strategy
+        return demo_strategy(settings, min_available_clients=settings.num_clients)
 
     def make_client_fn(self, seed: int) -> ClientFn:
         """The demo client of a partition, with the data split of `seed`."""

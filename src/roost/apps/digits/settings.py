@@ -1,15 +1,15 @@
 """The demo's sizes, and the check that refuses settings it cannot run.
 
-The demo's knobs are the command line's `roost.cli.settings.RunSettings`: clients, rounds,
+The demo's knobs are the run's `roost.settings.RunSettings`: clients, rounds,
 fractions, epochs, batch size, learning rate and seed (`RunSettings()` gives the defaults
 `roost simulate` runs).
 """
 
 from __future__ import annotations
 
-from roost.cli.settings import RunSettings
 from roost.data.bundled_digits import load_digits_split
 from roost.errors import ConfigurationError
+from roost.settings import RunSettings
 
 NUM_FEATURES = 64
 NUM_CLASSES = 10

@@ -6,17 +6,16 @@ For FedSGD the demo client answers `fit` with its full-batch gradient: `FedSGD` 
 
 from __future__ import annotations
 
-import argparse
+from typing import Any
 
 from roost.apps.digits import softmax
 from roost.apps.digits.settings import NUM_CLASSES, NUM_FEATURES
-from roost.cli.settings import RunSettings
-from roost.cli.strategy_options import strategy_from_args
 from roost.core.config_keys import BATCH_SIZE, LEARNING_RATE, LOCAL_EPOCHS, SERVER_ROUND
 from roost.core.types import Config, Metrics, Parameters
 from roost.data.bundled_digits import load_digits_split
 from roost.errors import ConfigurationError
 from roost.metrics import weighted_average
+from roost.settings import RunSettings
 from roost.strategy.presets import FedAvg
 from roost.strategy.strategy import EvaluateFn, Strategy
 
@@ -34,8 +33,9 @@ def centralized_evaluate_fn(seed: int = 0) -> EvaluateFn:
     return evaluate
 
 
-def make_strategy(settings: RunSettings) -> FedAvg:
-    """FedAvg over the demo's clients, with centralized evaluation and weighted metrics."""
+def strategy_knobs(settings: RunSettings) -> dict[str, Any]:
+    """The demo's own knobs of any strategy: its fractions and minimums, initial model,
+    centralized evaluation, fit config (epochs, batch size, learning rate) and metric means."""
 
     def fit_config(server_round: int) -> Config:
         return {
@@ -46,28 +46,33 @@ def make_strategy(settings: RunSettings) -> FedAvg:
         }
 
     minimum = min(2, settings.num_clients)
-    return FedAvg(
-        fraction_fit=settings.fraction_fit,
-        fraction_evaluate=settings.fraction_evaluate,
-        min_fit_clients=minimum,
-        min_evaluate_clients=minimum if settings.fraction_evaluate > 0 else 0,
-        min_available_clients=minimum,
-        initial_parameters=softmax.init_parameters(NUM_FEATURES, NUM_CLASSES),
-        evaluate_fn=centralized_evaluate_fn(settings.seed),
-        on_fit_config_fn=fit_config,
-        on_evaluate_config_fn=lambda server_round: {SERVER_ROUND: server_round},
-        fit_metrics_aggregation_fn=weighted_average,
-        evaluate_metrics_aggregation_fn=weighted_average,
-    )
+    return {
+        "fraction_fit": settings.fraction_fit,
+        "fraction_evaluate": settings.fraction_evaluate,
+        "min_fit_clients": minimum,
+        "min_evaluate_clients": minimum if settings.fraction_evaluate > 0 else 0,
+        "min_available_clients": minimum,
+        "initial_parameters": softmax.init_parameters(NUM_FEATURES, NUM_CLASSES),
+        "evaluate_fn": centralized_evaluate_fn(settings.seed),
+        "on_fit_config_fn": fit_config,
+        "on_evaluate_config_fn": lambda server_round: {SERVER_ROUND: server_round},
+        "fit_metrics_aggregation_fn": weighted_average,
+        "evaluate_metrics_aggregation_fn": weighted_average,
+    }
 
 
-def demo_strategy(args: argparse.Namespace, settings: RunSettings) -> Strategy:
-    """The `--strategy` preset with the demo's knobs (`roost simulate` and `roost server`).
+def make_strategy(settings: RunSettings) -> FedAvg:
+    """FedAvg over the demo's clients, with centralized evaluation and weighted metrics."""
+    return FedAvg(**strategy_knobs(settings))
 
-    A preset's own client learning rate (FedAdam's `eta_l`, ...) is the demo's `--lr`; with
-    `--dp` the strategy is private (`roost.cli.dp_options`).
+
+def demo_strategy(settings: RunSettings, **knobs: Any) -> Strategy:
+    """The strategy `settings` ask for (`--strategy`, its options, `--dp`, `--secagg`) with the
+    demo's knobs, and `knobs` of the command's (`min_available_clients` of a server).
+
+    A preset's own client learning rate (FedAdam's `eta_l`, ...) is the demo's `--lr`.
     """
-    strategy = strategy_from_args(args, settings, like=make_strategy(settings))
+    strategy = settings.build_strategy({**strategy_knobs(settings), **knobs})
     needed = strategy.aggregator.min_updates
     if needed > settings.num_clients:
         raise ConfigurationError(

@@ -13,9 +13,9 @@ from typing import Any
 
 from roost.apps.digits.client import client_data
 from roost.apps.digits.settings import NUM_CLASSES, NUM_FEATURES
-from roost.cli.settings import RunSettings
 from roost.client.client import ClientFn
 from roost.engines import torch_available
+from roost.settings import RunSettings
 from roost.tasks import SGD, Task
 
 
