@@ -21,6 +21,7 @@ from roost.cli.simulate import add_state_options, recording_options
 from roost.cli.strategy_options import add_clip_arguments
 from roost.client.client import ClientFn
 from roost.engines import ENGINES
+from roost.engines.threads import use_passive_wait
 from roost.errors import ConfigurationError
 from roost.server.history import History
 from roost.server.loop import ServerConfig
@@ -110,7 +111,7 @@ def _run_roost_project(app: ProjectApp, args: argparse.Namespace, reporter: Repo
         )
     reporter.print(
         f"{project.name}: {project.num_rounds} rounds, {project.num_clients} clients; "
-        f"engine: {project.engine} ({why})"
+        f"engine: {project.engine} ({why}); {use_passive_wait()}"
     )
     client_fn, strategy = _protected(
         project.client_fn(), project.make_strategy(), project.num_clients, args, reporter
@@ -169,7 +170,9 @@ def _run_flower_project(
             "its nodes' replies as Messages and logs from them what it chooses"
         )
     engine, why = engine_choice(args.engine, None)
-    reporter.print(f"{app.directory.name}: Flower project; engine: {engine} ({why})")
+    reporter.print(
+        f"{app.directory.name}: Flower project; engine: {engine} ({why}); {use_passive_wait()}"
+    )
     return run_project(
         app.directory,
         run_config_overrides=app.run_config_overrides,

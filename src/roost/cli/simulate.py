@@ -17,6 +17,7 @@ from roost.cli.settings import (
     settings_from_args,
 )
 from roost.engines import ENGINES
+from roost.engines.threads import use_passive_wait
 from roost.errors import ConfigurationError
 
 
@@ -101,7 +102,8 @@ def run(args: argparse.Namespace, default_app: App) -> int:
     settings = settings_from_args(args, num_clients=args.clients)
     simulation = app.simulation(args, settings)
     with Reporter(args, args.rounds, run_params(args)) as reporter:
-        reporter.print(simulation.notice)
+        # The engine line also says how math threads wait (set by `roost.cli.main`).
+        reporter.print(simulation.notice and f"{simulation.notice}; {use_passive_wait()}")
         reporter.print(settings.privacy and settings.privacy.describe())
         reporter.print(secure_aggregation_line(settings, simulation.strategy))
         history = run_simulation(
