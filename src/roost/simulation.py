@@ -17,6 +17,7 @@ from typing import Any
 from roost.client.client import ClientFn
 from roost.core.types import Config
 from roost.engines import make_engine
+from roost.engines.choice import default_engine
 from roost.engines.node_states import recorded_node_states
 from roost.engines.warm import WarmClients
 from roost.errors import ConfigurationError
@@ -43,7 +44,7 @@ def run_simulation(
     run_config: Config | None = None,
     out_dir: str | Path | None = None,
     on_round_end: RoundCallback | None = None,
-    engine: str = "sequential",
+    engine: str | None = None,
     engine_options: Mapping[str, Any] | None = None,
     state_dir: str | Path | None = None,
     resume: bool = False,
@@ -65,7 +66,10 @@ def run_simulation(
         out_dir: where to write `history.json`, `model.npz`, ... at the end.
         on_round_end: called with the `ServerState` after each round.
         engine: "sequential", "process", "ray" or "vectorized" (see `roost.engines`); every
-            engine gives the same model.
+            engine gives the same model. None (the default) chooses, and the run's first line
+            says which and why: the process engine when client_fn trains with an ML framework
+            and the run is long enough to earn back starting the workers (see
+            `roost.engines.choice`), else the sequential engine.
         engine_options: the engine's settings (see `roost.engines.make_engine`).
         state_dir: record every completed round there (the server's state and every node's
             `Context.state`), so the run can be resumed.
@@ -88,6 +92,8 @@ def run_simulation(
         then=recording(store, on_round_end),
     )
     try:
+        if engine is None:
+            engine, engine_options = _default_engine(client_fn, num_clients, config, engine_options)
         simulated = _engine(
             engine, client_fn, num_clients, run_config, engine_options, warm_clients, strategy
         )
@@ -122,6 +128,21 @@ def _run_on(
         )
     finally:
         transport.close()
+
+
+def _default_engine(
+    client_fn: ClientFn,
+    num_clients: int,
+    config: ServerConfig,
+    engine_options: Mapping[str, Any] | None,
+) -> tuple[str, Mapping[str, Any] | None]:
+    """The engine (and options) a run that names none runs on; logged as the run's first line."""
+    if engine_options:  # options without an engine have always meant the sequential engine's
+        log.info("engine: sequential (engine_options without engine)")
+        return "sequential", engine_options
+    choice = default_engine(client_fn, num_clients, config.num_rounds)
+    log.info(choice.line())
+    return choice.engine, choice.options
 
 
 def _engine(
