@@ -1,6 +1,6 @@
 """One run of the seed tutorial's workload in a fresh process, on Flower, roost or a plain loop.
 
-    python benchmarks/seed_run.py SCENARIO RUNNER      # SCENARIO: seed, seed-100, tutorial
+    python benchmarks/seed_run.py SCENARIO RUNNER      # SCENARIO: seed, seed-100, tutorial[-tf]
                                                        # RUNNER: flower, default, sequential,
                                                        #   warm, vectorized, loop
 
@@ -10,7 +10,9 @@ IID over the clients (10 % of each share kept for validation), a `NumPyClient` w
 `model.fit(..., epochs=1, batch_size=32, steps_per_epoch=3)` on a model its `client_fn` builds and
 compiles, FedAvg with every client training and half of them evaluating each round. The
 `tutorial` scenario is the tutorial's code unchanged: 5 clients, 5 rounds, and `fit` trains a
-whole epoch over the client's share (57 steps of 32), as the tutorial's `model.fit` does.
+whole epoch over the client's share (57 steps of 32), as the tutorial's `model.fit` does;
+`tutorial-tf` is the same on Keras' default backend, TensorFlow (`engines.py` sets
+`KERAS_BACKEND` for each scenario).
 
 Runners:
   flower      the script on Flower 1.42 (`flwr.simulation.run_simulation`, Ray, 1 CPU per client)
@@ -24,11 +26,12 @@ Runners:
               `KerasTask` draws, get_weights, FedAvg by hand, evaluate): both end with one model
 
 Prints one JSON line: seconds spent importing and running, and the final model's accuracy on 1,000
-held-out images. Keras runs on its torch backend (`KERAS_BACKEND=torch`) in every runner. The
-images are a CIFAR-shaped stand-in made by NumPy (no download): a fixed random template per class
-under noise, as uint8, so only the arithmetic's size matters, not CIFAR-10's difficulty. They
-are drawn once into `benchmarks/.cache/seed-images.npz` before the clock starts, and every runner's
-`load_data` reads them from there (as the tutorial reads CIFAR-10 from its dataset cache).
+held-out images. Keras runs on its torch backend (`KERAS_BACKEND=torch`, unless set) in every
+runner. The images are a CIFAR-shaped stand-in made by NumPy (no download): a fixed random
+template per class under noise, as uint8, so only the arithmetic's size matters, not CIFAR-10's
+difficulty. They are drawn once into `benchmarks/.cache/seed-images.npz` before the clock
+starts, and every runner's `load_data` reads them from there (as the tutorial reads CIFAR-10
+from its dataset cache).
 """
 
 from __future__ import annotations
@@ -67,6 +70,7 @@ SCENARIOS = {
     "seed": SeedScenario("seed", num_clients=5, rounds=5),
     "seed-100": SeedScenario("seed-100", num_clients=100, rounds=10),
     "tutorial": SeedScenario("tutorial", num_clients=5, rounds=5, steps_per_epoch=None),
+    "tutorial-tf": SeedScenario("tutorial-tf", num_clients=5, rounds=5, steps_per_epoch=None),
 }
 RUNNERS = ("flower", "default", "sequential", "warm", "vectorized", "loop")
 

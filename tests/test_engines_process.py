@@ -4,19 +4,27 @@ workers cannot start or keep dying."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+import types
 from pathlib import Path
 
 import numpy as np
 import pytest
-from process_probes import crashing_client_fn, environment_client_fn, probe_client_fn
+from process_probes import (
+    crashing_client_fn,
+    environment_client_fn,
+    pid_recording_fedavg,
+    probe_client_fn,
+)
 
 import roost
 from roost.engines import make_engine
+from roost.engines.choice import default_engine, framework_of
 from roost.engines.threads import use_passive_wait, worker_environment
 from roost.errors import RoostError
 
@@ -198,3 +206,71 @@ def test_use_passive_wait_sets_the_default_and_names_whose_value_holds():
 def test_only_the_spawn_start_method_is_accepted():
     with pytest.raises(roost.ConfigurationError, match="leave start_method out"):
         make_engine("process", probe_client_fn, 2, start_method="forkserver")
+
+
+# -- the default engine -----------------------------------------------------------------------
+
+
+def framework_module(monkeypatch, framework: str) -> types.ModuleType:
+    """A loaded module `user_models` that imported `framework` at top level, as a user's model
+    module does (a stand-in module object: the real framework is not imported)."""
+    module = types.ModuleType("user_models")
+    module.framework = types.ModuleType(framework)
+    monkeypatch.setitem(sys.modules, "user_models", module)
+    return module
+
+
+def test_the_default_engine_sees_a_framework_through_client_fns_modules(monkeypatch):
+    module = framework_module(monkeypatch, "keras")
+
+    def build(context):  # pickled by reference to user_models, as a module's function is
+        return None
+
+    build.__module__, build.__qualname__ = "user_models", "build"
+    module.build = build
+    assert framework_of(build) == "keras"
+    assert framework_of(probe_client_fn) is None  # NumPy and roost only
+    assert framework_of(lambda context: module.framework) == "keras"  # a closure over it
+
+
+def test_the_default_engine_runs_tracing_frameworks_in_workers_when_it_pays(monkeypatch):
+    monkeypatch.setattr("roost.engines.choice.os.cpu_count", lambda: 2)
+    monkeypatch.setattr("roost.engines.choice.framework_of", lambda client_fn: "tensorflow")
+    choice = default_engine(probe_client_fn, 5, 5)
+    assert (choice.engine, choice.options) == ("process", {"max_workers": 2})
+    assert choice.line().startswith("engine: process (the default: client_fn uses tensorflow, ")
+    few = default_engine(probe_client_fn, 2, 1)  # 2 calls: starting workers would not pay
+    assert few.engine == "sequential" and "2 client calls do not earn back" in few.why
+    # Keras is judged by its backend: on TensorFlow it traces every new model's step ...
+    keras = types.ModuleType("keras")
+    keras.backend = types.SimpleNamespace(backend=lambda: "tensorflow")
+    monkeypatch.setitem(sys.modules, "keras", keras)
+    monkeypatch.setattr("roost.engines.choice.framework_of", lambda client_fn: "keras")
+    assert "uses keras on tensorflow, so 2 worker" in default_engine(probe_client_fn, 5, 5).why
+    # ... on torch, as torch itself, one call already uses every core.
+    keras.backend = types.SimpleNamespace(backend=lambda: "torch")
+    on_torch = default_engine(probe_client_fn, 5, 5)
+    assert on_torch.engine == "sequential" and "keras on torch, whose calls" in on_torch.why
+    monkeypatch.setattr("roost.engines.choice.framework_of", lambda client_fn: "torch")
+    assert default_engine(probe_client_fn, 50, 50).engine == "sequential"
+    monkeypatch.setattr("roost.engines.choice.framework_of", lambda client_fn: "jax")
+    monkeypatch.setattr("roost.engines.choice.os.cpu_count", lambda: 1)
+    assert "this machine has one core" in default_engine(probe_client_fn, 5, 5).why
+
+
+def test_run_simulation_names_the_engine_it_chose_and_uses_it(monkeypatch, caplog):
+    caplog.set_level(logging.INFO, logger="roost")
+    pids: list[int] = []
+    roost.run_simulation(
+        probe_client_fn, 4, strategy=pid_recording_fedavg(pids, 2), config=roost.ServerConfig(3)
+    )
+    assert set(pids) == {os.getpid()}
+    assert "engine: sequential (the default: client_fn uses no ML framework" in caplog.text
+    monkeypatch.setattr("roost.engines.choice.framework_of", lambda client_fn: "tensorflow")
+    monkeypatch.setattr("roost.engines.choice.os.cpu_count", lambda: 2)
+    pids.clear()
+    roost.run_simulation(
+        probe_client_fn, 4, strategy=pid_recording_fedavg(pids, 2), config=roost.ServerConfig(3)
+    )
+    assert len(pids) == 12 and os.getpid() not in pids  # clients ran in worker processes
+    assert "engine: process (the default: client_fn uses tensorflow" in caplog.text

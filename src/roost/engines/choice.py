@@ -1,12 +1,15 @@
 """The engine a simulation runs on when the caller names none, and why (the run's first line).
 
-Clients that train with an ML framework (torch, Keras, TensorFlow, JAX) spend seconds per call,
-and a pool of worker processes runs them side by side on the machine's cores; each worker pays
-for importing the framework once (seconds) and keeps it. Clients that use none (NumPy, the
-standard library) finish in milliseconds, and no pool pays for itself: they run in this process.
-So the process engine is the default when client_fn uses a framework, there are at least two
-cores, and the run makes enough client calls (`MIN_CALLS_FOR_WORKERS`) to earn back the workers'
-start; otherwise the sequential engine is. Both give the same model for the same seed.
+Worker processes pay off where a client's call is mostly serial work that one process cannot
+spread over the cores. Keras on TensorFlow or JAX is that case: each model `client_fn` builds
+traces and compiles its training step again (a second or more of one core per call), so a pool
+of workers, each keeping the framework imported, runs such clients side by side. A torch call
+already spreads its arithmetic over every core, and NumPy clients finish in milliseconds: in one
+process they ran as fast or faster (README, Engines and speed), with no worker to start (a
+worker's first act is to import the framework, about 5 s). So the process engine is the default
+when client_fn uses TensorFlow, JAX, or Keras on either, the machine has two cores or more, and
+the run makes enough client calls (`MIN_CALLS_FOR_WORKERS`) to earn back the workers' start;
+otherwise the sequential engine is. A seed gives the same run on either.
 
 Which frameworks client_fn uses is read from what it would send to a worker: the modules its
 pickle names (its own module and those of the functions, classes and modules it refers to), and
@@ -24,8 +27,12 @@ from types import ModuleType
 
 from roost.client.client import ClientFn
 
-FRAMEWORKS = ("torch", "keras", "tensorflow", "jax")
-"""The frameworks whose clients train for long enough that worker processes pay off."""
+FRAMEWORKS = ("keras", "tensorflow", "jax", "torch")
+"""The ML frameworks looked for in client_fn, Keras first (its backend is one of the others)."""
+
+TRACING = ("tensorflow", "jax")
+"""Frameworks (or Keras backends) that trace and compile every new model's step: serial work
+per call that worker processes run side by side."""
 
 MIN_CALLS_FOR_WORKERS = 12
 """Client calls (rounds × clients) below which workers cost more than they save: starting a
@@ -48,10 +55,17 @@ class EngineChoice:
 def default_engine(client_fn: ClientFn, num_clients: int, num_rounds: int) -> EngineChoice:
     """The engine to run `client_fn`'s `num_clients` clients for `num_rounds` rounds on."""
     keep = "engine='process' runs them in worker processes"
-    framework = framework_of(client_fn)
-    if framework is None:
+    found = framework_of(client_fn)
+    framework = _with_backend(found)
+    if found is None:
         why = (
             f"the default: client_fn uses no ML framework, so its clients run fastest here; {keep}"
+        )
+        return EngineChoice("sequential", why, {})
+    if not framework.endswith(TRACING):
+        why = (
+            f"the default: client_fn uses {framework}, whose calls already spread over the "
+            f"cores, so its clients run fastest here; {keep}"
         )
         return EngineChoice("sequential", why, {})
     cores = os.cpu_count() or 1
@@ -72,6 +86,16 @@ def default_engine(client_fn: ClientFn, num_clients: int, num_rounds: int) -> En
         "them one by one in this process"
     )
     return EngineChoice("process", why, {"max_workers": workers})
+
+
+def _with_backend(framework: str | None) -> str:
+    """`framework`, and for Keras the backend it runs on ("keras on tensorflow")."""
+    keras = sys.modules.get("keras") if framework == "keras" else None
+    try:
+        backend = keras.backend.backend() if keras is not None else None
+    except Exception:  # a Keras without the usual API: judge it as Keras alone
+        backend = None
+    return f"keras on {backend}" if backend else str(framework)
 
 
 def _one_core(cores: int, num_clients: int) -> str:
