@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 import types
 from pathlib import Path
 
@@ -127,6 +128,30 @@ def test_workers_that_die_while_starting_end_the_run_with_one_clear_error():
     assert "\n" not in message
     assert "exited while starting (exit code 7" in message
     assert "guard" not in message  # the old advice no longer applies
+
+
+class SlowToLoad:
+    """A client_fn whose rebuilding in a worker takes longer than a worker may take to start."""
+
+    def __reduce__(self):
+        return (time.sleep, (30,))
+
+
+def test_a_worker_that_does_not_start_is_mentioned_then_ends_the_run(monkeypatch, caplog):
+    monkeypatch.setattr("roost.engines.process.WORKER_START_TIMEOUT", 1.5)
+    monkeypatch.setattr("roost.engines.process.SLOW_START_NOTICE", 0.5)
+    started = time.monotonic()
+    with pytest.raises(RoostError) as raised:
+        roost.run_simulation(
+            SlowToLoad(),
+            2,
+            strategy=fedavg_of_zeros(),
+            engine="process",
+            engine_options={"max_workers": 1},
+        )
+    assert time.monotonic() - started < 20  # not the 30 s the worker would have taken
+    assert str(raised.value).startswith("a process engine worker did not start within 1.5 s")
+    assert "a worker has been starting for 0.5 s" in caplog.text
 
 
 def test_workers_that_keep_dying_end_the_run_with_one_clear_error():

@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 START_METHODS = ("spawn",)
 """How workers start: "spawn", a fresh interpreter running roost's worker entry point."""
 
+# Seconds after which a worker still starting is mentioned, so a slow start is never silent.
+SLOW_START_NOTICE = 30.0
+
 # The directory that holds the roost package, put first on a worker's PYTHONPATH so that the
 # worker imports this roost (a source tree included) before it learns the server's sys.path.
 _ROOST_ROOT = str(Path(__file__).resolve().parents[2])
@@ -233,7 +236,15 @@ def _launch(env: dict[str, str]) -> _Worker:
 
 def _await_ready(worker: _Worker) -> None:
     """Wait for a new worker's first message: ready, or why client_fn could not be rebuilt."""
-    if not worker.connection.poll(WORKER_START_TIMEOUT):
+    patience = min(WORKER_START_TIMEOUT, SLOW_START_NOTICE)
+    if not worker.connection.poll(patience):
+        log.warning(
+            "process engine: a worker has been starting for %g s (importing what client_fn "
+            "needs); it gets %g s in all",
+            patience,
+            WORKER_START_TIMEOUT,
+        )
+    if not worker.connection.poll(WORKER_START_TIMEOUT - patience):
         raise RoostError(
             f"a process engine worker did not start within {WORKER_START_TIMEOUT:g} s (a "
             "machine out of memory or cores?); the run cannot go on without workers"
