@@ -4,6 +4,7 @@
     python benchmarks/engines.py --scenarios digits-100 --runners vectorized,loop,flower
     python benchmarks/engines.py --no-flower              # roost and the loop only
     python benchmarks/engines.py --scenarios seed,seed-100  # the seed tutorial's Keras workload
+    python benchmarks/engines.py --scenarios tutorial,tutorial-tf  # the tutorial's code unchanged
 
 Scenarios (see `workloads.py`; all FedAvg, local SGD, batch 10, lr 0.1, 1 epoch):
   digits-100   softmax regression on scikit-learn's digits, 100 IID clients, all train, 5 rounds
@@ -14,6 +15,8 @@ and the seed tutorial's own code (see `seed_run.py`: Keras ANN, Adam, `steps_per
 10,000 CIFAR-shaped images, every client training and half evaluating each round):
   seed         5 clients, 5 rounds (the tutorial's sizes)
   seed-100     100 clients, 10 rounds
+  tutorial     5 clients, 5 rounds, whole epochs (57 steps): the tutorial's code unchanged
+  tutorial-tf  the same on Keras' default backend, TensorFlow
 
 Runners: roost's `vectorized`, `sequential`, `process` and `ray` engines training a `roost.Task`;
 `numpy` (digits only): roost's sequential engine with NumPy clients, so the process never imports
@@ -23,11 +26,13 @@ and `loop`, a plain single-process loop doing the same arithmetic (nn.Module + t
 client after another, FedAvg by hand): the compute limit. All runners start from the same model
 and train every client on the same data in the same batch order.
 
-For the seed scenarios: `flower` is the tutorial's script on Flower 1.42; `sequential` the same
-script with its imports changed to `roost.compat.flwr` (a client built per instruction); `warm` the
-same plus `warm_clients=True`; `vectorized` the tutorial's model as a `roost.tasks.KerasTask`; and
-`loop` one Keras model reused for every client (the compute limit). Keras runs on its torch
-backend everywhere.
+For the seed scenarios: `flower` is the tutorial's script on Flower 1.42; `default` the same
+script with its imports changed to `roost.compat.flwr` (a client built per instruction), on the
+engine roost chooses for it (the process engine: Keras clients); `sequential` the same on
+`engine="sequential"`; `warm` that plus `warm_clients=True`; `vectorized` the tutorial's model
+as a `roost.tasks.KerasTask`; and `loop` one Keras model reused for every client (the compute
+limit). Keras runs on its torch backend, except in `tutorial-tf`, which runs on Keras' default
+backend, TensorFlow.
 
 Every run is a fresh process, with `OMP_WAIT_POLICY=PASSIVE` unless the environment sets it: on
 a machine shared with other work, OpenMP threads that spin while they wait (the default) made
@@ -62,10 +67,23 @@ import psutil
 HERE = Path(__file__).resolve().parent
 FLOWER_VENV = HERE / ".flower-venv"
 FLOWER_VERSION = "1.42.0"
-RUNNERS = ("vectorized", "numpy", "sequential", "warm", "process", "ray", "flower", "loop")
-SCENARIOS = ("digits-100", "digits-1000", "cnn", "seed", "seed-100")
-SEED_SCENARIOS = ("seed", "seed-100")
-SEED_RUNNERS = ("flower", "sequential", "warm", "vectorized", "loop")
+RUNNERS = (
+    "vectorized",
+    "numpy",
+    "default",
+    "sequential",
+    "warm",
+    "process",
+    "ray",
+    "flower",
+    "loop",
+)
+SCENARIOS = ("digits-100", "digits-1000", "cnn", "seed", "seed-100", "tutorial", "tutorial-tf")
+SEED_SCENARIOS = ("seed", "seed-100", "tutorial", "tutorial-tf")
+SEED_RUNNERS = ("flower", "default", "sequential", "warm", "vectorized", "loop")
+TUTORIAL_RUNNERS = ("flower", "default", "sequential")  # its whole epochs: no KerasTask twin
+# Keras' backend per scenario: torch, except in tutorial-tf: Keras' default backend, TensorFlow.
+KERAS_BACKENDS = {scenario: "torch" for scenario in SCENARIOS} | {"tutorial-tf": "tensorflow"}
 
 
 def flower_python(venv: Path) -> Path | None:
@@ -106,7 +124,7 @@ def _tree_memory(process: psutil.Process) -> int:
     return total
 
 
-def measure(command: list[str], timeout: float) -> dict:
+def measure(command: list[str], timeout: float, backend: str = "torch") -> dict:
     """Run `command`; return its JSON line plus whole-process wall time and peak memory.
 
     The exit is noticed within 10 ms (wall time is exact to that); memory is sampled every 0.5 s
@@ -115,7 +133,7 @@ def measure(command: list[str], timeout: float) -> dict:
     """
     # Ray's workers (the ray engine's and Flower's) import the workloads from here.
     paths = [str(HERE), os.environ.get("PYTHONPATH", "")]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "KERAS_BACKEND": "torch"}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "KERAS_BACKEND": backend}
     # OpenMP threads that wait by spinning turn every other process on a shared machine into a
     # many-fold slowdown of torch's parallel kernels; waiting threads sleep instead.
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -175,7 +193,7 @@ def run_matrix(
                 command = [python, str(HERE / "engine_run.py"), scenario, runner]
             print(f"  {scenario:<12} {runner:<11} ...", end=" ", flush=True)
             try:
-                results[scenario, runner] = measure(command, timeout)
+                results[scenario, runner] = measure(command, timeout, KERAS_BACKENDS[scenario])
                 print(f"{results[scenario, runner]['wall_s']:.1f} s", flush=True)
             except (RuntimeError, TimeoutError) as error:
                 print(f"failed: {str(error).splitlines()[-1]}", flush=True)
@@ -184,10 +202,13 @@ def run_matrix(
 
 def applies(scenario: str, runner: str) -> bool:
     """Whether `runner` has a version of `scenario` (NumPy: softmax regression only; warm: the
-    seed's own client only; the seed scenarios: no process or Ray rows)."""
+    seed's own client only; the seed scenarios: no process or Ray rows; the tutorial unchanged:
+    Flower and roost's script runners only)."""
+    if scenario.startswith("tutorial"):
+        return runner in TUTORIAL_RUNNERS
     if scenario in SEED_SCENARIOS:
         return runner in SEED_RUNNERS
-    return runner != "warm" and not (runner == "numpy" and scenario == "cnn")
+    return runner not in ("warm", "default") and not (runner == "numpy" and scenario == "cnn")
 
 
 def table(results: dict, scenarios: list[str], runners: list[str]) -> str:

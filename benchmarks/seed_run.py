@@ -1,18 +1,24 @@
 """One run of the seed tutorial's workload in a fresh process, on Flower, roost or a plain loop.
 
-    python benchmarks/seed_run.py SCENARIO RUNNER      # SCENARIO: seed, seed-100
-                                                       # RUNNER: flower, sequential, warm,
-                                                       #   vectorized, loop
+    python benchmarks/seed_run.py SCENARIO RUNNER      # SCENARIO: seed, seed-100, tutorial[-tf]
+                                                       # RUNNER: flower, default, sequential,
+                                                       #   warm, vectorized, loop
 
 The workload is the seed tutorial's own code: a Keras ANN (Flatten → Dense 64 relu → Dense 64
 relu → Dense 10 softmax, Adam, sparse categorical cross-entropy), 10,000 CIFAR-shaped images split
 IID over the clients (10 % of each share kept for validation), a `NumPyClient` whose `fit` runs
 `model.fit(..., epochs=1, batch_size=32, steps_per_epoch=3)` on a model its `client_fn` builds and
-compiles, FedAvg with every client training and half of them evaluating each round.
+compiles, FedAvg with every client training and half of them evaluating each round. The
+`tutorial` scenario is the tutorial's code unchanged: 5 clients, 5 rounds, and `fit` trains a
+whole epoch over the client's share (57 steps of 32), as the tutorial's `model.fit` does;
+`tutorial-tf` is the same on Keras' default backend, TensorFlow (`engines.py` sets
+`KERAS_BACKEND` for each scenario).
 
 Runners:
   flower      the script on Flower 1.42 (`flwr.simulation.run_simulation`, Ray, 1 CPU per client)
-  sequential  the same script, imports changed to `roost.compat.flwr` (cold clients)
+  default     the same script, imports changed to `roost.compat.flwr` (cold clients), on the
+              engine roost chooses when the script names none (Keras clients: the process engine)
+  sequential  the same, with `engine="sequential"` (one client after another, in this process)
   warm        the same, plus `warm_clients=True` (each partition's client is kept between rounds)
   vectorized  the seed's model as a `roost.tasks.KerasTask` on the vectorized engine
   loop        the compute limit: one Keras model reused for every client, the vectorized
@@ -20,11 +26,12 @@ Runners:
               `KerasTask` draws, get_weights, FedAvg by hand, evaluate): both end with one model
 
 Prints one JSON line: seconds spent importing and running, and the final model's accuracy on 1,000
-held-out images. Keras runs on its torch backend (`KERAS_BACKEND=torch`) in every runner. The
-images are a CIFAR-shaped stand-in made by NumPy (no download): a fixed random template per class
-under noise, as uint8, so only the arithmetic's size matters, not CIFAR-10's difficulty. They
-are drawn once into `benchmarks/.cache/seed-images.npz` before the clock starts, and every runner's
-`load_data` reads them from there (as the tutorial reads CIFAR-10 from its dataset cache).
+held-out images. Keras runs on its torch backend (`KERAS_BACKEND=torch`, unless set) in every
+runner. The images are a CIFAR-shaped stand-in made by NumPy (no download): a fixed random
+template per class under noise, as uint8, so only the arithmetic's size matters, not CIFAR-10's
+difficulty. They are drawn once into `benchmarks/.cache/seed-images.npz` before the clock
+starts, and every runner's `load_data` reads them from there (as the tutorial reads CIFAR-10
+from its dataset cache).
 """
 
 from __future__ import annotations
@@ -56,13 +63,16 @@ class SeedScenario:
     name: str
     num_clients: int
     rounds: int
+    steps_per_epoch: int | None = STEPS_PER_EPOCH  # None: whole epochs, as the tutorial has
 
 
 SCENARIOS = {
     "seed": SeedScenario("seed", num_clients=5, rounds=5),
     "seed-100": SeedScenario("seed-100", num_clients=100, rounds=10),
+    "tutorial": SeedScenario("tutorial", num_clients=5, rounds=5, steps_per_epoch=None),
+    "tutorial-tf": SeedScenario("tutorial-tf", num_clients=5, rounds=5, steps_per_epoch=None),
 }
-RUNNERS = ("flower", "sequential", "warm", "vectorized", "loop")
+RUNNERS = ("flower", "default", "sequential", "warm", "vectorized", "loop")
 
 
 # -- the tutorial's pieces (task.py), on stand-in images -------------------------------------------
@@ -156,9 +166,10 @@ def fedavg_settings(scenario: SeedScenario) -> dict:
 
 
 def run_script(
-    scenario: SeedScenario, initial: list[np.ndarray], framework: str, warm: bool
+    scenario: SeedScenario, initial: list[np.ndarray], framework: str, options: dict
 ) -> list[np.ndarray]:
-    """The seed's simulation.py, with `framework` ("flwr" or "roost.compat.flwr") as `fl`."""
+    """The seed's simulation.py, with `framework` ("flwr" or "roost.compat.flwr") as `fl`, and
+    roost's `options` (engine, warm clients) added to its `run_simulation` call."""
     client_module = importlib.import_module(f"{framework}.client")
     common = importlib.import_module(f"{framework}.common")
     server = importlib.import_module(f"{framework}.server")
@@ -182,7 +193,7 @@ def run_script(
                 self.y_train,
                 epochs=1,
                 batch_size=BATCH_SIZE,
-                steps_per_epoch=STEPS_PER_EPOCH,
+                steps_per_epoch=scenario.steps_per_epoch,
                 verbose=0,
             )
             return self.model.get_weights(), len(self.x_train), {}
@@ -212,7 +223,6 @@ def run_script(
         config = server.ServerConfig(num_rounds=scenario.rounds)
         return server.ServerAppComponents(strategy=strategy, config=config)
 
-    options = {"warm_clients": True} if warm else {}
     simulation.run_simulation(
         server_app=server.ServerApp(server_fn=server_fn),
         client_app=client_module.ClientApp(client_fn=client_fn),
@@ -221,6 +231,13 @@ def run_script(
         **options,
     )
     return final["parameters"]
+
+
+ROOST_SCRIPT_OPTIONS = {
+    "default": {},
+    "sequential": {"engine": "sequential"},
+    "warm": {"engine": "sequential", "warm_clients": True},
+}
 
 
 def run_vectorized(scenario: SeedScenario, initial: list[np.ndarray]) -> list[np.ndarray]:
@@ -308,9 +325,10 @@ def main() -> None:
     prepare_images()
     imported = time.perf_counter()
     if runner == "flower":
-        parameters = run_script(scenario, initial, "flwr", warm=False)
-    elif runner in ("sequential", "warm"):
-        parameters = run_script(scenario, initial, "roost.compat.flwr", warm=runner == "warm")
+        parameters = run_script(scenario, initial, "flwr", {})
+    elif runner in ROOST_SCRIPT_OPTIONS:
+        options = ROOST_SCRIPT_OPTIONS[runner]
+        parameters = run_script(scenario, initial, "roost.compat.flwr", options)
     elif runner == "vectorized":
         parameters = run_vectorized(scenario, initial)
     elif runner == "loop":

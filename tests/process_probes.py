@@ -74,3 +74,29 @@ class RememberingClient(NumPyClient):
 
 def remembering_client_fn(context) -> RememberingClient:
     return RememberingClient(context).to_client()
+
+
+class EnvironmentClient(roost.Client):
+    """Reports, as fit metrics, the math-thread settings its worker process runs with."""
+
+    def fit(self, parameters, config):
+        names = ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")
+        return parameters, 1, {name: os.environ.get(name, "unset") for name in names}
+
+    def evaluate(self, parameters, config):
+        return 0.0, 1, {}
+
+
+def environment_client_fn(context: roost.Context) -> EnvironmentClient:
+    return EnvironmentClient()
+
+
+class CrashingClient(EnvironmentClient):
+    """Ends its worker process in every fit, as a crashing native library would."""
+
+    def fit(self, parameters, config):
+        os._exit(3)
+
+
+def crashing_client_fn(context: roost.Context) -> CrashingClient:
+    return CrashingClient()

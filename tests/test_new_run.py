@@ -74,6 +74,8 @@ PROBE_PROJECT = {
         label = "file"
     """,
     "probe_app.py": """
+        import os
+
         import numpy as np
         import roost
         from roost.metrics import weighted_average
@@ -88,6 +90,7 @@ PROBE_PROJECT = {
                     "lr": self.config["learning-rate"],
                     "clients": self.config["num-clients"],
                     "is_cli_label": float(self.config["label"] == "cli"),
+                    "passive": float(os.environ.get("OMP_WAIT_POLICY") == "PASSIVE"),
                 }
                 return parameters, 1, metrics
             def evaluate(self, parameters, config):
@@ -129,6 +132,24 @@ def test_run_names_its_engine_and_why_and_tracks_like_simulate(tmp_path, capsys)
     assert list(board.glob("events.out.tfevents.*")), "--tensorboard wrote no event file"
     assert roost("run", project, "--engine", "process", "--quiet") == 0
     assert "engine: process (--engine)" in capsys.readouterr().out
+
+
+def test_run_makes_idle_threads_sleep_unless_the_user_chose(tmp_path, capsys, monkeypatch):
+    project = write_files(tmp_path / "probe", PROBE_PROJECT)
+    for policy, out, line in [
+        (None, "a", "; OMP_WAIT_POLICY=PASSIVE, roost's default (set it yourself to choose)"),
+        ("ACTIVE", "b", "; OMP_WAIT_POLICY=ACTIVE, yours"),
+    ]:
+        if policy is None:
+            monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+        else:
+            monkeypatch.setenv("OMP_WAIT_POLICY", policy)
+        assert roost("run", project, "--no-plot", "--out", tmp_path / out, "--quiet") == 0
+        assert line in capsys.readouterr().out.splitlines()[0]
+        history = json.loads((tmp_path / out / "history.json").read_text())
+        # the project's clients (imported after the command set it) see the engine line's value
+        passive = history["metrics_distributed_fit"]["passive"]
+        assert passive == [[1, 1.0 if policy is None else 0.0]]
 
 
 def test_project_mistakes_get_one_clear_line(tmp_path, monkeypatch, capsys):

@@ -17,6 +17,7 @@ from typing import Any
 from roost.client.client import ClientFn
 from roost.core.types import Config
 from roost.engines import make_engine
+from roost.engines.choice import default_engine
 from roost.engines.node_states import recorded_node_states
 from roost.engines.warm import WarmClients
 from roost.errors import ConfigurationError
@@ -43,7 +44,7 @@ def run_simulation(
     run_config: Config | None = None,
     out_dir: str | Path | None = None,
     on_round_end: RoundCallback | None = None,
-    engine: str = "sequential",
+    engine: str | None = None,
     engine_options: Mapping[str, Any] | None = None,
     state_dir: str | Path | None = None,
     resume: bool = False,
@@ -66,7 +67,10 @@ def run_simulation(
         out_dir: where to write `history.json`, `model.npz`, ... at the end.
         on_round_end: called with the `ServerState` after each round.
         engine: "sequential", "process", "ray" or "vectorized" (see `roost.engines`); every
-            engine gives the same model.
+            engine gives the same model. None (the default) chooses, and the run's first line
+            says which and why: the process engine when client_fn trains with an ML framework
+            and the run is long enough to earn back starting the workers (see
+            `roost.engines.choice`), else the sequential engine.
         engine_options: the engine's settings (see `roost.engines.make_engine`).
         state_dir: record every completed round there (the server's state and every node's
             `Context.state`), so the run can be resumed.
@@ -77,20 +81,20 @@ def run_simulation(
             `roost.WarmClients(max_clients=..., max_bytes=...)`, least recently used dropped).
             Off by default: a warm client keeps what your code keeps (a Keras optimizer's
             state, say), which changes such code's results; see README, warm clients.
+        settings: what the result depends on (JSON by name; default: clients, seed, engine).
     """
     ensure_logging()
     strategy = strategy if strategy is not None else FedAvg()
     config = config if config is not None else ServerConfig(num_rounds=1)
-    if settings is None:
-        settings = {"num_clients": num_clients, "seed": seed, "engine": engine}
-    store, saved = open_state(state_dir, resume, out_dir, settings)
+    default = {"num_clients": num_clients, "seed": seed, "engine": engine}
+    store, saved = open_state(state_dir, resume, out_dir, settings or default)
+    then = recording(store, on_round_end)
     track = TrackRounds(
-        trackers,
-        num_rounds=config.num_rounds,
-        client_metrics=client_metrics,
-        then=recording(store, on_round_end),
+        trackers, num_rounds=config.num_rounds, client_metrics=client_metrics, then=then
     )
     try:
+        if engine is None:
+            engine, engine_options = _default_engine(client_fn, num_clients, config, engine_options)
         simulated = _engine(
             engine, client_fn, num_clients, run_config, engine_options, warm_clients, strategy
         )
@@ -125,6 +129,21 @@ def _run_on(
         )
     finally:
         transport.close()
+
+
+def _default_engine(
+    client_fn: ClientFn,
+    num_clients: int,
+    config: ServerConfig,
+    engine_options: Mapping[str, Any] | None,
+) -> tuple[str, Mapping[str, Any] | None]:
+    """The engine (and options) a run that names none runs on; logged as the run's first line."""
+    if engine_options:  # options without an engine have always meant the sequential engine's
+        log.info("engine: sequential (engine_options without engine)")
+        return "sequential", engine_options
+    choice = default_engine(client_fn, num_clients, config.num_rounds)
+    log.info(choice.line())
+    return choice.engine, choice.options
 
 
 def _engine(

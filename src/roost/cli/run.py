@@ -23,6 +23,7 @@ from roost.cli.simulate import add_state_options, recording_options
 from roost.cli.strategy_options import add_clip_arguments
 from roost.client.client import ClientFn
 from roost.engines import ENGINES
+from roost.engines.threads import use_passive_wait
 from roost.errors import ConfigurationError
 from roost.server.history import History
 from roost.server.loop import ServerConfig
@@ -120,7 +121,7 @@ def _run_roost_project(app: ProjectApp, args: argparse.Namespace, reporter: Repo
     project_client_fn, project_strategy = project.client_fn(), project.make_strategy()
     reporter.print(
         f"{project.name}: {project.num_rounds} rounds, {project.num_clients} clients; "
-        f"engine: {project.engine} ({why})"
+        f"engine: {project.engine} ({why}); {use_passive_wait()}"
     )
     client_fn, strategy = _protected(
         project_client_fn, project_strategy, project.num_clients, args, reporter

@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 
+from roost.app import refuse_strategy_options
 from roost.cli.app import App, add_run_config_option, finish_app_command, load_app
 from roost.cli.options import CommandParser, address, positive_float, positive_int
 from roost.cli.report import (
@@ -143,12 +144,13 @@ def run(args: argparse.Namespace, default_app: App) -> int:
     if args.out:
         check_out_dir(args.out)
     app = load_app(args.app, args.run_config) if args.app else default_app
+    settings = settings_from_args(args, num_clients=args.min_clients or DEFAULT_MIN_CLIENTS)
     if app.serves_whole_run:  # a Flower project serves its own ServerApp
+        refuse_strategy_options(settings)
         with Reporter(args, None, run_params(args), logs=logging.INFO) as reporter:
             history = app.serve(args, reporter.track)
         reporter.console.print(history_table(history))
         return reporter.conclude(history)
-    settings = settings_from_args(args, num_clients=args.min_clients or DEFAULT_MIN_CLIENTS)
     strategy = app.server_strategy(settings)
     if args.min_clients is not None and strategy.min_available_clients != args.min_clients:
         strategy = strategy.replace(min_available_clients=args.min_clients)  # an app's own

@@ -19,6 +19,7 @@ from roost.cli.settings import (
     settings_from_args,
 )
 from roost.engines import ENGINES
+from roost.engines.threads import use_passive_wait
 from roost.errors import ConfigurationError
 from roost.server.state import last_recorded_round
 
@@ -110,7 +111,8 @@ def run(args: argparse.Namespace, default_app: App) -> int:
     settings = settings_from_args(args, num_clients=args.clients)
     simulation = app.simulation(settings)
     with Reporter(args, settings.num_rounds, run_params(args, option_values(settings))) as reporter:
-        reporter.print(simulation.notice)
+        # The engine line also says how math threads wait (set by `roost.cli.main`).
+        reporter.print(simulation.notice and f"{simulation.notice}; {use_passive_wait()}")
         reporter.print(settings.privacy and settings.privacy.describe())
         reporter.print(secure_aggregation_line(settings, simulation.strategy))
         history = run_simulation(

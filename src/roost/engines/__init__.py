@@ -4,12 +4,14 @@ An engine is a `roost.transport.base.Transport` (the round loop hands it whole c
 `make_engine(name, client_fn, num_clients, ...)` from this registry:
 
 - `sequential`: clients one by one, in this process: the reference.
-- `process`: a pool of worker processes (all cores), for any picklable `client_fn`.
+- `process`: a pool of worker processes (all cores), for any picklable `client_fn`; the
+  workers run roost's own entry point (`roost.engines.worker`), never the user's script.
 - `ray`: a pool of Ray actors, for simulations that outgrow one machine.
 - `vectorized`: a `roost.Task`'s whole cohort as one batched computation (PyTorch).
 
 Each engine's module is imported only when the engine is made, so optional dependencies (torch,
-Ray) are needed only by the engine that uses them.
+Ray) are needed only by the engine that uses them. Which engine a run that names none gets, and
+why, is `roost.engines.choice`.
 """
 
 from __future__ import annotations

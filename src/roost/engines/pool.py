@@ -10,7 +10,9 @@ not yet back: a slow client then holds back that many results at most, not the w
 the workers wait for it once they are that far ahead. With `in_order=False` results are handed on
 as each finishes (no worker waits and no result is held, but the last bits of a sum can differ).
 A client past the timeout is a failure and its worker is replaced, so a hung client cannot hold
-a worker; a worker that dies is a failure of its client and is replaced too.
+a worker; a worker that dies is a failure of its client and is replaced too. Workers that keep
+dying (`LOST_IN_A_ROW_PER_WORKER` × workers deaths with no call answered in between) end the
+run with one error rather than restart workers for every client.
 
 With warm clients (`WarmClients`), each worker keeps the clients it built, and the pool routes a
 node's instruction to the worker that answered the node last (affinity), so its kept client answers
@@ -40,7 +42,7 @@ from roost.core.types import ClientId, Failure, Instruction, Outcome, Result
 from roost.engines.federation import Federation, SimulatedFederation
 from roost.engines.node_states import NodeState
 from roost.engines.warm import WarmClients
-from roost.errors import ConfigurationError
+from roost.errors import ConfigurationError, RoostError
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,11 @@ WORKER_START_TIMEOUT = 120.0
 # In cohort order, how far (in places per worker) calls may run ahead of the first result not yet
 # back: the most finished results the server holds in memory while it waits for a slow client.
 ORDER_WINDOW_PER_WORKER = 4
+
+# Workers lost one after another, per worker in the pool, before the run stops: a client that
+# crashes its process in every call (a native library, memory) would otherwise cost a worker
+# start per client, for the whole run.
+LOST_IN_A_ROW_PER_WORKER = 3
 
 Worker = TypeVar("Worker")
 Handle = TypeVar("Handle")
@@ -96,6 +103,9 @@ class WorkerPool(ABC, SimulatedFederation, Generic[Worker, Handle]):
     workers still busy are stopped, so late results cannot leak into the new exchange.
     """
 
+    engine_name = "pool"
+    """The engine's name, for errors."""
+
     def __init__(
         self,
         federation: Federation,
@@ -116,6 +126,7 @@ class WorkerPool(ABC, SimulatedFederation, Generic[Worker, Handle]):
         self.in_order = in_order
         self._home: dict[ClientId, Worker] = {}  # the worker that answered each node last
         self._sent: dict[ClientId, int] = {}  # instructions sent to each node so far
+        self._lost_in_a_row = 0  # workers lost since a call was last answered
 
     # -- what an engine provides ---------------------------------------------------------------
 
@@ -236,7 +247,7 @@ class WorkerPool(ABC, SimulatedFederation, Generic[Worker, Handle]):
             try:
                 handle = self._send(worker, client_id, instruction, state, ticket)
             except WorkerLost as lost:
-                idle.append(self._replace(worker))
+                idle.append(self._replace_lost(worker, lost))
                 yield client_id, Failure(client_id, f"worker unavailable: {lost}")
                 continue
             self._home[client_id] = worker
@@ -271,12 +282,13 @@ class WorkerPool(ABC, SimulatedFederation, Generic[Worker, Handle]):
         try:
             result, state = self._receive(call.worker, handle)
         except WorkerLost as lost:
-            idle.append(self._replace(call.worker))
+            idle.append(self._replace_lost(call.worker, lost))
             return call.client_id, Failure(call.client_id, str(lost), "error")
         except Exception as error:  # this call failed (e.g. its result arrived broken); the
             idle.append(call.worker)  # worker itself is fine and takes the next one
             return call.client_id, Failure(call.client_id, f"{type(error).__name__}: {error}")
         idle.append(call.worker)
+        self._lost_in_a_row = 0
         if state is not None:
             self.node_states.set(call.client_id, state)
         return call.client_id, result
@@ -299,6 +311,18 @@ class WorkerPool(ABC, SimulatedFederation, Generic[Worker, Handle]):
         self._kill(worker)
         self._workers.remove(worker)
         self._home = {node: home for node, home in self._home.items() if home is not worker}
+
+    def _replace_lost(self, worker: Worker, lost: WorkerLost) -> Worker:
+        """Replace `worker`, which died; raise `RoostError` when workers keep dying."""
+        self._lost_in_a_row += 1
+        if self._lost_in_a_row >= LOST_IN_A_ROW_PER_WORKER * self.max_workers:
+            raise RoostError(
+                f"the {self.engine_name} engine lost {self._lost_in_a_row} workers in a row, "
+                f"no call answered in between (the last: {lost}); stopping rather than start "
+                "a worker per client. A client may crash its process (a native library, or "
+                "memory: try fewer workers); engine='sequential' shows its error"
+            ) from lost
+        return self._replace(worker)
 
     def _replace(self, worker: Worker) -> Worker:
         """Kill `worker` (hung or dead) and start a fresh one in its place."""

@@ -1,97 +1,80 @@
 """The process engine: a pool of worker processes, started once and reused every round.
 
-Each worker receives `client_fn` once, when it starts; afterwards only instructions and results
-travel between the server process and its workers (over local pipes; nothing leaves the machine).
-A worker builds the client for each instruction it gets, exactly as the sequential engine does, so
-any `client_fn` works, provided it can be sent to another process (it must be picklable); with
-`warm_clients`, each worker keeps the clients it built and the pool sends a node back to the worker
-that holds its client (see `roost.engines.pool`).
+Each worker is a fresh Python interpreter running roost's own worker (`roost.engines.worker`), not
+the user's script: a script without an `if __name__ == "__main__":` guard runs once, in the server
+process, however many workers there are. Each worker receives `client_fn` once, when it starts
+(cloudpickled: functions and classes of the main script travel by value); afterwards only
+instructions and results travel between the server process and its workers (over local socket
+pairs; nothing leaves the machine). A worker builds the client for each instruction it gets,
+exactly as the sequential engine does, so any `client_fn` works, provided it can be sent to
+another process; with `warm_clients`, each worker keeps the clients it built and the pool sends a
+node back to the worker that holds its client (see `roost.engines.pool`). Workers keep the
+frameworks their clients import, so only their first client pays for the import.
 
 The pool itself (dispatch, timeouts, replacing hung or dead workers) is `roost.engines.pool`; this
-module says how a worker process starts, how a call travels over its pipe and how it stops.
+module says how a worker process starts, how a call travels over its socket and how it stops.
+Each worker's environment gets its share of the cores as thread counts and a passive OpenMP wait
+policy, unless the user set them (`roost.engines.threads`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import multiprocessing
 import os
-import pickle
+import signal
+import socket
+import subprocess
 import sys
 from multiprocessing.connection import Connection, wait
-from typing import Any
+from pathlib import Path
 
 from roost.client.client import ClientFn
 from roost.core.types import ClientId, Config, Failure, Instruction, Result
 from roost.engines.federation import Federation
 from roost.engines.pool import WORKER_START_TIMEOUT, WorkerLost, WorkerPool, serialize_federation
-from roost.engines.warm import ClientHost, NodeState, WarmClients, warm_setting
+from roost.engines.threads import worker_environment
+from roost.engines.warm import NodeState, WarmClients, warm_setting
 from roost.errors import ConfigurationError, RoostError
 
 log = logging.getLogger(__name__)
 
-_THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+START_METHODS = ("spawn",)
+"""How workers start: "spawn", a fresh interpreter running roost's worker entry point."""
 
+# Seconds after which a worker still starting is mentioned, so a slow start is never silent.
+SLOW_START_NOTICE = 30.0
 
-def _worker_main(
-    connection: Connection, payload: bytes, threads: int, warm: WarmClients | None
-) -> None:
-    """A worker's life: rebuild the federation (its client_fn), then answer instructions until
-    told to stop."""
-    for variable in _THREAD_VARIABLES:  # before the client's imports read them
-        os.environ.setdefault(variable, str(threads))
-    try:
-        federation = pickle.loads(payload)
-    except BaseException as error:
-        connection.send(("error", f"{type(error).__name__}: {error}"))
-        return
-    _limit_torch_threads(threads)
-    host = ClientHost(federation, warm)
-    connection.send(("ready", os.getpid()))
-    while True:
-        try:
-            message = connection.recv()
-        except (EOFError, OSError):
-            return
-        if message is None:
-            return
-        client_id, instruction, state, ticket = message
-        result, state = host.run(client_id, instruction, state, ticket)
-        try:
-            connection.send((result, state))
-        except Exception as error:  # e.g. a metric value that cannot be pickled
-            failure = Failure(client_id, f"result could not be sent back: {error}")
-            connection.send((failure, None))
-
-
-def _limit_torch_threads(threads: int) -> None:
-    """Set torch's thread count when torch is already imported (by the main script a spawned
-    worker re-imports, or by client_fn), which the environment variables came too late for."""
-    torch = sys.modules.get("torch")
-    if torch is not None and hasattr(torch, "set_num_threads"):
-        torch.set_num_threads(threads)
+# The directory that holds the roost package, put first on a worker's PYTHONPATH so that the
+# worker imports this roost (a source tree included) before it learns the server's sys.path.
+_ROOST_ROOT = str(Path(__file__).resolve().parents[2])
 
 
 class _Worker:
-    """A worker process and the server's end of its pipe."""
+    """A worker process and the server's end of its socket."""
 
-    def __init__(self, process: Any, connection: Connection) -> None:
+    def __init__(self, process: subprocess.Popen, connection: Connection) -> None:
         self.process = process
         self.connection = connection
+
+    def exit_code(self, grace: float) -> int | None:
+        """The process's exit status once it ends within `grace` seconds (negative: killed by
+        that signal), else None."""
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(grace)
+        return self.process.returncode
 
     def stop(self, grace: float = 2.0) -> None:
         with contextlib.suppress(OSError, ValueError):
             self.connection.send(None)
-        self.process.join(grace)
-        if self.process.is_alive():
-            self.process.kill()
-            self.process.join(grace)
+        if self.exit_code(grace) is None:
+            self.kill()
         self.connection.close()
 
     def kill(self) -> None:
-        self.process.kill()
-        self.process.join(5.0)
+        with contextlib.suppress(OSError):
+            self.process.kill()
+        self.exit_code(5.0)
         self.connection.close()
 
 
@@ -104,7 +87,9 @@ class ProcessEngine(WorkerPool[_Worker, Connection]):
         run_config: passed to every client in `context.run_config`.
         max_workers: worker processes (default: all cores).
         threads_per_worker: math-library threads per worker (default: cores / workers, ≥ 1).
-        start_method: "spawn" (default: safe with threads, CUDA and torch) or "forkserver".
+        start_method: "spawn" (the default and only one): each worker is a fresh interpreter
+            running roost's worker entry point, which never imports the main script (fork
+            would copy the server's threads and locks; forkserver re-ran the script).
         warm_clients: keep the clients each worker builds (True, or `WarmClients(...)` bounds,
             split among the workers); see `roost.engines.warm` for how that can change the
             results of clients that keep state. Default False: a fresh client per instruction.
@@ -117,6 +102,8 @@ class ProcessEngine(WorkerPool[_Worker, Connection]):
 
     Workers start on the first exchange and are reused until `close()`.
     """
+
+    engine_name = "process"
 
     def __init__(
         self,
@@ -131,6 +118,17 @@ class ProcessEngine(WorkerPool[_Worker, Connection]):
         in_order: bool = True,
     ) -> None:
         cores = os.cpu_count() or 1
+        if start_method not in START_METHODS:
+            raise ConfigurationError(
+                f"start_method {start_method!r} is not supported: workers start as fresh "
+                "interpreters running roost's worker (start_method='spawn', the default), "
+                "which never re-run your script; leave start_method out"
+            )
+        if os.name == "nt":
+            raise ConfigurationError(
+                "the process engine's workers inherit a socket, which Windows does not allow; "
+                "use engine='sequential' or engine='ray' on Windows"
+            )
         if max_workers is not None and max_workers < 1:
             raise ConfigurationError(f"max_workers must be >= 1, got {max_workers}")
         warm = warm_setting(warm_clients)
@@ -139,7 +137,6 @@ class ProcessEngine(WorkerPool[_Worker, Connection]):
         self._worker_warm = None if warm is None else warm.share(self.max_workers)
         self.threads_per_worker = threads_per_worker or max(1, cores // self.max_workers)
         self._payload = serialize_federation(federation, "process")
-        self._context = multiprocessing.get_context(start_method)
 
     # -- how a worker process is called ----------------------------------------------------------
 
@@ -166,9 +163,8 @@ class ProcessEngine(WorkerPool[_Worker, Connection]):
         try:
             result, state = handle.recv()
         except (EOFError, OSError) as error:
-            worker.process.join(1.0)
-            code = worker.process.exitcode
-            raise WorkerLost(f"its worker process died (exit code {code})") from error
+            code = worker.exit_code(1.0)
+            raise WorkerLost(f"its worker process died ({_exit_status(code)})") from error
         return result, state
 
     def _kill(self, worker: _Worker) -> None:
@@ -179,30 +175,25 @@ class ProcessEngine(WorkerPool[_Worker, Connection]):
 
     def _start_workers(self, count: int) -> list[_Worker]:
         """Start `count` workers and wait until each has rebuilt client_fn."""
-        workers = []
-        for _ in range(count):
-            parent, child = self._context.Pipe(duplex=True)
-            process = self._context.Process(
-                target=_worker_main,
-                args=(child, self._payload, self.threads_per_worker, self._worker_warm),
-                name="roost-worker",
-                daemon=True,
-            )
-            process.start()
-            child.close()
-            workers.append(_Worker(process, parent))
+        env = worker_environment(self.threads_per_worker)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [_ROOST_ROOT, env.get("PYTHONPATH")]))
+        workers: list[_Worker] = []
         try:
+            for _ in range(count):
+                workers.append(_launch(env))
+            for worker in workers:  # all start at once; then each gets client_fn
+                worker.connection.send((sys.path, self._payload, self._worker_warm))
             for worker in workers:
                 _await_ready(worker)
         except (EOFError, OSError) as error:
-            codes = []
+            codes = [_exit_status(worker.exit_code(1.0)) for worker in workers]
             for worker in workers:
                 worker.kill()
-                codes.append(worker.process.exitcode)
             raise RoostError(
-                f"a worker process exited while starting (exit codes {codes}). Worker processes "
-                "import the main script again: guard its top-level code with "
-                "`if __name__ == '__main__':`"
+                f"a process engine worker exited while starting ({'; '.join(codes)}; its "
+                "error, if it printed one, is above); the run cannot go on without workers. "
+                "Check that this Python can import roost and what client_fn uses, or use "
+                "engine='sequential'"
             ) from error
         except BaseException:
             for worker in workers:
@@ -212,15 +203,57 @@ class ProcessEngine(WorkerPool[_Worker, Connection]):
         return workers
 
 
+def _exit_status(code: int | None) -> str:
+    """A worker's exit status in words."""
+    if code is None:
+        return "still running"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"killed by {name}" + (", perhaps for memory" if name == "SIGKILL" else "")
+    return f"exit code {code}"
+
+
+def _launch(env: dict[str, str]) -> _Worker:
+    """Start one worker process on a new socket pair; return it without waiting for it."""
+    ours, theirs = socket.socketpair()
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "roost.engines.worker", str(theirs.fileno())],
+            pass_fds=(theirs.fileno(),),
+            env=env,
+            stdin=subprocess.DEVNULL,
+        )
+    except BaseException:
+        ours.close()
+        raise
+    finally:
+        theirs.close()  # the worker holds its own copy: its exit now reads as EOF here
+    return _Worker(process, Connection(ours.detach()))
+
+
 def _await_ready(worker: _Worker) -> None:
     """Wait for a new worker's first message: ready, or why client_fn could not be rebuilt."""
-    if not worker.connection.poll(WORKER_START_TIMEOUT):
-        raise RoostError(f"a worker process did not start within {WORKER_START_TIMEOUT:g} s")
+    patience = min(WORKER_START_TIMEOUT, SLOW_START_NOTICE)
+    if not worker.connection.poll(patience):
+        log.warning(
+            "process engine: a worker has been starting for %g s (importing what client_fn "
+            "needs); it gets %g s in all",
+            patience,
+            WORKER_START_TIMEOUT,
+        )
+    if not worker.connection.poll(WORKER_START_TIMEOUT - patience):
+        raise RoostError(
+            f"a process engine worker did not start within {WORKER_START_TIMEOUT:g} s (a "
+            "machine out of memory or cores?); the run cannot go on without workers"
+        )
     status, detail = worker.connection.recv()
     if status != "ready":
         raise ConfigurationError(
             "the process engine could not rebuild client_fn in a worker process "
-            f"({detail}). client_fn must be picklable and importable in a fresh "
-            "Python process: define it at module level of an importable module, "
-            "and guard scripts with `if __name__ == '__main__':`"
+            f"({detail}). client_fn must be picklable, and the modules it uses importable in "
+            "a fresh Python process (they are, when the script imports them); or use "
+            "engine='sequential'"
         )

@@ -78,6 +78,8 @@ class RayEngine(WorkerPool[Any, Any]):
             the same bits), or, False, as they finish; see `ProcessEngine` for the trade-off.
     """
 
+    engine_name = "ray"
+
     def __init__(
         self,
         client_fn: ClientFn,

@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from roost.app import refuse_strategy_options
 from roost.cli.app import ForeignProjectApp
 from roost.cli.dp_options import privacy_flags_given
 from roost.cli.run import engine_choice
 from roost.cli.settings import client_connection_options, server_deployment_options
 from roost.compat.flwr.project import connect_project, run_project, serve_project
 from roost.compat.flwr.pyproject import load_project
+from roost.engines.threads import use_passive_wait
 from roost.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -43,7 +43,6 @@ class FlowerProjectApp(ForeignProjectApp):
 
     def serve(self, args: argparse.Namespace, on_round_end: RoundCallback) -> History:
         """`serve_project` with `roost server`'s options."""
-        refuse_strategy_options(args)
         return serve_project(
             Path(self.directory or "."),
             server_address=args.address,
@@ -76,7 +75,9 @@ class FlowerProjectApp(ForeignProjectApp):
                 "receives its nodes' replies as Messages and logs from them what it chooses"
             )
         engine, why = engine_choice(args.engine, None)
-        reporter.print(f"{directory.name}: Flower project; engine: {engine} ({why})")
+        reporter.print(
+            f"{directory.name}: Flower project; engine: {engine} ({why}); {use_passive_wait()}"
+        )
         return run_project(
             directory,
             run_config_overrides=self.run_config_overrides,

@@ -33,17 +33,21 @@ def run_simulation(
     verbose_logging: bool = False,
     *,
     seed: int | None = None,
-    engine: str = "sequential",
+    engine: str | None = None,
     engine_options: dict[str, Any] | None = None,
     warm_clients: bool | WarmClients = False,
 ) -> History:
     """Simulate `num_supernodes` clients and return the run's History (Flower returns None).
 
-    By default clients run one after another in this process, built on demand by the
-    `ClientApp`, so it works the same in a script and in a notebook. `backend_name` and
-    `backend_config` (client resources) are accepted and not used; roost's own `engine`
-    ("sequential", "process", "ray", "vectorized") and `engine_options` choose how clients run
-    (see `roost.run_simulation`). `seed` makes client sampling reproducible.
+    Clients are built on demand by the `ClientApp`. By default they run on the engine
+    `roost.run_simulation` chooses (its first line says which and why): clients that train with
+    Keras, torch, TensorFlow or JAX run side by side in worker processes that keep the
+    framework imported, as Flower's Ray actors do, when the run is long enough to pay for
+    starting them; others run one after another in this process. Workers never re-run your
+    script, so this works the same in a script without a main guard and in a notebook.
+    `backend_name` and `backend_config` (client resources) are accepted and not used; roost's
+    own `engine` ("sequential", "process", "ray", "vectorized") and `engine_options` choose how
+    clients run. `seed` makes client sampling reproducible.
 
     `warm_clients=True` (or `roost.WarmClients(...)` bounds) keeps the client built for each
     partition alive between rounds instead of calling `client_fn` again, which saves rebuilding
@@ -91,7 +95,7 @@ def start_simulation(
     actor_kwargs: dict[str, Any] | None = None,
     actor_scheduling: str | Any = "DEFAULT",
     seed: int | None = None,
-    engine: str = "sequential",
+    engine: str | None = None,
     engine_options: dict[str, Any] | None = None,
 ) -> History:
     """Flower's older simulation entry point: `num_clients` clients built by `client_fn`, the
@@ -101,7 +105,8 @@ def start_simulation(
     (older tutorials); with `clients_ids`, client i gets `clients_ids[i]` as its `cid`.
     `client_resources`, `ray_init_args`, `keep_initialised` and the `actor_*` options size Ray's
     actors in Flower and are accepted and not used: roost's `engine` ("sequential", "process",
-    "ray", "vectorized") and `engine_options` choose how clients run. A custom `server` or
+    "ray", "vectorized"; default: `roost.run_simulation`'s choice) and `engine_options` choose
+    how clients run. A custom `server` or
     `client_manager` is refused: roost's round loop runs every simulation. `seed` makes client
     sampling reproducible.
     """
