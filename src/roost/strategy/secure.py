@@ -83,7 +83,8 @@ class SecureAggregation:
             quantized; the quantization error of the mean grows with R (see
             `roost.secagg.WeightedQuantizer.mean_error_bound`).
         bits: k: arithmetic modulo 2^k; the server refuses cohorts so large that the sum could
-            wrap. 32 keeps masked vectors at 4 bytes per value.
+            wrap. 32 keeps masked vectors at 4 bytes per value. Levels stop at 2^53 (float64's
+            exact integers), so widths above 53 bits admit more clients, not finer levels.
         max_weight: weights (`num_examples`) above this count as `max_weight`.
         threshold: t, shares needed to rebuild a secret; None: the smallest secure value for the
             cohort's communication graph (a strict majority of each client's share holders).
