@@ -12,6 +12,7 @@ from roost.errors import ConfigurationError
 from roost.privacy import planning
 from roost.privacy.accounting import (
     Cohort,
+    check_delta,
     default_delta,
     epsilon,
     local_epsilon,
@@ -122,11 +123,25 @@ def test_noise_multiplier_for_a_target_is_the_smallest_that_meets_it() -> None:
         )
 
 
-def test_default_delta_is_below_one_over_n() -> None:
-    assert default_delta(1000) == pytest.approx(1000**-1.1)
-    assert default_delta(1000) < 1 / 1000
+def test_default_delta_is_far_below_one_over_n() -> None:
+    # Issue 22, hole 3: 1/N^1.1 gave δ = 0.079 for 10 clients and 0.47 for 2.
+    assert default_delta(2) == default_delta(10) == default_delta(316) == 1e-5
+    assert default_delta(1000) == pytest.approx(1e-6)
+    for num_clients in (1, 2, 10, 100, 10**4, 10**6):
+        assert default_delta(num_clients) <= 1 / num_clients**2
     with pytest.raises(ConfigurationError, match="num_clients"):
         default_delta(0)
+
+
+def test_a_delta_of_one_over_n_or_more_is_refused_where_n_is_known() -> None:
+    with pytest.raises(ConfigurationError, match=r"delta 0.1 is not below 1/N = 0.1 for N = 10"):
+        check_delta(0.1, 10)
+    with pytest.raises(ConfigurationError, match=r"min\(1e-5, 1/N²\) = 1e-05"):
+        epsilon(1.0, 10, 0.5, cohort=1, population=2)
+    with pytest.raises(ConfigurationError, match="not below 1/N"):
+        noise_multiplier_for(3.0, 10, 0.02, sampling="fixed", cohort=5, population=50)
+    assert check_delta(0.099, 10) == 0.099
+    assert epsilon(1.0, 10, 0.5, q=0.5) > 0  # without N there is nothing to compare with
 
 
 def test_local_epsilon_is_the_gaussian_mechanism_of_dp_accounting() -> None:
@@ -156,7 +171,7 @@ def test_the_planning_command_reports_epsilon_and_noise(capsys) -> None:
     report = capsys.readouterr().out
     expected = epsilon(1.2, 30, default_delta(1000), q=0.02)
     assert f"ε            {expected:.4g}" in report
-    assert "1/N^1.1" in report
+    assert "δ            1e-06 (min(1e-5, 1/N²))" in report
 
     assert planning.run(privacy_command("noise", "--target-epsilon", "1.5", *args)) == 0
     report = capsys.readouterr().out

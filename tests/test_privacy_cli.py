@@ -102,13 +102,14 @@ def test_without_dp_clip_norm_keeps_its_plain_meaning() -> None:
 def test_a_central_dp_run_reports_epsilon_in_every_output(tmp_path: Path, capsys) -> None:
     history, out = run(tmp_path, capsys, "--rounds", "2", "--fraction-fit", "0.5", *CENTRAL)
     delta = default_delta(10)
-    assert "δ = 0.0794 (1/N^1.1 for N = 10, the default" in out
+    assert delta == 1e-5
+    assert "δ = 1e-05 (min(1e-5, 1/N²) for N = 10, the default" in out
     expected = [epsilon(1.0, r, delta, q=0.5) for r in (1, 2)]
     privacy = history["privacy"]
     assert privacy["kind"] == "central" and privacy["delta"] == pytest.approx(delta)
     assert [r for r, _ in privacy["epsilon"]] == [1, 2]
     assert [e for _, e in privacy["epsilon"]] == pytest.approx(expected, rel=1e-9)
-    assert "ε at δ = 0.0794" in out and f"{expected[1]:.4f}" in out  # the summary table
+    assert "ε at δ = 1e-05" in out and f"{expected[1]:.4f}" in out  # the summary table
     rows = list(csv.DictReader((tmp_path / "run" / "history.csv").open()))
     assert [float(row["epsilon"]) for row in rows if row["epsilon"]] == pytest.approx(expected)
     assert float(rows[-1]["delta"]) == pytest.approx(delta)
@@ -175,6 +176,11 @@ def test_roost_client_protects_itself_with_local_dp(capsys) -> None:
     assert isinstance(wrapped, LocalDPClientFn) and wrapped.noise_multiplier == 2.0
     spent = local_epsilon(2.0, default_delta(10))
     assert f"costs ε = {spent:.4g}" in capsys.readouterr().out
+    # Issue 22, hole 3: with 2 partitions 1/N^1.1 made this "ε = 1.24 at δ = 0.47".
+    two = parser.parse_args(["client", "--partition-id", "0", "--num-partitions", "2", *LOCAL])
+    client_privacy(two, digits_app.make_client_fn(0), 2)
+    spent = local_epsilon(2.0, 1e-5)
+    assert f"ε = {spent:.4g} at δ = 1e-05 (min(1e-5, 1/N²) for N = 2)" in capsys.readouterr().out
     plain = parser.parse_args(base)
     assert client_privacy(plain, digits_app.make_client_fn(0), 10) is not None
     with pytest.raises(SystemExit):
@@ -210,6 +216,8 @@ def test_roost_client_protects_itself_with_local_dp(capsys) -> None:
             ["--strategy", "fedweightedavg", "--weight-metric", "train_accuracy", *CENTRAL],
             "central DP weighs every client equally",
         ),
+        ([*CENTRAL, "--delta", "0.2"], "delta 0.2 is not below 1/N = 0.2 for N = 5 clients"),
+        ([*LOCAL, "--delta", "0.5"], "use a δ well below 1/N, e.g. the default min(1e-5, 1/N²)"),
         ([*CENTRAL, "--sampling", "fixed", "--clients", "3", "--fraction-fit", "1"], None),
     ],
 )
@@ -255,8 +263,8 @@ def test_roost_privacy_noise_reaches_the_target_by_dp_accounting(capsys) -> None
     assert main(["privacy", "noise", *flags]) == 0
     out = capsys.readouterr().out
     sigma = float(out.split("noise σ      ")[1].split()[0])
-    delta = 1 / 100**1.1
-    assert "(1/N^1.1)" in out
+    delta = 1e-5  # min(1e-5, 1/N²) for N = 100
+    assert "δ            1e-05 (min(1e-5, 1/N²))" in out
 
     def direct(noise: float) -> float:
         event = dp_accounting.PoissonSampledDpEvent(0.2, dp_accounting.GaussianDpEvent(noise))

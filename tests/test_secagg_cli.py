@@ -60,6 +60,9 @@ def test_secagg_composes_with_central_dp_on_the_command_line(tmp_path, capsys):
     shown = capsys.readouterr().out
     assert "secure aggregation: SecAgg (complete graph) over 6 clients" in shown
     assert "coordinates clipped to ±2" in shown  # --secagg-clip follows a larger --clip-norm
+    # What the setting guarantees (issue 22, hole 7): t = 4 of 6 holders, k = 5.
+    assert "no colluding clients assumed); a client's input stays hidden unless 2 of its 5" in shown
+    assert "at most 2 of any client's 6 share holders drop" in shown
     history = json.loads((tmp_path / "history.json").read_text())
     assert history["rounds"][0]["phases"]["secagg_unmask"][0] == 6
     assert history["privacy"]["epsilon"][0][1] > 0

@@ -120,3 +120,28 @@ def test_weighted_encoding_refuses_weights_out_of_range() -> None:
     zero = sum(quantizer.encode(np.ones(3), 0.0) for _ in range(3))
     with pytest.raises(QuantizationError, match="indistinguishable from zero"):
         quantizer.decode_mean(zero, 3)
+
+
+@pytest.mark.parametrize("bits", [53, 54, 55, 60, 62, 64])
+@pytest.mark.parametrize("num_clients", [1, 2, 5, 11])
+def test_wide_sums_never_pass_the_top_level_nor_wrap(bits: int, num_clients: int) -> None:
+    # Issue 22, hole 6: rounding through float64 put +clip at Q + 1 from 54 bits on, so that
+    # with 62 bits and 2 clients the masked sum of +1 and +1 wrapped and decoded as −2.
+    quantizer = Quantizer(clip=1.0, max_clients=num_clients, bits=bits)
+    assert quantizer.max_level <= 2**53
+    assert num_clients * quantizer.max_level < 2**bits
+    edges = np.array([1.0, -1.0, 0.999999999, 1e-300, 7.0])
+    total = 0
+    for _ in range(num_clients):
+        levels = quantizer.quantize(edges)
+        assert int(levels.max()) <= quantizer.max_level
+        total = (total + levels.astype(object)) % 2**bits  # the modular sum under the masks
+    decoded = quantizer.dequantize_mean(np.array(list(total), dtype=np.uint64), num_clients)
+    np.testing.assert_allclose(decoded, [1.0, -1.0, 0.999999999, 0.0, 1.0], atol=1e-12)
+
+
+def test_62_bits_and_two_clients_decode_plus_one_plus_one_as_two() -> None:
+    quantizer = Quantizer(clip=1.0, max_clients=2, bits=62)
+    one = quantizer.quantize(np.array([1.0]))
+    total = np.array([(2 * int(one[0])) % 2**62], dtype=np.uint64)
+    assert quantizer.dequantize_sum(total, 2)[0] == 2.0

@@ -293,3 +293,26 @@ def test_secure_aggregation_refuses_parts_it_cannot_sum_whatever_holds_them() ->
         SecureAggregation().check(_Parts(aggregator=TrimmedMean(0.2)))
     with pytest.raises(ConfigurationError, match="weighs clients"):
         SecureAggregation().check(_Parts(weight_fn=FunctionWeighting(lambda c, n, m: 2.0)))
+
+
+def test_sixty_bit_rounds_with_updates_at_the_clip_range_decode_like_48_bit_ones() -> None:
+    # Issue 22, hole 6: each client's weight at max_weight and coordinates at the clip range hit
+    # the top level, which float64 rounding pushed one past Q at 60 bits: the sum wrapped.
+    def run(bits: int) -> list[np.ndarray]:
+        secure = SecureAggregation(clip_range=0.1, bits=bits, max_weight=20.0)
+        return roost.run_simulation(
+            ClientFn(),
+            4,
+            strategy=FedAvg(
+                min_fit_clients=4,
+                min_available_clients=4,
+                fraction_evaluate=0.0,
+                initial_parameters=START,
+                secure_aggregation=secure,
+            ),
+            config=roost.ServerConfig(num_rounds=1),
+            seed=0,
+        ).parameters
+
+    for wide, narrow in zip(run(60), run(48), strict=True):
+        np.testing.assert_allclose(wide, narrow, atol=1e-9)

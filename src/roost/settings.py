@@ -15,7 +15,7 @@ from typing import Any
 
 from roost.client.client import ClientFn
 from roost.errors import ConfigurationError
-from roost.privacy.accounting import delta_rule
+from roost.privacy.accounting import DEFAULT_DELTA_RULE
 from roost.privacy.central import CentralDPParams
 from roost.privacy.local import LocalDPAccountant, LocalDPClientFn
 from roost.privacy.preset import with_central_dp
@@ -80,7 +80,7 @@ class PrivacySettings:
             if p.noise_multiplier == 0
             else f"noise σ = {p.noise_multiplier:g}"
         )
-        chosen = f" ({delta_rule(n)}, the default; --delta sets it)"
+        chosen = f" ({DEFAULT_DELTA_RULE} for N = {n}, the default; --delta sets it)"
         return (
             f"{what}, {noise}; ε reported at δ = {p.delta:.3g}"
             f"{chosen if self.delta_is_default else ''}"

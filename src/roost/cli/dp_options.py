@@ -9,9 +9,9 @@
   with `roost server`, the clients must do it themselves (`roost client --dp local ...`). The
   server records what that costs each client (`roost.privacy.LocalDPAccountant`).
 
-`--delta` defaults to 1/N^1.1 for N clients (and the run says so); `--target-epsilon` stops the
-run before the round that would exceed it. Without `--dp`, `--clip-norm` / `--clip-quantile`
-keep their plain meaning: clipping, no privacy.
+`--delta` defaults to min(1e-5, 1/N²) for N clients (and the run says so) and refuses 1/N or
+more; `--target-epsilon` stops the run before the round that would exceed it. Without `--dp`,
+`--clip-norm` / `--clip-quantile` keep their plain meaning: clipping, no privacy.
 """
 
 from __future__ import annotations
@@ -21,7 +21,13 @@ import argparse
 from roost.cli.options import non_negative_float, positive_float, probability
 from roost.client.client import ClientFn
 from roost.errors import ConfigurationError
-from roost.privacy.accounting import SAMPLINGS, default_delta, local_epsilon
+from roost.privacy.accounting import (
+    DEFAULT_DELTA_RULE,
+    SAMPLINGS,
+    default_delta,
+    local_epsilon,
+    resolve_delta,
+)
 from roost.privacy.central import CentralDPParams
 from roost.privacy.local import LocalDPClientFn
 from roost.settings import PrivacySettings
@@ -68,7 +74,7 @@ def add_privacy_arguments(parser: argparse.ArgumentParser, *, client: bool = Fal
         type=probability,
         default=None,
         metavar="D",
-        help="δ of the reported ε (default: 1/N^1.1 for N clients)",
+        help=f"δ of the reported ε (default: {DEFAULT_DELTA_RULE} for N clients)",
     )
     group.add_argument(
         "--target-epsilon",
@@ -127,7 +133,7 @@ def privacy_settings(
         expected,
         num_clients=num_clients,
         sampling=args.sampling or "poisson",
-        delta=args.delta if args.delta is not None else default_delta(num_clients),
+        delta=resolve_delta(args.delta, num_clients),
         target_epsilon=args.target_epsilon,
         clip_quantile=args.clip_quantile,
         count_noise_stddev=count_noise,
@@ -154,6 +160,6 @@ def client_privacy(args: argparse.Namespace, client_fn: ClientFn, num_partitions
     print(
         f"local DP: this client clips its updates to C = {args.clip_norm:g} and adds noise "
         f"σ = {args.noise_multiplier:g} before sending; each round it takes part in costs "
-        f"ε = {spent:.4g} at δ = {delta:.3g} (1/N^1.1 for N = {num_partitions})"
+        f"ε = {spent:.4g} at δ = {delta:.3g} ({DEFAULT_DELTA_RULE} for N = {num_partitions})"
     )
     return LocalDPClientFn(client_fn, args.clip_norm, args.noise_multiplier)

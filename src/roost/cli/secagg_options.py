@@ -76,16 +76,6 @@ def secure_aggregation_line(settings: RunSettings, strategy: Strategy) -> str | 
 
 
 def describe(settings: SecureAggregation, cohort_size: int) -> str:
-    """One line: the graph, threshold and quantization a cohort of `cohort_size` gets."""
-    graph = settings.graph(cohort_size)
-    kind = "SecAgg (complete graph)" if graph.degree == cohort_size - 1 else "SecAgg+"
-    chosen = (
-        " (the smallest secure value: a strict majority of each client's share holders)"
-        if settings.threshold is None
-        else ""
-    )
-    return (
-        f"secure aggregation: {kind} over {cohort_size} clients a round, {graph.degree} "
-        f"neighbours each, threshold {graph.threshold}{chosen}; {settings.bits}-bit arithmetic, "
-        f"coordinates clipped to ±{settings.clip_range:g}"
-    )
+    """One line: the graph, threshold and quantization a cohort of `cohort_size` gets, and what
+    they guarantee (`SecureAggregation.describe`)."""
+    return settings.describe(cohort_size)

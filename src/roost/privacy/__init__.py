@@ -9,12 +9,14 @@
   DP-FedAvg with that strategy's server optimizer; its parameters as keywords, or as one
   `CentralDPParams`.
 - `epsilon`, `noise_multiplier_for`, `local_epsilon`, `local_noise_multiplier_for`,
-  `default_delta`: the privacy arithmetic, all of it computed by Google's `dp_accounting`.
+  `default_delta`, `check_delta`: the privacy arithmetic, all of it computed by Google's
+  `dp_accounting`.
 - `SecureRandom`: the cryptographic randomness every privacy part draws from.
 - `roost.privacy.planning`: the `roost privacy` questions as text reports.
 """
 
 from roost.privacy.accounting import (
+    check_delta,
     default_delta,
     epsilon,
     local_epsilon,
@@ -38,6 +40,7 @@ __all__ = [
     "PoissonSampler",
     "SampledMean",
     "SecureRandom",
+    "check_delta",
     "default_delta",
     "dp_fedavg_parts",
     "epsilon",

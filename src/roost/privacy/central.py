@@ -103,7 +103,8 @@ class CentralDP(CentralDPParams, UpdateTransform):
         num_clients: N, all clients that could be sampled (q = m/N for the accountant).
         sampling: "poisson" (`PoissonSampler(m/N)`) or "fixed" (`FixedSizeSampler(m)`); must be
             how the strategy really samples, or ε is wrong.
-        delta: the δ of the reported ε (default `default_delta(N)` = 1/N^1.1).
+        delta: the δ of the reported ε (default `default_delta(N)` = min(1e-5, 1/N²)); one
+            of 1/N or more is refused.
         target_epsilon: stop the run (`RunFinished`) before the round that would exceed it.
         accountant: "rdp" or "pld" (Poisson sampling only).
         clip_quantile: γ; when set, C adapts so that a γ share of updates stays unclipped.
@@ -133,8 +134,8 @@ class CentralDP(CentralDPParams, UpdateTransform):
             raise ConfigurationError(f"clip_norm must be a finite number > 0, got {self.clip_norm}")
         if self.target_epsilon is not None and not self.target_epsilon > 0:
             raise ConfigurationError(f"target_epsilon must be > 0, got {self.target_epsilon}")
-        if self.delta is None:  # resolved once, so repr and the accountant show the δ in use
-            object.__setattr__(self, "delta", accounting.default_delta(self.num_clients))
+        # Resolved once, so repr and the accountant show the δ in use.
+        object.__setattr__(self, "delta", accounting.resolve_delta(self.delta, self.num_clients))
         self._check_adaptive()
         # Fail now, not after the first round, on a δ or accountant that cannot be used.
         self.epsilon(1)

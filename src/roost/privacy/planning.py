@@ -41,8 +41,10 @@ def _delta(delta: float | None, cohort: accounting.Cohort) -> tuple[float, str]:
     if delta is not None:
         return delta, ""
     if cohort.population is None:
-        raise ConfigurationError("give --delta, or --population to use δ = 1/N^1.1")
-    return accounting.default_delta(cohort.population), " (1/N^1.1)"
+        raise ConfigurationError(
+            f"give --delta, or --population to use δ = {accounting.DEFAULT_DELTA_RULE}"
+        )
+    return accounting.default_delta(cohort.population), f" ({accounting.DEFAULT_DELTA_RULE})"
 
 
 def epsilon_report(
@@ -56,7 +58,7 @@ def epsilon_report(
     """ε after `rounds` rounds, as text.
 
     `sampling`, `q`, `cohort`, `population` and `accountant` are as for
-    `roost.privacy.accounting.epsilon`; δ defaults to 1/N^1.1 when `population` is given.
+    `roost.privacy.accounting.epsilon`; δ defaults to min(1e-5, 1/N²) when `population` is given.
     """
     cohort = accounting.Cohort.of(**sampling)
     delta, delta_note = _delta(delta, cohort)
@@ -126,7 +128,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--q", type=float, default=None, help="participation probability")
     parser.add_argument("--cohort", type=_positive_int, default=None, help="clients per round, m")
     parser.add_argument("--population", type=_positive_int, default=None, help="all clients, N")
-    parser.add_argument("--delta", type=float, default=None, help="δ (default: 1/N^1.1)")
+    parser.add_argument(
+        "--delta", type=float, default=None, help=f"δ (default: {accounting.DEFAULT_DELTA_RULE})"
+    )
     parser.add_argument(
         "--accountant",
         choices=accounting.ACCOUNTANTS,

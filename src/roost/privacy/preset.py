@@ -98,7 +98,7 @@ class DPFedAvg(NamedStrategy):
         Option("expected_clients", int, help="m, clients per round (expected)", at_least=1),
         Option("num_clients", int, help="N, all clients (q = m/N)", at_least=1),
         Option("sampling", str, "poisson", "how cohorts are drawn: 'poisson' or 'fixed'"),
-        Option("delta", float, None, "δ of the reported ε (None: 1/N^1.1)"),
+        Option("delta", float, None, "δ of the reported ε (None: min(1e-5, 1/N²))"),
         Option("target_epsilon", float, None, "stop before the round that would exceed this ε"),
         Option("accountant", str, "rdp", "'rdp' or 'pld' (Poisson sampling only)"),
         Option("clip_quantile", float, None, "adapt C so this share of updates stays unclipped"),

@@ -6,8 +6,11 @@ one round's state on either side; the messages between them are plain data (`to_
 `from_wire()`), so any transport can carry them. `run_in_memory` runs a round in one process.
 
 Cryptography (X25519, HKDF-SHA256, AES-GCM, AES-CTR) comes from the `cryptography` package; all
-randomness from the OS CSPRNG. Threat model: an honest-but-curious server and clients that may
-drop out at any point; the server also refuses malformed messages and unsafe unmasking.
+randomness from the OS CSPRNG. Threat model: by default (`default_parameters`) a server that may
+lie about who dropped, no client colluding with it, and clients that drop out independently at
+any point; `ThreatModel` chooses the graph for stated fractions of dropouts and colluding clients
+and a failure probability (Bell et al. 2020). The server also refuses malformed messages and
+unsafe unmasking, and each client refuses a threshold that is not above half of its share holders.
 """
 
 from roost.secagg.client import SecAggClient
@@ -26,6 +29,7 @@ from roost.secagg.graph import SecAggParameters, default_parameters
 from roost.secagg.inmemory import RoundTrace, run_in_memory
 from roost.secagg.quantize import Quantizer, WeightedQuantizer
 from roost.secagg.server import Phase, SecAggResult, SecAggServer
+from roost.secagg.threat import ThreatModel
 
 __all__ = [
     "CryptoError",
@@ -43,6 +47,7 @@ __all__ = [
     "SecAggResult",
     "SecAggServer",
     "ShamirError",
+    "ThreatModel",
     "Quantizer",
     "WeightedQuantizer",
     "default_parameters",

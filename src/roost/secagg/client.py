@@ -13,7 +13,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from roost.secagg import crypto, shamir
-from roost.secagg.errors import CryptoError, MessageFormatError, SecAggInstructionError
+from roost.secagg.errors import (
+    CryptoError,
+    MessageFormatError,
+    SecAggConfigError,
+    SecAggInstructionError,
+)
 from roost.secagg.messages import (
     CIPHERTEXT_BYTES,
     AdvertiseKeysIns,
@@ -41,9 +46,24 @@ class SecAggClient:
     """One client in one round. Call the four phase methods in order, each once.
 
     Create a fresh object per round: keys, seeds and shares are never reused across rounds.
+
+    The client checks the server's parameters on its own before it shares anything: with h
+    holders of its secrets (its neighbours and itself) and threshold t it requires 2t > h, so that
+    a server asking each holder once cannot collect t shares of both its secrets, whatever it
+    claims about who dropped. It also refuses a threshold below `min_threshold` and fewer
+    neighbours than `min_neighbours`: a small neighbourhood is easier to fill with colluders, so a
+    data owner who expects large cohorts can raise them. The defaults accept every setting an
+    honest server chooses by default (down to one neighbour and t = 2 for a cohort of two).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, min_threshold: int = 2, min_neighbours: int = 1) -> None:
+        for name, value, low in (
+            ("min_threshold", min_threshold, 2),
+            ("min_neighbours", min_neighbours, 1),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise SecAggConfigError(f"{name} must be an int >= {low}, got {value!r}")
+        self._min_threshold, self._min_neighbours = min_threshold, min_neighbours
         self._phase = 0
         self._settings: AdvertiseKeysIns | None = None
         self._encryption_key = crypto.generate_private_key()
@@ -74,6 +94,11 @@ class SecAggClient:
     def advertise_keys(self, ins: AdvertiseKeysIns) -> AdvertiseKeysRes:
         """Phase 1: remember the round's settings and return the two public keys."""
         self._enter("advertise_keys")
+        if ins.threshold < self._min_threshold:
+            raise SecAggInstructionError(
+                f"threshold {ins.threshold} is below this client's min_threshold "
+                f"{self._min_threshold}; the server must use a larger threshold"
+            )
         self._settings = ins
         return AdvertiseKeysRes(
             crypto.public_bytes(self._encryption_key), crypto.public_bytes(self._masking_key)
@@ -92,6 +117,7 @@ class SecAggClient:
                 f"{len(ids)} neighbours and this client cannot hold shares with threshold "
                 f"{settings.threshold}"
             )
+        self._check_holders(len(ids), settings.threshold)
         for node, encryption, masking in zip(
             ids, ins.encryption_keys, ins.masking_keys, strict=True
         ):
@@ -206,6 +232,21 @@ class SecAggClient:
         except MessageFormatError as error:
             raise SecAggInstructionError(f"malformed {phase} instruction: {error}") from error
         raise SecAggInstructionError("this round is over; create a new SecAggClient per round")
+
+    def _check_holders(self, neighbours: int, threshold: int) -> None:
+        """Refuse a neighbourhood too small, or too large for the threshold (2t > holders)."""
+        if neighbours < self._min_neighbours:
+            raise SecAggInstructionError(
+                f"the server named {neighbours} neighbours, fewer than this client's "
+                f"min_neighbours {self._min_neighbours}; the round needs a larger neighbourhood"
+            )
+        holders = neighbours + 1
+        if 2 * threshold <= holders:
+            raise SecAggInstructionError(
+                f"threshold {threshold} is not above half of this client's {holders} share "
+                f"holders: a server could collect both of its secrets and learn its input; "
+                f"the threshold must be at least {holders // 2 + 1}"
+            )
 
     def _agree(self, node: int, encryption_key: bytes, masking_key: bytes) -> _Neighbour:
         """Derive the share key and the pairwise mask seed with one neighbour's public keys."""

@@ -78,7 +78,8 @@ def default_parameters(
       aborts rather than unmask it)
     happen with probability at most `failure_probability`. k grows like log n (e.g. 28 for 50
     clients, 34 for 1000, 44 for 100000 at the defaults). Where no smaller k suffices, the graph
-    is complete (k = n − 1), which is plain SecAgg.
+    is complete (k = n − 1), which is plain SecAgg. No client is assumed to collude with the
+    server; `roost.secagg.ThreatModel` chooses k and t for colluders too.
     """
     if not isinstance(num_clients, int) or num_clients < 2:
         raise SecAggConfigError("secure aggregation needs at least 2 clients in the cohort")

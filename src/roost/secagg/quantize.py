@@ -3,12 +3,18 @@
 How k, R and n relate. With `bits` = k, clip range R and at most n clients in a sum, every client
 maps a value x to s = (clip(x, −R, R) + R) · Q / (2R) in [0, Q], where
 
-    Q = floor((2^k − 1) / n)
+    Q = min(floor((2^k − 1) / n), 2^53)
 
 is the top level, and rounds s stochastically: q = floor(s) + 1 with probability s − floor(s),
 else floor(s). Each q is in {0, …, Q}, so the sum of up to n of them is at most n·Q <= 2^k − 1
 and the modular sum computed under the masks is the exact integer sum: nothing wraps. A
 configuration with Q < 1 (n >= 2^k) would wrap and is refused.
+
+Why Q stops at 2^53. The scaling and rounding run in float64, whose integers are exact only up
+to 2^53; above it s rounds to neighbouring levels, the top value lands on Q + 1, and a sum of n
+top values wraps (with 62 bits and 2 clients, +1 + +1 decoded as −2). Levels finer than 2^-53 of
+the range also carry nothing a float64 input has. So widths above 53 bits add room for more
+clients (n·Q <= 2^k − 1 still holds) rather than finer levels, and every step stays exact.
 
 Error bound. Let e_i = q_i − s_i. Stochastic rounding is unbiased, E[e_i] = 0, and |e_i| < 1,
 with the e_i independent across clients (each draws from the OS CSPRNG). Decoding c <= n clients,
@@ -32,13 +38,16 @@ import numpy as np
 from roost.secagg.errors import QuantizationError, SecAggConfigError
 
 MIN_BITS, MAX_BITS = 2, 64
+MAX_LEVEL = 1 << 53
+"""The largest top level Q: float64 represents every integer up to it exactly."""
 
 
 @dataclass(frozen=True)
 class Quantizer:
     """Encode values in [−clip, clip] as integers in {0, …, max_level} for sums of `max_clients`.
 
-    `bits` is k, the modulus of the masked sum is 2^k; `max_level` = floor((2^k − 1)/max_clients).
+    `bits` is k, the modulus of the masked sum is 2^k; `max_level` = floor((2^k − 1)/max_clients),
+    at most 2^53 (see the module doc).
     """
 
     clip: float
@@ -64,8 +73,9 @@ class Quantizer:
 
     @property
     def max_level(self) -> int:
-        """Q: the largest integer one client sends, so that `max_clients` of them cannot wrap."""
-        return (self.modulus - 1) // self.max_clients
+        """Q: the largest integer one client sends, so that `max_clients` of them cannot wrap;
+        at most `MAX_LEVEL`, so that float64 rounding to it is exact."""
+        return min((self.modulus - 1) // self.max_clients, MAX_LEVEL)
 
     @property
     def step(self) -> float:

@@ -48,7 +48,7 @@ from roost.strategy.base import (
 from roost.strategy.weighting import uniform_weight, weight_by_num_examples
 
 if TYPE_CHECKING:  # the protocol's code (and `cryptography`) loads when a secure round runs
-    from roost.secagg import SecAggParameters, SecAggServer
+    from roost.secagg import SecAggParameters, SecAggServer, ThreatModel
 
 log = logging.getLogger(__name__)
 
@@ -83,12 +83,16 @@ class SecureAggregation:
             quantized; the quantization error of the mean grows with R (see
             `roost.secagg.WeightedQuantizer.mean_error_bound`).
         bits: k: arithmetic modulo 2^k; the server refuses cohorts so large that the sum could
-            wrap. 32 keeps masked vectors at 4 bytes per value.
+            wrap. 32 keeps masked vectors at 4 bytes per value. Levels stop at 2^53 (float64's
+            exact integers), so widths above 53 bits admit more clients, not finer levels.
         max_weight: weights (`num_examples`) above this count as `max_weight`.
         threshold: t, shares needed to rebuild a secret; None: the smallest secure value for the
             cohort's communication graph (a strict majority of each client's share holders).
         degree: k neighbours per client; None: the smallest that survives 10 % random dropouts
             (the complete graph, plain SecAgg, for small cohorts).
+        threat: choose degree and threshold for this `roost.secagg.ThreatModel` (fractions of
+            dropouts and of clients colluding with the server, failure probability 2^-σ; Bell
+            et al. 2020) instead; None keeps the defaults above, which assume no colluders.
     """
 
     clip_range: float = 1.0
@@ -96,6 +100,7 @@ class SecureAggregation:
     max_weight: float = 10_000.0
     threshold: int | None = None
     degree: int | None = None
+    threat: ThreatModel | None = None
 
     def __post_init__(self) -> None:
         if not self.clip_range > 0:
@@ -104,6 +109,17 @@ class SecureAggregation:
             raise ConfigurationError(f"bits must be an int in [8, 62], got {self.bits!r}")
         if not self.max_weight > 0:
             raise ConfigurationError(f"max_weight must be > 0, got {self.max_weight}")
+        if self.threat is not None:
+            from roost.secagg import ThreatModel
+
+            if not isinstance(self.threat, ThreatModel):
+                raise ConfigurationError(
+                    f"threat must be a roost.secagg.ThreatModel, got {self.threat!r}"
+                )
+            if self.threshold is not None or self.degree is not None:
+                raise ConfigurationError(
+                    "give threat, or degree and threshold, not both: a ThreatModel chooses them"
+                )
 
     def check(self, strategy: SecureParts) -> None:
         """Refuse a strategy whose aggregation needs to see each update."""
@@ -134,6 +150,8 @@ class SecureAggregation:
         """The communication graph's degree and threshold for a cohort of `cohort_size`."""
         from roost.secagg import SecAggParameters, default_parameters
 
+        if self.threat is not None:
+            return self.threat.parameters(cohort_size)
         default = default_parameters(cohort_size)
         degree = default.degree if self.degree is None else self.degree
         if self.threshold is None and self.degree is None:
@@ -142,6 +160,35 @@ class SecureAggregation:
         parameters = SecAggParameters(degree, threshold)
         parameters.check(cohort_size)
         return parameters
+
+    def describe(self, cohort_size: int) -> str:
+        """One line: the graph, threshold and quantization a cohort of `cohort_size` gets, and
+        what they guarantee."""
+        graph = self.graph(cohort_size)
+        k, t = graph.degree, graph.threshold
+        kind = "SecAgg (complete graph)" if k == cohort_size - 1 else "SecAgg+"
+        smallest = "the smallest secure value: a strict majority of each client's share holders"
+        if self.threat is not None:
+            chosen = f" ({self.threat.describe(cohort_size, graph)})"
+        elif self.degree is None and self.threshold is None:
+            chosen = (
+                f" ({smallest}; k survives 10 % random dropouts except with probability 1e-6, "
+                "no colluding clients assumed)"
+            )
+        else:
+            chosen = f" ({smallest})" if self.threshold is None else ""
+        colluders = 2 * t - k - 1
+        hidden = (
+            f"unless {colluders} of its {k} neighbours collude with the server"
+            if colluders <= k
+            else "even if all its neighbours collude with the server"
+        )
+        return (
+            f"secure aggregation: {kind} over {cohort_size} clients a round, {k} neighbours each, "
+            f"threshold {t}{chosen}; a client's input stays hidden {hidden}, and a round "
+            f"completes while at most {k + 1 - t} of any client's {k + 1} share holders drop; "
+            f"{self.bits}-bit arithmetic, coordinates clipped to ±{self.clip_range:g}"
+        )
 
     def aggregate(
         self,
