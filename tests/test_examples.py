@@ -154,7 +154,10 @@ def _free_port() -> int:
     return free_port()
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+# The three terminals each start Keras: on torch, which starts in a fraction of TensorFlow's time
+# (the simulation test above runs the tutorial's TensorFlow).
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["torch"])
 def test_three_terminals_server_and_two_clients(tmp_path: Path, processes, backend: str) -> None:
     env = example_env(tmp_path, backend)
     # CIFAR-10 files on disk (small, made here): the example must use them, with no notice.

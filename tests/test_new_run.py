@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from roost.cli import main
-from roost.cli.new import FRAMEWORKS, create_project
+from roost.cli.new import create_project
 
 ROOT = Path(__file__).resolve().parents[1]
 FLOWER_NUMPY_APP = ROOT / "tests" / "flower_apps" / "numpy_app"
@@ -318,42 +318,6 @@ def test_pip_install_editable_works(tmp_path):
     )
     assert where.returncode == 0, where.stderr
     assert Path(where.stdout.strip()).is_relative_to(project)
-
-
-# `roost run` and then the project's own tests, in one interpreter: the framework (torch,
-# Keras) is imported once, which is most of each case's time.
-RUN_THEN_TEST = """
-import sys
-
-import pytest
-
-from roost.cli import main
-
-status = main(["run", ".", "--run-config", "num-rounds=2", "num-clients=3", "--no-plot",
-               "--out", sys.argv[1], "--quiet"])
-if status != 0:
-    sys.exit(f"roost run exited {status}")
-sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", "tests"]))
-"""
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("framework", sorted(set(FRAMEWORKS) - {"numpy"}))
-def test_every_framework_runs_and_passes_its_test(tmp_path, framework):
-    project = create_project(tmp_path / f"app_{framework}", framework)
-    result = subprocess.run(
-        [sys.executable, "-c", RUN_THEN_TEST, str(tmp_path / "out")],
-        cwd=project,
-        env=environment(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert " passed" in result.stdout  # the project's own test ran
-    assert " warning" not in result.stdout  # Keras on torch: its NumPy warnings are filtered
-    history = json.loads((tmp_path / "out" / "history.json").read_text())
-    assert [r["fit_results"] for r in history["rounds"]] == [3, 3]
 
 
 @pytest.mark.slow
