@@ -28,9 +28,10 @@ and train every client on the same data in the same batch order.
 
 For the seed scenarios: `flower` is the tutorial's script on Flower 1.42; `default` the same
 script with its imports changed to `roost.compat.flwr` (a client built per instruction), on the
-engine roost chooses for it (the process engine: Keras clients); `sequential` the same on
-`engine="sequential"`; `warm` that plus `warm_clients=True`; `vectorized` the tutorial's model
-as a `roost.tasks.KerasTask`; and `loop` one Keras model reused for every client (the compute
+engine roost chooses when the script names none (`roost.engines.choice`); `sequential` the same
+on `engine="sequential"`; `process` (tutorial scenarios) on `engine="process"`; `warm` the
+sequential runner plus `warm_clients=True`; `vectorized` the tutorial's model as a
+`roost.tasks.KerasTask`; and `loop` one Keras model reused for every client (the compute
 limit). Keras runs on its torch backend, except in `tutorial-tf`, which runs on Keras' default
 backend, TensorFlow.
 
@@ -81,7 +82,12 @@ RUNNERS = (
 SCENARIOS = ("digits-100", "digits-1000", "cnn", "seed", "seed-100", "tutorial", "tutorial-tf")
 SEED_SCENARIOS = ("seed", "seed-100", "tutorial", "tutorial-tf")
 SEED_RUNNERS = ("flower", "default", "sequential", "warm", "vectorized", "loop")
-TUTORIAL_RUNNERS = ("flower", "default", "sequential")  # its whole epochs: no KerasTask twin
+TUTORIAL_RUNNERS = (
+    "flower",
+    "default",
+    "sequential",
+    "process",
+)  # its whole epochs: no KerasTask twin
 # Keras' backend per scenario: torch, except in tutorial-tf: Keras' default backend, TensorFlow.
 KERAS_BACKENDS = {scenario: "torch" for scenario in SCENARIOS} | {"tutorial-tf": "tensorflow"}
 

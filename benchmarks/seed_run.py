@@ -2,7 +2,7 @@
 
     python benchmarks/seed_run.py SCENARIO RUNNER      # SCENARIO: seed, seed-100, tutorial[-tf]
                                                        # RUNNER: flower, default, sequential,
-                                                       #   warm, vectorized, loop
+                                                       #   process, warm, vectorized, loop
 
 The workload is the seed tutorial's own code: a Keras ANN (Flatten → Dense 64 relu → Dense 64
 relu → Dense 10 softmax, Adam, sparse categorical cross-entropy), 10,000 CIFAR-shaped images split
@@ -19,6 +19,7 @@ Runners:
   default     the same script, imports changed to `roost.compat.flwr` (cold clients), on the
               engine roost chooses when the script names none (Keras clients: the process engine)
   sequential  the same, with `engine="sequential"` (one client after another, in this process)
+  process     the same, with `engine="process"` (a worker per core, clients side by side)
   warm        the same, plus `warm_clients=True` (each partition's client is kept between rounds)
   vectorized  the seed's model as a `roost.tasks.KerasTask` on the vectorized engine
   loop        the compute limit: one Keras model reused for every client, the vectorized
@@ -72,7 +73,7 @@ SCENARIOS = {
     "tutorial": SeedScenario("tutorial", num_clients=5, rounds=5, steps_per_epoch=None),
     "tutorial-tf": SeedScenario("tutorial-tf", num_clients=5, rounds=5, steps_per_epoch=None),
 }
-RUNNERS = ("flower", "default", "sequential", "warm", "vectorized", "loop")
+RUNNERS = ("flower", "default", "sequential", "process", "warm", "vectorized", "loop")
 
 
 # -- the tutorial's pieces (task.py), on stand-in images -------------------------------------------
@@ -236,6 +237,7 @@ def run_script(
 ROOST_SCRIPT_OPTIONS = {
     "default": {},
     "sequential": {"engine": "sequential"},
+    "process": {"engine": "process"},
     "warm": {"engine": "sequential", "warm_clients": True},
 }
 

@@ -258,14 +258,23 @@ def test_the_default_engine_sees_a_framework_through_client_fns_modules(monkeypa
     assert framework_of(lambda context: module.framework) == "keras"  # a closure over it
 
 
-def test_the_default_engine_runs_tracing_frameworks_in_workers_when_it_pays(monkeypatch):
+def quiet_two_cores(monkeypatch) -> None:
     monkeypatch.setattr("roost.engines.choice.os.cpu_count", lambda: 2)
+    monkeypatch.setattr("roost.engines.choice.os.getloadavg", lambda: (0.3, 0.3, 0.3))
+
+
+def test_the_default_engine_runs_tracing_frameworks_in_workers_when_it_pays(monkeypatch):
+    quiet_two_cores(monkeypatch)
     monkeypatch.setattr("roost.engines.choice.framework_of", lambda client_fn: "tensorflow")
     choice = default_engine(probe_client_fn, 5, 5)
     assert (choice.engine, choice.options) == ("process", {"max_workers": 2})
     assert choice.line().startswith("engine: process (the default: client_fn uses tensorflow, ")
     few = default_engine(probe_client_fn, 2, 1)  # 2 calls: starting workers would not pay
     assert few.engine == "sequential" and "2 client calls do not earn back" in few.why
+    monkeypatch.setattr("roost.engines.choice.os.getloadavg", lambda: (2.6, 3.0, 3.0))
+    busy = default_engine(probe_client_fn, 5, 5)  # workers would wait for the same cores
+    assert busy.engine == "sequential" and "2 cores are busy (load 2.6)" in busy.why
+    quiet_two_cores(monkeypatch)
     # Keras is judged by its backend: on TensorFlow it traces every new model's step ...
     keras = types.ModuleType("keras")
     keras.backend = types.SimpleNamespace(backend=lambda: "tensorflow")
@@ -292,7 +301,7 @@ def test_run_simulation_names_the_engine_it_chose_and_uses_it(monkeypatch, caplo
     assert set(pids) == {os.getpid()}
     assert "engine: sequential (the default: client_fn uses no ML framework" in caplog.text
     monkeypatch.setattr("roost.engines.choice.framework_of", lambda client_fn: "tensorflow")
-    monkeypatch.setattr("roost.engines.choice.os.cpu_count", lambda: 2)
+    quiet_two_cores(monkeypatch)
     pids.clear()
     roost.run_simulation(
         probe_client_fn, 4, strategy=pid_recording_fedavg(pids, 2), config=roost.ServerConfig(3)

@@ -1,7 +1,7 @@
 """The tutorial's simulation: 5 clients, FedAvg, Keras on CIFAR-10, on one machine.
 
-roost runs the Keras clients side by side in worker processes (the first log line names the
-engine and why); as in the tutorial, the script needs no `if __name__ == "__main__":` guard.
+roost chooses how the clients run (the first log line names the engine and why); as in the
+tutorial, the script needs no `if __name__ == "__main__":` guard, on worker processes too.
 
     python examples/seed_tutorial/simulation.py                  # the tutorial's sizes
     python examples/seed_tutorial/simulation.py --rounds 3 --out results/

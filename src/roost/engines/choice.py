@@ -7,9 +7,12 @@ of workers, each keeping the framework imported, runs such clients side by side.
 already spreads its arithmetic over every core, and NumPy clients finish in milliseconds: in one
 process they ran as fast or faster (README, Engines and speed), with no worker to start (a
 worker's first act is to import the framework, about 5 s). So the process engine is the default
-when client_fn uses TensorFlow, JAX, or Keras on either, the machine has two cores or more, and
-the run makes enough client calls (`MIN_CALLS_FOR_WORKERS`) to earn back the workers' start;
-otherwise the sequential engine is. A seed gives the same run on either.
+when client_fn uses TensorFlow, JAX, or Keras on either, the machine has two cores or more and
+at least one of them idle (its one-minute load average below cores - 1: on a two-core machine
+kept busy by other work, workers took longer than one process, as they wait for the same cores),
+and the run makes enough client calls (`MIN_CALLS_FOR_WORKERS`) to earn back the workers' start;
+otherwise the sequential engine is. Since the choice can depend on the machine's load, pass
+`engine=` to pin it; on a pinned engine a seed gives the same run every time.
 
 Which frameworks client_fn uses is read from what it would send to a worker: the modules its
 pickle names (its own module and those of the functions, classes and modules it refers to), and
@@ -74,6 +77,13 @@ def default_engine(client_fn: ClientFn, num_clients: int, num_rounds: int) -> En
     if workers < 2:
         why = f"the default: client_fn uses {framework}, but {_one_core(cores, num_clients)}"
         return EngineChoice("sequential", why, {})
+    load = _load()
+    if load >= cores - 1:
+        why = (
+            f"the default: client_fn uses {framework}, but this machine's {cores} cores are busy "
+            f"(load {load:.1f}), and workers would wait for them; {keep}"
+        )
+        return EngineChoice("sequential", why, {})
     if calls < MIN_CALLS_FOR_WORKERS:
         why = (
             f"the default: client_fn uses {framework}, but {calls} client calls do not earn back "
@@ -96,6 +106,14 @@ def _with_backend(framework: str | None) -> str:
     except Exception:  # a Keras without the usual API: judge it as Keras alone
         backend = None
     return f"keras on {backend}" if backend else str(framework)
+
+
+def _load() -> float:
+    """The machine's load average over the last minute (0 where the system does not say)."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return 0.0
 
 
 def _one_core(cores: int, num_clients: int) -> str:
