@@ -203,30 +203,10 @@ def test_run_resumes_from_its_state_directory(tmp_path, monkeypatch, capsys):
     assert run("num-rounds=4", "--state", "state", "--resume", "--no-plot", "--out", "resumed") == 0
     assert model_bytes(tmp_path / "resumed") == model_bytes(tmp_path / "whole")
     capsys.readouterr()
-    line = one_error_line(
-        capsys,
-        "run",
-        "resumable",
-        "--state",
-        "state",
-        "--resume",
-        "--run-config",
-        "num-clients=4",
-        "num-rounds=3",
-    )
+    resume = ("run", "resumable", "--state", "state", "--resume", "--run-config", "num-clients=4")
+    line = one_error_line(capsys, *resume, "num-rounds=3")
     assert "records 4 completed rounds, more than the 3 asked for" in line
-    line = one_error_line(
-        capsys,
-        "run",
-        "resumable",
-        "--state",
-        "state",
-        "--resume",
-        "--run-config",
-        "num-clients=4",
-        "num-rounds=6",
-        "strategy=fedadam",
-    )
+    line = one_error_line(capsys, *resume, "num-rounds=6", "strategy=fedadam")
     assert 'run-config strategy was "fedavg", now "fedadam"' in line
     assert "already records a run" in one_error_line(capsys, "run", "resumable", "--state", "state")
 
