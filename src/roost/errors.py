@@ -36,3 +36,11 @@ class RunFinished(RoostError):
 class TlsMismatchError(ServerUnreachableError):
     """The client's TLS settings do not fit the server's (TLS on one end only, or a certificate
     the other end does not trust). Raised at the first failed connection: retrying cannot help."""
+
+
+def other_engines(*names: str) -> str:
+    """How a message names the engines to use instead, for the command line and Python alike:
+    `other_engines("sequential", "process")` -> "the sequential or process engine
+    (--engine sequential; engine='sequential' in Python)"."""
+    listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+    return f"the {listed} engine (--engine {names[0]}; engine='{names[0]}' in Python)"

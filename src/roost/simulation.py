@@ -20,7 +20,7 @@ from roost.engines import make_engine
 from roost.engines.choice import default_engine
 from roost.engines.node_states import recorded_node_states
 from roost.engines.warm import WarmClients
-from roost.errors import ConfigurationError
+from roost.errors import ConfigurationError, other_engines
 from roost.log import ensure_logging
 from roost.outputs import save_run
 from roost.server.history import History
@@ -159,7 +159,7 @@ def _engine(
     if engine == "vectorized" and strategy.secure_aggregation is not None:
         raise ConfigurationError(
             "the vectorized engine trains clients together and runs no secure aggregation; "
-            "use --engine sequential or process (engine='sequential' in Python)"
+            f"use {other_engines('sequential', 'process')}"
         )
     options = dict(engine_options or {})
     if warm_clients is not False:

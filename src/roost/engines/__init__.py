@@ -24,7 +24,7 @@ from typing import Any
 
 from roost.client.client import ClientFn
 from roost.core.types import Config
-from roost.errors import ConfigurationError
+from roost.errors import ConfigurationError, other_engines
 from roost.transport.base import Transport
 
 
@@ -57,8 +57,7 @@ def _require_task(client_fn: ClientFn) -> None:
         raise ConfigurationError(
             "the vectorized engine trains a roost Task (model + loss + optimizer recipe + "
             f"per-client data), got a {type(client_fn).__name__} as client_fn; pass a Task, "
-            "or choose another engine for an arbitrary client_fn: --engine sequential, "
-            "process or ray (engine='sequential', ... in Python)"
+            f"or use {other_engines('sequential', 'process', 'ray')} for an arbitrary client_fn"
         )
     if not torch_available():
         raise ConfigurationError("the vectorized engine needs torch: pip install torch")

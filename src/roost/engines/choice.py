@@ -92,8 +92,8 @@ def default_engine(client_fn: ClientFn, num_clients: int, num_rounds: int) -> En
         return EngineChoice("sequential", why, {})
     why = (
         f"the default: client_fn uses {framework}, so {workers} worker processes import it once "
-        f"and run {calls} client calls side by side on {cores} cores; engine='sequential' runs "
-        "them one by one in this process"
+        f"and run {calls} client calls side by side on {cores} cores; --engine sequential "
+        "(engine='sequential') runs them one by one in this process"
     )
     return EngineChoice("process", why, {"max_workers": workers})
 

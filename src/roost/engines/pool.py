@@ -42,7 +42,7 @@ from roost.core.types import ClientId, Failure, Instruction, Outcome, Result
 from roost.engines.federation import Federation, SimulatedFederation
 from roost.engines.node_states import NodeState
 from roost.engines.warm import WarmClients
-from roost.errors import ConfigurationError, RoostError
+from roost.errors import ConfigurationError, RoostError, other_engines
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def serialize_federation(federation: Federation, engine: str) -> bytes:
         raise ConfigurationError(
             f"the {engine} engine sends client_fn to worker processes, so it must be picklable, "
             f"but pickling it failed ({type(error).__name__}: {error}). Define client_fn and "
-            f"the objects it holds at module level{hint}, or use engine='sequential'"
+            f"the objects it holds at module level{hint}, or use {other_engines('sequential')}"
         ) from error
 
 
@@ -320,7 +320,7 @@ class WorkerPool(ABC, SimulatedFederation, Generic[Worker, Handle]):
                 f"the {self.engine_name} engine lost {self._lost_in_a_row} workers in a row, "
                 f"no call answered in between (the last: {lost}); stopping rather than start "
                 "a worker per client. A client may crash its process (a native library, or "
-                "memory: try fewer workers); engine='sequential' shows its error"
+                f"memory: try fewer workers); {other_engines('sequential')} shows its error"
             ) from lost
         return self._replace(worker)
 

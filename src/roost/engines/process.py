@@ -35,7 +35,7 @@ from roost.engines.federation import Federation
 from roost.engines.pool import WORKER_START_TIMEOUT, WorkerLost, WorkerPool, serialize_federation
 from roost.engines.threads import worker_environment
 from roost.engines.warm import NodeState, WarmClients, warm_setting
-from roost.errors import ConfigurationError, RoostError
+from roost.errors import ConfigurationError, RoostError, other_engines
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ class ProcessEngine(WorkerPool[_Worker, Connection]):
         if os.name == "nt":
             raise ConfigurationError(
                 "the process engine's workers inherit a socket, which Windows does not allow; "
-                "use engine='sequential' or engine='ray' on Windows"
+                f"use {other_engines('sequential', 'ray')} on Windows"
             )
         if max_workers is not None and max_workers < 1:
             raise ConfigurationError(f"max_workers must be >= 1, got {max_workers}")
@@ -193,7 +193,7 @@ class ProcessEngine(WorkerPool[_Worker, Connection]):
                 f"a process engine worker exited while starting ({'; '.join(codes)}; its "
                 "error, if it printed one, is above); the run cannot go on without workers. "
                 "Check that this Python can import roost and what client_fn uses, or use "
-                "engine='sequential'"
+                f"{other_engines('sequential')}"
             ) from error
         except BaseException:
             for worker in workers:
@@ -255,5 +255,5 @@ def _await_ready(worker: _Worker) -> None:
             "the process engine could not rebuild client_fn in a worker process "
             f"({detail}). client_fn must be picklable, and the modules it uses importable in "
             "a fresh Python process (they are, when the script imports them); or use "
-            "engine='sequential'"
+            f"{other_engines('sequential')}"
         )

@@ -36,7 +36,7 @@ from roost.client.training import TaskModel, TensorDict, batch_plan, round_of
 from roost.core import types
 from roost.core.types import ClientId, Config, Failure, Instruction, Metrics, Outcome
 from roost.engines.sequential import check_num_clients, simulation_clients
-from roost.errors import ConfigurationError
+from roost.errors import ConfigurationError, other_engines
 from roost.tasks.task import Task
 
 log = logging.getLogger(__name__)
@@ -69,13 +69,13 @@ def check_vectorizable(model: torch.nn.Module) -> None:
                 f"the vectorized engine cannot train {name or 'the model'} "
                 f"({type(module).__name__}): its running statistics are buffers that training "
                 "changes per client. Use GroupNorm/LayerNorm, track_running_stats=False, or "
-                "engine='sequential' / 'process' / 'ray'"
+                f"{other_engines('sequential', 'process', 'ray')}"
             )
         if isinstance(module, torch.nn.modules.dropout._DropoutNd) and module.p > 0:
             raise ConfigurationError(
                 f"the vectorized engine cannot train {name or 'the model'} "
                 f"({type(module).__name__}): it draws random numbers, which batched clients "
-                "would share. Use engine='sequential' / 'process' / 'ray' for this model"
+                f"would share. Use {other_engines('sequential', 'process', 'ray')} for this model"
             )
 
 
@@ -116,8 +116,8 @@ class VectorizedEngine:
         if not isinstance(task, Task):
             raise ConfigurationError(
                 "the vectorized engine trains a roost Task (model + loss + optimizer recipe + "
-                f"data), got {type(task).__name__}; pass a Task, or use engine='sequential', "
-                "'process' or 'ray' for an arbitrary client_fn"
+                f"data), got {type(task).__name__}; pass a Task, or use "
+                f"{other_engines('sequential', 'process', 'ray')} for an arbitrary client_fn"
             )
         check_num_clients(num_clients)
         if chunk_size is not None and chunk_size < 1:
@@ -168,7 +168,8 @@ class VectorizedEngine:
                 elif isinstance(instruction, types.PhaseIns):
                     reason = (
                         f"the vectorized engine trains clients together and runs no client-side "
-                        f"protocol ({instruction.protocol}); use engine='sequential' or 'process'"
+                        f"protocol ({instruction.protocol}); use "
+                        f"{other_engines('sequential', 'process')}"
                     )
                     yield client_id, Failure(client_id, reason)
                 else:
@@ -200,7 +201,8 @@ class VectorizedEngine:
             log.debug("vectorized computation failed", exc_info=True)
             reason = (
                 f"the vectorized engine failed on this cohort ({type(error).__name__}: {error}); "
-                "if the task cannot be batched, use engine='sequential', 'process' or 'ray'"
+                "if the task cannot be batched, use "
+                f"{other_engines('sequential', 'process', 'ray')}"
             )
             for member in members:
                 if member.client_id not in done:

@@ -34,11 +34,11 @@ import numpy as np
 
 from roost.client.keras import KerasClient
 from roost.client.recipe import SGD, Adam, LocalOptimizer, LossFn
-from roost.errors import ConfigurationError
+from roost.errors import ConfigurationError, other_engines
 from roost.tasks.task import Task
 
 _ACCURACY = ("accuracy", "acc")
-_OTHER_ENGINES = "use engine='sequential', 'process' or 'ray' (the Keras adapter)"
+_OTHER_ENGINES = f"use {other_engines('sequential', 'process', 'ray')}: the Keras adapter"
 
 
 def _keras() -> Any:

@@ -12,9 +12,9 @@ from typing import Any
 
 import torch
 
-from roost.errors import ConfigurationError
+from roost.errors import ConfigurationError, other_engines
 
-_OTHER_ENGINES = "use engine='sequential', 'process' or 'ray' (the Keras adapter)"
+_OTHER_ENGINES = f"use {other_engines('sequential', 'process', 'ray')}: the Keras adapter"
 
 
 def check_keras_vectorizable(model: Any) -> None:
