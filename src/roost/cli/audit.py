@@ -33,6 +33,7 @@ from roost.app import App
 from roost.cli.report import configure_logging
 from roost.cli.settings import settings_from_args
 from roost.client.client import Client, ClientFn, Context
+from roost.core.config_keys import RETURN_GRADIENTS
 from roost.core.types import Config, Metrics, Parameters
 from roost.errors import ConfigurationError
 from roost.privacy.accounting import default_delta
@@ -121,12 +122,13 @@ class CanaryClientFn:
 
 @dataclass(frozen=True)
 class AuditRun:
-    """An audit's result and the run's own ε (None without DP)."""
+    """An audit's result, the run's own ε (None without DP) and its final model."""
 
     result: AuditResult
     epsilon: float | None
     canary_norm: float
     rounds: int
+    model: Parameters
 
 
 def run_audit(
@@ -163,7 +165,15 @@ def run_audit(
     initial = strategy.initial_parameters
     if initial is None:
         raise ConfigurationError("the audit needs the app's strategy to set initial_parameters")
-    config = strategy.on_fit_config_fn(1) if strategy.on_fit_config_fn is not None else {}
+    config = {
+        **strategy.fit_config_defaults,
+        **(strategy.on_fit_config_fn(1) if strategy.on_fit_config_fn is not None else {}),
+    }
+    if config.get(RETURN_GRADIENTS):
+        raise ConfigurationError(
+            "the canaries send model updates and this strategy asks clients for gradients "
+            "(FedSGD): audit a strategy that averages updates"
+        )
     measured = probe(simulation.client_fn, num_real, initial, config)
     norm = choose_canary_norm(settings, canary_norm, measured)
     start = flat_floats(initial)
@@ -186,7 +196,7 @@ def run_audit(
     result = audit(directions @ change, bits, guesses, delta, confidence)
     spent = history.privacy
     epsilon = spent.epsilon[-1][1] if spent is not None and spent.epsilon else None
-    return AuditRun(result, epsilon, norm, settings.num_rounds)
+    return AuditRun(result, epsilon, norm, settings.num_rounds, history.parameters)
 
 
 @dataclass(frozen=True)
