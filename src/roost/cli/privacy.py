@@ -20,7 +20,13 @@ from functools import partial
 
 from roost.app import App
 from roost.cli.dp_options import add_privacy_arguments
-from roost.cli.options import CommandParser, positive_fraction, positive_int, probability
+from roost.cli.options import (
+    CommandParser,
+    positive_float,
+    positive_fraction,
+    positive_int,
+    probability,
+)
 from roost.cli.strategy_options import add_strategy_arguments
 from roost.errors import ConfigurationError
 from roost.privacy import planning
@@ -62,7 +68,7 @@ def add_audit_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--canary-norm",
-        type=float,
+        type=positive_float,
         default=None,
         metavar="B",
         help="length of a canary's update (default: the clip norm; without one, as long as a "
