@@ -20,6 +20,7 @@ from roost.privacy.audit import (
     epsilon_lower_bound,
     guesses,
     p_value,
+    secret_bits,
 )
 from roost.server.loop import ServerConfig
 from roost.simulation import run_simulation
@@ -156,3 +157,20 @@ def test_audit_command_refuses(
 ) -> None:
     assert main(["privacy", "audit", "--rounds", "1", *flags]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_the_vectorized_engine_is_refused() -> None:
+    settings = replace(audit_settings("--rounds", "1"), engine="vectorized")
+    with pytest.raises(ConfigurationError, match="sequential or process engine"):
+        run_audit(digits_app, settings, canaries=60, guesses=30)
+
+
+def test_coins_and_directions_come_from_the_os_csprng(monkeypatch: pytest.MonkeyPatch) -> None:
+    import roost.privacy.noise as noise
+
+    monkeypatch.setattr(noise.os, "urandom", lambda n: b"\x07" * n)
+    fixed = noise.SecureRandom(b"\x07" * 32)
+    assert secret_bits(64).tolist() == fixed.bernoulli(0.5, 64).tolist()
+    np.testing.assert_array_equal(
+        canary_directions(3, 5), canary_directions(3, 5, noise.SecureRandom(b"\x07" * 32))
+    )

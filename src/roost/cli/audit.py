@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from rich.console import Console
 
-from roost.app import App
+from roost.app import App, Simulation
 from roost.cli.report import configure_logging
 from roost.cli.settings import settings_from_args
 from roost.client.client import Client, ClientFn, Context
@@ -149,8 +149,8 @@ def run_audit(
             accountant uses), the app gets `num_clients − canaries` clients of its own.
         canaries: m.
         guesses: r, the canaries the auditor guesses (the highest and lowest scores).
-        canary_norm: B, the length of a canary's update (default: the clip norm; required
-            for a run that clips nothing).
+        canary_norm: B, the length of a canary's update (default: the clip norm; without
+            one, as long as client 0's first update: `choose_canary_norm`).
         confidence: 1 − β of the bound.
         secret_bits: the coins, for tests that need to know them ahead; default: fresh ones
             from the OS CSPRNG.
@@ -165,16 +165,7 @@ def run_audit(
     initial = strategy.initial_parameters
     if initial is None:
         raise ConfigurationError("the audit needs the app's strategy to set initial_parameters")
-    config = {
-        **strategy.fit_config_defaults,
-        **(strategy.on_fit_config_fn(1) if strategy.on_fit_config_fn is not None else {}),
-    }
-    if config.get(RETURN_GRADIENTS):
-        raise ConfigurationError(
-            "the canaries send model updates and this strategy asks clients for gradients "
-            "(FedSGD): audit a strategy that averages updates"
-        )
-    measured = probe(simulation.client_fn, num_real, initial, config)
+    measured = probe(simulation.client_fn, num_real, initial, _first_fit_config(simulation))
     norm = choose_canary_norm(settings, canary_norm, measured)
     start = flat_floats(initial)
     directions = canary_directions(canaries, start.size)
@@ -197,6 +188,26 @@ def run_audit(
     spent = history.privacy
     epsilon = spent.epsilon[-1][1] if spent is not None and spent.epsilon else None
     return AuditRun(result, epsilon, norm, settings.num_rounds, history.parameters)
+
+
+def _first_fit_config(simulation: Simulation) -> Config:
+    """The config of round 1's fits, refused where the canaries could not answer it."""
+    if simulation.engine == "vectorized":
+        raise ConfigurationError(
+            "the vectorized engine trains the app's own clients only: audit on the sequential "
+            "or process engine"
+        )
+    strategy = simulation.strategy
+    config = {
+        **strategy.fit_config_defaults,
+        **(strategy.on_fit_config_fn(1) if strategy.on_fit_config_fn is not None else {}),
+    }
+    if config.get(RETURN_GRADIENTS):
+        raise ConfigurationError(
+            "the canaries send model updates and this strategy asks clients for gradients "
+            "(FedSGD): audit a strategy that averages updates"
+        )
+    return config
 
 
 @dataclass(frozen=True)
