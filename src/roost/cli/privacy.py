@@ -49,17 +49,32 @@ def add_command(root: CommandParser, default_app: App) -> None:
 
 def add_audit_arguments(parser: argparse.ArgumentParser) -> None:
     """`roost privacy audit`'s options: the run's (as `roost simulate` has them) and the audit's."""
-    parser.add_argument("--clients", type=positive_int, default=10, help="real clients, N")
-    parser.add_argument("--rounds", type=positive_int, default=5, help="federated rounds")
+    parser.add_argument(
+        "--clients", type=positive_int, default=10, help="real clients, N (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--rounds", type=positive_int, default=5, help="federated rounds (default: %(default)s)"
+    )
     parser.add_argument(
         "--fraction-fit",
         type=positive_fraction,
         default=1.0,
-        help="share of the N + m clients sampled per round (with --dp central: q)",
+        help="share of the N + m clients sampled per round (with --dp central: q; default: "
+        "%(default)s)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the data split and sampling")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the data split and sampling (default: %(default)s)",
+    )
     group = parser.add_argument_group("audit")
-    group.add_argument("--canaries", type=positive_int, default=200, help="canary clients, m")
+    group.add_argument(
+        "--canaries",
+        type=positive_int,
+        default=200,
+        help="canary clients, m (default: %(default)s)",
+    )
     group.add_argument(
         "--guesses",
         type=positive_int,
