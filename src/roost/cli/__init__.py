@@ -45,7 +45,7 @@ def build_parser(default_app: App | None = None) -> CommandParser:
     new.add_command(parser)
     server.add_command(parser, app)
     client.add_command(parser, app)
-    privacy.add_command(parser)
+    privacy.add_command(parser, app)
     plot.add_command(parser)
     return parser
 

@@ -13,6 +13,8 @@
   `dp_accounting`.
 - `SecureRandom`: the cryptographic randomness every privacy part draws from.
 - `roost.privacy.planning`: the `roost privacy` questions as text reports.
+- `roost.privacy.audit`: one-run auditing, a lower bound on ε from canaries (imported by name:
+  it loads scipy); `roost privacy audit` runs it.
 """
 
 from roost.privacy.accounting import (

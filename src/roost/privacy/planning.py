@@ -139,8 +139,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the `epsilon` and `noise` subcommands and their options to `parser`."""
+def add_arguments(parser: argparse.ArgumentParser) -> Any:
+    """Add the `epsilon` and `noise` subcommands and their options to `parser`; return the
+    subcommands' action, to which a command may add more (`roost privacy audit`)."""
     commands = parser.add_subparsers(dest="privacy_command", required=True, metavar="QUESTION")
     epsilon = commands.add_parser("epsilon", help="ε after R rounds of DP-FedAvg")
     epsilon.add_argument(
@@ -150,6 +151,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     noise = commands.add_parser("noise", help="the noise multiplier σ for a target ε")
     noise.add_argument("--target-epsilon", type=float, required=True, help="the ε not to exceed")
     _add_common(noise)
+    return commands
 
 
 def run(args: argparse.Namespace) -> int:
