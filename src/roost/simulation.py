@@ -116,6 +116,7 @@ def _run_on(
     store: StateStore | None,
 ) -> History:
     """The rounds run on `engine` (its results shown to `track`'s trackers), closed at the end."""
+    track.check(strategy.withholds_client_statistics)
     transport = track.observe(engine)
     try:
         return run_rounds(

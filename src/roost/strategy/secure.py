@@ -207,10 +207,12 @@ class SecureAggregation:
         from roost.secagg import SecAggAbortedError, SecAggServer, WeightedQuantizer
 
         server_round = context.server_round
-        if len(cohort) < 2:
-            log.warning("fit_round %d: secure aggregation needs 2 or more clients", server_round)
-            return None
         transforms = strategy.update_transforms
+        # Under central DP the cohort's size and failures are secret: the operator's DEBUG only.
+        level = logging.DEBUG if transforms.withholds_client_statistics else logging.WARNING
+        if len(cohort) < 2:
+            log.log(level, "fit_round %d: secure aggregation needs 2 or more clients", server_round)
+            return None
         client_side = transforms.client_side(state["transforms"])
         quantizer = WeightedQuantizer(self.clip_range, self.max_weight, len(cohort), self.bits)
         settings = self._settings(cohort[0][1].config, client_side, len(cohort), strategy)
@@ -224,10 +226,11 @@ class SecureAggregation:
         fit_metrics: list[tuple[int, Metrics]] = []
         try:
             for phase in PLAN:
-                fit_metrics += phase.run(context, server, parameters, settings)
+                fit_metrics += phase.run(context, server, parameters, settings, level)
                 server.close_phase()
         except SecAggAbortedError as error:
-            log.warning(
+            log.log(
+                level,
                 "fit_round %d: secure aggregation aborted: %s; global model unchanged",
                 server_round,
                 error,
@@ -277,9 +280,15 @@ class SecurePhase:
     replies carry fit metrics."""
 
     def run(
-        self, context: RoundContext, server: SecAggServer, parameters: Parameters, settings: Config
+        self,
+        context: RoundContext,
+        server: SecAggServer,
+        parameters: Parameters,
+        settings: Config,
+        level: int = logging.WARNING,
     ) -> list[tuple[int, Metrics]]:
-        """Send the phase's instructions, hand every reply to `server`; return fit metrics."""
+        """Send the phase's instructions, hand every reply to `server`; return fit metrics
+        (a client left out is logged at `level`)."""
         from roost.secagg import SecAggClientError
 
         if server.phase.value != self.step:
@@ -298,7 +307,7 @@ class SecurePhase:
             try:
                 server.receive(client_id, outcome.arrays, message)
             except SecAggClientError as error:
-                log.warning("%s: client %s left out: %s", self.label, client_id, error.reason)
+                log.log(level, "%s: client %s left out: %s", self.label, client_id, error.reason)
                 continue
             if self.training:
                 metrics = {
