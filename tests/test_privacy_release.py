@@ -15,6 +15,7 @@ from roost.cli.report import history_table
 from roost.engines.sequential import SequentialEngine
 from roost.errors import ConfigurationError
 from roost.plotting import history_csv
+from roost.privacy import FixedSizeSampler, PoissonSampler
 from roost.server.loop import ServerConfig, run_rounds
 from roost.simulation import run_simulation
 from roost.strategy import AdaptiveClipL2, DPFedAvg, FedAvg
@@ -115,3 +116,34 @@ def test_central_dp_refuses_what_would_reveal_participation() -> None:
         private_strategy(accept_failures=False)
     with pytest.raises(ConfigurationError, match="drop client_metrics"):
         run_simulation(canary_fn, NUM_CLIENTS, strategy=private_strategy(), client_metrics=True)
+
+
+# -- hole 4: the accountant's N is the population really sampled from ---------------------------
+
+
+def test_fixed_size_accounting_refuses_a_population_it_was_not_told() -> None:
+    # 10 real clients, num_clients=100: ε would have been reported as 5.89 where 15.57 was spent.
+    strategy = private_strategy(
+        sampling="fixed", expected_clients=5, num_clients=100, update_transforms=[]
+    )
+    transport = SequentialEngine(canary_fn, 10)
+    with pytest.raises(ConfigurationError, match=r"told num_clients = 100.*to 10, the clients"):
+        run_rounds(strategy, transport, ServerConfig(num_rounds=1), seed=0)
+
+
+def test_samplers_check_the_available_clients_against_the_accounted_population() -> None:
+    ids = [str(k) for k in range(10)]
+    rng = np.random.default_rng(0)
+    fixed = FixedSizeSampler(3, population=10)
+    assert len(fixed.sample(ids, 3, rng, fixed.init())[0]) == 3
+    for wrong in (9, 11):  # fewer: a higher rate than accounted; more: N is not what it was told
+        with pytest.raises(ConfigurationError, match=f"told num_clients = {wrong}"):
+            FixedSizeSampler(3, population=wrong).sample(ids, 3, rng, {"draws": 0})
+    # Poisson's ε depends on q alone: absent clients are fine, unaccounted extra ones are not.
+    PoissonSampler(0.5, population=12).sample(ids, 5, rng, {"draws": 0})
+    with pytest.raises(ConfigurationError, match="told num_clients = 9"):
+        PoissonSampler(0.5, population=9).sample(ids, 5, rng, {"draws": 0})
+    with pytest.raises(ConfigurationError, match="population must be an int"):
+        PoissonSampler(0.5, population=0)
+    strategy = private_strategy(sampling="fixed", expected_clients=5, update_transforms=[])
+    assert strategy.sampler.population == NUM_CLIENTS
