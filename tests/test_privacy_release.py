@@ -12,17 +12,20 @@ import numpy as np
 import pytest
 
 from roost.cli.report import history_table
+from roost.client.secure_aggregation import _encode
+from roost.core.types import FitRes
 from roost.engines.sequential import SequentialEngine
 from roost.errors import ConfigurationError
 from roost.plotting import history_csv
 from roost.privacy import FixedSizeSampler, PoissonSampler
+from roost.secagg import WeightedQuantizer
 from roost.server.loop import ServerConfig, run_rounds
 from roost.simulation import run_simulation
-from roost.strategy import AdaptiveClipL2, DPFedAvg, FedAvg
+from roost.strategy import AdaptiveClipL2, DPFedAvg, FedAvg, SecureAggregation
 from roost.tracking.base import round_values
 
 NUM_CLIENTS = 12
-ROUNDS = 6
+ROUNDS = 3
 
 
 class CanaryClient:
@@ -147,3 +150,38 @@ def test_samplers_check_the_available_clients_against_the_accounted_population()
         PoissonSampler(0.5, population=0)
     strategy = private_strategy(sampling="fixed", expected_clients=5, update_transforms=[])
     assert strategy.sampler.population == NUM_CLIENTS
+
+
+# -- hole 5: quantization under SecAgg+ keeps central DP's sensitivity ----------------------------
+
+
+def test_a_quantized_contribution_stays_within_the_clip_norm() -> None:
+    # Coarse on purpose (16 bits, 10 clients): rounding could add up to √d·step = 0.043 to the
+    # norm of an update clipped to C = 1, and at C exactly it does so in most draws.
+    quant = {"clip": 1.0, "max_weight": 1.0, "max_clients": 10, "bits": 16, "uniform": True}
+    quantizer = WeightedQuantizer(1.0, 1.0, 10, 16)
+    size, rng = 20_000, np.random.default_rng(0)
+    for _ in range(5):
+        update = rng.normal(size=size)
+        result = FitRes([update], 5, {})
+        encoded = _encode(result, [np.zeros(size)], {**quant, "clip_norm": 1.0})
+        contribution = quantizer.values.dequantize_sum(encoded[:-1], 1)
+        assert np.linalg.norm(contribution) <= 1.0
+
+
+def test_uniform_weights_size_the_quantizer_for_weight_one() -> None:
+    secure, dp = SecureAggregation(), private_strategy(update_transforms=[])
+    assert secure.quantizer(dp, 1000).max_weight == 1.0
+    assert secure.quantizer(FedAvg(), 1000).max_weight == 10_000
+    # The formal worst case of d = 1e6 values, 1000 clients, 32 bits: what rounding can add to
+    # an update's norm, weight 1 against max_weight 1e4 (which took ε from 1.34 to 163).
+    assert secure.quantizer(dp, 1000).rounding_norm(10**6) == pytest.approx(4.66e-4, rel=1e-3)
+    assert secure.quantizer(FedAvg(), 1000).rounding_norm(10**6) == pytest.approx(4.66, rel=1e-3)
+    coarse = private_strategy(
+        sampling="fixed",
+        clip_norm=0.05,
+        update_transforms=[],
+        secure_aggregation=SecureAggregation(bits=8),
+    )
+    with pytest.raises(ConfigurationError, match=r"not less than the clip norm 0\.05; raise"):
+        run_rounds(coarse, SequentialEngine(canary_fn, NUM_CLIENTS), ServerConfig(1), seed=0)
