@@ -116,9 +116,9 @@ def _run_on(
     store: StateStore | None,
 ) -> History:
     """The rounds run on `engine` (its results shown to `track`'s trackers), closed at the end."""
-    track.check(strategy.withholds_client_statistics)
     transport = track.observe(engine)
     try:
+        track.check(strategy.withholds_client_statistics)  # inside: the engine still closes
         return run_rounds(
             strategy,
             transport,
