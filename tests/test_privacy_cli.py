@@ -152,6 +152,8 @@ def test_local_dp_wraps_the_clients_and_runs_sequentially() -> None:
     assert run_plan.engine == "sequential" and "local DP" in run_plan.notice
     accountant = run_plan.strategy.update_transforms.transforms[-1]
     assert accountant == LocalDPAccountant(2.0, delta=default_delta(10))
+    # Its clients send no evaluation results (they are not protected), so none are asked for.
+    assert run_plan.strategy.fraction_evaluate == 0.0
 
 
 def test_a_local_dp_run_reports_each_clients_epsilon(tmp_path: Path, capsys) -> None:

@@ -49,10 +49,11 @@ def test_without_noise_the_sent_difference_is_the_update_clipped_to_c() -> None:
     for array in sent_update:  # the direction is kept: every coordinate moved by the same step
         np.testing.assert_allclose(array, 0.01 * 2.0 / true_norm, rtol=1e-4)
     assert [s.dtype for s in sent] == [r.dtype for r in RECEIVED]
-    assert num_examples == 42 and metrics == {}  # metrics are not protected: not sent by default
-    small, _, kept = LocalDP(FixedStepClient(1e-4), 2.0, 0.0, send_metrics=True).fit(RECEIVED, {})
+    # Neither the metrics nor the dataset's size are protected: not sent by default.
+    assert num_examples == 1 and metrics == {}
+    small, n, kept = LocalDP(FixedStepClient(1e-4), 2.0, 0.0, send_metrics=True).fit(RECEIVED, {})
     np.testing.assert_allclose(difference(small, RECEIVED)[1], 1e-4)
-    assert kept == {"train_loss": 0.25}
+    assert n == 42 and kept == {"train_loss": 0.25}
 
 
 def test_the_noise_a_wrapped_client_adds_has_std_sigma_times_c() -> None:
@@ -85,9 +86,12 @@ def test_integer_arrays_go_back_as_received() -> None:
     np.testing.assert_array_equal(sent[1], [5, 6])
 
 
-def test_evaluate_and_get_parameters_pass_through() -> None:
+def test_evaluate_is_refused_unless_asked_for_and_get_parameters_passes_through() -> None:
     wrapped = LocalDP(FixedStepClient(0.1), 1.0, 1.0)
-    assert wrapped.evaluate(RECEIVED, {}) == (1.5, 7, {"accuracy": 0.5})
+    with pytest.raises(ConfigurationError, match="sends no evaluation results"):
+        wrapped.evaluate(RECEIVED, {})
+    unprotected = LocalDP(FixedStepClient(0.1), 1.0, 1.0, send_metrics=True)
+    assert unprotected.evaluate(RECEIVED, {}) == (1.5, 7, {"accuracy": 0.5})
     np.testing.assert_array_equal(wrapped.get_parameters({})[1], RECEIVED[1])
 
 

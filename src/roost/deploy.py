@@ -127,9 +127,11 @@ def _serve_rounds(
     handed to `track`; `keep` the result; then close the transport, telling clients whether the
     run is over, and the trackers. An error `keep` returns is raised once the clients are gone."""
     finished = False
+    strategy = strategy if strategy is not None else FedAvg()
     try:
+        track.check(strategy.withholds_client_statistics)
         history = run_rounds(
-            strategy if strategy is not None else FedAvg(),
+            strategy,
             track.observe(transport),
             config,
             seed=seed,

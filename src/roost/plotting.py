@@ -48,7 +48,7 @@ def history_rows(history: History) -> tuple[list[str], list[list[object]]]:
     """One row per round: counts, both losses and every metric (`fit_`, `distributed_`,
     `centralized_` prefixes); None where a round has no value."""
     columns: dict[str, dict[int, object]] = {}
-    records = {record.server_round: record for record in history.rounds}
+    records = {r.server_round: r for r in history.rounds if not r.withheld}
     for field in ("fit_results", "fit_failures", "evaluate_results", "evaluate_failures"):
         columns[field] = {r: getattr(record, field) for r, record in records.items()}
     columns["loss_distributed"] = dict(history.losses_distributed)

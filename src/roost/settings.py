@@ -192,6 +192,8 @@ class RunSettings:
             parts["update_transforms"] = [spec.clip]
         if privacy is not None and privacy.mode == "local":
             parts["update_transforms"] = [privacy.local_accountant()]
+            # Its clients send no evaluation results (`LocalDP`): evaluate on the server only.
+            knobs = {**knobs, "fraction_evaluate": 0.0}
         if spec.secure_aggregation is not None:
             parts["secure_aggregation"] = spec.secure_aggregation
         strategy = preset(name, **{**knobs, **mirrored, **spec.options, **parts})

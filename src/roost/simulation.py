@@ -118,6 +118,7 @@ def _run_on(
     """The rounds run on `engine` (its results shown to `track`'s trackers), closed at the end."""
     transport = track.observe(engine)
     try:
+        track.check(strategy.withholds_client_statistics)  # inside: the engine still closes
         return run_rounds(
             strategy,
             transport,

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from roost.cli.progress import ProgressTracker
 from roost.errors import ConfigurationError
 from roost.log import ensure_logging, log_handler
-from roost.server.history import History
+from roost.server.history import History, RoundRecord
 from roost.tracking.base import Tracker, TrackRounds
 from roost.tracking.failures import ROOST_LOGGER, FailureDigest, spans
 
@@ -220,6 +220,16 @@ def _format(value: object) -> str:
     return str(value)
 
 
+def _counts(record: RoundRecord | None) -> tuple[str, str]:
+    """The "fit ok/fail" and "eval ok/fail" cells of a round."""
+    if record is None:
+        return "-", "-"
+    if record.withheld:  # central DP: the counts would reveal who took part
+        return "withheld", "withheld"
+    fit = f"{record.fit_results}/{record.fit_failures}"
+    return fit, f"{record.evaluate_results}/{record.evaluate_failures}"
+
+
 def history_table(history: History, accuracy_key: str = "accuracy") -> Table:
     """One row per round: results/failures, distributed vs centralized loss and accuracy, the
     clients' training loss and accuracy (when their fits report `train_loss` / `train_accuracy`),
@@ -265,8 +275,7 @@ def history_table(history: History, accuracy_key: str = "accuracy") -> Table:
         record = records.get(server_round)
         cells = [
             str(server_round),
-            f"{record.fit_results}/{record.fit_failures}" if record else "-",
-            f"{record.evaluate_results}/{record.evaluate_failures}" if record else "-",
+            *_counts(record),
             _format(loss_d.get(server_round)),
             _format(loss_c.get(server_round)),
             _format(acc_d.get(server_round)),

@@ -157,7 +157,7 @@ def _protected(
     flags = argparse.Namespace(**vars(args), strategy="project")
     privacy = privacy_settings(
         flags,
-        num_clients=int(args.clients or strategy.min_available_clients),
+        num_clients=num_clients,
         fraction_fit=strategy.fraction_fit,
     )
     secure = secure_aggregation(args)

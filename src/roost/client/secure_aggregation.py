@@ -10,6 +10,10 @@ Keys of the masked-input instruction's config: `fit/<key>` is the round's fit co
 `quant/clip`, `quant/max_weight`, `quant/max_clients`, `quant/bits` size the quantizer,
 `quant/uniform` (weight every client 1 instead of its `num_examples`) and `quant/clip_norm` (clip
 the update's L2 norm first) are optional. Everything else is the secagg message itself.
+
+With `quant/clip_norm` C the update is clipped to C less what rounding can add
+(`WeightedQuantizer.rounding_norm`), so the quantized contribution itself has norm at most C: the
+sensitivity central DP accounts for holds after quantization, whatever the rounding draws.
 """
 
 from __future__ import annotations
@@ -54,11 +58,6 @@ def _encode(result: FitRes, global_parameters: list[np.ndarray], quant: dict) ->
             for new, old in zip(result.parameters, global_parameters, strict=True)
         ]
     )
-    clip_norm = quant.get("clip_norm")
-    if clip_norm is not None:
-        norm = float(np.linalg.norm(update))
-        if norm > float(clip_norm):
-            update *= float(clip_norm) / norm
     from roost.secagg import WeightedQuantizer
 
     max_weight = float(quant["max_weight"])
@@ -70,7 +69,23 @@ def _encode(result: FitRes, global_parameters: list[np.ndarray], quant: dict) ->
         max_clients=int(quant["max_clients"]),
         bits=int(quant["bits"]),
     )
+    if quant.get("clip_norm") is not None and weight > 0:
+        margin = quantizer.rounding_norm(update.size) / weight
+        _clip_within(update, float(quant["clip_norm"]), margin)
     return quantizer.encode(update, weight)
+
+
+def _clip_within(update: np.ndarray, clip_norm: float, margin: float) -> None:
+    """Scale `update` in place to L2 norm at most C − `margin` (what rounding may add)."""
+    bound = clip_norm - margin
+    if bound <= 0:
+        raise InvalidMessageError(
+            f"rounding may move the update by {margin:.3g} in L2 norm, not less than the clip "
+            f"norm {clip_norm:g}: the server must use more bits or a smaller clip range"
+        )
+    norm = float(np.linalg.norm(update))
+    if norm > bound:
+        update *= bound / norm
 
 
 def answer_secure_aggregation(

@@ -121,6 +121,9 @@ class CentralDP(CentralDPParams, UpdateTransform):
     noised ``unclipped_share``.
     """
 
+    # ε covers the released models only: client metrics, cohort sizes and failures are withheld.
+    withholds_client_statistics = True
+
     @classmethod
     def from_params(cls, params: CentralDPParams) -> CentralDP:
         """The transform of the parameters `params` (checked and resolved here)."""

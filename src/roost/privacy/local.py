@@ -12,9 +12,12 @@ can be anywhere in the ball of radius C, so the sensitivity is the ball's diamet
 several rounds compose (`local_epsilon(..., rounds=k)`). The price is noise: the server's average
 of n local releases carries noise of std σ·C/√n per coordinate, far more than central DP's σ·C/n.
 
-What it does not cover: `num_examples`, the fit metrics (dropped unless ``send_metrics=True``),
-`evaluate` results and `get_parameters` (give the strategy `initial_parameters` so no client is
-asked) pass through unprotected. Integer arrays (counters) are sent back exactly as received.
+What it does not cover is not sent, unless ``send_metrics=True`` sends it unprotected: the fit
+metrics (dropped), the true `num_examples` (reported as 1, so the server weighs every client the
+same) and `evaluate` results (evaluation is refused: evaluate on the server, or not at all).
+`get_parameters` passes through unprotected (give the strategy `initial_parameters` so no client
+is asked). Integer arrays (counters) are sent back exactly as received. Who takes part is not
+protected either: the server knows whom it asked.
 
 With a FedSGD round (``config["return_gradients"]``) the client's answer *is* the update: the
 gradient is clipped and noised and sent as a gradient.
@@ -117,7 +120,8 @@ class LocalDP(_LocalSettings):
         partition_id: which client this is (separates research-seeded noise streams).
         seed: research only: noise from (seed, round, partition); needs `config["server_round"]`
             in every fit config; the run is NOT private.
-        send_metrics: also send the client's fit metrics (not protected; default False).
+        send_metrics: also send what local DP does not protect: the fit metrics, the true
+            `num_examples` and evaluation results (default False: none of them).
     """
 
     def __init__(
@@ -156,7 +160,13 @@ class LocalDP(_LocalSettings):
         return self.client.get_parameters(config)
 
     def evaluate(self, parameters: Parameters, config: Config) -> tuple[float, int, Metrics]:
-        """The wrapped client's evaluation, unprotected."""
+        """The wrapped client's evaluation, unprotected: refused unless `send_metrics`."""
+        if not self.send_metrics:
+            raise ConfigurationError(
+                "a client with local DP sends no evaluation results (its loss and metrics are "
+                "its data, un-noised); evaluate on the server (fraction_evaluate=0), or pass "
+                "send_metrics=True to send them unprotected"
+            )
         return self.client.evaluate(parameters, config)
 
     def fit(self, parameters: Parameters, config: Config) -> tuple[Parameters, int, Metrics]:
@@ -169,7 +179,9 @@ class LocalDP(_LocalSettings):
                 f"{len(received)}"
             )
         sent = self._privatized(trained, received, config)
-        return sent, num_examples, dict(metrics) if self.send_metrics else {}
+        if self.send_metrics:
+            return sent, num_examples, dict(metrics)
+        return sent, 1, {}  # the dataset's size is the client's data too
 
     def _privatized(self, trained: Parameters, received: Parameters, config: Config) -> Parameters:
         """received + clip(trained − received) + noise; for gradients, clip(gradient) + noise."""

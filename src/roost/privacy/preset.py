@@ -61,10 +61,12 @@ def dp_fedavg_parts(
 def central_dp_parts(params: CentralDPParams) -> dict[str, Any]:
     """`dp_fedavg_parts` of the parameters `params`: the one place DP-FedAvg's parts are made."""
     central = CentralDP.from_params(params)
+    # The samplers check, every round, that the clients they sample from are the N accounted.
+    n = central.num_clients
     sampler = (
-        FixedSizeSampler(central.expected_clients, seed=central.seed)
+        FixedSizeSampler(central.expected_clients, seed=central.seed, population=n)
         if central.sampling == "fixed"
-        else PoissonSampler(central.expected_clients / central.num_clients, seed=central.seed)
+        else PoissonSampler(central.expected_clients / n, seed=central.seed, population=n)
     )
     return {
         "aggregator": SampledMean(),

@@ -192,6 +192,16 @@ class WeightedQuantizer:
             )
         return weighted_sum / total_weight, total_weight
 
+    def rounding_norm(self, size: int) -> float:
+        """The most rounding can add to the L2 norm of one client's decoded w·x of `size`
+        values: √size · the step of the values (each coordinate moves by less than one step).
+
+        A client that must keep its contribution within an L2 bound C (central DP's
+        sensitivity) clips w·x to C − this first, so that no rounding can push it past C.
+        """
+        _check_int("size", size, 0, None)
+        return math.sqrt(size) * self.values.step
+
     def mean_error_bound(self, num_clients: int, total_weight: float) -> float:
         """Worst-case per-coordinate error of the decoded weighted mean (|x| <= R).
 

@@ -51,6 +51,7 @@ class RoundRecord:
 
     Fit and evaluate have their own fields (Flower users look for them); any other phase (a line
     search's probes, secure aggregation's steps) is counted in `phases` as `[results, failures]`.
+    A `withheld` round (central DP) records no counts: they would reveal who took part.
     """
 
     server_round: int
@@ -60,6 +61,7 @@ class RoundRecord:
     evaluate_failures: int = 0
     failed_clients: list[str] = field(default_factory=list)
     phases: dict[str, list[int]] = field(default_factory=dict)
+    withheld: bool = False
 
     def count(self, phase: str, results: int, failed_clients: list[str]) -> None:
         """Add one phase's outcome counts (a phase may run several times in a round)."""
@@ -76,8 +78,12 @@ class RoundRecord:
             counts[1] += len(failed_clients)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready data; `phases` only when a phase other than fit/evaluate ran."""
+        """JSON-ready data; `phases` only when a phase other than fit/evaluate ran; a withheld
+        round only as its number and `"withheld": true`."""
+        if self.withheld:
+            return {"server_round": self.server_round, "withheld": True}
         data = vars(self).copy()
+        del data["withheld"]
         if not self.phases:
             del data["phases"]
         return data

@@ -137,12 +137,17 @@ def _run_round(
     state: ServerState,
     rng: np.random.Generator,
 ) -> ServerState:
-    """One round: the strategy's fit phases, centralized evaluation, its evaluate phases."""
+    """One round: the strategy's fit phases, centralized evaluation, its evaluate phases.
+
+    A strategy that withholds client statistics (central DP) gets no distributed evaluation and
+    its round records no client metrics or counts: ε covers none of them.
+    """
     history, parameters = state.history, state.parameters
-    context = Round(server_round, transport, config.round_timeout, rng)
+    withhold = strategy.withholds_client_statistics
+    context = Round(server_round, transport, config.round_timeout, rng, withhold=withhold)
     fitted = strategy.fit_round(context, parameters, state.strategy_state)
     context.close()
-    if fitted.metrics:
+    if fitted.metrics and not withhold:
         history.add_metrics_distributed_fit(
             server_round, finite_only(fitted.metrics, "fit metrics")
         )
@@ -164,7 +169,9 @@ def _run_round(
             )
             strategy_state = state.strategy_state
     _evaluate_centralized(strategy, server_round, parameters, history)
-    loss, metrics = strategy.evaluate_round(context, parameters, strategy_state)
+    loss, metrics = (
+        (None, {}) if withhold else strategy.evaluate_round(context, parameters, strategy_state)
+    )
     context.close()
     if loss is not None and _finite_loss(loss, f"round {server_round}: distributed loss"):
         history.add_loss_distributed(server_round, loss)

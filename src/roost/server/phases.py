@@ -5,6 +5,9 @@ Fit, evaluate, a line search's probes and secure aggregation's steps are all pha
 the transport, the per-client timeout, the validation of every result at this boundary (a bad
 result becomes that client's `Failure`, logged once) and the per-phase counts in the round's
 record. Strategies see `Round` through the `roost.strategy.RoundContext` protocol.
+
+A round that withholds client statistics (central DP) counts nothing in its record and logs its
+cohorts, counts and failures at DEBUG only: for the server's operator, not for release.
 """
 
 from __future__ import annotations
@@ -32,8 +35,9 @@ class PhaseOutcomes:
         timeout: float | None,
         template: Parameters | None,
         label: str,
+        level: int = logging.WARNING,
     ) -> None:
-        self._stream = self._collect(transport, cohort, timeout, template, label)
+        self._stream = self._collect(transport, cohort, timeout, template, label, level)
         self.label = label
         self.results = 0
         self.failures: list[Failure] = []
@@ -60,22 +64,26 @@ class PhaseOutcomes:
         timeout: float | None,
         template: Parameters | None,
         label: str,
+        level: int,
     ) -> Iterator[Outcome]:
         pending = dict(cohort)
         for client_id, result in transport.run(cohort, timeout):
             instruction = pending.pop(client_id, None)
             if instruction is None:
-                log.warning(
-                    "%s: dropped an unexpected or repeated result from client %s", label, client_id
+                log.log(
+                    level,
+                    "%s: dropped an unexpected or repeated result from client %s",
+                    label,
+                    client_id,
                 )
                 continue
             outcome = validate_result(client_id, instruction, result, template)
             if isinstance(outcome, Failure):
-                log.warning("%s: %s", label, outcome)
+                log.log(level, "%s: %s", label, outcome)
             yield client_id, outcome
         for client_id in pending:
             failure = Failure(client_id, "the transport returned no result", kind="disconnected")
-            log.warning("%s: %s", label, failure)
+            log.log(level, "%s: %s", label, failure)
             yield client_id, failure
 
 
@@ -88,10 +96,15 @@ class Round:
         transport: Transport,
         timeout: float | None,
         rng: np.random.Generator,
+        *,
+        withhold: bool = False,
     ) -> None:
         self.server_round = server_round
         self.rng = rng
-        self.record = RoundRecord(server_round)
+        self.record = RoundRecord(server_round, withheld=withhold)
+        # Cohorts, counts and failures are client statistics under central DP: DEBUG only.
+        self._info = logging.DEBUG if withhold else logging.INFO
+        self._warning = logging.DEBUG if withhold else logging.WARNING
         self._transport = transport
         self._timeout = timeout
         self._num_available = 0
@@ -116,10 +129,16 @@ class Round:
         """
         self.close()
         label = f"{phase}_round {self.server_round}"
-        log.info(
-            "%s: strategy sampled %d clients (out of %d)", label, len(cohort), self._num_available
+        log.log(
+            self._info,
+            "%s: strategy sampled %d clients (out of %d)",
+            label,
+            len(cohort),
+            self._num_available,
         )
-        outcomes = PhaseOutcomes(self._transport, cohort, self._timeout, template, label)
+        outcomes = PhaseOutcomes(
+            self._transport, cohort, self._timeout, template, label, self._warning
+        )
         self._open.append((phase, outcomes))
         return outcomes
 
@@ -127,8 +146,11 @@ class Round:
         """Finish the phases still open: read what is left, count and log them."""
         for phase, outcomes in self._open:
             outcomes.drain()
-            self.record.count(phase, outcomes.results, [f.client_id for f in outcomes.failures])
-            log.info(
+            if not self.record.withheld:
+                failed = [f.client_id for f in outcomes.failures]
+                self.record.count(phase, outcomes.results, failed)
+            log.log(
+                self._info,
                 "%s received %d results and %d failures",
                 outcomes.label,
                 outcomes.results,

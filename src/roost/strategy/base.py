@@ -111,6 +111,11 @@ class UpdateTransform:
     `apply` calls and are reset by `finish`, so a state saved after a round is always clean.
     """
 
+    withholds_client_statistics: bool = False
+    """True for a transform whose guarantee covers who takes part and what they send (central
+    DP): a strategy with one releases nothing about its cohorts but the transform's own
+    (private) measurements — no client metrics, no counts, no other part's measurements."""
+
     def init(self, template: Parameters) -> State:
         """The transform's state before the first round (`template` is shaped like the model)."""
         return NO_STATE
@@ -168,6 +173,11 @@ class Chain(UpdateTransform):
     def __len__(self) -> int:
         return len(self.transforms)
 
+    @property
+    def withholds_client_statistics(self) -> bool:  # type: ignore[override]
+        """Whether a member withholds client statistics (then the whole chain does)."""
+        return any(t.withholds_client_statistics for t in self.transforms)
+
     def init(self, template: Parameters) -> State:
         return tuple(transform.init(template) for transform in self.transforms)
 
@@ -185,11 +195,14 @@ class Chain(UpdateTransform):
     ) -> tuple[Parameters | None, State, Measurements]:
         states = list(state)
         measurements: Measurements = {}
+        private = self.withholds_client_statistics
         for index in reversed(range(len(self.transforms))):
-            aggregate, states[index], measured = self.transforms[index].finish(
-                aggregate, states[index]
-            )
-            measurements.update(measured)
+            transform = self.transforms[index]
+            aggregate, states[index], measured = transform.finish(aggregate, states[index])
+            # Under central DP, another member's measurements (an un-noised clip rate) would
+            # release client statistics that ε does not cover.
+            if transform.withholds_client_statistics or not private:
+                measurements.update(measured)
         return aggregate, tuple(states), measurements
 
     def client_side(self, state: State) -> Config:

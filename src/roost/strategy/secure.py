@@ -48,7 +48,7 @@ from roost.strategy.base import (
 from roost.strategy.weighting import uniform_weight, weight_by_num_examples
 
 if TYPE_CHECKING:  # the protocol's code (and `cryptography`) loads when a secure round runs
-    from roost.secagg import SecAggParameters, SecAggServer, ThreatModel
+    from roost.secagg import SecAggParameters, SecAggServer, ThreatModel, WeightedQuantizer
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,8 @@ class SecureAggregation:
         bits: k: arithmetic modulo 2^k; the server refuses cohorts so large that the sum could
             wrap. 32 keeps masked vectors at 4 bytes per value. Levels stop at 2^53 (float64's
             exact integers), so widths above 53 bits admit more clients, not finer levels.
-        max_weight: weights (`num_examples`) above this count as `max_weight`.
+        max_weight: weights (`num_examples`) above this count as `max_weight`; with uniform
+            weights (`Mean`, central DP) every weight is 1 and the quantizer is sized for 1.
         threshold: t, shares needed to rebuild a secret; None: the smallest secure value for the
             cohort's communication graph (a strict majority of each client's share holders).
         degree: k neighbours per client; None: the smallest that survives 10 % random dropouts
@@ -204,19 +205,24 @@ class SecureAggregation:
         None (the model stays unchanged, the transforms do not finish) when the cohort has
         fewer than 2 clients or the protocol aborted.
         """
-        from roost.secagg import SecAggAbortedError, SecAggServer, WeightedQuantizer
+        from roost.secagg import SecAggAbortedError, SecAggServer
 
         server_round = context.server_round
-        if len(cohort) < 2:
-            log.warning("fit_round %d: secure aggregation needs 2 or more clients", server_round)
-            return None
         transforms = strategy.update_transforms
+        # Under central DP the cohort's size and failures are secret: the operator's DEBUG only.
+        level = logging.DEBUG if transforms.withholds_client_statistics else logging.WARNING
+        if len(cohort) < 2:
+            log.log(level, "fit_round %d: secure aggregation needs 2 or more clients", server_round)
+            return None
         client_side = transforms.client_side(state["transforms"])
-        quantizer = WeightedQuantizer(self.clip_range, self.max_weight, len(cohort), self.bits)
-        settings = self._settings(cohort[0][1].config, client_side, len(cohort), strategy)
+        size = sum(int(np.size(p)) for p in parameters)
+        quantizer = self.quantizer(strategy, len(cohort))
+        if "clip_norm" in client_side:
+            self.check_norm_bound(quantizer, size, float(client_side["clip_norm"]))
+        settings = self._settings(cohort[0][1].config, client_side, quantizer, strategy)
         server = SecAggServer(
             [client_id for client_id, _ in cohort],
-            sum(int(np.size(p)) for p in parameters) + 1,
+            size + 1,
             server_round=server_round,
             bits=self.bits,
             parameters=self.graph(len(cohort)),
@@ -224,10 +230,11 @@ class SecureAggregation:
         fit_metrics: list[tuple[int, Metrics]] = []
         try:
             for phase in PLAN:
-                fit_metrics += phase.run(context, server, parameters, settings)
+                fit_metrics += phase.run(context, server, parameters, settings, level)
                 server.close_phase()
         except SecAggAbortedError as error:
-            log.warning(
+            log.log(
+                level,
                 "fit_round %d: secure aggregation aborted: %s; global model unchanged",
                 server_round,
                 error,
@@ -244,15 +251,41 @@ class SecureAggregation:
             failures=len(cohort) - survivors,
         )
 
+    def quantizer(self, strategy: SecureParts, cohort_size: int) -> WeightedQuantizer:
+        """The quantizer of a cohort of `cohort_size`: weights up to `max_weight`, or exactly 1
+        when the strategy weighs clients uniformly (a step `max_weight` times finer)."""
+        from roost.secagg import WeightedQuantizer
+
+        max_weight = 1.0 if self._uniform(strategy) else self.max_weight
+        return WeightedQuantizer(self.clip_range, max_weight, cohort_size, self.bits)
+
+    @staticmethod
+    def check_norm_bound(quantizer: WeightedQuantizer, size: int, clip_norm: float) -> None:
+        """Refuse a quantizer so coarse that rounding could carry a client's update of `size`
+        values past `clip_norm` even after the client clips below it (the sensitivity that
+        central DP accounts for would not hold)."""
+        margin = quantizer.rounding_norm(size)
+        if margin >= clip_norm:
+            raise ConfigurationError(
+                f"secure aggregation's quantization step {quantizer.values.step:.3g} lets "
+                f"rounding move a {size}-value update by up to {margin:.3g} in L2 norm, not less "
+                f"than the clip norm {clip_norm:g}; raise --secagg-bits, lower --secagg-clip or "
+                "sample fewer clients per round"
+            )
+
     def _settings(
-        self, fit_config: Config, client_side: Config, cohort_size: int, strategy: SecureParts
+        self,
+        fit_config: Config,
+        client_side: Config,
+        quantizer: WeightedQuantizer,
+        strategy: SecureParts,
     ) -> Config:
         """The masked-input phase's config: the fit config and the quantizer's settings."""
         quant: Config = {
-            "clip": float(self.clip_range),
-            "max_weight": float(self.max_weight),
-            "max_clients": cohort_size,
-            "bits": self.bits,
+            "clip": float(quantizer.clip),
+            "max_weight": float(quantizer.max_weight),
+            "max_clients": quantizer.max_clients,
+            "bits": quantizer.bits,
             "uniform": bool(self._uniform(strategy)),
         }
         if "clip_norm" in client_side:
@@ -277,9 +310,15 @@ class SecurePhase:
     replies carry fit metrics."""
 
     def run(
-        self, context: RoundContext, server: SecAggServer, parameters: Parameters, settings: Config
+        self,
+        context: RoundContext,
+        server: SecAggServer,
+        parameters: Parameters,
+        settings: Config,
+        level: int = logging.WARNING,
     ) -> list[tuple[int, Metrics]]:
-        """Send the phase's instructions, hand every reply to `server`; return fit metrics."""
+        """Send the phase's instructions, hand every reply to `server`; return fit metrics
+        (a client left out is logged at `level`)."""
         from roost.secagg import SecAggClientError
 
         if server.phase.value != self.step:
@@ -298,7 +337,7 @@ class SecurePhase:
             try:
                 server.receive(client_id, outcome.arrays, message)
             except SecAggClientError as error:
-                log.warning("%s: client %s left out: %s", self.label, client_id, error.reason)
+                log.log(level, "%s: client %s left out: %s", self.label, client_id, error.reason)
                 continue
             if self.training:
                 metrics = {

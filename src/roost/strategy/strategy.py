@@ -179,6 +179,11 @@ class Strategy:
         _check_count("min_available_clients", self.min_available_clients, 1)
         if self.fraction_fit == 0:
             raise ConfigurationError("fraction_fit must be > 0: a round needs clients to train")
+        if self.withholds_client_statistics and not self.accept_failures:
+            raise ConfigurationError(
+                "accept_failures=False keeps the model unchanged when a sampled client fails, "
+                "which reveals who took part under central DP; keep accept_failures=True"
+            )
         if self.secure_aggregation is not None:
             if self.update_fn is not parameter_delta:
                 raise ConfigurationError(
@@ -208,6 +213,12 @@ class Strategy:
             f"fraction_evaluate={self.fraction_evaluate}, aggregator={self.aggregator!r}, "
             f"server_optimizer={self.server_optimizer!r}, accept_failures={self.accept_failures})"
         )
+
+    @property
+    def withholds_client_statistics(self) -> bool:
+        """Central DP: the loop records no client metrics, counts or failures and runs no
+        distributed evaluation (see `UpdateTransform.withholds_client_statistics`)."""
+        return self.update_transforms.withholds_client_statistics
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -246,7 +257,8 @@ class Strategy:
         if not cohort:
             # Still finish the round: a transform may release something for an empty cohort
             # (central DP under Poisson sampling adds its noise all the same).
-            log.info("fit_round %d: no clients selected", server_round)
+            if not self.withholds_client_statistics:  # an empty cohort is a secret under DP
+                log.info("fit_round %d: no clients selected", server_round)
             return self.conclude_fit(server_round, parameters, PartialFit(None, state))
         outcomes = context.exchange("fit", cohort, parameters)
         return self.aggregate_fit(server_round, parameters, outcomes, state)
@@ -341,7 +353,13 @@ class Strategy:
             partial.aggregate, state["transforms"]
         )
         state = {**state, "transforms": transforms_state}
-        measurements = {**partial.measurements, **measured}
+        if self.withholds_client_statistics:
+            # Only the DP transform's own measurements are released; the aggregation's and the
+            # clients' metrics are un-noised client statistics.
+            measurements = measured
+            partial = PartialFit(partial.aggregate, state, failures=partial.failures)
+        else:
+            measurements = {**partial.measurements, **measured}
         if partial.failures and not self.accept_failures:
             log.warning(
                 "fit_round %d: %d failure(s) and accept_failures=False: global model unchanged",

@@ -19,6 +19,7 @@ from roost.core.types import (
     Metrics,
     Outcome,
 )
+from roost.errors import ConfigurationError
 from roost.server.history import History
 
 if TYPE_CHECKING:
@@ -86,7 +87,7 @@ def round_values(history: History, server_round: int) -> dict[str, float]:
     """Every numeric value `history` holds for `server_round`, named as `RoundReport.values`."""
     values: dict[str, float] = {}
     record = next((r for r in reversed(history.rounds) if r.server_round == server_round), None)
-    if record is not None:
+    if record is not None and not record.withheld:
         for name in ("fit_results", "fit_failures", "evaluate_results", "evaluate_failures"):
             values[name] = float(getattr(record, name))
     pairs_by_name: list[tuple[str, Sequence[tuple[int, object]]]] = [
@@ -183,6 +184,14 @@ class TrackRounds:
         self.client_metrics = ClientMetricsRecorder() if client_metrics else None
         self._then = then
         self._started = time.perf_counter()
+
+    def check(self, withheld: bool) -> None:
+        """Refuse per-client metrics for a run whose strategy withholds client statistics."""
+        if self.client_metrics is not None and withheld:
+            raise ConfigurationError(
+                "client metrics are client data that central DP does not protect, so its runs "
+                "withhold them; drop client_metrics (--client-metrics)"
+            )
 
     def observe(self, transport: Transport) -> Transport:
         """The transport for the run: `transport` itself, or with `client_metrics` one that
