@@ -15,7 +15,12 @@ from roost.federation.bundle import make_bundle, sign_bundle
 from roost.federation.keys import b64encode, fingerprint, generate_key_pair, public_key_line
 from roost.federation.node import Node
 from roost.federation.node_config import load_node_config
-from roost.federation.node_link import Backoff, CoordinatorUnreachableError
+from roost.federation.node_link import (
+    Backoff,
+    CoordinatorLink,
+    CoordinatorRefusedError,
+    CoordinatorUnreachableError,
+)
 from roost.federation.node_runs import data_environment
 
 PROJECT = """\
@@ -178,3 +183,20 @@ def test_the_node_keeps_retrying_a_coordinator_that_is_down(tmp_path: Path, keys
         node.serve(stop)
     attempts = [r.message for r in caplog.records if "unreachable" in r.message]
     assert len(attempts) == 4 and "attempt 4" in attempts[-1]
+
+
+def test_a_run_id_or_bundle_url_cannot_lead_the_node_elsewhere(tmp_path: Path, keys) -> None:
+    alice, _ = keys
+    (tmp_path / "app").mkdir()  # what runs/../app would be
+    (tmp_path / "app" / "keep.txt").write_text("the owner's")
+    good = project_bundle(tmp_path, '"numpy>=1.0"')
+    link = FakeLink([assignment("..", good, alice)], {hashlib.sha256(good).hexdigest(): good})
+    node = Node(load_node_config(write_config(tmp_path)), link=link)
+    node.step()
+    [(run, status, reason)] = link.reports
+    assert (run, status) == ("..", "failed") and "not a plain name" in reason
+    assert (tmp_path / "app" / "keep.txt").read_text() == "the owner's"
+    real = CoordinatorLink("http://127.0.0.1:9", "clinic", alice)
+    real.session = "a session that must not travel"
+    with pytest.raises(CoordinatorRefusedError, match="not a path on the coordinator"):
+        real.download("http://elsewhere.example/bundle")

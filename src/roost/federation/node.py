@@ -34,7 +34,7 @@ from roost.federation.node_link import (
     CoordinatorRefusedError,
     CoordinatorUnreachableError,
 )
-from roost.federation.node_runs import LocalRun, check_bundle, start_run
+from roost.federation.node_runs import LocalRun, check_bundle, run_directory_name, start_run
 
 __all__ = ["Node"]
 
@@ -153,6 +153,7 @@ class Node:
             self._report(run, "refused", f"node {self.config.name} runs its limit of {limit} now")
             return
         try:
+            run_directory_name(run)  # checked before anything is fetched or written
             bundle = self.link.download(str(assignment.get("bundle_url", "")))
             check_bundle(self.config, self.trusted, assignment, bundle)
             local = start_run(self.config, assignment, bundle)

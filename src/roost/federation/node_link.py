@@ -91,7 +91,9 @@ class CoordinatorLink:
             headers["Content-Type"] = "application/json"
         if self.session is not None:
             headers["Authorization"] = f"Node {self.session}"
-        url = path if "://" in path else self.base_url + path
+        if not path.startswith("/"):  # the session goes to the coordinator only, never elsewhere
+            raise CoordinatorRefusedError(f"{path[:80]!r} is not a path on the coordinator", 400)
+        url = self.base_url + path
         request = urllib.request.Request(url, data=data, headers=headers, method=method)
         try:
             with urllib.request.urlopen(

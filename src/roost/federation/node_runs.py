@@ -35,7 +35,7 @@ from roost.federation.keys import b64decode
 from roost.federation.node_config import NodeConfig
 from roost.federation.requirements import install_requirements, missing_requirements
 
-__all__ = ["LocalRun", "check_bundle", "data_environment", "start_run"]
+__all__ = ["LocalRun", "check_bundle", "data_environment", "run_directory_name", "start_run"]
 
 logger = logging.getLogger(__name__)
 
@@ -175,10 +175,19 @@ def _client_command(config: NodeConfig, assignment: dict[str, Any], directory: P
     return command
 
 
+def run_directory_name(run: Any) -> str:
+    """The name of a run's directory under `runs/`: its id, which must be a plain name (a
+    coordinator's id must never lead the node's files elsewhere)."""
+    name = str(run)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}", name):
+        raise ValueError(f"run id {name[:70]!r} is not a plain name (letters, digits, _ -)")
+    return name
+
+
 def start_run(config: NodeConfig, assignment: dict[str, Any], bundle: bytes) -> LocalRun:
     """Unpack a checked bundle into `runs/RUN_ID/app` (afresh) and start its client."""
     run = assignment["run"]
-    directory = config.runs_dir / re.sub(r"[^A-Za-z0-9._-]", "_", str(run))
+    directory = config.runs_dir / run_directory_name(run)
     shutil.rmtree(directory / "app", ignore_errors=True)  # a reassigned run starts clean
     directory.mkdir(parents=True, exist_ok=True)
     unpack_bundle(bundle, directory / "app")
