@@ -12,7 +12,13 @@ import pytest
 
 from roost.errors import ConfigurationError
 from roost.federation.bundle import make_bundle, sign_bundle
-from roost.federation.keys import b64encode, fingerprint, generate_key_pair, public_key_line
+from roost.federation.keys import (
+    b64encode,
+    fingerprint,
+    generate_key_pair,
+    load_private_key,
+    public_key_line,
+)
 from roost.federation.node import Node
 from roost.federation.node_config import load_node_config
 from roost.federation.node_link import (
@@ -200,3 +206,19 @@ def test_a_run_id_or_bundle_url_cannot_lead_the_node_elsewhere(tmp_path: Path, k
     real.session = "a session that must not travel"
     with pytest.raises(CoordinatorRefusedError, match="not a path on the coordinator"):
         real.download("http://elsewhere.example/bundle")
+
+
+def test_roost_node_init_writes_a_key_and_a_config_that_loads(tmp_path: Path, capsys) -> None:
+    from roost.cli import main
+
+    bad = ["node", "--init", str(tmp_path / "bad"), "--name", "x", "--coordinator", "ftp://x"]
+    assert main(bad) == 2
+    assert not (tmp_path / "bad").exists()  # refused before anything is written
+    directory = tmp_path / "clinic"
+    assert main(["node", "--init", str(directory), "--name", "clinic"]) == 0
+    printed = capsys.readouterr().out
+    config = load_node_config(directory / "node.toml")
+    assert (config.name, config.coordinator) == ("clinic", "https://127.0.0.1:9443")
+    assert public_key_line(load_private_key(config.private_key)) in printed
+    assert main(["node", "--init", str(directory), "--name", "clinic"]) == 2
+    assert "already exists" in capsys.readouterr().err

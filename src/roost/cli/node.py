@@ -89,8 +89,9 @@ def init(directory: Path, name: str | None, coordinator: str) -> int:
     config = directory / "node.toml"
     if config.exists():
         raise ConfigurationError(f"{config} already exists: edit it, or --init another directory")
+    text = node_config_text(name, coordinator)  # checks the name and address before any write
     key = generate_key_pair(directory / "node.pem")
-    config.write_text(node_config_text(name, coordinator))
+    config.write_text(text)
     (directory / "runs").mkdir(exist_ok=True)
     print(f"wrote {directory / 'node.pem'} (secret), {directory / 'node.pub'} and {config}")
     print(f"node {name} key {fingerprint(key)}: {public_key_line(key)}")

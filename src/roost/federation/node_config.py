@@ -124,7 +124,10 @@ def _read(path: Path) -> dict[str, Any]:
             raise ConfigurationError(f"{path}: unknown key {key!r}{hint}")
     missing = [key for key in REQUIRED if key not in table]
     if missing:
-        raise ConfigurationError(f"{path} lacks {', '.join(missing)}: see `roost node --help`")
+        raise ConfigurationError(
+            f"{path} lacks {', '.join(missing)}: `roost node --init DIR --name NAME` writes a "
+            "config with every key"
+        )
     return table
 
 
