@@ -27,7 +27,7 @@ from roost.federation.node_link import (
     CoordinatorRefusedError,
     CoordinatorUnreachableError,
 )
-from roost.federation.node_runs import data_environment
+from roost.federation.node_runs import LocalRun, data_environment
 
 PROJECT = """\
 [project]
@@ -222,3 +222,45 @@ def test_roost_node_init_writes_a_key_and_a_config_that_loads(tmp_path: Path, ca
     assert public_key_line(load_private_key(config.private_key)) in printed
     assert main(["node", "--init", str(directory), "--name", "clinic"]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+class FakeProcess:
+    """A run client's process as the node sees it: running until `code` is set."""
+
+    pid = 4242
+    code: int | None = None
+
+    def poll(self) -> int | None:
+        return self.code
+
+
+def test_the_node_keeps_to_its_run_limit_and_reports_a_crash(tmp_path, keys, monkeypatch) -> None:
+    alice, _ = keys
+    good = project_bundle(tmp_path, '"numpy>=1.0"')
+    link = FakeLink(
+        [assignment(1, good, alice), assignment(2, good, alice)],
+        {hashlib.sha256(good).hexdigest(): good},
+    )
+    process = FakeProcess()
+
+    def fake_start(config, assigned, bundle):
+        directory = config.runs_dir / str(assigned["run"])
+        directory.mkdir(parents=True)
+        (directory / "log.txt").write_text("training\nroost: error: out of memory\n")
+        return LocalRun(assigned["run"], process, directory)
+
+    monkeypatch.setattr("roost.federation.node.start_run", fake_start)
+    node = Node(load_node_config(write_config(tmp_path)), link=link)  # max_concurrent_runs = 1
+    node.step()
+    assert link.reports == [
+        (1, "started", "client pid 4242"),
+        (2, "refused", "node clinic runs its limit of 1 now"),
+    ]
+    node.step()
+    assert link.polls[-1] == ([1], 0)
+    process.code = 3
+    node.step()
+    assert link.reports[-1] == (
+        1, "failed", "the run's client exited with status 3: roost: error: out of memory"
+    )  # fmt: skip
+    assert node.runs == {} and link.polls[-1] == ([], 1)
