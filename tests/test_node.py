@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import subprocess
 import threading
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 
 from roost.errors import ConfigurationError
-from roost.federation.bundle import make_bundle, sign_bundle
+from roost.federation.bundle import BundleRefusedError, make_bundle, sign_bundle
 from roost.federation.keys import (
     b64encode,
     fingerprint,
@@ -27,7 +28,7 @@ from roost.federation.node_link import (
     CoordinatorRefusedError,
     CoordinatorUnreachableError,
 )
-from roost.federation.node_runs import LocalRun, data_environment
+from roost.federation.node_runs import LocalRun, check_bundle, data_environment
 
 PROJECT = """\
 [project]
@@ -264,3 +265,27 @@ def test_the_node_keeps_to_its_run_limit_and_reports_a_crash(tmp_path, keys, mon
         1, "failed", "the run's client exited with status 3: roost: error: out of memory"
     )  # fmt: skip
     assert node.runs == {} and link.polls[-1] == ([], 1)
+
+
+def test_allow_install_installs_what_is_missing_and_says_when_pip_fails(
+    tmp_path: Path, keys, monkeypatch
+) -> None:
+    alice, _ = keys
+    needy = project_bundle(tmp_path, '"numpy>=1.0", "no-such-package-roost-xyz>=2"')
+    config = load_node_config(write_config(tmp_path, allow_install="true"))
+    commands = []
+
+    def fake_pip(command, **kwargs):
+        commands.append(command)
+        return subprocess.CompletedProcess(command, 1, "", "ERROR: No matching distribution\n")
+
+    monkeypatch.setattr(subprocess, "run", fake_pip)
+    with pytest.raises(BundleRefusedError, match="failed: ERROR: No matching distribution"):
+        check_bundle(config, [alice.public_key()], assignment(1, needy, alice), needy)
+    assert commands[0][1:4] == ["-m", "pip", "install"]
+    assert commands[0][-1] == "no-such-package-roost-xyz>=2"  # only what is missing
+    monkeypatch.setattr(subprocess, "run", lambda command, **kw: commands.append(command) or (
+        subprocess.CompletedProcess(command, 0, "", "")
+    ))  # fmt: skip
+    with pytest.raises(BundleRefusedError, match="still lacks no-such-package-roost-xyz>=2"):
+        check_bundle(config, [alice.public_key()], assignment(1, needy, alice), needy)

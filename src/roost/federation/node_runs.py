@@ -133,6 +133,11 @@ def check_bundle(
     if missing and config.allow_install:
         logger.warning("run %s: installing %s", assignment.get("run"), ", ".join(missing))
         install_requirements(missing)
+        missing = missing_requirements(manifest.requirements)
+        if missing:
+            raise BundleRefusedError(
+                f"node {config.name} still lacks {', '.join(missing)} after pip install"
+            )
     elif missing:
         raise BundleRefusedError(
             f"node {config.name} lacks requirements {', '.join(missing)}: its operator installs "
