@@ -1,4 +1,5 @@
-"""The `roost` command: `roost simulate | run | new | server | client | privacy | plot`.
+"""The `roost` command: `roost simulate | run | new | server | client | node | sign | privacy |
+plot`.
 
 Each command is a module here (`roost.cli.simulate`, ...). Without `--app`, `simulate`, `server`
 and `client` run the app named by `DEFAULT_APP`, loaded by name like any `--app`; this layer does
@@ -12,7 +13,7 @@ from collections.abc import Sequence
 from importlib import metadata
 
 from roost.app import App
-from roost.cli import client, new, plot, privacy, run, server, simulate
+from roost.cli import client, new, node, plot, privacy, run, server, sign, simulate
 from roost.cli.app import load_app
 from roost.cli.config_file import parse_with_config_file
 from roost.cli.options import CommandParser
@@ -45,6 +46,8 @@ def build_parser(default_app: App | None = None) -> CommandParser:
     new.add_command(parser)
     server.add_command(parser, app)
     client.add_command(parser, app)
+    node.add_command(parser)
+    sign.add_command(parser)
     privacy.add_command(parser, app)
     plot.add_command(parser)
     return parser
