@@ -276,7 +276,7 @@ INITIAL_PARAMETERS_TRIES = 5
 def _initial_parameters(
     strategy: Strategy, transport: Transport, rng: np.random.Generator, timeout: float | None
 ) -> Parameters:
-    parameters = strategy.initialize_parameters()
+    parameters = strategy.initial_model()
     if parameters is not None:
         log.info("using initial parameters provided by the strategy")
         return check_parameters(parameters)
@@ -334,7 +334,7 @@ def _no_initial_parameters(failures: list[Failure]) -> str:
 def _evaluate_centralized(
     strategy: Strategy, server_round: int, parameters: Parameters, history: History
 ) -> None:
-    outcome = strategy.evaluate(server_round, parameters)
+    outcome = strategy.centralized_evaluation(server_round, parameters)
     if outcome is None:
         return
     loss, metrics = outcome

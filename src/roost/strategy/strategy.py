@@ -215,6 +215,18 @@ class Strategy:
         """The starting global model, or None to let the loop ask one client."""
         return self.initial_parameters
 
+    def initial_model(self) -> Parameters | None:
+        """What the round loop starts from (None: ask a client); `initialize_parameters` here.
+        A strategy whose steps speak another API (Flower's classic one) converts here."""
+        return self.initialize_parameters()
+
+    def centralized_evaluation(
+        self, server_round: int, parameters: Parameters
+    ) -> tuple[float, Metrics] | None:
+        """The round loop's centralized evaluation of `parameters`: `evaluate` here (see
+        `initial_model`)."""
+        return self.evaluate(server_round, parameters)
+
     def init(self, parameters: Parameters) -> dict[str, State]:
         """The state of every part before round 1, as one tree (named, so a resumed run can
         tell it was made by this kind of strategy)."""
@@ -354,8 +366,9 @@ class Strategy:
                 "fit_round %d: no result with positive weight: global model unchanged", server_round
             )
             return FitAggregate(None, {}, state, measurements)
+        optimizer_state = self.server_optimizer.at_round(state["optimizer"], server_round)
         new_parameters, optimizer_state = self.server_optimizer.apply(
-            parameters, aggregate, state["optimizer"]
+            parameters, aggregate, optimizer_state
         )
         metrics = self._aggregate_metrics(self.fit_metrics_aggregation_fn, partial.fit_metrics)
         return FitAggregate(
