@@ -12,12 +12,12 @@ scratch, runs through its steps instead, with `super()` reaching the preset's
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, dataclass_transform
 
+from roost.compat.flwr.message import Message
 from roost.compat.flwr.records import (
     ArrayRecord,
     ConfigRecord,
@@ -26,7 +26,6 @@ from roost.compat.flwr.records import (
     array_values,
     wrap_arrays,
 )
-from roost.compat.flwr.message import Message
 from roost.compat.flwr.serverapp.grid import Grid
 from roost.compat.flwr.serverapp.strategy import steps
 from roost.compat.flwr.serverapp.strategy.messaging import (
