@@ -224,7 +224,7 @@ def _resumed(
             f"the saved state records a run of {made_by or 'another strategy'}, not {this}; "
             f"resume with the strategy that made it, or start {this} in a new state directory"
         )
-    if tree_structure(saved.strategy_state) != tree_structure(fresh):
+    if _fixed_structure(saved.strategy_state) != _fixed_structure(fresh):
         raise ConfigurationError(
             f"the saved state was made by a {this} built differently (other parts or options) "
             f"from {strategy!r}; resume with the same strategy, or start a new state directory"
@@ -252,6 +252,12 @@ def _check_node_states(saved: ServerState, node_states: NodeStateStore | None) -
             "a deployment keep no node state); resume on the sequential, process or ray engine, "
             "or start a new state directory"
         )
+
+
+def _fixed_structure(tree: dict[str, Any]) -> Any:
+    """The structure a resumed run must match: the parts' state, and whether the strategy keeps
+    state of its own (whose shape may grow from round to round: `Strategy.init_own_state`)."""
+    return tree_structure({k: v for k, v in tree.items() if k != "own"}), "own" in tree
 
 
 def tree_structure(tree: Any) -> Any:
