@@ -24,8 +24,8 @@ class ScoreSampler(roost.FedAvg):
         weights = np.array([scores.get(str(c), 1.0) for c in client_ids])
         count = min(self.num_fit_clients(len(client_ids)), len(client_ids))
         chosen = rng.choice(len(client_ids), count, replace=False, p=weights / weights.sum())
-        config = {**self.fit_config_defaults, **self.on_fit_config_fn(server_round)}
-        instruction = FitIns(parameters, config)
+        extra = self.on_fit_config_fn(server_round) if self.on_fit_config_fn else {}
+        instruction = FitIns(parameters, {**self.fit_config_defaults, **extra})
         return [(client_ids[i], instruction) for i in sorted(chosen)], state
 
     def aggregate_fit(self, server_round, parameters, outcomes, state):
