@@ -273,3 +273,13 @@ def test_a_strategy_missing_a_step_is_refused_as_on_flower() -> None:
 
     with pytest.raises(TypeError, match="abstract"):
         Half()
+
+
+@pytest.mark.slow  # starts worker processes
+def test_per_client_configs_on_the_process_engine() -> None:
+    strategy = PerClientConfig(**fedavg_kwargs())
+    history = simulate(strategy, 2, engine="process")
+    for key, config in strategy.sent.items():
+        assert strategy.received[key] == {"lr": config["lr"], "tag": config["tag"]}
+    lrs = {k: 0.2 + 0.1 * k for k in range(NUM_CLIENTS)}
+    np.testing.assert_allclose(history.parameters[0], expected_model(2, lrs), rtol=1e-12)
