@@ -283,3 +283,11 @@ def test_per_client_configs_on_the_process_engine() -> None:
         assert strategy.received[key] == {"lr": config["lr"], "tag": config["tag"]}
     lrs = {k: 0.2 + 0.1 * k for k in range(NUM_CLIENTS)}
     np.testing.assert_allclose(history.parameters[0], expected_model(2, lrs), rtol=1e-12)
+
+
+def test_overridden_steps_refuse_secure_aggregation_rather_than_drop_it() -> None:
+    from roost.strategy.secure import SecureAggregation
+
+    strategy = SaveModelStrategy(**fedavg_kwargs(), secure_aggregation=SecureAggregation())
+    with pytest.raises(ConfigurationError, match="secure aggregation would hide"):
+        simulate(strategy, 1)

@@ -29,6 +29,7 @@ from roost.core.types import ClientId, Failure, Metrics, Outcome, Scalar
 from roost.core.types import EvaluateRes as RoostEvaluateRes
 from roost.core.types import FitRes as RoostFitRes
 from roost.core.types import Parameters as Arrays
+from roost.errors import ConfigurationError
 from roost.strategy.base import FitAggregate, RoundContext, State
 from roost.strategy.options import NamedStrategy
 
@@ -74,6 +75,12 @@ class BuiltIn(Strategy):
     def fit_round(self, context: RoundContext, parameters: Arrays, state: State) -> FitAggregate:
         if not self._overrides(_FIT_STEPS):
             return self._roost().fit_round(context, parameters, state)
+        if self.secure_aggregation is not None:
+            # Flower's steps see each result; secure aggregation's point is that nobody does.
+            raise ConfigurationError(
+                f"{type(self).__name__} overrides configure_fit/aggregate_fit, whose results "
+                "secure aggregation would hide; drop secure_aggregation or the override"
+            )
         transforms = self.update_transforms.start_round(state["transforms"])
         return super().fit_round(context, parameters, {**state, "transforms": transforms})
 
