@@ -291,3 +291,24 @@ def test_overridden_steps_refuse_secure_aggregation_rather_than_drop_it() -> Non
     strategy = SaveModelStrategy(**fedavg_kwargs(), secure_aggregation=SecureAggregation())
     with pytest.raises(ConfigurationError, match="secure aggregation would hide"):
         simulate(strategy, 1)
+
+
+def test_the_client_manager_samples_with_the_generator_it_is_given() -> None:
+    from roost.compat.flwr.server.client_manager import SimpleClientManager
+    from roost.compat.flwr.server.criterion import Criterion
+
+    class EvenOnly(Criterion):
+        def select(self, client: ClientProxy) -> bool:
+            return client.node_id % 2 == 0
+
+    def manager(seed: int) -> SimpleClientManager:
+        made = SimpleClientManager(rng=np.random.default_rng(seed))
+        for cid in range(6):
+            assert made.register(ClientProxy(str(cid)))
+        return made
+
+    first = [c.cid for c in manager(3).sample(3)]
+    assert first == [c.cid for c in manager(3).sample(3)]  # seeded: the same draw
+    assert len(set(first)) == 3 and manager(0).num_available() == 6
+    assert {c.cid for c in manager(1).sample(3, criterion=EvenOnly())} == {"0", "2", "4"}
+    assert manager(1).sample(4, criterion=EvenOnly()) == []  # fewer than asked for: none

@@ -128,3 +128,44 @@ def test_overridden_steps_resume_to_the_uninterrupted_model(project: Path, tmp_p
     resumed = run_project(project, num_nodes=3, seed=0, state_dir=state, resume=True)
     assert resumed.parameters[0].tobytes() == whole.parameters[0].tobytes()
     check(resumed)
+
+
+def test_a_message_strategy_written_from_scratch_runs_its_steps() -> None:
+    from test_flower_strategies import make_client_app, run_main
+
+    from roost.compat.flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
+    from roost.compat.flwr.message import MessageType
+    from roost.compat.flwr.serverapp import strategy as flwr_strategy
+
+    class Mean(flwr_strategy.Strategy):
+        """Every node trains; the plain (unweighted) mean of their arrays is the next model."""
+
+        def configure_train(self, server_round, arrays, config, grid):
+            content = RecordDict({"arrays": arrays, "config": config})
+            return [Message(content, node, MessageType.TRAIN) for node in grid.get_node_ids()]
+
+        def aggregate_train(self, server_round, replies):
+            arrays = [r.content["arrays"].to_numpy_ndarrays() for r in replies]
+            mean = [np.mean(layer, axis=0) for layer in zip(*arrays, strict=True)]
+            return ArrayRecord({"w": mean[0], "b": mean[1]}), MetricRecord({"n": len(arrays)})
+
+        def configure_evaluate(self, server_round, arrays, config, grid):
+            return []
+
+        def aggregate_evaluate(self, server_round, replies):
+            return None
+
+        def summary(self) -> None:
+            pass
+
+    results: list = []
+
+    def main(grid, context) -> None:
+        initial = ArrayRecord({"w": np.zeros(3), "b": np.zeros(1)})
+        results.append(Mean().start(grid=grid, initial_arrays=initial, num_rounds=2))
+
+    history = run_main(main, make_client_app(), 3)
+    # node p adds p + 1 to every array: the unweighted mean adds 2 per round (FedAvg's weights,
+    # num-examples 10, 20, 30, would add 7/3)
+    np.testing.assert_allclose(results[0].arrays["w"].numpy(), np.full(3, 4.0))
+    assert history.metrics_distributed_fit["n"] == [(1, 3), (2, 3)]
