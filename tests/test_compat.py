@@ -289,7 +289,10 @@ def test_every_named_strategy_is_the_roost_preset_and_takes_parameters() -> None
     start = ndarrays_to_parameters([np.zeros(3)])
     extra = {"FedProx": {"proximal_mu": 0.1}}
     names = fl.server.strategy.NAMES  # __all__ also holds the DP wrapper (test_flower_dp)
-    assert set(fl.server.strategy.__all__) == {*names, "DifferentialPrivacyServerSideFixedClipping"}
+    assert set(fl.server.strategy.__all__) == {
+        *names,
+        *("DifferentialPrivacyServerSideFixedClipping", "Strategy", "ClientFailure"),
+    }
     assert {
         "FedAvg",
         "FedAvgM",
@@ -304,8 +307,11 @@ def test_every_named_strategy_is_the_roost_preset_and_takes_parameters() -> None
     for name in names:
         cls = getattr(fl.server.strategy, name)
         assert issubclass(cls, getattr(roost.strategy, name))
+        assert issubclass(cls, fl.server.strategy.Strategy)
         strategy = cls(initial_parameters=start, inplace=False, **extra.get(name, {}))
-        np.testing.assert_array_equal(strategy.initialize_parameters()[0], np.zeros(3))
+        # Flower's signature: the client manager in, Parameters out
+        initial = strategy.initialize_parameters(client_manager=None)
+        np.testing.assert_array_equal(parameters_to_ndarrays(initial)[0], np.zeros(3))
 
 
 def test_misuse_gets_clear_errors() -> None:

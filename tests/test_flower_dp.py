@@ -114,6 +114,25 @@ def test_fixedclipping_mod_clips_the_reply_and_refuses_a_message_without_the_nor
     np.testing.assert_allclose(evaluated.content["arrays"]["w"].numpy(), np.full(4, 11.0))
 
 
+class _Own(flwr_strategy.Strategy):
+    """A strategy written from scratch: the wrappers take named strategies only."""
+
+    def configure_train(self, server_round, arrays, config, grid):
+        return []
+
+    def aggregate_train(self, server_round, replies):
+        return None, None
+
+    def configure_evaluate(self, server_round, arrays, config, grid):
+        return []
+
+    def aggregate_evaluate(self, server_round, replies):
+        return None
+
+    def summary(self) -> None:
+        pass
+
+
 def test_the_wrappers_check_their_arguments_and_what_they_wrap() -> None:
     wrapper = flwr_strategy.DifferentialPrivacyServerSideFixedClipping
     inner = flwr_strategy.FedAvg()
@@ -129,7 +148,7 @@ def test_the_wrappers_check_their_arguments_and_what_they_wrap() -> None:
         with pytest.raises(ConfigurationError, match=next(iter(bad))):
             wrapper(inner, **{**arguments, **bad})
     with pytest.raises(ConfigurationError, match="named strategies"):
-        wrapper(flwr_strategy.Strategy(), 1.0, 1.0, 2)
+        wrapper(_Own(), 1.0, 1.0, 2)
     assert "server-side clipping" in repr(wrapper(inner, 1.0, 1.0, 2))
 
 

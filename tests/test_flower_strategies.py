@@ -169,17 +169,9 @@ def test_replies_without_the_weighting_key_are_that_nodes_failure() -> None:
     assert history.rounds[0].fit_results == 2 and history.rounds[0].failed_clients == ["0"]
 
 
-def test_custom_strategies_and_overridden_steps_are_refused() -> None:
-    class Mine(flwr_strategy.FedAvg):
-        def aggregate_train(self, server_round, replies):
-            return None, None
-
-    for strategy, match in (
-        (Mine(), "overrides aggregate_train"),
-        (flwr_strategy.Strategy(), "not supported"),
-    ):
-        with pytest.raises(ConfigurationError, match=match):
-            run_main(start_with(strategy, []), make_client_app())
+def test_an_incomplete_strategy_and_a_wrong_grid_are_refused() -> None:
+    with pytest.raises(TypeError, match="abstract"):
+        flwr_strategy.Strategy()
     with pytest.raises(ConfigurationError, match="Grid"):
         flwr_strategy.FedAvg().start(grid=object(), initial_arrays=ArrayRecord([np.zeros(1)]))
 

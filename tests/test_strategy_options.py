@@ -54,6 +54,7 @@ def test_presets_keep_their_options_and_check_them() -> None:
         "beta_1": 0.9,
         "beta_2": 0.9,
         "tau": 1e-9,
+        "convention": "reddi",
     }
     with pytest.raises(ConfigurationError, match="FedAdam eta_l must be > 0"):
         FedAdam(eta_l=0.0)

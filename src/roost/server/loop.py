@@ -231,7 +231,7 @@ def _resumed(
             f"the saved state records a run of {made_by or 'another strategy'}, not {this}; "
             f"resume with the strategy that made it, or start {this} in a new state directory"
         )
-    if tree_structure(saved.strategy_state) != tree_structure(fresh):
+    if _fixed_structure(saved.strategy_state) != _fixed_structure(fresh):
         raise ConfigurationError(
             f"the saved state was made by a {this} built differently (other parts or options) "
             f"from {strategy!r}; resume with the same strategy, or start a new state directory"
@@ -261,6 +261,12 @@ def _check_node_states(saved: ServerState, node_states: NodeStateStore | None) -
         )
 
 
+def _fixed_structure(tree: dict[str, Any]) -> Any:
+    """The structure a resumed run must match: the parts' state, and whether the strategy keeps
+    state of its own (whose shape may grow from round to round: `Strategy.init_own_state`)."""
+    return tree_structure({k: v for k, v in tree.items() if k != "own"}), "own" in tree
+
+
 def tree_structure(tree: Any) -> Any:
     """The shape of a state tree: its containers and keys, array shapes/dtypes, scalar types."""
     if isinstance(tree, dict):
@@ -283,7 +289,7 @@ INITIAL_PARAMETERS_TRIES = 5
 def _initial_parameters(
     strategy: Strategy, transport: Transport, rng: np.random.Generator, timeout: float | None
 ) -> Parameters:
-    parameters = strategy.initialize_parameters()
+    parameters = strategy.initial_model()
     if parameters is not None:
         log.info("using initial parameters provided by the strategy")
         return check_parameters(parameters)
@@ -341,7 +347,7 @@ def _no_initial_parameters(failures: list[Failure]) -> str:
 def _evaluate_centralized(
     strategy: Strategy, server_round: int, parameters: Parameters, history: History
 ) -> None:
-    outcome = strategy.evaluate(server_round, parameters)
+    outcome = strategy.centralized_evaluation(server_round, parameters)
     if outcome is None:
         return
     loss, metrics = outcome

@@ -261,6 +261,11 @@ class ServerOptimizer:
         """The optimizer's state before the first round."""
         return NO_STATE
 
+    def at_round(self, state: State, server_round: int) -> State:
+        """The state before `apply` in round `server_round` (default: unchanged); an optimizer
+        whose step depends on the round (Flower's Adam) keeps it here."""
+        return state
+
     def apply(
         self, parameters: Parameters, delta: Parameters, state: State
     ) -> tuple[Parameters, State]:

@@ -14,12 +14,18 @@ The adaptive optimizers follow Algorithm 2 of Reddi et al. (2020), without bias 
     x ← x + η·m / (√v + τ)
 
 with m starting at 0 and v at τ².
+
+`convention="flower"` follows Flower's FedAdagrad, FedAdam and FedYogi instead: v starts at 0,
+and Adam's step is scaled by √(1 − β₂^(t+1)) / (1 − β₁^(t+1)) with t the server round (Flower's
+own index; Adagrad and Yogi have no such factor). Ported Flower apps use it so that their numbers
+match Flower's.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -85,29 +91,57 @@ class ServerSGD(ServerOptimizer):
         return _step(parameters, velocity, self.learning_rate), {"momentum": velocity}
 
 
+Convention = Literal["reddi", "flower"]
+"""Which paper's arithmetic an adaptive optimizer follows (see the module docstring)."""
+
+CONVENTIONS = ("reddi", "flower")
+
+
 class _Adaptive(ServerOptimizer):
     """Shared shape of the three adaptive optimizers; subclasses are dataclasses of their
-    settings and define `_second_moment`."""
+    settings and define `_second_moment` (and, for Flower's Adam, `_step_scale`)."""
 
     learning_rate: float
     beta_1: float
     beta_2: float
     tau: float
+    convention: Convention
 
     def __post_init__(self) -> None:
         _positive(f"{type(self).__name__} learning_rate (eta)", self.learning_rate)
         _unit_interval("beta_1", self.beta_1)
         _unit_interval("beta_2", self.beta_2)
         _positive("tau", self.tau)
+        if self.convention not in CONVENTIONS:
+            raise ConfigurationError(
+                f"convention must be 'reddi' (Reddi et al.: v starts at tau², no bias "
+                f"correction) or 'flower' (Flower's arithmetic), got {self.convention!r}"
+            )
 
     def init(self, parameters: Parameters) -> State:
+        if self.convention == "flower":
+            # The server round goes into the state: Flower's Adam scales its step by it.
+            return {
+                "m": [np.zeros(p.shape) for p in parameters],
+                "v": [np.zeros(p.shape) for p in parameters],
+                "round": 0,
+            }
         return {
             "m": [np.zeros(p.shape) for p in parameters],
             "v": [np.full(p.shape, self.tau**2) for p in parameters],
         }
 
+    def at_round(self, state: State, server_round: int) -> State:
+        if self.convention == "flower":
+            return {**state, "round": server_round}
+        return state
+
     def _second_moment(self, v: np.ndarray, squared: np.ndarray) -> np.ndarray:
         raise NotImplementedError
+
+    def _step_scale(self, state: State) -> float:
+        """The factor on η this round (1 but for Flower's Adam)."""
+        return 1.0
 
     def apply(
         self, parameters: Parameters, delta: Parameters, state: State
@@ -119,7 +153,8 @@ class _Adaptive(ServerOptimizer):
             m_new.append(m)
             v_new.append(v)
             direction.append(m / (np.sqrt(v) + self.tau))
-        return _step(parameters, direction, self.learning_rate), {"m": m_new, "v": v_new}
+        scale = self.learning_rate * self._step_scale(state)
+        return _step(parameters, direction, scale), {**state, "m": m_new, "v": v_new}
 
 
 @dataclass(frozen=True)
@@ -129,6 +164,7 @@ class ServerAdagrad(_Adaptive):
     learning_rate: float = 0.1
     beta_1: float = 0.0
     tau: float = 1e-9
+    convention: Convention = "reddi"
     beta_2 = 0.0  # not a setting of Adagrad: its second moment is a plain sum
 
     def _second_moment(self, v: np.ndarray, squared: np.ndarray) -> np.ndarray:
@@ -143,9 +179,16 @@ class ServerAdam(_Adaptive):
     beta_1: float = 0.9
     beta_2: float = 0.99
     tau: float = 1e-9
+    convention: Convention = "reddi"
 
     def _second_moment(self, v: np.ndarray, squared: np.ndarray) -> np.ndarray:
         return self.beta_2 * v + (1 - self.beta_2) * squared
+
+    def _step_scale(self, state: State) -> float:
+        if self.convention != "flower":
+            return 1.0
+        t = state["round"] + 1.0  # Flower's exponent: its server round plus one
+        return float(np.sqrt(1 - self.beta_2**t) / (1 - self.beta_1**t))
 
 
 @dataclass(frozen=True)
@@ -158,6 +201,9 @@ class ServerYogi(ServerAdam):
 
     def _second_moment(self, v: np.ndarray, squared: np.ndarray) -> np.ndarray:
         return v - (1 - self.beta_2) * squared * np.sign(v - squared)
+
+    def _step_scale(self, state: State) -> float:
+        return 1.0  # Flower's Yogi has no bias correction
 
 
 def subtract(a: Parameters, b: Parameters) -> Parameters:

@@ -146,6 +146,13 @@ def _fedopt_options(
         ),
         *moments,
         Option("tau", float, tau, "adaptivity τ", flag="--tau"),
+        Option(
+            "convention",
+            str,
+            "reddi",
+            "'reddi': v starts at τ², no bias correction (Reddi et al., 2020); 'flower': "
+            "Flower's arithmetic (v starts at 0; FedAdam's step bias-corrected by the round)",
+        ),
     )
 
 

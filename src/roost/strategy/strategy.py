@@ -33,6 +33,7 @@ from roost.core.validation import check_parameters
 from roost.errors import ConfigurationError
 from roost.strategy.aggregators import WeightedMean
 from roost.strategy.base import (
+    NO_STATE,
     Aggregator,
     Chain,
     FitAggregate,
@@ -226,10 +227,18 @@ class Strategy:
         """The starting global model, or None to let the loop ask one client."""
         return self.initial_parameters
 
+    def initial_model(self) -> Parameters | None:
+        """The loop's starting model (None: ask a client); Flower's classic API converts here."""
+        return self.initialize_parameters()
+
+    def centralized_evaluation(self, server_round: int, parameters: Parameters) -> Any:
+        """The round loop's centralized evaluation: `(loss, metrics)` or None."""
+        return self.evaluate(server_round, parameters)
+
     def init(self, parameters: Parameters) -> dict[str, State]:
         """The state of every part before round 1, as one tree (named, so a resumed run can
-        tell it was made by this kind of strategy)."""
-        return {
+        tell it was made by this kind of strategy); with `init_own_state`'s under "own"."""
+        tree = {
             "strategy": type(self).__name__,
             "sampler": self.sampler.init(),
             "weighting": self.weight_fn.init(),
@@ -237,6 +246,13 @@ class Strategy:
             "aggregator": self.aggregator.init(parameters),
             "optimizer": self.server_optimizer.init(parameters),
         }
+        own = self.init_own_state(parameters)  # without state of its own, the tree it had
+        return tree if own is NO_STATE else {**tree, "own": own}
+
+    def init_own_state(self, parameters: Parameters) -> State:
+        """A subclass's own state before round 1 (default: none): `state["own"]` in every step,
+        plain data (str-keyed dicts, lists, arrays, scalars), checkpointed, free to grow."""
+        return NO_STATE
 
     # -- phases of a round ---------------------------------------------------------------------
 
@@ -372,8 +388,9 @@ class Strategy:
                 "fit_round %d: no result with positive weight: global model unchanged", server_round
             )
             return FitAggregate(None, {}, state, measurements)
+        optimizer_state = self.server_optimizer.at_round(state["optimizer"], server_round)
         new_parameters, optimizer_state = self.server_optimizer.apply(
-            parameters, aggregate, state["optimizer"]
+            parameters, aggregate, optimizer_state
         )
         metrics = self._aggregate_metrics(self.fit_metrics_aggregation_fn, partial.fit_metrics)
         return FitAggregate(

@@ -1,55 +1,31 @@
-"""`flwr.common` names: Context, Metrics, Scalar, NDArrays and the Parameters helpers.
-
-`Parameters` here holds each array as NumPy's `.npy` bytes written with `allow_pickle=False` (read
-back the same way), so it never unpickles anything.
-"""
+"""`flwr.common` names: Context, Metrics, Scalar, NDArrays, the Parameters helpers and the
+classic strategy API's message types (`FitIns`, `FitRes`, `Status`, …, from
+`roost.compat.flwr.legacy`)."""
 
 from __future__ import annotations
-
-import io
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from roost.client.client import Context
+from roost.compat.flwr.legacy import (
+    Code,
+    EvaluateIns,
+    EvaluateRes,
+    FitIns,
+    FitRes,
+    NDArray,
+    NDArrays,
+    Parameters,
+    Status,
+    bytes_to_ndarray,
+    ndarray_to_bytes,
+    ndarrays_to_parameters,
+    parameters_to_ndarrays,
+)
 from roost.compat.flwr.records import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from roost.core.types import Config, Metrics, Scalar
-from roost.errors import InvalidMessageError
 
-NDArray = np.ndarray
-NDArrays = list[np.ndarray]
 Properties = dict[str, Scalar]
-
-
-@dataclass
-class Parameters:
-    """Serialized model parameters: one `.npy` byte string per array."""
-
-    tensors: list[bytes] = field(default_factory=list)
-    tensor_type: str = "numpy.ndarray"
-
-
-def ndarray_to_bytes(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, np.asarray(array), allow_pickle=False)
-    return buffer.getvalue()
-
-
-def bytes_to_ndarray(data: bytes) -> np.ndarray:
-    try:
-        return np.load(io.BytesIO(data), allow_pickle=False)
-    except ValueError as error:
-        raise InvalidMessageError(f"not a NumPy array without objects: {error}") from error
-
-
-def ndarrays_to_parameters(ndarrays: NDArrays) -> Parameters:
-    """Wrap a list of arrays (e.g. `model.get_weights()`) as `Parameters`."""
-    return Parameters(tensors=[ndarray_to_bytes(array) for array in ndarrays])
-
-
-def parameters_to_ndarrays(parameters: Parameters) -> NDArrays:
-    """The arrays inside `Parameters`, in order."""
-    return [bytes_to_ndarray(tensor) for tensor in parameters.tensors]
 
 
 def as_ndarrays(parameters: Parameters | NDArrays | None) -> NDArrays | None:
@@ -62,9 +38,14 @@ def as_ndarrays(parameters: Parameters | NDArrays | None) -> NDArrays | None:
 __all__ = [
     "Array",
     "ArrayRecord",
+    "Code",
     "Config",
     "ConfigRecord",
     "Context",
+    "EvaluateIns",
+    "EvaluateRes",
+    "FitIns",
+    "FitRes",
     "MetricRecord",
     "Metrics",
     "NDArray",
@@ -73,6 +54,7 @@ __all__ = [
     "Properties",
     "RecordDict",
     "Scalar",
+    "Status",
     "bytes_to_ndarray",
     "ndarray_to_bytes",
     "ndarrays_to_parameters",

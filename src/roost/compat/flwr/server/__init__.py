@@ -1,10 +1,13 @@
-"""`flwr.server` names: ServerApp, ServerAppComponents, ServerConfig, Grid, start_server, …"""
+"""`flwr.server` names: ServerApp, ServerAppComponents, ServerConfig, Grid, start_server, the
+client manager and proxy a classic strategy's steps get, …"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from roost.compat.flwr.server import strategy
+from roost.compat.flwr.server.client_manager import ClientManager, SimpleClientManager
+from roost.compat.flwr.server.client_proxy import ClientProxy
 from roost.compat.flwr.serverapp.app import ServerApp, ServerAppComponents
 from roost.compat.flwr.serverapp.grid import Grid
 from roost.errors import ConfigurationError
@@ -49,11 +52,14 @@ def _default_strategy() -> Strategy:
 
 
 __all__ = [
+    "ClientManager",
+    "ClientProxy",
     "Grid",
     "History",
     "ServerApp",
     "ServerAppComponents",
     "ServerConfig",
+    "SimpleClientManager",
     "start_server",
     "strategy",
 ]

@@ -1,10 +1,14 @@
-"""`flwr.server.strategy` names: roost's named strategies, taking Flower's `Parameters` too.
+"""`flwr.server.strategy`: Flower's classic `Strategy` interface and its named strategies.
 
-Each class here is the roost preset of the same name (a subclass of it), so every roost knob also
-works; its options, signature and docstring are the preset's own declaration (`Option` records,
-`roost.strategy.options`), to which Flower's `inplace` is added. `initial_parameters` may be
-`ndarrays_to_parameters(...)` or a plain list of arrays, and `inplace=` is accepted and ignored
-(roost's mean is always a running sum).
+`Strategy` is Flower's abstract class (`roost.compat.flwr.server.classic`): write one from scratch,
+or subclass a named one and override its steps (`configure_fit`, `aggregate_fit`, …) with
+`super()` calls, as on Flower. Each named class is a classic strategy whose steps are the roost
+preset of the same name (`roost.compat.flwr.server.builtin`); it is a subclass of that preset
+too, so every roost knob also works. Its signature and docstring are the preset's own
+declaration (`Option` records, `roost.strategy.options`) with Flower's `inplace` added.
+`initial_parameters` may be `ndarrays_to_parameters(...)` or a plain list of arrays; `inplace=`
+is accepted and ignored (roost's mean is always a running sum). FedAdagrad, FedAdam and FedYogi
+follow Flower's arithmetic (`convention="flower"`, see `roost.strategy.optimizers`).
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from typing import Any
 import roost.strategy.presets as _presets
 from roost.compat.flwr.common import as_ndarrays
 from roost.compat.flwr.dp import FixedClippingDP
+from roost.compat.flwr.server.builtin import BuiltIn
+from roost.compat.flwr.server.classic import ClientFailure, Strategy
 from roost.errors import ConfigurationError
 from roost.strategy.options import NamedStrategy
 
@@ -39,26 +45,45 @@ _INPLACE = inspect.Parameter(
 
 
 def _compatible(base: type[NamedStrategy]) -> type[NamedStrategy]:
+    flower_defaults = {"convention": "flower"} if "convention" in _option_names(base) else {}
+
     def __init__(
         self: Any, *, initial_parameters: Any = None, inplace: bool = True, **kwargs: Any
     ) -> None:
-        arguments = {"initial_parameters": as_ndarrays(initial_parameters), **kwargs}
+        arguments = {
+            "initial_parameters": as_ndarrays(initial_parameters),
+            **flower_defaults,
+            **kwargs,
+        }
         base.__init__(self, **arguments)
         self.flower_arguments = arguments  # to rebuild it with parts added (the DP wrapper)
 
     cls = type(
         base.__name__,
-        (base,),
-        {"__init__": __init__, "__doc__": base.__doc__, "__module__": __name__},
+        (BuiltIn, base),
+        {
+            "__init__": __init__,
+            "__doc__": base.__doc__,
+            "__module__": __name__,
+            "preset": base,
+        },
     )
     signature = inspect.signature(base)
+    parameters = [
+        p.replace(default="flower") if p.name in flower_defaults else p
+        for p in signature.parameters.values()
+    ]
     cls.__signature__ = signature.replace(  # type: ignore[attr-defined]
-        parameters=[*signature.parameters.values(), _INPLACE]
+        parameters=[*parameters, _INPLACE]
     )
     return cls
 
 
-__all__: list[str] = []
+def _option_names(base: type[NamedStrategy]) -> set[str]:
+    return {option.name for option in base.options}
+
+
+__all__: list[str] = ["ClientFailure", "Strategy"]
 for _name in NAMES:
     globals()[_name] = _compatible(_presets.PRESETS[_name.lower()])
     __all__.append(_name)

@@ -207,6 +207,10 @@ class Grid:
         for client_id in client_ids:
             self._clients[codec.node_number(client_id)] = client_id
 
+    def client_id(self, node_id: int) -> ClientId | None:
+        """roost's id of the node `node_id` (None: no such node)."""
+        return self._client_id(node_id)
+
     def _client_id(self, node_id: int) -> ClientId | None:
         if node_id not in self._clients:
             self._refresh_nodes()

@@ -3,17 +3,21 @@
 `FedAvg(...).start(grid, initial_arrays, num_rounds=...)` builds the roost preset of the same name
 (`roost.strategy.presets`) from the Flower arguments and runs `roost.server.loop.run_rounds` over a
 `GridTransport`: node sampling, streaming aggregation, validation of every reply, failure handling,
-History and checkpoints are roost's. Flower's `configure_*` / `aggregate_*` steps are not called
-one by one: a subclass that overrides them is refused with a message saying so.
+History and checkpoints are roost's. A subclass that overrides a step (`configure_train`,
+`aggregate_train`, `configure_evaluate`, `aggregate_evaluate`), or a `Strategy` written from
+scratch, runs through its steps instead, with `super()` reaching the preset's
+(`roost.compat.flwr.serverapp.strategy.steps`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, dataclass_transform
 
+from roost.compat.flwr.message import Message
 from roost.compat.flwr.records import (
     ArrayRecord,
     ConfigRecord,
@@ -23,6 +27,7 @@ from roost.compat.flwr.records import (
     wrap_arrays,
 )
 from roost.compat.flwr.serverapp.grid import Grid
+from roost.compat.flwr.serverapp.strategy import steps
 from roost.compat.flwr.serverapp.strategy.messaging import (
     ROUND_KEY,
     GridTransport,
@@ -34,6 +39,7 @@ from roost.compat.flwr.serverapp.strategy.messaging import (
     weighted_average,
 )
 from roost.compat.flwr.serverapp.strategy.result import Result
+from roost.compat.flwr.serverapp.strategy.steps import MessageRound
 from roost.core.types import Config, Metrics, Parameters
 from roost.errors import ConfigurationError
 from roost.server.history import History
@@ -51,35 +57,78 @@ EvaluateFn = Callable[[int, ArrayRecord], "MetricRecord | None"]
 _STEPS = ("configure_train", "aggregate_train", "configure_evaluate", "aggregate_evaluate")
 
 
-class Strategy:
-    """Flower's strategy interface. On roost, use one of the named strategies (`FedAvg`, …):
-    their `start` runs on roost's round loop; a strategy of your own is not supported."""
+class Strategy(ABC):
+    """Flower's message-based strategy interface: implement its steps (Flower's signatures).
 
+    `start` runs the strategy on roost's round loop, calling the steps at their named points
+    (`roost.compat.flwr.serverapp.strategy.steps`): every reply is validated before
+    `aggregate_train` / `aggregate_evaluate` see it, and the round's state tree is checkpointed
+    (attributes you keep on `self` are not). A strategy written from scratch addresses nodes
+    itself, through `grid.get_node_ids()`.
+    """
+
+    _round: MessageRound | None = None
+
+    @abstractmethod
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Any:
-        raise _step_error("configure_train")
+    ) -> Iterable[Message]:
+        """The round's train messages (one per node)."""
 
+    @abstractmethod
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """The next global arrays (None: unchanged) and the round's train metrics."""
+
+    @abstractmethod
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Any:
-        raise _step_error("configure_evaluate")
+    ) -> Iterable[Message]:
+        """The round's evaluate messages (one per node)."""
 
-    def aggregate_train(self, server_round: int, replies: Any) -> Any:
-        raise _step_error("aggregate_train")
+    @abstractmethod
+    def aggregate_evaluate(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> MetricRecord | None:
+        """The round's aggregated evaluation metrics."""
 
-    def aggregate_evaluate(self, server_round: int, replies: Any) -> Any:
-        raise _step_error("aggregate_evaluate")
-
+    @abstractmethod
     def summary(self) -> None:
-        log.info("%s", self)
+        """Log the strategy's settings (called as `start` begins)."""
 
-    def start(self, grid: Grid, initial_arrays: ArrayRecord, **options: Any) -> Result:
-        """Run the strategy; on roost, only the named strategies can."""
-        raise ConfigurationError(
-            f"roost cannot run the strategy {type(self).__name__}: write-your-own Flower "
-            "strategies are not supported; use a named one (FedAvg, FedAdam, …) or roost.Strategy"
+    def start(
+        self,
+        grid: Grid,
+        initial_arrays: ArrayRecord,
+        num_rounds: int = 3,
+        timeout: float = 3600,
+        train_config: ConfigRecord | None = None,
+        evaluate_config: ConfigRecord | None = None,
+        evaluate_fn: EvaluateFn | None = None,
+    ) -> Result:
+        """Run `num_rounds` rounds of this strategy's steps on roost's round loop (for a
+        strategy written from scratch, FedAvg's settings stand behind the steps: one node is
+        enough)."""
+        defaults = FedAvg(min_train_nodes=1, min_evaluate_nodes=1, min_available_nodes=1)
+        return defaults.start(
+            grid,
+            initial_arrays,
+            num_rounds,
+            timeout,
+            train_config,
+            evaluate_config,
+            evaluate_fn,
+            steps_of=self,
         )
+
+    def current_round(self, step: str) -> MessageRound:
+        """The round a built-in step is part of; a clear error outside one."""
+        if self._round is None:
+            raise ConfigurationError(
+                f"{type(self).__name__}.{step} runs inside a round of start(), not on its own"
+            )
+        return self._round
 
 
 @dataclass(frozen=True)
@@ -89,12 +138,6 @@ class Additions:
 
     update_transforms: tuple[UpdateTransform, ...] = ()
     train_extras: dict[str, Any] = field(default_factory=dict)
-
-
-def _step_error(step: str) -> ConfigurationError:
-    return ConfigurationError(
-        f"Strategy.{step} is not supported by roost: start() runs the round on roost's loop"
-    )
 
 
 @dataclass_transform(kw_only_default=True)
@@ -144,6 +187,41 @@ class FedAvg(Strategy):
         """Entries this strategy adds to every train config (FedProx's `proximal-mu`)."""
         return {}
 
+    # -- Flower's steps: the roost preset's, in the round start() is running -------------------
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        current = self.current_round("configure_train")
+        return steps.configure(current, server_round, arrays, config, train=True)
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        current = self.current_round("aggregate_train")
+        return steps.aggregate_train(current, server_round, replies)
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        current = self.current_round("configure_evaluate")
+        if self.fraction_evaluate == 0:
+            return []
+        return steps.configure(current, server_round, arrays, config, train=False)
+
+    def aggregate_evaluate(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> MetricRecord | None:
+        current = self.current_round("aggregate_evaluate")
+        return steps.aggregate_evaluate(current, server_round, replies)
+
+    def summary(self) -> None:
+        log.info("%r", self)
+
+    def _own_steps(self) -> bool:
+        """Whether a subclass replaced a step, so rounds must go through the steps."""
+        return any(getattr(type(self), step) is not getattr(FedAvg, step) for step in _STEPS)
+
     def start(
         self,
         grid: Grid,
@@ -155,6 +233,7 @@ class FedAvg(Strategy):
         evaluate_fn: EvaluateFn | None = None,
         *,
         additions: Additions | None = None,
+        steps_of: Strategy | None = None,
     ) -> Result:
         """Run `num_rounds` rounds from `initial_arrays` on roost's round loop; return the final
         arrays and every round's aggregated metrics.
@@ -163,10 +242,14 @@ class FedAvg(Strategy):
         to the nodes with `"server-round"` added; `evaluate_fn(server_round, arrays)` evaluates the
         global model on the server before round 1 and after every round. `additions` (roost's,
         not Flower's) is what a wrapper strategy adds: the differential-privacy wrappers run the
-        strategy they wrap with their parts added.
+        strategy they wrap with their parts added; `steps_of` (roost's too) is the strategy whose
+        steps run (default: this one's, where a subclass overrides one; else the preset runs
+        each round itself, streaming).
         """
         additions = additions or Additions()
+        own = steps_of if steps_of is not None else (self if self._own_steps() else None)
         self._check_runnable(grid, initial_arrays)
+        (own or self).summary()
         layout = MessageLayout(
             names=list(initial_arrays.keys()),
             weighted_by_key=self.weighted_by_key,
@@ -181,6 +264,8 @@ class FedAvg(Strategy):
         strategy = self._roost_strategy(
             initial_arrays, layout, result, transport, evaluate_fn, additions.update_transforms
         )
+        if own is not None:
+            strategy = steps.MessageSteps(own, strategy, transport, grid, result)
         settings = grid.settings
         history = run_rounds(
             strategy,
@@ -198,15 +283,6 @@ class FedAvg(Strategy):
         return result
 
     def _check_runnable(self, grid: Grid, initial_arrays: ArrayRecord) -> None:
-        for cls in type(self).__mro__:
-            if cls.__module__.startswith(__package__ or __name__) or cls is object:
-                continue
-            overridden = [step for step in _STEPS if step in vars(cls)]
-            if overridden:
-                raise ConfigurationError(
-                    f"{cls.__name__} overrides {', '.join(overridden)}: not supported by roost, "
-                    "whose round loop runs the strategy; use roost.Strategy parts instead"
-                )
         if not isinstance(grid, Grid):
             raise ConfigurationError(
                 f"start() needs the Grid roost hands main(grid, context), got {type(grid).__name__}"

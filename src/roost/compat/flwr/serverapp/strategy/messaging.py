@@ -64,6 +64,10 @@ class GridTransport:
         self.grid = grid
         self.layout = layout
         self.server_round = 0
+        self.prepared: dict[ClientId, Message] = {}
+        """Messages a strategy's own `configure_*` made, sent as they are (by client id)."""
+        self.replies: dict[ClientId, Message] = {}
+        """Each node's reply of the last exchange (for a strategy's own `aggregate_*`)."""
 
     def wait_for_clients(self, count: int, timeout: float | None = None) -> list[ClientId]:
         return self.grid.wait_for_clients(count, timeout)
@@ -74,6 +78,9 @@ class GridTransport:
         contents: dict[int, tuple[str, RecordDict]] = {}
         messages: list[Message] = []
         for client_id, instruction in cohort:
+            if client_id in self.prepared:
+                messages.append(self.prepared[client_id])
+                continue
             if id(instruction) not in contents:  # one content per instruction, shared by nodes
                 contents[id(instruction)] = self._content(instruction)
             message_type, content = contents[id(instruction)]
@@ -85,7 +92,8 @@ class GridTransport:
             if isinstance(outcome, Failure):
                 yield client_id, outcome
             else:
-                yield client_id, self._result(client_id, instructions[client_id], outcome)
+                self.replies[client_id] = outcome
+                yield client_id, self.result(client_id, instructions[client_id], outcome)
 
     def close(self) -> None:
         """The grid's transport belongs to the run, which closes it."""
@@ -107,7 +115,7 @@ class GridTransport:
             {layout.arrayrecord_key: arrays, layout.configrecord_key: config}
         )
 
-    def _result(
+    def result(
         self, client_id: ClientId, instruction: Instruction, reply: Message
     ) -> RoostResult | Failure:
         if reply.has_error():
@@ -126,12 +134,12 @@ class GridTransport:
             num_examples = max(int(weight), 0)
             if isinstance(instruction, FitIns):
                 arrays = _one(reply.content.array_records, "ArrayRecord")
-                return FitRes(self._ordered(arrays), num_examples, scalars)
+                return FitRes(self.ordered(arrays), num_examples, scalars)
             return EvaluateRes(loss_of(metrics), num_examples, scalars)
         except ValueError as error:
             return Failure(client_id, str(error), kind="invalid")
 
-    def _ordered(self, arrays: ArrayRecord) -> list[np.ndarray]:
+    def ordered(self, arrays: ArrayRecord) -> list[np.ndarray]:
         """The reply's arrays in the global model's order: by name when the names match, else
         by position (Flower aggregates whatever keys the replies carry)."""
         names = self.layout.names

@@ -29,6 +29,10 @@ class FedAdagrad(FedAvg):
     eta_l: float = 1e-1
     tau: float = 1e-3
 
+    def preset_options(self) -> dict[str, Any]:
+        # Flower's arithmetic (v from 0, its Adam's bias correction), not roost's default.
+        return {**super().preset_options(), "convention": "flower"}
+
 
 class FedAdam(FedAvg):
     """Adam on the server: `eta`, `eta_l` (kept, not sent), `beta_1`, `beta_2`, `tau`."""
@@ -39,6 +43,9 @@ class FedAdam(FedAvg):
     beta_1: float = 0.9
     beta_2: float = 0.99
     tau: float = 1e-3
+
+    def preset_options(self) -> dict[str, Any]:
+        return {**super().preset_options(), "convention": "flower"}
 
 
 class FedYogi(FedAdam):

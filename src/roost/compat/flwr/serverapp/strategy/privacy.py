@@ -9,11 +9,13 @@ result = strategy.start(grid=grid, initial_arrays=arrays, num_rounds=3)
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 from roost.compat.flwr.clientapp.mod import CLIPPING_NORM_KEY
 from roost.compat.flwr.dp import FixedClippingDP
-from roost.compat.flwr.records import ArrayRecord
+from roost.compat.flwr.message import Message
+from roost.compat.flwr.records import ArrayRecord, ConfigRecord, MetricRecord
 from roost.compat.flwr.serverapp.grid import Grid
 from roost.compat.flwr.serverapp.strategy.base import Additions, FedAvg, Strategy
 from roost.compat.flwr.serverapp.strategy.result import Result
@@ -53,6 +55,28 @@ class _FixedClippingWrapper(Strategy):
 
     def summary(self) -> None:
         log.info("%s", self)
+
+    # The steps are the wrapped strategy's (its own, or its preset's, with clipping and noise
+    # among the preset's parts).
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        return self.strategy.configure_train(server_round, arrays, config, grid)
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        return self.strategy.aggregate_train(server_round, replies)
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        return self.strategy.configure_evaluate(server_round, arrays, config, grid)
+
+    def aggregate_evaluate(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> MetricRecord | None:
+        return self.strategy.aggregate_evaluate(server_round, replies)
 
     def start(self, grid: Grid, initial_arrays: ArrayRecord, **options: Any) -> Result:
         """Run the wrapped strategy with clipping and noise added (see `roost.compat.flwr.dp`)."""
