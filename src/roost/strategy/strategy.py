@@ -17,6 +17,7 @@ from typing import Any, Self, TypeVar
 
 import numpy as np
 
+from roost.core.checks import check_count, check_fraction
 from roost.core.means import RunningMean
 from roost.core.types import (
     ClientId,
@@ -51,7 +52,7 @@ from roost.strategy.base import (
 )
 from roost.strategy.optimizers import ServerSGD, UpdateFn, parameter_delta
 from roost.strategy.secure import SecureAggregation
-from roost.strategy.tally import FitSteps, aggregate_outcomes
+from roost.strategy.tally import FitSteps, aggregate_metrics, aggregate_outcomes
 from roost.strategy.weighting import WeightFn, weight_by_num_examples
 
 log = logging.getLogger(__name__)
@@ -61,16 +62,6 @@ ConfigFn = Callable[[int], Config]
 EvaluateFn = Callable[[int, Parameters, Config], "tuple[float, Metrics] | None"]
 SampleFn = Callable[[Sequence[ClientId], int, np.random.Generator], list[ClientId]]
 InsT = TypeVar("InsT", FitIns, EvaluateIns)
-
-
-def _check_fraction(name: str, value: float) -> None:
-    if not 0.0 <= value <= 1.0:
-        raise ConfigurationError(f"{name} must be in [0, 1], got {value}")
-
-
-def _check_count(name: str, value: int, minimum: int) -> None:
-    if not isinstance(value, int) or value < minimum:
-        raise ConfigurationError(f"{name} must be an int >= {minimum}, got {value!r}")
 
 
 _REPLACEABLE = (
@@ -173,11 +164,11 @@ class Strategy:
     def _check(self) -> None:
         """Refuse knobs and parts that cannot work together (the constructor's and `replace`'s
         checks)."""
-        _check_fraction("fraction_fit", self.fraction_fit)
-        _check_fraction("fraction_evaluate", self.fraction_evaluate)
-        _check_count("min_fit_clients", self.min_fit_clients, 1)
-        _check_count("min_evaluate_clients", self.min_evaluate_clients, 0)
-        _check_count("min_available_clients", self.min_available_clients, 1)
+        check_fraction("fraction_fit", self.fraction_fit)
+        check_fraction("fraction_evaluate", self.fraction_evaluate)
+        check_count("min_fit_clients", self.min_fit_clients, 1)
+        check_count("min_evaluate_clients", self.min_evaluate_clients, 0)
+        check_count("min_available_clients", self.min_available_clients, 1)
         if self.fraction_fit == 0:
             raise ConfigurationError("fraction_fit must be > 0: a round needs clients to train")
         if self.withholds_client_statistics and not self.accept_failures:
@@ -217,9 +208,10 @@ class Strategy:
 
     @property
     def withholds_client_statistics(self) -> bool:
-        """Central DP: the loop records no client metrics, counts or failures and runs no
-        distributed evaluation (see `UpdateTransform.withholds_client_statistics`)."""
-        return self.update_transforms.withholds_client_statistics
+        """Central DP: no client metrics, counts, failures or distributed evaluation recorded (a
+        strategy written from scratch, without `Strategy.__init__`, has no transforms)."""
+        transforms: Chain = vars(self).get("update_transforms", chain())
+        return transforms.withholds_client_statistics
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -392,7 +384,7 @@ class Strategy:
         new_parameters, optimizer_state = self.server_optimizer.apply(
             parameters, aggregate, optimizer_state
         )
-        metrics = self._aggregate_metrics(self.fit_metrics_aggregation_fn, partial.fit_metrics)
+        metrics = aggregate_metrics(self.fit_metrics_aggregation_fn, partial.fit_metrics)
         return FitAggregate(
             new_parameters, metrics, {**state, "optimizer": optimizer_state}, measurements
         )
@@ -444,7 +436,7 @@ class Strategy:
             eval_metrics.append((result.num_examples, result.metrics))
         if (failures and not self.accept_failures) or loss.total == 0:
             return None, {}
-        metrics = self._aggregate_metrics(self.evaluate_metrics_aggregation_fn, eval_metrics)
+        metrics = aggregate_metrics(self.evaluate_metrics_aggregation_fn, eval_metrics)
         return loss.mean, metrics
 
     def evaluate(self, server_round: int, parameters: Parameters) -> tuple[float, Metrics] | None:
@@ -456,11 +448,3 @@ class Strategy:
             return None
         loss, metrics = outcome
         return float(loss), dict(metrics)
-
-    @staticmethod
-    def _aggregate_metrics(
-        function: MetricsAggregationFn | None, pairs: Sequence[tuple[int, Metrics]]
-    ) -> Metrics:
-        if function is None or not pairs:
-            return {}
-        return dict(function(list(pairs)))

@@ -9,7 +9,7 @@ aggregator reads the stream with a `for` loop that drops it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Generic, NamedTuple, TypeVar
 
@@ -158,3 +158,14 @@ def aggregate_outcomes(
         "aggregator": aggregator_state,
     }
     return PartialFit(aggregate, state, tally.fit_metrics, measurements, tally.failures)
+
+
+def aggregate_metrics(
+    function: Callable[[list[tuple[int, Metrics]]], Metrics] | None,
+    pairs: Sequence[tuple[int, Metrics]],
+) -> Metrics:
+    """The user's metrics aggregation of a round's `(num_examples, metrics)` pairs ({} without one
+    or without pairs)."""
+    if function is None or not pairs:
+        return {}
+    return dict(function(list(pairs)))
