@@ -3,9 +3,8 @@
 `Strategy` is the one composable implementation the round loop drives; named strategies such as
 `FedAvg` are presets of its parts. It holds settings only: everything that changes from round to
 round lives in the state tree `init` returns, which every step takes and gives back (see
-`roost.strategy.base`). A round is a sequence of phases: `fit_round` and `evaluate_round` run
-theirs through the `RoundContext` the loop hands them; a strategy with more phases (for example
-`FedSGD(line_search_steps=...)`) overrides `fit_round`.
+`roost.strategy.base`). A round is a sequence of phases, run through the loop's `RoundContext`;
+a strategy with more phases (`FedSGD(line_search_steps=...)`) overrides `fit_round`.
 """
 
 from __future__ import annotations
