@@ -1,4 +1,5 @@
-"""The `roost` command: `roost simulate | run | new | server | client | privacy | plot`.
+"""The `roost` command: `roost simulate | run | new | server | client | privacy | plot`, and a
+federation's `coordinator | ls | log | stop | pull | nodes`.
 
 Each command is a module here (`roost.cli.simulate`, ...). Without `--app`, `simulate`, `server`
 and `client` run the app named by `DEFAULT_APP`, loaded by name like any `--app`; this layer does
@@ -12,7 +13,21 @@ from collections.abc import Sequence
 from importlib import metadata
 
 from roost.app import App
-from roost.cli import client, new, plot, privacy, run, server, simulate
+from roost.cli import (
+    client,
+    coordinator,
+    log,
+    ls,
+    new,
+    nodes,
+    plot,
+    privacy,
+    pull,
+    run,
+    server,
+    simulate,
+    stop,
+)
 from roost.cli.app import load_app
 from roost.cli.config_file import parse_with_config_file
 from roost.cli.options import CommandParser
@@ -47,6 +62,9 @@ def build_parser(default_app: App | None = None) -> CommandParser:
     client.add_command(parser, app)
     privacy.add_command(parser)
     plot.add_command(parser)
+    coordinator.add_command(parser)
+    for command in (ls, log, stop, pull, nodes):
+        command.add_command(parser)
     return parser
 
 
