@@ -156,7 +156,7 @@ class ApiServer:
             )
         self.port = int(self.httpd.server_address[1])
         self._thread = threading.Thread(
-            target=self.httpd.serve_forever, name="roost-api", daemon=True
+            target=self.httpd.serve_forever, args=(0.1,), name="roost-api", daemon=True
         )
 
     def start(self) -> None:

@@ -1,0 +1,141 @@
+"""The coordinator's API in one process: node sign-in, people's runs and who may see them."""
+
+from __future__ import annotations
+
+import pytest
+from coordinator_support import ProtocolNode, post, tiny_project
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from roost.cli import main
+from roost.federation import people_api
+from roost.federation.bundle import make_bundle, sign_bundle
+from roost.federation.control import ControlClient, ControlError
+from roost.federation.coordinator import Coordinator, CoordinatorConfig
+from roost.federation.keys import public_key_line
+
+
+@pytest.fixture
+def coordinator(tmp_path):
+    coordinator = Coordinator(CoordinatorConfig(data_dir=tmp_path / "fed", address="127.0.0.1:0"))
+    coordinator.start()
+    try:
+        yield coordinator
+    finally:
+        coordinator.close()
+
+
+def test_coordinator_lets_a_node_in_with_its_registered_key_only(coordinator):
+    key, other = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    coordinator.store.register_node("n0", public_key_line(key))
+    node = ProtocolNode(coordinator.url, "n0", key)
+    node.log_in()
+    assert node.poll() == {"assign": [], "stop": []}
+    assert coordinator.store.node("n0")["last_seen"] is not None
+
+    impostor = ProtocolNode(coordinator.url, "n0", other)
+    with pytest.raises(AssertionError, match="wrong key"):
+        impostor.log_in()
+    with pytest.raises(AssertionError, match="not registered"):
+        ProtocolNode(coordinator.url, "n9", key).log_in()
+    status, answer = post(f"{coordinator.url}/v1/nodes/poll", {"running": []}, "Node forged")
+    assert status == 401 and "sign a new challenge" in answer["error"]
+
+
+def test_coordinator_challenge_cannot_be_replayed(coordinator):
+    key = Ed25519PrivateKey.generate()
+    coordinator.store.register_node("n0", public_key_line(key))
+    node = ProtocolNode(coordinator.url, "n0", key)
+    _, answer = post(f"{coordinator.url}/v1/nodes/challenge", {"node": "n0"})
+    from roost.federation.keys import b64decode, b64encode
+
+    challenge = b64decode(answer["challenge"])
+    body = {
+        "node": "n0",
+        "challenge": b64encode(challenge),
+        "signature": b64encode(key.sign(challenge)),
+    }
+    assert post(f"{node.url}/v1/nodes/session", body)[0] == 200
+    status, answer = post(f"{node.url}/v1/nodes/session", body)
+    assert status == 401 and "challenge" in answer["error"]
+
+
+def test_coordinator_people_see_and_stop_only_their_own_runs(coordinator, tmp_path):
+    store = coordinator.store
+    ada = ControlClient(coordinator.url, store.add_person("ada"))
+    bob = ControlClient(coordinator.url, store.add_person("bob"))
+    root = ControlClient(coordinator.url, store.add_person("root", operator=True))
+    bundle = make_bundle(tiny_project(tmp_path / "tiny"))
+    run = ada.submit(bundle, None, None, federation="f", nodes=5)  # 5 nodes: it stays queued
+    assert [r["run"] for r in ada.runs()] == [run] and ada.runs()[0]["status"] == "queued"
+    assert bob.runs() == []
+    for action in (bob.stop, bob.run, bob.artifacts):
+        with pytest.raises(ControlError, match=f"no run {run} of yours"):
+            action(run)
+    with pytest.raises(ControlError, match="no run 999 of yours"):
+        ada.run(999)
+    assert [r["owner"] for r in root.runs()] == ["ada"]
+    assert root.stop(run)["status"] == "stopping"
+    answer = ada.follow_log(run, lambda text: None, follow=True, interval=0.05)
+    assert answer["status"] == "stopped" and "stopped on request" in answer["text"]
+    with pytest.raises(ControlError, match="unknown token"):
+        ControlClient(coordinator.url, "forged").runs()
+
+
+def test_coordinator_refuses_bad_bundles_in_one_line_and_queues_nothing(
+    coordinator, tmp_path, monkeypatch
+):
+    ada = ControlClient(coordinator.url, coordinator.store.add_person("ada"))
+    bundle = make_bundle(tiny_project(tmp_path / "tiny"))
+    with pytest.raises(ControlError, match="bundle refused: bundle is not a readable tar"):
+        ada.submit(b"not a bundle", None, None, federation="f")
+    key, other = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    with pytest.raises(ControlError, match="signature does not match"):
+        ada.submit(bundle, sign_bundle(bundle, other), public_key_line(key), federation="f")
+    monkeypatch.setattr(people_api, "MAX_BUNDLE_BYTES", len(bundle) - 1)
+    with pytest.raises(ControlError, match="over the 0 MiB cap"):
+        ada.submit(bundle, None, None, federation="f")
+    assert ada.runs() == []
+
+
+def test_coordinator_cli_says_in_one_line_when_the_coordinator_is_down(capsys, coordinator):
+    url = coordinator.url
+    coordinator.close()
+    assert main(["ls", "--coordinator", url, "--token", "t"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "is down or unreachable" in error
+    coordinator.start = coordinator.close = lambda: None  # closed already
+
+
+def test_federation_is_found_in_the_project_or_the_user_config(tmp_path, monkeypatch):
+    from roost.cli.federations import federation_from_args
+    from roost.errors import ConfigurationError
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.delenv("ROOST_COORDINATOR_TOKEN", raising=False)
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "pyproject.toml").write_text(
+        '[tool.flwr.federations.lab]\naddress = "lab:9093"\nroot-certificates = "ca.pem"\n'
+        'token = "t1"\n'
+    )
+    user = tmp_path / "config" / "roost" / "federations.toml"
+    user.parent.mkdir(parents=True)
+    user.write_text('[federations.dev]\naddress = "127.0.0.1:9091"\ninsecure = true\n')
+
+    def args(name, token=None):
+        import argparse
+
+        return argparse.Namespace(federation=name, coordinator=None, token=token)
+
+    lab = federation_from_args(args("lab"), project)
+    assert (lab.url, lab.token, lab.root_certificate) == (
+        "https://lab:9093",
+        "t1",
+        str(project / "ca.pem"),
+    )
+    dev = federation_from_args(args("dev", token="t2"), project)
+    assert (dev.url, dev.token) == ("http://127.0.0.1:9091", "t2")
+    with pytest.raises(ConfigurationError, match="no token for http://127"):
+        federation_from_args(args("dev"), project)
+    with pytest.raises(ConfigurationError, match="no federation 'prod'"):
+        federation_from_args(args("prod"), project)
