@@ -83,3 +83,82 @@ class ProtocolNode:
         )
         with urllib.request.urlopen(request, timeout=30) as reply:
             return reply.read()
+
+
+class NodeStandIn:
+    """A node for the coordinator's own smoke test (the real one is `roost node`): polls in a
+    thread, checks each bundle's publisher, runs its `roost client` in a subprocess, reports."""
+
+    def __init__(
+        self, node: ProtocolNode, partition: int, partitions: int, trusted: str, home: Path
+    ):
+        import threading
+
+        self.node, self.partition, self.partitions = node, partition, partitions
+        self.trusted, self.home = trusted, home
+        self.clients: dict[str, Any] = {}
+        self.halt = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> NodeStandIn:
+        self.node.log_in()
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.halt.set()
+        self.thread.join(timeout=10)
+        for process in self.clients.values():
+            process.kill()
+            process.wait()
+
+    def _loop(self) -> None:
+        while not self.halt.is_set():
+            try:
+                self._step()
+            except OSError:  # the coordinator is down for a moment: keep trying
+                pass
+            self.halt.wait(0.2)
+
+    def _step(self) -> None:
+        for run, process in list(self.clients.items()):
+            if process.poll() is not None:
+                del self.clients[run]
+                status = "exited" if process.returncode == 0 else "failed"
+                self.node.call("/v1/nodes/report", {"run": run, "status": status})
+        answer = self.node.poll(list(self.clients), capacity=2 - len(self.clients))
+        for run in answer["stop"]:
+            if run in self.clients:
+                self.clients[run].terminate()
+        for assignment in answer["assign"]:
+            self._start(assignment)
+
+    def _start(self, assignment: dict[str, Any]) -> None:
+        import subprocess
+        import sys
+
+        from roost.federation.bundle import BundleRefusedError, unpack_bundle, verify_bundle
+
+        run = str(assignment["run"])
+        data = self.node.download(assignment["bundle_url"])
+        signature = assignment["signature"] and b64decode(assignment["signature"])
+        try:
+            verify_bundle(data, signature, assignment["publisher_key"], [self.trusted])
+        except BundleRefusedError as error:
+            self.node.call(
+                "/v1/nodes/report", {"run": run, "status": "refused", "reason": str(error)}
+            )
+            return
+        workdir = self.home / "runs" / run
+        unpack_bundle(data, workdir / "app")
+        overrides = [part for item in assignment["run_config"] for part in ("--run-config", item)]
+        command = [
+            sys.executable, "-m", "roost.cli", "client", "--app", str(workdir / "app"),
+            "--server", assignment["server"], "--node-id", self.node.name,
+            "--token", assignment["token"], "--partition-id", str(self.partition),
+            "--num-partitions", str(self.partitions), "--reconnect-timeout", "120", "--quiet",
+            *overrides,
+        ]  # fmt: skip
+        with (workdir / "client.log").open("wb") as log:
+            self.clients[run] = subprocess.Popen(command, cwd=workdir, stdout=log, stderr=log)
+        self.node.call("/v1/nodes/report", {"run": run, "status": "started"})
