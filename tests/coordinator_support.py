@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import urllib.request
 from pathlib import Path
@@ -114,10 +115,8 @@ class NodeStandIn:
 
     def _loop(self) -> None:
         while not self.halt.is_set():
-            try:
+            with contextlib.suppress(OSError):  # the coordinator is down a moment: keep trying
                 self._step()
-            except OSError:  # the coordinator is down for a moment: keep trying
-                pass
             self.halt.wait(0.2)
 
     def _step(self) -> None:
