@@ -161,3 +161,56 @@ class NodeStandIn:
         with (workdir / "client.log").open("wb") as log:
             self.clients[run] = subprocess.Popen(command, cwd=workdir, stdout=log, stderr=log)
         self.node.call("/v1/nodes/report", {"run": run, "status": "started"})
+
+
+def _postgres_bin(name: str) -> str | None:
+    import glob
+    import shutil
+
+    found = shutil.which(name)
+    candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    return found or (candidates[-1] if candidates else None)
+
+
+def start_postgres() -> tuple[str, Any]:
+    """A throwaway PostgreSQL server: (its SQLAlchemy URL, a function that stops and removes it).
+    PostgreSQL refuses to run as root, so as root the server runs as the `postgres` user (in a
+    directory of its own: pytest's are readable by their owner only)."""
+    import os
+    import shutil
+    import socket
+    import subprocess
+    import tempfile
+
+    initdb, pg_ctl = _postgres_bin("initdb"), _postgres_bin("pg_ctl")
+    if initdb is None or pg_ctl is None:
+        import pytest
+
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql; CI installs it)")
+    as_user: list[str] = []
+    directory = Path(tempfile.mkdtemp(prefix="roost-postgres-"))
+    if os.geteuid() == 0:
+        as_user = ["runuser", "-u", "postgres", "--"]
+        shutil.chown(directory, "postgres")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    data = directory / "data"
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.STDOUT, "check": True}
+    subprocess.run(
+        [*as_user, initdb, "-D", str(data), "-A", "trust", "-U", "roost", "--no-sync"], **quiet
+    )
+    options = f"-k {directory} -p {port} -c listen_addresses=127.0.0.1 -F"
+    start = [*as_user, pg_ctl, "-D", str(data), "-o", options, "-w", "-l", str(directory / "log")]
+    try:
+        subprocess.run([*start, "start"], **quiet)
+    except subprocess.CalledProcessError:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+
+    def stop() -> None:
+        subprocess.run(
+            [*as_user, pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop"], **quiet
+        )
+
+    return f"postgresql+psycopg://roost@127.0.0.1:{port}/postgres", stop

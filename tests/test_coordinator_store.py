@@ -1,26 +1,63 @@
-"""The coordinator's store: migrations that keep an existing federation, secrets kept hashed."""
+"""The coordinator's store, on SQLite and on a real PostgreSQL server: migrations that keep an
+existing federation, secrets kept hashed, one-use challenges."""
 
 from __future__ import annotations
 
+import os
+import secrets
 import time
 
 import pytest
+from coordinator_support import start_postgres
 from sqlalchemy import create_engine, inspect, text
 
 from roost.errors import ConfigurationError
 from roost.federation.store import Store, upgrade_schema
 
 
-def test_coordinator_store_upgrades_an_old_schema_and_keeps_its_rows(tmp_path):
-    url = f"sqlite:///{tmp_path / 'old.db'}"
+@pytest.fixture(scope="module")
+def postgres():
+    """A PostgreSQL server: ROOST_TEST_POSTGRES_URL's, else a throwaway one started here."""
+    if url := os.environ.get("ROOST_TEST_POSTGRES_URL"):
+        yield url
+        return
+    url, stop = start_postgres()
+    try:
+        yield url
+    finally:
+        stop()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
+def db_url(request, tmp_path):
+    """A fresh, empty database: a SQLite file, or a new database on the PostgreSQL server."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'coordinator.db'}"
+        return
+    server = request.getfixturevalue("postgres")
+    name = f"roost_{secrets.token_hex(6)}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f"CREATE DATABASE {name}"))
+    try:
+        yield server.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
+        admin.dispose()
+
+
+def test_coordinator_store_upgrades_an_old_schema_and_keeps_its_rows(db_url):
+    url = db_url
     engine = create_engine(url)
     upgrade_schema(engine, "0001")  # the database an older roost made
     assert "message" not in {c["name"] for c in inspect(engine).get_columns("runs")}
     with engine.begin() as connection:
         connection.execute(
             text(
-                "INSERT INTO runs (owner, federation, project, status, bundle_sha256, run_config,"
-                " stop_requested, created) VALUES ('ada', 'f', 'p', 'completed', 'ab', '[]', 0, 1)"
+                "INSERT INTO runs (owner, federation, project, status, bundle_sha256, "
+                "run_config, stop_requested, created) "
+                "VALUES ('ada', 'f', 'p', 'completed', 'ab', '[]', false, 1)"
             )
         )
         connection.execute(
@@ -40,15 +77,15 @@ def test_coordinator_store_upgrades_an_old_schema_and_keeps_its_rows(tmp_path):
         store.close()
 
 
-def test_coordinator_store_keeps_only_digests_of_tokens(tmp_path):
-    store = Store.open(f"sqlite:///{tmp_path / 'c.db'}")
+def test_coordinator_store_keeps_only_digests_of_tokens(db_url):
+    store = Store.open(db_url)
     try:
         token = store.add_person("ada", operator=True)
         assert store.person(token)["name"] == "ada"
         assert store.person(token + "x") is None
         with store.engine.connect() as connection:
             stored = connection.execute(text("SELECT token_sha256 FROM people")).scalar_one()
-        assert stored != token and token not in (tmp_path / "c.db").read_bytes().decode("latin1")
+        assert stored != token and len(stored) == 64
         with pytest.raises(ConfigurationError, match="exists already"):
             store.add_person("ada")
         store.register_node("n0", "key")
@@ -58,8 +95,8 @@ def test_coordinator_store_keeps_only_digests_of_tokens(tmp_path):
         store.close()
 
 
-def test_coordinator_challenges_are_one_use_and_expire(tmp_path, monkeypatch):
-    store = Store.open(f"sqlite:///{tmp_path / 'c.db'}")
+def test_coordinator_challenges_are_one_use_and_expire(db_url, monkeypatch):
+    store = Store.open(db_url)
     try:
         challenge = store.new_challenge("n0")
         assert not store.take_challenge("n1", challenge)  # issued to another node

@@ -138,14 +138,20 @@ def _handler_class(router: Router) -> type[BaseHTTPRequestHandler]:
     return _Handler
 
 
+class _Server(ThreadingHTTPServer):
+    # Hundreds of nodes poll every second or two; the default backlog of 5 made the kernel
+    # reset connections that arrived together.
+    request_queue_size = 1024
+    daemon_threads = True
+
+
 class ApiServer:
     """The API served on `host:port` from a thread of its own (TLS with `certificates`)."""
 
     def __init__(
         self, router: Router, host: str, port: int, certificates: tuple[str, str] | None
     ) -> None:
-        self.httpd = ThreadingHTTPServer((host, port), _handler_class(router))
-        self.httpd.daemon_threads = True
+        self.httpd = _Server((host, port), _handler_class(router))
         if certificates is not None:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(*certificates)
