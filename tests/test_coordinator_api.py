@@ -139,3 +139,52 @@ def test_federation_is_found_in_the_project_or_the_user_config(tmp_path, monkeyp
         federation_from_args(args("dev"), project)
     with pytest.raises(ConfigurationError, match="no federation 'prod'"):
         federation_from_args(args("prod"), project)
+
+
+def test_coordinator_operator_commands_add_people_and_nodes_or_say_why_not(tmp_path, capsys):
+    from roost.federation.keys import generate_key_pair
+    from roost.federation.store import Store
+
+    data = str(tmp_path / "fed")
+    generate_key_pair(tmp_path / "n0.pem")
+    assert main(["coordinator", "--data", data, "--add-node", "n0", str(tmp_path / "n0.pub")]) == 0
+    assert main(["coordinator", "--data", data, "--add-person", "ada", "--operator"]) == 0
+    token = capsys.readouterr().out.strip().rsplit(": ", 1)[1]
+    (tmp_path / "bad.pub").write_text("not a key")
+    assert main(["coordinator", "--data", data, "--add-node", "n1", str(tmp_path / "bad.pub")]) == 2
+    assert "is not a PEM public key" in capsys.readouterr().err
+    store = Store.open(f"sqlite:///{tmp_path / 'fed' / 'coordinator.db'}")
+    try:
+        assert store.person(token)["operator"] and [n["name"] for n in store.nodes()] == ["n0"]
+    finally:
+        store.close()
+
+
+def test_coordinator_wants_tls_off_the_loopback_interface(tmp_path):
+    from roost.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="--certificates CERT KEY"):
+        Coordinator(CoordinatorConfig(data_dir=tmp_path, address="0.0.0.0:0"))
+
+
+def test_coordinator_api_speaks_tls_with_its_certificates(tmp_path):
+    from grpc_support import make_certificates
+
+    files = make_certificates(tmp_path)
+    coordinator = Coordinator(
+        CoordinatorConfig(
+            data_dir=tmp_path / "fed",
+            address="127.0.0.1:0",
+            certificates=(str(files["server"]), str(files["server-key"])),
+            root_certificate=str(files["ca"]),
+        )
+    )
+    coordinator.start()
+    try:
+        assert coordinator.url.startswith("https://")
+        token = coordinator.store.add_person("ada")
+        assert ControlClient(coordinator.url, token, str(files["ca"])).runs() == []
+        with pytest.raises(ControlError, match="CERTIFICATE_VERIFY_FAILED"):
+            ControlClient(coordinator.url, token).runs()  # a CA it does not trust
+    finally:
+        coordinator.close()
