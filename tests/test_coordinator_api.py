@@ -188,3 +188,11 @@ def test_coordinator_api_speaks_tls_with_its_certificates(tmp_path):
             ControlClient(coordinator.url, token).runs()  # a CA it does not trust
     finally:
         coordinator.close()
+
+
+def test_coordinator_run_submit_refuses_simulation_only_options(tmp_path, capsys):
+    project = tiny_project(tmp_path / "tiny")
+    submit = ["run", str(project), "--coordinator", "http://127.0.0.1:9", "--token", "t"]
+    assert main([*submit, "--out", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err
+    assert "--out is for a simulation on this machine" in error and "roost pull" in error

@@ -34,11 +34,28 @@ def submits(args: argparse.Namespace) -> bool:
     return bool(args.federation or args.coordinator)
 
 
+LOCAL_ONLY = {
+    "out": "--out (pull the results with `roost pull RUN --out DIR`)",
+    "state": "--state (the coordinator keeps every run's checkpoints)",
+    "resume": "--resume (the coordinator resumes its runs itself)",
+    "engine": "--engine (each node runs its client in a process of its own)",
+    "clients": "--clients (pass --nodes K)",
+}
+"""Options of `roost run` that only a simulation on this machine uses, and what to do instead."""
+
+
 def submit(args: argparse.Namespace) -> int:
     """Bundle, sign and submit `args.directory`; print the run id."""
+    from roost.errors import ConfigurationError
     from roost.federation.bundle import SignedBundle, make_bundle
     from roost.federation.keys import load_private_key, public_key_line
 
+    given = [why for name, why in LOCAL_ONLY.items() if getattr(args, name, None)]
+    if given:
+        raise ConfigurationError(
+            f"{given[0].split(' ', 1)[0]} is for a simulation on this machine, not a federation "
+            f"run: drop it {given[0].split(' ', 1)[1]}"
+        )
     federation = federation_from_args(args, args.directory)
     bundle = make_bundle(args.directory)
     signature = publisher = None
