@@ -26,7 +26,7 @@ from roost.server.state import last_recorded_round
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("federation")]
 
-ROUNDS = "num-rounds=12"
+ROUNDS = "num-rounds=6"
 
 
 def roost(*args: str, check: bool = True) -> SimpleNamespace:
@@ -125,7 +125,7 @@ def test_coordinator_runs_a_signed_run_that_its_owner_follows_and_pulls(federati
     fed = federation
     run = _submit(fed, "--sign-key", str(fed.publisher_key))
     follow = roost("log", run, "--follow", *fed.as_person(fed.ada))
-    assert f"run {run}: completed" in follow.stdout and "round 12/12" in follow.stdout
+    assert f"run {run}: completed" in follow.stdout and "round 6/6" in follow.stdout
     pulled = roost("pull", run, "--out", str(tmp_path / "out"), *fed.as_person(fed.ada)).stdout
     assert "model.npz" in pulled and (tmp_path / "out" / "history.json").is_file()
     fed.first_model = tmp_path / "out" / "model.npz"
@@ -144,7 +144,7 @@ def test_coordinator_killed_mid_run_resumes_it_to_the_same_model(federation, tmp
     while (last_recorded_round(state) or 0) < 2 and time.monotonic() < deadline:
         time.sleep(0.02)
     fed.kill()
-    assert (last_recorded_round(state) or 0) < 12, "the run ended before the kill"
+    assert (last_recorded_round(state) or 0) < 6, "the run ended before the kill"
     fed.start()
     follow = roost("log", run, "--follow", *fed.as_person(fed.ada))
     assert f"run {run}: completed" in follow.stdout and "resuming" in follow.stdout
