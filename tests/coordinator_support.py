@@ -150,7 +150,14 @@ class NodeStandIn:
             return
         workdir = self.home / "runs" / run
         unpack_bundle(data, workdir / "app")
-        overrides = [part for item in assignment["run_config"] for part in ("--run-config", item)]
+        overrides = [
+            part
+            for key, value in assignment["run_config"].items()
+            for part in (
+                "--run-config",
+                f"{key}={value!r}" if isinstance(value, str) else f"{key}={value}",
+            )
+        ]
         command = [
             sys.executable, "-m", "roost.cli", "client", "--app", str(workdir / "app"),
             "--server", assignment["server"], "--node-id", self.node.name,

@@ -196,3 +196,10 @@ def test_coordinator_run_submit_refuses_simulation_only_options(tmp_path, capsys
     assert main([*submit, "--out", str(tmp_path / "out")]) == 2
     error = capsys.readouterr().err
     assert "--out is for a simulation on this machine" in error and "roost pull" in error
+
+
+def test_coordinator_hands_nodes_the_run_config_as_a_table():
+    from roost.federation.node_api import run_config_table
+
+    table = run_config_table(["num-rounds=3", "name='cnn'", "lr=0.5", "flag=true", "raw=a b"])
+    assert table == {"num-rounds": 3, "name": "cnn", "lr": 0.5, "flag": True, "raw": "a b"}

@@ -8,7 +8,8 @@
 
 Poll, download and report need `Authorization: Node SESSION`. An assignment carries, besides
 what the node dials and its run token, the bundle's signature and publisher key (null when
-unsigned), so the node checks the publisher itself, and the run config overrides (KEY=VALUE).
+unsigned), so the node checks the publisher itself, and the run config overrides as a table
+(`{"num-rounds": 3}`).
 """
 
 from __future__ import annotations
@@ -118,7 +119,7 @@ class NodeApi:
             "bundle_url": f"/v1/nodes/bundles/{run['bundle_sha256']}",
             "signature": b64encode(signature) if signature else None,
             "publisher_key": run["publisher_key"],
-            "run_config": json.loads(run["run_config"]),
+            "run_config": run_config_table(json.loads(run["run_config"])),
         }
 
     def bundle(self, request: Request) -> Download:
@@ -157,6 +158,21 @@ class NodeApi:
         if status == "refused":
             self.executor.refuse(run_id, node, reason or "no reason given")
         return {}
+
+
+def run_config_table(overrides: list[str]) -> dict[str, Any]:
+    """`["num-rounds=3", "name='cnn'"]` -> `{"num-rounds": 3, "name": "cnn"}`: values read as
+    TOML, as `--run-config KEY=VALUE` reads them; one that is not TOML stays a string."""
+    import tomllib
+
+    table: dict[str, Any] = {}
+    for item in overrides:
+        key, _, value = item.partition("=")
+        try:
+            table[key.strip()] = tomllib.loads(f"value = {value}")["value"]
+        except tomllib.TOMLDecodeError:
+            table[key.strip()] = value
+    return table
 
 
 def _run_order(run: str) -> tuple[int, str]:
