@@ -203,3 +203,28 @@ def test_coordinator_hands_nodes_the_run_config_as_a_table():
 
     table = run_config_table(["num-rounds=3", "name='cnn'", "lr=0.5", "flag=true", "raw=a b"])
     assert table == {"num-rounds": 3, "name": "cnn", "lr": 0.5, "flag": True, "raw": "a b"}
+
+
+def test_coordinator_counts_a_run_handed_to_a_node_against_its_capacity(coordinator, tmp_path):
+    # A node with one slot polls, is handed run 1, and before its next poll (which would report
+    # capacity 0) run 2 arrives: run 2 waits instead of going to a node that has no room.
+    key = Ed25519PrivateKey.generate()
+    coordinator.store.register_node("n0", public_key_line(key))
+    node = ProtocolNode(coordinator.url, "n0", key)
+    node.log_in()
+    node.poll(capacity=1)
+    executor = coordinator.executor
+    assert executor._choose_nodes(None) == ["n0"]
+    run = coordinator.store.add_run(
+        owner="ada", federation="f", project="p", bundle_sha256="0" * 64, signature=None,
+        publisher_key=None, run_config=[], wanted_nodes=1,
+    )  # fmt: skip
+    coordinator.store.update_run(run, status="running")
+    coordinator.store.add_assignment(run, "n0")
+    assert executor._choose_nodes(None) is None
+    assert [a["run"] for a in node.poll(capacity=1)["assign"]] == [run]  # delivered, not started
+    assert executor._choose_nodes(None) is None
+    node.poll([str(run)], capacity=0)
+    assert executor._choose_nodes(None) is None
+    node.poll([str(run)], capacity=1)  # a node with two slots, one of them taken by the run
+    assert executor._choose_nodes(None) == ["n0"]

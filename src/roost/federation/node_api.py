@@ -92,8 +92,9 @@ class NodeApi:
         capacity = request.body.get("capacity", 1)
         if not isinstance(running, list) or not isinstance(capacity, int) or capacity < 0:
             raise ApiError(400, "poll needs running: [run ids] and capacity: a count >= 0")
-        self.store.update_node(node, last_seen=time.time(), capacity=capacity)
         reported = {str(run) for run in running}
+        self.executor.reported[node] = frozenset(reported)
+        self.store.update_node(node, last_seen=time.time(), capacity=capacity)
         assign, active = [], set()
         for assignment in self.store.assignments(node=node):
             run = self.store.run(assignment["run"])

@@ -31,6 +31,8 @@ ONLINE_S = 10.0
 """A node seen within this many seconds is online."""
 TICK_S = 0.25
 ACTIVE = ("starting", "running")
+LIVE = ("assigned", "delivered", "started")
+"""Statuses of a node's part of a run that hold one of the node's slots."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,8 @@ class RunExecutor:
         self.data_dir = data_dir
         self.options = options
         self._servers: dict[int, subprocess.Popen[bytes]] = {}
+        self.reported: dict[str, frozenset[str]] = {}
+        """The runs each node listed as running at its last poll (the node API records it)."""
         self._halt = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -161,15 +165,19 @@ class RunExecutor:
         every online node); None when there are not enough yet."""
         now = time.time()
         online = [n for n in self.store.nodes() if (n["last_seen"] or 0) >= now - ONLINE_S]
-        pending: dict[str, int] = {}
         busy: dict[str, int] = {}
+        unseen: dict[str, int] = {}
         active = {run["id"] for run in self.store.runs(statuses=ACTIVE)}
         for assignment in self.store.assignments():
-            if assignment["run"] in active:
-                busy[assignment["node"]] = busy.get(assignment["node"], 0) + 1
-                if assignment["status"] == "assigned":
-                    pending[assignment["node"]] = pending.get(assignment["node"], 0) + 1
-        free = [n for n in online if n["capacity"] - pending.get(n["name"], 0) > 0]
+            node = assignment["node"]
+            if assignment["run"] not in active or assignment["status"] not in LIVE:
+                continue
+            busy[node] = busy.get(node, 0) + 1
+            # A node's capacity counts the runs it listed at its last poll; a run handed to
+            # it since takes a slot that capacity does not show yet.
+            if str(assignment["run"]) not in self.reported.get(node, ()):
+                unseen[node] = unseen.get(node, 0) + 1
+        free = [n for n in online if n["capacity"] - unseen.get(n["name"], 0) > 0]
         count = wanted if wanted is not None else len(online)
         if count == 0 or len(free) < count:
             return None
