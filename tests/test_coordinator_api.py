@@ -228,3 +228,23 @@ def test_coordinator_counts_a_run_handed_to_a_node_against_its_capacity(coordina
     assert executor._choose_nodes(None) is None
     node.poll([str(run)], capacity=1)  # a node with two slots, one of them taken by the run
     assert executor._choose_nodes(None) == ["n0"]
+
+
+def test_coordinator_redoes_a_start_that_a_crash_cut_short(coordinator, tmp_path):
+    # Killed after unpacking the app and handing out tokens but before recording the start, a
+    # coordinator finds the run queued again: it starts it afresh, with fresh tokens.
+    ada = ControlClient(coordinator.url, coordinator.store.add_person("ada"))
+    run = ada.submit(make_bundle(tiny_project(tmp_path / "tiny")), None, None, federation="f")
+    executor = coordinator.executor
+    executor.close()  # this test steps the executor itself
+    (executor.run_dir(run) / "app").mkdir(parents=True)
+    (executor.run_dir(run) / "app" / "stale.txt").write_text("from the cut-short start")
+    stale = coordinator.store.add_assignment(run, "n0")
+    launched = []
+    executor._launch = lambda run, port: launched.append(run["id"])
+    executor._choose_nodes = lambda wanted: ["n0"]
+    executor.tick()
+    assert launched == [run] and coordinator.store.run(run)["status"] == "starting"
+    assert not (executor.run_dir(run) / "app" / "stale.txt").exists()
+    (assignment,) = coordinator.store.assignments(run=run)
+    assert assignment["token"] != stale

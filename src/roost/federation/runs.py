@@ -13,6 +13,7 @@ import contextlib
 import ctypes
 import json
 import logging
+import shutil
 import signal
 import socket
 import subprocess
@@ -146,6 +147,9 @@ class RunExecutor:
         from roost.federation.bundle import unpack_bundle
 
         run_dir = self.run_dir(run["id"])
+        # A coordinator killed half-way through starting this run left a partial start: redo it.
+        shutil.rmtree(run_dir / "app", ignore_errors=True)
+        self.store.clear_assignments(run["id"])
         try:
             unpack_bundle(self.bundle_path(run["bundle_sha256"]).read_bytes(), run_dir / "app")
         except Exception as error:  # a bundle the coordinator cannot unpack fails its run
@@ -235,8 +239,9 @@ class RunExecutor:
         if run is None or run["status"] in FINISHED:
             return
         message = message or run["message"]
-        self.store.update_run(run_id, status=status, message=message, finished=time.time())
+        # The note first: a reader who sees the run finished must find its last line written.
         self.note(run_id, f"run {status}" + (f": {message}" if message else ""))
+        self.store.update_run(run_id, status=status, message=message, finished=time.time())
         process = self._servers.pop(run_id, None)
         if process is not None:
             _end(process)
@@ -249,8 +254,8 @@ class RunExecutor:
         if run is None or run["status"] in FINISHED:
             return
         message = f"node {node} refused the run: {reason}"
-        self.store.update_run(run_id, status="failed", message=message, finished=time.time())
         self.note(run_id, f"run failed: {message}")
+        self.store.update_run(run_id, status="failed", message=message, finished=time.time())
 
 
 def _end(process: subprocess.Popen[bytes]) -> None:

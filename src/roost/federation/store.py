@@ -292,6 +292,12 @@ class Store:
             )
         return token
 
+    def clear_assignments(self, run_id: int) -> None:
+        """Forget every assignment of run `run_id` (a start that did not finish)."""
+        table = self.tables.assignments
+        with self._transaction() as connection:
+            connection.execute(table.delete().where(table.c.run == run_id))
+
     def assignments(self, *, run: int | None = None, node: str | None = None) -> list[dict]:
         """Assignments of one run or one node (or all)."""
         table = self.tables.assignments
