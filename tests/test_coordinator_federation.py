@@ -102,6 +102,7 @@ def federation(tmp_path_factory):
         NodeStandIn(ProtocolNode(fed.url, name, key), i, 2, public_key_line(publisher), root / name)
         for i, (name, key) in enumerate(stand_ins)
     ]
+    fed.nodes = nodes
     try:
         for node in nodes:
             node.__enter__()
@@ -163,3 +164,23 @@ def test_coordinator_shows_the_submitter_why_a_node_refused_an_unsigned_bundle(f
               if line.split()[0] == run]  # fmt: skip
     assert "failed" in listed[0] and "refused the run: bundle is unsigned" in listed[0]
     assert os.path.isdir(fed.data / "runs" / run)
+
+
+def test_coordinator_stop_ends_a_running_run_and_its_nodes_clients(federation):
+    fed = federation
+    run = roost(
+        "run", str(fed.project), *fed.as_person(fed.ada), "--sign-key", str(fed.publisher_key),
+        "--run-config", "num-rounds=100000",
+    ).stdout.split("submitted run ", 1)[1].split()[0]  # fmt: skip
+    log = fed.data / "runs" / run / "log.txt"
+    deadline = time.monotonic() + 60
+    while (
+        "round 1/" not in (log.read_text() if log.exists() else "") and time.monotonic() < deadline
+    ):
+        time.sleep(0.05)
+    assert roost("stop", run, *fed.as_person(fed.ada)).stdout.strip() == f"run {run}: stopping"
+    follow = roost("log", run, "--follow", *fed.as_person(fed.ada), check=False)
+    assert follow.returncode == 1 and f"run {run}: stopped" in follow.stdout
+    while any(run in node.clients for node in fed.nodes) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the nodes hear `stop` at their next poll
+    assert not any(run in node.clients for node in fed.nodes)
