@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import pytest
 from coordinator_support import ProtocolNode, post, tiny_project
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -248,3 +252,36 @@ def test_coordinator_redoes_a_start_that_a_crash_cut_short(coordinator, tmp_path
     assert not (executor.run_dir(run) / "app" / "stale.txt").exists()
     (assignment,) = coordinator.store.assignments(run=run)
     assert assignment["token"] != stale
+
+
+def test_coordinator_records_why_a_run_server_failed(coordinator, tmp_path):
+    executor = coordinator.executor
+    executor.close()  # this test steps the executor itself
+    ada = ControlClient(coordinator.url, coordinator.store.add_person("ada"))
+    run = ada.submit(make_bundle(tiny_project(tmp_path / "tiny")), None, None, federation="f")
+    coordinator.store.update_run(run, status="running")
+    log = executor.run_dir(run) / "log.txt"
+    with log.open("a") as file:
+        file.write("round 1/3 ...\nroost: error: --run-config num-rounds must be an int\n")
+    failing = subprocess.Popen([sys.executable, "-c", "raise SystemExit(2)"])
+    failing.wait()
+    executor._servers[run] = failing
+    executor.tick()
+    shown = ada.run(run)
+    assert shown["status"] == "failed"
+    assert shown["message"] == "roost: error: --run-config num-rounds must be an int"
+
+
+def test_coordinator_api_answers_bad_requests_in_one_line(coordinator):
+    import urllib.request
+
+    assert post(f"{coordinator.url}/v1/nope", {})[0] == 404
+    request = urllib.request.Request(
+        f"{coordinator.url}/v1/nodes/challenge", data=b"{not json", method="POST"
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code == 400
+    assert json.loads(refused.value.read()) == {"error": "the request body is not JSON"}
+    status, answer = post(f"{coordinator.url}/v1/runs/1/stop", {})
+    assert status == 401 and "unknown token" in answer["error"]
