@@ -1,5 +1,7 @@
-"""`roost run [DIR]`: simulate the project in DIR (a roost project, or a Flower project), or
-submit it to a federation (`--federation NAME`).
+"""`roost run [DIR]`: simulate the project in DIR, or submit it to a federation.
+
+DIR is a roost project or a Flower project; `--federation NAME` (or `--coordinator URL`) submits
+it to a federation's coordinator instead of simulating it here.
 
     roost new myapp && roost run myapp --run-config num-rounds=3 --out out
     roost run myapp --federation prod --sign-key publisher.pem
