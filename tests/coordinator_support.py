@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import secrets
 import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import create_engine, text
 
 from roost.federation.keys import b64decode, b64encode
 
@@ -191,8 +195,6 @@ def start_postgres() -> tuple[str, Any]:
 
     initdb, pg_ctl = _postgres_bin("initdb"), _postgres_bin("pg_ctl")
     if initdb is None or pg_ctl is None:
-        import pytest
-
         pytest.skip("PostgreSQL is not installed (apt-get install postgresql; CI installs it)")
     as_user: list[str] = []
     directory = Path(tempfile.mkdtemp(prefix="roost-postgres-"))
@@ -221,3 +223,37 @@ def start_postgres() -> tuple[str, Any]:
         )
 
     return f"postgresql+psycopg://roost@127.0.0.1:{port}/postgres", stop
+
+
+@pytest.fixture(scope="session", name="postgres")
+def postgres_fixture():
+    """A PostgreSQL server: ROOST_TEST_POSTGRES_URL's, else a throwaway one started here."""
+    if url := os.environ.get("ROOST_TEST_POSTGRES_URL"):
+        yield url
+        return
+    url, stop = start_postgres()
+    try:
+        yield url
+    finally:
+        stop()
+
+
+@pytest.fixture(
+    name="db_url", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)]
+)
+def db_url_fixture(request, tmp_path):
+    """A fresh, empty database: a SQLite file, or a new database on the PostgreSQL server."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'coordinator.db'}"
+        return
+    server = request.getfixturevalue("postgres")
+    name = f"roost_{secrets.token_hex(6)}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f"CREATE DATABASE {name}"))
+    try:
+        yield server.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
+        admin.dispose()

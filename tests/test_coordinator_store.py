@@ -1,50 +1,26 @@
 """The coordinator's store, on SQLite and on a real PostgreSQL server: migrations that keep an
-existing federation, secrets kept hashed, one-use challenges."""
+existing federation, secrets kept hashed, one-use challenges, and a coordinator on each."""
 
 from __future__ import annotations
 
-import os
-import secrets
 import time
 
 import pytest
-from coordinator_support import start_postgres
+from coordinator_support import (  # and the fixtures db_url and postgres
+    ProtocolNode,
+    db_url_fixture,  # noqa: F401
+    postgres_fixture,  # noqa: F401
+    tiny_project,
+)
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import create_engine, inspect, text
 
 from roost.errors import ConfigurationError
+from roost.federation.bundle import make_bundle
+from roost.federation.control import ControlClient
+from roost.federation.coordinator import Coordinator, CoordinatorConfig
+from roost.federation.keys import public_key_line
 from roost.federation.store import Store, upgrade_schema
-
-
-@pytest.fixture(scope="module")
-def postgres():
-    """A PostgreSQL server: ROOST_TEST_POSTGRES_URL's, else a throwaway one started here."""
-    if url := os.environ.get("ROOST_TEST_POSTGRES_URL"):
-        yield url
-        return
-    url, stop = start_postgres()
-    try:
-        yield url
-    finally:
-        stop()
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
-def db_url(request, tmp_path):
-    """A fresh, empty database: a SQLite file, or a new database on the PostgreSQL server."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'coordinator.db'}"
-        return
-    server = request.getfixturevalue("postgres")
-    name = f"roost_{secrets.token_hex(6)}"
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f"CREATE DATABASE {name}"))
-    try:
-        yield server.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
-        admin.dispose()
 
 
 def test_coordinator_store_upgrades_an_old_schema_and_keeps_its_rows(db_url):
@@ -111,3 +87,24 @@ def test_coordinator_challenges_are_one_use_and_expire(db_url, monkeypatch):
 def test_coordinator_refuses_a_database_url_it_cannot_use(tmp_path):
     with pytest.raises(ConfigurationError, match="not a database URL"):
         Store.open("nosuchdialect://x")
+
+
+def test_coordinator_serves_people_and_nodes_on_sqlite_and_postgresql(db_url, tmp_path):
+    config = CoordinatorConfig(data_dir=tmp_path / "fed", address="127.0.0.1:0", db=db_url)
+    coordinator = Coordinator(config)
+    coordinator.start()
+    try:
+        key = Ed25519PrivateKey.generate()
+        coordinator.store.register_node("n0", public_key_line(key))
+        node = ProtocolNode(coordinator.url, "n0", key)
+        node.log_in()
+        node.poll(capacity=0)  # online, but no room: the run stays queued
+        ada = ControlClient(coordinator.url, coordinator.store.add_person("ada"))
+        run = ada.submit(make_bundle(tiny_project(tmp_path / "tiny")), None, None, federation="f")
+        assert [(n["name"], n["online"]) for n in ada.nodes()] == [("n0", True)]
+        assert ada.runs()[0]["status"] == "queued"
+        ada.stop(run)
+        answer = ada.follow_log(run, lambda text: None, follow=True, interval=0.05)
+        assert answer["status"] == "stopped"
+    finally:
+        coordinator.close()
