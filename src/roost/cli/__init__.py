@@ -1,5 +1,5 @@
-"""The `roost` command: `roost simulate | run | new | server | client | node | sign | privacy |
-plot`.
+"""The `roost` command: `roost simulate | run | new | server | client | privacy | plot`, a
+federation's `coordinator | node | sign | ls | log | stop | pull | nodes`.
 
 Each command is a module here (`roost.cli.simulate`, ...). Without `--app`, `simulate`, `server`
 and `client` run the app named by `DEFAULT_APP`, loaded by name like any `--app`; this layer does
@@ -13,7 +13,23 @@ from collections.abc import Sequence
 from importlib import metadata
 
 from roost.app import App
-from roost.cli import client, new, node, plot, privacy, run, server, sign, simulate
+from roost.cli import (
+    client,
+    coordinator,
+    log,
+    ls,
+    new,
+    node,
+    nodes,
+    plot,
+    privacy,
+    pull,
+    run,
+    server,
+    sign,
+    simulate,
+    stop,
+)
 from roost.cli.app import load_app
 from roost.cli.config_file import parse_with_config_file
 from roost.cli.options import CommandParser
@@ -50,6 +66,9 @@ def build_parser(default_app: App | None = None) -> CommandParser:
     sign.add_command(parser)
     privacy.add_command(parser, app)
     plot.add_command(parser)
+    coordinator.add_command(parser)
+    for command in (ls, log, stop, pull, nodes):
+        command.add_command(parser)
     return parser
 
 

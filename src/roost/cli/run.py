@@ -1,6 +1,10 @@
-"""`roost run [DIR]`: simulate the project in DIR (a roost project, or a Flower project).
+"""`roost run [DIR]`: simulate the project in DIR, or submit it to a federation.
+
+DIR is a roost project or a Flower project; `--federation NAME` (or `--coordinator URL`) submits
+it to a federation's coordinator instead of simulating it here.
 
     roost new myapp && roost run myapp --run-config num-rounds=3 --out out
+    roost run myapp --federation prod --sign-key publisher.pem
 
 The run config comes from the project's `pyproject.toml` (`[tool.roost.config]`, or Flower's
 `[tool.flwr.app.config]`); `--run-config KEY=VALUE` overrides its keys, and `--engine` and
@@ -21,6 +25,7 @@ from roost.cli.secagg_options import add_secagg_arguments, secure_aggregation
 from roost.cli.settings import result_settings
 from roost.cli.simulate import add_state_options, recording_options
 from roost.cli.strategy_options import add_clip_arguments
+from roost.cli.submit import add_submit_options, submit, submits
 from roost.client.client import ClientFn
 from roost.engines import ENGINES
 from roost.engines.threads import use_passive_wait
@@ -63,6 +68,7 @@ def add_command(root: CommandParser) -> None:
     add_privacy_arguments(parser)
     add_clip_arguments(parser)
     add_secagg_arguments(parser)
+    add_submit_options(parser)
     parser.set_defaults(handler=run)
 
 
@@ -70,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
     """Simulate the project `args.directory`; print the summary and write `--out`."""
     from roost.outputs import check_out_dir, save_run
 
+    if submits(args):
+        return submit(args)
     if args.resume and not args.state:
         raise ConfigurationError("--resume needs --state DIR, the directory of the run to resume")
     if args.out:
