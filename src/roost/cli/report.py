@@ -233,13 +233,16 @@ def _counts(record: RoundRecord | None) -> tuple[str, str]:
 def history_table(history: History, accuracy_key: str = "accuracy") -> Table:
     """One row per round: results/failures, distributed vs centralized loss and accuracy, the
     clients' training loss and accuracy (when their fits report `train_loss` / `train_accuracy`),
-    and the ε spent so far for a private run (central, or each client's with local DP)."""
+    and the ε spent so far for a private run (central, or each client's with local DP), with
+    the largest record-level ε of DP-SGD clients beside it."""
     from rich.table import Table
 
-    privacy = history.privacy
+    privacy, record = history.privacy, history.record_privacy
     title = "roost run summary (dist = clients, central = server)"
     if privacy is not None and privacy.delta is not None:
         title += f"; ε at δ = {privacy.delta:.3g}"
+    if record is not None:
+        title += f"; record ε at δ = {record.delta:.3g}"
     table = Table(title=title)
     columns = [
         "round",
@@ -262,9 +265,12 @@ def history_table(history: History, accuracy_key: str = "accuracy") -> Table:
     columns.extend(training)
     if privacy is not None:
         columns.append("ε" if privacy.kind == "central" else "ε per client")
+    if record is not None:
+        columns.append("record ε")
     for column in columns:
         table.add_column(column, justify="right")
     spent = _by_round(privacy.epsilon) if privacy is not None else {}
+    record_spent = _by_round(record.epsilon) if record is not None else {}
     loss_d = _by_round(history.losses_distributed)
     loss_c = _by_round(history.losses_centralized)
     acc_d = _by_round(history.metrics_distributed.get(accuracy_key, []))
@@ -284,5 +290,7 @@ def history_table(history: History, accuracy_key: str = "accuracy") -> Table:
         ]
         if privacy is not None:
             cells.append(_format(spent.get(server_round)))
+        if record is not None:
+            cells.append(_format(record_spent.get(server_round)))
         table.add_row(*cells)
     return table
