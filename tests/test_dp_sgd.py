@@ -61,33 +61,56 @@ def test_reported_epsilon_is_opacus_rdp_accountant_over_every_round_trained() ->
         reported.append(metrics[RECORD_EPSILON])
         assert metrics[RECORD_DELTA] == DELTA
     # Opacus' Poisson sampling: rate 1 / (batches per epoch); one step per batch, one epoch.
-    steps = math.ceil(num_examples / BATCH)
-    expected = []
-    for rounds in (1, 2):
-        accountant = accountants.RDPAccountant()
-        accountant.history = [(SIGMA, 1 / steps, steps * rounds)]
-        expected.append(accountant.get_epsilon(delta=DELTA))
+    expected = [rdp_epsilon(num_examples, rounds) for rounds in (1, 2)]
     assert reported == pytest.approx(expected, rel=1e-12)
+    steps = math.ceil(num_examples / BATCH)
     assert reported[1] > reported[0] > 0
     assert context.state[STATE_KEY] == [[SIGMA, 1 / steps, 2 * steps]]
     assert all(np.isfinite(a).all() for a in parameters)
 
 
-def test_two_rounds_of_two_dp_sgd_clients_show_record_epsilon_growing(tmp_path) -> None:
-    history = run_simulation(
-        digits_client,
-        2,
-        config=ServerConfig(num_rounds=2),
-        seed=0,
-        engine="sequential",
-        out_dir=tmp_path,
-    )
+class Stop(Exception):
+    pass
+
+
+def stop_after_round_1(state: roost.ServerState) -> None:
+    if state.server_round == 1:
+        raise Stop
+
+
+def rdp_epsilon(num_examples: int, rounds: int) -> float:
+    """Opacus' RDP accountant after `rounds` one-epoch rounds on `num_examples` examples."""
+    steps = math.ceil(num_examples / BATCH)
+    accountant = accountants.RDPAccountant()
+    accountant.history = [(SIGMA, 1 / steps, steps * rounds)]
+    return accountant.get_epsilon(delta=DELTA)
+
+
+def test_two_dp_sgd_clients_two_rounds_resumed_show_record_epsilon_growing(tmp_path) -> None:
+    def run(**options) -> History:
+        return run_simulation(
+            digits_client,
+            2,
+            config=ServerConfig(num_rounds=2),
+            seed=0,
+            engine="sequential",
+            state_dir=tmp_path / "state",
+            **options,
+        )
+
+    with pytest.raises(Stop):
+        run(on_round_end=stop_after_round_1)
+    # The resumed round 2 continues each client's accountant from the recorded node state.
+    history = run(resume=True, out_dir=tmp_path / "out")
     record = history.record_privacy
     assert record is not None and record.kind == "record" and record.delta == DELTA
     (r1, eps1), (r2, eps2) = record.epsilon
     assert (r1, r2) == (1, 2) and 0 < eps1 < eps2
+    train, _ = load_digits_split(seed=0)
+    sizes = [len(part) for part in iid_partition(len(train.y), 2, seed=0)]
+    assert eps2 == pytest.approx(max(rdp_epsilon(n, 2) for n in sizes), rel=1e-12)
     assert history.privacy is None  # no client-level DP in this run
-    saved = History.from_json((tmp_path / "history.json").read_text())
+    saved = History.from_json((tmp_path / "out" / "history.json").read_text())
     assert saved.record_privacy == record
     columns = {c.header: c._cells for c in history_table(history).columns}
     assert columns["record ε"] == [f"{eps1:.4f}", f"{eps2:.4f}"]
