@@ -16,7 +16,7 @@ from roost.core.config_keys import SERVER_ROUND
 from roost.data.bundled_digits import load_digits_split
 from roost.data.partition import iid_partition
 from roost.errors import ConfigurationError
-from roost.server.history import History
+from roost.server.history import History, RoundRecord
 from roost.server.loop import ServerConfig
 from roost.simulation import run_simulation
 
@@ -192,3 +192,16 @@ def test_dp_sgd_refuses_fedprox_and_a_plain_dp_sgd_value() -> None:
         client.fit(client.get_parameters({}), {})
     with pytest.raises(ConfigurationError, match="dp_sgd must be a DPSGD"):
         TorchClient(net, data, dp_sgd={"noise_multiplier": 1.0})
+
+
+def test_the_summary_table_shows_record_epsilon_beside_client_level_epsilon() -> None:
+    history = History(
+        losses_centralized=[(0, 2.3), (1, 2.0)],
+        measurements={"local_epsilon": [(1, 3.0)], "delta": [(1, 1e-4)]},
+        rounds=[RoundRecord(1, fit_results=2, record_epsilon=0.75, record_delta=1e-5)],
+    )
+    table = history_table(history)
+    assert "ε at δ = 0.0001; record ε at δ = 1e-05" in str(table.title)
+    columns = {c.header: c._cells for c in table.columns}
+    assert columns["ε per client"] == ["-", "3.0000"]
+    assert columns["record ε"] == ["-", "0.7500"]  # round 0 (the initial model) spent nothing
