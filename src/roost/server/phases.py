@@ -40,6 +40,7 @@ class PhaseOutcomes:
     ) -> None:
         self._stream = self._collect(transport, cohort, timeout, template, label, level)
         self.label = label
+        self._level = level
         self.results = 0
         self.failures: list[Failure] = []
         # (ε, δ) that DP-SGD clients reported under the reserved fit-metric names.
@@ -61,16 +62,18 @@ class PhaseOutcomes:
         epsilon, delta = metrics[RECORD_EPSILON], metrics.get(RECORD_DELTA)
         numbers = [v for v in (epsilon, delta) if isinstance(v, int | float | np.floating)]
         if len(numbers) < 2 or isinstance(epsilon, bool) or isinstance(delta, bool):
-            log.warning(
-                "%s: client %s reported no numeric %s with its %s; not recorded",
+            log.log(
+                self._level,
+                "%s: client %s reported a %s or %s that is not a number; not recorded",
                 self.label,
                 client_id,
-                RECORD_DELTA,
                 RECORD_EPSILON,
+                RECORD_DELTA,
             )
             return
         if not (np.isfinite(numbers).all() and epsilon >= 0 and 0 <= delta < 1):
-            log.warning(
+            log.log(
+                self._level,
                 "%s: client %s reported %s=%s, %s=%s; not recorded",
                 self.label,
                 client_id,
