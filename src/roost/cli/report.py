@@ -230,16 +230,30 @@ def _counts(record: RoundRecord | None) -> tuple[str, str]:
     return fit, f"{record.evaluate_results}/{record.evaluate_failures}"
 
 
+def _privacy_columns(history: History) -> tuple[str, dict[str, dict[int, Any]]]:
+    """The table's title, with the δ of each ε shown, and its ε columns by round: client-level
+    (central, or each client's with local DP), then record-level (DP-SGD clients' largest)."""
+    title = "roost run summary (dist = clients, central = server)"
+    columns: dict[str, dict[int, Any]] = {}
+    privacy, record = history.privacy, history.record_privacy
+    if privacy is not None:
+        if privacy.delta is not None:
+            title += f"; ε at δ = {privacy.delta:.3g}"
+        columns["ε" if privacy.kind == "central" else "ε per client"] = _by_round(privacy.epsilon)
+    if record is not None:
+        title += f"; record ε at δ = {record.delta:.3g}"
+        columns["record ε"] = _by_round(record.epsilon)
+    return title, columns
+
+
 def history_table(history: History, accuracy_key: str = "accuracy") -> Table:
     """One row per round: results/failures, distributed vs centralized loss and accuracy, the
     clients' training loss and accuracy (when their fits report `train_loss` / `train_accuracy`),
-    and the ε spent so far for a private run (central, or each client's with local DP)."""
+    and the ε spent so far for a private run (central, or each client's with local DP), with
+    the largest record-level ε of DP-SGD clients beside it."""
     from rich.table import Table
 
-    privacy = history.privacy
-    title = "roost run summary (dist = clients, central = server)"
-    if privacy is not None and privacy.delta is not None:
-        title += f"; ε at δ = {privacy.delta:.3g}"
+    title, spent = _privacy_columns(history)
     table = Table(title=title)
     columns = [
         "round",
@@ -260,11 +274,9 @@ def history_table(history: History, accuracy_key: str = "accuracy") -> Table:
         if name in history.metrics_distributed_fit
     }
     columns.extend(training)
-    if privacy is not None:
-        columns.append("ε" if privacy.kind == "central" else "ε per client")
+    columns.extend(spent)
     for column in columns:
         table.add_column(column, justify="right")
-    spent = _by_round(privacy.epsilon) if privacy is not None else {}
     loss_d = _by_round(history.losses_distributed)
     loss_c = _by_round(history.losses_centralized)
     acc_d = _by_round(history.metrics_distributed.get(accuracy_key, []))
@@ -281,8 +293,7 @@ def history_table(history: History, accuracy_key: str = "accuracy") -> Table:
             _format(acc_d.get(server_round)),
             _format(acc_c.get(server_round)),
             *(_format(values.get(server_round)) for values in training.values()),
+            *(_format(values.get(server_round)) for values in spent.values()),
         ]
-        if privacy is not None:
-            cells.append(_format(spent.get(server_round)))
         table.add_row(*cells)
     return table

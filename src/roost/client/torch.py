@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from roost.client.client import Client
+from roost.client.dp_sgd import DPSGD, fit_dp_sgd
 from roost.client.evaluation import evaluate_model, fit_client
 from roost.client.recipe import (
     LocalOptimizer,
@@ -29,6 +30,7 @@ from roost.client.recipe import (
 )
 from roost.client.training import TaskModel
 from roost.core.types import Config, Metrics, Parameters
+from roost.errors import ConfigurationError
 
 _local = threading.local()
 
@@ -67,6 +69,10 @@ class TorchClient(Client):
         seed: with the round number and `partition_id`, fixes the batch order.
         partition_id: this client's partition (selects its batch order).
         dtype: "float32" or "float64".
+        dp_sgd: `DPSGD(...)` trains with record-level DP-SGD (Opacus) and reports the client's
+            ε so far as the fit metric `record_epsilon` (see `roost.client.dp_sgd`).
+        state: where the DP-SGD accountant is kept across rounds: pass `context.state`, so ε
+            accumulates over every round the client trains in (default: this object's own dict).
 
     The fit config may override `lr`, `local_epochs`, `batch_size` and `proximal_mu` for a round;
     `server_round` in it selects the round's batch order.
@@ -88,6 +94,8 @@ class TorchClient(Client):
         seed: int = 0,
         partition_id: int = 0,
         dtype: str = "float32",
+        dp_sgd: DPSGD | None = None,
+        state: dict[str, Any] | None = None,
     ) -> None:
         task = TaskSpec(
             model=model,
@@ -103,6 +111,12 @@ class TorchClient(Client):
             dtype=dtype,
         )
         self._setup(TaskModel(task), train_data, eval_data, partition_id)
+        if dp_sgd is not None and not isinstance(dp_sgd, DPSGD):
+            raise ConfigurationError(
+                f"dp_sgd must be a DPSGD (roost.client.dp_sgd), got {type(dp_sgd).__name__}"
+            )
+        self.dp_sgd = dp_sgd
+        self.state = {} if state is None else state
 
     @classmethod
     def from_task(cls, task: TaskSpec, partition_id: int, num_partitions: int) -> TorchClient:
@@ -112,6 +126,7 @@ class TorchClient(Client):
         client._setup(
             task_model_for(task), task.data(partition_id, num_partitions), eval_data, partition_id
         )
+        client.dp_sgd, client.state = None, {}
         return client
 
     def _setup(
@@ -135,7 +150,12 @@ class TorchClient(Client):
         return self.task_model.to_arrays(self.task_model.initial_state(), None)
 
     def fit(self, parameters: Parameters, config: Config) -> tuple[Parameters, int, Metrics]:
-        """Train from `parameters` on this client's data with the round's recipe."""
+        """Train from `parameters` on this client's data with the round's recipe (with DP-SGD
+        when the client has `dp_sgd`)."""
+        if self.dp_sgd is not None:
+            return fit_dp_sgd(
+                self.task_model, parameters, self.x, self.y, config, self.dp_sgd, self.state
+            )
         return fit_client(self.task_model, parameters, self.x, self.y, config, self.partition_id)
 
     def evaluate(self, parameters: Parameters, config: Config) -> tuple[float, int, Metrics]:

@@ -27,7 +27,10 @@ class Privacy:
         kind: "central": (ε, δ)-DP of everything the server releases, for any one client's
             participation (client-level DP, under the sampling the accountant assumed);
             "local": (ε, δ)-DP of each client's own messages, bounding what even the server can
-            learn about that client's data (a bound for a client that took part in every round).
+            learn about that client's data (a bound for a client that took part in every round);
+            "record": (ε, δ)-DP of each client's messages for any one of its examples
+            (record-level DP-SGD): after each round, the largest ε a client reported that round,
+            for everything that client has sent so far.
         delta: the δ every ε is reported at (None if the run did not record it).
         epsilon: `(round, ε)` pairs, ε after that round.
     """
@@ -62,6 +65,9 @@ class RoundRecord:
     failed_clients: list[str] = field(default_factory=list)
     phases: dict[str, list[int]] = field(default_factory=dict)
     withheld: bool = False
+    # Record-level DP-SGD: the largest ε (and δ) the round's clients reported for their own data.
+    record_epsilon: float | None = None
+    record_delta: float | None = None
 
     def count(self, phase: str, results: int, failed_clients: list[str]) -> None:
         """Add one phase's outcome counts (a phase may run several times in a round)."""
@@ -77,6 +83,20 @@ class RoundRecord:
             counts[0] += results
             counts[1] += len(failed_clients)
 
+    def note_record_privacy(self, spent: list[tuple[float, float]]) -> None:
+        """Keep the largest of the `(ε, δ)` pairs that DP-SGD clients reported this round.
+
+        A client with (ε_i, δ_i)-DP also has (max ε, max δ)-DP, so the pair bounds every client.
+        """
+        if not spent:
+            return
+        epsilons = [epsilon for epsilon, _ in spent]
+        deltas = [delta for _, delta in spent]
+        if self.record_epsilon is not None:
+            epsilons.append(self.record_epsilon)
+            deltas.append(self.record_delta or 0.0)
+        self.record_epsilon, self.record_delta = max(epsilons), max(deltas)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready data; `phases` only when a phase other than fit/evaluate ran; a withheld
         round only as its number and `"withheld": true`."""
@@ -86,6 +106,8 @@ class RoundRecord:
         del data["withheld"]
         if not self.phases:
             del data["phases"]
+        if self.record_epsilon is None:
+            del data["record_epsilon"], data["record_delta"]
         return data
 
 
@@ -142,13 +164,24 @@ class History:
                 return Privacy(kind, delta, [(r, float(value)) for r, value in spent])
         return None
 
+    @property
+    def record_privacy(self) -> Privacy | None:
+        """The record-level privacy DP-SGD clients reported (None when none did): per round, the
+        largest ε of that round's clients, at the largest δ any of them reported."""
+        spent = [r for r in self.rounds if r.record_epsilon is not None]
+        if not spent:
+            return None
+        delta = max(float(r.record_delta or 0.0) for r in spent)
+        return Privacy("record", delta, [(r.server_round, float(r.record_epsilon)) for r in spent])
+
     # -- serialization -------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data; pairs become `[round, value]` lists, bytes become base64 text.
 
-        `measurements` appears only when some part measured something, and `privacy` only for
-        a run with DP accounting (its ε per round, read back from `measurements`).
+        `measurements` appears only when some part measured something, `privacy` only for
+        a run with DP accounting (its ε per round, read back from `measurements`), and
+        `record_privacy` only when DP-SGD clients reported their ε (read back from `rounds`).
         """
         data: dict[str, Any] = {
             "losses_distributed": [[r, v] for r, v in self.losses_distributed],
@@ -161,6 +194,8 @@ class History:
             data["measurements"] = _series_to_lists(self.measurements)
         if (privacy := self.privacy) is not None:
             data["privacy"] = privacy.to_dict()
+        if (record := self.record_privacy) is not None:
+            data["record_privacy"] = record.to_dict()
         data["rounds"] = [record.to_dict() for record in self.rounds]
         return data
 

@@ -17,7 +17,8 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from roost.core.types import ClientId, Failure, Instruction, Outcome, Parameters
+from roost.client.dp_sgd import RECORD_DELTA, RECORD_EPSILON
+from roost.core.types import ClientId, Failure, FitRes, Instruction, Metrics, Outcome, Parameters
 from roost.core.validation import validate_result
 from roost.server.history import RoundRecord
 from roost.transport.base import Transport
@@ -39,8 +40,11 @@ class PhaseOutcomes:
     ) -> None:
         self._stream = self._collect(transport, cohort, timeout, template, label, level)
         self.label = label
+        self._level = level
         self.results = 0
         self.failures: list[Failure] = []
+        # (ε, δ) that DP-SGD clients reported under the reserved fit-metric names.
+        self.record_privacy: list[tuple[float, float]] = []
         self.done = False
 
     def __iter__(self) -> Iterator[Outcome]:
@@ -49,8 +53,37 @@ class PhaseOutcomes:
                 self.failures.append(outcome)
             else:
                 self.results += 1
+                if isinstance(outcome, FitRes) and RECORD_EPSILON in outcome.metrics:
+                    self._note_record_privacy(client_id, outcome.metrics)
             yield client_id, outcome
         self.done = True
+
+    def _note_record_privacy(self, client_id: ClientId, metrics: Metrics) -> None:
+        epsilon, delta = metrics[RECORD_EPSILON], metrics.get(RECORD_DELTA)
+        numbers = [v for v in (epsilon, delta) if isinstance(v, int | float | np.floating)]
+        if len(numbers) < 2 or isinstance(epsilon, bool) or isinstance(delta, bool):
+            log.log(
+                self._level,
+                "%s: client %s reported a %s or %s that is not a number; not recorded",
+                self.label,
+                client_id,
+                RECORD_EPSILON,
+                RECORD_DELTA,
+            )
+            return
+        if not (np.isfinite(numbers).all() and epsilon >= 0 and 0 <= delta < 1):
+            log.log(
+                self._level,
+                "%s: client %s reported %s=%s, %s=%s; not recorded",
+                self.label,
+                client_id,
+                RECORD_EPSILON,
+                epsilon,
+                RECORD_DELTA,
+                delta,
+            )
+            return
+        self.record_privacy.append((float(epsilon), float(delta)))
 
     def drain(self) -> None:
         """Read whatever the strategy left unread, so every member is accounted for."""
@@ -149,6 +182,7 @@ class Round:
             if not self.record.withheld:
                 failed = [f.client_id for f in outcomes.failures]
                 self.record.count(phase, outcomes.results, failed)
+                self.record.note_record_privacy(outcomes.record_privacy)
             log.log(
                 self._info,
                 "%s received %d results and %d failures",
