@@ -256,8 +256,8 @@ class MalformedClient(ToyClient):
         (lambda p: ([p[0], p[0]], 1, {}), "expected 1 arrays like the global model, got 2"),
         (lambda p: ([np.zeros(3)], 1, {}), "parameter 0 has shape (3,), the global model has (2,)"),
         (
-            lambda p: ([np.zeros(2, np.float32)], 1, {}),
-            "dtype float32, the global model has float64",
+            lambda p: ([np.zeros(2, np.int64)], 1, {}),
+            "dtype int64, the global model has float64",
         ),
         (lambda p: ([np.array([np.nan, 0.0])], 1, {}), "NaN or Inf"),
         (lambda p: (p, -5, {}), "num_examples=-5"),

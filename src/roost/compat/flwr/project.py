@@ -26,7 +26,7 @@ from roost.client.client import ClientLike
 from roost.client.client import Context as NodeContext
 from roost.compat.flwr import alias
 from roost.compat.flwr.clientapp import ClientApp, node_client
-from roost.compat.flwr.message import Context
+from roost.compat.flwr.message import RUN_ID, Context
 from roost.compat.flwr.pyproject import FlowerProject, RunConfigOverrides, load_project
 from roost.compat.flwr.records import RecordDict
 from roost.compat.flwr.serverapp.app import ServerApp
@@ -48,9 +48,6 @@ from roost.transport.base import Transport
 from roost.transport.grpc.security import PemSource
 
 log = logging.getLogger("roost")
-
-RUN_ID = 1
-"""The run id apps see in `context.run_id` and message metadata (roost serves one run)."""
 
 
 def seed_global_generators(seed: int) -> None:
@@ -226,13 +223,16 @@ def run_apps(
     settings: RunSettings,
 ) -> History:
     """Run one federation of `server_app` with nodes that run `client_app`, over `transport`."""
-    if server_app.is_message_app != client_app.is_message_app:
+    # A main(grid, context) may drive client_fn nodes (flwr.server.workflow's DefaultWorkflow);
+    # a server_fn app can only drive them.
+    if client_app.is_message_app and not server_app.is_message_app:
         raise ConfigurationError(
             "the ServerApp and the ClientApp use different APIs: pair @app.main() with "
             "@app.train()/@app.evaluate() handlers, or ServerApp(server_fn=...) with "
             "ClientApp(client_fn=...)"
         )
     context = Context(RUN_ID, 0, {}, RecordDict(), dict(run_config))
+    settings.message_nodes = client_app.is_message_app
     if server_app.is_message_app:
         server_app(Grid(transport, run_id=RUN_ID, settings=settings), context)
         return settings.histories[-1] if settings.histories else History()

@@ -1,12 +1,15 @@
-"""`flwr.server` names: ServerApp, ServerAppComponents, ServerConfig, Grid, start_server, …"""
+"""`flwr.server` names: ServerApp, ServerAppComponents, ServerConfig, Grid, LegacyContext,
+start_server, and the submodules `strategy` and `workflow`."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from roost.compat.flwr.server import strategy
+from roost.compat.flwr.server import strategy, workflow
+from roost.compat.flwr.server.workflow import LegacyContext
 from roost.compat.flwr.serverapp.app import ServerApp, ServerAppComponents
 from roost.compat.flwr.serverapp.grid import Grid
+from roost.compat.flwr.unsupported import missing_names
 from roost.errors import ConfigurationError
 from roost.server.history import History
 from roost.server.loop import ServerConfig
@@ -51,9 +54,13 @@ def _default_strategy() -> Strategy:
 __all__ = [
     "Grid",
     "History",
+    "LegacyContext",
     "ServerApp",
     "ServerAppComponents",
     "ServerConfig",
     "start_server",
     "strategy",
+    "workflow",
 ]
+
+__getattr__ = missing_names("flwr.server", __all__)

@@ -62,6 +62,9 @@ class RunSettings:
     node_states: NodeStates | None = None
     on_round_end: RoundCallback | None = None
     histories: list[History] = field(default_factory=list)
+    message_nodes: bool = True
+    """False when the nodes run a `ClientApp(client_fn=...)`: they answer a classic strategy's
+    rounds (`flwr.server.workflow`), not messages."""
 
     def take_resume_state(self) -> ServerState | None:
         """The state to resume from, handed out once (to the run's first strategy run)."""
@@ -156,6 +159,12 @@ class Grid:
 
     def exchange(self, messages: Iterable[Message], timeout: float | None) -> Iterator[Exchanged]:
         """Send `messages` as one cohort; stream back each node's reply or failure as it comes."""
+        if not self.settings.message_nodes:
+            raise ConfigurationError(
+                "the nodes run ClientApp(client_fn=...), which answers a classic strategy's "
+                "rounds, not messages: run one with flwr.server.workflow.DefaultWorkflow, or give "
+                "the ClientApp @app.train() / @app.evaluate() handlers"
+            )
         cohort: list[tuple[ClientId, PhaseIns]] = []
         sent: dict[ClientId, Message] = {}
         shared: dict[tuple[Any, ...], PhaseIns] = {}

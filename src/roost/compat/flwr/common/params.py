@@ -1,4 +1,4 @@
-"""`flwr.common` names: Context, Metrics, Scalar, NDArrays and the Parameters helpers.
+"""`Parameters` and its helpers: serialized arrays as `flwr.common` names them.
 
 `Parameters` here holds each array as NumPy's `.npy` bytes written with `allow_pickle=False` (read
 back the same way), so it never unpickles anything.
@@ -11,9 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from roost.client.client import Context
-from roost.compat.flwr.records import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
-from roost.core.types import Config, Metrics, Scalar
+from roost.core.types import Scalar
 from roost.errors import InvalidMessageError
 
 NDArray = np.ndarray
@@ -57,24 +55,3 @@ def as_ndarrays(parameters: Parameters | NDArrays | None) -> NDArrays | None:
     if isinstance(parameters, Parameters):
         return parameters_to_ndarrays(parameters)
     return None if parameters is None else [np.asarray(array) for array in parameters]
-
-
-__all__ = [
-    "Array",
-    "ArrayRecord",
-    "Config",
-    "ConfigRecord",
-    "Context",
-    "MetricRecord",
-    "Metrics",
-    "NDArray",
-    "NDArrays",
-    "Parameters",
-    "Properties",
-    "RecordDict",
-    "Scalar",
-    "bytes_to_ndarray",
-    "ndarray_to_bytes",
-    "ndarrays_to_parameters",
-    "parameters_to_ndarrays",
-]
