@@ -263,7 +263,8 @@ _MESSAGE_SERVER = """
 
     @app.main()
     def main(grid, context):
-        grid.send_and_receive([Message(RecordDict(), node, "train") for node in grid.get_node_ids()])
+        messages = [Message(RecordDict(), node, "train") for node in grid.get_node_ids()]
+        grid.send_and_receive(messages)
 """
 
 _MESSAGE_CLIENT = """

@@ -86,3 +86,27 @@ def test_a_name_roost_does_not_provide_fails_at_import_with_one_line(flwr) -> No
         from flwr.server.workflow import WorkflowState  # noqa: F401
     with pytest.raises(alias.UnsupportedFlowerModule, match=r"provides .*flwr\.server\.workflow"):
         import flwr.common.secure_aggregation  # noqa: F401
+
+
+def test_a_name_missing_from_a_module_without_refusals_is_one_line_naming_the_import(
+    tmp_path,
+) -> None:
+    from roost.compat.flwr.project import run_project
+
+    package = tmp_path / "gone_app"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "server_app.py").write_text(
+        "import numpy\nfrom flwr.server.strategy import NoSuchStrategy\n"
+    )
+    (package / "client_app.py").write_text("")
+    (tmp_path / "pyproject.toml").write_text(
+        "[tool.flwr.app.components]\n"
+        'serverapp = "gone_app.server_app:app"\nclientapp = "gone_app.client_app:app"\n'
+    )
+    with pytest.raises(ConfigurationError) as refused:
+        run_project(tmp_path, num_nodes=2)
+    assert str(refused.value) == (
+        "gone_app/server_app.py:2: flwr.server.strategy.NoSuchStrategy is not supported by "
+        "roost's Flower layer; run this project on Flower itself"
+    )

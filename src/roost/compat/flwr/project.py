@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import re
 import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -342,6 +343,15 @@ def _component(directory: str, reference: str, kind: type, name: str) -> Any:
         raise ConfigurationError(
             f"{name} = {reference!r}: no module {error.name or module_name!r} in the project "
             "directory"
+        ) from None
+    except ImportError as error:  # a name missing from a layer module without a refusal hook
+        missing = re.match(r"cannot import name '(\w+)'", str(error))
+        if missing is None or not (error.name or "").startswith(alias.TARGET):
+            raise
+        flower_name = f"{alias.ALIAS}{error.name[len(alias.TARGET) :]}.{missing[1]}"
+        raise ConfigurationError(
+            f"{project_line(error, Path(directory)) or module_name}: {flower_name} is not "
+            "supported by roost's Flower layer; run this project on Flower itself"
         ) from None
     component = vars(module).get(attribute)
     if not isinstance(component, kind):
