@@ -181,3 +181,28 @@ def test_a_mod_that_refuses_fails_the_node_with_its_reason() -> None:
     # fixedclipping_mod without the server's clipping norm says what to wrap
     with pytest.raises(InvalidMessageError, match="DifferentialPrivacyClientSideFixedClipping"):
         _modded(1.0, [fixedclipping_mod]).fit([np.zeros(2)], {})
+
+
+def test_run_simulation_passes_a_client_fn_apps_calls_through_its_mods() -> None:
+    from roost.compat.flwr.server import ServerApp, ServerAppComponents, ServerConfig
+    from roost.compat.flwr.server.strategy import FedAvg
+    from roost.compat.flwr.simulation import run_simulation
+
+    seen: list[str] = []
+
+    def count(msg: Message, context: Context, call_next):
+        seen.append(f"{msg.metadata.message_type} {context.node_id}")
+        return call_next(msg, context)
+
+    strategy = FedAvg(initial_parameters=[np.zeros(2)], fraction_evaluate=0.0)
+    history = run_simulation(
+        server_app=ServerApp(
+            server_fn=lambda context: ServerAppComponents(
+                strategy=strategy, config=ServerConfig(num_rounds=1)
+            )
+        ),
+        client_app=ClientApp(client_fn=lambda context: _Shift(1.0), mods=[count]),
+        num_supernodes=2,
+    )
+    assert sorted(seen) == ["train 0", "train 1"]
+    np.testing.assert_allclose(history.parameters[0], np.ones(2))

@@ -65,7 +65,7 @@ def secaggplus_mod(msg: Message, context: Context, call_next: Handler) -> Messag
     On roost the node answers the protocol's four phases itself (`roost.client.
     secure_aggregation`): its masked input is its train reply as the app's other mods leave it,
     so `fixedclipping_mod` after this mod clips the update before it is masked. Messages reach
-    the app unchanged through this mod; it logs each train message's round at DEBUG.
+    the app unchanged through this mod (it logs each train message at DEBUG).
     """
     if msg.metadata.message_type == MessageType.TRAIN:
         log.debug("secaggplus_mod: node %s trains for a SecAgg+ round", msg.metadata.dst_node_id)
