@@ -206,3 +206,37 @@ def test_run_simulation_passes_a_client_fn_apps_calls_through_its_mods() -> None
     )
     assert sorted(seen) == ["train 0", "train 1"]
     np.testing.assert_allclose(history.parameters[0], np.ones(2))
+
+
+def test_what_a_mod_leaves_in_the_nodes_state_is_kept_across_rounds() -> None:
+    from roost.compat.flwr.records import MetricRecord
+    from roost.compat.flwr.server import ServerApp, ServerAppComponents, ServerConfig
+    from roost.compat.flwr.server.strategy import FedAvg
+    from roost.compat.flwr.simulation import run_simulation
+
+    counts: list[tuple[int, int]] = []
+
+    def count_after(msg: Message, context: Context, call_next):
+        reply = call_next(msg, context)  # written after the client answered
+        record = context.state.metric_records.get("mod", MetricRecord({"n": 0}))
+        record["n"] += 1
+        context.state["mod"] = record
+        counts.append((context.node_id, record["n"]))
+        return reply
+
+    strategy = FedAvg(
+        initial_parameters=[np.zeros(2)],
+        fraction_evaluate=0.0,
+        min_fit_clients=1,
+        min_available_clients=1,
+    )
+    run_simulation(
+        server_app=ServerApp(
+            server_fn=lambda context: ServerAppComponents(
+                strategy=strategy, config=ServerConfig(num_rounds=3)
+            )
+        ),
+        client_app=ClientApp(client_fn=lambda context: _Shift(1.0), mods=[count_after]),
+        num_supernodes=1,
+    )
+    assert counts == [(0, 1), (0, 2), (0, 3)]

@@ -187,7 +187,8 @@ def node_client(app: ClientApp, context: NodeContext) -> ClientLike:
     flower_context = codec.flower_context(
         RUN_ID, node_id, context.node_config, context.run_config, client.state
     )
-    return ModdedClient(client, app.mods, flower_context)
+    # after each message: what the mods put in the node's state is kept too
+    return ModdedClient(client, app.mods, flower_context, after=lambda: client.kept(None))
 
 
 class StatefulClientFn:
@@ -223,17 +224,18 @@ class _KeepsFlowerState(Client):
 
     def get_parameters(self, config: Config) -> Parameters:
         """The client's answer, its node's state kept."""
-        return self._kept(self.client.get_parameters(config))
+        return self.kept(self.client.get_parameters(config))
 
     def fit(self, parameters: Parameters, config: Config) -> tuple[Parameters, int, Metrics]:
         """The client's answer, its node's state kept."""
-        return self._kept(self.client.fit(parameters, config))
+        return self.kept(self.client.fit(parameters, config))
 
     def evaluate(self, parameters: Parameters, config: Config) -> tuple[float, int, Metrics]:
         """The client's answer, its node's state kept."""
-        return self._kept(self.client.evaluate(parameters, config))
+        return self.kept(self.client.evaluate(parameters, config))
 
-    def _kept(self, answer: Any) -> Any:
+    def kept(self, answer: Any) -> Any:
+        """`answer`, once the node's records are kept in its roost state."""
         _keep_node_records(self.node_context, self.state)
         return answer
 

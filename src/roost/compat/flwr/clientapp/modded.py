@@ -51,12 +51,21 @@ def _wrap(mod: Mod, inner: Handler) -> Handler:
 
 
 class ModdedClient(Client):
-    """`client`'s `fit` and `evaluate` as messages through `mods`, in the node's `context`."""
+    """`client`'s `fit` and `evaluate` as messages through `mods`, in the node's `context`;
+    `after` is called once the mods are done with each message (to keep what they left in
+    `context.state`)."""
 
-    def __init__(self, client: ClientLike, mods: Sequence[Mod], context: Context) -> None:
+    def __init__(
+        self,
+        client: ClientLike,
+        mods: Sequence[Mod],
+        context: Context,
+        after: Callable[[], object] | None = None,
+    ) -> None:
         self.client = client
         self.mods = list(mods)
         self.context = context
+        self.after = after
 
     def get_parameters(self, config: Config) -> Parameters:
         """The client's own answer (Flower's mods see no parameter requests either)."""
@@ -108,6 +117,8 @@ class ModdedClient(Client):
         message.metadata.run_id = self.context.run_id
         message.metadata.message_id = new_message_id(self.context.run_id)
         reply = chained(self.mods, handler)(message, self.context)
+        if self.after is not None:
+            self.after()
         if reply.has_error():
             raise InvalidMessageError(f"a mod refused the {kind} message: {reply.error.reason}")
         return reply
