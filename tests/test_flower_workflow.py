@@ -240,3 +240,49 @@ def test_what_a_mod_leaves_in_the_nodes_state_is_kept_across_rounds() -> None:
         num_supernodes=1,
     )
     assert counts == [(0, 1), (0, 2), (0, 3)]
+
+
+_PUSHING_SERVER = """
+    from flwr.app import Message, RecordDict
+    from flwr.serverapp import ServerApp
+
+    app = ServerApp()
+
+    @app.main()
+    def main(grid, context):
+        nodes = grid.get_node_ids()
+        grid.push_messages([Message(RecordDict(), node, "train") for node in nodes])
+"""
+
+_SLOW_CLIENT = """
+    import time
+    from flwr.app import Message, RecordDict
+    from flwr.clientapp import ClientApp
+
+    app = ClientApp()
+    answered = []
+
+    @app.train()
+    def train(msg, context):
+        time.sleep(0.2)
+        answered.append(context.node_id)
+        return Message(RecordDict(), reply_to=msg)
+"""
+
+
+def test_messages_pushed_and_never_pulled_reach_their_nodes_before_the_run_ends(
+    tmp_path: Path,
+) -> None:
+    import sys
+
+    package = tmp_path / "push_app"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "server_app.py").write_text(textwrap.dedent(_PUSHING_SERVER))
+    (package / "client_app.py").write_text(textwrap.dedent(_SLOW_CLIENT))
+    (tmp_path / "pyproject.toml").write_text(
+        "[tool.flwr.app.components]\n"
+        'serverapp = "push_app.server_app:app"\nclientapp = "push_app.client_app:app"\n'
+    )
+    run_project(tmp_path, num_nodes=2)
+    assert sorted(sys.modules["push_app.client_app"].answered) == [0, 1]

@@ -235,7 +235,9 @@ def run_apps(
     context = Context(RUN_ID, 0, {}, RecordDict(), dict(run_config))
     settings.message_nodes = client_app.is_message_app
     if server_app.is_message_app:
-        server_app(Grid(transport, run_id=RUN_ID, settings=settings), context)
+        grid = Grid(transport, run_id=RUN_ID, settings=settings)
+        server_app(grid, context)
+        grid.wait_for_pushes()  # messages pushed and never pulled still reach their nodes
         return settings.histories[-1] if settings.histories else History()
     components = server_app.components(context)
     return run_rounds(

@@ -92,6 +92,7 @@ class Grid:
         self._replies: dict[str, Message] = {}
         self._replies_lock = threading.Lock()
         self._exchanges = itertools.count(1)
+        self._pushes: list[threading.Thread] = []
 
     @property
     def run(self) -> Run:
@@ -139,10 +140,19 @@ class Grid:
         for message in messages:
             self._stamp(message)
         ttl = min((message.metadata.ttl for message in messages), default=None)
-        threading.Thread(
+        push = threading.Thread(
             target=self._deliver, args=(messages, ttl), name="roost-flwr-push", daemon=True
-        ).start()
+        )
+        push.start()
+        self._pushes.append(push)
         return [message.metadata.message_id for message in messages]
+
+    def wait_for_pushes(self, timeout: float | None = None) -> None:
+        """roost's addition: wait until the messages of every `push_messages` are answered (or
+        failed); the run calls it when `main` returns, so nodes are not stopped mid-message."""
+        for push in list(self._pushes):
+            push.join(timeout)
+        self._pushes = [push for push in self._pushes if push.is_alive()]
 
     def pull_messages(self, message_ids: Iterable[str]) -> list[Message]:
         """The replies that have arrived to the messages with these ids (each is given once)."""
