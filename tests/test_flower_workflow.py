@@ -286,3 +286,25 @@ def test_messages_pushed_and_never_pulled_reach_their_nodes_before_the_run_ends(
     )
     run_project(tmp_path, num_nodes=2)
     assert sorted(sys.modules["push_app.client_app"].answered) == [0, 1]
+
+
+def test_noise_on_the_aggregate_runs_under_secure_aggregation() -> None:
+    # Flower's DP wrappers add their noise to the aggregate, which SecAgg+ reveals: clients have
+    # nothing to do for it, so the two combine (Flower's fl-dp-sa example).
+    import roost
+    from roost.compat.flwr.dp import AggregateNoise
+
+    strategy = roost.FedAvg(
+        initial_parameters=[np.zeros(3)],
+        fraction_evaluate=0.0,
+        update_transforms=(AggregateNoise(0.0),),
+        secure_aggregation=SecAggPlusWorkflow(3, 2).secure_aggregation,
+    )
+    history = roost.run_simulation(
+        lambda context: _Shift(0.5),
+        num_clients=3,
+        strategy=strategy,
+        config=roost.ServerConfig(num_rounds=1),
+    )
+    assert history.rounds[0].fit_results == 3
+    np.testing.assert_allclose(history.parameters[0], np.full(3, 0.5), atol=1e-6)
