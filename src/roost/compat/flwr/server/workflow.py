@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from roost.compat.flwr.message import Context
+from roost.compat.flwr.server.strategy import FedAvg
 from roost.compat.flwr.serverapp.grid import Grid
 from roost.compat.flwr.unsupported import missing_names
 from roost.errors import ConfigurationError
@@ -191,8 +192,6 @@ class DefaultWorkflow:
             )
         strategy = context.strategy
         if strategy is None:
-            from roost.compat.flwr.server.strategy import FedAvg
-
             strategy = FedAvg()
         config = context.config
         if self.fit_workflow is not None:
