@@ -315,8 +315,6 @@ def test_every_named_strategy_is_the_roost_preset_and_takes_parameters() -> None
 
 
 def test_misuse_gets_clear_errors() -> None:
-    with pytest.raises(ConfigurationError, match="mods"):
-        ClientApp(client_fn=client_fn, mods=[lambda message, context, call: call(message, context)])
     with pytest.raises(ConfigurationError, match="ServerAppComponents"):
         run_simulation(
             server_app=ServerApp(server_fn=lambda context: "oops"),

@@ -256,13 +256,21 @@ _LEGACY_SERVER = """
 """
 
 _MESSAGE_SERVER = """
+    from flwr.app import Message, RecordDict
     from flwr.serverapp import ServerApp
 
     app = ServerApp()
 
     @app.main()
     def main(grid, context):
-        pass
+        messages = [Message(RecordDict(), node, "train") for node in grid.get_node_ids()]
+        grid.send_and_receive(messages)
+"""
+
+_MESSAGE_CLIENT = """
+    from flwr.clientapp import ClientApp
+
+    app = ClientApp()
 """
 
 
@@ -285,9 +293,13 @@ def test_a_classic_clients_flower_state_is_checkpointed_and_resumed(tmp_path: Pa
 
 def test_project_mistakes_get_clear_errors(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("FLWR_HOME", str(tmp_path / "no-flower-config"))
-    mixed = _write_project(tmp_path / "mixed", _MESSAGE_SERVER, _LEGACY_CLIENT, rounds=1)
+    mixed = _write_project(tmp_path / "mixed", _LEGACY_SERVER, _MESSAGE_CLIENT, rounds=1)
     with pytest.raises(ConfigurationError, match="different APIs"):
         run_project(mixed, num_nodes=2)
+    # A main() may drive client_fn nodes only through flwr.server.workflow, not with messages.
+    legacy_nodes = _write_project(tmp_path / "nodes", _MESSAGE_SERVER, _LEGACY_CLIENT, rounds=1)
+    with pytest.raises(ConfigurationError, match="DefaultWorkflow"):
+        run_project(legacy_nodes, num_nodes=2)
     with pytest.raises(ConfigurationError, match="how many nodes"):
         run_project(mixed)
     with pytest.raises(ConfigurationError, match=r"no pyproject\.toml"):

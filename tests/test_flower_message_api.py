@@ -198,8 +198,6 @@ def test_client_app_misuse_is_refused_clearly() -> None:
     legacy = ClientApp(client_fn=lambda context: object())
     with pytest.raises(ConfigurationError, match="client_fn"):
         legacy.train()
-    with pytest.raises(ConfigurationError, match="mods"):
-        ClientApp(client_fn=lambda context: object(), mods=[lambda m, c, n: n(m, c)])
 
 
 def test_unsupported_names_fail_at_import_with_one_line() -> None:

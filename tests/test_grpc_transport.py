@@ -228,7 +228,7 @@ HOSTILE = {
     "object dtype": (_object_dtype, "invalid", "dtype '|O'", False),
     "wrong shape": (_result(lambda a: [np.zeros(NUM_FEATURES + 1)]), "invalid", "shape", True),
     "wrong dtype": (
-        _result(lambda a: [np.zeros(NUM_FEATURES, np.float32)]),
+        _result(lambda a: [np.zeros(NUM_FEATURES, np.int64)]),
         "invalid",
         "dtype",
         True,

@@ -9,6 +9,8 @@ import pytest
 
 import roost
 from roost.core.types import Parameters
+from roost.core.validation import check_parameters
+from roost.errors import InvalidMessageError
 
 
 class ToyClient(roost.Client):
@@ -256,8 +258,8 @@ class MalformedClient(ToyClient):
         (lambda p: ([p[0], p[0]], 1, {}), "expected 1 arrays like the global model, got 2"),
         (lambda p: ([np.zeros(3)], 1, {}), "parameter 0 has shape (3,), the global model has (2,)"),
         (
-            lambda p: ([np.zeros(2, np.float32)], 1, {}),
-            "dtype float32, the global model has float64",
+            lambda p: ([np.zeros(2, np.int64)], 1, {}),
+            "dtype int64, the global model has float64",
         ),
         (lambda p: ([np.array([np.nan, 0.0])], 1, {}), "NaN or Inf"),
         (lambda p: (p, -5, {}), "num_examples=-5"),
@@ -368,3 +370,43 @@ def test_any_object_with_the_three_methods_is_a_client() -> None:
     )
     np.testing.assert_allclose(history.parameters[0], np.full(2, 3.0))
     assert history.losses_distributed == [(1, 0.5)]
+
+
+def test_a_zero_dimensional_parameter_stays_an_array() -> None:
+    # PyTorch's BatchNorm keeps its step count as a 0-d int64 tensor in the state_dict.
+    class Counting(ToyClient):
+        def fit(self, parameters, config):
+            return [np.asarray(parameters[0] + 2.0), np.asarray(parameters[1] + 3)], 1, {}
+
+    history = roost.run_simulation(
+        lambda context: Counting(context.partition_id),
+        num_clients=2,
+        strategy=roost.FedAvg(
+            initial_parameters=[np.zeros(()), np.zeros((), np.int64)], fraction_evaluate=0.0
+        ),
+        config=roost.ServerConfig(num_rounds=2),
+    )
+    assert [(a.shape, a.dtype) for a in history.parameters] == [
+        ((), np.float64),
+        ((), np.int64),
+    ]
+    assert [a.item() for a in history.parameters] == [4.0, 6]
+
+
+def test_a_float_reply_of_another_width_is_cast_to_the_models_dtype() -> None:
+    class Float32(ToyClient):
+        def fit(self, parameters, config):
+            return [(parameters[0] + 0.5).astype(np.float32)], 1, {}
+
+    history = roost.run_simulation(
+        lambda context: Float32(context.partition_id),
+        num_clients=2,
+        strategy=roost.FedAvg(initial_parameters=zeros(), fraction_evaluate=0.0),
+        config=roost.ServerConfig(num_rounds=1),
+    )
+    assert history.rounds[0].fit_results == 2
+    assert history.parameters[0].dtype == np.float64
+    np.testing.assert_array_equal(history.parameters[0], np.full(2, 0.5))
+    # a float64 the model's float32 cannot hold is refused, not cast to infinity
+    with pytest.raises(InvalidMessageError, match="NaN or Inf"):
+        check_parameters([np.full(2, 1e300)], [np.zeros(2, np.float32)])

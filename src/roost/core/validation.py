@@ -27,7 +27,8 @@ def check_parameters(
 ) -> Parameters:
     """Return `parameters` as a list of arrays, or raise `InvalidMessageError` saying what is wrong.
 
-    With a `template` (the global model), the count, every shape and every dtype must match it.
+    With a `template` (the global model), the count, every shape and every dtype must match it,
+    except that a float array of another width is cast to the model's float dtype.
     """
     if isinstance(parameters, np.ndarray) or not isinstance(parameters, Sequence):
         raise InvalidMessageError(
@@ -55,7 +56,12 @@ def check_parameters(
                     f"parameter {index} has shape {array.shape}, the global model has "
                     f"{reference.shape}"
                 )
-            if array.dtype != reference.dtype:
+            if array.dtype != reference.dtype and array.dtype.kind == reference.dtype.kind == "f":
+                # Another float width (scikit-learn answers float32 for a float64 model): cast,
+                # as Flower accepts it; a value the model's width cannot hold fails below.
+                with np.errstate(over="ignore"):
+                    arrays[index] = array.astype(reference.dtype)
+            elif array.dtype != reference.dtype:
                 raise InvalidMessageError(
                     f"parameter {index} has dtype {array.dtype}, the global model has "
                     f"{reference.dtype}; cast it before returning it"

@@ -52,7 +52,8 @@ def _step(parameters: Parameters, direction: list[np.ndarray], scale: float) -> 
     for p, d in zip(parameters, direction, strict=True):
         new = np.multiply(d, scale)
         new += p
-        stepped.append(new.astype(p.dtype, copy=False))
+        # asarray: NumPy's arithmetic on a 0-d array (BatchNorm's step count) gives a scalar
+        stepped.append(np.asarray(new.astype(p.dtype, copy=False)))
     return stepped
 
 

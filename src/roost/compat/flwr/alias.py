@@ -49,8 +49,9 @@ class FlowerAliasFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
             raise UnsupportedFlowerModule(
                 f"{fullname} is not supported by roost's Flower layer; it provides flwr.app, "
                 "flwr.clientapp, flwr.clientapp.mod, flwr.serverapp, flwr.serverapp.strategy, "
-                "flwr.client, "
-                "flwr.common, flwr.server, flwr.server.strategy and flwr.simulation",
+                "flwr.client, flwr.client.mod, flwr.client.typing, flwr.common, "
+                "flwr.common.config, flwr.common.logger, flwr.common.typing, flwr.server, "
+                "flwr.server.strategy, flwr.server.workflow and flwr.simulation",
                 name=fullname,
             ) from None
         is_package = "__path__" in vars(module)

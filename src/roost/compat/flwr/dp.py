@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from roost.core.checks import check_number
-from roost.core.types import Parameters
+from roost.core.types import Config, Parameters
 from roost.errors import ConfigurationError
 from roost.privacy.noise import noise_source
 from roost.strategy.base import Measurements, State, UpdateTransform
@@ -55,6 +55,11 @@ class AggregateNoise(UpdateTransform):
                 )
             noised.append(array)
         return noised, state, {"noise_stddev": self.stddev}
+
+    def client_side(self, state: State) -> Config:
+        """Nothing for clients to do: the noise goes on the aggregate, which secure aggregation
+        reveals to the server (Flower's DP wrappers with SecAgg+, as in its fl-dp-sa example)."""
+        return {}
 
 
 @dataclass(frozen=True)

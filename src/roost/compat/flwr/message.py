@@ -18,6 +18,9 @@ from roost.compat.flwr.records import RecordDict
 DEFAULT_TTL = 43200.0
 """Flower's default time-to-live of a message: 12 hours."""
 
+RUN_ID = 1
+"""The run id apps see in `context.run_id` and message metadata (roost serves one run)."""
+
 SERVER_NODE_ID = 0
 """The node id of the server side (the ServerApp) in every message's metadata."""
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import re
 import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -26,7 +27,7 @@ from roost.client.client import ClientLike
 from roost.client.client import Context as NodeContext
 from roost.compat.flwr import alias
 from roost.compat.flwr.clientapp import ClientApp, node_client
-from roost.compat.flwr.message import Context
+from roost.compat.flwr.message import RUN_ID, Context
 from roost.compat.flwr.pyproject import FlowerProject, RunConfigOverrides, load_project
 from roost.compat.flwr.records import RecordDict
 from roost.compat.flwr.serverapp.app import ServerApp
@@ -48,9 +49,6 @@ from roost.transport.base import Transport
 from roost.transport.grpc.security import PemSource
 
 log = logging.getLogger("roost")
-
-RUN_ID = 1
-"""The run id apps see in `context.run_id` and message metadata (roost serves one run)."""
 
 
 def seed_global_generators(seed: int) -> None:
@@ -226,15 +224,20 @@ def run_apps(
     settings: RunSettings,
 ) -> History:
     """Run one federation of `server_app` with nodes that run `client_app`, over `transport`."""
-    if server_app.is_message_app != client_app.is_message_app:
+    # A main(grid, context) may drive client_fn nodes (flwr.server.workflow's DefaultWorkflow);
+    # a server_fn app can only drive them.
+    if client_app.is_message_app and not server_app.is_message_app:
         raise ConfigurationError(
             "the ServerApp and the ClientApp use different APIs: pair @app.main() with "
             "@app.train()/@app.evaluate() handlers, or ServerApp(server_fn=...) with "
             "ClientApp(client_fn=...)"
         )
     context = Context(RUN_ID, 0, {}, RecordDict(), dict(run_config))
+    settings.message_nodes = client_app.is_message_app
     if server_app.is_message_app:
-        server_app(Grid(transport, run_id=RUN_ID, settings=settings), context)
+        grid = Grid(transport, run_id=RUN_ID, settings=settings)
+        server_app(grid, context)
+        grid.wait_for_pushes()  # messages pushed and never pulled still reach their nodes
         return settings.histories[-1] if settings.histories else History()
     components = server_app.components(context)
     return run_rounds(
@@ -342,6 +345,15 @@ def _component(directory: str, reference: str, kind: type, name: str) -> Any:
         raise ConfigurationError(
             f"{name} = {reference!r}: no module {error.name or module_name!r} in the project "
             "directory"
+        ) from None
+    except ImportError as error:  # a name missing from a layer module without a refusal hook
+        missing = re.match(r"cannot import name '(\w+)'", str(error))
+        if missing is None or not (error.name or "").startswith(alias.TARGET):
+            raise
+        flower_name = f"{alias.ALIAS}{error.name[len(alias.TARGET) :]}.{missing[1]}"
+        raise ConfigurationError(
+            f"{project_line(error, Path(directory)) or module_name}: {flower_name} is not "
+            "supported by roost's Flower layer; run this project on Flower itself"
         ) from None
     component = vars(module).get(attribute)
     if not isinstance(component, kind):

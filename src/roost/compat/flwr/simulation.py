@@ -6,11 +6,12 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from roost.client.client import ClientLike, Context
 from roost.compat.flwr.client import ClientApp
-from roost.compat.flwr.clientapp import StatefulClientFn
+from roost.compat.flwr.clientapp import StatefulClientFn, node_client
 from roost.compat.flwr.server import ServerApp
 from roost.compat.flwr.server.strategy import FedAvg
 from roost.engines.warm import WarmClients
@@ -67,8 +68,10 @@ def run_simulation(
     components = server_app.components(context)
     if verbose_logging:
         logging.getLogger("roost").setLevel(logging.DEBUG)
+    # With mods, each node's client runs its fit and evaluate through them (clientapp.modded).
+    build = partial(node_client, client_app) if client_app.mods else None
     return roost_run_simulation(
-        StatefulClientFn(client_app.client_fn),
+        build or StatefulClientFn(client_app.client_fn),
         num_supernodes,
         strategy=components.strategy if components.strategy is not None else FedAvg(),
         config=components.config,

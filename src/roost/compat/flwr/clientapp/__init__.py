@@ -24,14 +24,13 @@ from roost.client.client import Client, ClientFn, ClientLike
 from roost.client.client import Context as NodeContext
 from roost.client.protocols import ProtocolClient, register_protocol
 from roost.compat.flwr import codec
-from roost.compat.flwr.message import Context, Message, MessageType
+from roost.compat.flwr.clientapp.modded import Handler, Mod, ModdedClient, chained
+from roost.compat.flwr.message import RUN_ID, Context, Message, MessageType
 from roost.compat.flwr.records import RecordDict
 from roost.compat.flwr.unsupported import missing_names
 from roost.core.types import Config, Metrics, Parameters, PhaseIns, PhaseRes
 from roost.errors import ConfigurationError
 
-Handler = Callable[[Message, Context], Message]
-Mod = Callable[[Message, Context, Handler], Message]
 Lifespan = Callable[[Context], Iterator[None]]
 
 # Here, beside MessageNode (the only node object that answers "flwr"): any node running one has
@@ -46,14 +45,10 @@ STATE_KEY = "flwr.state"
 class ClientApp:
     """A Flower client app: message handlers registered with `@app.train()`, `@app.evaluate()`
     and `@app.query()` (optionally named: `@app.train("name")` answers `train.name`), wrapped by
-    `mods`; or the older `ClientApp(client_fn=...)` that builds a `NumPyClient` per node."""
+    `mods`; or the older `ClientApp(client_fn=...)` that builds a `NumPyClient` per node (its
+    `fit` and `evaluate` then pass through the `mods` as messages: `clientapp.modded`)."""
 
     def __init__(self, client_fn: ClientFn | None = None, mods: list[Mod] | None = None) -> None:
-        if client_fn is not None and mods:
-            raise ConfigurationError(
-                "ClientApp(client_fn=..., mods=...) is not supported by roost: mods wrap "
-                "Message-API handlers; remove mods= or register handlers with @app.train()"
-            )
         self.client_fn = client_fn
         self.mods = list(mods or [])
         self._handlers: dict[str, Handler] = {}
@@ -95,10 +90,7 @@ class ClientApp:
         message_type = category if action == DEFAULT_ACTION else f"{category}.{action}"
 
         def register(handler: Handler) -> Handler:
-            wrapped = handler
-            for mod in reversed(list(mods or [])):
-                wrapped = _wrap(mod, wrapped)
-            self._handlers[message_type] = wrapped
+            self._handlers[message_type] = chained(mods or [], handler)
             return handler
 
         return register
@@ -116,9 +108,7 @@ class ClientApp:
 
     def handle(self, message: Message, context: Context) -> Message:
         """The reply of this app to `message`, through the app's mods and its lifespan."""
-        handler = self._handler_for(message.metadata.message_type)
-        for mod in reversed(self.mods):
-            handler = _wrap(mod, handler)
+        handler = chained(self.mods, self._handler_for(message.metadata.message_type))
         with self._living(context):
             reply = handler(message, context)
         if not isinstance(reply, Message):
@@ -148,13 +138,6 @@ class ClientApp:
         if self._lifespan is None:
             return nullcontext()
         return contextmanager(self._lifespan)(context)
-
-
-def _wrap(mod: Mod, inner: Handler) -> Handler:
-    def call(message: Message, context: Context) -> Message:
-        return mod(message, context, inner)
-
-    return call
 
 
 class MessageNode(Client, ProtocolClient):
@@ -197,7 +180,15 @@ def node_client(app: ClientApp, context: NodeContext) -> ClientLike:
     if app.is_message_app:
         return MessageNode(app)
     assert app.client_fn is not None
-    return StatefulClientFn(app.client_fn)(context)
+    client = StatefulClientFn(app.client_fn)(context)
+    if not app.mods:
+        return client
+    node_id = codec.node_number(context.node_id)
+    flower_context = codec.flower_context(
+        RUN_ID, node_id, context.node_config, context.run_config, client.state
+    )
+    # after each message: what the mods put in the node's state is kept too
+    return ModdedClient(client, app.mods, flower_context, after=lambda: client.kept(None))
 
 
 class StatefulClientFn:
@@ -214,7 +205,7 @@ class StatefulClientFn:
     def __init__(self, client_fn: ClientFn) -> None:
         self.client_fn = client_fn
 
-    def __call__(self, context: NodeContext) -> ClientLike:
+    def __call__(self, context: NodeContext) -> _KeepsFlowerState:
         state = _node_records(context)
         flower_context = replace(context, state=state)  # type: ignore[arg-type]
         client = self.client_fn(flower_context)
@@ -233,17 +224,18 @@ class _KeepsFlowerState(Client):
 
     def get_parameters(self, config: Config) -> Parameters:
         """The client's answer, its node's state kept."""
-        return self._kept(self.client.get_parameters(config))
+        return self.kept(self.client.get_parameters(config))
 
     def fit(self, parameters: Parameters, config: Config) -> tuple[Parameters, int, Metrics]:
         """The client's answer, its node's state kept."""
-        return self._kept(self.client.fit(parameters, config))
+        return self.kept(self.client.fit(parameters, config))
 
     def evaluate(self, parameters: Parameters, config: Config) -> tuple[float, int, Metrics]:
         """The client's answer, its node's state kept."""
-        return self._kept(self.client.evaluate(parameters, config))
+        return self.kept(self.client.evaluate(parameters, config))
 
-    def _kept(self, answer: Any) -> Any:
+    def kept(self, answer: Any) -> Any:
+        """`answer`, once the node's records are kept in its roost state."""
         _keep_node_records(self.node_context, self.state)
         return answer
 

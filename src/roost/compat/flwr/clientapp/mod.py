@@ -1,4 +1,4 @@
-"""`flwr.clientapp.mod`: Flower's built-in differential-privacy mods.
+"""`flwr.clientapp.mod`: Flower's built-in mods (differential privacy, secure aggregation).
 
     app = ClientApp(mods=[fixedclipping_mod])            # central DP, clipped on the node
     app = ClientApp(mods=[LocalDpMod(1.0, 2.0, 0.5, 1e-5)])  # local DP
@@ -7,7 +7,8 @@
 puts `"clipping_norm"` in every train message's config: the mod lets the app train, then clips
 the reply's update (reply arrays − received arrays) to that L2 norm before it leaves the node.
 `LocalDpMod` clips to its own bound and adds Gaussian noise to what the node sends, drawn from
-roost's cryptographic source (`roost.privacy.noise`) rather than NumPy's.
+roost's cryptographic source (`roost.privacy.noise`) rather than NumPy's. `secaggplus_mod` goes
+with `flwr.server.workflow.SecAggPlusWorkflow`.
 """
 
 from __future__ import annotations
@@ -56,6 +57,19 @@ def fixedclipping_mod(msg: Message, context: Context, call_next: Handler) -> Mes
             f"{clipping_norm!r}",
         )
     return _clipped_reply("fixedclipping_mod", msg, context, call_next, float(clipping_norm))
+
+
+def secaggplus_mod(msg: Message, context: Context, call_next: Handler) -> Message:
+    """Take part in SecAgg+ rounds (`flwr.server.workflow.SecAggPlusWorkflow`).
+
+    On roost the node answers the protocol's four phases itself (`roost.client.
+    secure_aggregation`): its masked input is its train reply as the app's other mods leave it,
+    so `fixedclipping_mod` after this mod clips the update before it is masked. Messages reach
+    the app unchanged through this mod (it logs each train message at DEBUG).
+    """
+    if msg.metadata.message_type == MessageType.TRAIN:
+        log.debug("secaggplus_mod: node %s trains for a SecAgg+ round", msg.metadata.dst_node_id)
+    return call_next(msg, context)
 
 
 class LocalDpMod:
@@ -164,6 +178,6 @@ def _failed(msg: Message, reason: str) -> Message:
     return Message(Error(ErrorCode.MOD_FAILED_PRECONDITION, reason), reply_to=msg)
 
 
-__all__ = ["LocalDpMod", "fixedclipping_mod"]
+__all__ = ["LocalDpMod", "fixedclipping_mod", "secaggplus_mod"]
 
 __getattr__ = missing_names("flwr.clientapp.mod", __all__)

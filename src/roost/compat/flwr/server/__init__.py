@@ -1,15 +1,18 @@
-"""`flwr.server` names: ServerApp, ServerAppComponents, ServerConfig, Grid, start_server, the
-client manager and proxy a classic strategy's steps get, …"""
+"""`flwr.server` names: ServerApp, ServerAppComponents, ServerConfig, Grid, LegacyContext,
+start_server, the client manager and proxy a classic strategy's steps get, and the submodules
+`strategy` and `workflow`."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from roost.compat.flwr.server import strategy
+from roost.compat.flwr.server import strategy, workflow
 from roost.compat.flwr.server.client_manager import ClientManager, SimpleClientManager
 from roost.compat.flwr.server.client_proxy import ClientProxy
+from roost.compat.flwr.server.workflow import LegacyContext
 from roost.compat.flwr.serverapp.app import ServerApp, ServerAppComponents
 from roost.compat.flwr.serverapp.grid import Grid
+from roost.compat.flwr.unsupported import missing_names
 from roost.errors import ConfigurationError
 from roost.server.history import History
 from roost.server.loop import ServerConfig
@@ -56,10 +59,14 @@ __all__ = [
     "ClientProxy",
     "Grid",
     "History",
+    "LegacyContext",
     "ServerApp",
     "ServerAppComponents",
     "ServerConfig",
     "SimpleClientManager",
     "start_server",
     "strategy",
+    "workflow",
 ]
+
+__getattr__ = missing_names("flwr.server", __all__)

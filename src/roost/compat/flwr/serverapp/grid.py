@@ -62,6 +62,9 @@ class RunSettings:
     node_states: NodeStates | None = None
     on_round_end: RoundCallback | None = None
     histories: list[History] = field(default_factory=list)
+    message_nodes: bool = True
+    """False when the nodes run a `ClientApp(client_fn=...)`: they answer a classic strategy's
+    rounds (`flwr.server.workflow`), not messages."""
 
     def take_resume_state(self) -> ServerState | None:
         """The state to resume from, handed out once (to the run's first strategy run)."""
@@ -89,6 +92,7 @@ class Grid:
         self._replies: dict[str, Message] = {}
         self._replies_lock = threading.Lock()
         self._exchanges = itertools.count(1)
+        self._pushes: list[threading.Thread] = []
 
     @property
     def run(self) -> Run:
@@ -136,10 +140,19 @@ class Grid:
         for message in messages:
             self._stamp(message)
         ttl = min((message.metadata.ttl for message in messages), default=None)
-        threading.Thread(
+        push = threading.Thread(
             target=self._deliver, args=(messages, ttl), name="roost-flwr-push", daemon=True
-        ).start()
+        )
+        push.start()
+        self._pushes.append(push)
         return [message.metadata.message_id for message in messages]
+
+    def wait_for_pushes(self, timeout: float | None = None) -> None:
+        """roost's addition: wait until the messages of every `push_messages` are answered (or
+        failed); the run calls it when `main` returns, so nodes are not stopped mid-message."""
+        for push in list(self._pushes):
+            push.join(timeout)
+        self._pushes = [push for push in self._pushes if push.is_alive()]
 
     def pull_messages(self, message_ids: Iterable[str]) -> list[Message]:
         """The replies that have arrived to the messages with these ids (each is given once)."""
@@ -156,6 +169,12 @@ class Grid:
 
     def exchange(self, messages: Iterable[Message], timeout: float | None) -> Iterator[Exchanged]:
         """Send `messages` as one cohort; stream back each node's reply or failure as it comes."""
+        if not self.settings.message_nodes:
+            raise ConfigurationError(
+                "the nodes run ClientApp(client_fn=...), which answers a classic strategy's "
+                "rounds, not messages: run one with flwr.server.workflow.DefaultWorkflow, or give "
+                "the ClientApp @app.train() / @app.evaluate() handlers"
+            )
         cohort: list[tuple[ClientId, PhaseIns]] = []
         sent: dict[ClientId, Message] = {}
         shared: dict[tuple[Any, ...], PhaseIns] = {}

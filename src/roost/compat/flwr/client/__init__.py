@@ -1,11 +1,16 @@
-"""`flwr.client` names: NumPyClient, Client, ClientApp, start_client, start_numpy_client."""
+"""`flwr.client` names: NumPyClient, Client, ClientApp, start_client, start_numpy_client.
+
+Its submodules `flwr.client.mod` (the mods) and `flwr.client.typing` are here too.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from roost.client.client import Client, ClientFn, ClientLike, Context
+from roost.compat.flwr.client import mod, typing
 from roost.compat.flwr.clientapp import ClientApp, StatefulClientFn
+from roost.compat.flwr.unsupported import missing_names
 from roost.core.types import Config, Scalar
 from roost.errors import ConfigurationError
 
@@ -84,6 +89,10 @@ __all__ = [
     "Client",
     "ClientApp",
     "NumPyClient",
+    "mod",
     "start_client",
     "start_numpy_client",
+    "typing",
 ]
+
+__getattr__ = missing_names("flwr.client", __all__)
