@@ -288,10 +288,14 @@ def test_every_named_strategy_is_the_roost_preset_and_takes_parameters() -> None
 
     start = ndarrays_to_parameters([np.zeros(3)])
     extra = {"FedProx": {"proximal_mu": 0.1}}
-    names = fl.server.strategy.NAMES  # __all__ also holds the DP wrapper (test_flower_dp)
+    names = fl.server.strategy.NAMES  # __all__ also holds the DP wrappers (test_flower_dp)
     assert set(fl.server.strategy.__all__) == {
         *names,
-        *("DifferentialPrivacyServerSideFixedClipping", "Strategy", "ClientFailure"),
+        *(
+            "DifferentialPrivacyServerSideFixedClipping",
+            "DifferentialPrivacyClientSideFixedClipping",
+        ),
+        *("Strategy", "ClientFailure"),
     }
     assert {
         "FedAvg",

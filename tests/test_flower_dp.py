@@ -203,6 +203,51 @@ def test_the_older_strategy_api_wrapper_rebuilds_the_strategy_with_clipping_and_
         older.DifferentialPrivacyServerSideFixedClipping(inner, 1.0, -1.0, 3)
 
 
+class _RecordsItsConfig(_AddsItsNumber):
+    def __init__(self, partition_id: int, configs: list) -> None:
+        super().__init__(partition_id)
+        self.configs = configs
+
+    def fit(self, parameters, config):
+        self.configs.append(dict(config))
+        return super().fit(parameters, config)
+
+
+def test_the_older_client_side_wrapper_sends_c_clips_and_adds_noise_of_std_sigma_c_over_m():
+    """σ = 2, C = 3, m = 3 through roost's round loop: configs carry C, updates arrive clipped
+    (the server clips too: these clients run no mod) and the aggregate has noise of std 2."""
+    from roost.compat.flwr.server import strategy as older
+
+    inner = older.FedAvg(
+        initial_parameters=[np.zeros(20_000, np.float32), np.zeros(1)],
+        min_fit_clients=3,
+        min_available_clients=3,
+        fraction_evaluate=0.0,
+        on_fit_config_fn=lambda server_round: {"lr": 0.1},
+    )
+    wrapped = older.DifferentialPrivacyClientSideFixedClipping(
+        inner, noise_multiplier=2.0, clipping_norm=3.0, num_sampled_clients=3
+    )
+    assert type(wrapped) is older.FedAvg and inner.fit_config_defaults == {}
+    configs: list = []
+    history = roost.run_simulation(
+        lambda context: _RecordsItsConfig(context.partition_id, configs),
+        3,
+        strategy=wrapped,
+        config=roost.ServerConfig(num_rounds=1),
+        seed=0,
+    )
+    assert sorted(configs, key=str) == [{"clipping_norm": 3.0, "lr": 0.1}] * 3
+    # Each update (p + 1 on 20,001 entries) is clipped to norm 3: entries of 3/√20001.
+    noise = history.parameters[0].astype(np.float64) - 3.0 / np.sqrt(20_001)
+    assert abs(noise.std() / 2.0 - 1.0) < 0.03  # about 6 standard errors
+    assert abs(noise.mean()) < 0.06
+    with pytest.raises(ConfigurationError, match="ClientSideFixedClipping wraps one of"):
+        older.DifferentialPrivacyClientSideFixedClipping(roost.FedAvg(), 1.0, 1.0, 3)
+    with pytest.raises(ConfigurationError, match="num_sampled_clients"):
+        older.DifferentialPrivacyClientSideFixedClipping(inner, 1.0, 1.0, 0)
+
+
 _DP_SERVER = """
     import numpy as np
     from flwr.app import ArrayRecord

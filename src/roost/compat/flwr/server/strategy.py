@@ -17,6 +17,7 @@ import inspect
 from typing import Any
 
 import roost.strategy.presets as _presets
+from roost.compat.flwr.clientapp.mod import CLIPPING_NORM_KEY
 from roost.compat.flwr.common import as_ndarrays
 from roost.compat.flwr.dp import FixedClippingDP
 from roost.compat.flwr.server.builtin import BuiltIn
@@ -107,16 +108,58 @@ def DifferentialPrivacyServerSideFixedClipping(  # Flower's class name, kept
         clipping_norm: C, the L2 bound of every client's update.
         num_sampled_clients: m, the clients expected each round.
     """
+    return _with_dp(
+        "DifferentialPrivacyServerSideFixedClipping",
+        strategy,
+        FixedClippingDP(noise_multiplier, clipping_norm, num_sampled_clients),
+        clip_on_clients=False,
+    )
+
+
+def DifferentialPrivacyClientSideFixedClipping(  # Flower's class name, kept
+    strategy: NamedStrategy,
+    noise_multiplier: float,
+    clipping_norm: float,
+    num_sampled_clients: int,
+) -> NamedStrategy:
+    """`strategy` with central DP, fixed clipping on the clients: Flower's wrapper of this name.
+
+    As `DifferentialPrivacyServerSideFixedClipping`, and every fit config also carries
+    `"clipping_norm": C`, which the clients' `fixedclipping_mod` clips their update to. The
+    server clips as well, so a client without the mod cannot send a larger update (a no-op for
+    one with it). Arguments as `DifferentialPrivacyServerSideFixedClipping`'s.
+    """
+    return _with_dp(
+        "DifferentialPrivacyClientSideFixedClipping",
+        strategy,
+        FixedClippingDP(noise_multiplier, clipping_norm, num_sampled_clients),
+        clip_on_clients=True,
+    )
+
+
+def _with_dp(
+    wrapper: str, strategy: NamedStrategy, dp: FixedClippingDP, *, clip_on_clients: bool
+) -> NamedStrategy:
+    """`strategy` rebuilt from its own arguments with `dp`'s clipping and noise added."""
     arguments = getattr(strategy, "flower_arguments", None)
     if arguments is None:
         raise ConfigurationError(
-            "DifferentialPrivacyServerSideFixedClipping wraps one of flwr.server.strategy's "
-            f"named strategies (FedAvg, FedAdam, …); got {type(strategy).__name__}"
+            f"{wrapper} wraps one of flwr.server.strategy's named strategies "
+            f"(FedAvg, FedAdam, …); got {type(strategy).__name__}"
         )
-    dp = FixedClippingDP(noise_multiplier, clipping_norm, num_sampled_clients)
-    transforms = (*arguments.get("update_transforms", ()), *dp.transforms(_WRAPPER))
-    return type(strategy)(**{**arguments, "update_transforms": transforms})
+    rebuilt = {
+        **arguments,
+        "update_transforms": (*arguments.get("update_transforms", ()), *dp.transforms(wrapper)),
+    }
+    if clip_on_clients:
+        rebuilt["fit_config_defaults"] = {
+            **(arguments.get("fit_config_defaults") or {}),
+            CLIPPING_NORM_KEY: float(dp.clipping_norm),
+        }
+    return type(strategy)(**rebuilt)
 
 
-_WRAPPER = "DifferentialPrivacyServerSideFixedClipping"
-__all__.append(_WRAPPER)
+__all__ += [
+    "DifferentialPrivacyClientSideFixedClipping",
+    "DifferentialPrivacyServerSideFixedClipping",
+]
