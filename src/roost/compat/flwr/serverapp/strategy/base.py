@@ -27,7 +27,7 @@ from roost.compat.flwr.records import (
     wrap_arrays,
 )
 from roost.compat.flwr.serverapp.grid import Grid
-from roost.compat.flwr.serverapp.strategy import steps
+from roost.compat.flwr.serverapp.strategy import steps, strategy_utils
 from roost.compat.flwr.serverapp.strategy.messaging import (
     ROUND_KEY,
     GridTransport,
@@ -192,18 +192,24 @@ class FedAvg(Strategy):
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
+        if self._outside_start("configure_train"):
+            return strategy_utils.configure(self, server_round, arrays, config, grid, train=True)
         current = self.current_round("configure_train")
         return steps.configure(current, server_round, arrays, config, train=True)
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        if self._outside_start("aggregate_train"):
+            return strategy_utils.aggregate_train(self, server_round, replies)
         current = self.current_round("aggregate_train")
         return steps.aggregate_train(current, server_round, replies)
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
+        if self._outside_start("configure_evaluate"):
+            return strategy_utils.configure(self, server_round, arrays, config, grid, train=False)
         current = self.current_round("configure_evaluate")
         if self.fraction_evaluate == 0:
             return []
@@ -212,8 +218,23 @@ class FedAvg(Strategy):
     def aggregate_evaluate(
         self, server_round: int, replies: Iterable[Message]
     ) -> MetricRecord | None:
+        if self._outside_start("aggregate_evaluate"):
+            return strategy_utils.aggregate_evaluate(self, server_round, replies)
         current = self.current_round("aggregate_evaluate")
         return steps.aggregate_evaluate(current, server_round, replies)
+
+    def _outside_start(self, step: str) -> bool:
+        """Whether `step` was called by a loop of the app's own (a `start` it replaced), not
+        roost's: FedAvg's steps then run on their own (`strategy_utils`); the other presets'
+        (a server optimizer, robust aggregation) live only in roost's loop."""
+        if self._round is not None:
+            return False
+        if self.preset not in (presets.FedAvg, presets.FedProx):
+            raise ConfigurationError(
+                f"{type(self).__name__}.{step} runs inside start()'s rounds only; a start() of "
+                "your own can call FedAvg's or FedProx's steps, or keep the built-in start()"
+            )
+        return True
 
     def summary(self) -> None:
         log.info("%r", self)

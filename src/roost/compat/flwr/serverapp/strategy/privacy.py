@@ -61,22 +61,34 @@ class _FixedClippingWrapper(Strategy):
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        return self.strategy.configure_train(server_round, arrays, config, grid)
+        return self._inner("configure_train").configure_train(server_round, arrays, config, grid)
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        return self.strategy.aggregate_train(server_round, replies)
+        return self._inner("aggregate_train").aggregate_train(server_round, replies)
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        return self.strategy.configure_evaluate(server_round, arrays, config, grid)
+        return self._inner("configure_evaluate").configure_evaluate(
+            server_round, arrays, config, grid
+        )
 
     def aggregate_evaluate(
         self, server_round: int, replies: Iterable[Message]
     ) -> MetricRecord | None:
-        return self.strategy.aggregate_evaluate(server_round, replies)
+        return self._inner("aggregate_evaluate").aggregate_evaluate(server_round, replies)
+
+    def _inner(self, step: str) -> FedAvg:
+        """The wrapped strategy, whose `step` is called inside one of roost's rounds only: on
+        its own (a loop of the app's) it would run without the clipping and the noise."""
+        if self.strategy._round is None:
+            raise ConfigurationError(
+                f"{type(self).__name__}.{step} runs inside start()'s rounds only (outside them "
+                "it would add no privacy); call start()"
+            )
+        return self.strategy
 
     def start(self, grid: Grid, initial_arrays: ArrayRecord, **options: Any) -> Result:
         """Run the wrapped strategy with clipping and noise added (see `roost.compat.flwr.dp`)."""
