@@ -12,6 +12,7 @@ result = strategy.start(
 from __future__ import annotations
 
 from roost.compat.flwr.serverapp.strategy.base import FedAvg, Strategy
+from roost.compat.flwr.serverapp.strategy.fedxgb import FedXgbBagging, FedXgbCyclic
 from roost.compat.flwr.serverapp.strategy.presets import (
     Bulyan,
     FedAdagrad,
@@ -48,6 +49,9 @@ __all__ = [
     "Krum",
     "MultiKrum",
     "QFedAvg",
+    # XGBoost tree ensembles, on a loop of their own (serialized models, not weighted means)
+    "FedXgbBagging",
+    "FedXgbCyclic",
     # wrappers that add central differential privacy to one of the above
     "DifferentialPrivacyClientSideFixedClipping",
     "DifferentialPrivacyServerSideFixedClipping",
