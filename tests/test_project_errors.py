@@ -170,8 +170,10 @@ FLOWER_PROJECT = {
     ("line", "unsupported"),
     [
         (
-            "from flwr.serverapp.strategy import FedAvg, FedXgbBagging",
-            "flwr.serverapp.strategy.FedXgbBagging is not supported by roost's Flower layer; "
+            "from flwr.serverapp.strategy import FedAvg, "
+            "DifferentialPrivacyServerSideAdaptiveClipping",
+            "flwr.serverapp.strategy.DifferentialPrivacyServerSideAdaptiveClipping is not "
+            "supported by roost's Flower layer; "
             "flwr.serverapp.strategy provides: Bulyan, ",
         ),
         (
