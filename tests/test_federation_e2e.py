@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from coordinator_support import ProtocolNode, post
+from coordinator_support import POSTGRES_URL, ProtocolNode, post
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from federation_support import NODES, Federation, free_port, paced_project, roost
 
@@ -30,13 +30,11 @@ from roost.server.state import last_recorded_round
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("federation")]
 
-POSTGRES_URL = "ROOST_TEST_POSTGRES_URL"
-
 
 def _postgres_database() -> str:
     server = os.environ.get(POSTGRES_URL)
     if not server:
-        pytest.skip(f"{POSTGRES_URL} is not set (.ci/run starts a PostgreSQL server and sets it)")
+        pytest.skip(f"{POSTGRES_URL} is not set (.ci/with-postgres CMD sets it, as CI does)")
     import secrets
 
     from sqlalchemy import create_engine, text
