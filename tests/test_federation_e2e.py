@@ -153,11 +153,12 @@ def test_coordinator_killed_mid_run_resumes_both_runs_to_the_reference_model(fed
 
 
 def test_federation_node_refuses_an_untrusted_bundle_and_its_submitter_sees_why(fed):
-    run = fed.submit(fed.ada, sign=fed.stranger)
-    followed = _follow(fed, fed.ada, run)
-    assert f"run {run}: failed" in followed and "this node does not trust" in followed
-    row = _row(fed, fed.ada, run)
-    assert row.split()[1] == "failed" and "refused the run" in row, row
+    untrusted, unsigned = fed.submit(fed.ada, sign=fed.stranger), fed.submit(fed.ada, sign=Path())
+    for run, why in ((untrusted, "this node does not trust"), (unsigned, "bundle is unsigned")):
+        followed = _follow(fed, fed.ada, run)
+        assert f"run {run}: failed" in followed and why in followed, followed
+        row = _row(fed, fed.ada, run)
+        assert row.split()[1] == "failed" and "refused the run" in row and why in row, row
 
 
 def test_federation_app_that_crashes_leaves_the_nodes_serving_the_other_run(fed, tmp_path):
