@@ -272,6 +272,25 @@ def test_coordinator_records_why_a_run_server_failed(coordinator, tmp_path):
     assert shown["message"] == "roost: error: --run-config num-rounds must be an int"
 
 
+def test_coordinator_fails_a_run_whose_client_failed_on_a_node(coordinator, tmp_path):
+    # The run's server would wait for the crashed client forever: the run fails with the reason.
+    executor = coordinator.executor
+    executor.close()  # this test steps the executor itself
+    key = Ed25519PrivateKey.generate()
+    coordinator.store.register_node("n0", public_key_line(key))
+    node = ProtocolNode(coordinator.url, "n0", key)
+    node.log_in()
+    ada = ControlClient(coordinator.url, coordinator.store.add_person("ada"))
+    run = ada.submit(make_bundle(tiny_project(tmp_path / "tiny")), None, None, federation="f")
+    coordinator.store.update_run(run, status="running")
+    coordinator.store.add_assignment(run, "n0")
+    reason = "client exited with status 3: ZeroDivisionError"
+    assert node.call("/v1/nodes/report", {"run": run, "status": "failed", "reason": reason})[0]
+    shown = ada.run(run)
+    assert shown["status"] == "failed"
+    assert shown["message"] == f"node n0's client failed: {reason}"
+
+
 def test_coordinator_api_answers_bad_requests_in_one_line(coordinator):
     import urllib.request
 

@@ -108,3 +108,13 @@ def test_coordinator_serves_people_and_nodes_on_sqlite_and_postgresql(db_url, tm
         assert answer["status"] == "stopped"
     finally:
         coordinator.close()
+
+
+def test_coordinator_tokens_never_start_with_a_dash(db_url, monkeypatch):
+    # `--token -abc...` reads as an option to argparse: the store draws again instead.
+    from roost.federation import store as store_module
+
+    drawn = iter(["-dash-first", "fine-token"])
+    monkeypatch.setattr(store_module.secrets, "token_urlsafe", lambda size: next(drawn))
+    store = Store.open(db_url)
+    assert store.add_person("ada") == "fine-token"

@@ -158,6 +158,8 @@ class NodeApi:
             self.store.count_on_node(node, "failures")
         if status == "refused":
             self.executor.refuse(run_id, node, reason or "no reason given")
+        elif status == "failed":
+            self.executor.client_failed(run_id, node, reason or "no reason given")
         return {}
 
 

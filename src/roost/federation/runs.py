@@ -250,10 +250,17 @@ class RunExecutor:
         """Node `node` refused run `run_id`: the run cannot get its nodes, so it fails, and
         the reason is what its submitter sees. Called from the API's threads: it only writes
         the store; the executor's next step ends the run's server."""
+        self._fail_for_node(run_id, f"node {node} refused the run: {reason}")
+
+    def client_failed(self, run_id: int, node: str, reason: str) -> None:
+        """Node `node`'s client of run `run_id` failed (its app crashed): the run's server
+        would wait for that client forever, so the run fails with the node's reason."""
+        self._fail_for_node(run_id, f"node {node}'s client failed: {reason}")
+
+    def _fail_for_node(self, run_id: int, message: str) -> None:
         run = self.store.run(run_id)
         if run is None or run["status"] in FINISHED:
             return
-        message = f"node {node} refused the run: {reason}"
         self.note(run_id, f"run failed: {message}")
         self.store.update_run(run_id, status="failed", message=message, finished=time.time())
 

@@ -29,6 +29,15 @@ FINISHED = ("completed", "failed", "stopped")
 """Statuses of a run that has ended; queued, starting and running are the others."""
 
 
+def new_token() -> str:
+    """A fresh random token (256 bits, from the OS CSPRNG) that never starts with `-`: people
+    and run clients pass tokens as `--token TOKEN`, where argparse would take one that does
+    for an option."""
+    while (token := secrets.token_urlsafe(32)).startswith("-"):
+        pass
+    return token
+
+
 def digest(secret: str | bytes) -> str:
     """sha256 hex digest of a secret: what the store keeps instead of the secret itself."""
     data = secret.encode() if isinstance(secret, str) else secret
@@ -121,7 +130,7 @@ class Store:
         people = self.tables.people
         if self._one(people.select().where(people.c.name == name)) is not None:
             raise ConfigurationError(f"a person named {name!r} exists already; choose another name")
-        token = secrets.token_urlsafe(32)
+        token = new_token()
         with self._transaction() as connection:
             connection.execute(
                 people.insert().values(
@@ -282,7 +291,7 @@ class Store:
 
     def add_assignment(self, run_id: int, node: str) -> str:
         """Assign `node` to the run with a fresh run token; returns the token."""
-        token = secrets.token_urlsafe(32)
+        token = new_token()
         table = self.tables.assignments
         with self._transaction() as connection:
             connection.execute(
