@@ -139,10 +139,25 @@ def _run(strategy: Strategy, failing=frozenset(), rounds: int = 2) -> roost.Hist
     )
 
 
-def test_a_run_records_the_accountants_epsilon_and_withholds_client_statistics() -> None:
+def test_a_run_records_the_accountants_epsilon_and_withholds_client_statistics(
+    monkeypatch,
+) -> None:
+    from roost.strategy.secure import SecurePhase
+
+    received = []
+    run_phase = SecurePhase.run
+
+    def recording(self, *args, **kwargs):
+        metrics = run_phase(self, *args, **kwargs)
+        received.extend(metrics)
+        return metrics
+
+    monkeypatch.setattr(SecurePhase, "run", recording)
     strategy = _ddp_strategy(4)
     assert strategy.withholds_client_statistics
     history = _run(strategy)
+    # The clients send the server no fit metrics (ClientFn's clients report "partition").
+    assert received and all(metrics == {} for _, metrics in received)
     size = sum(a.size for a in START)
     plan = NoisePlan.build(DistributedDP(0.5, 1.0, 4, 5), 4.0, 48, 5, size)
     rho = 0.5 * _zcdp_epsilon(plan.sensitivity, 4, plan.variance, size) ** 2

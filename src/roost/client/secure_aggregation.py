@@ -12,7 +12,8 @@ Keys of the masked-input instruction's config: `fit/<key>` is the round's fit co
 the update's L2 norm first) are optional, and so are distributed DP's `quant/noise_variance`
 (add discrete Gaussian noise of this variance, in quantization levels, to every value after
 quantizing) and `quant/min_survivors` (refuse to unmask a sum of fewer inputs: the noise was
-calibrated for that many). Everything else is the secagg message itself.
+calibrated for that many); with noise the client sends no fit metrics either. Everything else
+is the secagg message itself.
 
 With `quant/clip_norm` C the update is clipped to C less what rounding can add
 (`WeightedQuantizer.rounding_norm`), so the quantized contribution itself has norm at most C: the
@@ -118,7 +119,8 @@ def answer_secure_aggregation(
             result = _train(client, instruction, fit_config)
             quantized = _encode(result, instruction.parameters, quant)
             secagg.min_survivors = int(quant.get("min_survivors", 0))
-            metrics = result.metrics
+            # Under distributed DP the server is not trusted with anything but the noised sum.
+            metrics = {} if quant.get("noise_variance") is not None else result.metrics
         arrays, values = secagg.respond(list(instruction.arrays), message, quantized)
     except SecAggError:
         context.state.pop(STATE_KEY, None)  # this round is over for this client
