@@ -6,7 +6,9 @@ the four phases of `PLAN`, over the same transport: "secagg_advertise_keys", "se
 Clients need nothing extra: every engine but the vectorized one and the gRPC client answer these
 phases (`roost.client.secure_aggregation`). After unmasking, the server divides the two sums into
 the weighted mean update (a `PartialFit`); the strategy then concludes the round as any other:
-its transforms finish (central DP adds its noise here) and its server optimizer steps.
+its transforms finish (central DP adds its noise here) and its server optimizer steps. With
+`roost.privacy.DistributedDP` among them, the clients add the noise before masking instead
+(distributed DP, `roost.strategy.secure_noise`).
 
 What it composes with: a mean aggregator (`WeightedMean`, `Mean`) weighted by `num_examples` or
 uniformly, update transforms that clients can apply themselves (`ClipL2`, central DP with a fixed
