@@ -187,3 +187,26 @@ def test_distributed_dp_is_refused_where_it_cannot_hold() -> None:
         _run(_ddp_strategy(4, min_fit_clients=3, fraction_fit=0.5), rounds=1)
     with pytest.raises(ConfigurationError, match="noise_multiplier"):
         DistributedDP(0.0, 1.0, 2, 5)
+
+
+@pytest.mark.parametrize("required", [4, 5])
+def test_clients_refuse_to_unmask_a_sum_of_fewer_inputs_than_the_noise_needs(
+    monkeypatch, required
+) -> None:
+    from roost.secagg import SecAggAbortedError, SecAggClient, inmemory
+    from roost.secagg.server import Phase
+
+    class Calibrated(SecAggClient):
+        def __init__(self) -> None:
+            super().__init__()
+            self.min_survivors = required
+
+    monkeypatch.setattr(inmemory, "SecAggClient", Calibrated)
+    inputs = {f"c{i}": np.full(3, i, dtype=np.uint64) for i in range(5)}
+    silent = {Phase.MASKED_INPUT: {"c1"}}
+    if required == 5:  # 4 inputs survived: the clients keep their shares, nothing is unmasked
+        with pytest.raises(SecAggAbortedError):
+            inmemory.run_in_memory(inputs, silent=silent)
+    else:
+        trace = inmemory.run_in_memory(inputs, silent=silent)
+        assert trace.result.total.tolist() == [9, 9, 9]
