@@ -9,7 +9,11 @@ learns only the cohort's sums. Fit metrics travel in the clear under `fit/…` k
 Keys of the masked-input instruction's config: `fit/<key>` is the round's fit config;
 `quant/clip`, `quant/max_weight`, `quant/max_clients`, `quant/bits` size the quantizer,
 `quant/uniform` (weight every client 1 instead of its `num_examples`) and `quant/clip_norm` (clip
-the update's L2 norm first) are optional. Everything else is the secagg message itself.
+the update's L2 norm first) are optional, and so are distributed DP's `quant/noise_variance`
+(add discrete Gaussian noise of this variance, in quantization levels, to every value after
+quantizing) and `quant/min_survivors` (refuse to unmask a sum of fewer inputs: the noise was
+calibrated for that many); with noise the client sends no fit metrics either. Everything else
+is the secagg message itself.
 
 With `quant/clip_norm` C the update is clipped to C less what rounding can add
 (`WeightedQuantizer.rounding_norm`), so the quantized contribution itself has norm at most C: the
@@ -72,7 +76,12 @@ def _encode(result: FitRes, global_parameters: list[np.ndarray], quant: dict) ->
     if quant.get("clip_norm") is not None and weight > 0:
         margin = quantizer.rounding_norm(update.size) / weight
         _clip_within(update, float(quant["clip_norm"]), margin)
-    return quantizer.encode(update, weight)
+    encoded = quantizer.encode(update, weight)
+    if quant.get("noise_variance") is not None:  # distributed DP: noise before the masks
+        from roost.secagg.ddp import add_noise
+
+        encoded = add_noise(encoded, float(quant["noise_variance"]), quantizer.bits, update.size)
+    return encoded
 
 
 def _clip_within(update: np.ndarray, clip_norm: float, margin: float) -> None:
@@ -109,7 +118,9 @@ def answer_secure_aggregation(
         if instruction.phase == "masked_input":
             result = _train(client, instruction, fit_config)
             quantized = _encode(result, instruction.parameters, quant)
-            metrics = result.metrics
+            secagg.min_survivors = int(quant.get("min_survivors", 0))
+            # Under distributed DP the server is not trusted with anything but the noised sum.
+            metrics = {} if quant.get("noise_variance") is not None else result.metrics
         arrays, values = secagg.respond(list(instruction.arrays), message, quantized)
     except SecAggError:
         context.state.pop(STATE_KEY, None)  # this round is over for this client

@@ -3,6 +3,8 @@
 - `CentralDP` (with `SampledMean`, `PoissonSampler`, `FixedSizeSampler`): DP-FedAvg's clipping
   and Gaussian noise on the server, with adaptive clipping and a privacy accountant in its state;
   `DPFedAvg` (also `roost.strategy.DPFedAvg`) is the preset that wires them together.
+- `DistributedDP`: the distributed discrete Gaussian mechanism under secure aggregation: clients
+  add integer noise before masking, and its accountant (Kairouz, Liu, Steinke 2021).
 - `LocalDP` / `LocalDPClientFn`: each client clips and noises its own update;
   `LocalDPAccountant` records on the server what that costs each client.
 - `with_central_dp(strategy, ...)`: any mean-aggregating strategy (FedAdam, FedProx, ...) as
@@ -26,6 +28,7 @@ from roost.privacy.accounting import (
     noise_multiplier_for,
 )
 from roost.privacy.central import CentralDP, CentralDPParams, SampledMean
+from roost.privacy.distributed import DistributedDP
 from roost.privacy.local import LocalDP, LocalDPAccountant, LocalDPClientFn
 from roost.privacy.noise import SecureRandom
 from roost.privacy.preset import DPFedAvg, dp_fedavg_parts, with_central_dp
@@ -35,6 +38,7 @@ __all__ = [
     "CentralDP",
     "CentralDPParams",
     "DPFedAvg",
+    "DistributedDP",
     "FixedSizeSampler",
     "LocalDP",
     "LocalDPAccountant",

@@ -64,6 +64,8 @@ class SecAggClient:
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise SecAggConfigError(f"{name} must be an int >= {low}, got {value!r}")
         self._min_threshold, self._min_neighbours = min_threshold, min_neighbours
+        self.min_survivors = 0
+        """Refuse to unmask a sum of fewer inputs (distributed DP sets it with its noise)."""
         self._phase = 0
         self._settings: AdvertiseKeysIns | None = None
         self._encryption_key = crypto.generate_private_key()
@@ -196,6 +198,13 @@ class SecAggClient:
             raise SecAggInstructionError(
                 f"only {ins.num_survivors} clients survived, fewer than the threshold "
                 f"{settings.threshold}; revealing shares could expose an input"
+            )
+        if ins.num_survivors < self.min_survivors:
+            # Distributed DP: the noise is calibrated for min_survivors clients; fewer would
+            # unmask a sum with less noise than the privacy guarantee assumes.
+            raise SecAggInstructionError(
+                f"only {ins.num_survivors} clients survived, fewer than the {self.min_survivors} "
+                "whose noise the distributed DP guarantee needs"
             )
         if me not in survivors or me in dropped:
             raise SecAggInstructionError("this client was not listed among the survivors")

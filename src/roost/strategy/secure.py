@@ -6,7 +6,9 @@ the four phases of `PLAN`, over the same transport: "secagg_advertise_keys", "se
 Clients need nothing extra: every engine but the vectorized one and the gRPC client answer these
 phases (`roost.client.secure_aggregation`). After unmasking, the server divides the two sums into
 the weighted mean update (a `PartialFit`); the strategy then concludes the round as any other:
-its transforms finish (central DP adds its noise here) and its server optimizer steps.
+its transforms finish (central DP adds its noise here) and its server optimizer steps. With
+`roost.privacy.DistributedDP` among them, the clients add the noise before masking instead
+(distributed DP, `roost.strategy.secure_noise`).
 
 What it composes with: a mean aggregator (`WeightedMean`, `Mean`) weighted by `num_examples` or
 uniformly, update transforms that clients can apply themselves (`ClipL2`, central DP with a fixed
@@ -45,6 +47,7 @@ from roost.strategy.base import (
     UpdateTransform,
     Weighting,
 )
+from roost.strategy.secure_noise import NoisePlan, noise_member, noised
 from roost.strategy.weighting import uniform_weight, weight_by_num_examples
 
 if TYPE_CHECKING:  # the protocol's code (and `cryptography`) loads when a secure round runs
@@ -134,6 +137,11 @@ class SecureAggregation:
                 "secure aggregation weighs clients by num_examples or uniformly; "
                 f"{strategy.weight_fn!r} needs what the server cannot see"
             )
+        if noise_member(strategy.update_transforms) is not None and not self._uniform(strategy):
+            raise ConfigurationError(
+                "distributed DP bounds each client's contribution, so it weighs clients "
+                "uniformly: use aggregator=Mean() or weight_fn=uniform_weight"
+            )
 
     @staticmethod
     def _uniform(strategy: SecureParts) -> bool | None:
@@ -216,10 +224,10 @@ class SecureAggregation:
             return None
         client_side = transforms.client_side(state["transforms"])
         size = sum(int(np.size(p)) for p in parameters)
-        quantizer = self.quantizer(strategy, len(cohort))
+        quantizer, plan = self._quantizer_and_noise(strategy, len(cohort), size)
         if "clip_norm" in client_side:
             self.check_norm_bound(quantizer, size, float(client_side["clip_norm"]))
-        settings = self._settings(cohort[0][1].config, client_side, quantizer, strategy)
+        settings = self._settings(cohort[0][1].config, client_side, quantizer, strategy, plan)
         server = SecAggServer(
             [client_id for client_id, _ in cohort],
             size + 1,
@@ -233,23 +241,37 @@ class SecureAggregation:
                 fit_metrics += phase.run(context, server, parameters, settings, level)
                 server.close_phase()
         except SecAggAbortedError as error:
-            log.log(
-                level,
-                "fit_round %d: secure aggregation aborted: %s; global model unchanged",
-                server_round,
-                error,
-            )
+            message = "fit_round %d: secure aggregation aborted: %s; global model unchanged"
+            log.log(level, message, server_round, error)
             return None
         result = server.result()
-        mean, _ = quantizer.decode_mean(result.total, len(result.survivors))
         survivors = len(result.survivors)
+        transforms_state = transforms.summed(state["transforms"], survivors)
+        if plan is None:
+            mean, _ = quantizer.decode_mean(result.total, survivors)
+        elif survivors < plan.min_survivors:  # the clients refuse to unmask this; never release
+            log.log(level, "fit_round %d: too few survivors for distributed DP", server_round)
+            return None
+        else:
+            mean = plan.decode_mean(result.total, survivors)
+            transforms_state = noised(transforms, transforms_state, plan, size, survivors)
         return PartialFit(
             _unflatten(mean, parameters),
-            {**state, "transforms": transforms.summed(state["transforms"], survivors)},
+            {**state, "transforms": transforms_state},
             tuple(fit_metrics),
             {"secagg_survivors": float(survivors)},
             failures=len(cohort) - survivors,
         )
+
+    def _quantizer_and_noise(
+        self, strategy: SecureParts, cohort_size: int, size: int
+    ) -> tuple[WeightedQuantizer, NoisePlan | None]:
+        """The round's quantizer and, under distributed DP, its noise plan (which sizes it)."""
+        noise = noise_member(strategy.update_transforms)
+        if noise is None:
+            return self.quantizer(strategy, cohort_size), None
+        plan = NoisePlan.build(noise[1], self.clip_range, self.bits, cohort_size, size)
+        return plan.quantizer, plan
 
     def quantizer(self, strategy: SecureParts, cohort_size: int) -> WeightedQuantizer:
         """The quantizer of a cohort of `cohort_size`: weights up to `max_weight`, or exactly 1
@@ -279,8 +301,10 @@ class SecureAggregation:
         client_side: Config,
         quantizer: WeightedQuantizer,
         strategy: SecureParts,
+        plan: NoisePlan | None = None,
     ) -> Config:
-        """The masked-input phase's config: the fit config and the quantizer's settings."""
+        """The masked-input phase's config: the fit config, the quantizer's settings and, under
+        distributed DP, every client's noise variance and the fewest survivors it unmasks for."""
         quant: Config = {
             "clip": float(quantizer.clip),
             "max_weight": float(quantizer.max_weight),
@@ -290,6 +314,9 @@ class SecureAggregation:
         }
         if "clip_norm" in client_side:
             quant["clip_norm"] = float(client_side["clip_norm"])
+        if plan is not None:
+            quant["noise_variance"] = float(plan.variance)
+            quant["min_survivors"] = int(plan.min_survivors)
         return {
             **{FIT_PREFIX + key: value for key, value in fit_config.items()},
             **{QUANT_PREFIX + key: value for key, value in quant.items()},
