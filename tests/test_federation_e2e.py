@@ -15,6 +15,7 @@ order of the aggregation's sums may differ).
 from __future__ import annotations
 
 import base64
+import json
 import os
 import time
 from pathlib import Path
@@ -29,6 +30,8 @@ from roost.federation.keys import generate_key_pair
 from roost.server.state import last_recorded_round
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("federation")]
+
+FLOWER_NUMPY_APP = Path(__file__).resolve().parent / "flower_apps" / "numpy_app"
 
 
 def _postgres_database() -> str:
@@ -170,6 +173,23 @@ def test_federation_app_that_crashes_leaves_the_nodes_serving_the_other_run(fed,
     assert f"run {healthy}: completed" in followed, followed
     _assert_reference_model(fed, fed.bob, healthy, tmp_path / healthy)
     assert all(node.poll() is None for node in fed.nodes)
+
+
+def test_federation_runs_a_flower_message_api_project(fed, tmp_path):
+    """A Flower project submits as a roost one does: its ServerApp serves the run, and each node
+    runs its ClientApp on the node's own partition."""
+    submitted = roost(
+        "run", str(FLOWER_NUMPY_APP), *fed.as_person(fed.ada), "--nodes", str(NODES),
+        "--sign-key", str(fed.publisher), "--run-config", "num-server-rounds=2",
+    ).stdout  # fmt: skip
+    run = submitted.split("submitted run ", 1)[1].split()[0]
+    followed = _follow(fed, fed.ada, run)
+    assert f"run {run}: completed" in followed, followed
+    roost("pull", run, "--out", str(tmp_path / run), *fed.as_person(fed.ada))
+    history = json.loads((tmp_path / run / "history.json").read_text())
+    # Its ServerApp samples the nodes connected when a round starts (all, or all but a late one).
+    assert len(history["rounds"]) == 2
+    assert all(2 <= r["fit_results"] <= NODES for r in history["rounds"]), history["rounds"]
 
 
 def test_federation_people_see_and_stop_only_their_own_runs_and_operators_all(fed):
