@@ -55,6 +55,9 @@ def fresh_environment(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str
     shell("pip install -e .", ROOT, environment)
     where = shell("python -c 'import roost; print(roost.__file__)'", venv, environment)
     assert Path(where.strip()).is_relative_to(ROOT / "src")
+    # The rest of the README's first command: roost's main job, the demo, as installed.
+    demo = shell("roost simulate", venv.parent, environment)
+    assert "round 5/5" in demo and "roost run summary" in demo, demo
     return environment
 
 
