@@ -7,12 +7,13 @@ import contextlib
 import io
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
+
+from grpc_support import free_port
 
 from roost.cli import main
 from roost.federation.node_runs import run_directory_name
@@ -55,12 +56,6 @@ def roost(*args: str, check: bool = True) -> SimpleNamespace:
     if check:
         assert returncode == 0, result.stdout + result.stderr
     return result
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def paced_project(root: Path) -> Path:

@@ -24,7 +24,8 @@ import numpy as np
 import pytest
 from coordinator_support import POSTGRES_URL, ProtocolNode, post
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from federation_support import NODES, Federation, free_port, paced_project, roost
+from federation_support import NODES, Federation, paced_project, roost
+from grpc_support import free_port
 
 from roost.federation.keys import generate_key_pair
 from roost.server.state import last_recorded_round
@@ -127,7 +128,9 @@ def _wait_rounds(fed: Federation, runs: list[str], rounds: int, timeout: float =
 
 
 def test_coordinator_killed_mid_run_resumes_both_runs_to_the_reference_model(fed, tmp_path):
-    slow = ["--run-config", "fit-delay=1.0"]  # a round takes 1 s or more: room to kill mid-run
+    # A round takes 2.5 s or more: room to kill both runs mid-run even when one started a
+    # couple of seconds after the other (a loaded machine; at 1 s the first could finish).
+    slow = ["--run-config", "fit-delay=2.5"]
     runs = {fed.ada: fed.submit(fed.ada, *slow), fed.bob: fed.submit(fed.bob, *slow)}
     _wait_rounds(fed, list(runs.values()), 1)
     logs = [home / "node.log" for home in fed.node_dirs]

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from roost.core.backoff import Backoff
 from roost.errors import ConfigurationError
 from roost.federation.bundle import BundleRefusedError, make_bundle, sign_bundle
 from roost.federation.keys import (
@@ -23,7 +24,6 @@ from roost.federation.keys import (
 from roost.federation.node import Node
 from roost.federation.node_config import load_node_config
 from roost.federation.node_link import (
-    Backoff,
     CoordinatorLink,
     CoordinatorRefusedError,
     CoordinatorUnreachableError,

@@ -105,8 +105,7 @@ class ProjectApp(App):
 
     def run_settings(self) -> dict[str, Any]:
         """The project's run config but its number of rounds."""
-        config = self._project.run_config
-        return {f"run-config {key}": value for key, value in config.items() if key != "num-rounds"}
+        return self._project.resume_settings()
 
     def make_client_fn(self, seed: int) -> ClientFn:
         """The project's `client_fn`, its contexts carrying the project's run config."""

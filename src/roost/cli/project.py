@@ -159,6 +159,10 @@ class RoostProject:
         value = self.run_config.get("round-timeout")
         return None if value is None else float(value)
 
+    def resume_settings(self) -> dict[str, Any]:
+        """What a resumed run must keep: the run config but its number of rounds."""
+        return {f"run-config {k}": v for k, v in self.run_config.items() if k != "num-rounds"}
+
     def client_fn(self) -> ProjectClientFn:
         """The project's `client_fn`, importable in worker processes too.
 

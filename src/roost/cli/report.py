@@ -195,12 +195,9 @@ def _writers(args: argparse.Namespace, params: Mapping[str, Any] | None) -> list
     return writers
 
 
-def run_params(
-    args: argparse.Namespace, resolved: Mapping[str, Any] | None = None
-) -> dict[str, Any]:
-    """The run's settings worth recording with it: every option that has a plain value, with the
-    values `resolved` gives options left to their defaults."""
-    values = {**vars(args), **{k: v for k, v in (resolved or {}).items() if v is not None}}
+def run_params(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The run's settings worth recording with it (MLflow's parameters): every option that has a
+    plain value, from `values` (`vars(args)`, or `roost.cli.settings.resolved_options`)."""
     return {
         name: value
         for name, value in sorted(values.items())

@@ -20,6 +20,7 @@ from typing import Any
 from roost.cli.app import ProjectApp, add_run_config_option, load_project_app
 from roost.cli.dp_options import add_privacy_arguments, privacy_settings
 from roost.cli.options import CommandParser, positive_int
+from roost.cli.project import RoostProject
 from roost.cli.report import Reporter, add_output_options, history_table, run_params
 from roost.cli.secagg_options import add_secagg_arguments, secure_aggregation
 from roost.cli.settings import result_settings
@@ -84,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         check_out_dir(args.out)
     app = load_project_app(args.directory, args.run_config)
     num_rounds = app.project.num_rounds if isinstance(app, ProjectApp) and app.project else None
-    with Reporter(args, num_rounds, run_params(args)) as reporter:
+    with Reporter(args, num_rounds, run_params(vars(args))) as reporter:
         if isinstance(app, ProjectApp):
             history = _run_roost_project(app, args, reporter)
         else:  # a Flower project, simulated by the Flower layer (roost.cli.app.PROJECT_KINDS)
@@ -142,15 +143,15 @@ def _run_roost_project(app: ProjectApp, args: argparse.Namespace, reporter: Repo
         seed=project.seed,
         run_config=run_config,
         engine=project.engine,
-        **{**recording_options(args, reporter), "settings": _project_settings(args, run_config)},
+        **{**recording_options(args, reporter), "settings": _project_settings(args, project)},
     )
 
 
-def _project_settings(args: argparse.Namespace, run_config: dict[str, Any]) -> dict[str, Any]:
+def _project_settings(args: argparse.Namespace, project: RoostProject) -> dict[str, Any]:
     """What a resumed project run must keep: its run config (all but num-rounds), with the
     flags that set it folded in, and the privacy and secure-aggregation flags."""
-    kept = {f"run-config {key}": value for key, value in run_config.items() if key != "num-rounds"}
-    return {**kept, **result_settings(args, leave_out=("run_config", "clients", "engine", "seed"))}
+    flags = result_settings(args, leave_out=("run_config", "clients", "engine", "seed"))
+    return {**project.resume_settings(), **flags}
 
 
 def _protected(

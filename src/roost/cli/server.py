@@ -20,7 +20,7 @@ from roost.cli.settings import (
     RunSettings,
     add_app_option,
     add_run_options,
-    option_values,
+    resolved_options,
     result_settings,
     server_deployment_options,
     settings_from_args,
@@ -147,7 +147,7 @@ def run(args: argparse.Namespace, default_app: App) -> int:
     settings = settings_from_args(args, num_clients=args.min_clients or DEFAULT_MIN_CLIENTS)
     if app.serves_whole_run:  # a Flower project serves its own ServerApp
         refuse_strategy_options(settings)
-        with Reporter(args, None, run_params(args), logs=logging.INFO) as reporter:
+        with Reporter(args, None, run_params(vars(args)), logs=logging.INFO) as reporter:
             history = app.serve(args, reporter.track)
         reporter.console.print(history_table(history))
         return reporter.conclude(history)
@@ -155,7 +155,7 @@ def run(args: argparse.Namespace, default_app: App) -> int:
     if args.min_clients is not None and strategy.min_available_clients != args.min_clients:
         strategy = strategy.replace(min_available_clients=args.min_clients)  # an app's own
     config = app.server_config(settings)
-    params = run_params(args, option_values(settings))
+    params = run_params(resolved_options(args, settings))
     with Reporter(args, config.num_rounds, params, logs=logging.INFO) as reporter:
         reporter.print(secure_aggregation_line(settings, strategy))
         if (privacy := settings.privacy) is not None:

@@ -23,10 +23,11 @@ APP_OPTIONS = "app_option_names"
 """Where the parsed arguments keep the names of the app's own options (`App.add_arguments`)."""
 
 
-def option_values(settings: RunSettings) -> dict[str, Any]:
-    """The round and training options as `settings` resolved them, by their names in the
-    parsed namespace (defaults filled in)."""
+def resolved_options(args: argparse.Namespace, settings: RunSettings) -> dict[str, Any]:
+    """Every parsed option, the round and training ones as `settings` resolved them (defaults
+    filled in), by their names in the parsed namespace."""
     return {
+        **vars(args),
         "rounds": settings.num_rounds,
         "fraction_fit": settings.fraction_fit,
         "fraction_evaluate": settings.fraction_evaluate,
@@ -142,7 +143,7 @@ def result_settings(
     """Every option in `args` that the run's result depends on, by its flag (`{"--lr": 0.5}`),
     with the defaults `settings` resolved: what `--state` records and `--resume` compares.
     `leave_out` names more options to skip."""
-    values = {**vars(args), **(option_values(settings) if settings is not None else {})}
+    values = vars(args) if settings is None else resolved_options(args, settings)
     return {
         "--" + name.replace("_", "-"): value
         for name, value in sorted(values.items())

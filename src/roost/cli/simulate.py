@@ -13,7 +13,7 @@ from roost.cli.settings import (
     RunSettings,
     add_app_option,
     add_run_options,
-    option_values,
+    resolved_options,
     result_settings,
     server_config,
     settings_from_args,
@@ -110,7 +110,9 @@ def run(args: argparse.Namespace, default_app: App) -> int:
     app = load_app(args.app) if args.app else default_app
     settings = settings_from_args(args, num_clients=args.clients)
     simulation = app.simulation(settings)
-    with Reporter(args, settings.num_rounds, run_params(args, option_values(settings))) as reporter:
+    with Reporter(
+        args, settings.num_rounds, run_params(resolved_options(args, settings))
+    ) as reporter:
         # The engine line also says how math threads wait (set by `roost.cli.main`).
         reporter.print(simulation.notice and f"{simulation.notice}; {use_passive_wait()}")
         reporter.print(settings.privacy and settings.privacy.describe())

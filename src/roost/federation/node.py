@@ -24,12 +24,12 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+from roost.core.backoff import Backoff
 from roost.errors import ConfigurationError, RoostError
 from roost.federation.bundle import BundleRefusedError
 from roost.federation.keys import fingerprint, load_private_key, load_public_key
 from roost.federation.node_config import NodeConfig
 from roost.federation.node_link import (
-    Backoff,
     CoordinatorLink,
     CoordinatorRefusedError,
     CoordinatorUnreachableError,

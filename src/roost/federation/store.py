@@ -179,16 +179,9 @@ class Store:
     def new_challenge(self, node: str) -> bytes:
         """32 fresh random bytes for `node` to sign: one use, valid for a minute."""
         challenge = secrets.token_bytes(32)
-        table = self.tables.challenges
-        with self._transaction() as connection:
-            connection.execute(table.delete().where(table.c.expires < time.time()))
-            connection.execute(
-                table.insert().values(
-                    challenge_sha256=digest(challenge),
-                    node=node,
-                    expires=time.time() + CHALLENGE_TTL_S,
-                )
-            )
+        self._keep_digest(
+            self.tables.challenges, "challenge_sha256", challenge, node, CHALLENGE_TTL_S
+        )
         return challenge
 
     def take_challenge(self, node: str, challenge: bytes) -> bool:
@@ -202,16 +195,22 @@ class Store:
 
     def new_session(self, node: str) -> str:
         """A session token for `node`, valid for an hour."""
-        token = secrets.token_urlsafe(32)
-        table = self.tables.node_sessions
+        token = new_token()
+        self._keep_digest(self.tables.node_sessions, "token_sha256", token, node, SESSION_TTL_S)
+        return token
+
+    def _keep_digest(
+        self, table: Any, column: str, secret: str | bytes, node: str, ttl: float
+    ) -> None:
+        """Record the digest of a secret issued to `node` for `ttl` seconds in `table`, dropping
+        the expired ones."""
         with self._transaction() as connection:
             connection.execute(table.delete().where(table.c.expires < time.time()))
             connection.execute(
                 table.insert().values(
-                    token_sha256=digest(token), node=node, expires=time.time() + SESSION_TTL_S
+                    {column: digest(secret), "node": node, "expires": time.time() + ttl}
                 )
             )
-        return token
 
     def session_node(self, token: str) -> str | None:
         """The node a live session token belongs to, or None."""

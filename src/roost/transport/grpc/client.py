@@ -22,6 +22,7 @@ import grpc
 
 from roost.client.client import ClientLike, Context
 from roost.client.protocols import execute
+from roost.core.backoff import Backoff
 from roost.core.types import Failure, FitIns, Instruction
 from roost.core.validation import validate_result
 from roost.errors import (
@@ -202,8 +203,8 @@ class GrpcClient:
         `reconnect_timeout` seconds without a connection.
         """
         options = self.options
-        backoff = options.initial_backoff
-        lost_since, attempts = time.monotonic(), 0
+        backoff = Backoff(options.initial_backoff, options.max_backoff, rng=_JITTER)
+        lost_since = time.monotonic()
         while not self._stopped.is_set():
             try:
                 self._serve_once()
@@ -213,9 +214,10 @@ class GrpcClient:
                     return
                 now = time.monotonic()
                 if lost.welcomed:
-                    lost_since, backoff, attempts = now, options.initial_backoff, 0
-                attempts += 1
-                waited = now - lost_since
+                    lost_since = now
+                    backoff.reset()
+                delay = backoff.next_delay()
+                attempts, waited = backoff.attempts, now - lost_since
                 if options.reconnect_timeout is not None and waited >= options.reconnect_timeout:
                     raise ServerUnreachableError(
                         f"no connection to the server at {self.server_address} for "
@@ -223,12 +225,10 @@ class GrpcClient:
                         "address, that the server is running and, with TLS, the root "
                         "certificate"
                     ) from None
-                delay = min(backoff, options.max_backoff) * _JITTER.uniform(0.8, 1.2)
                 if options.reconnect_timeout is not None:
                     delay = min(delay, options.reconnect_timeout - waited)
                 log.warning("%s; attempt %d, retrying in %.1f s", lost, attempts, delay)
                 self._stopped.wait(max(delay, 0.0))
-                backoff *= 2
 
     def stop(self) -> None:
         """Disconnect and make `run` return (from another thread), whatever the server does."""
