@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import socket
 import subprocess
 import threading
 from pathlib import Path
@@ -289,3 +290,25 @@ def test_allow_install_installs_what_is_missing_and_says_when_pip_fails(
     ))  # fmt: skip
     with pytest.raises(BundleRefusedError, match="still lacks no-such-package-roost-xyz>=2"):
         check_bundle(config, [alice.public_key()], assignment(1, needy, alice), needy)
+
+
+def test_a_coordinator_that_dies_mid_answer_is_unreachable_not_a_crash(keys) -> None:
+    """Killed while it answered (a SIGKILLed coordinator): the node retries as for any outage."""
+    alice, _ = keys
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+
+        def answer_half() -> None:
+            connection, _ = listener.accept()
+            with connection:
+                connection.recv(65536)
+                connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 26\r\n\r\n")
+
+        server = threading.Thread(target=answer_half, daemon=True)
+        server.start()
+        link = CoordinatorLink(f"http://127.0.0.1:{listener.getsockname()[1]}", "clinic", alice)
+        link.session = "a session"
+        with pytest.raises(CoordinatorUnreachableError, match="IncompleteRead"):
+            link.poll([], 1)
+        server.join(timeout=10)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from roost.cli.progress import ProgressTracker
 from roost.errors import ConfigurationError
-from roost.log import ensure_logging, log_handler
+from roost.log import log_handler
 from roost.server.history import History, RoundRecord
 from roost.tracking.base import Tracker, TrackRounds
 from roost.tracking.failures import ROOST_LOGGER, FailureDigest, spans
@@ -90,15 +90,6 @@ def configure_logging(console: Console, level: int) -> None:
     handler.set_name(_HANDLER_NAMES[0])
     logger.addHandler(handler)
     logger.setLevel(level)
-
-
-def start_console(quiet: bool) -> Console:
-    """The console a command prints to; roost's progress logs go there too (not with `quiet`)."""
-    from rich.console import Console
-
-    console = Console(stderr=False)
-    ensure_logging(logging.WARNING if quiet else logging.INFO, console=console)
-    return console
 
 
 class Reporter:

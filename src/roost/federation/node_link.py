@@ -8,6 +8,7 @@ replaced once, by signing a new challenge, before a call fails.
 
 from __future__ import annotations
 
+import http.client
 import json
 import ssl
 import urllib.error
@@ -74,8 +75,9 @@ class CoordinatorLink:
             if error.code >= 500:
                 raise CoordinatorUnreachableError(f"HTTP {error.code}: {message}") from None
             raise CoordinatorRefusedError(message, error.code) from None
-        except (urllib.error.URLError, OSError) as error:
-            reason = getattr(error, "reason", error)
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
+            # HTTPException: a coordinator that died mid-answer (IncompleteRead, BadStatusLine).
+            reason = getattr(error, "reason", None) or f"{type(error).__name__}: {error}"
             raise CoordinatorUnreachableError(str(reason)) from None
         if raw:
             return payload
