@@ -302,8 +302,19 @@ def test_a_coordinator_that_dies_mid_answer_is_unreachable_not_a_crash(keys) -> 
         def answer_half() -> None:
             connection, _ = listener.accept()
             with connection:
-                connection.recv(65536)
+                # Read the whole request first: closing on unread bytes would reset the
+                # connection instead of cutting the answer short.
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    request += connection.recv(65536)
+                head, _, body = request.partition(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                while len(body) < length:
+                    body += connection.recv(65536)
                 connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 26\r\n\r\n")
+                connection.shutdown(socket.SHUT_WR)
+                while connection.recv(65536):  # until the node gives up on the answer
+                    pass
 
         server = threading.Thread(target=answer_half, daemon=True)
         server.start()
