@@ -112,7 +112,7 @@ def test_the_flower_protocol_is_registered_by_the_flower_layer() -> None:
         "import roost.compat.flwr.clientapp\n"
         "print(before, sorted(PROTOCOLS))"
     )
-    assert known == "['secagg'] ['flwr', 'secagg']"
+    assert known == "['compress', 'secagg'] ['compress', 'flwr', 'secagg']"
 
 
 def test_register_protocol_refuses_a_taken_name() -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from roost.client.client import ClientFn
+from roost.core.codecs import Codec
 from roost.errors import ConfigurationError
 from roost.privacy.accounting import DEFAULT_DELTA_RULE
 from roost.privacy.central import CentralDPParams
@@ -110,6 +111,7 @@ class StrategySpec:
         clip: a clipping transform (`--clip-norm` without DP), or None.
         privacy: differential privacy (None: none).
         secure_aggregation: SecAgg+ (None: updates in the clear).
+        compression: the codec clients compress their updates with (None: uncompressed).
         given: whether any of these was asked for: an app that brings its own strategy refuses
             them.
     """
@@ -120,6 +122,7 @@ class StrategySpec:
     privacy: PrivacySettings | None = None
     secure_aggregation: SecureAggregation | None = None
     given: bool = False
+    compression: Codec | None = None
 
     @property
     def preset_name(self) -> str:
@@ -196,6 +199,8 @@ class RunSettings:
             knobs = {**knobs, "fraction_evaluate": 0.0}
         if spec.secure_aggregation is not None:
             parts["secure_aggregation"] = spec.secure_aggregation
+        if spec.compression is not None:
+            parts["compression"] = spec.compression
         strategy = preset(name, **{**knobs, **mirrored, **spec.options, **parts})
         if privacy is not None and privacy.mode == "central":
             return privacy.central(strategy)

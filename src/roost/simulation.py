@@ -162,6 +162,11 @@ def _engine(
             "the vectorized engine trains clients together and runs no secure aggregation; "
             f"use {other_engines('sequential', 'process')}"
         )
+    if engine == "vectorized" and strategy.compression is not None:
+        raise ConfigurationError(
+            "the vectorized engine trains clients together and runs no client-side encoding, "
+            f"so it cannot compress updates; use {other_engines('sequential', 'process')}"
+        )
     options = dict(engine_options or {})
     if warm_clients is not False:
         options["warm_clients"] = warm_clients

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from roost.app import App, Simulation, refuse_strategy_options
+from roost.cli.compress_options import add_compression_arguments
 from roost.cli.dp_options import add_privacy_arguments
 from roost.cli.options import CommandParser
 from roost.cli.project import (
@@ -148,6 +149,7 @@ def finish_app_command(
     add_strategy_arguments(parser)
     add_privacy_arguments(parser)
     add_secagg_arguments(parser)
+    add_compression_arguments(parser)
     before = set(parser.long_options.values())
     default_app.add_arguments(parser, command)
     own = [a.dest for a in parser.long_options.values() if a not in before]

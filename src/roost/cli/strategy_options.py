@@ -16,6 +16,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
+from roost.cli.compress_options import compression
 from roost.cli.dp_options import privacy_flags_given
 from roost.cli.options import non_negative_float
 from roost.errors import ConfigurationError
@@ -142,14 +143,16 @@ def strategy_spec(
     secure: SecureAggregation | None,
 ) -> StrategySpec:
     """The strategy `args` ask for: `--strategy`, its options, clipping, `--dp` (`privacy`) and
-    `--secagg` (`secure`), read once; `RunSettings.build_strategy` builds it."""
+    `--secagg` (`secure`) and `--compress`, read once; `RunSettings.build_strategy` builds it."""
     options = strategy_options(args)
     clip = clip_transform(args)
+    codec = compression(args)
     given = bool(
         args.strategy != "fedavg"
         or options
         or getattr(args, "clip_norm", None) is not None
         or privacy_flags_given(args)
         or secure is not None
+        or codec is not None
     )
-    return StrategySpec(args.strategy, options, clip, privacy, secure, given)
+    return StrategySpec(args.strategy, options, clip, privacy, secure, given, codec)

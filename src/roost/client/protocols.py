@@ -13,7 +13,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 
 from roost.client.client import ClientLike, Context, call_client
+from roost.client.compression import answer_compressed_fit
 from roost.client.secure_aggregation import answer_secure_aggregation
+from roost.core.compression import PROTOCOL as COMPRESSION
 from roost.core.types import Instruction, PhaseIns, PhaseRes, Result
 from roost.errors import ConfigurationError, InvalidMessageError
 
@@ -44,7 +46,10 @@ def answer_by_client(client: ClientLike, instruction: PhaseIns, context: Context
     return client.answer(instruction, context)
 
 
-PROTOCOLS: dict[str, PhaseHandler] = {"secagg": answer_secure_aggregation}
+PROTOCOLS: dict[str, PhaseHandler] = {
+    "secagg": answer_secure_aggregation,
+    COMPRESSION: answer_compressed_fit,
+}
 """Client-side protocols by name; layers above add theirs with `register_protocol`."""
 
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from roost.core import types
+from roost.core import compression, types
 from roost.core.types import Failure, Instruction, Parameters, Result, Scalar
 from roost.errors import InvalidMessageError
 
@@ -162,6 +162,15 @@ def validate_result(
         return result
     try:
         _check_answers(instruction, result)
+        if compression.is_compressed_fit(instruction):
+            assert isinstance(instruction, types.PhaseIns) and isinstance(result, types.PhaseRes)
+            # Decoded here, so the strategy (and the round's counts) see the fit result it
+            # stands for, checked against the model it was trained from.
+            answer = types.PhaseRes(
+                check_parameters(result.arrays),
+                check_scalar_dict(result.values, "values", finite=True),
+            )
+            result, template = compression.decode_fit(instruction, answer), instruction.parameters
         if isinstance(result, types.FitRes):
             return types.FitRes(
                 check_parameters(result.parameters, template),

@@ -174,6 +174,7 @@ def with_central_dp(
         update_fn=strategy.update_fn,
         update_transforms=strategy.update_transforms,
         secure_aggregation=strategy.secure_aggregation,
+        compression=strategy.compression,
     )
 
 

@@ -45,6 +45,7 @@ STRATEGY_PARTS = (
     "sampler",
     "update_fn",
     "secure_aggregation",
+    "compression",
 )
 """`Strategy` arguments that are parts (a preset may fix them); the others are knobs."""
 

@@ -17,13 +17,11 @@ from typing import Any, Self, TypeVar
 import numpy as np
 
 from roost.core.checks import check_count, check_fraction
-from roost.core.means import RunningMean
+from roost.core.codecs import Codec
 from roost.core.types import (
     ClientId,
     Config,
     EvaluateIns,
-    EvaluateRes,
-    Failure,
     FitIns,
     Metrics,
     Outcome,
@@ -49,9 +47,10 @@ from roost.strategy.base import (
     chain,
     sample_uniformly,
 )
+from roost.strategy.compression import CompressionSpec, as_codec, check_compression, compressed_fit
 from roost.strategy.optimizers import ServerSGD, UpdateFn, parameter_delta
 from roost.strategy.secure import SecureAggregation
-from roost.strategy.tally import FitSteps, aggregate_metrics, aggregate_outcomes
+from roost.strategy.tally import FitSteps, aggregate_metrics, aggregate_outcomes, mean_evaluation
 from roost.strategy.weighting import WeightFn, weight_by_num_examples
 
 log = logging.getLogger(__name__)
@@ -103,7 +102,12 @@ class Strategy:
             cohort's sums (`roost.strategy.secure`); None: updates in the clear.
         fit_config_defaults: entries added to every fit config (what `on_fit_config_fn` sends
             wins); presets add their own (FedProx's μ).
+        compression: clients send updates compressed by this codec ("q8", "rot-q4", "topk:0.01",
+            a `Codec`; see `roost.strategy.compression`), None: uncompressed; each round then
+            records its fit phase's `bytes_up` and `bytes_down` in `History.measurements`.
     """
+
+    compression: Codec | None = None  # a strategy written without __init__ compresses nothing
 
     def __init__(
         self,
@@ -128,6 +132,7 @@ class Strategy:
         update_fn: UpdateFn = parameter_delta,
         secure_aggregation: SecureAggregation | None = None,
         fit_config_defaults: Config | None = None,
+        compression: CompressionSpec | None = None,
     ) -> None:
         self.fraction_fit = fraction_fit
         self.fraction_evaluate = fraction_evaluate
@@ -158,6 +163,7 @@ class Strategy:
         # Entries a preset adds to every fit config (FedProx's μ, FedAdam's client learning rate);
         # what on_fit_config_fn sends wins, so a preset default never overrides the user's choice.
         self.fit_config_defaults: Config = dict(fit_config_defaults or {})
+        self.compression = as_codec(compression)
         self._check()
 
     def _check(self) -> None:
@@ -182,12 +188,14 @@ class Strategy:
                     "gradients (FedSGD) are not supported with it"
                 )
             self.secure_aggregation.check(self)
+        if self.compression is not None:
+            check_compression(self)
 
     def replace(self, **changes: Any) -> Self:
         """A copy of this strategy with `changes` to its knobs (`min_available_clients`, ...) or
         its `secure_aggregation`, checked as the constructor checks them. The strategy itself is
         not changed; parts are shared with the copy, which is fine: they keep settings only."""
-        allowed = {*_REPLACEABLE, "secure_aggregation"}
+        allowed = {*_REPLACEABLE, "secure_aggregation", "compression"}
         if unknown := sorted(set(changes) - allowed):
             raise ConfigurationError(
                 f"replace() changes knobs and secure_aggregation only, not {', '.join(unknown)}; "
@@ -195,6 +203,7 @@ class Strategy:
             )
         changed = copy.copy(self)
         vars(changed).update(changes)
+        changed.compression = as_codec(changed.compression)
         changed._check()
         return changed
 
@@ -267,6 +276,8 @@ class Strategy:
             if not self.withholds_client_statistics:  # an empty cohort is a secret under DP
                 log.info("fit_round %d: no clients selected", server_round)
             return self.conclude_fit(server_round, parameters, PartialFit(None, state))
+        if self.compression is not None:
+            return compressed_fit(self, context, cohort, parameters, state)
         outcomes = context.exchange("fit", cohort, parameters)
         return self.aggregate_fit(server_round, parameters, outcomes, state)
 
@@ -423,20 +434,7 @@ class Strategy:
         self, server_round: int, outcomes: Iterable[Outcome]
     ) -> tuple[float | None, Metrics]:
         """The example-weighted mean of client losses, and the aggregated metrics."""
-        loss = RunningMean()  # not Σ loss·n / Σ n, which overflows for large losses
-        eval_metrics: list[tuple[int, Metrics]] = []
-        failures = 0
-        for _, result in outcomes:
-            if isinstance(result, Failure):
-                failures += 1
-                continue
-            assert isinstance(result, EvaluateRes)
-            loss.add(result.loss, result.num_examples)
-            eval_metrics.append((result.num_examples, result.metrics))
-        if (failures and not self.accept_failures) or loss.total == 0:
-            return None, {}
-        metrics = aggregate_metrics(self.evaluate_metrics_aggregation_fn, eval_metrics)
-        return loss.mean, metrics
+        return mean_evaluation(outcomes, self.accept_failures, self.evaluate_metrics_aggregation_fn)
 
     def evaluate(self, server_round: int, parameters: Parameters) -> tuple[float, Metrics] | None:
         """Centralized evaluation with `evaluate_fn`, or None without one."""

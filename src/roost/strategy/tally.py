@@ -15,7 +15,8 @@ from typing import Generic, NamedTuple, TypeVar
 
 import numpy as np
 
-from roost.core.types import ClientId, Failure, FitRes, Metrics, Outcome, Parameters
+from roost.core.means import RunningMean
+from roost.core.types import ClientId, EvaluateRes, Failure, FitRes, Metrics, Outcome, Parameters
 from roost.errors import InvalidMessageError
 from roost.strategy.aggregators import NotEnoughUpdatesError
 from roost.strategy.base import Aggregator, PartialFit, State, UpdateTransform, Weighting
@@ -169,3 +170,25 @@ def aggregate_metrics(
     if function is None or not pairs:
         return {}
     return dict(function(list(pairs)))
+
+
+def mean_evaluation(
+    outcomes: Iterable[Outcome],
+    accept_failures: bool,
+    function: Callable[[list[tuple[int, Metrics]]], Metrics] | None,
+) -> tuple[float | None, Metrics]:
+    """An evaluate phase's example-weighted mean loss and aggregated metrics (None, {} when
+    nothing usable arrived, or a client failed and `accept_failures` is False)."""
+    loss = RunningMean()  # not Σ loss·n / Σ n, which overflows for large losses
+    eval_metrics: list[tuple[int, Metrics]] = []
+    failures = 0
+    for _, result in outcomes:
+        if isinstance(result, Failure):
+            failures += 1
+            continue
+        assert isinstance(result, EvaluateRes)
+        loss.add(result.loss, result.num_examples)
+        eval_metrics.append((result.num_examples, result.metrics))
+    if (failures and not accept_failures) or loss.total == 0:
+        return None, {}
+    return loss.mean, aggregate_metrics(function, eval_metrics)

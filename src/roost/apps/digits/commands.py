@@ -49,6 +49,7 @@ class DigitsApp(App):
             and settings.strategy.name != "fedsgd"
             and not local_dp
             and settings.secure_aggregation is None
+            and settings.strategy.compression is None
         )
         engine, client_fn, notice = demo_engine(settings.engine, client_fn, settings, plain=plain)
         return Simulation(client_fn, strategy, engine, notice)
