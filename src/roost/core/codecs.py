@@ -79,9 +79,10 @@ class Codec:
         rotated, bits, fraction = match.groups()
         if fraction is not None:
             try:
-                return cls(fraction=float(fraction))
+                share = float(fraction)
             except ValueError:
                 raise ConfigurationError(f"topk:F needs a number F, got {spec!r}") from None
+            return cls(fraction=share)
         return cls(bits=None if bits is None else int(bits), rotate=bool(rotated))
 
     @property
