@@ -18,7 +18,7 @@ from roost.core import codecs
 from roost.core.codecs import Codec
 from roost.core.compression import decode_fit, fit_instruction
 from roost.core.types import Failure, FitRes, PhaseRes
-from roost.core.validation import validate_result
+from roost.core.validation import unpack_result, validate_result
 from roost.errors import ConfigurationError
 from roost.privacy.preset import with_central_dp
 from roost.settings import RunSettings
@@ -156,10 +156,15 @@ def test_a_decoded_answer_is_validated_like_any_fit_result() -> None:
     codec, parameters = Codec.parse("q8"), model(0)
     instruction = fit_instruction(codec, parameters, {}, 5)
     answer = answer_compressed_fit(ShiftClient(model(1)), instruction, Context.for_partition(0, 1))
-    outcome = validate_result("0", instruction, answer, None)
+    outcome = accept(instruction, answer)
     assert isinstance(outcome, FitRes)
     assert [a.shape for a in outcome.parameters] == [(64, 10), (10,)]
     assert [a.dtype for a in outcome.parameters] == [np.float64, np.float64]
+
+
+def accept(instruction, answer):
+    """What the round loop makes of a client's answer: validated, then decoded."""
+    return unpack_result("7", instruction, validate_result("7", instruction, answer, None))
 
 
 def _honest() -> tuple:
@@ -205,7 +210,7 @@ def _hostile(kind: str) -> PhaseRes:
 )
 def test_a_malformed_payload_is_that_clients_failure(kind: str) -> None:
     instruction, _ = _honest()
-    outcome = validate_result("7", instruction, _hostile(kind), None)
+    outcome = accept(instruction, _hostile(kind))
     assert isinstance(outcome, Failure) and outcome.kind == "invalid", outcome
 
 
@@ -217,7 +222,7 @@ def test_malformed_quantized_payloads_are_refused(broken: str) -> None:
     packed, scales = answer.arrays
     # a top below its bottom, or a byte of codes missing
     arrays = [packed, scales[:, ::-1].copy()] if broken == "ranges" else [packed[:-1], scales]
-    outcome = validate_result("7", instruction, PhaseRes(arrays, answer.values), None)
+    outcome = accept(instruction, PhaseRes(arrays, answer.values))
     assert isinstance(outcome, Failure) and outcome.kind == "invalid", outcome
 
 

@@ -162,15 +162,6 @@ def validate_result(
         return result
     try:
         _check_answers(instruction, result)
-        if compression.is_compressed_fit(instruction):
-            assert isinstance(instruction, types.PhaseIns) and isinstance(result, types.PhaseRes)
-            # Decoded here, so the strategy (and the round's counts) see the fit result it
-            # stands for, checked against the model it was trained from.
-            answer = types.PhaseRes(
-                check_parameters(result.arrays),
-                check_scalar_dict(result.values, "values", finite=True),
-            )
-            result, template = compression.decode_fit(instruction, answer), instruction.parameters
         if isinstance(result, types.FitRes):
             return types.FitRes(
                 check_parameters(result.parameters, template),
@@ -193,3 +184,24 @@ def validate_result(
         )
     except InvalidMessageError as error:
         return Failure(client_id, str(error), kind="invalid")
+
+
+def unpack_result(
+    client_id: str, instruction: Instruction, outcome: Result | Failure
+) -> Result | Failure:
+    """What a validated result stands for, as the round loop hands it to the strategy.
+
+    A compressed fit answer (`roost.core.compression`) becomes the `FitRes` it carries,
+    validated against the model it was trained from like any fit result, so the strategy, the
+    round's counts and its failures see fit results; a payload its codec does not send is that
+    client's failure. Every other outcome is returned as it is. Only the round loop calls this:
+    both ends of a transport validate the answer itself (`validate_result`)."""
+    if not compression.is_compressed_fit(instruction) or isinstance(outcome, Failure):
+        return outcome
+    assert isinstance(instruction, types.PhaseIns) and isinstance(outcome, types.PhaseRes)
+    try:
+        result = compression.decode_fit(instruction, outcome)
+    except InvalidMessageError as error:
+        return Failure(client_id, f"compressed update: {error}", kind="invalid")
+    model = instruction.parameters
+    return validate_result(client_id, types.FitIns(model), result, model)

@@ -19,7 +19,7 @@ import numpy as np
 
 from roost.client.dp_sgd import RECORD_DELTA, RECORD_EPSILON
 from roost.core.types import ClientId, Failure, FitRes, Instruction, Metrics, Outcome, Parameters
-from roost.core.validation import validate_result
+from roost.core.validation import unpack_result, validate_result
 from roost.server.history import RoundRecord
 from roost.transport.base import Transport
 
@@ -110,7 +110,8 @@ class PhaseOutcomes:
                     client_id,
                 )
                 continue
-            outcome = validate_result(client_id, instruction, result, template)
+            checked = validate_result(client_id, instruction, result, template)
+            outcome = unpack_result(client_id, instruction, checked)  # decodes compressed fits
             if isinstance(outcome, Failure):
                 log.log(level, "%s: %s", label, outcome)
             yield client_id, outcome
