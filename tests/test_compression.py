@@ -315,3 +315,30 @@ def test_central_dp_keeps_the_compression() -> None:
         num_clients=6,
     )
     assert private.compression == Codec.parse("q8")
+
+
+# -- the command line ---------------------------------------------------------------------------
+
+
+def test_simulate_compress_runs_the_demo_compressed_and_records_its_bytes(tmp_path, capsys):
+    from roost.cli import main
+
+    out = tmp_path / "out"
+    args = ["simulate", "--compress", "q2", "--rounds", "2", "--no-plot", "--out", str(out)]
+    assert main(args) == 0
+    history = roost.History.from_json((out / "history.json").read_text())
+    payload = Codec.parse("q2").payload_bytes(SIZE)
+    assert history.measurements["bytes_up"] == [(1, 10.0 * payload), (2, 10.0 * payload)]
+    assert "q2: each client sends 195 bytes per round instead of 5,200" in capsys.readouterr().out
+
+
+def test_server_compress_tells_its_clients_through_the_strategy() -> None:
+    from roost.apps.digits.commands import DigitsApp
+    from roost.cli import build_parser
+    from roost.cli.settings import settings_from_args
+
+    args = build_parser().parse_args(["server", "--compress", "topk:0.01"])
+    settings = settings_from_args(args, num_clients=2)
+    assert DigitsApp().server_strategy(settings).compression == Codec(fraction=0.01)
+    plain = settings_from_args(build_parser().parse_args(["server"]), num_clients=2)
+    assert DigitsApp().server_strategy(plain).compression is None

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import argparse
 
+import numpy as np
+
 from roost.core.codecs import SPEC_FORMS, Codec
+from roost.core.compression import model_dtype
+from roost.strategy.strategy import Strategy
 
 
 def _codec(text: str) -> Codec:
@@ -37,3 +41,21 @@ def add_compression_arguments(parser: argparse.ArgumentParser) -> None:
 def compression(args: argparse.Namespace) -> Codec | None:
     """The codec `--compress` names (None without it)."""
     return getattr(args, "compress", None)
+
+
+def compression_line(strategy: Strategy) -> str | None:
+    """The line saying how a run's updates are compressed, and what a client then sends
+    (None without compression)."""
+    codec = strategy.compression
+    if codec is None:
+        return None
+    model = strategy.initial_parameters
+    if model is None:
+        return f"compression: {codec.name}; every round records bytes_up and bytes_down"
+    size = sum(int(np.size(array)) for array in model)
+    sent = codec.payload_bytes(size, model_dtype(model))
+    plain = sum(int(array.nbytes) for array in model)
+    return (
+        f"compression: {codec.name}: each client sends {sent:,} bytes per round instead of "
+        f"{plain:,} ({plain / sent:.1f}× less); every round records bytes_up and bytes_down"
+    )

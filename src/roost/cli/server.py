@@ -8,6 +8,7 @@ import os
 
 from roost.app import refuse_strategy_options
 from roost.cli.app import App, add_run_config_option, finish_app_command, load_app
+from roost.cli.compress_options import compression_line
 from roost.cli.options import CommandParser, address, positive_float, positive_int
 from roost.cli.report import (
     Reporter,
@@ -158,6 +159,7 @@ def run(args: argparse.Namespace, default_app: App) -> int:
     params = run_params(resolved_options(args, settings))
     with Reporter(args, config.num_rounds, params, logs=logging.INFO) as reporter:
         reporter.print(secure_aggregation_line(settings, strategy))
+        reporter.print(compression_line(strategy))
         if (privacy := settings.privacy) is not None:
             reporter.print(privacy.describe())
             if privacy.mode == "local":

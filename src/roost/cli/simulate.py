@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from roost.cli.app import App, finish_app_command, load_app
+from roost.cli.compress_options import compression_line
 from roost.cli.options import CommandParser, positive_int
 from roost.cli.report import Reporter, add_output_options, history_table, run_params
 from roost.cli.secagg_options import secure_aggregation_line
@@ -117,6 +118,7 @@ def run(args: argparse.Namespace, default_app: App) -> int:
         reporter.print(simulation.notice and f"{simulation.notice}; {use_passive_wait()}")
         reporter.print(settings.privacy and settings.privacy.describe())
         reporter.print(secure_aggregation_line(settings, simulation.strategy))
+        reporter.print(compression_line(simulation.strategy))
         history = run_simulation(
             simulation.client_fn,
             settings.num_clients,
