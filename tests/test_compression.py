@@ -342,3 +342,11 @@ def test_server_compress_tells_its_clients_through_the_strategy() -> None:
     assert DigitsApp().server_strategy(settings).compression == Codec(fraction=0.01)
     plain = settings_from_args(build_parser().parse_args(["server"]), num_clients=2)
     assert DigitsApp().server_strategy(plain).compression is None
+
+
+def test_the_demo_falls_back_from_the_vectorized_engine_and_says_why(capsys) -> None:
+    from roost.cli import main
+
+    args = ["simulate", "--engine", "vectorized", "--compress", "q8", "--rounds", "1", "--no-plot"]
+    assert main(args) == 0
+    assert "compressed updates (the vectorized engine trains" in capsys.readouterr().out

@@ -92,8 +92,8 @@ def demo_engine(
             client_fn,
             (
                 "attacked and gradient-returning clients run on the sequential engine, and so "
-                "do clients with local DP or secure aggregation (the vectorized engine trains "
-                "the plain demo clients only)"
+                "do clients with local DP, secure aggregation or compressed updates (the "
+                "vectorized engine trains the plain demo clients only)"
             ),
         )
     return "vectorized", digits_task(settings), "engine: vectorized (--engine)"
