@@ -4,20 +4,22 @@ bytes it carries are those the history records and the benchmark's table states.
 from __future__ import annotations
 
 import re
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
-from grpc_support import clients, serving
+from grpc_support import RawClient, clients, serving
 
 import roost
 from roost.apps.digits.client import make_client_fn
 from roost.apps.digits.strategy import strategy_knobs
 from roost.client.client import Context
+from roost.core.types import PhaseRes
 from roost.server.loop import ServerConfig, run_rounds
 from roost.settings import RunSettings
 from roost.transport.grpc import client as grpc_client
-from roost.transport.grpc import frames, session
+from roost.transport.grpc import frames, session, wire
 
 TABLE = Path(__file__).resolve().parents[1] / "docs" / "benchmarks" / "compression.md"
 CLIENTS, ROUNDS = 3, 2
@@ -75,3 +77,44 @@ def test_compressed_rounds_over_grpc_send_the_bytes_the_table_says(setting, monk
     accuracy = history.metrics_centralized["accuracy"]
     assert accuracy[-1][1] > accuracy[0][1] + 0.2
     assert np.isfinite(history.parameters[0]).all()
+
+
+def test_a_client_sending_floats_instead_of_the_codec_is_one_failure_over_grpc() -> None:
+    """A raw client answers every compressed instruction with the uncompressed update (the
+    floats, not q8's codes and ranges): each round counts it as a failure, the run goes on with
+    the honest clients, and its bytes are not recorded as accepted."""
+    settings = RunSettings(num_clients=CLIENTS, fraction_evaluate=0.0)
+    strategy = roost.FedAvg(
+        **{**strategy_knobs(settings), "min_available_clients": CLIENTS}, compression="q8"
+    )
+    with serving() as transport:
+        raw = RawClient(transport.address, node_id="z-floats")
+        stop = threading.Event()
+
+        def answer_with_floats() -> None:
+            while not stop.is_set():
+                try:
+                    header, _ = raw.instruction(timeout=0.2)
+                except Exception:
+                    continue
+                answer = PhaseRes([np.zeros(650)], {"num_examples": 10})
+                encoded = wire.encode_result(answer, 1 << 16)
+                raw.send(wire.header_frame(encoded.header, "result", header.message_id))
+                if raw.await_grant(header.message_id):
+                    raw.send(*encoded.chunks)
+
+        hostile = threading.Thread(target=answer_with_floats, daemon=True)
+        hostile.start()
+        try:
+            honest = {str(p): digits_client(p) for p in range(CLIENTS - 1)}
+            with clients(transport.address, honest) as errors:
+                history = run_rounds(strategy, transport, ServerConfig(num_rounds=ROUNDS), seed=0)
+        finally:
+            stop.set()
+            hostile.join(5)
+            raw.close()
+    assert not errors
+    rounds = [(r.fit_results, r.fit_failures, r.failed_clients) for r in history.rounds]
+    assert rounds == [(CLIENTS - 1, 1, ["z-floats"])] * ROUNDS
+    payload = table_bytes_up()["q8"]
+    assert history.measurements["bytes_up"] == [(r, float(payload * (CLIENTS - 1))) for r in (1, 2)]

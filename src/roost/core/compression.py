@@ -7,9 +7,9 @@ config under `fit/…` keys, the codec's name (`compress/codec`) and the round's
 its update (trained − global) with the codec, and returns the codec's arrays with
 `num_examples` and its fit metrics (`fit/…`) as values. The server learns what to expect from
 the instruction it sent, so `decode_fit` turns the answer back into the `FitRes` it stands for
-before the answer reaches the strategy, at the round loop's one validation boundary
-(`roost.core.validation.validate_result`); a payload that is not what the codec sends is that
-client's failure.
+before the answer reaches the strategy: the round loop validates every answer as sent
+(`roost.core.validation.validate_result`, as both ends of gRPC do) and then unpacks it
+(`unpack_result`), once; a payload that is not what the codec sends is that client's failure.
 """
 
 from __future__ import annotations
