@@ -64,11 +64,12 @@ def test_round_trip_sends_the_advertised_bytes_and_bounded_error(spec: str, size
 
 @pytest.mark.parametrize("spec", ["q2", "rot-q2", "q1"])
 def test_stochastic_quantization_is_unbiased(spec: str) -> None:
-    # One draw of a coordinate has variance at most step²/4, rotated or not (the inverse
-    # rotation's rows are unit vectors), so the mean of T draws has a standard deviation of at
-    # most step/(2√T): 6 of them is beyond chance anywhere in 256 coordinates, and far below
-    # the bias of deterministic rounding (up to half a step).
-    codec, size, draws = Codec.parse(spec), 256, 1000
+    # A decoded coordinate is x plus a sum of independent rounding errors whose ranges' squares
+    # add up to at most step² (one term unrotated; rotated, the inverse rotation's row is a unit
+    # vector), so by Hoeffding the mean of T draws strays more than 0.15·step (6·step/(2√T),
+    # T = 400) with probability under 2·exp(−18) per coordinate: never by chance in 256. The
+    # bias of deterministic rounding (up to half a step) fails it by far.
+    codec, size, draws = Codec.parse(spec), 256, 400
     vector = np.random.default_rng(1).normal(size=size)
     rng = np.random.default_rng(2)
     total = np.zeros(size)
