@@ -351,3 +351,19 @@ def test_the_demo_falls_back_from_the_vectorized_engine_and_says_why(capsys) -> 
     args = ["simulate", "--engine", "vectorized", "--compress", "q8", "--rounds", "1", "--no-plot"]
     assert main(args) == 0
     assert "compressed updates (the vectorized engine trains" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("spec, payload", [("none", SIZE * 4), ("q8", 682), ("topk:0.1", 65 * 8)])
+def test_a_float32_model_keeps_its_dtype_and_none_sends_four_bytes_a_coordinate(
+    spec: str, payload: int
+) -> None:
+    codec = Codec.parse(spec)
+    parameters = [a.astype(np.float32) for a in model(0)]
+    update = [a.astype(np.float32) for a in model(1)]
+    instruction = fit_instruction(codec, parameters, {}, 5)
+    answer = answer_compressed_fit(ShiftClient(update), instruction, Context.for_partition(0, 1))
+    assert sum(a.nbytes for a in answer.arrays) == codec.payload_bytes(SIZE, np.float32)
+    assert codec.payload_bytes(SIZE, np.float32) == payload
+    outcome = accept(instruction, answer)
+    assert isinstance(outcome, FitRes)
+    assert [a.dtype for a in outcome.parameters] == [np.float32, np.float32]
