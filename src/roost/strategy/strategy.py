@@ -192,14 +192,15 @@ class Strategy:
             check_compression(self)
 
     def replace(self, **changes: Any) -> Self:
-        """A copy of this strategy with `changes` to its knobs (`min_available_clients`, ...) or
-        its `secure_aggregation`, checked as the constructor checks them. The strategy itself is
-        not changed; parts are shared with the copy, which is fine: they keep settings only."""
+        """A copy of this strategy with `changes` to its knobs (`min_available_clients`, ...),
+        its `secure_aggregation` or its `compression`, checked as the constructor checks them.
+        The strategy itself is not changed; parts are shared with the copy, which is fine: they
+        keep settings only."""
         allowed = {*_REPLACEABLE, "secure_aggregation", "compression"}
         if unknown := sorted(set(changes) - allowed):
             raise ConfigurationError(
-                f"replace() changes knobs and secure_aggregation only, not {', '.join(unknown)}; "
-                "build a new strategy for other parts"
+                f"replace() changes knobs, secure_aggregation and compression only, not "
+                f"{', '.join(unknown)}; build a new strategy for other parts"
             )
         changed = copy.copy(self)
         vars(changed).update(changes)
