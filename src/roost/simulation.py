@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from roost.client.client import ClientFn
+from roost.core.simclock import ClientProfiles, VirtualClock
 from roost.core.types import Config
 from roost.engines import make_engine
 from roost.engines.choice import default_engine
@@ -26,6 +27,7 @@ from roost.outputs import save_run
 from roost.server.history import History
 from roost.server.loop import RoundCallback, ServerConfig, ServerState, run_rounds
 from roost.server.state import StateStore, open_state, recording
+from roost.strategy.buffered import FedBuff
 from roost.strategy.presets import FedAvg
 from roost.strategy.strategy import Strategy
 from roost.tracking.base import Tracker, TrackRounds
@@ -52,6 +54,8 @@ def run_simulation(
     client_metrics: bool = False,
     warm_clients: bool | WarmClients = False,
     settings: Mapping[str, Any] | None = None,
+    client_profiles: ClientProfiles | None = None,
+    virtual_deadline: float | None = None,
 ) -> History:
     """Simulate `num_clients` clients built by `client_fn`; return the History (the final model
     is `history.parameters`).
@@ -82,10 +86,16 @@ def run_simulation(
             Off by default: a warm client keeps what your code keeps (a Keras optimizer's
             state, say), which changes such code's results; see README, warm clients.
         settings: what the result depends on (JSON by name; default: clients, seed, engine).
+        client_profiles: run on a simulated clock with these client speeds and links
+            (`roost.ClientProfiles`): every round records its virtual time next to its wall
+            time. FedBuff / FedAsync get identical clients when none are given.
+        virtual_deadline: with `client_profiles`: virtual seconds a synchronous round waits for
+            each client; a slower one is a timeout (FedAvg with a deadline).
     """
     ensure_logging()
     strategy = strategy if strategy is not None else FedAvg()
     config = config if config is not None else ServerConfig(num_rounds=1)
+    clock = _clock(strategy, num_clients, client_profiles, virtual_deadline)
     default = {"num_clients": num_clients, "seed": seed, "engine": engine}
     store, saved = open_state(state_dir, resume, out_dir, settings or default)
     then = recording(store, on_round_end)
@@ -98,7 +108,7 @@ def run_simulation(
         simulated = _engine(
             engine, client_fn, num_clients, run_config, engine_options, warm_clients, strategy
         )
-        history = _run_on(simulated, strategy, config, seed, saved, track, store)
+        history = _run_on(simulated, strategy, config, seed, saved, track, store, clock)
     finally:
         track.close()
     if out_dir is not None:
@@ -114,6 +124,7 @@ def _run_on(
     saved: ServerState | None,
     track: TrackRounds,
     store: StateStore | None,
+    clock: VirtualClock | None = None,
 ) -> History:
     """The rounds run on `engine` (its results shown to `track`'s trackers), closed at the end."""
     transport = track.observe(engine)
@@ -127,9 +138,30 @@ def _run_on(
             resume_from=saved,
             on_round_end=track,
             node_states=recorded_node_states(engine, recording=store is not None),
+            clock=clock,
         )
     finally:
         transport.close()
+
+
+def _clock(
+    strategy: Strategy,
+    num_clients: int,
+    profiles: ClientProfiles | None,
+    deadline: float | None,
+) -> VirtualClock | None:
+    """The run's simulated clock: none unless profiles are given or the strategy is
+    asynchronous (which then gets `num_clients` identical clients)."""
+    if profiles is None and deadline is not None:
+        raise ConfigurationError(
+            "virtual_deadline needs client_profiles (--virtual-deadline needs --client-speeds)"
+        )
+    if profiles is None and isinstance(strategy, FedBuff):
+        log.info(
+            "simulated clock: %d identical clients (pass client_profiles to vary)", num_clients
+        )
+        profiles = ClientProfiles.uniform(num_clients)
+    return None if profiles is None else VirtualClock(profiles, deadline)
 
 
 def _default_engine(

@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from roost.cli.app import App, finish_app_command, load_app
-from roost.cli.options import CommandParser, positive_int
+from roost.cli.options import CommandParser, positive_float, positive_int
 from roost.cli.report import Reporter, add_output_options, history_table, run_params
 from roost.cli.secagg_options import secure_aggregation_line
 from roost.cli.settings import (
@@ -18,6 +18,7 @@ from roost.cli.settings import (
     server_config,
     settings_from_args,
 )
+from roost.core.simclock import ClientProfiles
 from roost.engines import ENGINES
 from roost.engines.threads import use_passive_wait
 from roost.errors import ConfigurationError
@@ -47,6 +48,7 @@ def add_command(root: CommandParser, default_app: App) -> None:
     )
     add_output_options(parser)
     add_state_options(parser)
+    add_clock_options(parser)
     parser.add_argument(
         "--config",
         metavar="FILE",
@@ -80,6 +82,28 @@ def add_state_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_clock_options(parser: argparse.ArgumentParser) -> None:
+    """`--client-speeds` and `--virtual-deadline`: run on a simulated clock."""
+    group = parser.add_argument_group(
+        "simulated clock", "client speeds and links in virtual time (--strategy fedbuff uses it)"
+    )
+    group.add_argument(
+        "--client-speeds",
+        metavar="SPEC",
+        default=None,
+        help="uniform, slow:FRACTION:SLOWDOWN (e.g. slow:0.1:10: 10%% of clients 10x slower), "
+        "lognormal:SIGMA, or a .csv/.json trace (client_id, examples_per_second, "
+        "bytes_per_second, latency_seconds); rounds then record their virtual time",
+    )
+    group.add_argument(
+        "--virtual-deadline",
+        type=positive_float,
+        default=None,
+        metavar="SECONDS",
+        help="virtual seconds a round waits for each client (needs --client-speeds)",
+    )
+
+
 def recording_options(
     args: argparse.Namespace, reporter: Reporter, settings: RunSettings | None = None
 ) -> dict[str, Any]:
@@ -96,6 +120,15 @@ def recording_options(
         "client_metrics": args.client_metrics,
         "settings": result_settings(args, settings),
     }
+
+
+def _profiles(args: argparse.Namespace, settings: RunSettings) -> ClientProfiles | None:
+    """The client profiles `--client-speeds` names (None: no simulated clock asked for)."""
+    if args.client_speeds is None:
+        if args.virtual_deadline is not None:
+            raise ConfigurationError("--virtual-deadline needs --client-speeds")
+        return None
+    return ClientProfiles.parse(args.client_speeds, settings.num_clients, seed=settings.seed)
 
 
 def run(args: argparse.Namespace, default_app: App) -> int:
@@ -124,6 +157,8 @@ def run(args: argparse.Namespace, default_app: App) -> int:
             config=server_config(settings),
             seed=settings.seed,
             engine=simulation.engine,
+            client_profiles=_profiles(args, settings),
+            virtual_deadline=args.virtual_deadline,
             **recording_options(args, reporter, settings),
         )
     reporter.console.print(history_table(history))
