@@ -144,8 +144,7 @@ def run_one(args: argparse.Namespace, workload: str, method: str) -> dict[str, A
         config=roost.ServerConfig(num_rounds=steps),
         seed=args.seed,
         engine="sequential",
-        client_profiles=profiles,
-        virtual_deadline=deadline,
+        clock=roost.VirtualClock(profiles, deadline),
     )
     wall = time.perf_counter() - started
     reached, step = time_to_target(history, args.target)

@@ -15,6 +15,7 @@ from roost.client.client import Client
 from roost.core.simclock import ClientProfile, ClientProfiles
 from roost.errors import ConfigurationError
 from roost.privacy.central import CentralDP
+from roost.privacy.preset import with_central_dp
 from roost.strategy import (
     ConstantStaleness,
     HingeStaleness,
@@ -60,7 +61,7 @@ def _plus_one_run(strategy: roost.Strategy, rounds: int, **options: object) -> r
         config=roost.ServerConfig(num_rounds=rounds),
         seed=0,
         engine="sequential",
-        client_profiles=SPEEDS,
+        clock=roost.VirtualClock(SPEEDS),
         **options,  # type: ignore[arg-type]
     )
 
@@ -111,7 +112,7 @@ def _digits_fedbuff(state: Path, rounds: int, resume: bool = False) -> roost.His
         config=roost.ServerConfig(num_rounds=rounds),
         seed=1,
         engine="sequential",
-        client_profiles=ClientProfiles.heavy_tailed(10, 0.2, 10.0, seed=1),
+        clock=roost.VirtualClock(ClientProfiles.heavy_tailed(10, 0.2, 10.0, seed=1)),
         state_dir=state,
         resume=resume,
     )
@@ -179,3 +180,12 @@ def test_simulate_fedbuff_on_the_command_line(tmp_path: Path) -> None:
     assert len(times) == 3 and times == sorted(times) and times[0] > 0
     assert len(history["measurements"]["staleness_max"]) == 3
     assert main(["simulate", "--quiet", "--virtual-deadline", "3"]) != 0
+
+
+def test_central_dp_from_the_command_line_is_refused_for_fedbuff(capsys) -> None:
+    with pytest.raises(ConfigurationError, match="give FedBuff a CentralDP transform"):
+        with_central_dp(roost.FedBuff(), noise_multiplier=1.0, clip_norm=1.0,
+                        expected_clients=5, num_clients=10)  # fmt: skip
+    dp = ["--dp", "central", "--noise-multiplier", "1", "--clip-norm", "1"]
+    assert main(["simulate", "--quiet", "--strategy", "fedbuff", *dp]) != 0
+    assert "--strategy fedbuff is asynchronous" in capsys.readouterr().err

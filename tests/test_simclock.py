@@ -89,6 +89,7 @@ def test_bad_specs_and_unknown_clients_are_refused() -> None:
         ClientProfiles.heavy_tailed(10, 0.1, 0.5)
     with pytest.raises(ConfigurationError, match="client '7' has no profile"):
         ClientProfiles.uniform(3)["7"]
+    assert ClientProfiles.uniform()["7"] == ClientProfile()  # any client, with a default
     with pytest.raises(ConfigurationError, match="virtual deadline"):
         VirtualClock(ClientProfiles.uniform(3), deadline=0)
 
@@ -110,13 +111,13 @@ def test_a_synchronous_round_takes_its_slowest_client_or_the_deadline() -> None:
     plain = _digits_run()
     assert all(r.virtual_time is None for r in plain.rounds)
     assert "virtual_time" not in json.dumps(plain.to_dict())  # outputs without a clock unchanged
-    waited = _digits_run(client_profiles=profiles)
+    waited = _digits_run(clock=VirtualClock(profiles))
     slowest = VirtualClock(profiles).duration(
         "4", FitIns(plain.parameters, {}), FitRes(plain.parameters, 259, {})
     )
     assert waited.rounds[0].virtual_time == pytest.approx(slowest)
     assert waited.rounds[1].virtual_time == pytest.approx(2 * slowest)
     assert waited.rounds[1].wall_time > 0 and waited.rounds[0].fit_results == 5
-    cut = _digits_run(client_profiles=profiles, virtual_deadline=5.0)
+    cut = _digits_run(clock=VirtualClock(profiles, deadline=5.0))
     assert [r.virtual_time for r in cut.rounds] == [5.0, 10.0]
     assert [(r.fit_results, r.failed_clients) for r in cut.rounds] == [(4, ["4"])] * 2

@@ -27,7 +27,6 @@ from roost.outputs import save_run
 from roost.server.history import History
 from roost.server.loop import RoundCallback, ServerConfig, ServerState, run_rounds
 from roost.server.state import StateStore, open_state, recording
-from roost.strategy.buffered import FedBuff
 from roost.strategy.presets import FedAvg
 from roost.strategy.strategy import Strategy
 from roost.tracking.base import Tracker, TrackRounds
@@ -54,11 +53,9 @@ def run_simulation(
     client_metrics: bool = False,
     warm_clients: bool | WarmClients = False,
     settings: Mapping[str, Any] | None = None,
-    client_profiles: ClientProfiles | None = None,
-    virtual_deadline: float | None = None,
+    clock: VirtualClock | None = None,
 ) -> History:
-    """Simulate `num_clients` clients built by `client_fn`; return the History (the final model
-    is `history.parameters`).
+    """Simulate `num_clients` clients of `client_fn`; return the History (final model included).
 
     Args:
         client_fn: builds the client for a `Context`, each time one is needed (so only working
@@ -76,8 +73,7 @@ def run_simulation(
             and the run is long enough to earn back starting the workers (see
             `roost.engines.choice`), else the sequential engine.
         engine_options: the engine's settings (see `roost.engines.make_engine`).
-        state_dir: record every completed round there (the server's state and every node's
-            `Context.state`), so the run can be resumed.
+        state_dir: record every completed round there (server state, nodes' `Context.state`).
         resume: continue the run in `state_dir` (same strategy and model, as many rounds).
         trackers: get every round's values (`roost.tracking`); closed when the run ends.
         client_metrics: also hand trackers each client's own fit and evaluate metrics.
@@ -86,16 +82,11 @@ def run_simulation(
             Off by default: a warm client keeps what your code keeps (a Keras optimizer's
             state, say), which changes such code's results; see README, warm clients.
         settings: what the result depends on (JSON by name; default: clients, seed, engine).
-        client_profiles: run on a simulated clock with these client speeds and links
-            (`roost.ClientProfiles`): every round records its virtual time next to its wall
-            time. FedBuff / FedAsync get identical clients when none are given.
-        virtual_deadline: with `client_profiles`: virtual seconds a synchronous round waits for
-            each client; a slower one is a timeout (FedAvg with a deadline).
+        clock: run on this `roost.VirtualClock` (speeds, links, deadline): rounds record time.
     """
     ensure_logging()
     strategy = strategy if strategy is not None else FedAvg()
     config = config if config is not None else ServerConfig(num_rounds=1)
-    clock = _clock(strategy, num_clients, client_profiles, virtual_deadline)
     default = {"num_clients": num_clients, "seed": seed, "engine": engine}
     store, saved = open_state(state_dir, resume, out_dir, settings or default)
     then = recording(store, on_round_end)
@@ -138,30 +129,19 @@ def _run_on(
             resume_from=saved,
             on_round_end=track,
             node_states=recorded_node_states(engine, recording=store is not None),
-            clock=clock,
+            clock=_clock(strategy, clock),
         )
     finally:
         transport.close()
 
 
-def _clock(
-    strategy: Strategy,
-    num_clients: int,
-    profiles: ClientProfiles | None,
-    deadline: float | None,
-) -> VirtualClock | None:
-    """The run's simulated clock: none unless profiles are given or the strategy is
-    asynchronous (which then gets `num_clients` identical clients)."""
-    if profiles is None and deadline is not None:
-        raise ConfigurationError(
-            "virtual_deadline needs client_profiles (--virtual-deadline needs --client-speeds)"
-        )
-    if profiles is None and isinstance(strategy, FedBuff):
-        log.info(
-            "simulated clock: %d identical clients (pass client_profiles to vary)", num_clients
-        )
-        profiles = ClientProfiles.uniform(num_clients)
-    return None if profiles is None else VirtualClock(profiles, deadline)
+def _clock(strategy: Strategy, clock: VirtualClock | None) -> VirtualClock | None:
+    """The run's simulated clock: `clock`, or for a strategy that keeps time on one (FedBuff)
+    and was given none, a clock whose clients are all alike."""
+    if clock is None and strategy.needs_clock:
+        log.info("simulated clock: every client alike (pass clock=roost.VirtualClock(...))")
+        return VirtualClock(ClientProfiles.uniform())
+    return clock
 
 
 def _default_engine(

@@ -18,7 +18,7 @@ from roost.cli.settings import (
     server_config,
     settings_from_args,
 )
-from roost.core.simclock import ClientProfiles
+from roost.core.simclock import ClientProfiles, VirtualClock
 from roost.engines import ENGINES
 from roost.engines.threads import use_passive_wait
 from roost.errors import ConfigurationError
@@ -122,13 +122,14 @@ def recording_options(
     }
 
 
-def _profiles(args: argparse.Namespace, settings: RunSettings) -> ClientProfiles | None:
-    """The client profiles `--client-speeds` names (None: no simulated clock asked for)."""
+def _clock(args: argparse.Namespace, settings: RunSettings) -> VirtualClock | None:
+    """The simulated clock `--client-speeds` and `--virtual-deadline` ask for (None: none)."""
     if args.client_speeds is None:
         if args.virtual_deadline is not None:
             raise ConfigurationError("--virtual-deadline needs --client-speeds")
         return None
-    return ClientProfiles.parse(args.client_speeds, settings.num_clients, seed=settings.seed)
+    speeds = ClientProfiles.parse(args.client_speeds, settings.num_clients, seed=settings.seed)
+    return VirtualClock(speeds, args.virtual_deadline)
 
 
 def run(args: argparse.Namespace, default_app: App) -> int:
@@ -157,8 +158,7 @@ def run(args: argparse.Namespace, default_app: App) -> int:
             config=server_config(settings),
             seed=settings.seed,
             engine=simulation.engine,
-            client_profiles=_profiles(args, settings),
-            virtual_deadline=args.virtual_deadline,
+            clock=_clock(args, settings),
             **recording_options(args, reporter, settings),
         )
     reporter.console.print(history_table(history))

@@ -90,17 +90,27 @@ class ClientProfile:
 
 
 class ClientProfiles(Mapping[ClientId, ClientProfile]):
-    """Every simulated client's `ClientProfile`, by client id (a read-only mapping)."""
+    """Every simulated client's `ClientProfile`, by client id (a read-only mapping).
 
-    def __init__(self, profiles: Mapping[ClientId, ClientProfile]) -> None:
-        if not profiles:
-            raise ConfigurationError("client profiles need at least one client")
+    Args:
+        profiles: the profile of each client id.
+        default: the profile of any client not in `profiles` (None: such a client is an error).
+    """
+
+    def __init__(
+        self, profiles: Mapping[ClientId, ClientProfile], default: ClientProfile | None = None
+    ) -> None:
+        if not profiles and default is None:
+            raise ConfigurationError("client profiles need at least one client or a default")
         self._profiles = {str(cid): profile for cid, profile in profiles.items()}
+        self.default = default
 
     def __getitem__(self, client_id: ClientId) -> ClientProfile:
         try:
             return self._profiles[client_id]
         except KeyError:
+            if self.default is not None:
+                return self.default
             raise ConfigurationError(
                 f"client {client_id!r} has no profile (profiles cover {len(self)} clients); "
                 "give every simulated client a speed (a trace file row or a larger distribution)"
@@ -113,14 +123,19 @@ class ClientProfiles(Mapping[ClientId, ClientProfile]):
         return len(self._profiles)
 
     def __repr__(self) -> str:
+        if not self._profiles:
+            return f"ClientProfiles(default={self.default!r})"
         speeds = [p.examples_per_second for p in self._profiles.values()]
         return f"ClientProfiles({len(self)} clients, {min(speeds):g} to {max(speeds):g} examples/s)"
 
     # -- distributions ---------------------------------------------------------------------------
 
     @classmethod
-    def uniform(cls, num_clients: int, **link: float) -> ClientProfiles:
-        """`num_clients` identical clients (`link`: ClientProfile's fields)."""
+    def uniform(cls, num_clients: int | None = None, **link: float) -> ClientProfiles:
+        """`num_clients` identical clients, or any number with None (`link`: ClientProfile's
+        fields)."""
+        if num_clients is None:
+            return cls({}, default=ClientProfile(**link))
         _check_count(num_clients)
         return cls({str(i): ClientProfile(**link) for i in range(num_clients)})
 

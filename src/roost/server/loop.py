@@ -104,6 +104,12 @@ def run_rounds(
             is a timeout), and every round's record gets its `virtual_time` and `wall_time`.
     """
     started = time.perf_counter()
+    if strategy.needs_clock and clock is None:
+        raise ConfigurationError(
+            f"{type(strategy).__name__} runs on a simulated clock: simulate it (run_simulation "
+            "gives it one; roost simulate --client-speeds varies its clients); asynchronous "
+            "aggregation in a deployment (gRPC) is not supported yet"
+        )
     rng = np.random.default_rng(seed)
     if resume_from is None:
         parameters = _initial_parameters(strategy, transport, rng, config.round_timeout)

@@ -95,14 +95,15 @@ class FedBuff(NamedStrategy):
 
     Each round of the loop is one aggregation (one model version), so `ServerConfig.num_rounds`
     counts aggregations and the History records versions. Runs on a simulated clock
-    (`run_simulation(client_profiles=...)`, `roost simulate --client-speeds`). Every `Strategy`
-    part may be chosen: `server_optimizer` (or `server_learning_rate` for server SGD), the
+    (`run_simulation(clock=roost.VirtualClock(...))`; clients all alike without one). Every
+    `Strategy` part may be chosen: `server_optimizer` (or `server_learning_rate`: server SGD), the
     aggregator, weighting and update transforms (central DP: `CentralDP` with
     ``expected_clients = num_clients = buffer_size``, noised per aggregation; see
     docs/how-to/async.md for what its accountant then assumes).
     """
 
     options = _options(concurrency=10, buffer_size=5)
+    needs_clock = True
 
     def preset_parts(self, knobs: dict[str, Any]) -> dict[str, Any]:
         self.staleness_fn: Staleness = staleness_function(
@@ -285,7 +286,7 @@ def _stored_update(update: Parameters, global_parameters: Parameters) -> Paramet
 def _clock(context: RoundContext, name: str) -> VirtualClock:
     if context.clock is None:
         raise ConfigurationError(
-            f"{name} runs on a simulated clock: pass client_profiles to run_simulation (roost "
-            "simulate --client-speeds); asynchronous aggregation over gRPC is not supported yet"
+            f"{name} runs on a simulated clock: simulate it (run_simulation(clock=...)); "
+            "asynchronous aggregation over gRPC is not supported yet"
         )
     return context.clock
