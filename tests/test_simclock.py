@@ -121,3 +121,23 @@ def test_a_synchronous_round_takes_its_slowest_client_or_the_deadline() -> None:
     cut = _digits_run(clock=VirtualClock(profiles, deadline=5.0))
     assert [r.virtual_time for r in cut.rounds] == [5.0, 10.0]
     assert [(r.fit_results, r.failed_clients) for r in cut.rounds] == [(4, ["4"])] * 2
+
+
+def test_a_resumed_synchronous_run_keeps_its_virtual_time(tmp_path: Path) -> None:
+    def run(state: Path, rounds: int, resume: bool = False) -> roost.History:
+        return roost.run_simulation(
+            make_client_fn(0),
+            5,
+            strategy=roost.FedAvg(fraction_evaluate=0.0),
+            config=roost.ServerConfig(num_rounds=rounds),
+            seed=0,
+            engine="sequential",
+            clock=VirtualClock(ClientProfiles.heavy_tailed(5, 0.2, 10.0, seed=0)),
+            state_dir=state,
+            resume=resume,
+        )
+
+    whole = run(tmp_path / "whole", 3)
+    run(tmp_path / "cut", 2)
+    resumed = run(tmp_path / "cut", 3, resume=True)
+    assert [r.virtual_time for r in resumed.rounds] == [r.virtual_time for r in whole.rounds]
