@@ -159,6 +159,11 @@ def test_fedbuff_refuses_what_it_cannot_run() -> None:
         )
 
 
+def test_a_deployment_refuses_fedbuff_before_it_listens() -> None:
+    with pytest.raises(ConfigurationError, match="not supported yet"):
+        roost.start_server(server_address="127.0.0.1:1", strategy=roost.FedBuff())
+
+
 def _no_clock():
     from roost.engines.sequential import SequentialEngine
 

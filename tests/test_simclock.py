@@ -13,6 +13,7 @@ from roost.apps.digits import make_client_fn
 from roost.core.simclock import ClientProfile, ClientProfiles, VirtualClock
 from roost.core.types import EvaluateIns, EvaluateRes, Failure, FitIns, FitRes
 from roost.errors import ConfigurationError
+from roost.plotting import history_csv
 
 MODEL = [np.zeros((4, 25), np.float32)]  # 400 bytes
 
@@ -111,6 +112,7 @@ def test_a_synchronous_round_takes_its_slowest_client_or_the_deadline() -> None:
     plain = _digits_run()
     assert all(r.virtual_time is None for r in plain.rounds)
     assert "virtual_time" not in json.dumps(plain.to_dict())  # outputs without a clock unchanged
+    assert "virtual_time" not in history_csv(plain)
     waited = _digits_run(clock=VirtualClock(profiles))
     slowest = VirtualClock(profiles).duration(
         "4", FitIns(plain.parameters, {}), FitRes(plain.parameters, 259, {})
@@ -118,6 +120,9 @@ def test_a_synchronous_round_takes_its_slowest_client_or_the_deadline() -> None:
     assert waited.rounds[0].virtual_time == pytest.approx(slowest)
     assert waited.rounds[1].virtual_time == pytest.approx(2 * slowest)
     assert waited.rounds[1].wall_time > 0 and waited.rounds[0].fit_results == 5
+    header, *rows = history_csv(waited).splitlines()
+    column = header.split(",").index("virtual_time")
+    assert float(rows[0].split(",")[column]) == waited.rounds[0].virtual_time
     cut = _digits_run(clock=VirtualClock(profiles, deadline=5.0))
     assert [r.virtual_time for r in cut.rounds] == [5.0, 10.0]
     assert [(r.fit_results, r.failed_clients) for r in cut.rounds] == [(4, ["4"])] * 2

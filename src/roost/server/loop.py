@@ -104,12 +104,7 @@ def run_rounds(
             is a timeout), and every round's record gets its `virtual_time` and `wall_time`.
     """
     started = time.perf_counter()
-    if strategy.needs_clock and clock is None:
-        raise ConfigurationError(
-            f"{type(strategy).__name__} runs on a simulated clock: simulate it (run_simulation "
-            "gives it one; roost simulate --client-speeds varies its clients); asynchronous "
-            "aggregation in a deployment (gRPC) is not supported yet"
-        )
+    check_clock(strategy, clock)
     rng = np.random.default_rng(seed)
     if resume_from is None:
         parameters = _initial_parameters(strategy, transport, rng, config.round_timeout)
@@ -139,6 +134,16 @@ def run_rounds(
     history.parameters = state.parameters
     log.info("run finished %d round(s) in %.2f s", config.num_rounds, time.perf_counter() - started)
     return history
+
+
+def check_clock(strategy: Strategy | None, clock: VirtualClock | None) -> None:
+    """Refuse a strategy that keeps time on a simulated clock (FedBuff) where there is none."""
+    if strategy is not None and strategy.needs_clock and clock is None:
+        raise ConfigurationError(
+            f"{type(strategy).__name__} runs on a simulated clock: simulate it (run_simulation "
+            "gives it one; roost simulate --client-speeds varies its clients); asynchronous "
+            "aggregation in a deployment (gRPC) is not supported yet"
+        )
 
 
 def _run_round(
