@@ -14,6 +14,7 @@ from roost.core.simclock import ClientProfile, ClientProfiles, VirtualClock
 from roost.core.types import EvaluateIns, EvaluateRes, Failure, FitIns, FitRes
 from roost.errors import ConfigurationError
 from roost.plotting import history_csv
+from roost.tracking.base import round_values
 
 MODEL = [np.zeros((4, 25), np.float32)]  # 400 bytes
 
@@ -123,6 +124,8 @@ def test_a_synchronous_round_takes_its_slowest_client_or_the_deadline() -> None:
     header, *rows = history_csv(waited).splitlines()
     column = header.split(",").index("virtual_time")
     assert float(rows[0].split(",")[column]) == waited.rounds[0].virtual_time
+    assert round_values(waited, 1)["virtual_time"] == waited.rounds[0].virtual_time  # trackers
+    assert "virtual_time" not in round_values(plain, 1)
     cut = _digits_run(clock=VirtualClock(profiles, deadline=5.0))
     assert [r.virtual_time for r in cut.rounds] == [5.0, 10.0]
     assert [(r.fit_results, r.failed_clients) for r in cut.rounds] == [(4, ["4"])] * 2
