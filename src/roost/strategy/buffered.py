@@ -99,7 +99,8 @@ class FedBuff(NamedStrategy):
     `Strategy` part may be chosen: `server_optimizer` (or `server_learning_rate`: server SGD), the
     aggregator, weighting and update transforms (central DP: `CentralDP` with
     ``expected_clients = num_clients = buffer_size``, noised per aggregation; see
-    docs/how-to/async.md for what its accountant then assumes).
+    docs/how-to/async.md for what its accountant then assumes). `concurrency` replaces the
+    synchronous cohort's `fraction_fit` and `min_fit_clients`, which FedBuff does not read.
     """
 
     options = _options(concurrency=10, buffer_size=5)
@@ -156,8 +157,8 @@ class FedBuff(NamedStrategy):
                     f"{type(self).__name__} has no client to dispatch; it needs at least one "
                     "available client"
                 )
-            entry = min(flight.entries, key=lambda e: (e["finish"], e["seq"]))
-            flight.entries.remove(entry)
+            entries = flight.entries
+            entry = entries.pop(min(range(len(entries)), key=lambda i: _event_key(entries[i])))
             clock.now = float(entry["finish"])
             arrived.append(entry)
         fitted = self._aggregate(context.server_round, parameters, arrived, state)
@@ -276,6 +277,11 @@ class _Flight:
     def __init__(self, entries: list[InFlight], next_seq: int) -> None:
         self.entries = entries
         self.next = next_seq
+
+
+def _event_key(entry: InFlight) -> tuple[float, int]:
+    """Arrivals in virtual-time order; a tie goes to the client dispatched first."""
+    return float(entry["finish"]), int(entry["seq"])
 
 
 def _stored_update(update: Parameters, global_parameters: Parameters) -> Parameters:
