@@ -194,3 +194,18 @@ def test_central_dp_from_the_command_line_is_refused_for_fedbuff(capsys) -> None
     dp = ["--dp", "central", "--noise-multiplier", "1", "--clip-norm", "1"]
     assert main(["simulate", "--quiet", "--strategy", "fedbuff", *dp]) != 0
     assert "--strategy fedbuff is asynchronous" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_fedbuff_gives_the_same_model_on_the_vectorized_engine(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    models = []
+    for engine in ("sequential", "vectorized"):
+        out = tmp_path / engine
+        flags = ["--rounds", "3", "--client-speeds", "lognormal:1", "--engine", engine]
+        assert main(["simulate", "--quiet", "--no-plot", "--strategy", "fedbuff", *flags,
+                     "--out", str(out)]) == 0  # fmt: skip
+        with np.load(out / "model.npz") as model:
+            models.append([model[name] for name in sorted(model.files)])
+    for a, b in zip(*models, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-10)
