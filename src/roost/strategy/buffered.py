@@ -237,6 +237,8 @@ class FedBuff(NamedStrategy):
 
     @staticmethod
     def _as_outcome(entry: InFlight, scale: float) -> Outcome:
+        """The held update, scaled by its staleness weight before the update transforms see
+        it: they (central DP's clipping and its check of the mean) see what is aggregated."""
         client_id = str(entry["client"])
         if "failure" in entry:
             return client_id, Failure(client_id, str(entry["failure"]))
