@@ -71,14 +71,17 @@ def test_every_named_preset_is_registered() -> None:
             "bulyan",
             "qfedavg",
             "dpfedavg",
+            "fedbuff",
+            "fedasync",
         ]
     )
 
 
 def test_roost_and_roost_strategy_export_every_named_preset() -> None:
     named = sorted(cls.__name__ for cls in PRESETS.values())
-    # presets.py lists its own; roost.privacy registers DPFedAvg from the layer above.
-    assert sorted([*presets.__all__, "DPFedAvg"]) == named
+    # presets.py lists its own; roost.privacy registers DPFedAvg from the layer above, and
+    # roost.strategy.buffered the asynchronous FedBuff and FedAsync.
+    assert sorted([*presets.__all__, "DPFedAvg", "FedAsync", "FedBuff"]) == named
     assert set(named) <= set(roost.__all__)
     assert set(presets.__all__) <= set(roost.strategy.__all__)
     for package in (roost, roost.strategy):

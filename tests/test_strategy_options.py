@@ -86,6 +86,8 @@ def test_every_declared_flag_is_a_command_line_option_for_its_presets() -> None:
                 assert option.flag[2:] in simulate.long_options
                 assert PRESET_FLAGS[option.flag][name] is option
     assert set(PRESET_FLAGS["--server-lr"]) == {
+        "fedasync",
+        "fedbuff",
         "fedavgm",
         "fedadagrad",
         "fedadam",

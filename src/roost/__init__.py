@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from roost.app import App
 from roost.client import Client, ClientFn, ClientLike, Context
+from roost.core.simclock import ClientProfile, ClientProfiles, VirtualClock
 from roost.core.types import (
     Config,
     EvaluateIns,
@@ -41,7 +42,7 @@ from roost.errors import (
 from roost.privacy import DPFedAvg
 from roost.server import History, ServerConfig, ServerState, run_rounds
 from roost.simulation import run_simulation
-from roost.strategy import Strategy
+from roost.strategy import FedAsync, FedBuff, Strategy
 from roost.strategy import presets as _presets
 from roost.strategy.presets import *  # noqa: F403 (the named strategies: presets.__all__)
 from roost.strategy.run_config import strategy_from_run_config
@@ -70,6 +71,8 @@ __all__ = [
     "Adam",
     "App",
     "Client",
+    "ClientProfile",
+    "ClientProfiles",
     "ClientFn",
     "ClientLike",
     "ClientRefusedError",
@@ -79,6 +82,8 @@ __all__ = [
     "DPFedAvg",
     "EvaluateIns",
     "EvaluateRes",
+    "FedAsync",
+    "FedBuff",
     "Failure",
     "FitIns",
     "FitRes",
@@ -94,6 +99,7 @@ __all__ = [
     "ServerUnreachableError",
     "Strategy",
     "Task",
+    "VirtualClock",
     "WarmClients",
     "run_rounds",
     "run_simulation",

@@ -26,7 +26,7 @@ from roost.errors import ConfigurationError, RoostError
 from roost.log import ensure_logging
 from roost.outputs import keep_outputs
 from roost.server.history import History
-from roost.server.loop import RoundCallback, ServerConfig, ServerState, run_rounds
+from roost.server.loop import RoundCallback, ServerConfig, ServerState, check_clock, run_rounds
 from roost.server.state import open_state, recording
 from roost.strategy.presets import FedAvg
 from roost.strategy.strategy import Strategy
@@ -70,8 +70,7 @@ def start_server(
     Args:
         server_address: `host:port` to listen on (`0.0.0.0:8080` listens on every interface).
         config: number of rounds and the per-client `round_timeout` (default: 1 round, no limit).
-        strategy: defaults to `FedAvg()`; the server waits for `strategy.min_available_clients`
-            before every round.
+        strategy: defaults to `FedAvg()`; every round waits for its `min_available_clients`.
         seed: seeds client sampling; with `state_dir`, a resumed run samples as the original would.
         certificates: `(certificate_chain, private_key)` or `(ca_certificate, chain, key)`, as
             PEM bytes or paths; serves TLS. Clients then need the CA as `root_certificates`.
@@ -94,6 +93,7 @@ def start_server(
         settings: what the result depends on (JSON by name): recorded, and kept on resume.
     """
     ensure_logging()
+    check_clock(strategy, None)  # before listening: a deployment keeps real time only
     options = ServerOptions(
         certificates=certificates,
         client_ca=client_ca,

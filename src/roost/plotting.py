@@ -51,6 +51,9 @@ def history_rows(history: History) -> tuple[list[str], list[list[object]]]:
     records = {r.server_round: r for r in history.rounds if not r.withheld}
     for field in ("fit_results", "fit_failures", "evaluate_results", "evaluate_failures"):
         columns[field] = {r: getattr(record, field) for r, record in records.items()}
+    timed = {r: record for r, record in records.items() if record.virtual_time is not None}
+    for field in ("virtual_time", "wall_time") if timed else ():  # a run on a simulated clock
+        columns[field] = {r: getattr(record, field) for r, record in timed.items()}
     columns["loss_distributed"] = dict(history.losses_distributed)
     columns["loss_centralized"] = dict(history.losses_centralized)
     for prefix, series in (

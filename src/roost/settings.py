@@ -209,9 +209,17 @@ class RunSettings:
 
 def _check_central_dp_strategy(name: str) -> None:
     """Refuse, in one line, central DP with a preset that does not average updates."""
+    if PRESETS[name].needs_clock:
+        raise ConfigurationError(
+            f"--dp central samples a secret synchronous cohort, and --strategy {name} is "
+            "asynchronous; give it a CentralDP transform (noise per aggregation) in Python, as "
+            "docs/how-to/async.md shows, or use --dp local"
+        )
     if PRESETS[name].mean_aggregation:
         return
-    means = sorted(key for key, cls in PRESETS.items() if cls.mean_aggregation)
+    means = sorted(
+        key for key, cls in PRESETS.items() if cls.mean_aggregation and not cls.needs_clock
+    )
     raise ConfigurationError(
         f"--dp central adds noise to the mean of the updates, and --strategy {name} aggregates "
         f"otherwise (robustly); choose one of {', '.join(means)}, or --dp local"

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from roost.client.client import ClientFn
+from roost.core.simclock import ClientProfiles, VirtualClock
 from roost.core.types import Config
 from roost.engines import make_engine
 from roost.engines.choice import default_engine
@@ -52,9 +53,9 @@ def run_simulation(
     client_metrics: bool = False,
     warm_clients: bool | WarmClients = False,
     settings: Mapping[str, Any] | None = None,
+    clock: VirtualClock | None = None,
 ) -> History:
-    """Simulate `num_clients` clients built by `client_fn`; return the History (the final model
-    is `history.parameters`).
+    """Simulate `num_clients` clients of `client_fn`; return the History (final model included).
 
     Args:
         client_fn: builds the client for a `Context`, each time one is needed (so only working
@@ -72,8 +73,7 @@ def run_simulation(
             and the run is long enough to earn back starting the workers (see
             `roost.engines.choice`), else the sequential engine.
         engine_options: the engine's settings (see `roost.engines.make_engine`).
-        state_dir: record every completed round there (the server's state and every node's
-            `Context.state`), so the run can be resumed.
+        state_dir: record every completed round there (server state, nodes' `Context.state`).
         resume: continue the run in `state_dir` (same strategy and model, as many rounds).
         trackers: get every round's values (`roost.tracking`); closed when the run ends.
         client_metrics: also hand trackers each client's own fit and evaluate metrics.
@@ -82,6 +82,7 @@ def run_simulation(
             Off by default: a warm client keeps what your code keeps (a Keras optimizer's
             state, say), which changes such code's results; see README, warm clients.
         settings: what the result depends on (JSON by name; default: clients, seed, engine).
+        clock: run on this `roost.VirtualClock` (speeds, links, deadline): rounds record time.
     """
     ensure_logging()
     strategy = strategy if strategy is not None else FedAvg()
@@ -98,7 +99,7 @@ def run_simulation(
         simulated = _engine(
             engine, client_fn, num_clients, run_config, engine_options, warm_clients, strategy
         )
-        history = _run_on(simulated, strategy, config, seed, saved, track, store)
+        history = _run_on(simulated, strategy, config, seed, saved, track, store, clock)
     finally:
         track.close()
     if out_dir is not None:
@@ -114,6 +115,7 @@ def _run_on(
     saved: ServerState | None,
     track: TrackRounds,
     store: StateStore | None,
+    clock: VirtualClock | None = None,
 ) -> History:
     """The rounds run on `engine` (its results shown to `track`'s trackers), closed at the end."""
     transport = track.observe(engine)
@@ -127,9 +129,19 @@ def _run_on(
             resume_from=saved,
             on_round_end=track,
             node_states=recorded_node_states(engine, recording=store is not None),
+            clock=_clock(strategy, clock),
         )
     finally:
         transport.close()
+
+
+def _clock(strategy: Strategy, clock: VirtualClock | None) -> VirtualClock | None:
+    """The run's simulated clock: `clock`, or for a strategy that keeps time on one (FedBuff)
+    and was given none, a clock whose clients are all alike."""
+    if clock is None and strategy.needs_clock:
+        log.info("simulated clock: every client alike (pass clock=roost.VirtualClock(...))")
+        return VirtualClock(ClientProfiles.uniform())
+    return clock
 
 
 def _default_engine(

@@ -7,7 +7,7 @@ from typing import Any
 
 from roost.cli.app import App, finish_app_command, load_app
 from roost.cli.compress_options import compression_line
-from roost.cli.options import CommandParser, positive_int
+from roost.cli.options import CommandParser, positive_float, positive_int
 from roost.cli.report import Reporter, add_output_options, history_table, run_params
 from roost.cli.secagg_options import secure_aggregation_line
 from roost.cli.settings import (
@@ -19,6 +19,7 @@ from roost.cli.settings import (
     server_config,
     settings_from_args,
 )
+from roost.core.simclock import ClientProfiles, VirtualClock
 from roost.engines import ENGINES
 from roost.engines.threads import use_passive_wait
 from roost.errors import ConfigurationError
@@ -48,6 +49,7 @@ def add_command(root: CommandParser, default_app: App) -> None:
     )
     add_output_options(parser)
     add_state_options(parser)
+    add_clock_options(parser)
     parser.add_argument(
         "--config",
         metavar="FILE",
@@ -81,6 +83,28 @@ def add_state_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_clock_options(parser: argparse.ArgumentParser) -> None:
+    """`--client-speeds` and `--virtual-deadline`: run on a simulated clock."""
+    group = parser.add_argument_group(
+        "simulated clock", "client speeds and links in virtual time (--strategy fedbuff uses it)"
+    )
+    group.add_argument(
+        "--client-speeds",
+        metavar="SPEC",
+        default=None,
+        help="uniform, slow:FRACTION:SLOWDOWN (e.g. slow:0.1:10: 10%% of clients 10x slower), "
+        "lognormal:SIGMA, or a .csv/.json trace (client_id, examples_per_second, "
+        "bytes_per_second, latency_seconds); rounds then record their virtual time",
+    )
+    group.add_argument(
+        "--virtual-deadline",
+        type=positive_float,
+        default=None,
+        metavar="SECONDS",
+        help="virtual seconds a round waits for each client (needs --client-speeds)",
+    )
+
+
 def recording_options(
     args: argparse.Namespace, reporter: Reporter, settings: RunSettings | None = None
 ) -> dict[str, Any]:
@@ -97,6 +121,16 @@ def recording_options(
         "client_metrics": args.client_metrics,
         "settings": result_settings(args, settings),
     }
+
+
+def _clock(args: argparse.Namespace, settings: RunSettings) -> VirtualClock | None:
+    """The simulated clock `--client-speeds` and `--virtual-deadline` ask for (None: none)."""
+    if args.client_speeds is None:
+        if args.virtual_deadline is not None:
+            raise ConfigurationError("--virtual-deadline needs --client-speeds")
+        return None
+    speeds = ClientProfiles.parse(args.client_speeds, settings.num_clients, seed=settings.seed)
+    return VirtualClock(speeds, args.virtual_deadline)
 
 
 def run(args: argparse.Namespace, default_app: App) -> int:
@@ -126,6 +160,7 @@ def run(args: argparse.Namespace, default_app: App) -> int:
             config=server_config(settings),
             seed=settings.seed,
             engine=simulation.engine,
+            clock=_clock(args, settings),
             **recording_options(args, reporter, settings),
         )
     reporter.console.print(history_table(history))

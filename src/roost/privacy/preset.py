@@ -159,6 +159,12 @@ def with_central_dp(
         dp_options = params.options()
     if isinstance(strategy, DPFedAvg):
         raise ConfigurationError("the strategy is DP-FedAvg already; build it with its options")
+    if strategy.needs_clock:
+        raise ConfigurationError(
+            f"{type(strategy).__name__} is asynchronous, and DP-FedAvg's secret sampling is a "
+            f"synchronous cohort; give {type(strategy).__name__} a CentralDP transform with "
+            "expected_clients = num_clients = buffer_size instead (noise per aggregation)"
+        )
     _check_mean_aggregation(strategy)
     declared = strategy.option_values() if isinstance(strategy, NamedStrategy) else {}
     if declared.get("line_search_probes"):

@@ -68,6 +68,10 @@ class RoundRecord:
     # Record-level DP-SGD: the largest ε (and δ) the round's clients reported for their own data.
     record_epsilon: float | None = None
     record_delta: float | None = None
+    # On a simulated clock only: the virtual seconds since the run began when this round (or
+    # asynchronous aggregation) ended, and the wall-clock seconds this run process had spent.
+    virtual_time: float | None = None
+    wall_time: float | None = None
 
     def count(self, phase: str, results: int, failed_clients: list[str]) -> None:
         """Add one phase's outcome counts (a phase may run several times in a round)."""
@@ -98,8 +102,9 @@ class RoundRecord:
         self.record_epsilon, self.record_delta = max(epsilons), max(deltas)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready data; `phases` only when a phase other than fit/evaluate ran; a withheld
-        round only as its number and `"withheld": true`."""
+        """JSON-ready data; `phases` only when a phase other than fit/evaluate ran; the times
+        only on a simulated clock; a withheld round only as its number and `"withheld": true`
+        (its virtual time would tell whether a slow client took part)."""
         if self.withheld:
             return {"server_round": self.server_round, "withheld": True}
         data = vars(self).copy()
@@ -108,6 +113,8 @@ class RoundRecord:
             del data["phases"]
         if self.record_epsilon is None:
             del data["record_epsilon"], data["record_delta"]
+        if self.virtual_time is None:
+            del data["virtual_time"], data["wall_time"]
         return data
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from roost.core.simclock import VirtualClock
 from roost.core.types import (
     CLIENT_FN_RAISED,
     ClientId,
@@ -84,6 +85,7 @@ def run_rounds(
     resume_from: ServerState | None = None,
     on_round_end: RoundCallback | None = None,
     node_states: NodeStateStore | None = None,
+    clock: VirtualClock | None = None,
 ) -> History:
     """Run `config.num_rounds` federated rounds; return the History, final model included.
 
@@ -97,8 +99,12 @@ def run_rounds(
         node_states: where the transport (a simulation engine) keeps its nodes' `Context.state`:
             each round's state passed to `on_round_end` carries a snapshot of them, and those of
             `resume_from` are restored before the first resumed round.
+        clock: run on this simulated clock (`roost.core.simclock`): each synchronous phase
+            takes its slowest member's virtual time (or the clock's deadline, past which a member
+            is a timeout), and every round's record gets its `virtual_time` and `wall_time`.
     """
     started = time.perf_counter()
+    check_clock(strategy, clock)
     rng = np.random.default_rng(seed)
     if resume_from is None:
         parameters = _initial_parameters(strategy, transport, rng, config.round_timeout)
@@ -114,7 +120,8 @@ def run_rounds(
 
     for server_round in range(state.server_round + 1, config.num_rounds + 1):
         try:
-            state = _run_round(strategy, transport, config, server_round, state, rng)
+            timing = None if clock is None else (clock, started)
+            state = _run_round(strategy, transport, config, server_round, state, rng, timing)
         except RunFinished as reason:
             log.warning("stopping before round %d: %s", server_round, reason)
             break
@@ -129,6 +136,16 @@ def run_rounds(
     return history
 
 
+def check_clock(strategy: Strategy | None, clock: VirtualClock | None) -> None:
+    """Refuse a strategy that keeps time on a simulated clock (FedBuff) where there is none."""
+    if strategy is not None and strategy.needs_clock and clock is None:
+        raise ConfigurationError(
+            f"{type(strategy).__name__} runs on a simulated clock: simulate it (run_simulation "
+            "gives it one; roost simulate --client-speeds varies its clients); asynchronous "
+            "aggregation in a deployment (gRPC) is not supported yet"
+        )
+
+
 def _run_round(
     strategy: Strategy,
     transport: Transport,
@@ -136,15 +153,24 @@ def _run_round(
     server_round: int,
     state: ServerState,
     rng: np.random.Generator,
+    timing: tuple[VirtualClock, float] | None = None,
 ) -> ServerState:
     """One round: the strategy's fit phases, centralized evaluation, its evaluate phases.
 
     A strategy that withholds client statistics (central DP) gets no distributed evaluation and
-    its round records no client metrics or counts: ε covers none of them.
+    its round records no client metrics or counts: ε covers none of them. With `timing` (the
+    simulated clock and the run's start on `time.perf_counter`), the round starts at the virtual
+    time the previous one recorded and records its own.
     """
     history, parameters = state.history, state.parameters
     withhold = strategy.withholds_client_statistics
-    context = Round(server_round, transport, config.round_timeout, rng, withhold=withhold)
+    clock = None if timing is None else timing[0]
+    if clock is not None:
+        last = history.rounds[-1].virtual_time if history.rounds else None
+        clock.now = last or 0.0
+    context = Round(
+        server_round, transport, config.round_timeout, rng, withhold=withhold, clock=clock
+    )
     fitted = strategy.fit_round(context, parameters, state.strategy_state)
     context.close()
     if fitted.metrics and not withhold:
@@ -177,6 +203,9 @@ def _run_round(
         history.add_loss_distributed(server_round, loss)
     if metrics:
         history.add_metrics_distributed(server_round, finite_only(metrics, "evaluate metrics"))
+    if timing is not None:
+        context.record.virtual_time = timing[0].now
+        context.record.wall_time = round(time.perf_counter() - timing[1], 6)
     history.rounds.append(context.record)
     return ServerState(server_round, parameters, strategy_state, rng.bit_generator.state, history)
 

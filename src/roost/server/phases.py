@@ -18,7 +18,17 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from roost.client.dp_sgd import RECORD_DELTA, RECORD_EPSILON
-from roost.core.types import ClientId, Failure, FitRes, Instruction, Metrics, Outcome, Parameters
+from roost.core.simclock import VirtualClock
+from roost.core.types import (
+    ClientId,
+    Failure,
+    FitRes,
+    Instruction,
+    Metrics,
+    Outcome,
+    Parameters,
+    Result,
+)
 from roost.core.validation import unpack_result, validate_result
 from roost.server.history import RoundRecord
 from roost.transport.base import Transport
@@ -37,10 +47,19 @@ class PhaseOutcomes:
         template: Parameters | None,
         label: str,
         level: int = logging.WARNING,
+        clock: VirtualClock | None = None,
+        synchronous: bool = True,
     ) -> None:
         self._stream = self._collect(transport, cohort, timeout, template, label, level)
         self.label = label
         self._level = level
+        # On a simulated clock: each member's instruction (for its virtual duration), whether
+        # this phase waits for its members (then the deadline applies and it takes time), and
+        # the virtual seconds it took: its slowest member's, or the deadline.
+        self._clock = clock
+        self._instructions = dict(cohort) if clock is not None else {}
+        self.synchronous = synchronous
+        self.elapsed = 0.0
         self.results = 0
         self.failures: list[Failure] = []
         # (ε, δ) that DP-SGD clients reported under the reserved fit-metric names.
@@ -48,7 +67,9 @@ class PhaseOutcomes:
         self.done = False
 
     def __iter__(self) -> Iterator[Outcome]:
-        for client_id, outcome in self._stream:
+        for client_id, outcome, sent in self._stream:
+            if self._clock is not None:
+                outcome = self._timed(client_id, outcome, sent)
             if isinstance(outcome, Failure):
                 self.failures.append(outcome)
             else:
@@ -57,6 +78,29 @@ class PhaseOutcomes:
                     self._note_record_privacy(client_id, outcome.metrics)
             yield client_id, outcome
         self.done = True
+
+    def _timed(
+        self, client_id: ClientId, outcome: Result | Failure, sent: Result | Failure
+    ) -> Result | Failure:
+        """`outcome` on the simulated clock (its upload costs what the client `sent`: a
+        compressed update's bytes): a timeout past the deadline of a synchronous phase, whose
+        `elapsed` it extends."""
+        assert self._clock is not None
+        if not self.synchronous:
+            return outcome
+        seconds = self._clock.duration(client_id, self._instructions[client_id], outcome, sent)
+        deadline = self._clock.deadline
+        if deadline is not None and (seconds > deadline or isinstance(outcome, Failure)):
+            seconds = deadline  # a failed client is waited for until the deadline
+            if not isinstance(outcome, Failure):
+                outcome = Failure(
+                    client_id,
+                    f"no result within the virtual deadline of {deadline:g} s",
+                    kind="timeout",
+                )
+                log.log(self._level, "%s: %s", self.label, outcome)
+        self.elapsed = max(self.elapsed, seconds)
+        return outcome
 
     def _note_record_privacy(self, client_id: ClientId, metrics: Metrics) -> None:
         epsilon, delta = metrics[RECORD_EPSILON], metrics.get(RECORD_DELTA)
@@ -98,7 +142,8 @@ class PhaseOutcomes:
         template: Parameters | None,
         label: str,
         level: int,
-    ) -> Iterator[Outcome]:
+    ) -> Iterator[tuple[ClientId, Result | Failure, Result | Failure]]:
+        """(client, outcome for the strategy, what the client sent) as results arrive."""
         pending = dict(cohort)
         for client_id, result in transport.run(cohort, timeout):
             instruction = pending.pop(client_id, None)
@@ -114,11 +159,11 @@ class PhaseOutcomes:
             outcome = unpack_result(client_id, instruction, checked)  # decodes compressed fits
             if isinstance(outcome, Failure):
                 log.log(level, "%s: %s", label, outcome)
-            yield client_id, outcome
+            yield client_id, outcome, checked
         for client_id in pending:
             failure = Failure(client_id, "the transport returned no result", kind="disconnected")
             log.log(level, "%s: %s", label, failure)
-            yield client_id, failure
+            yield client_id, failure, failure
 
 
 class Round:
@@ -132,9 +177,11 @@ class Round:
         rng: np.random.Generator,
         *,
         withhold: bool = False,
+        clock: VirtualClock | None = None,
     ) -> None:
         self.server_round = server_round
         self.rng = rng
+        self.clock = clock
         self.record = RoundRecord(server_round, withheld=withhold)
         # Cohorts, counts and failures are client statistics under central DP: DEBUG only.
         self._info = logging.DEBUG if withhold else logging.INFO
@@ -155,11 +202,15 @@ class Round:
         phase: str,
         cohort: Sequence[tuple[ClientId, Instruction]],
         template: Parameters | None,
+        *,
+        synchronous: bool = True,
     ) -> PhaseOutcomes:
         """Run one phase: `cohort`'s instructions out, validated outcomes streamed back.
 
         `template` is the model results must match (None when the phase returns no arrays that
-        must be shaped like the model).
+        must be shaped like the model). On a simulated clock, a `synchronous` phase (the round
+        waits for it) moves the clock on by its slowest member (or the deadline, past which a
+        member is a timeout); an asynchronous strategy's phases do not, it keeps time itself.
         """
         self.close()
         label = f"{phase}_round {self.server_round}"
@@ -171,7 +222,14 @@ class Round:
             self._num_available,
         )
         outcomes = PhaseOutcomes(
-            self._transport, cohort, self._timeout, template, label, self._warning
+            self._transport,
+            cohort,
+            self._timeout,
+            template,
+            label,
+            self._warning,
+            self.clock,
+            synchronous,
         )
         self._open.append((phase, outcomes))
         return outcomes
@@ -180,6 +238,8 @@ class Round:
         """Finish the phases still open: read what is left, count and log them."""
         for phase, outcomes in self._open:
             outcomes.drain()
+            if self.clock is not None and outcomes.synchronous:
+                self.clock.now += outcomes.elapsed
             if not self.record.withheld:
                 failed = [f.client_id for f in outcomes.failures]
                 self.record.count(phase, outcomes.results, failed)

@@ -23,6 +23,7 @@ from roost.strategy.base import (
     chain,
     sample_uniformly,
 )
+from roost.strategy.buffered import FedAsync, FedBuff
 from roost.strategy.optimizers import (
     ServerAdagrad,
     ServerAdam,
@@ -34,6 +35,12 @@ from roost.strategy.optimizers import (
 from roost.strategy.presets import *  # noqa: F403 (the named strategies: presets.__all__)
 from roost.strategy.presets import PRESETS
 from roost.strategy.secure import SecureAggregation
+from roost.strategy.staleness import (
+    ConstantStaleness,
+    HingeStaleness,
+    PolynomialStaleness,
+    Staleness,
+)
 from roost.strategy.strategy import Strategy
 from roost.strategy.transforms import AdaptiveClipL2, ClipL2
 from roost.strategy.weighting import (
@@ -48,12 +55,17 @@ __all__ = [
     "Aggregator",
     "BulyanMean",
     "ClipL2",
+    "ConstantStaleness",
     "CoordinateMedian",
+    "FedAsync",
+    "FedBuff",
     "FitAggregate",
+    "HingeStaleness",
     "KrumMean",
     "Mean",
     "NotEnoughUpdatesError",
     "PartialFit",
+    "PolynomialStaleness",
     "QFFLMean",
     "RoundContext",
     "Sampler",
@@ -63,6 +75,7 @@ __all__ = [
     "ServerOptimizer",
     "ServerSGD",
     "ServerYogi",
+    "Staleness",
     "Strategy",
     "TrimmedMean",
     "UpdateTransform",

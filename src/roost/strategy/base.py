@@ -25,6 +25,7 @@ from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
+from roost.core.simclock import VirtualClock
 from roost.core.types import (
     ClientId,
     Config,
@@ -282,6 +283,8 @@ class RoundContext(Protocol):
 
     server_round: int
     rng: np.random.Generator
+    clock: VirtualClock | None
+    """The simulated clock the run keeps (None: real time only)."""
 
     def available(self, count: int) -> list[ClientId]:
         """The connected clients, once at least `count` are."""
@@ -292,8 +295,13 @@ class RoundContext(Protocol):
         phase: str,
         cohort: Sequence[tuple[ClientId, Instruction]],
         template: Parameters | None,
+        *,
+        synchronous: bool = True,
     ) -> Iterable[Outcome]:
-        """Send each member its instruction; stream back one validated outcome per member."""
+        """Send each member its instruction; stream back one validated outcome per member.
+
+        On a simulated clock, a `synchronous` phase takes its slowest member's virtual time;
+        an asynchronous strategy passes False and keeps time itself (`clock.duration`)."""
         ...
 
 

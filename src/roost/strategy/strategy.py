@@ -108,6 +108,7 @@ class Strategy:
     """
 
     compression: Codec | None = None  # a strategy written without __init__ compresses nothing
+    needs_clock: bool = False  # keeps time on a simulated clock (FedBuff): refused without one
 
     def __init__(
         self,
@@ -221,8 +222,6 @@ class Strategy:
         strategy written from scratch, without `Strategy.__init__`, has no transforms)."""
         transforms: Chain = vars(self).get("update_transforms", chain())
         return transforms.withholds_client_statistics
-
-    # -- state ---------------------------------------------------------------------------------
 
     def initialize_parameters(self) -> Parameters | None:
         """The starting global model, or None to let the loop ask one client."""

@@ -90,6 +90,8 @@ def round_values(history: History, server_round: int) -> dict[str, float]:
     if record is not None and not record.withheld:
         for name in ("fit_results", "fit_failures", "evaluate_results", "evaluate_failures"):
             values[name] = float(getattr(record, name))
+        if record.virtual_time is not None:  # a run on a simulated clock, as history.csv
+            values.update(virtual_time=record.virtual_time, wall_time=float(record.wall_time or 0))
     pairs_by_name: list[tuple[str, Sequence[tuple[int, object]]]] = [
         ("loss_distributed", history.losses_distributed),
         ("loss_centralized", history.losses_centralized),
