@@ -403,3 +403,21 @@ def test_run_takes_dp_and_secagg_like_simulate(tmp_path, monkeypatch, capsys):
     assert "of 10 clients a round" in capsys.readouterr().out
     flower = one_error_line(capsys, "run", str(ROOT / "tests/flower_apps/numpy_app"), "--secagg")
     assert "a Flower project builds its own strategy" in flower
+
+
+def test_run_compresses_a_projects_updates_like_simulate(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert roost("new", "smallapp", "--framework", "numpy") == 0
+    capsys.readouterr()
+    code = roost(
+        "run", "smallapp", "--run-config", "num-rounds=2", "--out", "out", "--quiet",
+        "--compress", "q8", "--state", "state",
+    )  # fmt: skip
+    assert code == 0
+    assert "compression: q8" in capsys.readouterr().out
+    history = json.loads((tmp_path / "out" / "history.json").read_text())
+    assert [r for r, _ in history["measurements"]["bytes_up"]] == [1, 2]
+    flower = one_error_line(
+        capsys, "run", str(ROOT / "tests/flower_apps/numpy_app"), "--compress", "q8"
+    )
+    assert "--compress apply to roost projects" in flower

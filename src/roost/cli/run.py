@@ -18,6 +18,7 @@ from dataclasses import replace
 from typing import Any
 
 from roost.cli.app import ProjectApp, add_run_config_option, load_project_app
+from roost.cli.compress_options import add_compression_arguments, compression, compression_line
 from roost.cli.dp_options import add_privacy_arguments, privacy_settings
 from roost.cli.options import CommandParser, positive_int
 from roost.cli.project import RoostProject
@@ -69,6 +70,7 @@ def add_command(root: CommandParser) -> None:
     add_privacy_arguments(parser)
     add_clip_arguments(parser)
     add_secagg_arguments(parser)
+    add_compression_arguments(parser)
     add_submit_options(parser)
     parser.set_defaults(handler=run)
 
@@ -161,8 +163,9 @@ def _protected(
     args: argparse.Namespace,
     reporter: Reporter,
 ) -> tuple[ClientFn, Strategy]:
-    """The project's clients and strategy with `--dp` and `--secagg` applied (as on `roost
-    simulate`: central DP keeps the strategy's server optimizer; local DP wraps the clients)."""
+    """The project's clients and strategy with `--dp`, `--secagg` and `--compress` applied (as
+    on `roost simulate`: central DP keeps the strategy's server optimizer; local DP wraps the
+    clients)."""
     flags = argparse.Namespace(**vars(args), strategy="project")
     privacy = privacy_settings(
         flags,
@@ -172,6 +175,10 @@ def _protected(
     secure = secure_aggregation(args)
     if secure is not None:
         strategy = strategy.replace(secure_aggregation=secure)  # checked as Strategy(...) does
+    codec = compression(args)
+    if codec is not None:
+        strategy = strategy.replace(compression=codec)
+        reporter.print(compression_line(strategy))
     if privacy is not None:
         reporter.print(privacy.describe())
         if privacy.mode == "central":

@@ -61,13 +61,13 @@ class FlowerProjectApp(ForeignProjectApp):
         return True
 
     def simulate_project(self, args: argparse.Namespace, reporter: Reporter) -> History:
-        """`run_project` with `roost run`'s options (`--dp`, `--secagg` and `--client-metrics`
-        are for roost projects: a Flower project builds its own strategy)."""
+        """`run_project` with `roost run`'s options (`--dp`, `--secagg`, `--compress` and
+        `--client-metrics` are for roost projects: a Flower project builds its own strategy)."""
         directory = Path(self.directory or ".")
-        if privacy_flags_given(args) or args.secagg:
+        if privacy_flags_given(args) or args.secagg or args.compress:
             raise ConfigurationError(
-                "--dp and --secagg apply to roost projects; a Flower project builds its own "
-                "strategy in its ServerApp"
+                "--dp, --secagg and --compress apply to roost projects; a Flower project builds "
+                "its own strategy in its ServerApp"
             )
         if args.client_metrics:
             raise ConfigurationError(
