@@ -79,7 +79,7 @@ def test_the_federation_and_node_pages_of_a_simulation() -> None:
     federation = client.get("/").text
     assert 'href="/runs/run"' in federation and 'href="/nodes/node-7"' in federation
     node = client.get("/nodes/node-7").text
-    assert "OSError: disk full" in node and "rounds 2, 3" in node
+    assert "OSError: disk full" in node and "rounds 2–3" in node
     assert client.get("/runs/other").status_code == 404
     assert client.get("/static/dashboard.js").text.count("EventSource") >= 1
     assert client.get("/static/../app.py").status_code == 404
@@ -256,6 +256,10 @@ def test_the_coordinators_pages_read_its_store_and_each_runs_files(tmp_path: Pat
         assert federation.runs[0].current_round == 2 and federation.runs[0].num_rounds == 3
         node = source.node("hospital-b")
         assert node is not None and node.runs == (("1", "failed", "out of memory"),)
+        assert [(f.kind, f.reason, f.count, f.rounds) for f in node.failures] == [
+            ("run 1: failed", "out of memory", 1, ()),
+            ("run 1: error", "MemoryError: out of memory", 1, (1,)),
+        ]
         assert source.run("7") is None and source.run("x") is None and source.node("z") is None
         with (
             DashboardServer(source, "127.0.0.1:0") as server,  # served for real, by uvicorn

@@ -35,6 +35,10 @@ _FIRST_NOTE = " (first of this error"
 _LOG_TAIL = 1 << 16
 _LOG_MAX = 8 << 20
 _STATUS = {"completed": "finished"}
+NODE_RUNS = 10
+"""A node's page reads the files of its latest runs only, so it loads fast on a busy node."""
+RUNS_SHOWN = 50
+"""The federation page lists the latest runs (each one's files are read for its round)."""
 
 
 def read_history(run_dir: Path) -> History | None:
@@ -105,6 +109,19 @@ def history_failures(history: History, reasons: dict[str, tuple[str, str]]) -> t
     )
 
 
+def node_failures(
+    history: History, reasons: dict[str, tuple[str, str]], name: str, run_id: int
+) -> list[Failure]:
+    """The fits node `name` failed in one run's History (none in withheld rounds)."""
+    rounds = tuple(
+        r.server_round for r in history.rounds if not r.withheld and name in r.failed_clients
+    )
+    if not rounds:
+        return []
+    kind, reason = reasons.get(name, ("error", "see the run's log"))
+    return [Failure(f"run {run_id}: {kind}", reason, len(rounds), (name,), rounds)]
+
+
 class FederationSource:
     """The pages of a coordinator's federation, read from its store and run directories."""
 
@@ -146,7 +163,7 @@ class FederationSource:
     def federation(self) -> FederationView:
         """Every node and every run (newest first)."""
         runs = []
-        for run in reversed(self.store.runs()):
+        for run in self.store.runs()[::-1][:RUNS_SHOWN]:
             history = read_history(self.run_dir(run["id"])) if run["started"] else None
             done = history.rounds[-1].server_round if history and history.rounds else None
             log_text = _read_log(self.run_dir(run["id"]) / "log.txt", _LOG_TAIL)
@@ -195,15 +212,25 @@ class FederationSource:
         )
 
     def node(self, name: str) -> NodeView | None:
-        """A registered node: its row and its part in each run (status and reason)."""
+        """A registered node: its row, its part in each run (status and reason), and its
+        failures: the runs it refused or crashed in, and the fits it failed in its latest
+        runs (read from their files, as the run pages are)."""
         node = self.store.node(name)
         if node is None:
             return None
         parts = self.store.assignments(node=name)
         runs = tuple((str(a["run"]), a["status"], a["reason"]) for a in reversed(parts))
-        failures = tuple(
-            Failure(a["status"], a["reason"] or "no reason given", 1, (name,), ())
+        failures = [
+            Failure(
+                f"run {a['run']}: {a['status']}", a["reason"] or "no reason given", 1, (name,), ()
+            )
             for a in parts
             if a["status"] in ("failed", "refused")
-        )
-        return NodeView(name, self._row(node), runs, failures)
+        ]
+        for part in parts[-NODE_RUNS:]:
+            run_dir = self.run_dir(part["run"])
+            history = read_history(run_dir)
+            if history is not None:
+                reasons = log_reasons(_read_log(run_dir / "log.txt", _LOG_MAX))
+                failures.extend(node_failures(history, reasons, name, part["run"]))
+        return NodeView(name, self._row(node), runs, tuple(failures))

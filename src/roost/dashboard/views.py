@@ -12,6 +12,7 @@ from typing import Any
 
 from roost.dashboard.charts import Line, line_chart
 from roost.dashboard.model import Failure, RunView
+from roost.tracking.failures import spans
 
 _CHART_METRIC = "accuracy"
 
@@ -73,7 +74,7 @@ def _environment() -> Any:
     )
     env.filters["duration"] = duration
     env.filters["ago"] = ago
-    env.filters["number"] = number
+    env.filters["spans"] = lambda rounds: spans(list(rounds))
     return env
 
 
@@ -94,11 +95,6 @@ def duration(seconds: float | None) -> str:
 def ago(timestamp: float | None) -> str:
     """A time as "12 s ago"; "never" for None."""
     return "never" if timestamp is None else f"{duration(max(time.time() - timestamp, 0))} ago"
-
-
-def number(value: float | None) -> str:
-    """A value for a table cell: 4 significant digits, "–" for None."""
-    return "–" if value is None else f"{value:.4g}"
 
 
 def run_charts(view: RunView) -> list[str]:
