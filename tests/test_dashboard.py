@@ -240,7 +240,10 @@ def _federation(tmp_path: Path) -> FederationSource:
     return FederationSource(store, tmp_path)
 
 
-def test_the_coordinators_pages_read_its_store_and_each_runs_files(tmp_path: Path) -> None:
+def test_the_coordinators_pages_read_its_store_and_each_runs_files(tmp_path: Path, capsys) -> None:
+    from roost.cli import build_parser
+    from roost.cli.dashboard import coordinator_dashboard
+
     source = _federation(tmp_path)
     try:
         run = source.run("1")
@@ -261,14 +264,32 @@ def test_the_coordinators_pages_read_its_store_and_each_runs_files(tmp_path: Pat
             ("run 1: error", "MemoryError: out of memory", 1, (1,)),
         ]
         assert source.run("7") is None and source.run("x") is None and source.node("z") is None
-        with (
-            DashboardServer(source, "127.0.0.1:0") as server,  # served for real, by uvicorn
-            urllib.request.urlopen(server.page_url("/runs/1"), timeout=5) as response,
-        ):
-            html = response.read().decode()
+        args = build_parser().parse_args(["coordinator", "--data", str(tmp_path), "--dashboard"])
+        assert args.dashboard == "127.0.0.1:0" and not hasattr(args, "keep_serving")
+        server = coordinator_dashboard(args, source.store, None)  # uvicorn, for real
+        try:
+            url = capsys.readouterr().out.split("dashboard: ", 1)[1].split()[0]
+            with urllib.request.urlopen(url.rstrip("/") + "/runs/1", timeout=5) as response:
+                html = response.read().decode()
+        finally:
+            server.stop()
         assert 'id="round-counter">2</strong>' in html and "hospital-b" in html
         before = source.version()
         source.store.update_run(1, status="completed", finished=time.time())
         assert source.version() != before
     finally:
         source.store.close()
+
+
+def test_with_certificates_the_dashboard_serves_https(tmp_path: Path) -> None:
+    import ssl
+
+    from grpc_support import make_certificates
+
+    paths = make_certificates(tmp_path)
+    certificates = (str(paths["server"]), str(paths["server-key"]))
+    trust = ssl.create_default_context(cafile=str(paths["ca"]))
+    with DashboardServer(LiveSource(_model()), "127.0.0.1:0", certificates) as server:
+        assert server.url.startswith("https://127.0.0.1:") and not server.exposed
+        with urllib.request.urlopen(server.page_url("/runs/run"), context=trust) as response:
+            assert response.status == 200 and "round-counter" in response.read().decode()
