@@ -293,3 +293,34 @@ def test_with_certificates_the_dashboard_serves_https(tmp_path: Path) -> None:
         assert server.url.startswith("https://127.0.0.1:") and not server.exposed
         with urllib.request.urlopen(server.page_url("/runs/run"), context=trust) as response:
             assert response.status == 200 and "round-counter" in response.read().decode()
+
+
+def test_a_tokenless_dashboard_answers_only_to_its_loopback_names() -> None:
+    server = DashboardServer(LiveSource(_model()), "127.0.0.1:0")
+    assert TestClient(server.app, base_url="http://127.0.0.1:8050").get("/").status_code == 200
+    assert TestClient(server.app, base_url="http://localhost:8050").get("/").status_code == 200
+    rebound = TestClient(server.app, base_url="http://attacker.example:8050")
+    assert rebound.get("/runs/run").status_code == 400  # DNS rebinding reads nothing
+
+
+def test_failures_logged_below_warning_never_reach_the_page(capsys) -> None:
+    import logging
+
+    from roost.cli.dashboard import released
+    from roost.tracking.failures import FailureDigest
+
+    digest = FailureDigest()
+    logger = logging.getLogger("roost")  # the round loop's logger, where the digest filters
+    level = logger.level
+    logger.setLevel(logging.DEBUG)
+    try:
+        with digest:
+            for level_, client in ((logging.DEBUG, "3"), (logging.WARNING, "4")):
+                failure = ClientFailure(client, f"reason {client}")
+                logger.log(level_, "%s: %s", "fit_round 1", failure)
+    finally:
+        logger.setLevel(level)
+    assert len(digest.groups) == 2
+    assert [g.client_ids for g in released(digest)] == [["4"]]  # central DP logs at DEBUG
+    assert main(["simulate", "--rounds", "1", "--keep-serving"]) == 2
+    assert "--keep-serving keeps a dashboard up: add --dashboard" in capsys.readouterr().err

@@ -11,13 +11,15 @@ up until Ctrl-C, to look at the finished run.
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from roost.errors import ConfigurationError
 from roost.tracking.base import Tracker
-from roost.tracking.failures import FailureDigest
+from roost.tracking.failures import FailureDigest, FailureGroup
 
 LOCAL = "127.0.0.1:0"
 
@@ -77,6 +79,18 @@ def coordinator_dashboard(
     return start_server(source, args.dashboard, lambda line: print(line, flush=True), certificates)
 
 
+def released(digest: FailureDigest) -> list[FailureGroup]:
+    """The failures a run logged for release (at WARNING or above): under central DP they are
+    logged at DEBUG only, and a page must not show them even when DEBUG logs are on."""
+    return [group for group in list(digest.groups.values()) if group.level >= logging.WARNING]
+
+
+def check_dashboard_options(args: argparse.Namespace) -> None:
+    """Refuse `--keep-serving` without `--dashboard` (it would be silently ignored)."""
+    if getattr(args, "keep_serving", False) and getattr(args, "dashboard", None) is None:
+        raise ConfigurationError("--keep-serving keeps a dashboard up: add --dashboard")
+
+
 class RunDashboard:
     """The dashboard of one run of this process: a model fed by `tracker`, served live."""
 
@@ -101,7 +115,7 @@ class RunDashboard:
             f"roost {command}",
             num_rounds,
             dict(params or {}),
-            failures=lambda: digest.groups.values(),
+            failures=lambda: released(digest),
         )
         self.tracker: Tracker = DashboardTracker(self.model)
         self.source = LiveSource(self.model)

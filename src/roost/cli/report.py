@@ -14,7 +14,7 @@ import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from roost.cli.dashboard import RunDashboard, add_dashboard_option
+from roost.cli.dashboard import RunDashboard, add_dashboard_option, check_dashboard_options
 from roost.cli.progress import ProgressTracker
 from roost.errors import ConfigurationError
 from roost.log import log_handler
@@ -134,6 +134,7 @@ class Reporter:
             self.trackers.append(ProgressTracker(self.console, num_rounds, live=live))
         self.trackers.extend(_writers(args, params))
         self.dashboard: RunDashboard | None = None
+        check_dashboard_options(args)
         if getattr(args, "dashboard", None) is not None:
             self.dashboard = RunDashboard(args, num_rounds, params, self.digest)
             self.trackers.append(self.dashboard.tracker)

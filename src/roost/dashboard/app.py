@@ -20,6 +20,8 @@ from typing import Any
 from urllib.parse import quote
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -68,10 +70,18 @@ def _authorized(request: Request, token: str | None) -> bool:
     return bool(offered) and hmac.compare_digest(offered.encode(), token.encode())
 
 
-def dashboard_app(source: Source, token: str | None = None) -> Any:
+def dashboard_app(
+    source: Source, token: str | None = None, allowed_hosts: list[str] | None = None
+) -> Any:
     """The Starlette application serving `source`; with `token`, every request must carry it
-    (`?token=` once, then a cookie; or `Authorization: Bearer`)."""
+    (`?token=` once, then a cookie; or `Authorization: Bearer`). `allowed_hosts` refuses
+    requests for other Host names: a dashboard on 127.0.0.1 (no token) answers only to its own
+    names, so a web page whose name was rebound to 127.0.0.1 cannot read it."""
+    middleware = []
+    if allowed_hosts is not None:
+        middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts))
     app = Starlette(
+        middleware=middleware,
         routes=[
             Route("/", _page_endpoint("federation", "federation.html")),
             Route("/runs/{key}", _page_endpoint("run", "run.html")),
@@ -80,7 +90,7 @@ def dashboard_app(source: Source, token: str | None = None) -> Any:
             Route("/events/runs/{key}", _events_endpoint("run")),
             Route("/events/nodes/{key}", _events_endpoint("node")),
             Route("/static/{name}", _static),
-        ]
+        ],
     )
     app.state.dashboard = DashboardState(source, token)
     return app
@@ -103,7 +113,13 @@ async def _guarded(
     response = await handler(state)
     if state.token is not None and request.query_params.get("token"):
         # Later requests (links, the event stream) carry it without showing it in URLs.
-        response.set_cookie(TOKEN_COOKIE, state.token, httponly=True, samesite="strict")
+        response.set_cookie(
+            TOKEN_COOKIE,
+            state.token,
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+        )
     return response
 
 

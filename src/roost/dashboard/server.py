@@ -58,7 +58,9 @@ class DashboardServer:
         self.host, self.port = parse_address(address)
         self.certificates = certificates
         self.token = None if self.host in LOOPBACK else secrets.token_urlsafe(24)
-        self.app = dashboard_app(source, self.token)
+        # Without a token, only the loopback names (see `dashboard_app`: DNS rebinding).
+        hosts = ["127.0.0.1", "localhost", "::1", "[::1]"] if self.token is None else None
+        self.app = dashboard_app(source, self.token, hosts)
         self._server: Any = None
         self._thread: threading.Thread | None = None
 
