@@ -63,7 +63,7 @@ def test_the_run_page_shows_rounds_charts_phases_failures_and_config() -> None:
     assert page.status_code == 200
     html = page.text
     assert 'id="round-counter">3</strong>' in html and 'id="round-total">5</strong>' in html
-    assert "ETA" in html
+    assert "ETA 2 s" in html  # 3 rounds took 3 s: 2 more take 2 s
     assert 'data-series="distributed" data-points="3"' in html  # the loss chart
     assert 'data-series="centralized" data-points="3"' in html  # the accuracy chart
     assert "secagg_unmask ok/dropped" in html and "<td>8/2</td>" in html

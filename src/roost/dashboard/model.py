@@ -51,6 +51,9 @@ class RunView:
     num_rounds: int | None
     rounds: tuple[RoundPoint, ...]
     elapsed: float | None = None
+    rounds_elapsed: float | None = None
+    """Seconds from the first round's start to the last round's end (the pace of the ETA;
+    None: `elapsed` is the pace)."""
     message: str = ""
     failures: tuple[Failure, ...] = ()
     config: Mapping[str, Any] = field(default_factory=dict)
@@ -69,9 +72,10 @@ class RunView:
     def eta(self) -> float | None:
         """Seconds until the last round, at the pace so far (None when unknown or done)."""
         done = self.current_round
-        if self.elapsed is None or not done or not self.num_rounds or self.status != "running":
+        pace = self.rounds_elapsed if self.rounds_elapsed is not None else self.elapsed
+        if pace is None or not done or not self.num_rounds or self.status != "running":
             return None
-        return self.elapsed / done * max(self.num_rounds - done, 0)
+        return pace / done * max(self.num_rounds - done, 0)
 
     @property
     def target_epsilon(self) -> float | None:
@@ -182,6 +186,7 @@ class RunModel:
             rounds = tuple(self._rounds)
             status, message = self._status, self._message
             end = self._finished_at if self._finished_at is not None else time.monotonic()
+            rounds_elapsed = self._elapsed
         withheld = any(point.withheld for point in rounds)
         return RunView(
             run_id=self.run_id,
@@ -190,6 +195,7 @@ class RunModel:
             num_rounds=self.num_rounds,
             rounds=rounds,
             elapsed=end - self._started,
+            rounds_elapsed=rounds_elapsed,
             message=message,
             failures=self.failures(withheld),
             config=self.config,
