@@ -324,3 +324,18 @@ def test_failures_logged_below_warning_never_reach_the_page(capsys) -> None:
     assert [g.client_ids for g in released(digest)] == [["4"]]  # central DP logs at DEBUG
     assert main(["simulate", "--rounds", "1", "--keep-serving"]) == 2
     assert "--keep-serving keeps a dashboard up: add --dashboard" in capsys.readouterr().err
+
+
+def test_serving_leaves_the_programs_logging_alone() -> None:
+    import logging
+
+    with DashboardServer(LiveSource(_model()), "127.0.0.1:0"):
+        # uvicorn's own logging config would add its handlers, bound to this moment's
+        # sys.stderr (a test's capture, closed later): logs go through the program's instead.
+        added = [
+            handler.get_name()
+            for name in ("uvicorn", "uvicorn.error", "uvicorn.access")
+            for handler in logging.getLogger(name).handlers
+            if handler.get_name() in ("default", "access")
+        ]
+    assert added == []

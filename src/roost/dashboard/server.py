@@ -100,6 +100,7 @@ class DashboardServer:
         config = uvicorn.Config(
             self.app,
             log_level="warning",
+            log_config=None,  # leave the program's logging (and its streams) as they are
             lifespan="off",
             timeout_graceful_shutdown=2,
             access_log=False,
