@@ -72,6 +72,9 @@ def coordinator_source(root: Path, nodes: int, rounds: int) -> FederationSource:
         signature=None, publisher_key=None, run_config=[], wanted_nodes=nodes,
     )  # fmt: skip
     store.update_run(run_id, status="completed", started=time.time() - rounds, finished=time.time())
+    for n in range(nodes):  # every node took part: its page reads the run's files too
+        store.add_assignment(run_id, f"node-{n:04d}")
+        store.update_assignment(run_id, f"node-{n:04d}", status="exited")
     history, log = History(), []
     for r in range(1, rounds + 1):
         failed = f"node-{r % nodes:04d}"
