@@ -339,3 +339,15 @@ def test_serving_leaves_the_programs_logging_alone() -> None:
             if handler.get_name() in ("default", "access")
         ]
     assert added == []
+
+
+def test_the_run_config_leaves_out_where_the_run_reports_and_listens() -> None:
+    from roost.cli import build_parser
+    from roost.cli.dashboard import RunDashboard
+    from roost.cli.report import run_params
+    from roost.tracking.failures import FailureDigest
+
+    flags = ["simulate", "--mlflow", "https://ada:pw@mlflow.example", "--dashboard", "--seed", "3"]
+    args = build_parser().parse_args(flags)
+    shown = RunDashboard(args, 5, run_params(vars(args)), FailureDigest()).model.config
+    assert shown["seed"] == 3 and "mlflow" not in shown and "dashboard" not in shown

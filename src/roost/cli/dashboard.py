@@ -22,6 +22,11 @@ from roost.tracking.base import Tracker
 from roost.tracking.failures import FailureDigest, FailureGroup
 
 LOCAL = "127.0.0.1:0"
+NOT_SHOWN = frozenset(
+    {"mlflow", "auth_tokens", "certificates", "client_ca", "dashboard", "keep_serving"}
+)
+"""Options the run page's config leaves out: where the run reports and listens, which may carry
+credentials (an MLflow URI with a password), not what it computes."""
 
 
 def add_dashboard_option(parser: argparse.ArgumentParser, *, keep_serving: bool = True) -> None:
@@ -58,7 +63,8 @@ def start_server(
     if server.exposed:
         print_line(
             "dashboard: warning: plain HTTP off 127.0.0.1: its token travels in clear text "
-            "(serve it over TLS with --certificates, or on 127.0.0.1 behind an SSH tunnel)"
+            "(roost server and roost coordinator serve it over TLS with --certificates; or keep "
+            "it on 127.0.0.1 and reach it through an SSH tunnel)"
         )
     return server
 
@@ -114,7 +120,7 @@ class RunDashboard:
             "run",
             f"roost {command}",
             num_rounds,
-            dict(params or {}),
+            {k: v for k, v in (params or {}).items() if k not in NOT_SHOWN},
             failures=lambda: released(digest),
         )
         self.tracker: Tracker = DashboardTracker(self.model)
