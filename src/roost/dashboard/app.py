@@ -47,16 +47,21 @@ class DashboardState:
         self.streams = 0
 
 
-def _render(kind: str, source: Source, key: str) -> tuple[str, dict[str, str]] | None:
-    """A page's title and parts, or None when it names nothing the source has."""
+def _render(
+    kind: str, source: Source, key: str
+) -> tuple[str, dict[str, str], dict[str, Any]] | None:
+    """A page's title, its live parts and the rest of what its template shows; None when it
+    names nothing the source has."""
     if kind == "federation":
         federation = source.federation()
-        return federation.title, views.federation_parts(federation)
+        return federation.title, views.federation_parts(federation), {"note": federation.note}
     if kind == "run":
         run = source.run(key)
-        return None if run is None else (f"run {run.title}", views.run_parts(run))
+        if run is None:
+            return None
+        return f"run {run.title}", views.run_parts(run), {"run_id": key, "config": run.config}
     node = source.node(key)
-    return None if node is None else (f"node {node.name}", views.node_parts(node))
+    return None if node is None else (f"node {node.name}", views.node_parts(node), {"name": key})
 
 
 def _authorized(request: Request, token: str | None) -> bool:
@@ -130,11 +135,9 @@ def _page_endpoint(kind: str, template: str) -> Endpoint:
             rendered = await asyncio.to_thread(_render, kind, state.source, key)
             if rendered is None:
                 return PlainTextResponse(f"no {kind} {key!r} here", status_code=404)
-            title, parts = rendered
+            title, parts, context = rendered
             events = "/events" + quote(request.url.path.rstrip("/"))
-            html = await asyncio.to_thread(
-                _page, state.source, kind, key, template, title, parts, events
-            )
+            html = views.page(template, title, parts, events, **context)
             return HTMLResponse(html, headers=_NO_STORE)
 
         return await _guarded(request, handler)
@@ -160,27 +163,6 @@ async def _static(request: Request) -> Response:
         return PlainTextResponse("not found", status_code=404)
     body = files("roost.dashboard").joinpath("static", name).read_text(encoding="utf-8")
     return Response(body, media_type=_STATIC[name])
-
-
-def _page(
-    source: Source,
-    kind: str,
-    key: str,
-    template: str,
-    title: str,
-    parts: dict[str, str],
-    events: str,
-) -> str:
-    context: dict[str, Any] = {}
-    if kind == "run":
-        run = source.run(key)
-        context = {"run_id": key, "config": dict(run.config) if run else {}}
-    elif kind == "node":
-        context = {"name": key}
-    elif kind == "federation":
-        federation = source.federation()
-        context = {"note": federation.note}
-    return views.page(template, title, parts, events, **context)
 
 
 async def _stream(state: DashboardState, kind: str, key: str) -> AsyncIterator[str]:
