@@ -80,6 +80,7 @@ class Federation:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.coordinator: subprocess.Popen | None = None
+        self.dashboard = ""
         self.nodes: list[subprocess.Popen] = []
         self.node_dirs: list[Path] = []
 
@@ -94,11 +95,14 @@ class Federation:
         db = ["--db", self.db] if self.db else []
         self.coordinator = subprocess.Popen(
             [sys.executable, "-m", "roost.cli", "coordinator", "--data", str(self.data), *db,
-             "--address", f"127.0.0.1:{self.port}"],
+             "--address", f"127.0.0.1:{self.port}", "--dashboard"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
         line = self.coordinator.stdout.readline()
         assert "serving on" in line, line + self.coordinator.stdout.read()
+        line = self.coordinator.stdout.readline()  # its web dashboard, on a free port
+        assert line.startswith("dashboard: http://127.0.0.1:"), line
+        self.dashboard = line.split()[1].rstrip("/")
 
     def kill(self) -> None:
         self.coordinator.send_signal(signal.SIGKILL)

@@ -200,6 +200,8 @@ def test_coordinator_run_submit_refuses_simulation_only_options(tmp_path, capsys
     assert main([*submit, "--out", str(tmp_path / "out")]) == 2
     error = capsys.readouterr().err
     assert "--out is for a simulation on this machine" in error and "roost pull" in error
+    assert main([*submit, "--dashboard"]) == 2
+    assert "roost coordinator --dashboard" in capsys.readouterr().err
 
 
 def test_coordinator_hands_nodes_the_run_config_as_a_table():

@@ -18,6 +18,7 @@ import base64
 import json
 import os
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -112,6 +113,11 @@ def test_federation_serves_two_peoples_runs_at_once_to_the_reference_model(fed, 
         assert "round 2/2" in followed and f"run {run}: completed" in followed, followed
         assert _row(fed, token, run).split()[1] == "completed"
         _assert_reference_model(fed, token, run, tmp_path / run)
+    for run in runs.values():  # the coordinator's dashboard reads the run's own files
+        with urllib.request.urlopen(f"{fed.dashboard}/runs/{run}", timeout=10) as page:
+            html = page.read().decode()
+        assert 'id="round-counter">2<' in html and 'id="round-total">2<' in html
+        assert 'id="run-state">finished<' in html
     nodes = roost("nodes", *fed.as_person(fed.bob)).stdout.splitlines()
     assert nodes[0].split()[:2] == ["NODE", "ONLINE"]
     for row in nodes[1:]:

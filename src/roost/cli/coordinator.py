@@ -4,6 +4,7 @@
     roost coordinator --data fed --add-node hospital-a hospital-a.pub
     roost coordinator --data fed --address 0.0.0.0:9091 --public-host fl.example.org \\
         --certificates cert.pem key.pem
+    roost coordinator --data fed --dashboard        # and its web dashboard on 127.0.0.1
 
 The state lives in a database (`--db URL`, any SQLAlchemy URL; default: a SQLite file in --data),
 upgraded to this roost's schema on start. A coordinator killed and started again resumes every
@@ -17,6 +18,7 @@ import signal
 import threading
 from pathlib import Path
 
+from roost.cli.dashboard import add_dashboard_option, coordinator_dashboard
 from roost.cli.options import CommandParser, address
 from roost.cli.server import add_certificate_and_key_option
 
@@ -57,6 +59,7 @@ def add_command(root: CommandParser) -> None:
         action="store_true",
         help="allow plain HTTP off 127.0.0.1 (tokens travel in clear text)",
     )
+    add_dashboard_option(parser, keep_serving=False)
     operators = parser.add_argument_group("operator actions (each runs and exits)")
     operators.add_argument("--add-person", metavar="NAME", help="add a person; prints their token")
     operators.add_argument(
@@ -92,9 +95,13 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(signum, lambda *_: stopped.set())
     coordinator.start()
     print(f"coordinator: serving on {coordinator.url} (data: {Path(args.data)})", flush=True)
+    dashboard = None
     try:
+        dashboard = coordinator_dashboard(args, coordinator.store, config.certificates)
         stopped.wait()
     finally:
+        if dashboard is not None:
+            dashboard.stop()
         coordinator.close()
     return 0
 

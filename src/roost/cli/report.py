@@ -14,6 +14,7 @@ import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from roost.cli.dashboard import RunDashboard, add_dashboard_option, check_dashboard_options
 from roost.cli.progress import ProgressTracker
 from roost.errors import ConfigurationError
 from roost.log import log_handler
@@ -73,6 +74,7 @@ def add_output_options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="exit 0 even when every fit of a round failed",
     )
+    add_dashboard_option(parser)
 
 
 def configure_logging(console: Console, level: int) -> None:
@@ -131,20 +133,29 @@ class Reporter:
             live = self.console.is_terminal
             self.trackers.append(ProgressTracker(self.console, num_rounds, live=live))
         self.trackers.extend(_writers(args, params))
+        self.dashboard: RunDashboard | None = None
+        check_dashboard_options(args)
+        if getattr(args, "dashboard", None) is not None:
+            self.dashboard = RunDashboard(args, num_rounds, params, self.digest)
+            self.trackers.append(self.dashboard.tracker)
         self.track = TrackRounds(self.trackers, num_rounds=num_rounds)
 
     def __enter__(self) -> Reporter:
         self.digest.install()
+        if self.dashboard is not None:
+            self.dashboard.start(self.print)
         for tracker in self.trackers:
             if isinstance(tracker, ProgressTracker):
                 tracker.start()
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
+    def __exit__(self, exc_type: object, error: BaseException | None, *_: object) -> None:
         try:
             self.track.close()
         finally:
             self.digest.uninstall()
+            if self.dashboard is not None:
+                self.dashboard.finish(error)
 
     def print(self, line: str | None) -> None:
         """Print one plain line (nothing for None or "")."""
@@ -154,6 +165,13 @@ class Reporter:
     def conclude(self, history: History) -> int:
         """Print the failure summary; return the exit status (`EXIT_NOTHING_TRAINED` when every
         fit of a round failed, unless `--allow-failures`)."""
+        try:
+            return self._conclude(history)
+        finally:
+            if self.dashboard is not None:
+                self.dashboard.wait(self.print)
+
+    def _conclude(self, history: History) -> int:
         lines = self.digest.summary_lines()
         if lines:
             self.print(

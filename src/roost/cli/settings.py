@@ -130,6 +130,7 @@ _NOT_RESULT = frozenset(
         *("client_metrics", "allow_failures", "state", "resume", "config", "directory"),
         *("address", "certificates", "client_ca", "auth_tokens", "wait_timeout"),
         *("max_message_mb", APP_OPTIONS),
+        *("dashboard", "keep_serving"),
         "rounds",  # a resumed run may have more rounds: that is what resuming is for
     }
 )

@@ -40,6 +40,7 @@ LOCAL_ONLY = {
     "resume": "--resume (the coordinator resumes its runs itself)",
     "engine": "--engine (each node runs its client in a process of its own)",
     "clients": "--clients (pass --nodes K)",
+    "dashboard": "--dashboard (the coordinator serves every run's: roost coordinator --dashboard)",
 }
 """Options of `roost run` that only a simulation on this machine uses, and what to do instead."""
 

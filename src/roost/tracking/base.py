@@ -45,6 +45,10 @@ class RoundReport:
             (as in `history.csv`) and `measured_<name>` for what the strategy's parts measured.
         client_metrics: per phase ("fit", "evaluate"), each client's metrics; empty unless
             per-client metrics were asked for.
+        phases: `(results, failures)` of each phase other than fit and evaluate (a line
+            search's probes, secure aggregation's steps: their failures are its dropouts).
+        withheld: the round withholds client statistics (central DP): `values` has no counts
+            and `phases` is empty, as in `history.json`.
     """
 
     server_round: int
@@ -52,6 +56,8 @@ class RoundReport:
     elapsed: float
     values: Mapping[str, float]
     client_metrics: Mapping[str, Mapping[ClientId, Metrics]] = field(default_factory=dict)
+    phases: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    withheld: bool = False
 
 
 class Tracker:
@@ -108,6 +114,17 @@ def round_values(history: History, server_round: int) -> dict[str, float]:
         if value is not None:
             values[name] = value
     return values
+
+
+def round_phases(history: History, server_round: int) -> tuple[dict[str, tuple[int, int]], bool]:
+    """The `(results, failures)` of `server_round`'s phases other than fit and evaluate, and
+    whether the round was withheld (then no counts: they would reveal who took part)."""
+    record = next((r for r in reversed(history.rounds) if r.server_round == server_round), None)
+    if record is None:
+        return {}, False
+    if record.withheld:
+        return {}, True
+    return {name: (int(r), int(f)) for name, (r, f) in record.phases.items()}, False
 
 
 class ClientMetricsRecorder:
@@ -206,12 +223,15 @@ class TrackRounds:
         if self._then is not None:
             self._then(state)
         taken = self.client_metrics.take() if self.client_metrics is not None else {}
+        phases, withheld = round_phases(state.history, state.server_round)
         record = RoundReport(
             server_round=state.server_round,
             num_rounds=self.num_rounds,
             elapsed=time.perf_counter() - self._started,
             values=round_values(state.history, state.server_round),
             client_metrics=taken,
+            phases=phases,
+            withheld=withheld,
         )
         for tracker in self.trackers:
             tracker.on_round_end(record)

@@ -32,10 +32,16 @@ class FailureGroup:
     count: int = 0
     client_ids: list[str] = field(default_factory=list)
     rounds: list[int] = field(default_factory=list)
+    client_counts: dict[str, int] = field(default_factory=dict)
+    """How often each client hit this error."""
+    level: int = logging.NOTSET
+    """The highest level it was logged at: a run that withholds client statistics (central
+    DP) logs failures at DEBUG only, for the server's operator, not for release."""
 
     def add(self, failure: Failure, server_round: int | None) -> None:
         """Count one more failure of this error."""
         self.count += 1
+        self.client_counts[failure.client_id] = self.client_counts.get(failure.client_id, 0) + 1
         if failure.client_id not in self.client_ids:
             self.client_ids.append(failure.client_id)
         if server_round is not None and server_round not in self.rounds:
@@ -76,6 +82,7 @@ class FailureDigest(logging.Filter):
         if group is None:
             group = self.groups[key] = FailureGroup(failure.kind, failure.reason, failure.detail)
         group.add(failure, int(match.group(1)) if match else None)
+        group.level = max(group.level, record.levelno)
         if first:
             note = " (first of this error; repeats are counted in the failure summary)"
             if failure.detail:
