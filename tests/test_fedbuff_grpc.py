@@ -4,14 +4,25 @@ staleness weight; a client that dies mid-task is a failure that does not stall t
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
 
 import numpy as np
-from grpc_support import serving
+import pytest
+from grpc_support import (
+    free_port,
+    processes,
+    serving,
+    start_clients,
+    start_demo_server,
+    wait_all,
+)
 
 import roost
+from roost.privacy.central import CentralDP
+from roost.strategy import Mean
 from roost.transport.grpc.client import GrpcClient
 from roost.transport.grpc.options import ClientOptions
 
@@ -78,7 +89,9 @@ class Clients:
             thread.join(WAIT_S)
 
 
-def serve(strategy, make_clients: Callable[[Clients], int], num_rounds: int) -> roost.History:
+def serve(
+    strategy, make_clients: Callable[[Clients], int], num_rounds: int, **run_options
+) -> roost.History:
     """Run `num_rounds` aggregations of `strategy` over a real gRPC server, once the clients
     `make_clients` starts (it returns how many) are connected."""
     with serving(client_wait_timeout=WAIT_S) as transport:
@@ -92,6 +105,7 @@ def serve(strategy, make_clients: Callable[[Clients], int], num_rounds: int) -> 
                 roost.ServerConfig(num_rounds=num_rounds, round_timeout=WAIT_S),
                 seed=0,
                 real_time=True,
+                **run_options,
             )
         finally:
             transport.close(grace=1.0)
@@ -159,3 +173,52 @@ def test_a_client_that_dies_mid_task_is_a_failure_and_the_run_goes_on() -> None:
     assert sum(r.fit_results for r in history.rounds) == 3 * 2 - 1
     # Its update never counted: each buffer's mean was 1 (weights constant, failures left out).
     np.testing.assert_allclose(history.parameters[0], [3.0], rtol=1e-12)
+
+
+def two_alike(group: Clients) -> int:
+    group.start("a", Stepper(1.0))
+    group.start("b", Stepper(1.0))
+    return 2
+
+
+def test_central_dp_is_accounted_per_aggregation_as_in_the_simulation() -> None:
+    def dp_strategy() -> roost.FedBuff:
+        central = CentralDP(1.0, 0.5, expected_clients=2, num_clients=2)
+        return asynchronous(2, 2, aggregator=Mean(), update_transforms=[central])
+
+    deployed = serve(dp_strategy(), two_alike, num_rounds=3)
+    simulated = roost.run_simulation(
+        lambda context: Stepper(1.0), 2, strategy=dp_strategy(), config=roost.ServerConfig(3)
+    )
+    assert len(deployed.privacy.epsilon) == 3 and deployed.privacy.epsilon[0][1] > 0
+    assert deployed.privacy.epsilon == simulated.privacy.epsilon  # one release per aggregation
+    assert all(r.withheld for r in deployed.rounds)  # who arrived when stays unpublished
+
+
+def test_a_resumed_deployment_sends_the_work_in_flight_again() -> None:
+    """Tasks in flight are not checkpointed: the resumed server sends every client work from
+    the last saved version, so its first arrival is fresh (staleness 0)."""
+    saved: list[roost.ServerState] = []
+    serve(asynchronous(2, 1), two_alike, num_rounds=2, on_round_end=saved.append)
+    assert [state.server_round for state in saved] == [1, 2]
+    assert saved[-1].strategy_state["own"]["in_flight"] == []
+    history = serve(asynchronous(2, 1), two_alike, num_rounds=4, resume_from=saved[-1])
+    assert [r.server_round for r in history.rounds] == [1, 2, 3, 4]
+    assert history.measurements["staleness_max"][2] == (3, 0)
+    # Constant step 1 per arrival: 1 × (1 + s)^-1/2 for each of the four versions' arrival.
+    weights = [(1 + s) ** -0.5 for _, s in history.measurements["staleness_max"]]
+    np.testing.assert_allclose(history.parameters[0], [sum(weights)], rtol=1e-12)
+
+
+@pytest.mark.slow
+def test_roost_server_runs_fedbuff_with_roost_clients(tmp_path) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    flags = ["--strategy", "fedbuff", "--concurrency", "2", "--buffer-size", "1", "--rounds", "3"]
+    with processes(tmp_path) as run:
+        server = start_demo_server(run, address, 2, *flags, "--state", "state")
+        wait_all(run, server, start_clients(run, address, 2))
+    history = json.loads((tmp_path / "out" / "history.json").read_text())
+    assert [r["server_round"] for r in history["rounds"]] == [1, 2, 3]  # versions
+    assert [r["fit_results"] for r in history["rounds"]] == [1, 1, 1]  # one arrival each
+    assert len(history["measurements"]["staleness_max"]) == 3
+    assert (tmp_path / "state" / "state.sqlite").exists()  # checkpointed after each one
