@@ -136,6 +136,8 @@ def run_rounds(
             if node_states is not None:
                 state.node_states = node_states.snapshot()
             on_round_end(state)
+    if tasks is not None:
+        tasks.close()  # what is still in flight is abandoned: the run is over
 
     history = state.history
     history.parameters = state.parameters

@@ -43,6 +43,7 @@ class Tasks:
         self._arrivals: queue.SimpleQueue[_Queued] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._in_flight: dict[ClientId, int] = {}
+        self._closed = threading.Event()
 
     def send(
         self,
@@ -75,18 +76,27 @@ class Tasks:
         label: str,
         level: int,
     ) -> None:
+        # Failures are logged here, not by the phase: those of tasks abandoned at the end of
+        # the run (their clients are sent home) are no one's concern.
         outcomes = PhaseOutcomes(
-            self._transport, [(client_id, instruction)], self._timeout, template, label, level
+            self._transport,
+            [(client_id, instruction)],
+            self._timeout,
+            template,
+            label,
+            logging.DEBUG,
         )
         delivered = False
         try:
             for _, outcome in outcomes:
                 # The outcome's (ε, δ), when a DP-SGD client reported them, is noted already.
                 privacy = list(outcomes.record_privacy)
+                if isinstance(outcome, Failure) and not self._closed.is_set():
+                    log.log(level, "%s: %s", label, outcome)
                 self._arrivals.put((Arrival(client_id, instruction, tag, outcome), privacy))
                 delivered = True
         except Exception as error:  # the transport failed under this task: the client's failure
-            if delivered:
+            if delivered or self._closed.is_set():
                 log.debug("%s: after client %s's outcome: %s", label, client_id, error)
                 return
             log.log(level, "%s: the task of client %s failed: %s", label, client_id, error)
@@ -105,6 +115,11 @@ class Tasks:
         """Clients whose outcome has not been taken yet, with their tags."""
         with self._lock:
             return dict(self._in_flight)
+
+    def close(self) -> None:
+        """The run is over: tasks still in flight are abandoned (closing the transport ends
+        them), and their failures go unlogged."""
+        self._closed.set()
 
 
 class LiveRound(Round):

@@ -19,6 +19,11 @@ and upload). The event order is (finish time, dispatch order), so a run is deter
 seed. Holding the results of the K clients in flight costs O(K × model) server memory, like a
 buffering aggregator. A failed client is an arrival that brings nothing: it counts towards B, so
 a run whose clients fail still moves on.
+
+Without a simulated clock (a deployment over gRPC) time is real: each client is sent a task that
+may outlive the round (`RoundContext.send_task`), and arrivals are taken as they reach the
+server (`next_arrival`), each one's update taken against the model it was sent. Tasks in flight
+stay out of the state tree (a real client's work cannot be saved): a resumed run sends new ones.
 """
 
 from __future__ import annotations
@@ -95,7 +100,8 @@ class FedBuff(NamedStrategy):
 
     Each round of the loop is one aggregation (one model version), so `ServerConfig.num_rounds`
     counts aggregations and the History records versions. Runs on a simulated clock
-    (`run_simulation(clock=roost.VirtualClock(...))`; clients all alike without one). Every
+    (`run_simulation(clock=roost.VirtualClock(...))`; clients all alike without one), or in
+    real time in a deployment (`roost.start_server`, `roost server --strategy fedbuff`). Every
     `Strategy` part may be chosen: `server_optimizer` (or `server_learning_rate`: server SGD), the
     aggregator, weighting and update transforms (central DP: `CentralDP` with
     ``expected_clients = num_clients = buffer_size``, noised per aggregation; see
