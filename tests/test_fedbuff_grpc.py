@@ -90,7 +90,11 @@ class Clients:
 
 
 def serve(
-    strategy, make_clients: Callable[[Clients], int], num_rounds: int, **run_options
+    strategy,
+    make_clients: Callable[[Clients], int],
+    num_rounds: int,
+    round_timeout: float = WAIT_S,
+    **run_options,
 ) -> roost.History:
     """Run `num_rounds` aggregations of `strategy` over a real gRPC server, once the clients
     `make_clients` starts (it returns how many) are connected."""
@@ -102,7 +106,7 @@ def serve(
             return roost.run_rounds(
                 strategy,
                 transport,
-                roost.ServerConfig(num_rounds=num_rounds, round_timeout=WAIT_S),
+                roost.ServerConfig(num_rounds=num_rounds, round_timeout=round_timeout),
                 seed=0,
                 real_time=True,
                 **run_options,
@@ -151,6 +155,8 @@ def test_fedasync_applies_a_slow_clients_late_update_with_its_staleness_weight()
 
 
 def test_a_client_that_dies_mid_task_is_a_failure_and_the_run_goes_on() -> None:
+    """With two clients (min_available_clients 2) one of which dies: the run goes on with the
+    other, without waiting for a second one to connect."""
     doomed: list[GrpcClient] = []
 
     def die(n: int) -> None:
@@ -160,19 +166,35 @@ def test_a_client_that_dies_mid_task_is_a_failure_and_the_run_goes_on() -> None:
 
     def start(group: Clients) -> int:
         group.start("a", Stepper(1.0))
-        group.start("b", Stepper(1.0))
         doomed.append(group.start("doomed", Stepper(100.0, die)))
-        return 3
+        return 2
 
-    strategy = asynchronous(3, 2, min_available_clients=2, staleness="constant")
+    strategy = asynchronous(2, 1, staleness="constant")
     started = time.monotonic()
     history = serve(strategy, start, num_rounds=3)
-    assert time.monotonic() - started < WAIT_S  # not held up until the task's timeout
+    assert time.monotonic() - started < WAIT_S  # neither the task's timeout nor a new client
+    assert [r.failed_clients for r in history.rounds].count(["doomed"]) == 1
+    assert sum(r.fit_results for r in history.rounds) == 2
+    # Its update never counted; the version its failure made is the previous one.
+    np.testing.assert_allclose(history.parameters[0], [2.0], rtol=1e-12)
+
+
+def test_the_round_timeout_applies_to_each_task() -> None:
+    def stall(n: int) -> None:
+        if n == 1:
+            time.sleep(0.6)
+
+    def start(group: Clients) -> int:
+        group.start("a", Stepper(1.0, lambda n: time.sleep(0.2)))
+        group.start("stalled", Stepper(100.0, stall))
+        return 2
+
+    strategy = asynchronous(2, 1, staleness="constant")
+    history = serve(strategy, start, num_rounds=3, round_timeout=0.3)
     failed = [client for r in history.rounds for client in r.failed_clients]
-    assert failed == ["doomed"]
-    assert sum(r.fit_results for r in history.rounds) == 3 * 2 - 1
-    # Its update never counted: each buffer's mean was 1 (weights constant, failures left out).
-    np.testing.assert_allclose(history.parameters[0], [3.0], rtol=1e-12)
+    assert failed == ["stalled"]
+    # Once, 0.3 s after it was sent work (before a's second update, 0.4 s), a going on meanwhile.
+    np.testing.assert_allclose(history.parameters[0], [2.0], rtol=1e-12)
 
 
 def two_alike(group: Clients) -> int:

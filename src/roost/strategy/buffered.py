@@ -234,10 +234,11 @@ class FedBuff(NamedStrategy):
         """Keep K clients busy with tasks that outlive the round; take updates as they arrive,
         from whichever version each client trained, until B did; aggregate them."""
         state = {**state, "transforms": self.update_transforms.start_round(state["transforms"])}
-        own = {**state["own"], "next": int(state["own"]["next"])}
+        # Nothing in flight is saved (a simulated run's, should this state come from one, is void).
+        own = {**state["own"], "next": int(state["own"]["next"]), "in_flight": []}
         arrived: list[InFlight] = []
         while len(arrived) < self.buffer_size:
-            state, sent = self._send_tasks(context, parameters, state)
+            state, sent = self._send_tasks(context, parameters, state, first=own["next"] == 0)
             own["next"] += sent
             if not context.tasks_in_flight():
                 raise ConfigurationError(
@@ -250,14 +251,24 @@ class FedBuff(NamedStrategy):
         return fitted._replace(state={**fitted.state, "own": own})
 
     def _send_tasks(
-        self, context: RoundContext, parameters: Parameters, state: dict[str, State]
+        self,
+        context: RoundContext,
+        parameters: Parameters,
+        state: dict[str, State],
+        *,
+        first: bool,
     ) -> tuple[dict[str, State], int]:
-        """Sample idle clients until K are busy, each sent this version; how many were sent."""
+        """Sample idle clients until K are busy, each sent this version; how many were sent.
+
+        The `first` tasks of a run wait for `min_available_clients`; later ones go to the clients
+        connected then (with none busy, once one is), so a client gone for good holds nothing
+        up."""
         busy = context.tasks_in_flight()
         needed = self.concurrency - len(busy)
         if needed <= 0:
             return state, 0
-        idle = [c for c in context.available(self.min_available_clients) if c not in busy]
+        wait_for = self.min_available_clients if first else 0 if busy else 1
+        idle = [c for c in context.available(wait_for) if c not in busy]
         if not idle:
             return state, 0
         instruction = self._fit_instruction(context.server_round, parameters)
