@@ -60,8 +60,7 @@ def asynchronous(concurrency: int, buffer_size: int, **options) -> roost.FedBuff
         buffer_size=buffer_size,
         server_learning_rate=1.0,
         initial_parameters=[np.zeros(1)],
-        fraction_evaluate=0.0,
-        **options,
+        **{"fraction_evaluate": 0.0, **options},
     )
 
 
@@ -155,8 +154,8 @@ def test_fedasync_applies_a_slow_clients_late_update_with_its_staleness_weight()
 
 
 def test_a_client_that_dies_mid_task_is_a_failure_and_the_run_goes_on() -> None:
-    """With two clients (min_available_clients 2) one of which dies: the run goes on with the
-    other, without waiting for a second one to connect."""
+    """With two clients (min_available_clients 2) one of which dies: the run, and its
+    evaluation of each version, go on with the other, without waiting for a second client."""
     doomed: list[GrpcClient] = []
 
     def die(n: int) -> None:
@@ -169,12 +168,13 @@ def test_a_client_that_dies_mid_task_is_a_failure_and_the_run_goes_on() -> None:
         doomed.append(group.start("doomed", Stepper(100.0, die)))
         return 2
 
-    strategy = asynchronous(2, 1, staleness="constant")
+    strategy = asynchronous(2, 1, staleness="constant", fraction_evaluate=1.0)
     started = time.monotonic()
     history = serve(strategy, start, num_rounds=3)
     assert time.monotonic() - started < WAIT_S  # neither the task's timeout nor a new client
     assert [r.failed_clients for r in history.rounds].count(["doomed"]) == 1
     assert sum(r.fit_results for r in history.rounds) == 2
+    assert sum(r.evaluate_results for r in history.rounds) >= 1  # by idle clients only
     # Its update never counted; the version its failure made is the previous one.
     np.testing.assert_allclose(history.parameters[0], [2.0], rtol=1e-12)
 

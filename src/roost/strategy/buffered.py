@@ -336,13 +336,17 @@ class FedBuff(NamedStrategy):
         self, context: RoundContext, parameters: Parameters, state: dict[str, State]
     ) -> tuple[float | None, Metrics]:
         """Distributed evaluation of each new version, off the clock (it does not hold up the
-        clients in flight)."""
+        clients in flight); in real time, by idle clients only."""
         if self.fraction_evaluate == 0:
             return None, {}
-        available = context.available(max(self.min_available_clients, self.min_evaluate_clients))
-        # In real time, busy clients would answer only after their training: ask idle ones.
-        busy = context.tasks_in_flight()
-        available = [c for c in available if c not in busy]
+        if context.clock is None:
+            # In real time: the idle clients connected now (a busy one would answer only after
+            # its training; waiting for more could wait for ever, as `_send_tasks` says).
+            busy = context.tasks_in_flight()
+            available = [c for c in context.available(0) if c not in busy]
+        else:
+            needed = max(self.min_available_clients, self.min_evaluate_clients)
+            available = context.available(needed)
         cohort, _ = self.configure_evaluate(
             context.server_round, parameters, available, context.rng, state
         )
