@@ -179,6 +179,24 @@ def test_a_client_that_dies_mid_task_is_a_failure_and_the_run_goes_on() -> None:
     np.testing.assert_allclose(history.parameters[0], [2.0], rtol=1e-12)
 
 
+class Misshapen(Stepper):
+    def fit(self, parameters, config):
+        return [np.zeros(3)], 1, {}
+
+
+def test_a_misshapen_update_is_rejected_as_in_a_synchronous_round() -> None:
+    def start(group: Clients) -> int:
+        group.start("a", Stepper(1.0, lambda n: time.sleep(0.05)))
+        group.start("misshapen", Misshapen(0.0))
+        return 2
+
+    history = serve(asynchronous(2, 1, staleness="constant"), start, num_rounds=4)
+    failed = [client for r in history.rounds for client in r.failed_clients]
+    assert failed and set(failed) == {"misshapen"}
+    assert history.parameters[0].shape == (1,)
+    np.testing.assert_allclose(history.parameters[0], [4.0 - len(failed)], rtol=1e-12)
+
+
 def test_the_round_timeout_applies_to_each_task() -> None:
     def stall(n: int) -> None:
         if n == 1:

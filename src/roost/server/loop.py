@@ -104,9 +104,8 @@ def run_rounds(
         clock: run on this simulated clock (`roost.core.simclock`): each synchronous phase
             takes its slowest member's virtual time (or the clock's deadline, past which a member
             is a timeout), and every round's record gets its `virtual_time` and `wall_time`.
-        real_time: the transport serves several runs at once, from several threads (the gRPC
-            server): an asynchronous strategy (FedBuff) then keeps its clients busy in real
-            time, with tasks whose outcomes arrive in later rounds (`roost.server.tasks`).
+        real_time: the transport serves runs from several threads at once (gRPC): FedBuff then
+            keeps real time, with tasks that outlive their round (`roost.server.tasks`).
     """
     started = time.perf_counter()
     check_clock(strategy, clock, real_time)
@@ -148,8 +147,7 @@ def run_rounds(
 def check_clock(
     strategy: Strategy | None, clock: VirtualClock | None, real_time: bool = False
 ) -> None:
-    """Refuse an asynchronous strategy (FedBuff) where it can keep neither a simulated clock nor
-    real time."""
+    """Refuse an asynchronous strategy (FedBuff) with neither a simulated clock nor real time."""
     if strategy is not None and strategy.needs_clock and clock is None and not real_time:
         raise ConfigurationError(
             f"{type(strategy).__name__} keeps time: simulate it (run_simulation gives it a "

@@ -106,6 +106,9 @@ class Tasks:
     def next(self) -> tuple[Arrival, list[tuple[float, float]]]:
         """The next outcome to arrive (blocking until one does), and what DP-SGD clients
         reported for their record-level privacy with it."""
+        with self._lock:
+            if not self._in_flight:
+                raise RuntimeError("no task is in flight: nothing can arrive")
         arrival, privacy = self._arrivals.get()
         with self._lock:
             self._in_flight.pop(arrival.client_id, None)
