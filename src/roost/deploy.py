@@ -26,7 +26,7 @@ from roost.errors import ConfigurationError, RoostError
 from roost.log import ensure_logging
 from roost.outputs import keep_outputs
 from roost.server.history import History
-from roost.server.loop import RoundCallback, ServerConfig, ServerState, check_clock, run_rounds
+from roost.server.loop import RoundCallback, ServerConfig, ServerState, run_rounds
 from roost.server.state import open_state, recording
 from roost.strategy.presets import FedAvg
 from roost.strategy.strategy import Strategy
@@ -93,7 +93,6 @@ def start_server(
         settings: what the result depends on (JSON by name): recorded, and kept on resume.
     """
     ensure_logging()
-    check_clock(strategy, None)  # before listening: a deployment keeps real time only
     options = ServerOptions(
         certificates=certificates,
         client_ca=client_ca,
@@ -137,6 +136,7 @@ def _serve_rounds(
             seed=seed,
             resume_from=resume_from,
             on_round_end=track,
+            real_time=True,  # FedBuff keeps its clients busy across rounds
         )
         # Written before the clients are sent home: a result kept nowhere ends no run.
         trouble = keep(history)

@@ -30,6 +30,7 @@ from roost.core.validation import check_parameters
 from roost.errors import ConfigurationError, InvalidMessageError, RoostError, RunFinished
 from roost.server.history import History
 from roost.server.phases import PhaseOutcomes, Round
+from roost.server.tasks import LiveRound, Tasks
 from roost.strategy.strategy import Strategy
 from roost.transport.base import NodeState, NodeStateStore, Transport
 
@@ -86,6 +87,7 @@ def run_rounds(
     on_round_end: RoundCallback | None = None,
     node_states: NodeStateStore | None = None,
     clock: VirtualClock | None = None,
+    real_time: bool = False,
 ) -> History:
     """Run `config.num_rounds` federated rounds; return the History, final model included.
 
@@ -102,9 +104,13 @@ def run_rounds(
         clock: run on this simulated clock (`roost.core.simclock`): each synchronous phase
             takes its slowest member's virtual time (or the clock's deadline, past which a member
             is a timeout), and every round's record gets its `virtual_time` and `wall_time`.
+        real_time: the transport serves runs from several threads at once (gRPC): FedBuff then
+            keeps real time, with tasks that outlive their round (`roost.server.tasks`).
     """
     started = time.perf_counter()
-    check_clock(strategy, clock)
+    check_clock(strategy, clock, real_time)
+    live = real_time and clock is None and strategy.needs_clock
+    tasks = Tasks(transport, config.round_timeout) if live else None
     rng = np.random.default_rng(seed)
     if resume_from is None:
         parameters = _initial_parameters(strategy, transport, rng, config.round_timeout)
@@ -121,7 +127,7 @@ def run_rounds(
     for server_round in range(state.server_round + 1, config.num_rounds + 1):
         try:
             timing = None if clock is None else (clock, started)
-            state = _run_round(strategy, transport, config, server_round, state, rng, timing)
+            state = _run_round(strategy, transport, config, server_round, state, rng, timing, tasks)
         except RunFinished as reason:
             log.warning("stopping before round %d: %s", server_round, reason)
             break
@@ -129,6 +135,8 @@ def run_rounds(
             if node_states is not None:
                 state.node_states = node_states.snapshot()
             on_round_end(state)
+    if tasks is not None:
+        tasks.close()  # what is still in flight is abandoned: the run is over
 
     history = state.history
     history.parameters = state.parameters
@@ -136,13 +144,15 @@ def run_rounds(
     return history
 
 
-def check_clock(strategy: Strategy | None, clock: VirtualClock | None) -> None:
-    """Refuse a strategy that keeps time on a simulated clock (FedBuff) where there is none."""
-    if strategy is not None and strategy.needs_clock and clock is None:
+def check_clock(
+    strategy: Strategy | None, clock: VirtualClock | None, real_time: bool = False
+) -> None:
+    """Refuse an asynchronous strategy (FedBuff) with neither a simulated clock nor real time."""
+    if strategy is not None and strategy.needs_clock and clock is None and not real_time:
         raise ConfigurationError(
-            f"{type(strategy).__name__} runs on a simulated clock: simulate it (run_simulation "
-            "gives it one; roost simulate --client-speeds varies its clients); asynchronous "
-            "aggregation in a deployment (gRPC) is not supported yet"
+            f"{type(strategy).__name__} keeps time: simulate it (run_simulation gives it a "
+            "simulated clock; roost simulate --client-speeds varies its clients) or deploy it "
+            "(roost server, start_server), where it keeps real time"
         )
 
 
@@ -154,6 +164,7 @@ def _run_round(
     state: ServerState,
     rng: np.random.Generator,
     timing: tuple[VirtualClock, float] | None = None,
+    tasks: Tasks | None = None,
 ) -> ServerState:
     """One round: the strategy's fit phases, centralized evaluation, its evaluate phases.
 
@@ -168,8 +179,11 @@ def _run_round(
     if clock is not None:
         last = history.rounds[-1].virtual_time if history.rounds else None
         clock.now = last or 0.0
-    context = Round(
-        server_round, transport, config.round_timeout, rng, withhold=withhold, clock=clock
+    timeout = config.round_timeout
+    context = (
+        Round(server_round, transport, timeout, rng, withhold=withhold, clock=clock)
+        if tasks is None
+        else LiveRound(server_round, transport, timeout, rng, tasks, withhold=withhold)
     )
     fitted = strategy.fit_round(context, parameters, state.strategy_state)
     context.close()

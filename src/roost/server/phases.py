@@ -30,7 +30,9 @@ from roost.core.types import (
     Result,
 )
 from roost.core.validation import unpack_result, validate_result
+from roost.errors import ConfigurationError
 from roost.server.history import RoundRecord
+from roost.strategy.base import Arrival
 from roost.transport.base import Transport
 
 log = logging.getLogger("roost")
@@ -234,6 +236,26 @@ class Round:
         self._open.append((phase, outcomes))
         return outcomes
 
+    def send_task(
+        self,
+        phase: str,
+        client_id: ClientId,
+        instruction: Instruction,
+        template: Parameters,
+        tag: int,
+    ) -> None:
+        """Refused: only a deployment's round (`roost.server.tasks.LiveRound`) sends tasks that
+        outlive it."""
+        raise _no_tasks()
+
+    def next_arrival(self) -> Arrival:
+        """Refused, as `send_task` is."""
+        raise _no_tasks()
+
+    def tasks_in_flight(self) -> dict[ClientId, int]:
+        """None: this run sends no real-time tasks."""
+        return {}
+
     def close(self) -> None:
         """Finish the phases still open: read what is left, count and log them."""
         for phase, outcomes in self._open:
@@ -252,3 +274,10 @@ class Round:
                 len(outcomes.failures),
             )
         self._open.clear()
+
+
+def _no_tasks() -> ConfigurationError:
+    return ConfigurationError(
+        "this run keeps no real-time tasks: an asynchronous strategy runs on a simulated clock "
+        "in a simulation (run_simulation gives it one) or in real time over gRPC (roost server)"
+    )

@@ -29,11 +29,13 @@ from roost.core.simclock import VirtualClock
 from roost.core.types import (
     ClientId,
     Config,
+    Failure,
     FitRes,
     Instruction,
     Metrics,
     Outcome,
     Parameters,
+    Result,
 )
 from roost.errors import ConfigurationError
 
@@ -303,6 +305,38 @@ class RoundContext(Protocol):
         On a simulated clock, a `synchronous` phase takes its slowest member's virtual time;
         an asynchronous strategy passes False and keeps time itself (`clock.duration`)."""
         ...
+
+    def send_task(
+        self,
+        phase: str,
+        client_id: ClientId,
+        instruction: Instruction,
+        template: Parameters,
+        tag: int,
+    ) -> None:
+        """Real time only (a deployment): send one client one instruction whose outcome may
+        arrive in a later round (`next_arrival`), validated as `exchange` validates; `tag` comes
+        back with it (an asynchronous strategy's model version). Raises ConfigurationError where
+        the run has no real-time tasks (a simulation: use `exchange` on the clock)."""
+        ...
+
+    def next_arrival(self) -> Arrival:
+        """The next outcome of a task sent with `send_task`, in whatever round it was sent, as
+        it arrives (blocking until one does); counted in this round's record."""
+        ...
+
+    def tasks_in_flight(self) -> dict[ClientId, int]:
+        """The clients whose `send_task` outcome has not arrived yet, with their tags."""
+        ...
+
+
+class Arrival(NamedTuple):
+    """A real-time task's outcome (`RoundContext.next_arrival`): who, what was sent, its tag."""
+
+    client_id: ClientId
+    instruction: Instruction
+    tag: int
+    outcome: Result | Failure
 
 
 class FitAggregate(NamedTuple):

@@ -19,6 +19,11 @@ and upload). The event order is (finish time, dispatch order), so a run is deter
 seed. Holding the results of the K clients in flight costs O(K × model) server memory, like a
 buffering aggregator. A failed client is an arrival that brings nothing: it counts towards B, so
 a run whose clients fail still moves on.
+
+Without a simulated clock (a deployment over gRPC) time is real: each client is sent a task that
+may outlive the round (`RoundContext.send_task`), and arrivals are taken as they reach the
+server (`next_arrival`), each one's update taken against the model it was sent. Tasks in flight
+stay out of the state tree (a real client's work cannot be saved): a resumed run sends new ones.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from roost.core.types import (
     Parameters,
 )
 from roost.errors import ConfigurationError
-from roost.strategy.base import FitAggregate, RoundContext, State
+from roost.strategy.base import Arrival, FitAggregate, RoundContext, State
 from roost.strategy.optimizers import ServerSGD
 from roost.strategy.options import NamedStrategy, Option, register_preset
 from roost.strategy.staleness import STALENESS_NAMES, Staleness, staleness_function
@@ -95,7 +100,8 @@ class FedBuff(NamedStrategy):
 
     Each round of the loop is one aggregation (one model version), so `ServerConfig.num_rounds`
     counts aggregations and the History records versions. Runs on a simulated clock
-    (`run_simulation(clock=roost.VirtualClock(...))`; clients all alike without one). Every
+    (`run_simulation(clock=roost.VirtualClock(...))`; clients all alike without one), or in
+    real time in a deployment (`roost.start_server`, `roost server --strategy fedbuff`). Every
     `Strategy` part may be chosen: `server_optimizer` (or `server_learning_rate`: server SGD), the
     aggregator, weighting and update transforms (central DP: `CentralDP` with
     ``expected_clients = num_clients = buffer_size``, noised per aggregation; see
@@ -146,8 +152,11 @@ class FedBuff(NamedStrategy):
         self, context: RoundContext, parameters: Parameters, state: dict[str, State]
     ) -> FitAggregate:
         """Keep K clients in flight and take arrivals in virtual-time order until B arrived;
-        aggregate them (staleness-scaled) and step the server optimizer."""
-        clock = _clock(context, type(self).__name__)
+        aggregate them (staleness-scaled) and step the server optimizer. Without a simulated
+        clock (a deployment), arrivals are taken in real time (`_fit_in_real_time`)."""
+        clock = context.clock
+        if clock is None:
+            return self._fit_in_real_time(context, parameters, state)
         own = state["own"]
         clock.now = float(own["now"])
         state = {**state, "transforms": self.update_transforms.start_round(state["transforms"])}
@@ -188,8 +197,7 @@ class FedBuff(NamedStrategy):
         if not idle:
             return state
         server_round = context.server_round
-        config = self.on_fit_config_fn(server_round) if self.on_fit_config_fn else {}
-        instruction = FitIns(parameters, {**self.fit_config_defaults, **config})
+        instruction = self._fit_instruction(server_round, parameters)
         cohort, state = self._sample_cohort(
             idle, min(needed, len(idle)), context.rng, state, instruction
         )
@@ -213,6 +221,76 @@ class FedBuff(NamedStrategy):
             flight.entries.append(entry)
             flight.next += 1
         return state
+
+    def _fit_instruction(self, server_round: int, parameters: Parameters) -> FitIns:
+        config = self.on_fit_config_fn(server_round) if self.on_fit_config_fn else {}
+        return FitIns(parameters, {**self.fit_config_defaults, **config})
+
+    # -- in real time (a deployment) -------------------------------------------------------------
+
+    def _fit_in_real_time(
+        self, context: RoundContext, parameters: Parameters, state: dict[str, State]
+    ) -> FitAggregate:
+        """Keep K clients busy with tasks that outlive the round; take updates as they arrive,
+        from whichever version each client trained, until B did; aggregate them."""
+        state = {**state, "transforms": self.update_transforms.start_round(state["transforms"])}
+        # Nothing in flight is saved (a simulated run's, should this state come from one, is void).
+        own = {**state["own"], "next": int(state["own"]["next"]), "in_flight": []}
+        arrived: list[InFlight] = []
+        while len(arrived) < self.buffer_size:
+            state, sent = self._send_tasks(context, parameters, state, first=own["next"] == 0)
+            own["next"] += sent
+            if not context.tasks_in_flight():
+                raise ConfigurationError(
+                    f"{type(self).__name__} has no client to send work to; it needs at least "
+                    "one connected client"
+                )
+            arrived.append(self._arrived(context.next_arrival()))
+        fitted = self._aggregate(context.server_round, parameters, arrived, state)
+        # Tasks in flight stay out of the state: a real client's work cannot be checkpointed.
+        return fitted._replace(state={**fitted.state, "own": own})
+
+    def _send_tasks(
+        self,
+        context: RoundContext,
+        parameters: Parameters,
+        state: dict[str, State],
+        *,
+        first: bool,
+    ) -> tuple[dict[str, State], int]:
+        """Sample idle clients until K are busy, each sent this version; how many were sent.
+
+        The `first` tasks of a run wait for `min_available_clients`; later ones go to the clients
+        connected then (with none busy, once one is), so a client gone for good holds nothing
+        up."""
+        busy = context.tasks_in_flight()
+        needed = self.concurrency - len(busy)
+        if needed <= 0:
+            return state, 0
+        wait_for = self.min_available_clients if first else 0 if busy else 1
+        idle = [c for c in context.available(wait_for) if c not in busy]
+        if not idle:
+            return state, 0
+        instruction = self._fit_instruction(context.server_round, parameters)
+        cohort, state = self._sample_cohort(
+            idle, min(needed, len(idle)), context.rng, state, instruction
+        )
+        for client_id, sent in cohort:
+            context.send_task("fit", client_id, sent, parameters, context.server_round - 1)
+        return state, len(cohort)
+
+    def _arrived(self, arrival: Arrival) -> InFlight:
+        """An arrival as the simulated path holds it: its update against the model it was sent."""
+        entry: InFlight = {"client": arrival.client_id, "version": arrival.tag}
+        outcome, instruction = arrival.outcome, arrival.instruction
+        if isinstance(outcome, FitRes) and isinstance(instruction, FitIns):
+            entry["update"] = self.update_fn(outcome.parameters, instruction.parameters)
+            entry["num_examples"] = outcome.num_examples
+            entry["metrics"] = dict(outcome.metrics)
+        else:
+            reason = outcome.reason if isinstance(outcome, Failure) else "not a fit result"
+            entry["failure"] = reason
+        return entry
 
     def _aggregate(
         self,
@@ -258,10 +336,17 @@ class FedBuff(NamedStrategy):
         self, context: RoundContext, parameters: Parameters, state: dict[str, State]
     ) -> tuple[float | None, Metrics]:
         """Distributed evaluation of each new version, off the clock (it does not hold up the
-        clients in flight)."""
+        clients in flight); in real time, by idle clients only."""
         if self.fraction_evaluate == 0:
             return None, {}
-        available = context.available(max(self.min_available_clients, self.min_evaluate_clients))
+        if context.clock is None:
+            # In real time: the idle clients connected now (a busy one would answer only after
+            # its training; waiting for more could wait for ever, as `_send_tasks` says).
+            busy = context.tasks_in_flight()
+            available = [c for c in context.available(0) if c not in busy]
+        else:
+            needed = max(self.min_available_clients, self.min_evaluate_clients)
+            available = context.available(needed)
         cohort, _ = self.configure_evaluate(
             context.server_round, parameters, available, context.rng, state
         )
@@ -294,12 +379,3 @@ def _event_key(entry: InFlight) -> tuple[float, int]:
 def _stored_update(update: Parameters, global_parameters: Parameters) -> Parameters:
     """The update as kept at dispatch (result − the model the client trained from)."""
     return update
-
-
-def _clock(context: RoundContext, name: str) -> VirtualClock:
-    if context.clock is None:
-        raise ConfigurationError(
-            f"{name} runs on a simulated clock: simulate it (run_simulation(clock=...)); "
-            "asynchronous aggregation over gRPC is not supported yet"
-        )
-    return context.clock

@@ -108,7 +108,7 @@ class Strategy:
     """
 
     compression: Codec | None = None  # a strategy written without __init__ compresses nothing
-    needs_clock: bool = False  # keeps time on a simulated clock (FedBuff): refused without one
+    needs_clock: bool = False  # keeps time (FedBuff): a simulated clock, or real time (gRPC)
 
     def __init__(
         self,
