@@ -1,0 +1,240 @@
+"""Every example the documentation shows runs: each ```python and ```bash block of `docs/**/*.md`
+and README.md, except a block whose line before is `<!-- not-run: <reason> -->`.
+
+A page's Python blocks run in order in one namespace (a tutorial builds on itself), in one fresh
+interpreter per page, so one page's imports, logging or Keras backend never reach another's. Its
+bash blocks run in order with `bash -euo pipefail`, each from the same scratch directory: a copy
+of the repository made of links to its top-level entries, so `python examples/...` works as
+written from the repository root and what a block writes (`--out out`, `roost new myapp`) lands
+in the scratch directory, not in the checkout. Output samples are ```text blocks, never run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN_LANGUAGES = ("python", "bash")
+FENCE = re.compile(r"^(?P<indent>[ \t]*)```(?P<language>[\w+-]*)[ \t]*$")
+NOT_RUN = re.compile(r"^[ \t]*<!-- not-run:(?P<reason>.*)-->[ \t]*$")
+BLOCK_TIMEOUT_S = 180
+
+# Pages whose examples took more than a few seconds (measured with --durations on a loaded
+# two-core machine): they run in the full suite, not in the fast subset.
+SLOW_PAGES = {
+    "docs/tutorials/keras.md",
+    "docs/tutorials/pytorch.md",
+}
+
+
+@dataclass(frozen=True)
+class Block:
+    """One fenced code block of a page: where it starts, its language, its code, and why it is
+    not run (None: it runs)."""
+
+    page: str
+    line: int
+    language: str
+    code: str
+    not_run: str | None
+
+
+def read_blocks(text: str, page: str) -> list[Block]:
+    """The fenced code blocks of a Markdown page, indented ones (in list items) included.
+
+    Raises ValueError for a fence never closed and for a `not-run` marker without a reason.
+    """
+    lines = text.splitlines()
+    found: list[Block] = []
+    index = 0
+    while index < len(lines):
+        opening = FENCE.match(lines[index])
+        if opening is None or not opening["language"]:
+            index += 1
+            continue
+        indent = opening["indent"]
+        end = next(
+            (i for i in range(index + 1, len(lines)) if lines[i].rstrip() == f"{indent}```"), None
+        )
+        if end is None:
+            raise ValueError(f"{page}:{index + 1}: a ```{opening['language']} block never closes")
+        marker = NOT_RUN.match(lines[index - 1]) if index > 0 else None
+        reason = marker["reason"].strip() if marker else None
+        if marker and not reason:
+            raise ValueError(f"{page}:{index}: say why the block is not run: <!-- not-run: why -->")
+        code = textwrap.dedent("\n".join(lines[index + 1 : end]))
+        found.append(Block(page, index + 2, opening["language"], code + "\n", reason))
+        index = end + 1
+    return found
+
+
+def doc_pages() -> list[Path]:
+    """Every page under docs/, in a fixed order."""
+    return sorted((ROOT / "docs").rglob("*.md"))
+
+
+def runnable(page: Path, language: str) -> list[Block]:
+    """The blocks of `page` in `language` that run."""
+    name = page.relative_to(ROOT).as_posix()
+    blocks = read_blocks(page.read_text(encoding="utf-8"), name)
+    return [block for block in blocks if block.language == language and block.not_run is None]
+
+
+# Runs in the page's own interpreter: each block compiled under the page's name and line numbers,
+# so a traceback points into the page; the blocks share one namespace, as in a notebook.
+PYTHON_RUNNER = """
+import json, sys
+namespace = {"__name__": "__main__"}
+for block in json.load(sys.stdin):
+    print(f"--- {block['page']}:{block['line']}", flush=True)
+    source = "\\n" * (block["line"] - 1) + block["code"]
+    exec(compile(source, block["page"], "exec"), namespace)
+"""
+
+
+def scratch_copy(directory: Path) -> Path:
+    """A directory that looks like the repository root: a link to each of its top-level entries."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for entry in ROOT.iterdir():
+        if entry.name not in {".git", "site", "out"} and not (directory / entry.name).exists():
+            (directory / entry.name).symlink_to(entry)
+    return directory
+
+
+def example_env() -> dict[str, str]:
+    """The environment examples run in: this checkout's roost first, charts drawn off-screen."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), *filter(None, [env.get("PYTHONPATH")])])
+    env["MPLBACKEND"] = "Agg"
+    return env
+
+
+def run_python(blocks: list[Block], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run a page's Python blocks in order, in one namespace, in a fresh interpreter."""
+    payload = json.dumps([block.__dict__ for block in blocks])
+    return subprocess.run(
+        [sys.executable, "-c", PYTHON_RUNNER],
+        input=payload,
+        cwd=cwd,
+        env=example_env(),
+        capture_output=True,
+        text=True,
+        timeout=BLOCK_TIMEOUT_S * len(blocks),
+    )
+
+
+def run_bash(block: Block, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run one bash block with `bash -euo pipefail`."""
+    return subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", block.code],
+        cwd=cwd,
+        env=example_env(),
+        capture_output=True,
+        text=True,
+        timeout=BLOCK_TIMEOUT_S,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def cases() -> list[object]:
+    """One test per page and language that has blocks to run; slow pages marked slow."""
+    params: list[object] = []
+    for page in doc_pages():
+        name = page.relative_to(ROOT).as_posix()
+        marks = [pytest.mark.slow] if name in SLOW_PAGES else []
+        for language in RUN_LANGUAGES:
+            if runnable(page, language):
+                params.append(pytest.param(page, language, marks=marks, id=f"{name}-{language}"))
+    return params
+
+
+@pytest.mark.parametrize(("page", "language"), cases())
+def test_the_pages_examples_run(page: Path, language: str, tmp_path: Path) -> None:
+    blocks = runnable(page, language)
+    cwd = scratch_copy(tmp_path / "repo")
+    if language == "python":
+        done = run_python(blocks, cwd)
+        assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
+        return
+    for block in blocks:
+        done = run_bash(block, cwd)
+        where = f"{block.page}:{block.line} exited {done.returncode}"
+        assert done.returncode == 0, f"{where}\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
+
+
+PAGE = """# A page
+
+<!-- not-run: needs a second machine -->
+```bash
+roost client --server elsewhere:8080
+```
+
+```python
+x = 1
+```
+
+- a list item with a block:
+
+  ```python
+  y = x + 1
+  ```
+
+```text
+round 1/5 ...
+```
+
+```python
+assert y == 2, y
+raise ValueError("the page's own error")
+```
+"""
+
+
+def test_blocks_are_read_with_their_lines_and_markers() -> None:
+    blocks = read_blocks(PAGE, "page.md")
+    assert [(b.language, b.line, b.not_run) for b in blocks] == [
+        ("bash", 5, "needs a second machine"),
+        ("python", 9, None),
+        ("python", 15, None),
+        ("text", 19, None),
+        ("python", 23, None),
+    ]
+    assert blocks[2].code == "y = x + 1\n"  # the list item's indent is gone
+
+
+def test_a_marker_needs_a_reason_and_a_fence_must_close() -> None:
+    with pytest.raises(ValueError, match=r"page.md:1: say why"):
+        read_blocks("<!-- not-run: -->\n```bash\nls\n```\n", "page.md")
+    with pytest.raises(ValueError, match=r"page.md:1: a ```python block never closes"):
+        read_blocks("```python\nx = 1\n", "page.md")
+
+
+def test_a_pages_python_runs_in_one_namespace_and_a_failure_names_its_line(tmp_path) -> None:
+    blocks = [b for b in read_blocks(PAGE, "page.md") if b.language == "python"]
+    done = run_python(blocks, tmp_path)
+    assert done.returncode == 1
+    assert 'File "page.md", line 24' in done.stderr  # the raise, at its line of the page
+    assert "ValueError: the page's own error" in done.stderr
+
+
+def test_bash_blocks_stop_at_the_first_failing_command(tmp_path) -> None:
+    block = Block("page.md", 1, "bash", "false | true\nfalse\necho never\n", None)
+    done = run_bash(block, scratch_copy(tmp_path))
+    assert done.returncode == 1 and "never" not in done.stdout
+    assert (tmp_path / "pyproject.toml").resolve() == ROOT / "pyproject.toml"
+
+
+def test_every_page_parses() -> None:
+    for page in doc_pages():
+        read_blocks(
+            page.read_text(encoding="utf-8"), page.name
+        )  # no unclosed fence, no bare marker
