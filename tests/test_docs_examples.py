@@ -11,12 +11,15 @@ in the scratch directory, not in the checkout. Output samples are ```text blocks
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,9 +54,11 @@ class Block:
 def read_blocks(text: str, page: str) -> list[Block]:
     """The fenced code blocks of a Markdown page, indented ones (in list items) included.
 
-    Raises ValueError for a fence never closed and for a `not-run` marker without a reason.
+    Raises ValueError for a fence never closed, and for a `not-run` marker without a reason or
+    not on the line right before a block (a marker that skips nothing).
     """
     lines = text.splitlines()
+    markers = {i for i, line in enumerate(lines) if NOT_RUN.match(line)}
     found: list[Block] = []
     index = 0
     while index < len(lines):
@@ -73,7 +78,11 @@ def read_blocks(text: str, page: str) -> list[Block]:
             raise ValueError(f"{page}:{index}: say why the block is not run: <!-- not-run: why -->")
         code = textwrap.dedent("\n".join(lines[index + 1 : end]))
         found.append(Block(page, index + 2, opening["language"], code + "\n", reason))
+        markers.discard(index - 1)
         index = end + 1
+    if markers:
+        where = min(markers) + 1
+        raise ValueError(f"{page}:{where}: a not-run marker must stand right before its block")
     return found
 
 
@@ -133,16 +142,33 @@ def run_python(blocks: list[Block], cwd: Path) -> subprocess.CompletedProcess[st
 
 
 def run_bash(block: Block, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """Run one bash block with `bash -euo pipefail`."""
-    return subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", block.code],
-        cwd=cwd,
-        env=example_env(),
-        capture_output=True,
-        text=True,
-        timeout=BLOCK_TIMEOUT_S,
-        stdin=subprocess.DEVNULL,
-    )
+    """Run one bash block with `bash -euo pipefail`, in a process group of its own that is
+    killed when bash ends, so a server or client the block left running (or a block that timed
+    out) never outlives the test. Output goes to files, not pipes: a process left in the
+    background would hold a pipe open, and reading it to its end would wait for that process."""
+    out_path, err_path = cwd / ".block-stdout", cwd / ".block-stderr"
+    with out_path.open("w") as out, err_path.open("w") as err:
+        process = subprocess.Popen(
+            ["bash", "-euo", "pipefail", "-c", block.code],
+            cwd=cwd,
+            env=example_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            start_new_session=True,
+        )
+        try:
+            process.wait(timeout=BLOCK_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            err.write(f"\n(killed after {BLOCK_TIMEOUT_S} s)")
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    texts = out_path.read_text(), err_path.read_text()
+    out_path.unlink()
+    err_path.unlink()
+    return subprocess.CompletedProcess(process.args, process.returncode, *texts)
 
 
 def cases() -> list[object]:
@@ -216,6 +242,8 @@ def test_a_marker_needs_a_reason_and_a_fence_must_close() -> None:
         read_blocks("<!-- not-run: -->\n```bash\nls\n```\n", "page.md")
     with pytest.raises(ValueError, match=r"page.md:1: a ```python block never closes"):
         read_blocks("```python\nx = 1\n", "page.md")
+    with pytest.raises(ValueError, match=r"page.md:1: a not-run marker must stand right before"):
+        read_blocks("<!-- not-run: far away -->\n\n```bash\nls\n```\n", "page.md")
 
 
 def test_a_pages_python_runs_in_one_namespace_and_a_failure_names_its_line(tmp_path) -> None:
@@ -227,10 +255,31 @@ def test_a_pages_python_runs_in_one_namespace_and_a_failure_names_its_line(tmp_p
 
 
 def test_bash_blocks_stop_at_the_first_failing_command(tmp_path) -> None:
-    block = Block("page.md", 1, "bash", "false | true\nfalse\necho never\n", None)
+    block = Block("page.md", 1, "bash", "echo first\nfalse | true\necho never\n", None)
     done = run_bash(block, scratch_copy(tmp_path))
-    assert done.returncode == 1 and "never" not in done.stdout
+    assert done.returncode == 1 and done.stdout == "first\n"  # pipefail: the pipe failed
     assert (tmp_path / "pyproject.toml").resolve() == ROOT / "pyproject.toml"
+
+
+def test_what_a_bash_block_leaves_running_is_stopped(tmp_path) -> None:
+    block = Block("page.md", 1, "bash", "sleep 60 &\necho $!\n", None)
+    done = run_bash(block, tmp_path)
+    assert done.returncode == 0
+    pid = int(done.stdout)
+    for _ in range(100):  # killed with its group: gone, or a zombie nobody has reaped yet
+        if not running(pid):
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"the block's background sleep ({pid}) is still running")
+
+
+def running(pid: int) -> bool:
+    """Whether process `pid` exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 def test_every_page_parses() -> None:
