@@ -87,8 +87,8 @@ def read_blocks(text: str, page: str) -> list[Block]:
 
 
 def doc_pages() -> list[Path]:
-    """Every page under docs/, in a fixed order."""
-    return sorted((ROOT / "docs").rglob("*.md"))
+    """README.md and every page under docs/, in a fixed order."""
+    return [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 
 
 def runnable(page: Path, language: str) -> list[Block]:
