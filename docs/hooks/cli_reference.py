@@ -29,7 +29,7 @@ def cli_reference() -> str:
     from roost.cli import build_parser  # imported at build time: the hook module loads without it
 
     # argparse wraps usage lines at the terminal's width; the page is the same from any terminal.
-    os.environ["COLUMNS"] = "100"
+    os.environ["COLUMNS"] = "88"
     root = build_parser()
     sections = [command_section(["roost"], root, level=2, summary=None)]
     sections += [
