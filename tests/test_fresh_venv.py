@@ -1,9 +1,11 @@
-"""A newcomer's first project works as the README and `roost new` say, in a fresh environment.
+"""A newcomer's first project works as the README, the tutorial and `roost new` say, in a fresh
+environment.
 
 One virtual environment (without the system's packages, as the README creates it) gets roost from
 this checkout as the README's first command installs it (`pip install -e .`). Then, for each
-framework: `roost new`, the install line it prints (run as printed, in a shell), the README's
-`roost run` command and the project's own test (`pytest NAME`, as printed). The four frameworks
+framework: `roost new`, the install line it prints (run as printed, in a shell), the `roost run`
+command of the tutorial (docs/tutorials/your-own-app.md) and the project's own test
+(`pytest NAME`, as printed). The four frameworks
 share the environment (a module fixture, one xdist group), numpy and scikit-learn first so their
 lines are shown to work before torch is installed; the Keras project takes the install line that
 runs Keras on torch, which the PyTorch project has just installed, rather than installing
@@ -80,7 +82,7 @@ def test_the_readmes_commands_work_in_a_fresh_environment(
         else installs[0]
     )
     assert printed(output, "test it:") == [f"pytest {name}"]
-    run = f"roost run {name} --run-config num-rounds=3 --out out"  # the README's command
+    run = f"roost run {name} --run-config num-rounds=3 --out out"  # the tutorial's command
     script = " && ".join([install, run, f"pytest {shlex.quote(name)}"])
     output = shell(script, tmp_path, fresh_environment)
 

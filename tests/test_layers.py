@@ -150,15 +150,15 @@ def test_one_name_one_home_tiny_modules_folded() -> None:
     assert callable(negative_gradient) and callable(parameter_delta)
 
 
-def test_the_readme_states_the_order_the_contract_enforces() -> None:
+def test_how_roost_is_built_states_the_order_the_contract_enforces() -> None:
     import re
     import tomllib
 
     layers = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"][
         "contracts"
     ][0]["layers"]
-    readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("- **Layers**") :]
+    page = (ROOT / "docs" / "explanations" / "architecture.md").read_text()
+    section = page[page.index("- **Layers**") :]
     block = section[section.index("```text") + len("```text") : section.index("  ```\n")]
     stated = [re.split(r"\s{2,}", line.strip())[0] for line in block.strip().splitlines()]
     assert stated == layers

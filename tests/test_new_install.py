@@ -1,4 +1,5 @@
-"""`roost new` says how to install a project of each framework, and the README says the same."""
+"""`roost new` says how to install a project of each framework, and the tutorial
+(docs/tutorials/your-own-app.md) says the same."""
 
 from __future__ import annotations
 
@@ -50,16 +51,16 @@ def test_new_prints_and_writes_the_install_line(tmp_path, monkeypatch, capsys, f
             assert "KERAS_BACKEND=torch" in text
 
 
-def readme_install_lines() -> dict[str, list[str]]:
-    """The README's table of install lines: framework -> its commands, in order."""
-    readme = (ROOT / "README.md").read_text()
-    rows = re.findall(r"^\| `(\w+)` \| (`pip install .*) \|$", readme, flags=re.MULTILINE)
+def documented_install_lines() -> dict[str, list[str]]:
+    """The tutorial's table of install lines: framework -> its commands, in order."""
+    page = (ROOT / "docs" / "tutorials" / "your-own-app.md").read_text()
+    rows = re.findall(r"^\| `(\w+)` \| (`pip install .*) \|$", page, flags=re.MULTILINE)
     return {name: re.findall(r"`(pip install [^`]*)`", cell) for name, cell in rows}
 
 
-def test_the_readme_lists_the_install_lines_roost_new_prints():
+def test_the_tutorial_lists_the_install_lines_roost_new_prints():
     printed = {
         name: [install.command("myapp") for install in framework.installs]
         for name, framework in FRAMEWORKS.items()
     }
-    assert readme_install_lines() == printed == EXPECTED
+    assert documented_install_lines() == printed == EXPECTED

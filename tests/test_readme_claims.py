@@ -1,5 +1,6 @@
-"""What the README shows a newcomer is what roost does: the default demo's progress line, the note
-a run without matplotlib prints, and what `load_digits_split()` returns."""
+"""What the documentation shows a newcomer is what roost does: the default demo's progress line,
+the note a run without matplotlib prints, and what `load_digits_split()` returns (the pages of
+docs/ that say so: how-to/follow-a-run.md and how-to/partition-data.md)."""
 
 from __future__ import annotations
 
@@ -10,14 +11,16 @@ from pathlib import Path
 from roost.cli import main
 from roost.data.bundled_digits import load_digits_split
 
-README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+FOLLOW_A_RUN = (DOCS / "how-to" / "follow-a-run.md").read_text()
+PARTITION_DATA = (DOCS / "how-to" / "partition-data.md").read_text()
 TIMES = re.compile(r"\(\d+\.\d s elapsed, ETA \d+\.\d s\)")
 
 
 def test_the_sample_progress_line_is_the_default_demos(capsys):
     assert main(["simulate"]) == 0  # the default demo, as `roost simulate` runs it
     printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("round 2/")]
-    shown = [line for line in README.splitlines() if line.startswith("round 2/")]
+    shown = [line for line in FOLLOW_A_RUN.splitlines() if line.startswith("round 2/")]
     assert len(printed) == 1 and len(shown) == 1
     # The times depend on the machine; everything else is the seeded run's.
     assert TIMES.sub("(TIME)", shown[0]) == TIMES.sub("(TIME)", printed[0])
@@ -42,13 +45,13 @@ def test_a_run_without_matplotlib_says_how_to_get_the_chart(tmp_path, monkeypatc
         "history.json",
         "model.npz",
     ]
-    out_row = next(line for line in README.splitlines() if line.startswith("| `--out DIR` | — |"))
-    assert install in out_row  # the README's --out says where the chart comes from
+    out_text = next(line for line in FOLLOW_A_RUN.splitlines() if line.startswith("`--out DIR`"))
+    assert install in out_text  # the page's --out says where the chart comes from
 
 
 def test_the_readme_and_docstring_say_what_load_digits_split_returns():
     train, test = load_digits_split()
-    text = README.replace("\n", " ")
+    text = PARTITION_DATA.replace("\n", " ")
     start = text.index("`load_digits_split(test_fraction=0.2, seed=0)` returns `(train, test)`")
     description = text[start : start + 400]
     counts = re.search(r"([\d,]+) training and ([\d,]+) test images of the ([\d,]+)", description)

@@ -1,5 +1,6 @@
 """roost's own extension point: a FedAvg subclass that samples clients by a score it learns across
-rounds (the README's example), its state in the checkpoint tree, resumed bit for bit."""
+rounds (the example of docs/how-to/strategy.md), its state in the checkpoint tree, resumed bit
+for bit."""
 
 from __future__ import annotations
 

@@ -80,7 +80,7 @@ def run_simulation(
         warm_clients: keep each partition's client alive between instructions (True, or
             `roost.WarmClients(max_clients=..., max_bytes=...)`, least recently used dropped).
             Off by default: a warm client keeps what your code keeps (a Keras optimizer's
-            state, say), which changes such code's results; see README, warm clients.
+            state, say), which changes such code's results; see docs/how-to/speed.md, Warm clients.
         settings: what the result depends on (JSON by name; default: clients, seed, engine).
         clock: run on this `roost.VirtualClock` (speeds, links, deadline): rounds record time.
     """

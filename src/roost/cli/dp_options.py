@@ -47,7 +47,8 @@ _DP_ONLY = {
 def add_privacy_arguments(parser: argparse.ArgumentParser, *, client: bool = False) -> None:
     """Add `--dp` and its options; a `client` (`roost client`) takes local DP's only."""
     group = parser.add_argument_group(
-        "differential privacy", "client-level DP: see README, Privacy (`roost privacy` plans it)"
+        "differential privacy",
+        "client-level DP: see docs/how-to/privacy.md (`roost privacy` plans it)",
     )
     group.add_argument(
         "--dp",

@@ -5,7 +5,7 @@ spread over the cores. Keras on TensorFlow or JAX is that case: each model `clie
 traces and compiles its training step again (a second or more of one core per call), so a pool
 of workers, each keeping the framework imported, runs such clients side by side. A torch call
 already spreads its arithmetic over every core, and NumPy clients finish in milliseconds: in one
-process they ran as fast or faster (README, Engines and speed), with no worker to start (a
+process they ran as fast or faster (docs/how-to/speed.md), with no worker to start (a
 worker's first act is to import the framework, about 5 s). So the process engine is the default
 when client_fn uses TensorFlow, JAX, or Keras on either, the machine has two cores or more and
 at least one of them idle (its one-minute load average below cores - 1: on a two-core machine

@@ -63,7 +63,7 @@ def demo_engine(
     `engine` None means the default: the fastest engine for this work. The demo's NumPy clients
     on the sequential engine are: they train the digits in milliseconds, while a process that
     imports torch pays about 1.5 s before any arithmetic, more than the vectorized engine saves
-    at any cohort the demo runs (README, Engines and speed: 0.6 s against 3.5 s for 1,000
+    at any cohort the demo runs (docs/how-to/speed.md: 0.6 s against 3.5 s for 1,000
     clients). `--engine vectorized` trains the same model as a torch `Task`; `plain` says the
     demo's clients are the ordinary ones (no attackers, no gradient-returning or locally private
     clients), which the task reproduces. Otherwise it falls back to the sequential engine.

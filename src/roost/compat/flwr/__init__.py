@@ -16,7 +16,7 @@ the project's `pyproject.toml` and imports the apps with `import flwr…` resolv
 Everything here is a thin veneer over roost: a `NumPyClient` is a roost client, strategies are
 roost's presets driven by roost's round loop, a `Grid` is an adapter over roost's transports,
 `run_simulation` is `roost.run_simulation`, `start_server` / `start_client` are roost's gRPC
-deployment. The README section "Coming from Flower" lists what is covered and what differs.
+deployment. The guide docs/how-to/flower.md lists what is covered and what differs.
 """
 
 from roost.compat.flwr import app, client, clientapp, common, server, serverapp, simulation

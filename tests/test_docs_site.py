@@ -1,0 +1,114 @@
+"""The documentation site's generated parts: the command-line reference names every command and
+flag of roost's own parser, and every page the nav names exists."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import re
+from pathlib import Path
+
+import pytest
+
+from roost.cli import build_parser
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_hook(name: str = "cli_reference"):
+    spec = importlib.util.spec_from_file_location(name, ROOT / f"docs/hooks/{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def commands(path: str, parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """Every command below `parser` by its full name (`roost privacy audit`), the root included."""
+    found = {path: parser}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found |= commands(f"{path} {name}", sub)
+    return found
+
+
+def test_the_cli_reference_names_every_command_and_flag() -> None:
+    hook = load_hook()
+    page = (ROOT / "docs/reference/cli.md").read_text()
+    assert hook.MARKER in page
+    text = hook.on_page_markdown(page, page=None)
+    assert hook.MARKER not in text
+    sections = re.split(r"^#+ `(roost[^`]*)`$", text, flags=re.MULTILINE)
+    by_command = dict(zip(sections[1::2], sections[2::2], strict=True))
+    every = commands("roost", build_parser())
+    assert set(by_command) == set(every) and len(every) > 15
+    for name, parser in every.items():
+        for action in parser._actions:
+            if action.help == argparse.SUPPRESS or isinstance(action, argparse._SubParsersAction):
+                continue
+            positional = action.metavar if isinstance(action.metavar, str) else action.dest
+            names = action.option_strings or [positional]
+            # A table row of its own, not a mention in prose, with every spelling of the option.
+            row = next(
+                (r for r in by_command[name].splitlines() if r.startswith(f"| `{names[0]}")), ""
+            )
+            for flag in names:
+                assert f"`{flag}" in row, f"{name}: {flag} is missing from the reference"
+
+
+def test_every_page_in_the_nav_exists() -> None:
+    nav = re.findall(
+        r"^\s+(?:#\s*)?- (?:[^:\n]+: )?(\S+\.md)$", (ROOT / "mkdocs.yml").read_text(), re.M
+    )
+    listed = [line for line in nav if not line.startswith("#")]
+    assert len(listed) > 10
+    active = re.findall(r"^\s+- (?:[^:\n#]+: )?(\S+\.md)$", (ROOT / "mkdocs.yml").read_text(), re.M)
+    missing = [page for page in active if not (ROOT / "docs" / page).is_file()]
+    assert missing == []
+
+
+def every_option() -> set[str]:
+    """The long options of every `roost` command, without their dashes."""
+    options: set[str] = set()
+    for parser in commands("roost", build_parser()).values():
+        for action in parser._actions:
+            options |= {flag[2:] for flag in action.option_strings if flag.startswith("--")}
+    return options
+
+
+def test_flags_the_pages_tabulate_are_flags_roost_has() -> None:
+    known = every_option()
+    rows = 0
+    for page in (ROOT / "docs").rglob("*.md"):
+        for line in page.read_text().splitlines():
+            first_cell = line.split("|")[1] if line.startswith("| `--") else ""
+            for flag in re.findall(r"`--([a-z0-9-]+)", first_cell):
+                rows += 1
+                assert flag in known, f"{page.name}: --{flag} is no option of any roost command"
+    assert rows > 20  # the strategy, privacy and secure aggregation tables
+
+
+def test_the_api_reference_must_document_every_public_name(tmp_path) -> None:
+    import zlib
+
+    import roost
+
+    hook = load_hook("api_coverage")
+    every = {
+        f"{module}.{name}"
+        for module in hook.PUBLIC_MODULES
+        for name in getattr(importlib.import_module(module), "__all__", ())
+    }
+    entries = "".join(f"{name} py:class 1 page/#$ -\n" for name in sorted(every - {"roost.FedAvg"}))
+    header = b"# Sphinx inventory version 2\n# Project: roost\n# Version: 0\n# zlib\n"
+    (tmp_path / "objects.inv").write_bytes(header + zlib.compress(entries.encode()))
+    assert "FedAvg" in roost.__all__
+    with pytest.raises(hook.MissingReferenceError, match=r"leaves out roost\.FedAvg: add"):
+        hook.on_post_build({"site_dir": str(tmp_path)})
+    documented = hook.read_inventory(tmp_path / "objects.inv") | {"roost.FedAvg"}
+    assert hook.missing_names(documented) == []
+    # A name a module loads lazily counts where it is defined.
+    lazy = (documented - {"roost.tracking.MLflowTracker"}) | {
+        "roost.tracking.mlflow_writer.MLflowTracker"
+    }
+    assert hook.missing_names(lazy) == []
