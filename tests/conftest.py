@@ -32,7 +32,6 @@ import pytest  # noqa: E402
 # loaded two-core machine) are marked slow here, in one place, so `pytest -m "not slow"` stays
 # under a minute; CI runs everything. A test file may also mark its own tests slow.
 SLOW_TESTS: dict[str, tuple[str, ...]] = {
-    "test_aggregators.py": ("test_streaming_mean_consumes_a_generator_without_buffering",),
     "test_attacks.py": ("test_fedavg_collapses_while_robust_aggregators_hold",),
     "test_compat.py": (
         "test_roost_engines_are_available_through_run_simulation",

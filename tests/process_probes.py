@@ -36,6 +36,18 @@ def probe_client_fn(context: roost.Context) -> ProbeClient:
     return ProbeClient(context.partition_id, dict(context.run_config))
 
 
+def _refuse_to_load():
+    raise ImportError("no module named 'somewhere_else'")
+
+
+class LoadsNowhere:
+    """A client_fn a worker cannot rebuild. Here, not in test_engines: a worker unpickling it
+    imports the module it names, and test_engines' torch would cost that worker seconds."""
+
+    def __reduce__(self):
+        return (_refuse_to_load, ())
+
+
 def pid_recording_fedavg(pids: list, size: int) -> roost.Strategy:
     """FedAvg from zeros of `size`, training only, that appends each fit's worker pid to `pids`
     and sends the round number (which the probes' hang and die settings read)."""

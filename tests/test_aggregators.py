@@ -63,15 +63,15 @@ def test_mean_ignores_weight_size_but_skips_zero_weight() -> None:
 
 
 def test_streaming_mean_consumes_a_generator_without_buffering() -> None:
-    import gc
     import weakref
 
     alive = []
 
     def updates():
         for k in range(1, 6):
-            gc.collect()
-            # The mean keeps a running sum only: the update before the one it holds is gone.
+            # The mean keeps a running sum only: the update before the one it holds is gone, freed
+            # at once by reference counting (no gc.collect(): a full collection in a worker that
+            # has loaded torch took about a second each, and a cycle keeping it would fail here).
             assert len(alive) < 2 or alive[-2]() is None
             array = np.full(4, float(k))
             alive.append(weakref.ref(array))

@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 import pytest
-from process_probes import pid_recording_fedavg, probe_client_fn
+from process_probes import LoadsNowhere, pid_recording_fedavg, probe_client_fn
 
 import roost
 from roost import ConfigurationError
@@ -272,15 +272,6 @@ class Unpicklable:
 
     def __call__(self, context):
         return probe_client_fn(context)
-
-
-def _refuse_to_load():
-    raise ImportError("no module named 'somewhere_else'")
-
-
-class LoadsNowhere:
-    def __reduce__(self):
-        return (_refuse_to_load, ())
 
 
 def test_process_engine_says_client_fn_must_be_picklable():
