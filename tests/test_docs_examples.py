@@ -33,8 +33,9 @@ BLOCK_TIMEOUT_S = 180
 
 # Pages whose examples took a second or more (measured with --durations, -n 0, on the shared
 # two-core machine at load 3.5: Keras 7.0 s, privacy 5.1 s, PyTorch 3.3 s, your own app 2.6 s,
-# deploy 2.4 s, adapters 1.9 s, benchmarks 1.8 s, resume 1.9 s, federation 1.0 s, tracking 2.5 s; all pages
-# together 31 s): they run in the full suite, and the fast subset keeps the rest (about 4 s).
+# deploy 2.4 s, adapters 1.9 s, benchmarks 1.8 s, resume 1.9 s, federation 1.0 s, tracking
+# 2.5 s; all pages together 31 s): they run in the full suite, and the fast subset keeps the
+# rest (about 4 s).
 SLOW_PAGES = {
     "docs/benchmarks/index.md",
     "docs/how-to/adapters.md",
