@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from roost.server.history import History
-from roost.tracking.base import RoundReport, Tracker, numeric
+from roost.tracking.base import RoundReport, Tracker, named_series, numeric, record_counts
 from roost.tracking.failures import FailureGroup
 
 
@@ -224,21 +224,9 @@ def history_points(history: History) -> tuple[RoundPoint, ...]:
         if record.withheld:
             withheld.add(record.server_round)
             continue
-        for name in ("fit_results", "fit_failures", "evaluate_results", "evaluate_failures"):
-            values[name] = float(getattr(record, name))
+        values.update(record_counts(record))
         phases[record.server_round] = {k: (int(v[0]), int(v[1])) for k, v in record.phases.items()}
-    named: list[tuple[str, list[tuple[int, Any]]]] = [
-        ("loss_distributed", history.losses_distributed),
-        ("loss_centralized", history.losses_centralized),
-    ]
-    for prefix, series in (
-        ("fit_", history.metrics_distributed_fit),
-        ("distributed_", history.metrics_distributed),
-        ("centralized_", history.metrics_centralized),
-        ("measured_", history.measurements),
-    ):
-        named.extend((prefix + name, pairs) for name, pairs in series.items())
-    for name, pairs in named:
+    for name, pairs in named_series(history):
         for server_round, value in pairs:
             if server_round > 0 and (number := numeric(value)) is not None:
                 by_round.setdefault(server_round, {})[name] = number

@@ -20,7 +20,7 @@ from roost.core.types import (
     Outcome,
 )
 from roost.errors import ConfigurationError
-from roost.server.history import History
+from roost.server.history import History, RoundRecord
 
 if TYPE_CHECKING:
     from roost.server.loop import ServerState
@@ -94,11 +94,30 @@ def round_values(history: History, server_round: int) -> dict[str, float]:
     values: dict[str, float] = {}
     record = next((r for r in reversed(history.rounds) if r.server_round == server_round), None)
     if record is not None and not record.withheld:
-        for name in ("fit_results", "fit_failures", "evaluate_results", "evaluate_failures"):
-            values[name] = float(getattr(record, name))
-        if record.virtual_time is not None:  # a run on a simulated clock, as history.csv
-            values.update(virtual_time=record.virtual_time, wall_time=float(record.wall_time or 0))
-    pairs_by_name: list[tuple[str, Sequence[tuple[int, object]]]] = [
+        values.update(record_counts(record))
+    for name, pairs in named_series(history):
+        value = _value_at(pairs, server_round)
+        if value is not None:
+            values[name] = value
+    return values
+
+
+def record_counts(record: RoundRecord) -> dict[str, float]:
+    """A round's result and failure counts (and its virtual and wall time on a simulated
+    clock, as history.csv), named as `RoundReport.values`; for a round that was not withheld."""
+    values = {
+        name: float(getattr(record, name))
+        for name in ("fit_results", "fit_failures", "evaluate_results", "evaluate_failures")
+    }
+    if record.virtual_time is not None:
+        values.update(virtual_time=record.virtual_time, wall_time=float(record.wall_time or 0))
+    return values
+
+
+def named_series(history: History) -> list[tuple[str, Sequence[tuple[int, object]]]]:
+    """Every per-round series of `history` under the name `RoundReport.values` gives it:
+    the losses, and the metrics and measurements with their prefix."""
+    series_by_name: list[tuple[str, Sequence[tuple[int, object]]]] = [
         ("loss_distributed", history.losses_distributed),
         ("loss_centralized", history.losses_centralized),
     ]
@@ -108,12 +127,8 @@ def round_values(history: History, server_round: int) -> dict[str, float]:
         ("centralized_", history.metrics_centralized),
         ("measured_", history.measurements),
     ):
-        pairs_by_name.extend((prefix + name, pairs) for name, pairs in series.items())
-    for name, pairs in pairs_by_name:
-        value = _value_at(pairs, server_round)
-        if value is not None:
-            values[name] = value
-    return values
+        series_by_name.extend((prefix + name, pairs) for name, pairs in series.items())
+    return series_by_name
 
 
 def round_phases(history: History, server_round: int) -> tuple[dict[str, tuple[int, int]], bool]:
