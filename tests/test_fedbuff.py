@@ -97,6 +97,34 @@ def test_fedbuff_aggregates_every_b_arrivals_and_is_deterministic() -> None:
     assert first.measurements == second.measurements
 
 
+class PlusOwnId(PlusOne):
+    """Adds its partition id + 1 to the model: the aggregate tells who contributed."""
+
+    def __init__(self, partition_id: int) -> None:
+        self.step = float(partition_id + 1)
+
+    def fit(self, parameters, config):
+        return [parameters[0] + self.step], 10, {}
+
+
+def test_a_fast_client_contributes_once_per_aggregation() -> None:
+    """Client 2 (1/4 s) would finish twice before client 0 (1 s): it waits for the next buffer,
+    so each aggregation is one update from each of B different clients (central DP's
+    sensitivity per release rests on it)."""
+    strategy = roost.FedBuff(
+        concurrency=3, buffer_size=3, staleness="constant", initial_parameters=[np.zeros(3)],
+        fraction_evaluate=0.0,
+    )  # fmt: skip
+    history = roost.run_simulation(
+        lambda context: PlusOwnId(context.partition_id), 3, strategy=strategy,
+        config=roost.ServerConfig(num_rounds=1), seed=0, clock=roost.VirtualClock(SPEEDS),
+    )  # fmt: skip
+    np.testing.assert_allclose(history.parameters[0], np.full(3, (1 + 2 + 3) / 3))
+    assert history.rounds[0].virtual_time == pytest.approx(1.0)
+    with pytest.raises(ConfigurationError, match="buffer_size = 4 different clients"):
+        _plus_one_run(roost.FedBuff(concurrency=3, buffer_size=4), 1)
+
+
 def _digits_fedbuff(state: Path, rounds: int, resume: bool = False) -> roost.History:
     strategy = roost.FedBuff(
         concurrency=6,

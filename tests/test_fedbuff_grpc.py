@@ -179,6 +179,20 @@ def test_a_client_that_dies_mid_task_is_a_failure_and_the_run_goes_on() -> None:
     np.testing.assert_allclose(history.parameters[0], [2.0], rtol=1e-12)
 
 
+def test_a_fast_client_waits_for_the_next_buffer_once_it_contributed() -> None:
+    """K = B = 2 with a fast and a slow client: the fast one is not sent work again until the
+    buffer it is in is aggregated, so the aggregate is the mean of both clients' updates."""
+
+    def start(group: Clients) -> int:
+        group.start("fast", Stepper(1.0))
+        group.start("slow", Stepper(100.0, lambda n: time.sleep(0.3)))
+        return 2
+
+    history = serve(asynchronous(2, 2, staleness="constant"), start, num_rounds=1)
+    np.testing.assert_allclose(history.parameters[0], [50.5], rtol=1e-12)
+    assert history.rounds[0].fit_results == 2
+
+
 class Misshapen(Stepper):
     def fit(self, parameters, config):
         return [np.zeros(3)], 1, {}

@@ -3,7 +3,8 @@
 FedBuff (Nguyen et al., AISTATS 2022) keeps K clients training at all times. Each client trains
 from the model version it received; when it finishes, its update Δ = result − that model, scaled
 by a staleness function of how many versions the server moved on meanwhile, enters a buffer, and a
-freshly sampled client takes its place. Every B arrivals the buffer is aggregated and the server
+freshly sampled client takes its place (not one already in the buffer: each aggregation holds one
+update from each of B different clients). Every B arrivals the buffer is aggregated and the server
 optimizer steps: a new version. FedAsync (Xie et al., 2019) is B = 1.
 
 In roost one *round* of the loop is one aggregation, so everything around it is the synchronous
@@ -165,12 +166,12 @@ class FedBuff(NamedStrategy):
         while len(arrived) < self.buffer_size:
             # A replacement for each arrival, trained from the model of this version; the
             # arrival that fills the buffer is replaced by the next aggregation, from the new one.
-            state = self._dispatch(context, clock, parameters, state, flight)
+            # A client already in this buffer waits for the next: one update per client per
+            # aggregation, which central DP's accounting (sensitivity C per release) relies on.
+            contributed = {entry["client"] for entry in arrived}
+            state = self._dispatch(context, clock, parameters, state, flight, contributed)
             if not flight.entries:
-                raise ConfigurationError(
-                    f"{type(self).__name__} has no client to dispatch; it needs at least one "
-                    "available client"
-                )
+                raise self._too_few_clients("dispatch")
             entries = flight.entries
             entry = entries.pop(min(range(len(entries)), key=lambda i: _event_key(entries[i])))
             clock.now = float(entry["finish"])
@@ -186,13 +187,15 @@ class FedBuff(NamedStrategy):
         parameters: Parameters,
         state: dict[str, State],
         flight: _Flight,
+        contributed: set[str],
     ) -> dict[str, State]:
-        """Sample idle clients until K are in flight; train them now from `parameters` and keep
-        each one's update until its virtual finish time."""
+        """Sample idle clients (not in flight, not `contributed` to this buffer) until K are in
+        flight; train them now from `parameters` and keep each one's update until its virtual
+        finish time."""
         needed = self.concurrency - len(flight.entries)
         if needed <= 0:
             return state
-        busy = {entry["client"] for entry in flight.entries}
+        busy = {entry["client"] for entry in flight.entries} | contributed
         idle = [c for c in context.available(self.min_available_clients) if c not in busy]
         if not idle:
             return state
@@ -238,13 +241,13 @@ class FedBuff(NamedStrategy):
         own = {**state["own"], "next": int(state["own"]["next"]), "in_flight": []}
         arrived: list[InFlight] = []
         while len(arrived) < self.buffer_size:
-            state, sent = self._send_tasks(context, parameters, state, first=own["next"] == 0)
+            contributed = {str(entry["client"]) for entry in arrived}
+            state, sent = self._send_tasks(
+                context, parameters, state, first=own["next"] == 0, contributed=contributed
+            )
             own["next"] += sent
             if not context.tasks_in_flight():
-                raise ConfigurationError(
-                    f"{type(self).__name__} has no client to send work to; it needs at least "
-                    "one connected client"
-                )
+                raise self._too_few_clients("send work to")
             arrived.append(self._arrived(context.next_arrival()))
         fitted = self._aggregate(context.server_round, parameters, arrived, state)
         # Tasks in flight stay out of the state: a real client's work cannot be checkpointed.
@@ -257,18 +260,20 @@ class FedBuff(NamedStrategy):
         state: dict[str, State],
         *,
         first: bool,
+        contributed: set[str],
     ) -> tuple[dict[str, State], int]:
-        """Sample idle clients until K are busy, each sent this version; how many were sent.
+        """Sample idle clients (not busy, not `contributed` to this buffer) until K are busy,
+        each sent this version; how many were sent.
 
         The `first` tasks of a run wait for `min_available_clients`; later ones go to the clients
-        connected then (with none busy, once one is), so a client gone for good holds nothing
-        up."""
+        connected then (with none busy, once one more than this buffer's is), so a client gone
+        for good holds nothing up."""
         busy = context.tasks_in_flight()
         needed = self.concurrency - len(busy)
         if needed <= 0:
             return state, 0
-        wait_for = self.min_available_clients if first else 0 if busy else 1
-        idle = [c for c in context.available(wait_for) if c not in busy]
+        wait_for = self.min_available_clients if first else 0 if busy else len(contributed) + 1
+        idle = [c for c in context.available(wait_for) if c not in busy and c not in contributed]
         if not idle:
             return state, 0
         instruction = self._fit_instruction(context.server_round, parameters)
@@ -278,6 +283,13 @@ class FedBuff(NamedStrategy):
         for client_id, sent in cohort:
             context.send_task("fit", client_id, sent, parameters, context.server_round - 1)
         return state, len(cohort)
+
+    def _too_few_clients(self, verb: str) -> ConfigurationError:
+        return ConfigurationError(
+            f"{type(self).__name__} has no client to {verb}: each aggregation takes one update "
+            f"from each of buffer_size = {self.buffer_size} different clients; lower buffer_size "
+            "or add clients"
+        )
 
     def _arrived(self, arrival: Arrival) -> InFlight:
         """An arrival as the simulated path holds it: its update against the model it was sent."""
