@@ -53,7 +53,9 @@ def test_trace_files_in_csv_and_json(tmp_path: Path) -> None:
         {"client_id": "1", "examples_per_second": 5, "bytes_per_second": 500},
     ]  # fmt: skip
     json_file.write_text(json.dumps(rows))
-    for path in (csv_file, json_file):
+    bom_file = tmp_path / "spreadsheet.csv"  # as spreadsheets save a UTF-8 CSV
+    bom_file.write_bytes(b"\xef\xbb\xbf" + csv_file.read_bytes())
+    for path in (csv_file, json_file, bom_file):
         profiles = ClientProfiles.parse(str(path), 2)
         assert profiles["0"] == ClientProfile(10.0, 1000.0, 0.1)
         assert profiles["1"] == ClientProfile(5.0, 500.0)
@@ -70,13 +72,17 @@ def test_trace_files_in_csv_and_json(tmp_path: Path) -> None:
         ("t.json", "{not json", "not valid JSON"),
         ("t.json", '{"client_id": 0}', "JSON list of objects"),
         ("t.json", '[{"examples_per_second": 1, "bytes_per_second": 1}]', "no client_id"),
+        ("t.json", '[{"client_id": 0, "examples_per_second": 1}]', "no bytes_per_second"),
+        ("t.csv", "client_id,examples_per_second,bytes_per_second\n0,1\n", "row 1: no bytes_per"),
+        ("t.csv", "client_id,examples_per_second,bytes_per_second\n0,1,1,9\n", "more fields"),
+        ("t.csv", b"\xff\xfeclient_id", "is not UTF-8 text"),
     ],
 )
 def test_bad_trace_files_are_refused_in_one_line(
-    tmp_path: Path, name: str, text: str, says: str
+    tmp_path: Path, name: str, text: str | bytes, says: str
 ) -> None:
     path = tmp_path / name
-    path.write_text(text)
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
     with pytest.raises(ConfigurationError, match=None) as caught:
         ClientProfiles.from_trace(path)
     assert says in str(caught.value) and "\n" not in str(caught.value)

@@ -198,10 +198,15 @@ class ClientProfiles(Mapping[ClientId, ClientProfile]):
         columns `TRACE_COLUMNS`; every row is checked, and a bad one named in the error."""
         path = Path(path)
         try:
-            text = path.read_text(encoding="utf-8")
+            # utf-8-sig: spreadsheets often start a CSV with a byte-order mark.
+            text = path.read_text(encoding="utf-8-sig")
         except OSError as error:
             raise ConfigurationError(
                 f"cannot read the trace file {path}: {error.strerror or error}"
+            ) from None
+        except UnicodeDecodeError:
+            raise ConfigurationError(
+                f"the trace file {path} is not UTF-8 text; save it as a UTF-8 CSV or JSON file"
             ) from None
         rows = _json_rows(path, text) if path.suffix.lower() == ".json" else _csv_rows(path, text)
         profiles: dict[ClientId, ClientProfile] = {}
@@ -250,7 +255,13 @@ def _csv_rows(path: Path, text: str) -> list[dict[str, Any]]:
             f"{path} lacks the column(s) {', '.join(missing)}; its header must name "
             f"{', '.join(TRACE_COLUMNS)} (latency_seconds optional)"
         )
-    return list(reader)
+    rows = list(reader)
+    for number, row in enumerate(rows, start=1):
+        if None in row:  # DictReader's key for the fields past the header's
+            raise ConfigurationError(
+                f"{path}, row {number}: more fields than the header's {len(reader.fieldnames)}"
+            )
+    return rows
 
 
 def _json_rows(path: Path, text: str) -> list[dict[str, Any]]:
@@ -274,8 +285,10 @@ def _trace_row(path: Path, number: int, row: dict[str, Any]) -> tuple[ClientId, 
         raw = row.get(column)
         if raw in (None, "") and column == "latency_seconds":
             continue
+        if raw is None:
+            raise ConfigurationError(f"{where}: no {column} (every row needs one)")
         try:
-            values[column] = float(raw)  # type: ignore[arg-type]
+            values[column] = float(raw)
         except (TypeError, ValueError):
             raise ConfigurationError(f"{where}: {column} is {raw!r}, not a number") from None
     try:
