@@ -209,6 +209,10 @@ def test_simulate_fedbuff_on_the_command_line(tmp_path: Path) -> None:
     times = [r["virtual_time"] for r in history["rounds"]]
     assert len(times) == 3 and times == sorted(times) and times[0] > 0
     assert len(history["measurements"]["staleness_max"]) == 3
+    rows = (out / "history.csv").read_text().splitlines()
+    header = rows[0].split(",")  # the spreadsheet has the versions' staleness too
+    column = [row.split(",")[header.index("measured_staleness_max")] for row in rows[2:]]
+    assert column == [str(s) for _, s in history["measurements"]["staleness_max"]]
     assert main(["simulate", "--quiet", "--virtual-deadline", "3"]) != 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 
@@ -68,6 +69,14 @@ def test_save_run_writes_csv_and_plot_beside_json_and_model(tmp_path: Path) -> N
     assert float(rows[3]["centralized_accuracy"]) == pytest.approx(0.83)
     assert float(rows[1]["fit_train_loss"]) == pytest.approx(1.3)
     assert rows[3]["fit_failures"] == "2"
+
+
+def test_history_csv_has_what_strategy_parts_measured() -> None:
+    history = make_history()
+    for r in (1, 2, 3):
+        history.add_measurements(r, {"bytes_up": 357.0 * r})
+    rows = list(csv.DictReader(io.StringIO(history_csv(history))))
+    assert [row["measured_bytes_up"] for row in rows] == ["", "357.0", "714.0", "1071.0"]
 
 
 def test_the_same_history_gives_the_same_png() -> None:

@@ -45,8 +45,9 @@ def _rounds(history: History) -> list[int]:
 
 
 def history_rows(history: History) -> tuple[list[str], list[list[object]]]:
-    """One row per round: counts, both losses and every metric (`fit_`, `distributed_`,
-    `centralized_` prefixes); None where a round has no value."""
+    """One row per round: counts, both losses, every metric (`fit_`, `distributed_`,
+    `centralized_` prefixes) and what strategy parts measured (`measured_`, as trackers name
+    it); None where a round has no value."""
     columns: dict[str, dict[int, object]] = {}
     records = {r.server_round: r for r in history.rounds if not r.withheld}
     for field in ("fit_results", "fit_failures", "evaluate_results", "evaluate_failures"):
@@ -66,6 +67,9 @@ def history_rows(history: History) -> tuple[list[str], list[list[object]]]:
     if (privacy := history.privacy) is not None:  # ε per round and the δ it is reported at
         columns["epsilon" if privacy.kind == "central" else "local_epsilon"] = dict(privacy.epsilon)
         columns["delta"] = {r: privacy.delta for r, _ in privacy.epsilon}
+    for name, pairs in history.measurements.items():  # bytes_up, staleness_max, clip_norm, ...
+        if name not in columns:  # ε and δ have their columns above
+            columns["measured_" + name] = dict(pairs)
     header = ["round", *columns]
     rows = [[r, *(values.get(r) for values in columns.values())] for r in _rounds(history)]
     return header, rows
