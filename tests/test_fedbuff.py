@@ -121,6 +121,16 @@ def test_a_fast_client_contributes_once_per_aggregation() -> None:
     )  # fmt: skip
     np.testing.assert_allclose(history.parameters[0], np.full(3, (1 + 2 + 3) / 3))
     assert history.rounds[0].virtual_time == pytest.approx(1.0)
+    # With a virtual deadline of 0.6 s, client 0 (1 s) is a timeout at 0.6 s, as each task
+    # of a deployment is under --round-timeout: the buffer holds clients 2 and 1's updates.
+    deadline = roost.VirtualClock(SPEEDS, deadline=0.6)
+    history = roost.run_simulation(
+        lambda context: PlusOwnId(context.partition_id), 3, strategy=strategy,
+        config=roost.ServerConfig(num_rounds=1), seed=0, clock=deadline,
+    )  # fmt: skip
+    np.testing.assert_allclose(history.parameters[0], np.full(3, (2 + 3) / 2))
+    assert history.rounds[0].virtual_time == pytest.approx(0.6)
+    assert history.rounds[0].failed_clients == ["0"]
     with pytest.raises(ConfigurationError, match="buffer_size = 4 different clients"):
         _plus_one_run(roost.FedBuff(concurrency=3, buffer_size=4), 1)
 

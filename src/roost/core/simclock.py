@@ -312,8 +312,9 @@ class VirtualClock:
 
     Args:
         profiles: every simulated client's speed and link.
-        deadline: virtual seconds a synchronous phase waits for a client (None: for all); a
-            client that would take longer is a timeout failure, as under a real round timeout.
+        deadline: virtual seconds a client has for a task (None: no limit): a synchronous phase
+            waits that long at most, and a client that would take longer is a timeout failure,
+            as under a real round timeout (FedBuff's tasks too).
 
     `now` is advanced by the round loop (the slowest member of each synchronous phase, or the
     deadline) and by asynchronous strategies (the arrival being handled); it is restored from the

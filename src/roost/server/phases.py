@@ -85,13 +85,13 @@ class PhaseOutcomes:
         self, client_id: ClientId, outcome: Result | Failure, sent: Result | Failure
     ) -> Result | Failure:
         """`outcome` on the simulated clock (its upload costs what the client `sent`: a
-        compressed update's bytes): a timeout past the deadline of a synchronous phase, whose
-        `elapsed` it extends."""
+        compressed update's bytes): a timeout past the deadline, which applies to each task; a
+        synchronous phase's `elapsed` it extends (an asynchronous strategy keeps time itself)."""
         assert self._clock is not None
-        if not self.synchronous:
-            return outcome
         seconds = self._clock.duration(client_id, self._instructions[client_id], outcome, sent)
         deadline = self._clock.deadline
+        if not self.synchronous and (deadline is None or seconds <= deadline):
+            return outcome
         if deadline is not None and (seconds > deadline or isinstance(outcome, Failure)):
             seconds = deadline  # a failed client is waited for until the deadline
             if not isinstance(outcome, Failure):

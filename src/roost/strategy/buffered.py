@@ -207,12 +207,15 @@ class FedBuff(NamedStrategy):
         outcomes = dict(context.exchange("fit", cohort, parameters, synchronous=False))
         for client_id, _ in cohort:  # in cohort order, whatever order the engine answered in
             outcome = outcomes[client_id]
+            seconds = clock.duration(client_id, instruction, outcome)
+            if isinstance(outcome, Failure) and outcome.kind == "timeout" and clock.deadline:
+                seconds = clock.deadline  # past the deadline, which applies to each task
             entry: InFlight = {
                 "client": client_id,
                 "seq": flight.next,
                 "version": server_round - 1,
                 "start": clock.now,
-                "finish": clock.now + clock.duration(client_id, instruction, outcome),
+                "finish": clock.now + seconds,
             }
             if isinstance(outcome, FitRes):
                 entry["update"] = self.update_fn(outcome.parameters, parameters)
