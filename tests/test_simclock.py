@@ -10,6 +10,7 @@ import pytest
 
 import roost
 from roost.apps.digits import make_client_fn
+from roost.cli.report import history_table
 from roost.core.simclock import ClientProfile, ClientProfiles, VirtualClock
 from roost.core.types import EvaluateIns, EvaluateRes, Failure, FitIns, FitRes
 from roost.errors import ConfigurationError
@@ -132,6 +133,10 @@ def test_a_synchronous_round_takes_its_slowest_client_or_the_deadline() -> None:
     assert float(rows[0].split(",")[column]) == waited.rounds[0].virtual_time
     assert round_values(waited, 1)["virtual_time"] == waited.rounds[0].virtual_time  # trackers
     assert "virtual_time" not in round_values(plain, 1)
+    table = history_table(waited)  # the run summary shows each round's virtual time
+    assert table.columns[1].header == "virtual s"
+    assert list(table.columns[1].cells) == [f"{slowest:.2f}", f"{2 * slowest:.2f}"]
+    assert "virtual s" not in [column.header for column in history_table(plain).columns]
     cut = _digits_run(clock=VirtualClock(profiles, deadline=5.0))
     assert [r.virtual_time for r in cut.rounds] == [5.0, 10.0]
     assert [(r.fit_results, r.failed_clients) for r in cut.rounds] == [(4, ["4"])] * 2

@@ -256,13 +256,21 @@ def history_table(history: History, accuracy_key: str = "accuracy") -> Table:
     """One row per round: results/failures, distributed vs centralized loss and accuracy, the
     clients' training loss and accuracy (when their fits report `train_loss` / `train_accuracy`),
     and the ε spent so far for a private run (central, or each client's with local DP), with
-    the largest record-level ε of DP-SGD clients beside it."""
+    the largest record-level ε of DP-SGD clients beside it; on a simulated clock, each
+    round's virtual time."""
     from rich.table import Table
 
     title, spent = _privacy_columns(history)
     table = Table(title=title)
+    # On a simulated clock, each round's virtual time: what "time to accuracy" is read from.
+    times = {
+        r.server_round: f"{r.virtual_time:.2f}"
+        for r in history.rounds
+        if r.virtual_time is not None and not r.withheld
+    }
     columns = [
         "round",
+        *(["virtual s"] if times else []),
         "fit ok/fail",
         "eval ok/fail",
         "loss dist",
@@ -293,6 +301,7 @@ def history_table(history: History, accuracy_key: str = "accuracy") -> Table:
         record = records.get(server_round)
         cells = [
             str(server_round),
+            *([times.get(server_round, "-")] if times else []),
             *_counts(record),
             _format(loss_d.get(server_round)),
             _format(loss_c.get(server_round)),
