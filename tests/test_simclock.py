@@ -94,13 +94,21 @@ def test_bad_specs_and_unknown_clients_are_refused() -> None:
         ClientProfiles.parse("slow:0.1", 10)
     with pytest.raises(ConfigurationError, match="cannot read the trace file"):
         ClientProfiles.parse("missing.csv", 10)
-    with pytest.raises(ConfigurationError, match="slowdown must be >= 1"):
+    with pytest.raises(ConfigurationError, match="slowdown must be a finite number >= 1"):
         ClientProfiles.heavy_tailed(10, 0.1, 0.5)
     with pytest.raises(ConfigurationError, match="client '7' has no profile"):
         ClientProfiles.uniform(3)["7"]
     assert ClientProfiles.uniform()["7"] == ClientProfile()  # any client, with a default
     with pytest.raises(ConfigurationError, match="virtual deadline"):
         VirtualClock(ClientProfiles.uniform(3), deadline=0)
+    with pytest.raises(ConfigurationError, match="virtual deadline must be a number"):
+        VirtualClock(ClientProfiles.uniform(3), deadline="1")
+    with pytest.raises(ConfigurationError, match="VirtualClock needs ClientProfiles"):
+        VirtualClock({"0": ClientProfile()})  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="slow_fraction must be in"):
+        ClientProfiles.heavy_tailed(5, "0.1")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="sigma must be a finite number"):
+        ClientProfiles.lognormal(5, float("inf"))
 
 
 def _digits_run(**clock: object) -> roost.History:

@@ -154,10 +154,10 @@ class ClientProfiles(Mapping[ClientId, ClientProfile]):
         """A share `slow_fraction` of the clients (rounded, chosen by `seed`) `slowdown` times
         slower in compute and bandwidth; the others at the base profile (`link`)."""
         _check_count(num_clients)
-        if not 0 <= slow_fraction <= 1:
-            raise ConfigurationError(f"slow_fraction must be in [0, 1], got {slow_fraction}")
-        if not slowdown >= 1:
-            raise ConfigurationError(f"slowdown must be >= 1, got {slowdown}")
+        if not (_is_number(slow_fraction) and 0 <= slow_fraction <= 1):
+            raise ConfigurationError(f"slow_fraction must be in [0, 1], got {slow_fraction!r}")
+        if not (_is_number(slowdown) and 1 <= slowdown < math.inf):
+            raise ConfigurationError(f"slowdown must be a finite number >= 1, got {slowdown!r}")
         base = ClientProfile(**link)
         slow_ids = set(
             np.random.default_rng(seed)
@@ -177,8 +177,8 @@ class ClientProfiles(Mapping[ClientId, ClientProfile]):
     ) -> ClientProfiles:
         """Speed and bandwidth factors drawn independently from LogNormal(0, `sigma`)."""
         _check_count(num_clients)
-        if not sigma >= 0:
-            raise ConfigurationError(f"sigma must be >= 0, got {sigma}")
+        if not (_is_number(sigma) and 0 <= sigma < math.inf):
+            raise ConfigurationError(f"sigma must be a finite number >= 0, got {sigma!r}")
         base = ClientProfile(**link)
         factors = np.random.default_rng(seed).lognormal(0.0, sigma, size=(num_clients, 2))
         return cls(
@@ -240,6 +240,10 @@ class ClientProfiles(Mapping[ClientId, ClientProfile]):
             f"unknown client speeds {spec!r}; use uniform, slow:FRACTION:SLOWDOWN (e.g. "
             "slow:0.1:10), lognormal:SIGMA (e.g. lognormal:1) or a .csv/.json trace file"
         )
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _check_count(num_clients: int) -> None:
@@ -322,8 +326,17 @@ class VirtualClock:
     """
 
     def __init__(self, profiles: ClientProfiles, deadline: float | None = None) -> None:
-        if deadline is not None and not (math.isfinite(deadline) and deadline > 0):
-            raise ConfigurationError(f"the virtual deadline must be > 0 or None, got {deadline}")
+        if not isinstance(profiles, ClientProfiles):
+            raise ConfigurationError(
+                f"VirtualClock needs ClientProfiles (e.g. ClientProfiles.uniform(n), or "
+                f"ClientProfiles({{id: ClientProfile(...)}})), got {type(profiles).__name__}"
+            )
+        if deadline is not None and not (
+            _is_number(deadline) and math.isfinite(deadline) and deadline > 0
+        ):
+            raise ConfigurationError(
+                f"the virtual deadline must be a number > 0 or None, got {deadline!r}"
+            )
         self.profiles = profiles
         self.deadline = deadline
         self.now = 0.0
