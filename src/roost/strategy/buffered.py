@@ -269,14 +269,17 @@ class FedBuff(NamedStrategy):
         each sent this version; how many were sent.
 
         The `first` tasks of a run wait for `min_available_clients`; later ones go to the clients
-        connected then (with none busy, once one more than this buffer's is), so a client gone
-        for good holds nothing up."""
+        connected then (with none busy, once one not in this buffer is), so a client gone for
+        good holds nothing up."""
         busy = context.tasks_in_flight()
         needed = self.concurrency - len(busy)
         if needed <= 0:
             return state, 0
-        wait_for = self.min_available_clients if first else 0 if busy else len(contributed) + 1
-        idle = [c for c in context.available(wait_for) if c not in busy and c not in contributed]
+        connected = context.available(self.min_available_clients if first else 0 if busy else 1)
+        idle = [c for c in connected if c not in busy and c not in contributed]
+        if not idle and not busy:  # every connected client is in this buffer: wait for another
+            connected = context.available(len(connected) + 1)
+            idle = [c for c in connected if c not in contributed]
         if not idle:
             return state, 0
         instruction = self._fit_instruction(context.server_round, parameters)
