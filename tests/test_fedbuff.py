@@ -34,6 +34,10 @@ def test_staleness_functions() -> None:
         roost.FedBuff(staleness="linear")
     with pytest.raises(ConfigurationError, match="a must be >= 0"):
         PolynomialStaleness(-1)
+    with pytest.raises(ConfigurationError, match="polynomial staleness takes only a; drop stal"):
+        roost.FedBuff(staleness_b=3)  # the hinge's cutoff, silently ignored before
+    with pytest.raises(ConfigurationError, match="constant staleness takes none"):
+        roost.FedBuff(staleness="constant", staleness_a=0.5)
 
 
 class PlusOne(Client):

@@ -66,10 +66,23 @@ class HingeStaleness(Staleness):
 
 
 STALENESS_NAMES = ("constant", "polynomial", "hinge")
+_PARAMETERS = {"constant": "", "polynomial": "a", "hinge": "ab"}
 
 
 def staleness_function(name: str, a: float | None = None, b: int | None = None) -> Staleness:
     """The staleness function called `name` (one of `STALENESS_NAMES`), with its a (and b)."""
+    # A parameter the chosen function has no use for is a mistake, not something to ignore.
+    unused = [
+        n for n, v in (("a", a), ("b", b)) if v is not None and n not in _PARAMETERS.get(name, "ab")
+    ]
+    if unused:
+        takes = (
+            f"takes only {' and '.join(_PARAMETERS[name])}" if _PARAMETERS[name] else "takes none"
+        )
+        raise ConfigurationError(
+            f"{name} staleness {takes}; drop staleness_{unused[0]} (--staleness-{unused[0]}) "
+            "or choose another staleness function"
+        )
     if name == "constant":
         return ConstantStaleness()
     if name == "polynomial":
