@@ -367,3 +367,16 @@ def test_a_float32_model_keeps_its_dtype_and_none_sends_four_bytes_a_coordinate(
     outcome = accept(instruction, answer)
     assert isinstance(outcome, FitRes)
     assert [a.dtype for a in outcome.parameters] == [np.float32, np.float32]
+
+
+@pytest.mark.parametrize("spec", ["q8", "rot-q8"])
+def test_an_integer_counter_is_rounded_to_nearest_not_truncated(spec: str) -> None:
+    """A model's counter (BatchNorm's batches seen) moves by whole steps; its decoded update
+    carries rounding noise, which truncation toward zero turned into a lost step."""
+    # One block of 1,024: the counters' step (7) lies inside the weights' range, off the grid.
+    parameters = [np.zeros(1020), np.full(4, 100, np.int64)]
+    step = [np.linspace(-10.0, 10.0, 1020), np.full(4, 7, np.int64)]
+    instruction = fit_instruction(Codec.parse(spec), parameters, {}, 5)
+    answer = answer_compressed_fit(ShiftClient(step), instruction, Context.for_partition(0, 1))
+    decoded = decode_fit(instruction, answer).parameters[1]
+    assert decoded.dtype == np.int64 and decoded.tolist() == [107] * 4

@@ -91,13 +91,23 @@ def decode_fit(instruction: PhaseIns, result: PhaseRes) -> FitRes:
     for reference in parameters:
         stop = start + int(np.size(reference))
         piece = update[start:stop].reshape(np.shape(reference))
-        trained.append(np.add(reference, piece, dtype=np.float64).astype(reference.dtype))
+        trained.append(_in_dtype(np.add(reference, piece, dtype=np.float64), reference.dtype))
         start = stop
     values = dict(result.values)
     if NUM_EXAMPLES_KEY not in values:
         raise InvalidMessageError(f"a compressed fit answer has no {NUM_EXAMPLES_KEY}")
     metrics = {k[len(FIT_PREFIX) :]: v for k, v in values.items() if k.startswith(FIT_PREFIX)}
     return FitRes(trained, values[NUM_EXAMPLES_KEY], metrics)  # type: ignore[arg-type]
+
+
+def _in_dtype(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """`values` as `dtype`; an integer array (a counter) rounded to the nearest value it can
+    hold, since the decoded update carries rounding noise that truncation would bias down."""
+    dtype = np.dtype(dtype)
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        values = np.clip(np.rint(values), info.min, info.max)
+    return values.astype(dtype)
 
 
 def is_compressed_fit(instruction: object) -> bool:
