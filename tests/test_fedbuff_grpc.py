@@ -193,6 +193,23 @@ def test_a_fast_client_waits_for_the_next_buffer_once_it_contributed() -> None:
     assert history.rounds[0].fit_results == 2
 
 
+def test_a_buffer_larger_than_the_clients_says_so() -> None:
+    with serving(client_wait_timeout=0.3) as transport:
+        group = Clients(f"127.0.0.1:{transport.port}")
+        try:
+            two_alike(group)
+            transport.wait_for_clients(2, WAIT_S)
+            with pytest.raises(
+                roost.ConfigurationError, match=r"\(2 connected\): .* buffer_size = 3"
+            ):
+                roost.run_rounds(
+                    asynchronous(2, 3), transport, roost.ServerConfig(num_rounds=1), real_time=True
+                )
+        finally:
+            transport.close(grace=1.0)
+            group.stop_all()
+
+
 class Misshapen(Stepper):
     def fit(self, parameters, config):
         return [np.zeros(3)], 1, {}

@@ -43,7 +43,7 @@ from roost.core.types import (
     Outcome,
     Parameters,
 )
-from roost.errors import ConfigurationError
+from roost.errors import ConfigurationError, NotEnoughClientsError
 from roost.strategy.base import Arrival, FitAggregate, RoundContext, State
 from roost.strategy.optimizers import ServerSGD
 from roost.strategy.options import NamedStrategy, Option, register_preset
@@ -278,7 +278,10 @@ class FedBuff(NamedStrategy):
         connected = context.available(self.min_available_clients if first else 0 if busy else 1)
         idle = [c for c in connected if c not in busy and c not in contributed]
         if not idle and not busy:  # every connected client is in this buffer: wait for another
-            connected = context.available(len(connected) + 1)
+            try:
+                connected = context.available(len(connected) + 1)
+            except NotEnoughClientsError:
+                raise self._too_few_clients("send work to", len(connected)) from None
             idle = [c for c in connected if c not in contributed]
         if not idle:
             return state, 0
@@ -290,11 +293,12 @@ class FedBuff(NamedStrategy):
             context.send_task("fit", client_id, sent, parameters, context.server_round - 1)
         return state, len(cohort)
 
-    def _too_few_clients(self, verb: str) -> ConfigurationError:
+    def _too_few_clients(self, verb: str, connected: int | None = None) -> ConfigurationError:
+        have = "" if connected is None else f" ({connected} connected)"
         return ConfigurationError(
-            f"{type(self).__name__} has no client to {verb}: each aggregation takes one update "
-            f"from each of buffer_size = {self.buffer_size} different clients; lower buffer_size "
-            "or add clients"
+            f"{type(self).__name__} has no client to {verb}{have}: each aggregation takes one "
+            f"update from each of buffer_size = {self.buffer_size} different clients; lower "
+            "buffer_size or add clients"
         )
 
     def _arrived(self, arrival: Arrival) -> InFlight:
