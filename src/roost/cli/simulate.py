@@ -101,7 +101,8 @@ def add_clock_options(parser: argparse.ArgumentParser) -> None:
         type=positive_float,
         default=None,
         metavar="SECONDS",
-        help="virtual seconds a round waits for each client (needs --client-speeds)",
+        help="virtual seconds a client has for each task: a round waits that long at most, "
+        "later clients are timeouts (needs --client-speeds)",
     )
 
 
