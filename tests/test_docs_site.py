@@ -112,3 +112,31 @@ def test_the_api_reference_must_document_every_public_name(tmp_path) -> None:
         "roost.tracking.mlflow_writer.MLflowTracker"
     }
     assert hook.missing_names(lazy) == []
+
+
+# `pip install` and its arguments, up to the end of the command (`&&`, `;`, a pipe, a code span's
+# end or the line's end).
+PIP_INSTALL = re.compile(r"pip install((?:[ \t]+[^\s&;|`]+)+)")
+
+
+def bare_roost_installs(text: str) -> list[str]:
+    """The `pip install` commands of `text` that name the package `roost` itself (not an extra of
+    the checkout, `.[ray]`, nor `roost[ray]`, the extras' name in error messages)."""
+    found = []
+    for command in PIP_INSTALL.finditer(text):
+        names = [arg.strip("'\"") for arg in command.group(1).split()]
+        if any(re.fullmatch(r"roost([=<>~!].*)?", name) for name in names):
+            found.append(command.group(0))
+    return found
+
+
+def test_no_page_installs_roost_from_a_package_index() -> None:
+    # roost installs from its checkout (`pip install -e .`): a page's `pip install roost` would
+    # fail, or install whatever else an index has under that name.
+    assert bare_roost_installs('pip install roost "torch==2.13.0"') == [
+        'pip install roost "torch==2.13.0"'
+    ]
+    assert bare_roost_installs("pip install -e . && roost simulate; pip install 'roost[ray]'") == []
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    found = {page.name: bare_roost_installs(page.read_text()) for page in pages}
+    assert {name: commands for name, commands in found.items() if commands} == {}
