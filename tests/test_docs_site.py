@@ -140,3 +140,24 @@ def test_no_page_installs_roost_from_a_package_index() -> None:
     pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
     found = {page.name: bare_roost_installs(page.read_text()) for page in pages}
     assert {name: commands for name, commands in found.items() if commands} == {}
+
+
+def test_the_cli_reference_writes_summaries_and_descriptions_as_prose() -> None:
+    hook = load_hook()
+    root = argparse.ArgumentParser(prog="roost")
+    sub = root.add_subparsers().add_parser(
+        "epsilon",
+        help="ε after R rounds",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="`roost epsilon`: ε after R rounds.\n\n"
+        "    roost epsilon --rounds 3\n\n"
+        "Every number comes from\nthe `dp_accounting` library.",
+    )
+    path, parser, summary = next(hook.walk(["roost"], root))
+    text = hook.command_section(path, parser, level=2, summary=summary)
+    assert "ε after R rounds." in text and "Ε" not in text  # a capital ε is another letter
+    assert "roost epsilon`: ε" not in text  # the summary is not repeated
+    # the prose is one paragraph, its code span rendered; the example command a text block
+    assert "\nEvery number comes from the `dp_accounting` library.\n" in text
+    assert "```text\nroost epsilon --rounds 3\n```" in text
+    assert sub.description.count("Every") == text.count("Every") == 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import textwrap
 from collections.abc import Iterator
 from typing import Any
 
@@ -59,10 +60,10 @@ def command_section(
     heading = "#" * min(level, 4)
     lines = [f"{heading} `{' '.join(path)}`", ""]
     if summary:
-        lines += [summary[0].upper() + summary[1:] + ".", ""]
+        lines += [sentence(summary), ""]
     lines += ["```text", parser.format_usage().strip(), "```", ""]
     if parser.description:
-        lines += ["```text", parser.description.strip(), "```", ""]
+        lines += description(parser.description, summary)
     formatter = parser._get_formatter()
     for group in parser._action_groups:
         rows = [option_row(action, formatter) for action in group._group_actions]
@@ -73,6 +74,39 @@ def command_section(
         lines += rows
         lines.append("")
     return "\n".join(lines)
+
+
+def sentence(summary: str) -> str:
+    """A subcommand's summary as a sentence: a capital first letter (an ASCII one only: `ε after
+    R rounds` keeps its ε, which in capitals is another letter) and a full stop."""
+    first = summary[0].upper() if summary[0].isascii() else summary[0]
+    return first + summary[1:] + "."
+
+
+def description(text: str, summary: str | None) -> list[str]:
+    """A command's description as Markdown: prose paragraphs as paragraphs (their `code` spans
+    rendered, their lines wrapped by the page, not scrolled), example command lines (indented,
+    or each starting with `roost `) as a text block. An opening `roost x`: paragraph that only
+    repeats the summary shown above it is left out."""
+    paragraphs = [p for p in textwrap.dedent(text).strip().split("\n\n") if p.strip()]
+    lines: list[str] = []
+    for index, paragraph in enumerate(paragraphs):
+        rows = paragraph.splitlines()
+        if all(row.startswith((" ", "roost ")) for row in rows):
+            lines += ["```text", textwrap.dedent(paragraph).strip(), "```", ""]
+        elif not (index == 0 and summary and repeats(paragraph, summary)):
+            lines += [" ".join(paragraph.split()), ""]
+    return lines
+
+
+def repeats(paragraph: str, summary: str) -> bool:
+    """Whether `paragraph` is "`roost x ...`: " followed by the summary."""
+    _, colon, rest = paragraph.partition("`: ")
+    return bool(colon) and paragraph.startswith("`roost") and _plain(rest) == _plain(summary)
+
+
+def _plain(text: str) -> str:
+    return " ".join(text.split()).rstrip(".").lower()
 
 
 def option_row(action: argparse.Action, formatter: argparse.HelpFormatter) -> str | None:
