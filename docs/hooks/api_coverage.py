@@ -35,13 +35,43 @@ class MissingReferenceError(Exception):
 
 
 def on_post_build(config: Any, **_: Any) -> None:
-    """MkDocs' post-build event: fail the build when a public name has no entry."""
+    """MkDocs' post-build event: fail the build when a public name has no entry, or an entry
+    without a docstring (the reference would show a bare name, or its source's noise)."""
     missing = missing_names(read_inventory(Path(config["site_dir"]) / "objects.inv"))
     if missing:
         raise MissingReferenceError(
             f"the API reference leaves out {', '.join(missing)}: add a `::: module` block for them"
             " under docs/reference/api/"
         )
+    bare = undocumented_names(Path(config["config_file_path"]).parent / "src")
+    if bare:
+        raise MissingReferenceError(
+            f"{', '.join(bare)} ha{'ve' if len(bare) > 1 else 's'} no docstring: write one where"
+            " it is defined (a string on the line after a module-level alias)"
+        )
+
+
+def undocumented_names(src: Path) -> list[str]:
+    """Every `module.name` of `PUBLIC_MODULES`' `__all__` whose definition has no docstring, read
+    from the sources under `src` with griffe, as mkdocstrings reads them (a type alias documents
+    itself with a string on the line after it)."""
+    import griffe  # mkdocstrings' own reader: there at build time, where the hook runs
+
+    loader = griffe.GriffeLoader(search_paths=[str(src)])
+    package = loader.load("roost")  # its subpackages with it: loading each again costs seconds
+    loader.resolve_aliases(implicit=False, external=False)
+    bare = []
+    for module_name in PUBLIC_MODULES:
+        module = package if module_name == "roost" else package[module_name.removeprefix("roost.")]
+        for name in getattr(importlib.import_module(module_name), "__all__", ()):
+            try:
+                found = module[name]
+                target = found.final_target if found.is_alias else found
+            except (KeyError, griffe.AliasResolutionError, griffe.CyclicAliasError):
+                continue  # loaded lazily (a module `__getattr__`): missing_names covers it
+            if not target.is_module and not target.docstring:
+                bare.append(f"{module_name}.{name}")
+    return bare
 
 
 def read_inventory(path: Path) -> set[str]:
