@@ -40,8 +40,9 @@ def on_post_build(config: Any, **_: Any) -> None:
     missing = missing_names(read_inventory(Path(config["site_dir"]) / "objects.inv"))
     if missing:
         raise MissingReferenceError(
-            f"the API reference leaves out {', '.join(missing)}: add a `::: module` block for them"
-            " under docs/reference/api/"
+            f"the API reference leaves out {', '.join(missing)}: give each a docstring (a name"
+            " without one is not rendered), and its module a `::: module` block under"
+            " docs/reference/api/"
         )
     bare = undocumented_names(Path(config["config_file_path"]).parent / "src")
     if bare:
