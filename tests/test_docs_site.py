@@ -167,3 +167,48 @@ def test_every_public_name_has_a_docstring() -> None:
     # The build's hook fails on a bare entry too; griffe comes with the docs extra.
     pytest.importorskip("griffe")
     assert load_hook("api_coverage").undocumented_names(ROOT / "src") == []
+
+
+DOC_PATH = re.compile(r"\bdocs/([\w/-]+\.md)(?:#([\w-]+)|, ([A-Z][\w ]*[a-z]))?")
+README_SECTION = re.compile(r"README(?:, \"([^\"]+)\"|'s ([A-Z][\w ]*?) section)")
+
+
+def headings(text: str) -> dict[str, str]:
+    """A Markdown page's headings, by their anchor (as MkDocs' toc makes them) to their text."""
+    found = {}
+    for title in re.findall(r"^#+ (.+?)\s*$", text, re.M):
+        plain = re.sub(r"[`*]", "", title)
+        found[re.sub(r"[\s]+", "-", re.sub(r"[^\w\s-]", "", plain).strip().lower())] = plain
+    return found
+
+
+def broken_references(text: str) -> list[str]:
+    """The references in `text` to a page of the site (`docs/how-to/speed.md`, with `#anchor` or
+    `, Heading`) or to a README section that are not there."""
+    broken = []
+    for match in DOC_PATH.finditer(text):
+        page = ROOT / "docs" / match[1]
+        if not page.is_file():
+            broken.append(match[0])
+            continue
+        found = headings(page.read_text())
+        if (match[2] and match[2] not in found) or (match[3] and match[3] not in found.values()):
+            broken.append(match[0])
+    readme = set(headings((ROOT / "README.md").read_text()).values())
+    broken += [m[0] for m in README_SECTION.finditer(text) if (m[1] or m[2]) not in readme]
+    return broken
+
+
+def test_references_to_the_docs_from_code_and_help_texts_resolve() -> None:
+    # Help texts, error messages and comments name pages of the site (the README's sections
+    # moved there): each must name a page, anchor, heading or README section that exists.
+    assert broken_references("see docs/how-to/speed.md, Warm clients") == []
+    assert broken_references("docs/how-to/gone.md; README, \"Privacy\"") == [
+        "docs/how-to/gone.md",
+        'README, "Privacy"',
+    ]
+    files = [ROOT / "pyproject.toml", ROOT / ".ci/run", *sorted((ROOT / "docs").rglob("*.md"))]
+    for folder in ("src", "benchmarks", "examples", "tests"):
+        files += sorted((ROOT / folder).rglob("*.py")) + sorted((ROOT / folder).rglob("*.md"))
+    found = {f.name: broken_references(f.read_text()) for f in files if f != Path(__file__)}
+    assert {name: refs for name, refs in found.items() if refs} == {}
