@@ -212,3 +212,15 @@ def test_references_to_the_docs_from_code_and_help_texts_resolve() -> None:
         files += sorted((ROOT / folder).rglob("*.py")) + sorted((ROOT / folder).rglob("*.md"))
     found = {f.name: broken_references(f.read_text()) for f in files if f != Path(__file__)}
     assert {name: refs for name, refs in found.items() if refs} == {}
+
+
+def test_docstrings_use_markdown_not_restructuredtext_literal_markers() -> None:
+    # The API reference renders docstrings as Markdown, where reST's `text::` before a code
+    # block shows its two colons as written ("Example::"); the block needs only its indent.
+    marked = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for path in sorted((ROOT / "src/roost").rglob("*.py"))
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if line.rstrip().endswith("::") and not line.lstrip().startswith("#")
+    ]
+    assert marked == []

@@ -1,6 +1,6 @@
 """roost: federated learning that is fast to simulate, safe to deploy and simple to read.
 
-Example::
+A run in a few lines:
 
     import roost
 
