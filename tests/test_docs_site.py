@@ -153,8 +153,13 @@ def test_the_cli_reference_writes_summaries_and_descriptions_as_prose() -> None:
         "    roost epsilon --rounds 3\n\n"
         "Every number comes from\nthe `dp_accounting` library.",
     )
+    sub.add_argument("--rounds", type=int, default=3, help="federated rounds")
+    sub.add_argument("--port", type=int, default=8080, help="where to listen (default: 8080)")
     path, parser, summary = next(hook.walk(["roost"], root))
     text = hook.command_section(path, parser, level=2, summary=summary)
+    # option and meaning: a default is said once, by the help text or else after it
+    assert "\n| `--rounds ROUNDS` | federated rounds (default: `3`) |\n" in text
+    assert "\n| `--port PORT` | where to listen (default: 8080) |\n" in text
     assert "ε after R rounds." in text and "Ε" not in text  # a capital ε is another letter
     assert "roost epsilon`: ε" not in text  # the summary is not repeated
     # the prose is one paragraph, its code span rendered; the example command a text block

@@ -2,8 +2,8 @@
 
 `docs/reference/cli.md` holds the marker `<!-- cli-reference -->`; at build time it is replaced
 with every command and subcommand of `roost.cli.build_parser()`, each with its usage, its
-description and a table of its options (flags, default, help). Nothing is kept by hand, so the
-page cannot drift from the parser.
+description and a table of its options (flags and help, defaults included). Nothing is kept
+by hand, so the page cannot drift from the parser.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def command_section(
         rows = [row for row in rows if row is not None]
         if not rows:
             continue
-        lines += [f"**{group.title}**", "", "| option | default | meaning |", "|---|---|---|"]
+        lines += [f"**{group.title}**", "", "| option | meaning |", "|---|---|"]
         lines += rows
         lines.append("")
     return "\n".join(lines)
@@ -122,12 +122,13 @@ def option_row(action: argparse.Action, formatter: argparse.HelpFormatter) -> st
         names = f"`{action.metavar or action.dest}`" + (
             " (optional)" if action.nargs == "?" else ""
         )
-    default = action.default
-    shown = (
-        "" if default in (None, argparse.SUPPRESS, False) or action.nargs == 0 else f"`{default}`"
-    )
     meaning = formatter._expand_help(action) if action.help else ""
-    return f"| {cell(names)} | {cell(shown)} | {cell(meaning)} |"
+    default = action.default
+    # Help texts say their defaults ("(default: 1024)"); a default one leaves out is added.
+    unsaid = "default" not in meaning and str(default) not in meaning
+    if unsaid and default not in (None, argparse.SUPPRESS, False) and action.nargs != 0:
+        meaning += f" (default: `{default}`)"
+    return f"| {cell(names)} | {cell(meaning)} |"
 
 
 def metavar_of(action: argparse.Action) -> str:
