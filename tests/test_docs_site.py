@@ -229,3 +229,10 @@ def test_docstrings_use_markdown_not_restructuredtext_literal_markers() -> None:
         if line.rstrip().endswith("::") and not line.lstrip().startswith("#")
     ]
     assert marked == []
+
+
+def test_help_texts_send_a_newcomer_to_pages_that_exist() -> None:
+    every = commands("roost", build_parser())
+    assert "docs/reference/cli.md" in every["roost"].format_help()  # where the rest is
+    helps = {name: broken_references(parser.format_help()) for name, parser in every.items()}
+    assert {name: refs for name, refs in helps.items() if refs} == {}
