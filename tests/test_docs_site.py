@@ -42,6 +42,10 @@ def test_the_cli_reference_names_every_command_and_flag() -> None:
     by_command = dict(zip(sections[1::2], sections[2::2], strict=True))
     every = commands("roost", build_parser())
     assert set(by_command) == set(every) and len(every) > 15
+    # Usage lines fit the page's code blocks (80 columns), but for one unbreakable word.
+    usages = re.findall(r"```text\n(usage: .*?)```", text, re.S)
+    wide = [row for usage in usages for row in usage.splitlines() if len(row) > 80]
+    assert len(usages) == len(every) and all(" " not in row.strip() for row in wide), wide
     for name, parser in every.items():
         for action in parser._actions:
             if action.help == argparse.SUPPRESS or isinstance(action, argparse._SubParsersAction):

@@ -29,8 +29,9 @@ def cli_reference() -> str:
     """Markdown for every command of the `roost` parser, in the order `roost --help` lists them."""
     from roost.cli import build_parser  # imported at build time: the hook module loads without it
 
-    # argparse wraps usage lines at the terminal's width; the page is the same from any terminal.
-    os.environ["COLUMNS"] = "88"
+    # argparse wraps usage lines at the terminal's width; the page is the same from any terminal,
+    # and 80 columns fit the page's code blocks without scrolling.
+    os.environ["COLUMNS"] = "80"
     root = build_parser()
     sections = [command_section(["roost"], root, level=2, summary=None)]
     sections += [
