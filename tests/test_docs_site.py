@@ -240,3 +240,12 @@ def test_help_texts_send_a_newcomer_to_pages_that_exist() -> None:
     assert "docs/reference/cli.md" in every["roost"].format_help()  # where the rest is
     helps = {name: broken_references(parser.format_help()) for name, parser in every.items()}
     assert {name: refs for name, refs in helps.items() if refs} == {}
+
+
+def test_the_api_pages_may_show_no_private_names() -> None:
+    hook = load_hook("api_coverage")
+    page = (
+        "<nav>_menu</nav><article><p>Bases: <code>_Buffering</code>, <code>Aggregator</code></p>"
+        "<h3>__init__</h3><code>aggregate, state, _ = mean.aggregate(x._y)</code></article>"
+    )
+    assert hook.private_names(page) == ["_Buffering"]  # not a dunder, `_`, or an attribute

@@ -2,13 +2,17 @@
 
 After the build, every name in the `__all__` of `roost` and of each public subpackage listed in
 `PUBLIC_MODULES` must have an entry in the site's inventory (`objects.inv`, which mkdocstrings
-writes for each object it renders); a missing one fails the build with the names to add.
+writes for each object it renders); a missing one fails the build with the names to add. So
+does a public name without a docstring, and a private name the API pages show (a private base
+class, an attribute's value), which a reader could neither look up nor use.
 """
 
 from __future__ import annotations
 
+import html
 import importlib
 import inspect
+import re
 import zlib
 from pathlib import Path
 from typing import Any
@@ -44,6 +48,17 @@ def on_post_build(config: Any, **_: Any) -> None:
             " without one is not rendered), and its module a `::: module` block under"
             " docs/reference/api/"
         )
+    site = Path(config["site_dir"])
+    shown = {
+        page.parent.name: private_names(page.read_text(encoding="utf-8"))
+        for page in sorted((site / "reference/api").glob("*/index.html"))
+    }
+    shown = {page: names for page, names in shown.items() if names}
+    if shown:
+        raise MissingReferenceError(
+            f"the API reference shows private names ({shown}): document or rename them, or hide"
+            " what shows them (a base class, an attribute's value)"
+        )
     bare = undocumented_names(Path(config["config_file_path"]).parent / "src")
     if bare:
         raise MissingReferenceError(
@@ -73,6 +88,14 @@ def undocumented_names(src: Path) -> list[str]:
             if not target.is_module and not target.docstring:
                 bare.append(f"{module_name}.{name}")
     return bare
+
+
+def private_names(page: str) -> list[str]:
+    """The private names (`_Buffering`, not `__init__`) in the text of a rendered API page's
+    article: what a reader could neither look up nor use."""
+    article = page[page.find("<article") : page.find("</article>")]
+    text = html.unescape(re.sub(r"<[^>]+>", "", article))
+    return sorted(set(re.findall(r"(?<![\w.])_[A-Za-z]\w*", text)))
 
 
 def read_inventory(path: Path) -> set[str]:
