@@ -249,3 +249,25 @@ def test_the_api_pages_may_show_no_private_names() -> None:
         "<h3>__init__</h3><code>aggregate, state, _ = mean.aggregate(x._y)</code></article>"
     )
     assert hook.private_names(page) == ["_Buffering"]  # not a dunder, `_`, or an attribute
+
+
+def lists_glued_to_a_paragraph(text: str) -> list[int]:
+    """Lines (1-based) where a list starts right after a paragraph's line: MkDocs' Markdown needs
+    a blank line there, and without it prints the items as text, dashes and all."""
+    glued, fenced, previous = [], False, ""
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+        item = re.match(r"(- |\d+\. )", line)
+        paragraph = previous.strip() and not re.match(r"\s*(- |\d+\. )|[ |<#]", previous)
+        if item and paragraph and not fenced:
+            glued.append(number)
+        previous = line
+    return glued
+
+
+def test_every_list_starts_after_a_blank_line() -> None:
+    assert lists_glued_to_a_paragraph("Text:\n- a\n- b\n\nMore:\n\n1. c\n  - d\n") == [2]
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    glued = {page.name: lists_glued_to_a_paragraph(page.read_text()) for page in pages}
+    assert {name: lines for name, lines in glued.items() if lines} == {}
