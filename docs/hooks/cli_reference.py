@@ -2,14 +2,15 @@
 
 `docs/reference/cli.md` holds the marker `<!-- cli-reference -->`; at build time it is replaced
 with every command and subcommand of `roost.cli.build_parser()`, each with its usage, its
-description and a table of its options (flags, default, help). Nothing is kept by hand, so the
-page cannot drift from the parser.
+description and a table of its options (flags and help, defaults included). Nothing is kept
+by hand, so the page cannot drift from the parser.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import textwrap
 from collections.abc import Iterator
 from typing import Any
 
@@ -28,8 +29,9 @@ def cli_reference() -> str:
     """Markdown for every command of the `roost` parser, in the order `roost --help` lists them."""
     from roost.cli import build_parser  # imported at build time: the hook module loads without it
 
-    # argparse wraps usage lines at the terminal's width; the page is the same from any terminal.
-    os.environ["COLUMNS"] = "88"
+    # argparse wraps usage lines at the terminal's width; the page is the same from any terminal,
+    # and 80 columns fit the page's code blocks without scrolling.
+    os.environ["COLUMNS"] = "80"
     root = build_parser()
     sections = [command_section(["roost"], root, level=2, summary=None)]
     sections += [
@@ -59,20 +61,53 @@ def command_section(
     heading = "#" * min(level, 4)
     lines = [f"{heading} `{' '.join(path)}`", ""]
     if summary:
-        lines += [summary[0].upper() + summary[1:] + ".", ""]
+        lines += [sentence(summary), ""]
     lines += ["```text", parser.format_usage().strip(), "```", ""]
     if parser.description:
-        lines += ["```text", parser.description.strip(), "```", ""]
+        lines += description(parser.description, summary)
     formatter = parser._get_formatter()
     for group in parser._action_groups:
         rows = [option_row(action, formatter) for action in group._group_actions]
         rows = [row for row in rows if row is not None]
         if not rows:
             continue
-        lines += [f"**{group.title}**", "", "| option | default | meaning |", "|---|---|---|"]
+        lines += [f"**{group.title}**", "", "| option | meaning |", "|---|---|"]
         lines += rows
         lines.append("")
     return "\n".join(lines)
+
+
+def sentence(summary: str) -> str:
+    """A subcommand's summary as a sentence: a capital first letter (an ASCII one only: `ε after
+    R rounds` keeps its ε, which in capitals is another letter) and a full stop."""
+    first = summary[0].upper() if summary[0].isascii() else summary[0]
+    return first + summary[1:] + "."
+
+
+def description(text: str, summary: str | None) -> list[str]:
+    """A command's description as Markdown: prose paragraphs as paragraphs (their `code` spans
+    rendered, their lines wrapped by the page, not scrolled), example command lines (indented,
+    or each starting with `roost `) as a text block. An opening `roost x`: paragraph that only
+    repeats the summary shown above it is left out."""
+    paragraphs = [p for p in textwrap.dedent(text).strip().split("\n\n") if p.strip()]
+    lines: list[str] = []
+    for index, paragraph in enumerate(paragraphs):
+        rows = paragraph.splitlines()
+        if all(row.startswith((" ", "roost ")) for row in rows):
+            lines += ["```text", textwrap.dedent(paragraph).strip(), "```", ""]
+        elif not (index == 0 and summary and repeats(paragraph, summary)):
+            lines += [" ".join(paragraph.split()), ""]
+    return lines
+
+
+def repeats(paragraph: str, summary: str) -> bool:
+    """Whether `paragraph` is "`roost x ...`: " followed by the summary."""
+    _, colon, rest = paragraph.partition("`: ")
+    return bool(colon) and paragraph.startswith("`roost") and _plain(rest) == _plain(summary)
+
+
+def _plain(text: str) -> str:
+    return " ".join(text.split()).rstrip(".").lower()
 
 
 def option_row(action: argparse.Action, formatter: argparse.HelpFormatter) -> str | None:
@@ -88,12 +123,13 @@ def option_row(action: argparse.Action, formatter: argparse.HelpFormatter) -> st
         names = f"`{action.metavar or action.dest}`" + (
             " (optional)" if action.nargs == "?" else ""
         )
-    default = action.default
-    shown = (
-        "" if default in (None, argparse.SUPPRESS, False) or action.nargs == 0 else f"`{default}`"
-    )
     meaning = formatter._expand_help(action) if action.help else ""
-    return f"| {cell(names)} | {cell(shown)} | {cell(meaning)} |"
+    default = action.default
+    # Help texts say their defaults ("(default: 1024)"); a default one leaves out is added.
+    unsaid = "default" not in meaning and str(default) not in meaning
+    if unsaid and default not in (None, argparse.SUPPRESS, False) and action.nargs != 0:
+        meaning += f" (default: `{default}`)"
+    return f"| {cell(names)} | {cell(meaning)} |"
 
 
 def metavar_of(action: argparse.Action) -> str:

@@ -1,11 +1,12 @@
 """roost: federated learning that is fast to simulate, safe to deploy and simple to read.
 
-Example::
+A run in a few lines:
 
     import roost
 
     history = roost.run_simulation(
-        client_fn, num_clients=10, strategy=roost.FedAvg(), config=roost.ServerConfig(num_rounds=5)
+        client_fn, num_clients=10, strategy=roost.FedAvg(),
+        config=roost.ServerConfig(num_rounds=5),
     )
 """
 

@@ -50,11 +50,22 @@ def package_version() -> str:
         return "unknown (not installed)"
 
 
+DOCS_EPILOG = (
+    "`roost COMMAND --help` shows a command's options. The documentation site (tutorials,"
+    " how-to guides, every command and flag) is built from docs/ in roost's checkout:"
+    " `pip install -e '.[docs]' && mkdocs serve`; the command reference is"
+    " docs/reference/cli.md."
+)
+"""Where `roost --help` sends a newcomer for more than the list of commands."""
+
+
 def build_parser(default_app: App | None = None) -> CommandParser:
     """The `roost` argument parser; `default_app` (else `DEFAULT_APP`) runs without `--app`."""
     app = default_app if default_app is not None else load_app(DEFAULT_APP)
     parser = CommandParser(
-        prog="roost", description="roost: federated learning, simulated or deployed."
+        prog="roost",
+        description="roost: federated learning, simulated or deployed.",
+        epilog=DOCS_EPILOG,
     )
     parser.add_argument("-V", "--version", action="version", version=f"roost {package_version()}")
     simulate.add_command(parser, app)

@@ -80,6 +80,8 @@ class ClientLike(Protocol):
 
 
 ClientFn = Callable[[Context], ClientLike]
+"""Builds the client of one node on demand, from its `Context` (`context.partition_id` says
+which data it holds): how simulations keep only working clients in memory."""
 
 
 class Client:

@@ -14,9 +14,15 @@ from typing import TypeAlias
 import numpy as np
 
 Scalar: TypeAlias = bool | int | float | str | bytes
+"""A value of a config or of metrics: what every transport can carry."""
 Config: TypeAlias = dict[str, Scalar]
+"""What the server sends a client with an instruction: the round's settings (`lr`,
+`local_epochs`, your `on_fit_config_fn`'s keys, ...) by name."""
 Metrics: TypeAlias = dict[str, Scalar]
+"""What a client reports with a result (`accuracy`, `train_loss`, ...) by name."""
 Parameters: TypeAlias = list[np.ndarray]
+"""A model's weights: an ordered list of NumPy arrays, the same order on the server and on every
+client."""
 ClientId: TypeAlias = str
 
 
@@ -29,6 +35,8 @@ class GetParametersIns:
 
 @dataclass(frozen=True)
 class GetParametersRes:
+    """A client's current parameters, the answer to `GetParametersIns`."""
+
     parameters: Parameters
 
 
@@ -61,6 +69,8 @@ class FitRes:
 
 @dataclass(frozen=True)
 class EvaluateRes:
+    """What a client sends back after evaluating: its loss, on how many examples, and metrics."""
+
     loss: float
     num_examples: int
     metrics: Metrics = field(default_factory=dict)

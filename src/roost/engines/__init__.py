@@ -89,7 +89,8 @@ _REGISTRY: dict[str, EngineEntry] = {
 }
 
 ENGINES: tuple[str, ...] = tuple(_REGISTRY)
-"""The names of the built-in engines (`register_engine` adds others)."""
+"""The names of the built-in engines, `sequential`, `process`, `ray` and `vectorized`
+(`register_engine` adds others)."""
 
 
 def register_engine(name: str, entry: EngineEntry) -> None:

@@ -17,7 +17,7 @@ exactly what one release with multiplier σ would, and the accountant charges σ
 it back into their sum): use it with ``aggregator=Mean()`` (or `SampledMean`, which also accepts
 an empty Poisson cohort) and ``weight_fn=uniform_weight``, and last among the update transforms.
 It checks this every round and stops with a ConfigurationError if the aggregate is something
-else. Any server optimizer may follow::
+else. Any server optimizer may follow:
 
     Strategy(
         aggregator=SampledMean(), weight_fn=uniform_weight, sampler=PoissonSampler(0.01),

@@ -6,7 +6,7 @@ Learning with Secure Aggregation". With `DistributedDP` among a strategy's updat
 noise N_Z(0, σ_c²) per coordinate before masking (`roost.secagg.ddp`), with σ_c chosen so that the
 noise of `min_survivors` = n_min clients sums to std z·C (`roost.strategy.secure_noise`). The
 server unmasks only the noised sum; fewer than n_min survivors abort the round (the clients refuse
-to unmask), and more only add noise::
+to unmask), and more only add noise:
 
     Strategy(
         aggregator=Mean(), weight_fn=uniform_weight, fraction_fit=1.0,

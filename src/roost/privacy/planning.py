@@ -7,7 +7,7 @@ Two questions, answered by `roost.privacy.accounting` (hence by `dp_accounting`)
 - ``noise``: what σ keeps ε at or below a target after R rounds?
 
 `epsilon_report` and `noise_report` return the answer as a short text; `add_arguments(parser)`
-and `run(args)` make them a command-line subcommand::
+and `run(args)` make them a command-line subcommand:
 
     roost privacy epsilon --noise-multiplier 1.0 --rounds 200 --cohort 100 --population 10000
     roost privacy noise --target-epsilon 3 --rounds 200 --q 0.01 --delta 1e-5

@@ -9,7 +9,7 @@ One rule holds for every aggregator: an update with weight 0 takes no part in th
 with no examples under the default weighting, for example). The robust aggregators otherwise ignore
 the size of the weights, as in their papers; Multi-Krum averages the updates it keeps with them.
 
-Every aggregator can be used on its own, outside any strategy::
+Every aggregator can be used on its own, outside any strategy:
 
     aggregate, state, _ = TrimmedMean(beta=0.2).aggregate(
         [(update, 1.0) for update in updates], template, ()

@@ -154,7 +154,7 @@ class FedBuff(NamedStrategy):
     ) -> FitAggregate:
         """Keep K clients in flight and take arrivals in virtual-time order until B arrived;
         aggregate them (staleness-scaled) and step the server optimizer. Without a simulated
-        clock (a deployment), arrivals are taken in real time (`_fit_in_real_time`)."""
+        clock (a deployment), arrivals are taken in real time, as they reach the server."""
         clock = context.clock
         if clock is None:
             return self._fit_in_real_time(context, parameters, state)

@@ -232,8 +232,9 @@ def _with_args_section(cls: type[NamedStrategy]) -> str:
 
 
 PRESETS: dict[str, type[NamedStrategy]] = {}
-"""Every named preset by lower-case name, as `roost simulate --strategy NAME` knows them:
-`roost.strategy.presets` registers its own, `roost.privacy` adds `DPFedAvg` from the layer above."""
+"""Every named preset by lower-case name, as `roost simulate --strategy NAME` knows them. Empty
+here, filled on import: `roost.strategy.presets` registers its own, `roost.privacy` adds
+`DPFedAvg` from the layer above."""
 
 
 def register_preset(cls: type[NamedStrategy]) -> type[NamedStrategy]:

@@ -342,7 +342,7 @@ class Strategy:
 
         Results must already be validated against `parameters` (the round loop does that at its
         boundary). This is also the way to run a strategy's aggregation directly, for tests and
-        research (`state` defaults to `init(parameters)`)::
+        research (`state` defaults to `init(parameters)`):
 
             new_parameters, metrics, state, measurements = strategy.aggregate_fit(
                 server_round, global_parameters,

@@ -18,6 +18,9 @@ from roost.core.types import ClientId, Instruction, Outcome
 
 @runtime_checkable
 class Transport(Protocol):
+    """Where clients run, as the round loop sees it: it waits for clients, hands over a cohort's
+    instructions and receives their outcomes as they finish (every engine and gRPC implement it)."""
+
     def wait_for_clients(self, count: int, timeout: float | None = None) -> list[ClientId]:
         """Return the ids of available clients once at least `count` are, in a stable order.
 
