@@ -271,3 +271,23 @@ def test_every_list_starts_after_a_blank_line() -> None:
     pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
     glued = {page.name: lists_glued_to_a_paragraph(page.read_text()) for page in pages}
     assert {name: lines for name, lines in glued.items() if lines} == {}
+
+
+def test_the_readme_is_a_landing_page_that_starts_with_the_two_commands() -> None:
+    # At most 150 lines; before any other code block, the demo's install-and-run command and
+    # the test command (the second, which .ci/run runs verbatim).
+    lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+    assert len(lines) <= 150, f"README.md has {len(lines)} lines; move the surplus into docs/"
+    blocks, inside = [], None
+    for line in lines:
+        if inside is None and line.startswith("```"):
+            inside = [line[3:].strip()]
+        elif inside is not None and line.startswith("```"):
+            blocks.append(inside)
+            inside = None
+        elif inside is not None:
+            inside.append(line)
+    (first_language, *first), (second_language, *second) = blocks[:2]
+    assert first_language == second_language == "bash"
+    assert "pip install -e ." in first[0] and first[0].rstrip().endswith("roost simulate")
+    assert '".[test]"' in second[0] and "python -m pytest" in second[0]
