@@ -95,6 +95,8 @@ def dashboard_app(
             Route("/events/runs/{key}", _events_endpoint("run")),
             Route("/events/nodes/{key}", _events_endpoint("node")),
             Route("/static/{name}", _static),
+            # Browsers ask for it on every page; a 404 would be an error in their console.
+            Route("/favicon.ico", _no_icon),
         ],
     )
     app.state.dashboard = DashboardState(source, token)
@@ -163,6 +165,10 @@ async def _static(request: Request) -> Response:
         return PlainTextResponse("not found", status_code=404)
     body = files("roost.dashboard").joinpath("static", name).read_text(encoding="utf-8")
     return Response(body, media_type=_STATIC[name])
+
+
+async def _no_icon(request: Request) -> Response:
+    return Response(status_code=204)
 
 
 async def _stream(state: DashboardState, kind: str, key: str) -> AsyncIterator[str]:

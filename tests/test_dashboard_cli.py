@@ -1,0 +1,91 @@
+"""What a user of `--dashboard` sees beyond the pages' plumbing: failures under --quiet, why a
+run ended (Ctrl-C, the privacy budget), and charts whose colours and axes read right."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import pytest
+from starlette.testclient import TestClient
+
+from roost.cli import build_parser, main
+from roost.cli.dashboard import RunDashboard
+from roost.core.types import Failure
+from roost.dashboard.app import dashboard_app
+from roost.dashboard.charts import Line, line_chart
+from roost.dashboard.model import RunModel
+from roost.dashboard.sources import LiveSource
+from roost.tracking.failures import FailureDigest
+
+
+def test_with_quiet_a_failure_still_reaches_the_page(monkeypatch, capsys) -> None:
+    from roost.cli.report import Reporter
+
+    root, logger = logging.getLogger(), logging.getLogger("roost")
+    monkeypatch.setattr(root, "handlers", [])  # as in a terminal: the CLI sets logging up
+    monkeypatch.setattr(logger, "handlers", [])
+    level = logger.level
+    try:
+        reporter = Reporter(build_parser().parse_args(["simulate", "--quiet", "--dashboard"]), 3)
+        with reporter.digest:
+            logger.warning("%s: %s", "fit_round 2", Failure("7", "OSError: disk full"))
+    finally:
+        logger.setLevel(level)
+    assert [f.node_ids for f in reporter.dashboard.model.view().failures] == [("7",)]
+    assert "disk full" not in capsys.readouterr().out  # --quiet still hides the log line
+
+
+def _dashboard() -> RunDashboard:
+    args = build_parser().parse_args(["simulate", "--dashboard"])
+    return RunDashboard(args, 5, {}, FailureDigest())
+
+
+def test_ctrl_c_shows_as_stopped_not_failed() -> None:
+    dashboard = _dashboard()
+    dashboard.finish(KeyboardInterrupt())
+    view = dashboard.model.view()
+    assert (view.status, view.message) == ("stopped", "interrupted (Ctrl-C)")
+
+
+def test_a_run_stopped_by_its_privacy_budget_says_so_on_the_page(monkeypatch) -> None:
+    views = []
+    finish = RunDashboard.finish
+    monkeypatch.setattr(
+        RunDashboard, "finish", lambda self, *a: (finish(self, *a), views.append(self.model.view()))
+    )
+    args = ["simulate", "--clients", "20", "--rounds", "8", "--dp", "central", "--clip-norm", "1"]
+    budget = ["--noise-multiplier", "1", "--target-epsilon", "5", "--fraction-fit", "0.5"]
+    assert main([*args, *budget, "--quiet", "--dashboard"]) == 0
+    (view,) = views
+    assert view.status == "finished" and view.current_round < 8
+    assert view.message.startswith("privacy budget reached: stopped after round 1 of 8")
+
+
+def test_a_line_keeps_its_colour_when_the_other_has_no_points() -> None:
+    both = line_chart("c", "loss", [Line("distributed", [(1, 0.5)]), Line("centralized", [(1, 1)])])
+    alone = line_chart("c", "loss", [Line("distributed", []), Line("centralized", [(1, 1.0)])])
+    colour = 'data-series="centralized" data-points="1" fill="none" stroke="#d62728"'
+    assert colour in both and colour in alone
+
+
+def test_an_axis_of_values_above_0_does_not_go_below_0() -> None:
+    svg = line_chart("c", "loss", [Line("distributed", [(1, 2.1), (500, 0.01)])])
+    ticks = re.findall(r'class="tick"[^>]*text-anchor="end">([^<]*)<', svg)  # the y axis
+    assert ticks and min(float(tick) for tick in ticks) == 0.0
+    signed = line_chart("c", "x", [Line("a", [(1, -1.0), (2, 1.0)])])
+    assert ">-1.1</text>" in signed  # values below 0 keep their padding
+
+
+def test_the_page_answers_the_browsers_icon_request() -> None:
+    client = TestClient(dashboard_app(LiveSource(RunModel())), base_url="http://127.0.0.1")
+    assert client.get("/favicon.ico").status_code == 204  # no 404 in the browser's console
+
+
+@pytest.mark.parametrize("status", ["failed", "finished"])
+def test_only_a_failed_runs_message_is_an_error(status: str) -> None:
+    from roost.dashboard.views import run_parts
+
+    model = RunModel()
+    model.finish(status, "why")
+    assert f'class="message {status}"' in run_parts(model.view())["run-status"]
