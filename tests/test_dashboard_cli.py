@@ -89,3 +89,28 @@ def test_only_a_failed_runs_message_is_an_error(status: str) -> None:
     model = RunModel()
     model.finish(status, "why")
     assert f'class="message {status}"' in run_parts(model.view())["run-status"]
+
+
+def test_the_eta_of_a_resumed_run_is_at_the_pace_of_its_own_rounds() -> None:
+    from roost.tracking import RoundReport
+
+    model = RunModel(num_rounds=20)
+    for server_round, elapsed in ((11, 1.0), (12, 2.0)):  # resumed after round 10
+        model.add_round(RoundReport(server_round, 20, elapsed, {}))
+    assert model.view().eta == pytest.approx(8.0)  # 8 rounds left at 1 s each
+
+
+def test_keep_serving_names_the_run_page_and_stops_on_ctrl_c() -> None:
+    import os
+    import signal
+    import threading
+
+    args = build_parser().parse_args(["simulate", "--dashboard", "--keep-serving"])
+    dashboard = RunDashboard(args, 5, {}, FailureDigest())
+    lines: list[str] = []
+    dashboard.start(lines.append)
+    dashboard.finish(None)
+    threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT)).start()
+    dashboard.wait(lines.append)  # returns on Ctrl-C
+    assert lines[-1].endswith("/runs/run (Ctrl-C to stop)") and lines[0].endswith("/runs/run")
+    assert dashboard.server is None

@@ -75,7 +75,8 @@ class RunView:
         pace = self.rounds_elapsed if self.rounds_elapsed is not None else self.elapsed
         if pace is None or not done or not self.num_rounds or self.status != "running":
             return None
-        return pace / done * max(self.num_rounds - done, 0)
+        # The pace of the rounds this view holds: a resumed run's process saw only its own.
+        return pace / len(self.rounds) * max(self.num_rounds - done, 0)
 
     @property
     def target_epsilon(self) -> float | None:
