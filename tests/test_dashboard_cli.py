@@ -114,3 +114,14 @@ def test_keep_serving_names_the_run_page_and_stops_on_ctrl_c() -> None:
     dashboard.wait(lines.append)  # returns on Ctrl-C
     assert lines[-1].endswith("/runs/run (Ctrl-C to stop)") and lines[0].endswith("/runs/run")
     assert dashboard.server is None
+
+
+@pytest.mark.parametrize("address", ["0.0.0.0:8050", "[::]:8050"])
+def test_on_every_interface_the_url_names_this_machine(address: str) -> None:
+    import socket
+
+    from roost.dashboard.server import DashboardServer
+
+    server = DashboardServer(LiveSource(RunModel()), address)
+    assert server.page_url("/runs/run").startswith(f"http://{socket.gethostname()}:8050/runs/")
+    assert "?token=" in server.url
