@@ -125,3 +125,19 @@ def test_on_every_interface_the_url_names_this_machine(address: str) -> None:
     server = DashboardServer(LiveSource(RunModel()), address)
     assert server.page_url("/runs/run").startswith(f"http://{socket.gethostname()}:8050/runs/")
     assert "?token=" in server.url
+
+
+def test_an_empty_chart_says_why_once_rounds_have_ended() -> None:
+    from roost.dashboard.views import run_parts
+    from roost.tracking import RoundReport
+
+    def charts(*reports: RoundReport) -> str:
+        model = RunModel(num_rounds=3)
+        for report in reports:
+            model.add_round(report)
+        return run_parts(model.view())["run-charts"]
+
+    assert "no rounds yet" in charts()
+    private = RoundReport(1, 3, 1.0, {"measured_epsilon": 2.0}, withheld=True)
+    assert "withheld under central DP" in charts(private)  # not "no rounds yet": it has one
+    assert "not measured in this run" in charts(RoundReport(1, 3, 1.0, {"fit_results": 3.0}))

@@ -49,9 +49,10 @@ def line_chart(
     lines: Sequence[Line],
     *,
     limit: tuple[str, float] | None = None,
+    empty: str = "no rounds yet",
 ) -> str:
     """An SVG chart of `lines` against the round; `limit` (label, y) draws a dashed
-    horizontal line (ε's target). With no points it says so instead of drawing axes."""
+    horizontal line (ε's target). With no points it says `empty` instead of drawing axes."""
     # A line keeps its colour (its place in `lines`) whether or not the others have points.
     drawn = [(i, Line(line.label, _thinned(line.points))) for i, line in enumerate(lines)]
     drawn = [(i, line) for i, line in drawn if line.points]
@@ -62,7 +63,7 @@ def line_chart(
     )
     if not drawn:
         return (
-            head + f'<text x="{_LEFT}" y="{HEIGHT // 2}" class="empty">no rounds yet</text></svg>'
+            head + f'<text x="{_LEFT}" y="{HEIGHT // 2}" class="empty">{escape(empty)}</text></svg>'
         )
     xs = [x for _, line in drawn for x, _ in line.points]
     ys = [y for _, line in drawn for _, y in line.points] + ([limit[1]] if limit else [])
