@@ -141,3 +141,24 @@ def test_an_empty_chart_says_why_once_rounds_have_ended() -> None:
     private = RoundReport(1, 3, 1.0, {"measured_epsilon": 2.0}, withheld=True)
     assert "withheld under central DP" in charts(private)  # not "no rounds yet": it has one
     assert "not measured in this run" in charts(RoundReport(1, 3, 1.0, {"fit_results": 3.0}))
+
+
+def test_a_nodes_counts_are_named_as_what_they_count() -> None:
+    from roost.dashboard.views import (
+        FederationView,
+        NodeRow,
+        NodeView,
+        federation_parts,
+        node_parts,
+    )
+
+    row = NodeRow("clinic-7", online=True, last_seen=0.0, capacity=0, runs_served=1)
+    # The node reports its free slots: 0 while it serves its one run, not a capacity of 0.
+    assert (
+        "<th>free run slots</th>" in federation_parts(FederationView("f", (row,), ()))["fed-nodes"]
+    )
+    assert "<th>free run slots</th>" in node_parts(NodeView("clinic-7", row))["node-body"]
+    # A coordinator's node "failures" are runs it refused or failed, not its failed fits.
+    federation = FederationView("f", (row,), (), failures_label="runs refused or failed")
+    assert "<th>runs refused or failed</th>" in federation_parts(federation)["fed-nodes"]
+    assert "<th>runs refused or failed</th>" in node_parts(NodeView("clinic-7", row))["node-body"]

@@ -49,6 +49,8 @@ class FederationView:
     nodes: tuple[NodeRow, ...]
     runs: tuple[RunRow, ...]
     note: str = ""
+    failures_label: str = "failures"
+    """What the nodes' `failures` count (a coordinator's: the runs a node refused or failed)."""
 
 
 @dataclass(frozen=True)
