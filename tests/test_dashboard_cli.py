@@ -162,3 +162,10 @@ def test_a_nodes_counts_are_named_as_what_they_count() -> None:
     federation = FederationView("f", (row,), (), failures_label="runs refused or failed")
     assert "<th>runs refused or failed</th>" in federation_parts(federation)["fed-nodes"]
     assert "<th>runs refused or failed</th>" in node_parts(NodeView("clinic-7", row))["node-body"]
+
+
+def test_the_run_pages_crumb_names_the_run_not_its_url() -> None:
+    model = RunModel("run", "roost simulate")
+    client = TestClient(dashboard_app(LiveSource(model)), base_url="http://127.0.0.1")
+    page = client.get("/runs/run").text
+    assert "/ run roost simulate</span>" in page and "run run" not in page
