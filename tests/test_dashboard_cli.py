@@ -169,3 +169,17 @@ def test_the_run_pages_crumb_names_the_run_not_its_url() -> None:
     client = TestClient(dashboard_app(LiveSource(model)), base_url="http://127.0.0.1")
     page = client.get("/runs/run").text
     assert "/ run roost simulate</span>" in page and "run run" not in page
+
+
+def test_a_config_file_turns_the_dashboard_on_with_true(tmp_path) -> None:
+    from roost.cli.config_file import parse_with_config_file
+
+    def parsed(text: str) -> object:
+        (tmp_path / "run.toml").write_text(text)
+        argv = ["simulate", "--config", str(tmp_path / "run.toml")]
+        parser = build_parser()
+        return parse_with_config_file(parser, argv, parser.parse_args(argv)).dashboard
+
+    assert parsed("dashboard = true\n") == "127.0.0.1:0"  # as the bare --dashboard
+    assert parsed("dashboard = false\n") is None
+    assert parsed('dashboard = "127.0.0.1:8050"\n') == "127.0.0.1:8050"
