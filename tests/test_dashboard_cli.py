@@ -104,13 +104,23 @@ def test_keep_serving_names_the_run_page_and_stops_on_ctrl_c() -> None:
     import os
     import signal
     import threading
+    import time
 
     args = build_parser().parse_args(["simulate", "--dashboard", "--keep-serving"])
     dashboard = RunDashboard(args, 5, {}, FailureDigest())
     lines: list[str] = []
     dashboard.start(lines.append)
     dashboard.finish(None)
-    threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT)).start()
+    before = signal.getsignal(signal.SIGINT)
+
+    def ctrl_c() -> None:  # once `wait` has its handler: never a KeyboardInterrupt in pytest
+        deadline = time.monotonic() + 10
+        while signal.getsignal(signal.SIGINT) is before and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if signal.getsignal(signal.SIGINT) is not before:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=ctrl_c).start()
     dashboard.wait(lines.append)  # returns on Ctrl-C
     assert lines[-1].endswith("/runs/run (Ctrl-C to stop)") and lines[0].endswith("/runs/run")
     assert dashboard.server is None
