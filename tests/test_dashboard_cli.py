@@ -193,3 +193,20 @@ def test_a_config_file_turns_the_dashboard_on_with_true(tmp_path) -> None:
     assert parsed("dashboard = true\n") == "127.0.0.1:0"  # as the bare --dashboard
     assert parsed("dashboard = false\n") is None
     assert parsed('dashboard = "127.0.0.1:8050"\n') == "127.0.0.1:8050"
+
+
+def test_a_node_whose_id_has_a_slash_has_a_page() -> None:
+    from roost.tracking.failures import FailureGroup
+
+    def failures() -> list[FailureGroup]:
+        group = FailureGroup("error", "OSError: disk full")
+        group.add(Failure("site/a b", group.reason), 1)  # an id the Python API allows
+        return [group]
+
+    client = TestClient(
+        dashboard_app(LiveSource(RunModel(failures=failures))), base_url="http://127.0.0.1"
+    )
+    (link,) = re.findall(r'href="(/nodes/[^"]*)"', client.get("/runs/run").text)
+    page = client.get(link)
+    assert page.status_code == 200 and "disk full" in page.text
+    assert f'data-events="/events{link}"' in page.text  # its live updates: the same route

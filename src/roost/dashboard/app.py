@@ -90,10 +90,10 @@ def dashboard_app(
         routes=[
             Route("/", _page_endpoint("federation", "federation.html")),
             Route("/runs/{key}", _page_endpoint("run", "run.html")),
-            Route("/nodes/{key}", _page_endpoint("node", "node.html")),
+            Route("/nodes/{key:path}", _page_endpoint("node", "node.html")),
             Route("/events", _events_endpoint("federation")),
             Route("/events/runs/{key}", _events_endpoint("run")),
-            Route("/events/nodes/{key}", _events_endpoint("node")),
+            Route("/events/nodes/{key:path}", _events_endpoint("node")),
             Route("/static/{name}", _static),
             # Browsers ask for it on every page; a 404 would be an error in their console.
             Route("/favicon.ico", _no_icon),
