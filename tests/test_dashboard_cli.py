@@ -210,3 +210,34 @@ def test_a_node_whose_id_has_a_slash_has_a_page() -> None:
     page = client.get(link)
     assert page.status_code == 200 and "disk full" in page.text
     assert f'data-events="/events{link}"' in page.text  # its live updates: the same route
+
+
+def test_a_running_runs_clock_moves_between_rounds_and_only_it_is_sent(monkeypatch) -> None:
+    import asyncio
+    import json
+
+    from roost.dashboard import app
+
+    monkeypatch.setattr(app, "TICK_S", 0.05, raising=False)
+    model = RunModel(num_rounds=5)
+    state = app.DashboardState(LiveSource(model), None)
+    clock = iter(range(1000))
+    monkeypatch.setattr(model, "view", _with_elapsed(model.view, clock))
+
+    async def two_updates() -> list[dict[str, str]]:
+        events = app._stream(state, "run", "run")
+        await anext(events)  # retry
+        first = await anext(events)
+        tick = await asyncio.wait_for(anext(events), 5)  # no round in between
+        state.stopping.set()
+        return [json.loads(e.split("data: ", 1)[1]) for e in (first, tick)]
+
+    first, tick = asyncio.run(two_updates())
+    assert "run-charts" in first and list(tick) == ["run-status"]  # the charts are not resent
+    assert "elapsed 0 s" in first["run-status"] and "elapsed 1 s" in tick["run-status"]
+
+
+def _with_elapsed(view, clock):  # the model's view, a second later each time
+    from dataclasses import replace
+
+    return lambda: replace(view(), elapsed=float(next(clock)))
