@@ -257,6 +257,7 @@ def test_the_coordinators_pages_read_its_store_and_each_runs_files(tmp_path: Pat
             ("hospital-b", False),
         ]
         assert federation.runs[0].current_round == 2 and federation.runs[0].num_rounds == 3
+        assert federation.failures_label == "runs refused or failed"  # not failed fits
         node = source.node("hospital-b")
         assert node is not None and node.runs == (("1", "failed", "out of memory"),)
         assert [(f.kind, f.reason, f.count, f.rounds) for f in node.failures] == [

@@ -57,6 +57,8 @@ def config_value(action: argparse.Action, value: object, where: str) -> object:
         if not isinstance(value, bool):
             raise ConfigurationError(f"{where} must be true or false, got {value!r}")
         return action.const if value else action.default
+    if action.nargs == "?" and isinstance(value, bool):  # `dashboard = true`: the bare flag
+        return action.const if value else action.default
     many = action.nargs not in (None, "?")
     if not many and isinstance(value, list):
         raise ConfigurationError(f"{where} takes one value, got a list")

@@ -135,11 +135,14 @@ class RunDashboard:
             self.source, self.address, print_line, self.certificates, f"/runs/{self.model.run_id}"
         )
 
-    def finish(self, error: BaseException | None) -> None:
-        """The run ended: say so on the page; stop serving unless asked to keep serving (a
-        failed run stops at once, so its error is not held up)."""
+    def finish(self, error: BaseException | None, note: str = "") -> None:
+        """The run ended: say so on the page (with `note`, why it ended early); stop serving
+        unless asked to keep serving (a failed run stops at once, so its error is not held
+        up)."""
         if error is None:
-            self.model.finish("finished")
+            self.model.finish("finished", note)
+        elif isinstance(error, KeyboardInterrupt):
+            self.model.finish("stopped", "interrupted (Ctrl-C)")
         else:
             self.model.finish("failed", str(error) or type(error).__name__)
         if error is not None or not self.keep_serving:
@@ -149,7 +152,8 @@ class RunDashboard:
         """With `--keep-serving`: serve until Ctrl-C (or SIGTERM), then stop."""
         if self.server is None or not self.keep_serving:
             return
-        print_line(f"dashboard: still serving {self.server.url} (Ctrl-C to stop)")
+        page = self.server.page_url(f"/runs/{self.model.run_id}")
+        print_line(f"dashboard: still serving {page} (Ctrl-C to stop)")
         stopped = threading.Event()
         previous = {
             signum: signal.signal(signum, lambda *_: stopped.set())

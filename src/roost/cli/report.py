@@ -90,8 +90,11 @@ def configure_logging(console: Console, level: int) -> None:
             logger.removeHandler(handler)
     handler = log_handler(console)
     handler.set_name(_HANDLER_NAMES[0])
+    handler.setLevel(level)
     logger.addHandler(handler)
-    logger.setLevel(level)
+    # Failures are logged at WARNING: the failure digest (summary, dashboard) must see them
+    # even when --quiet shows only errors.
+    logger.setLevel(min(level, logging.WARNING))
 
 
 class Reporter:
@@ -139,6 +142,8 @@ class Reporter:
             self.dashboard = RunDashboard(args, num_rounds, params, self.digest)
             self.trackers.append(self.dashboard.tracker)
         self.track = TrackRounds(self.trackers, num_rounds=num_rounds)
+        self.ended_early = ""
+        """Why the run stopped before its last round (the privacy budget), for the dashboard."""
 
     def __enter__(self) -> Reporter:
         self.digest.install()
@@ -155,7 +160,7 @@ class Reporter:
         finally:
             self.digest.uninstall()
             if self.dashboard is not None:
-                self.dashboard.finish(error)
+                self.dashboard.finish(error, self.ended_early)
 
     def print(self, line: str | None) -> None:
         """Print one plain line (nothing for None or "")."""

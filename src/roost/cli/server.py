@@ -179,7 +179,8 @@ def run(args: argparse.Namespace, default_app: App) -> int:
             },
             **server_deployment_options(args),
         )
+        if privacy is not None:
+            reporter.ended_early = privacy.stopped_early(history, config.num_rounds) or ""
     reporter.console.print(history_table(history))
-    if privacy is not None and (stopped := privacy.stopped_early(history, config.num_rounds)):
-        reporter.print(stopped)
+    reporter.print(reporter.ended_early)
     return reporter.conclude(history)

@@ -164,11 +164,12 @@ def run(args: argparse.Namespace, default_app: App) -> int:
             clock=_clock(args, settings),
             **recording_options(args, reporter, settings),
         )
+        if settings.privacy:
+            reporter.ended_early = (
+                settings.privacy.stopped_early(history, settings.num_rounds) or ""
+            )
     reporter.console.print(history_table(history))
-    if settings.privacy and (
-        stopped := settings.privacy.stopped_early(history, settings.num_rounds)
-    ):
-        reporter.print(stopped)
+    reporter.print(reporter.ended_early)
     if args.out:
         for path in save_run(args.out, history, plot=not args.no_plot):
             reporter.print(f"wrote {path}")

@@ -14,6 +14,7 @@ import asyncio
 import hmac
 import json
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib.resources import files
 from typing import Any
@@ -32,6 +33,8 @@ from roost.dashboard.sources import Source
 POLL_S = 0.2
 """How often an open page's event stream checks its source for news: well within the second
 the page promises after a round ends."""
+TICK_S = 1.0
+"""How often an open run page's clock (elapsed, ETA) is brought up to date between rounds."""
 TOKEN_COOKIE = "roost_dashboard_token"
 _STATIC = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}
 _NO_STORE = {"Cache-Control": "no-store"}
@@ -59,7 +62,8 @@ def _render(
         run = source.run(key)
         if run is None:
             return None
-        return f"run {run.title}", views.run_parts(run), {"run_id": key, "config": run.config}
+        context = {"run_id": key, "config": run.config, "running": run.status == "running"}
+        return f"run {run.title}", views.run_parts(run), context
     node = source.node(key)
     return None if node is None else (f"node {node.name}", views.node_parts(node), {"name": key})
 
@@ -90,11 +94,13 @@ def dashboard_app(
         routes=[
             Route("/", _page_endpoint("federation", "federation.html")),
             Route("/runs/{key}", _page_endpoint("run", "run.html")),
-            Route("/nodes/{key}", _page_endpoint("node", "node.html")),
+            Route("/nodes/{key:path}", _page_endpoint("node", "node.html")),
             Route("/events", _events_endpoint("federation")),
             Route("/events/runs/{key}", _events_endpoint("run")),
-            Route("/events/nodes/{key}", _events_endpoint("node")),
+            Route("/events/nodes/{key:path}", _events_endpoint("node")),
             Route("/static/{name}", _static),
+            # Browsers ask for it on every page; a 404 would be an error in their console.
+            Route("/favicon.ico", _no_icon),
         ],
     )
     app.state.dashboard = DashboardState(source, token)
@@ -165,23 +171,34 @@ async def _static(request: Request) -> Response:
     return Response(body, media_type=_STATIC[name])
 
 
+async def _no_icon(request: Request) -> Response:
+    return Response(status_code=204)
+
+
 async def _stream(state: DashboardState, kind: str, key: str) -> AsyncIterator[str]:
-    """A page's live parts, sent whenever the source's version changes; `end` on stop.
-    (Starlette ends the stream when the browser goes away.)"""
+    """A page's live parts that changed, sent whenever the source's version changes (and each
+    `TICK_S` on a running run's page, for its clock); `end` on stop. (Starlette ends the
+    stream when the browser goes away.)"""
     state.streams += 1
     try:
         last_version: object = object()
-        last_parts: dict[str, str] | None = None
+        last_parts: dict[str, str] = {}
+        rendered_at, running = 0.0, False
         yield "retry: 1000\n\n"
         while True:
             stopping = state.stopping.is_set()
             version = await asyncio.to_thread(state.source.version)
-            if version != last_version:
-                last_version = version
+            # A run page's clock (elapsed, ETA) moves on during a long round, too.
+            ticking = running and time.monotonic() - rendered_at >= TICK_S
+            if version != last_version or ticking:
+                last_version, rendered_at = version, time.monotonic()
                 rendered = await asyncio.to_thread(_render, kind, state.source, key)
-                if rendered is not None and rendered[1] != last_parts:
-                    last_parts = rendered[1]
-                    yield f"event: parts\ndata: {json.dumps(last_parts)}\n\n"
+                parts = {} if rendered is None else rendered[1]
+                running = rendered is not None and rendered[2].get("running", False)
+                changed = {k: v for k, v in parts.items() if last_parts.get(k) != v}
+                if changed:  # only what changed: a tick of the clock is not every chart again
+                    last_parts = parts
+                    yield f"event: parts\ndata: {json.dumps(changed)}\n\n"
             if stopping:
                 yield "event: end\ndata: {}\n\n"
                 return

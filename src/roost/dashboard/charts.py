@@ -34,11 +34,9 @@ def _thinned(points: Sequence[tuple[float, float]]) -> Sequence[tuple[float, flo
 
 
 def _span(low: float, high: float) -> tuple[float, float]:
-    if high - low < 1e-12:
-        pad = abs(high) * 0.05 or 1.0
-        return low - pad, high + pad
-    pad = (high - low) * 0.05
-    return low - pad, high + pad
+    pad = (high - low) * 0.05 if high - low >= 1e-12 else (abs(high) * 0.05 or 1.0)
+    # Values that never go below 0 (losses, accuracy, ε) get no axis below 0.
+    return (low - pad if low < 0 or low - pad >= 0 else 0.0), high + pad
 
 
 def _tick(value: float) -> str:
@@ -51,21 +49,24 @@ def line_chart(
     lines: Sequence[Line],
     *,
     limit: tuple[str, float] | None = None,
+    empty: str = "no rounds yet",
 ) -> str:
     """An SVG chart of `lines` against the round; `limit` (label, y) draws a dashed
-    horizontal line (ε's target). With no points it says so instead of drawing axes."""
-    lines = [Line(line.label, _thinned(line.points)) for line in lines if line.points]
+    horizontal line (ε's target). With no points it says `empty` instead of drawing axes."""
+    # A line keeps its colour (its place in `lines`) whether or not the others have points.
+    drawn = [(i, Line(line.label, _thinned(line.points))) for i, line in enumerate(lines)]
+    drawn = [(i, line) for i, line in drawn if line.points]
     head = (
         f'<svg id="{escape(chart_id)}" class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" '
         f'role="img" aria-label="{escape(title)}" xmlns="http://www.w3.org/2000/svg">'
         f'<text x="{_LEFT}" y="16" class="chart-title">{escape(title)}</text>'
     )
-    if not lines:
+    if not drawn:
         return (
-            head + f'<text x="{_LEFT}" y="{HEIGHT // 2}" class="empty">no rounds yet</text></svg>'
+            head + f'<text x="{_LEFT}" y="{HEIGHT // 2}" class="empty">{escape(empty)}</text></svg>'
         )
-    xs = [x for line in lines for x, _ in line.points]
-    ys = [y for line in lines for _, y in line.points] + ([limit[1]] if limit else [])
+    xs = [x for _, line in drawn for x, _ in line.points]
+    ys = [y for _, line in drawn for _, y in line.points] + ([limit[1]] if limit else [])
     x0, x1 = min(xs), max(xs)
     if x0 == x1:
         x0, x1 = x0 - 1, x1 + 1
@@ -86,7 +87,7 @@ def line_chart(
             f'<text class="legend" x="{WIDTH - _RIGHT - 4}" y="{y - 4:.1f}" text-anchor="end">'
             f"{escape(limit[0])} {_tick(limit[1])}</text>"
         )
-    for index, line in enumerate(lines):
+    for shown, (index, line) in enumerate(drawn):
         colour = _COLOURS[index % len(_COLOURS)]
         path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in line.points)
         parts.append(
@@ -97,7 +98,7 @@ def line_chart(
         if len(line.points) == 1:
             x, y = line.points[0]
             parts.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3" fill="{colour}"/>')
-        lx = _LEFT + 8 + index * 150
+        lx = _LEFT + 8 + shown * 150
         parts.append(
             f'<rect x="{lx}" y="{HEIGHT - 12}" width="10" height="3" fill="{colour}"/>'
             f'<text class="legend" x="{lx + 14}" y="{HEIGHT - 8}">{escape(line.label)}</text>'

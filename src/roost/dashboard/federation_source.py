@@ -35,6 +35,8 @@ _FIRST_NOTE = " (first of this error"
 _LOG_TAIL = 1 << 16
 _LOG_MAX = 8 << 20
 _STATUS = {"completed": "finished"}
+FAILED_RUNS = "runs refused or failed"
+"""What a node's `failures` count in the store (its failed fits are on its page, by run)."""
 NODE_RUNS = 10
 """A node's page reads the files of its latest runs only, so it loads fast on a busy node."""
 RUNS_SHOWN = 50
@@ -179,7 +181,7 @@ class FederationSource:
             )
         nodes = tuple(self._row(node) for node in self.store.nodes())
         note = f"{len(nodes)} nodes, {sum(1 for n in nodes if n.online)} online"
-        return FederationView(self.title, nodes, tuple(runs), note)
+        return FederationView(self.title, nodes, tuple(runs), note, FAILED_RUNS)
 
     def run(self, run_id: str) -> RunView | None:
         """A run's progress, from its files; None for an unknown id."""

@@ -54,6 +54,8 @@ class RunView:
     rounds_elapsed: float | None = None
     """Seconds from the first round's start to the last round's end (the pace of the ETA;
     None: `elapsed` is the pace)."""
+    since_round: float | None = None
+    """Seconds since the last round ended, when known: the ETA counts down between rounds."""
     message: str = ""
     failures: tuple[Failure, ...] = ()
     config: Mapping[str, Any] = field(default_factory=dict)
@@ -75,7 +77,9 @@ class RunView:
         pace = self.rounds_elapsed if self.rounds_elapsed is not None else self.elapsed
         if pace is None or not done or not self.num_rounds or self.status != "running":
             return None
-        return pace / done * max(self.num_rounds - done, 0)
+        # The pace of the rounds this view holds: a resumed run's process saw only its own.
+        left = pace / len(self.rounds) * max(self.num_rounds - done, 0)
+        return max(left - (self.since_round or 0.0), 0.0)
 
     @property
     def target_epsilon(self) -> float | None:
@@ -124,6 +128,7 @@ class RunModel:
         self._started = time.monotonic()
         self._elapsed: float | None = None
         self._finished_at: float | None = None
+        self._round_at: float | None = None
         self.version = 0
 
     def add_round(self, report: RoundReport) -> None:
@@ -139,6 +144,7 @@ class RunModel:
             if report.num_rounds is not None:
                 self.num_rounds = report.num_rounds
             self._elapsed = report.elapsed
+            self._round_at = time.monotonic()
             self.version += 1
 
     def finish(self, status: str = "finished", message: str = "") -> None:
@@ -187,6 +193,7 @@ class RunModel:
             status, message = self._status, self._message
             end = self._finished_at if self._finished_at is not None else time.monotonic()
             rounds_elapsed = self._elapsed
+            since_round = None if self._round_at is None else end - self._round_at
         withheld = any(point.withheld for point in rounds)
         return RunView(
             run_id=self.run_id,
@@ -196,6 +203,7 @@ class RunModel:
             rounds=rounds,
             elapsed=end - self._started,
             rounds_elapsed=rounds_elapsed,
+            since_round=since_round,
             message=message,
             failures=self.failures(withheld),
             config=self.config,

@@ -20,6 +20,7 @@ from roost.errors import ConfigurationError
 log = logging.getLogger(__name__)
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+WILDCARD = ("0.0.0.0", "::")
 DEFAULT_ADDRESS = "127.0.0.1:0"
 """Port 0: any free port (the URL is printed), so two runs with dashboards never collide."""
 
@@ -71,8 +72,10 @@ class DashboardServer:
 
     @property
     def url(self) -> str:
-        """The dashboard's address, with `?token=...` when it needs one."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
+        """The dashboard's address, with `?token=...` when it needs one. Listening on every
+        interface (0.0.0.0, ::), it names this machine: a browser elsewhere cannot open 0.0.0.0."""
+        host = socket.gethostname() if self.host in WILDCARD else self.host
+        host = f"[{host}]" if ":" in host else host
         scheme = "https" if self.certificates else "http"
         return f"{scheme}://{host}:{self.port}/" + (f"?token={self.token}" if self.token else "")
 

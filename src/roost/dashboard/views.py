@@ -49,6 +49,8 @@ class FederationView:
     nodes: tuple[NodeRow, ...]
     runs: tuple[RunRow, ...]
     note: str = ""
+    failures_label: str = "failures"
+    """What the nodes' `failures` count (a coordinator's: the runs a node refused or failed)."""
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,12 @@ def ago(timestamp: float | None) -> str:
 def run_charts(view: RunView) -> list[str]:
     """The run page's charts: loss and the chart metric (distributed next to centralized), and
     ε spent against its target under DP."""
+    if not view.rounds:
+        empty = "no rounds yet"
+    elif view.withheld:  # no distributed values, and this run has no centralized ones
+        empty = "withheld under central DP (client statistics)"
+    else:
+        empty = "not measured in this run"
     charts = [
         line_chart(
             "chart-loss",
@@ -108,6 +116,7 @@ def run_charts(view: RunView) -> list[str]:
                 Line("distributed", view.series("loss_distributed")),
                 Line("centralized", view.series("loss_centralized")),
             ],
+            empty=empty,
         ),
         line_chart(
             "chart-accuracy",
@@ -116,6 +125,7 @@ def run_charts(view: RunView) -> list[str]:
                 Line("distributed", view.series(f"distributed_{_CHART_METRIC}")),
                 Line("centralized", view.series(f"centralized_{_CHART_METRIC}")),
             ],
+            empty=empty,
         ),
     ]
     if (privacy := privacy_of(view)) is not None:
