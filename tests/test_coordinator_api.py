@@ -237,6 +237,38 @@ def test_coordinator_counts_a_run_handed_to_a_node_against_its_capacity(coordina
     assert executor._choose_nodes(None) == ["n0"]
 
 
+def test_a_restarted_coordinator_waits_for_known_nodes_before_taking_every_online_node(
+    coordinator,
+):
+    # Two nodes were seen by an earlier coordinator. Just after a restart only n0 has polled
+    # again: a run that takes every online node must not start with n0 alone (its server would
+    # wait for a second client forever); it starts once n1 is back, or after the grace period.
+    from roost.federation.runs import RECONNECT_GRACE_S, RunExecutor
+
+    keys = {name: Ed25519PrivateKey.generate() for name in ("n0", "n1")}
+    nodes = {}
+    for name, key in keys.items():
+        coordinator.store.register_node(name, public_key_line(key))
+        nodes[name] = ProtocolNode(coordinator.url, name, key)
+        nodes[name].log_in()
+        nodes[name].poll(capacity=1)
+    restarted = RunExecutor(
+        coordinator.store, coordinator.executor.data_dir, coordinator.executor.options
+    )
+    nodes["n0"].poll(capacity=1)
+    assert restarted._choose_nodes(None) is None
+    assert restarted._choose_nodes(1) == ["n0"]  # a run that asked for one node need not wait
+    nodes["n1"].poll(capacity=1)
+    coordinator.store.register_node("n2", public_key_line(Ed25519PrivateKey.generate()))
+    assert restarted._choose_nodes(None) == ["n0", "n1"]  # n2 was never seen: not waited for
+    later = RunExecutor(
+        coordinator.store, coordinator.executor.data_dir, coordinator.executor.options
+    )
+    assert later._choose_nodes(None) is None  # neither has polled this coordinator yet
+    later._started -= RECONNECT_GRACE_S
+    assert later._choose_nodes(None) == ["n0", "n1"]  # the grace is over: whoever is online
+
+
 def test_coordinator_redoes_a_start_that_a_crash_cut_short(coordinator, tmp_path):
     # Killed after unpacking the app and handing out tokens but before recording the start, a
     # coordinator finds the run queued again: it starts it afresh, with fresh tokens.

@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 
 ONLINE_S = 10.0
 """A node seen within this many seconds is online."""
+RECONNECT_GRACE_S = 35.0
+"""After a coordinator starts, how long a run that takes every online node waits for the nodes
+an earlier coordinator had seen to poll again (a node's reconnect backoff is at most 30 s)."""
 TICK_S = 0.25
 ACTIVE = ("starting", "running")
 LIVE = ("assigned", "delivered", "started")
@@ -73,6 +76,7 @@ class RunExecutor:
         """The runs each node listed as running at its last poll (the node API records it)."""
         self._halt = threading.Event()
         self._thread: threading.Thread | None = None
+        self._started = time.time()
 
     def run_dir(self, run_id: int) -> Path:
         """Where run `run_id` keeps its app, state, outputs and log."""
@@ -168,7 +172,13 @@ class RunExecutor:
         """The least busy online nodes with room for one more run, `wanted` of them (None:
         every online node); None when there are not enough yet."""
         now = time.time()
-        online = [n for n in self.store.nodes() if (n["last_seen"] or 0) >= now - ONLINE_S]
+        nodes = self.store.nodes()
+        # Just after a restart, "every online node" would be only those that have already
+        # reconnected: a run given one node of two would wait for a client that never comes.
+        stale = any(n["last_seen"] and n["last_seen"] < self._started for n in nodes)
+        if wanted is None and stale and now < self._started + RECONNECT_GRACE_S:
+            return None
+        online = [n for n in nodes if (n["last_seen"] or 0) >= now - ONLINE_S]
         busy: dict[str, int] = {}
         unseen: dict[str, int] = {}
         active = {run["id"] for run in self.store.runs(statuses=ACTIVE)}
