@@ -3,8 +3,11 @@ module that defines their client_fn, and this one imports neither torch nor the 
 
 from __future__ import annotations
 
+import atexit
 import os
+import threading
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -112,3 +115,20 @@ class CrashingClient(EnvironmentClient):
 
 def crashing_client_fn(context: roost.Context) -> CrashingClient:
     return CrashingClient()
+
+
+class LingeringClient(EnvironmentClient):
+    """Leaves a non-daemon thread asleep in its worker and an exit handler that writes
+    `run_config["mark"]`: a worker told to stop must run the handler, not wait for the thread."""
+
+    def __init__(self, mark: str) -> None:
+        self.mark = mark
+
+    def fit(self, parameters, config):
+        threading.Thread(target=time.sleep, args=(30,), daemon=False).start()
+        atexit.register(Path(f"{self.mark}.{os.getpid()}").write_text, "exit handler ran")
+        return parameters, 1, {}
+
+
+def lingering_client_fn(context: roost.Context) -> LingeringClient:
+    return LingeringClient(str(context.run_config["mark"]))

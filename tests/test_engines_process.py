@@ -19,13 +19,16 @@ import pytest
 from process_probes import (
     crashing_client_fn,
     environment_client_fn,
+    lingering_client_fn,
     pid_recording_fedavg,
     probe_client_fn,
 )
 
 import roost
+from roost.core.types import Failure, FitIns
 from roost.engines import make_engine
 from roost.engines.choice import default_engine, framework_of
+from roost.engines.process import STOP_GRACE, ProcessEngine
 from roost.engines.threads import use_passive_wait, worker_environment
 from roost.errors import RoostError
 
@@ -308,3 +311,46 @@ def test_run_simulation_names_the_engine_it_chose_and_uses_it(monkeypatch, caplo
     )
     assert len(pids) == 12 and os.getpid() not in pids  # clients ran in worker processes
     assert "engine: process (the default: client_fn uses tensorflow" in caplog.text
+
+
+def test_workers_stop_side_by_side_running_exit_handlers_without_interpreter_teardown(
+    tmp_path,
+):
+    # Each worker keeps a non-daemon thread asleep for 30 s: an interpreter teardown would wait
+    # for it until the stop grace ran out and the worker was killed (its exit handler lost).
+    mark = tmp_path / "exited"
+    engine = ProcessEngine(lingering_client_fn, 2, {"mark": str(mark)}, max_workers=2)
+    cohort = [(str(k), FitIns([np.zeros(2)], {})) for k in range(2)]
+    try:
+        outcomes = dict(engine.run(cohort, timeout=60))
+        assert all(not isinstance(outcome, Failure) for outcome in outcomes.values())
+        workers = list(engine._workers)
+    finally:
+        started = time.perf_counter()
+        engine.close()
+        took = time.perf_counter() - started
+    assert [worker.process.returncode for worker in workers] == [0, 0]
+    assert (
+        sorted(path.read_text() for path in tmp_path.glob("exited.*")) == ["exit handler ran"] * 2
+    )
+    assert took < STOP_GRACE
+
+
+def test_closing_the_pool_tells_every_worker_to_stop_before_waiting_for_any():
+    events = []
+
+    class Worker:
+        def __init__(self, name):
+            self.name = name
+
+        def tell_to_stop(self):
+            events.append(("told", self.name))
+
+        def stop(self, grace):
+            assert 0 < grace <= STOP_GRACE
+            events.append(("waited", self.name))
+
+    engine = ProcessEngine(probe_client_fn, 2, max_workers=2)
+    engine._workers = [Worker("a"), Worker("b")]
+    engine.close()
+    assert events == [("told", "a"), ("told", "b"), ("waited", "a"), ("waited", "b")]

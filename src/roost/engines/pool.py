@@ -142,6 +142,11 @@ class WorkerPool(ABC, SimulatedFederation, Generic[Worker, Handle]):
         """Stop an idle `worker` at the end of the run; by default the same as `_kill`."""
         self._kill(worker)
 
+    def _stop_all(self, workers: list[Worker]) -> None:
+        """Stop idle `workers` at the end of the run; by default one after another."""
+        for worker in workers:
+            self._stop(worker)
+
     @abstractmethod
     def _send(
         self,
@@ -184,8 +189,7 @@ class WorkerPool(ABC, SimulatedFederation, Generic[Worker, Handle]):
             self._exchange.close()
             self._exchange = None
         workers, self._workers = self._workers, []
-        for worker in workers:
-            self._stop(worker)
+        self._stop_all(workers)
 
     def __enter__(self) -> WorkerPool:
         return self

@@ -26,6 +26,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 
@@ -41,6 +42,9 @@ log = logging.getLogger(__name__)
 
 START_METHODS = ("spawn",)
 """How workers start: "spawn", a fresh interpreter running roost's worker entry point."""
+
+# Seconds an idle worker gets to exit once told to, at the end of a run, before it is killed.
+STOP_GRACE = 2.0
 
 # Seconds after which a worker still starting is mentioned, so a slow start is never silent.
 SLOW_START_NOTICE = 30.0
@@ -64,9 +68,13 @@ class _Worker:
             self.process.wait(grace)
         return self.process.returncode
 
-    def stop(self, grace: float = 2.0) -> None:
+    def tell_to_stop(self) -> None:
+        """Ask the worker to exit (it finishes nothing: it is idle)."""
         with contextlib.suppress(OSError, ValueError):
             self.connection.send(None)
+
+    def stop(self, grace: float = 2.0) -> None:
+        self.tell_to_stop()
         if self.exit_code(grace) is None:
             self.kill()
         self.connection.close()
@@ -172,6 +180,15 @@ class ProcessEngine(WorkerPool[_Worker, Connection]):
 
     def _stop(self, worker: _Worker) -> None:
         worker.stop()
+
+    def _stop_all(self, workers: list[_Worker]) -> None:
+        # Every worker is told first, so they exit side by side: a worker's exit takes about a
+        # second with TensorFlow loaded, and one after another that was seconds of every run.
+        for worker in workers:
+            worker.tell_to_stop()
+        deadline = time.monotonic() + STOP_GRACE
+        for worker in workers:
+            worker.stop(max(0.0, deadline - time.monotonic()))
 
     def _start_workers(self, count: int) -> list[_Worker]:
         """Start `count` workers and wait until each has rebuilt client_fn."""
