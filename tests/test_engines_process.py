@@ -264,6 +264,8 @@ def test_the_default_engine_sees_a_framework_through_client_fns_modules(monkeypa
 def quiet_two_cores(monkeypatch) -> None:
     monkeypatch.setattr("roost.engines.choice.os.cpu_count", lambda: 2)
     monkeypatch.setattr("roost.engines.choice.os.getloadavg", lambda: (0.3, 0.3, 0.3))
+    # The load average alone, as on a system whose CPU counters cannot be read.
+    monkeypatch.setattr("roost.engines.choice._busy_cores_now", lambda cores: None)
 
 
 def test_the_default_engine_runs_tracing_frameworks_in_workers_when_it_pays(monkeypatch):
@@ -354,3 +356,39 @@ def test_closing_the_pool_tells_every_worker_to_stop_before_waiting_for_any():
     engine._workers = [Worker("a"), Worker("b")]
     engine.close()
     assert events == [("told", "a"), ("told", "b"), ("waited", "a"), ("waited", "b")]
+
+
+def test_a_load_average_left_by_finished_work_does_not_keep_workers_out(monkeypatch):
+    quiet_two_cores(monkeypatch)
+    monkeypatch.setattr("roost.engines.choice.framework_of", lambda client_fn: "tensorflow")
+    # A run that just ended leaves the one-minute average high while the cores are idle now.
+    monkeypatch.setattr("roost.engines.choice.os.getloadavg", lambda: (1.6, 1.2, 0.9))
+    monkeypatch.setattr("roost.engines.choice._busy_cores_now", lambda cores: 0.1)
+    assert default_engine(probe_client_fn, 5, 5).engine == "process"
+    # Busy now and over the last minute: workers would wait for the same cores.
+    monkeypatch.setattr("roost.engines.choice._busy_cores_now", lambda cores: 1.9)
+    busy = default_engine(probe_client_fn, 5, 5)
+    assert busy.engine == "sequential" and "2 cores are busy (load 1.6)" in busy.why
+
+
+def test_the_cores_busy_now_are_read_from_the_kernels_cpu_time_counters(monkeypatch):
+    from roost.engines import choice
+
+    #        user nice system idle iowait irq softirq steal
+    before = [1000, 0, 500, 8000, 100, 0, 0, 0]
+    after = [1150, 0, 550, 8190, 110, 0, 0, 0]  # 200 of 400 ticks busy: half the cores
+    readings = iter([before, after])
+    real_counters = choice._cpu_times
+    monkeypatch.setattr(choice, "LOAD_SAMPLE_SECONDS", 0.01)
+    monkeypatch.setattr(choice, "_cpu_times", lambda: next(readings))
+    assert choice._busy_cores_now(4) == pytest.approx(2.0)
+    if Path("/proc/stat").exists():  # the real counters give a share of the cores
+        monkeypatch.setattr(choice, "_cpu_times", real_counters)
+        busy = choice._busy_cores_now(2)
+        assert busy is None or 0.0 <= busy <= 2.0
+
+    def unreadable():
+        raise FileNotFoundError("/proc/stat")
+
+    monkeypatch.setattr(choice, "_cpu_times", unreadable)
+    assert choice._busy_cores_now(4) is None

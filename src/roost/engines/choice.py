@@ -8,8 +8,9 @@ already spreads its arithmetic over every core, and NumPy clients finish in mill
 process they ran as fast or faster (docs/how-to/speed.md), with no worker to start (a
 worker's first act is to import the framework, about 5 s). So the process engine is the default
 when client_fn uses TensorFlow, JAX, or Keras on either, the machine has two cores or more and
-at least one of them idle (its one-minute load average below cores - 1: on a two-core machine
-kept busy by other work, workers took longer than one process, as they wait for the same cores),
+at least one of them idle (fewer than cores - 1 busy, by the lesser of the one-minute load
+average and the cores' use over a fifth of a second: on a two-core machine kept busy by other
+work, workers took longer than one process, as they wait for the same cores),
 and the run makes enough client calls (`MIN_CALLS_FOR_WORKERS`) to earn back the workers' start;
 otherwise the sequential engine is. Since the choice can depend on the machine's load, pass
 `engine=` to pin it; on a pinned engine a seed gives the same run every time.
@@ -25,6 +26,7 @@ from __future__ import annotations
 import os
 import pickletools
 import sys
+import time
 from dataclasses import dataclass
 from types import ModuleType
 
@@ -36,6 +38,9 @@ FRAMEWORKS = ("keras", "tensorflow", "jax", "torch")
 TRACING = ("tensorflow", "jax")
 """Frameworks (or Keras backends) that trace and compile every new model's step: serial work
 per call that worker processes run side by side."""
+
+LOAD_SAMPLE_SECONDS = 0.2
+"""How long the cores' use is watched, when it matters, to tell whether they are busy now."""
 
 MIN_CALLS_FOR_WORKERS = 12
 """Client calls (rounds × clients) below which workers cost more than they save: starting a
@@ -77,17 +82,17 @@ def default_engine(client_fn: ClientFn, num_clients: int, num_rounds: int) -> En
     if workers < 2:
         why = f"the default: client_fn uses {framework}, but {_one_core(cores, num_clients)}"
         return EngineChoice("sequential", why, {})
-    load = _load()
-    if load >= cores - 1:
-        why = (
-            f"the default: client_fn uses {framework}, but this machine's {cores} cores are busy "
-            f"(load {load:.1f}), and workers would wait for them; {keep}"
-        )
-        return EngineChoice("sequential", why, {})
     if calls < MIN_CALLS_FOR_WORKERS:
         why = (
             f"the default: client_fn uses {framework}, but {calls} client calls do not earn back "
             f"starting workers that import it; {keep}"
+        )
+        return EngineChoice("sequential", why, {})
+    load = _load(cores)
+    if load >= cores - 1:
+        why = (
+            f"the default: client_fn uses {framework}, but this machine's {cores} cores are busy "
+            f"(load {load:.1f}), and workers would wait for them; {keep}"
         )
         return EngineChoice("sequential", why, {})
     why = (
@@ -108,12 +113,44 @@ def _with_backend(framework: str | None) -> str:
     return f"keras on {backend}" if backend else str(framework)
 
 
-def _load() -> float:
-    """The machine's load average over the last minute (0 where the system does not say)."""
+def _load(cores: int) -> float:
+    """How many of the machine's cores are busy: the lesser of the load average over the last
+    minute and the cores busy just now (`LOAD_SAMPLE_SECONDS`, where the system says; 0 where
+    neither is known). The average alone lags: for a minute after other work ends (a previous
+    run, say) it still reads busy, and workers that would have been faster were not chosen."""
     try:
-        return os.getloadavg()[0]
+        average = os.getloadavg()[0]
     except (AttributeError, OSError):
-        return 0.0
+        average = 0.0
+    now = _busy_cores_now(cores)
+    return average if now is None else min(average, now)
+
+
+def _busy_cores_now(cores: int) -> float | None:
+    """The cores busy over the next `LOAD_SAMPLE_SECONDS`, from the kernel's CPU time counters
+    (Linux's /proc/stat); None where they cannot be read."""
+    try:
+        before = _cpu_times()
+        time.sleep(LOAD_SAMPLE_SECONDS)
+        after = _cpu_times()
+    except (OSError, ValueError, IndexError):
+        return None
+    spent = [later - earlier for later, earlier in zip(after, before, strict=True)]
+    total = sum(spent)
+    if total <= 0:
+        return None
+    idle = spent[3] + spent[4]  # idle, and waiting for I/O
+    return cores * (1 - idle / total)
+
+
+def _cpu_times() -> list[int]:
+    """The whole machine's CPU time so far, in ticks: user, nice, system, idle, iowait, irq,
+    softirq, steal (guest time is counted within user and nice already)."""
+    with open("/proc/stat") as stat:
+        fields = stat.readline().split()
+    if fields[0] != "cpu":
+        raise ValueError("no cpu line")
+    return [int(value) for value in fields[1:9]]
 
 
 def _one_core(cores: int, num_clients: int) -> str:
