@@ -201,6 +201,10 @@ def test_tls_with_tokens_refuses_wrong_credentials_and_completes(tmp_path):
             "tok-guessed-0000000000000",
         )
         no_tls = client("no-tls", 1, "--token", tokens["1"], "--reconnect-timeout", "2")
+        # Refused before the honest clients start: on a loaded machine they could finish the run
+        # before this one's interpreter is up, and it would find no server at all.
+        assert run.wait(wrong_token, 90) != 0
+        assert "refused this client's credentials" in run.log(wrong_token)
         honest = [
             client("client0", 0, "--root-certificate", str(certs["ca"]), "--token", tokens["0"]),
             # The token may also come from the environment, out of sight of `ps`.
@@ -212,8 +216,6 @@ def test_tls_with_tokens_refuses_wrong_credentials_and_completes(tmp_path):
                 env={"ROOST_TOKEN": tokens["1"]},
             ),
         ]
-        assert run.wait(wrong_token, 90) != 0
-        assert "refused this client's credentials" in run.log(wrong_token)
         assert run.wait(no_tls, 90) != 0
         assert "no connection to the server" in run.log(no_tls)
         wait_all(run, server, honest)
