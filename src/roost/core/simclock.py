@@ -40,6 +40,7 @@ from roost.core.types import (
     Instruction,
     PhaseIns,
     Result,
+    payload_bytes,
 )
 from roost.errors import ConfigurationError
 
@@ -299,16 +300,6 @@ def _trace_row(path: Path, number: int, row: dict[str, Any]) -> tuple[ClientId, 
         return str(row["client_id"]), ClientProfile(**values)
     except ConfigurationError as error:
         raise ConfigurationError(f"{where}: {error}") from None
-
-
-def payload_bytes(message: Instruction | Result | Failure) -> int:
-    """The bytes of the arrays `message` carries: its model, and a protocol's own arrays (a
-    compressed update's payload); 0 for one that carries none."""
-    arrays = [
-        *(getattr(message, "parameters", None) or []),
-        *(getattr(message, "arrays", None) or []),
-    ]
-    return int(sum(np.asarray(array).nbytes for array in arrays))
 
 
 class VirtualClock:

@@ -104,6 +104,16 @@ Instruction: TypeAlias = GetParametersIns | FitIns | EvaluateIns | PhaseIns
 Result: TypeAlias = GetParametersRes | FitRes | EvaluateRes | PhaseRes
 
 
+def payload_bytes(message: Instruction | Result | Failure) -> int:
+    """The bytes of the arrays `message` carries: its model, and a protocol's own arrays (a
+    compressed update's payload); 0 for one that carries none."""
+    arrays = [
+        *(getattr(message, "parameters", None) or []),
+        *(getattr(message, "arrays", None) or []),
+    ]
+    return int(sum(np.asarray(array).nbytes for array in arrays))
+
+
 CLIENT_FN_RAISED = "client_fn raised "
 """How the reason of a failure starts when building the client (`client_fn`) raised."""
 

@@ -24,7 +24,15 @@ import numpy as np
 
 from roost.core.codecs import Codec
 from roost.core.compression import fit_instruction, model_dtype
-from roost.core.types import ClientId, FitIns, FitRes, Outcome, Parameters, PhaseIns
+from roost.core.types import (
+    ClientId,
+    FitIns,
+    FitRes,
+    Outcome,
+    Parameters,
+    PhaseIns,
+    payload_bytes,
+)
 from roost.errors import ConfigurationError
 from roost.strategy.base import FitAggregate, Measurements, RoundContext, State
 from roost.strategy.optimizers import UpdateFn, parameter_delta
@@ -75,10 +83,6 @@ class Traffic:
         return {"bytes_down": float(self.down), "bytes_up": float(self.up)}
 
 
-def _nbytes(arrays: Iterable[np.ndarray]) -> int:
-    return sum(int(np.asarray(a).nbytes) for a in arrays)
-
-
 def compressed_cohort(
     codec: Codec,
     cohort: Sequence[tuple[ClientId, FitIns]],
@@ -98,7 +102,7 @@ def compressed_cohort(
                 codec, instruction.parameters, instruction.config, seed
             )
         compressed.append((client_id, instructions[key]))
-        traffic.down += _nbytes(instructions[key].parameters) + _nbytes(instructions[key].arrays)
+        traffic.down += payload_bytes(instructions[key])
     return compressed
 
 
