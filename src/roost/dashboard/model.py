@@ -154,11 +154,6 @@ class RunModel:
             self._finished_at = time.monotonic()
             self.version += 1
 
-    def touch(self) -> None:
-        """Something the page shows changed outside the rounds (a failure was logged)."""
-        with self._lock:
-            self.version += 1
-
     def failures(self, withheld: bool) -> tuple[Failure, ...]:
         """The run's failures, most frequent first; none for a run that withholds client
         statistics (which node failed is a client statistic)."""
