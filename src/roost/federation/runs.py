@@ -175,8 +175,11 @@ class RunExecutor:
         nodes = self.store.nodes()
         # Just after a restart, "every online node" would be only those that have already
         # reconnected: a run given one node of two would wait for a client that never comes.
-        stale = any(n["last_seen"] and n["last_seen"] < self._started for n in nodes)
-        if wanted is None and stale and now < self._started + RECONNECT_GRACE_S:
+        if (
+            wanted is None
+            and now < self._started + RECONNECT_GRACE_S
+            and any(n["last_seen"] and n["last_seen"] < self._started for n in nodes)
+        ):
             return None
         online = [n for n in nodes if (n["last_seen"] or 0) >= now - ONLINE_S]
         busy: dict[str, int] = {}
